@@ -1,0 +1,108 @@
+"""One call for notebooks: learn a head combination on given prompts with the same LightningModule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
+from ioi_superpose.metrics import logit_diff, normalised_recovery
+from ioi_superpose.models import HookedTransformer
+from ioi_superpose.system import Direction, HeadSuperposition, Objective
+
+
+@dataclass
+class LearnedCombination:
+    coefficients: Float[Tensor, "n_layers n_heads"]
+    """The learned α, one weight per (layer, head)."""
+    recovery: float
+    """(patched − corrupted) / (clean − corrupted) of the mean logit difference on the given prompts."""
+    clean_logit_diff: float
+    corrupted_logit_diff: float
+    patched_logit_diff: float
+    l0: int
+    """Heads with |α| above `l0_threshold`."""
+
+    def top_heads(self, k: int = 10) -> list[tuple[int, int, float]]:
+        """The k heads of largest |α| as (layer, head, α)."""
+        flat = self.coefficients.flatten()
+        order = flat.abs().argsort(descending=True)[:k]
+        n_heads = self.coefficients.shape[1]
+        return [(int(i) // n_heads, int(i) % n_heads, float(flat[i])) for i in order]
+
+
+def learn_combination(
+    model: HookedTransformer,
+    clean_tokens: Int[Tensor, "batch pos"],
+    corrupted_tokens: Int[Tensor, "batch pos"],
+    answer_tokens: Int[Tensor, "batch 2"],
+    objective: Objective = "logit_diff",
+    direction: Direction = "denoising",
+    l1: float = 1e-3,
+    steps: int = 200,
+    lr: float = 0.05,
+    bounded: bool = True,
+    seed: int = 0,
+    init: float = 1.0,
+    l0_threshold: float = 0.05,
+    l1_warmup_steps: int = 0,
+) -> LearnedCombination:
+    """Learn α[layer, head] on these prompts (full batch, `steps` Adam steps) and report its recovery.
+
+    `answer_tokens` are (correct, incorrect) for the clean prompts, read at the last position. The
+    model is frozen in place (eval mode, no gradients) — it is never trained.
+    """
+    prompts = ContrastBatch.from_tokens(clean_tokens.cpu(), corrupted_tokens.cpu(), answer_tokens.cpu())
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}.")
+    L.seed_everything(seed, verbose=False)
+    model.eval().requires_grad_(False)
+    system = HeadSuperposition(
+        model_name=model.cfg.model_name,
+        direction=direction,
+        objective=objective,
+        l1=l1,
+        l1_warmup_steps=l1_warmup_steps,
+        lr=lr,
+        bounded=bounded,
+        init=init,
+        l0_threshold=l0_threshold,
+        preloaded_model=model,
+    )
+    loader = torch.utils.data.DataLoader(PromptDataset(prompts), batch_size=len(prompts), collate_fn=collate)
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="gpu" if model.cfg.device and str(model.cfg.device).startswith("cuda") else "cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        deterministic=True,
+    )
+    trainer.fit(system, train_dataloaders=loader)
+    return evaluate_combination(system, prompts)
+
+
+@torch.no_grad()
+def evaluate_combination(system: HeadSuperposition, prompts: ContrastBatch) -> LearnedCombination:
+    """Recovery and logit differences of `system`'s current α on `prompts` (one batch)."""
+    system.eval()
+    device = system.combination.coefficients.device
+    prompts = ContrastBatch(**{name: getattr(prompts, name).to(device) for name in ContrastBatch.__dataclass_fields__})
+    reference = system.reference(prompts)
+    _, patched = system.objective(prompts, reference)
+    clean, corrupted = system.clean_and_corrupted(reference)
+    clean_ld, corrupted_ld, patched_ld = (float(logit_diff(a).mean()) for a in (clean, corrupted, patched))
+    return LearnedCombination(
+        coefficients=system.combination.coefficients.detach().cpu().clone(),
+        recovery=float(normalised_recovery(torch.tensor(patched_ld), corrupted_ld, clean_ld)),
+        clean_logit_diff=clean_ld,
+        corrupted_logit_diff=corrupted_ld,
+        patched_logit_diff=patched_ld,
+        l0=system.combination.l0(system.hparams.l0_threshold),
+    )

@@ -1,0 +1,5 @@
+"""Lightning callbacks: plots of the learned α and the patching baselines next to it."""
+
+from ioi_superpose.callbacks.coefficients import CoefficientPlots
+
+__all__ = ["CoefficientPlots"]

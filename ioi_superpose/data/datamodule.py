@@ -1,0 +1,141 @@
+"""The IOI LightningDataModule: train/val/test splits and named off-distribution test sets."""
+
+from __future__ import annotations
+
+import random
+from typing import Literal, get_args
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from ioi_superpose.data.batch import PromptDataset, collate
+from ioi_superpose.data.ioi import Corruption, IOIBatch, TextEncoder, default_names, generate_ioi
+from ioi_superpose.data.templates import (
+    BABA_TEMPLATES,
+    DUPLICATED_IO_TEMPLATES,
+    IOI_TEMPLATES,
+    LONG_TEMPLATES,
+)
+from ioi_superpose.errors import ConfigError
+from ioi_superpose.models import load_tokenizer
+
+OffDistributionSet = Literal["held_out_templates", "held_out_names", "duplicated_io", "long_templates"]
+OFF_DISTRIBUTION_SETS: tuple[OffDistributionSet, ...] = get_args(OffDistributionSet)
+
+
+class IOIDataModule(L.LightningDataModule):
+    """Seeded IOI prompts for training α, and test sets that probe how far it generalises.
+
+    Splits: train, val and the in-distribution test set use the training templates and names, each
+    drawn with its own seed. Off-distribution test sets: `held_out_templates` (BABA templates listed in
+    `held_out_templates` and their ABBA mirrors, never trained on), `held_out_names` (names never
+    trained on), `duplicated_io` (the IO is named twice before the subject acts), `long_templates`
+    (longer prompts with more filler between the names and END).
+    """
+
+    def __init__(
+        self,
+        model_name: str = "gpt2-small",
+        corruption: Corruption = "name_swap",
+        n_train: int = 1024,
+        n_val: int = 256,
+        n_test: int = 256,
+        batch_size: int = 64,
+        held_out_templates: tuple[int, ...] = (12, 13, 14),
+        held_out_name_fraction: float = 0.2,
+        off_distribution: tuple[OffDistributionSet, ...] = OFF_DISTRIBUTION_SETS,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        """
+        Args:
+            model_name: the model whose tokenizer builds the prompts (linked to --model.model_name).
+            corruption: `name_swap` puts the IO in the subject's second slot (the answer flips);
+                `abc` replaces all three names by others (the IOI paper's corruption).
+            n_train: training prompts. n_val: validation prompts. n_test: prompts per test set.
+            batch_size: prompts per step.
+            held_out_templates: indices (0–14) of BABA templates kept out of training, with their ABBA
+                mirrors; they form the `held_out_templates` test set.
+            held_out_name_fraction: share of the names kept out of training (the `held_out_names` set).
+            off_distribution: which off-distribution test sets `test` evaluates.
+            seed: fixes every prompt of every split.
+            num_workers: DataLoader workers.
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        for option, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test), ("batch_size", batch_size)):
+            if value < 1:
+                raise ConfigError(f"--data.{option} must be >= 1, got {value}.")
+        bad = [i for i in held_out_templates if not 0 <= i < len(BABA_TEMPLATES)]
+        if bad or len(set(held_out_templates)) == len(BABA_TEMPLATES):
+            raise ConfigError(
+                f"--data.held_out_templates must list indices in 0..{len(BABA_TEMPLATES) - 1} and leave at "
+                f"least one template for training, got {held_out_templates}."
+            )
+        if not 0.0 <= held_out_name_fraction < 1.0:
+            raise ConfigError(f"--data.held_out_name_fraction must be in [0, 1), got {held_out_name_fraction}.")
+        unknown = [name for name in off_distribution if name not in OFF_DISTRIBUTION_SETS]
+        if unknown:
+            raise ConfigError(
+                f"Unknown --data.off_distribution sets {unknown}; choose from {list(OFF_DISTRIBUTION_SETS)}."
+            )
+        if "held_out_names" in off_distribution and held_out_name_fraction == 0.0:
+            raise ConfigError("The held_out_names test set needs --data.held_out_name_fraction > 0.")
+        self.splits: dict[str, IOIBatch] = {}
+
+    @property
+    def test_set_names(self) -> list[str]:
+        """Names of the test dataloaders, in order (the system logs each under its name)."""
+        return ["in_distribution", *self.hparams.off_distribution]
+
+    def prepare_data(self) -> None:
+        load_tokenizer(self.hparams.model_name)  # fails early, with the fix, if it cannot be had
+
+    def setup(self, stage: str) -> None:
+        if self.splits:
+            return
+        hp = self.hparams
+        encoder = load_tokenizer(hp.model_name)
+        names = default_names(encoder)
+        random.Random(hp.seed).shuffle(names)
+        n_held_out = round(len(names) * hp.held_out_name_fraction)
+        held_out_names, train_names = names[:n_held_out], names[n_held_out:]
+
+        held_out_ids = set(hp.held_out_templates) | {i + len(BABA_TEMPLATES) for i in hp.held_out_templates}
+        train_ids = [i for i in range(len(IOI_TEMPLATES)) if i not in held_out_ids]
+        long_ids = range(len(IOI_TEMPLATES), len(IOI_TEMPLATES) + len(LONG_TEMPLATES))
+        duplicated_ids = range(long_ids.stop, long_ids.stop + len(DUPLICATED_IO_TEMPLATES))
+
+        def draw(n: int, template_ids, templates, names_, seed_offset: int) -> IOIBatch:
+            return generate_ioi(encoder, n, list(templates), list(template_ids), names_, hp.corruption, hp.seed + seed_offset)
+
+        in_distribution = [IOI_TEMPLATES[i] for i in train_ids]
+        self.splits["train"] = draw(hp.n_train, train_ids, in_distribution, train_names, 0)
+        self.splits["val"] = draw(hp.n_val, train_ids, in_distribution, train_names, 1)
+        self.splits["in_distribution"] = draw(hp.n_test, train_ids, in_distribution, train_names, 2)
+        off_distribution_specs = {
+            "held_out_templates": (sorted(held_out_ids), [IOI_TEMPLATES[i] for i in sorted(held_out_ids)], train_names),
+            "held_out_names": (train_ids, in_distribution, held_out_names),
+            "duplicated_io": (duplicated_ids, DUPLICATED_IO_TEMPLATES, train_names),
+            "long_templates": (long_ids, LONG_TEMPLATES, train_names),
+        }
+        for offset, name in enumerate(hp.off_distribution, start=3):
+            self.splits[name] = draw(hp.n_test, *off_distribution_specs[name], offset)
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        return DataLoader(
+            PromptDataset(self.splits[split]),
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            collate_fn=collate,
+            num_workers=self.hparams.num_workers,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return [self._loader(name) for name in self.test_set_names]

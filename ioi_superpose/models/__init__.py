@@ -1,0 +1,19 @@
+"""The one place that talks to TransformerLens: every other module imports model types from here."""
+
+from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
+from transformer_lens.hook_points import HookPoint
+
+from ioi_superpose.models.loading import ModelLoadError, freeze, load_frozen_model, load_tokenizer
+from ioi_superpose.models.tokenizer import gpt2_tokenizer
+
+__all__ = [
+    "ActivationCache",
+    "HookPoint",
+    "HookedTransformer",
+    "HookedTransformerConfig",
+    "ModelLoadError",
+    "freeze",
+    "gpt2_tokenizer",
+    "load_frozen_model",
+    "load_tokenizer",
+]

@@ -1,0 +1,51 @@
+"""Figures a researcher would rather look at than read: [layer × head] heatmaps and line plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures go to files and TensorBoard, never to a window
+
+import matplotlib.pyplot as plt
+from jaxtyping import Float
+from matplotlib.figure import Figure
+from torch import Tensor
+
+
+def head_heatmap(values: Float[Tensor, "n_layers n_heads"], title: str, diverging: bool = True) -> Figure:
+    """One cell per (layer, head), layers as rows; diverging colours centred on zero by default."""
+    data = values.detach().float().cpu().numpy()
+    n_layers, n_heads = data.shape
+    figure, axes = plt.subplots(figsize=(1.2 + 0.45 * n_heads, 1.0 + 0.4 * n_layers))
+    if diverging:
+        limit = max(float(abs(data).max()), 1e-8)
+        image = axes.imshow(data, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
+    else:
+        image = axes.imshow(data, cmap="viridis", aspect="auto")
+    axes.set_xlabel("head")
+    axes.set_ylabel("layer")
+    axes.set_xticks(range(n_heads))
+    axes.set_yticks(range(n_layers))
+    axes.set_title(title)
+    figure.colorbar(image, ax=axes)
+    figure.tight_layout()
+    return figure
+
+
+def line_plot(values: Float[Tensor, " n"], labels: list[str], title: str, ylabel: str) -> Figure:
+    figure, axes = plt.subplots(figsize=(max(4.0, 0.3 * len(labels)), 3.2))
+    axes.plot(range(len(labels)), values.detach().float().cpu().numpy(), marker="o")
+    axes.axhline(0.0, color="grey", linewidth=0.5)
+    axes.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def save_figure(figure: Figure, path: str | Path) -> None:
+    """Save as PNG (whatever the file name says) and release the figure's memory."""
+    figure.savefig(path, dpi=120, format="png")
+    plt.close(figure)
