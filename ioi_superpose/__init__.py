@@ -1,1 +1,5 @@
 """ioi_superpose: learn sparse combinations of attention heads that carry a behaviour."""
+
+from ioi_superpose.api import LearnedCombination, learn_combination
+
+__all__ = ["LearnedCombination", "learn_combination"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import lightning as L
 import torch
@@ -40,6 +40,14 @@ class RunReference:
     source_answer_logits: Float[Tensor, "batch 2"]
     base_answer_logits: Float[Tensor, "batch 2"]
     source_log_probs: Float[Tensor, "batch vocab"] | None  # at END; only for the kl objective
+
+
+class LossTerms(NamedTuple):
+    loss: Float[Tensor, ""]
+    objective: Float[Tensor, ""]
+    l1: Float[Tensor, ""]
+    answer_logits: Float[Tensor, "batch 2"]
+    reference: RunReference
 
 
 class ReferenceCache:
@@ -214,31 +222,34 @@ class HeadSuperposition(L.LightningModule):
         ramp = 1.0 if warmup == 0 else min(1.0, self.global_step / warmup)
         return self.hparams.l1 * ramp
 
-    def training_step(self, batch: ContrastBatch, batch_idx: int) -> Tensor:
+    def loss_terms(self, batch: ContrastBatch) -> LossTerms:
+        """The training loss on `batch` and what it is made of (the whole of a step's model work)."""
         reference = self.reference(batch)
         objective, answer_logits = self.objective(batch, reference)
         l1 = self.combination.l1()
-        loss = objective + self.l1_weight() * l1
-        if not torch.isfinite(loss):
+        return LossTerms(objective + self.l1_weight() * l1, objective, l1, answer_logits, reference)
+
+    def training_step(self, batch: ContrastBatch, batch_idx: int) -> Tensor:
+        terms = self.loss_terms(batch)
+        if not torch.isfinite(terms.loss):
             raise NonFiniteLossError(
-                f"The loss is {loss.item()} at training step {self.global_step} (objective "
-                f"{objective.item()}, L1 {l1.item()}). Training stopped; the checkpoints saved before this "
-                "step are kept. Lower --model.lr, or use --model.bounded true."
+                f"The loss is {terms.loss.item()} at training step {self.global_step} (objective "
+                f"{terms.objective.item()}, L1 {terms.l1.item()}). Training stopped; the checkpoints saved "
+                "before this step are kept. Lower --model.lr, or use --model.bounded true."
             )
-        clean, corrupted = self.clean_and_corrupted(reference)
-        batch_size = len(batch)
+        clean, corrupted = self.clean_and_corrupted(terms.reference)
         self.log_dict(
             {
-                "train/loss": loss,
-                "train/objective": objective,
-                "train/recovery": _recovery(answer_logits, clean, corrupted),
-                "train/l1": l1,
+                "train/loss": terms.loss,
+                "train/objective": terms.objective,
+                "train/recovery": _recovery(terms.answer_logits, clean, corrupted),
+                "train/l1": terms.l1,
                 "train/l0": float(self.combination.l0(self.hparams.l0_threshold)),
                 "train/l1_weight": self.l1_weight(),
             },
-            batch_size=batch_size,
+            batch_size=len(batch),
         )
-        return loss
+        return terms.loss
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)

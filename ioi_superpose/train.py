@@ -52,6 +52,9 @@ class SuperposeCLI(LightningCLI):
             return
         config = self.config.get(self.config["subcommand"]).as_dict()
         summary = build_summary(self.model, val_metrics, test_metrics, self.datamodule.test_set_names, config)
+        if self.trainer.log_dir is None:  # fast_dev_run and logger=False runs keep no files
+            print("No run directory (fast_dev_run or no logger): results not written.")
+            return
         paths = write_run_results(Path(self.trainer.log_dir), self.model, summary)
         recovery = summary["recovery"]
         print(

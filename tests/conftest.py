@@ -1,0 +1,80 @@
+"""Shared fixtures: tiny random models, built offline and seeded."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports huggingface_hub: tests never touch the network.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze
+
+
+def random_model(
+    n_layers: int = 2,
+    n_heads: int = 4,
+    d_model: int = 32,
+    d_vocab: int = 50,
+    attn_only: bool = False,
+    seed: int = 0,
+    scale: float = 3.0,
+) -> HookedTransformer:
+    """A frozen random HookedTransformer whose weights are scaled up so patches have visible effects."""
+    cfg = HookedTransformerConfig(
+        n_layers=n_layers,
+        n_heads=n_heads,
+        d_model=d_model,
+        d_head=d_model // n_heads,
+        d_mlp=None if attn_only else 2 * d_model,
+        d_vocab=d_vocab,
+        n_ctx=32,
+        act_fn=None if attn_only else "gelu",
+        attn_only=attn_only,
+        normalization_type="LN",
+        seed=seed,
+    )
+    model = HookedTransformer(cfg)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim > 1:
+                parameter.mul_(scale)
+    return freeze(model)
+
+
+def prompt_pairs(
+    d_vocab: int, batch: int = 6, length: int = 7, seed: int = 0, share_last: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random clean/corrupted token pairs with answer tokens (correct, incorrect)."""
+    generator = torch.Generator().manual_seed(seed)
+    clean = torch.randint(0, d_vocab, (batch, length), generator=generator)
+    corrupted = torch.randint(0, d_vocab, (batch, length), generator=generator)
+    if share_last:
+        corrupted[:, -1] = clean[:, -1]
+    answers = torch.randint(0, d_vocab, (batch, 2), generator=generator)
+    return clean, corrupted, answers
+
+
+@pytest.fixture
+def tiny_model() -> HookedTransformer:
+    return random_model()
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small random Hugging Face GPT-2 checkpoint with GPT-2's real vocabulary, saved to disk."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny_gpt2")
+    config = GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=50257)
+    GPT2LMHeadModel(config).save_pretrained(directory)
+    return directory
+
+
+def hooks_attached(model: HookedTransformer) -> int:
+    return sum(len(point.fwd_hooks) + len(point.bwd_hooks) for point in model.hook_dict.values())

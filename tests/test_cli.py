@@ -1,0 +1,87 @@
+import json
+
+import pytest
+import torch
+
+from ioi_superpose.train import main
+
+SMALL = ["--data.n_train", "32", "--data.n_val", "16", "--data.n_test", "8", "--data.batch_size", "16"]
+QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+
+
+def run_cli(args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(args)
+
+
+def test_fast_dev_run(tiny_gpt2_dir, tmp_path, monkeypatch):
+    run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.fast_dev_run", "true"], tmp_path, monkeypatch)
+
+
+def test_fit_writes_summary_and_coefficients(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
+    run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "2"], tmp_path, monkeypatch)
+    run_dir = tmp_path / "runs" / "ioi_superpose" / "version_0"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in ("recovery", "clean_logit_diff", "corrupted_logit_diff", "clean_accuracy", "l0", "top_heads", "config"):
+        assert key in summary
+    assert set(summary["recovery"]["test"]) == {"in_distribution", "held_out_templates", "held_out_names", "duplicated_io", "long_templates"}
+    assert all(isinstance(value, float) for value in summary["recovery"]["test"].values())
+    assert summary["config"]["model"]["model_name"] == str(tiny_gpt2_dir)
+    saved = torch.load(run_dir / "coefficients.pt")
+    assert saved["coefficients"].shape == (2, 4)
+    assert summary["l0"] == int((saved["coefficients"].abs() > summary["l0_threshold"]).sum())
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert (run_dir / "coefficients.png").stat().st_size > 1000
+    assert "runs/ioi_superpose/version_0/summary.json" in capsys.readouterr().out
+
+
+def test_fit_resumes_from_a_checkpoint(tiny_gpt2_dir, tmp_path, monkeypatch):
+    args = ["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET]
+    run_cli([*args, "--trainer.max_epochs", "1"], tmp_path, monkeypatch)
+    last = tmp_path / "runs" / "ioi_superpose" / "version_0" / "checkpoints" / "last.ckpt"
+    first_alpha = torch.load(last, weights_only=False)["state_dict"]["combination.coefficients"]
+    run_cli([*args, "--trainer.max_epochs", "2", "--ckpt_path", str(last)], tmp_path, monkeypatch)
+    resumed = torch.load(tmp_path / "runs" / "ioi_superpose" / "version_1" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["global_step"] == 4  # 2 steps per epoch, continued from step 2
+    assert not torch.equal(resumed["state_dict"]["combination.coefficients"], first_alpha)
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [("--model.l1", "-1", "--model.l1 must be >= 0"), ("--model.lr", "0", "--model.lr must be > 0")],
+)
+def test_bad_options_exit_non_zero_with_a_message(tiny_gpt2_dir, tmp_path, monkeypatch, capsys, option, value, message):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, option, value], tmp_path, monkeypatch)
+    assert exit_info.value.code == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_weights_offline_exit_with_the_fix(tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "--model.model_name", "gpt2-small", *SMALL], tmp_path, monkeypatch)
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err
+    assert "not in the local Hugging Face cache" in error and "Traceback" not in error
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
+    from ioi_superpose.system import HeadSuperposition
+
+    original = HeadSuperposition.objective
+
+    def poisoned(self, batch, reference):
+        value, logits = original(self, batch, reference)
+        return (value * float("nan") if self.global_step >= 3 else value), logits
+
+    monkeypatch.setattr(HeadSuperposition, "objective", poisoned)
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "3"], tmp_path, monkeypatch)
+    assert exit_info.value.code == 1
+    assert "at training step 3" in capsys.readouterr().err
+    run_dir = tmp_path / "runs" / "ioi_superpose" / "version_0"
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert checkpoint["global_step"] == 2
+    assert torch.isfinite(checkpoint["state_dict"]["combination.coefficients"]).all()
+    assert not (run_dir / "summary.json").exists()

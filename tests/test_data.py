@@ -1,0 +1,135 @@
+import pytest
+import torch
+
+from ioi_superpose.data.batch import PromptDataset, collate
+from ioi_superpose.data.datamodule import OFF_DISTRIBUTION_SETS, IOIDataModule
+from ioi_superpose.data.ioi import _encode_prompt, default_names, generate_ioi, prompt_text
+from ioi_superpose.data.templates import (
+    ABBA_TEMPLATES,
+    BABA_TEMPLATES,
+    DUPLICATED_IO_TEMPLATES,
+    IOI_TEMPLATES,
+    LONG_TEMPLATES,
+    NAMES,
+)
+from ioi_superpose.errors import ConfigError
+from ioi_superpose.metrics import LogitDiffMetric
+from ioi_superpose.models import gpt2_tokenizer, load_frozen_model
+
+ALL_TEMPLATES = IOI_TEMPLATES + LONG_TEMPLATES + DUPLICATED_IO_TEMPLATES
+
+
+def draw(n=32, corruption="name_swap", seed=0, templates=IOI_TEMPLATES):
+    tokenizer = gpt2_tokenizer()
+    return generate_ioi(tokenizer, n, templates, range(len(templates)), default_names(tokenizer), corruption, seed)
+
+
+def test_template_and_name_counts():
+    assert len(BABA_TEMPLATES) == len(ABBA_TEMPLATES) == 15
+    assert len(NAMES) == len(set(NAMES)) == 99
+    assert len(default_names(gpt2_tokenizer())) == 99  # all single tokens for GPT-2
+    for baba, abba in zip(BABA_TEMPLATES, ABBA_TEMPLATES):
+        assert baba != abba and baba.replace("[B] and [A]", "[A] and [B]", 1) == abba
+
+
+@pytest.mark.parametrize("template", ALL_TEMPLATES)
+def test_slotwise_tokenization_equals_whole_string(template):
+    tokenizer = gpt2_tokenizer()
+    words = {"A": "Mary", "B": "John", "PLACE": "restaurant", "OBJECT": "basketball"}
+    tokens, slots = _encode_prompt(tokenizer, template, words)
+    text = prompt_text(template, "Mary", "John", "restaurant", "basketball")
+    assert tokens == [tokenizer.bos_token_id] + tokenizer.encode(text)
+    assert all(tokens[p] == 5335 for p in slots["A"]) and all(tokens[p] == 1757 for p in slots["B"])
+
+
+def test_roles_and_name_swap_corruption():
+    batch = draw(64)
+    rows = torch.arange(len(batch))
+    io, s = batch.answer_tokens[:, 0], batch.answer_tokens[:, 1]
+    assert torch.equal(batch.clean_tokens[rows, batch.io_pos], io)
+    assert torch.equal(batch.clean_tokens[rows, batch.s1_pos], s)
+    assert torch.equal(batch.clean_tokens[rows, batch.s2_pos], s)
+    assert (batch.s1_pos < batch.s2_pos).all() and (batch.s2_pos < batch.end_pos).all()
+    assert torch.equal(batch.clean_tokens[rows, batch.end_pos], torch.full_like(io, gpt2_tokenizer().encode(" to")[0]))
+    # name_swap changes exactly S2, into the IO: the clean answer becomes the wrong one.
+    differs = batch.clean_tokens != batch.corrupted_tokens
+    assert torch.equal(differs.sum(1), torch.ones(len(batch), dtype=torch.long))
+    assert torch.equal(batch.corrupted_tokens[rows, batch.s2_pos], io)
+
+
+def test_abc_corruption_replaces_all_three_names_by_others():
+    batch = draw(64, corruption="abc")
+    rows = torch.arange(len(batch))
+    replaced = [batch.corrupted_tokens[rows, position] for position in (batch.io_pos, batch.s1_pos, batch.s2_pos)]
+    for row in range(len(batch)):
+        names = {int(r[row]) for r in replaced}
+        assert len(names) == 3
+        assert not names & set(batch.answer_tokens[row].tolist())
+    unchanged = torch.ones_like(batch.clean_tokens, dtype=torch.bool)
+    for position in (batch.io_pos, batch.s1_pos, batch.s2_pos):
+        unchanged[rows, position] = False
+    assert torch.equal(batch.clean_tokens[unchanged], batch.corrupted_tokens[unchanged])
+
+
+def test_seed_fixes_the_prompts():
+    assert torch.equal(draw(seed=3).clean_tokens, draw(seed=3).clean_tokens)
+    assert not torch.equal(draw(seed=3).clean_tokens, draw(seed=4).clean_tokens)
+
+
+def test_multi_token_names_are_listed_in_the_error():
+    tokenizer = gpt2_tokenizer()
+    with pytest.raises(ConfigError, match="Zebulonius"):
+        generate_ioi(tokenizer, 4, IOI_TEMPLATES, range(30), ["Mary", "John", "Zebulonius"], "name_swap")
+
+
+def test_padded_batch_gives_the_same_metric_as_one_prompt_at_a_time(tiny_gpt2_dir):
+    model = load_frozen_model(str(tiny_gpt2_dir))
+    batch = draw(12, templates=ALL_TEMPLATES)
+    assert len(set(batch.end_pos.tolist())) > 1  # prompts of different lengths really are padded
+    with torch.no_grad():
+        together = LogitDiffMetric(batch.answer_tokens, batch.end_pos)(model(batch.clean_tokens))
+        one_by_one = []
+        for row in range(len(batch)):
+            single = batch[row : row + 1].trimmed()
+            one_by_one.append(LogitDiffMetric(single.answer_tokens, single.end_pos)(model(single.clean_tokens)))
+    assert torch.allclose(together, torch.stack(one_by_one).mean(), atol=1e-5)
+
+
+def test_collate_trims_padding_and_keeps_rows():
+    batch = draw(8, templates=ALL_TEMPLATES)
+    dataset = PromptDataset(batch)
+    collated = collate([dataset[i] for i in range(3)])
+    assert collated.clean_tokens.shape[1] == int(batch.end_pos[:3].max()) + 1
+    assert torch.equal(collated.index, torch.arange(3))
+    assert torch.equal(collated.answer_tokens, batch.answer_tokens[:3])
+
+
+def test_datamodule_splits_hold_out_names_and_templates():
+    datamodule = IOIDataModule(n_train=200, n_val=20, n_test=50, batch_size=16, seed=1)
+    datamodule.setup("fit")
+    train = datamodule.splits["train"]
+    held_out_template_ids = {12, 13, 14, 27, 28, 29}
+    assert not set(train.template_id.tolist()) & held_out_template_ids
+    assert set(datamodule.splits["held_out_templates"].template_id.tolist()) <= held_out_template_ids
+    train_names = set(train.answer_tokens.flatten().tolist())
+    held_out_names = set(datamodule.splits["held_out_names"].answer_tokens.flatten().tolist())
+    assert held_out_names and not train_names & held_out_names
+    assert datamodule.test_set_names == ["in_distribution", *OFF_DISTRIBUTION_SETS]
+    assert len(datamodule.test_dataloader()) == 1 + len(OFF_DISTRIBUTION_SETS)
+    again = IOIDataModule(n_train=200, n_val=20, n_test=50, batch_size=16, seed=1)
+    again.setup("fit")
+    assert torch.equal(again.splits["duplicated_io"].clean_tokens, datamodule.splits["duplicated_io"].clean_tokens)
+
+
+@pytest.mark.parametrize(
+    "kwargs, option",
+    [
+        ({"n_train": 0}, "--data.n_train"),
+        ({"held_out_templates": (15,)}, "--data.held_out_templates"),
+        ({"off_distribution": ("nonsense",)}, "--data.off_distribution"),
+        ({"held_out_name_fraction": 1.0}, "--data.held_out_name_fraction"),
+    ],
+)
+def test_datamodule_rejects_bad_options_by_name(kwargs, option):
+    with pytest.raises(ConfigError, match=option):
+        IOIDataModule(**kwargs)

@@ -1,0 +1,133 @@
+import pytest
+import torch
+from transformer_lens import patching as tl_patching
+
+from conftest import hooks_attached, prompt_pairs, random_model
+from ioi_superpose import learn_combination
+from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.errors import ConfigError
+from ioi_superpose.interventions import HeadCombination, head_z, patched_heads
+from ioi_superpose.metrics import LogitDiffMetric
+from ioi_superpose.system import HeadSuperposition
+
+
+def run_with_alpha(model, alpha, base_tokens, source_tokens):
+    combination = HeadCombination(*alpha.shape, bounded=False)
+    combination.coefficients.data.copy_(alpha)
+    with torch.no_grad():
+        source_z, _ = head_z(model, source_tokens)
+        with patched_heads(model, combination, source_z):
+            return model(base_tokens)
+
+
+@pytest.mark.parametrize("shape", [dict(n_layers=2, n_heads=4), dict(n_layers=3, n_heads=2, attn_only=True)])
+def test_zero_alpha_is_the_base_run_and_one_is_the_source_run(shape):
+    model = random_model(**shape)
+    clean, corrupted, _ = prompt_pairs(model.cfg.d_vocab, length=9)
+    alpha = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+    with torch.no_grad():
+        corrupted_logits, clean_logits = model(corrupted), model(clean)
+    assert torch.equal(run_with_alpha(model, alpha, corrupted, clean), corrupted_logits)
+    # α = 1: every head output is the clean one; with a shared final token the final position is clean.
+    denoised = run_with_alpha(model, alpha + 1, corrupted, clean)
+    assert torch.allclose(denoised[:, -1], clean_logits[:, -1], atol=1e-4)
+    noised = run_with_alpha(model, alpha + 1, clean, corrupted)
+    assert torch.allclose(noised[:, -1], corrupted_logits[:, -1], atol=1e-4)
+    assert not torch.allclose(clean_logits[:, -1], corrupted_logits[:, -1], atol=1e-2)  # the check has teeth
+
+
+def test_one_hot_alpha_equals_transformer_lens_single_head_patching():
+    model = random_model(n_layers=2, n_heads=3)
+    clean, corrupted, answers = prompt_pairs(model.cfg.d_vocab, length=7)
+    metric = LogitDiffMetric(answers, torch.full((len(clean),), clean.shape[1] - 1))
+    with torch.no_grad():
+        _, clean_cache = model.run_with_cache(clean)
+        expected = tl_patching.get_act_patch_attn_head_out_all_pos(model, corrupted, clean_cache, metric)
+    ours = torch.zeros_like(expected)
+    for layer in range(model.cfg.n_layers):
+        for head in range(model.cfg.n_heads):
+            alpha = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
+            alpha[layer, head] = 1.0
+            ours[layer, head] = metric(run_with_alpha(model, alpha, corrupted, clean))
+    assert expected.abs().max() > 1e-2
+    assert torch.allclose(ours, expected, atol=1e-5)
+
+
+def system_for(model, **settings):
+    return HeadSuperposition(model_name="test", preloaded_model=model, **settings)
+
+
+def test_only_alpha_trains_and_no_hook_stays_attached():
+    model = random_model()
+    system = system_for(model, objective="kl")
+    trainable = [name for name, parameter in system.named_parameters() if parameter.requires_grad]
+    assert trainable == ["combination.coefficients"]
+    assert sum(p.numel() for p in system.parameters() if p.requires_grad) == model.cfg.n_layers * model.cfg.n_heads
+    batch = ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab))
+    system.train()
+    loss = system.objective(batch, system.reference(batch))[0]
+    loss.backward()
+    assert system.combination.coefficients.grad is not None
+    assert system.combination.coefficients.grad.abs().sum() > 0
+    assert all(parameter.grad is None for parameter in model.parameters())
+    assert hooks_attached(model) == 0
+
+
+def test_hooks_are_removed_when_the_forward_fails():
+    model = random_model()
+    combination = HeadCombination(model.cfg.n_layers, model.cfg.n_heads)
+    wrong_shape = torch.zeros(model.cfg.n_layers, 1, 2, model.cfg.n_heads, model.cfg.d_head)
+    with pytest.raises(RuntimeError):
+        with patched_heads(model, combination, wrong_shape):
+            model(torch.zeros(3, 5, dtype=torch.long))
+    assert hooks_attached(model) == 0
+
+
+def test_bounded_alpha_is_projected_into_unit_interval():
+    combination = HeadCombination(2, 3, bounded=True)
+    combination.coefficients.data = torch.tensor([[-0.5, 0.3, 1.7], [2.0, -1.0, 0.0]])
+    combination.project_()
+    assert torch.equal(combination.coefficients.data, torch.tensor([[0.0, 0.3, 1.0], [1.0, 0.0, 0.0]]))
+    free = HeadCombination(1, 1, bounded=False)
+    free.coefficients.data.fill_(1.7)
+    free.project_()
+    assert free.coefficients.item() == pytest.approx(1.7)
+    with pytest.raises(ConfigError, match="init"):
+        HeadCombination(1, 1, bounded=True, init=2.0)
+
+
+def planted_model(writing_heads: set[tuple[int, int]]):
+    """An attention-only model in which only `writing_heads` write to the residual stream."""
+    model = random_model(n_layers=2, n_heads=4, attn_only=True, d_vocab=40)
+    with torch.no_grad():
+        for layer in range(2):
+            for head in range(4):
+                if (layer, head) not in writing_heads:
+                    model.blocks[layer].attn.W_O[head].zero_()
+    return model
+
+
+def test_kl_objective_finds_the_heads_that_write_the_answer():
+    planted = {(1, 0), (1, 3)}
+    model = planted_model(planted)
+    clean, corrupted, answers = prompt_pairs(40, batch=16, length=7)
+    result = learn_combination(model, clean, corrupted, answers, objective="kl", l1=1e-2, steps=150, lr=0.05)
+    found = {(layer, head) for layer, head in zip(*torch.nonzero(result.coefficients > 0.5, as_tuple=True))}
+    found = {(int(layer), int(head)) for layer, head in found}
+    assert found == planted
+    assert result.l0 == 2
+    assert result.recovery == pytest.approx(1.0, abs=0.05)
+
+
+def test_learn_combination_is_reproducible_and_validates_input():
+    model = random_model()
+    clean, corrupted, answers = prompt_pairs(model.cfg.d_vocab)
+    first = learn_combination(model, clean, corrupted, answers, steps=5, seed=1)
+    second = learn_combination(model, clean, corrupted, answers, steps=5, seed=1)
+    assert torch.equal(first.coefficients, second.coefficients)
+    with pytest.raises(ConfigError, match="same shape"):
+        learn_combination(model, clean, corrupted[:, :-1], answers, steps=1)
+    with pytest.raises(ConfigError, match="--model.l1"):
+        learn_combination(model, clean, corrupted, answers, steps=1, l1=-1.0)
+    with pytest.raises(ConfigError, match="--model.lr"):
+        learn_combination(model, clean, corrupted, answers, steps=1, lr=0.0)
