@@ -143,7 +143,7 @@ class HeadSuperposition(L.LightningModule):
         self.save_hyperparameters(ignore=["preloaded_model"])
         model = preloaded_model if preloaded_model is not None else load_frozen_model(model_name)
         # Kept out of the module tree: the frozen weights are never saved in our checkpoints (they hold
-        # α; the model is reloaded from `model_name`) nor wrapped by DDP. `setup` moves it to our device.
+        # α; the model is reloaded from `model_name`) nor wrapped by DDP; `_place_frozen_model` moves it.
         self.__dict__["frozen"] = model
         self.combination = HeadCombination(model.cfg.n_layers, model.cfg.n_heads, bounded, init)
         self.reference_cache = ReferenceCache(keep_activations=cache_source_activations)
@@ -152,11 +152,20 @@ class HeadSuperposition(L.LightningModule):
     # ----------------------------------------------------------------------------------------------
     # runs
 
-    def setup(self, stage: str) -> None:
-        self.frozen.to(self.device)
+    def _place_frozen_model(self) -> None:
+        # Runs once the strategy has put α on its device. TransformerLens's own `to` also updates
+        # cfg.device, which it uses to place inputs.
+        if self.frozen.cfg.device != str(self.device):
+            self.frozen.to(self.device)
 
     def on_fit_start(self) -> None:
-        self.frozen.to(self.device)
+        self._place_frozen_model()
+
+    def on_validation_start(self) -> None:
+        self._place_frozen_model()
+
+    def on_test_start(self) -> None:
+        self._place_frozen_model()
 
     def _tokens(self, batch: ContrastBatch) -> tuple[Tensor, Tensor]:
         """(base, source) tokens for this direction."""
@@ -293,7 +302,7 @@ class HeadSuperposition(L.LightningModule):
         metrics["clean_accuracy"].update(clean)
         prefix = stage if set_name == "in_distribution" else f"{stage}/{set_name}"
         loss = objective + self.hparams.l1 * self.combination.l1()
-        self.log(f"{prefix}/loss", loss, batch_size=len(batch), add_dataloader_idx=False)
+        self.log(f"{prefix}/loss", loss, batch_size=len(batch), add_dataloader_idx=False, sync_dist=True)
         for name, metric in metrics.items():
             # Metrics are made per set on first use, so name the attribute Lightning should reduce.
             self.log(

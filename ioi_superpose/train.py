@@ -48,14 +48,15 @@ class SuperposeCLI(LightningCLI):
         test_metrics: dict[str, float] = {}
         for per_loader in self.trainer.test(self.model, datamodule=self.datamodule, verbose=False):
             test_metrics.update(per_loader)
+        run_dir = self.trainer.log_dir  # a collective call under DDP: every rank must make it
         if not self.trainer.is_global_zero:
             return
         config = self.config.get(self.config["subcommand"]).as_dict()
         summary = build_summary(self.model, val_metrics, test_metrics, self.datamodule.test_set_names, config)
-        if self.trainer.log_dir is None:  # fast_dev_run and logger=False runs keep no files
+        if run_dir is None:  # fast_dev_run and logger=False runs keep no files
             print("No run directory (fast_dev_run or no logger): results not written.")
             return
-        paths = write_run_results(Path(self.trainer.log_dir), self.model, summary)
+        paths = write_run_results(Path(run_dir), self.model, summary)
         recovery = summary["recovery"]
         print(
             f"\nLearned α: L0 = {summary['l0']} of {summary['n_heads_total']} heads, "
@@ -64,7 +65,7 @@ class SuperposeCLI(LightningCLI):
         )
         for name, path in paths.items():
             print(f"  {name:<12} {path}")
-        print(f"  {'tensorboard':<12} tensorboard --logdir {Path(self.trainer.log_dir).parent}")
+        print(f"  {'tensorboard':<12} tensorboard --logdir {Path(run_dir).parent}")
 
 
 def main(args: list[str] | None = None) -> None:

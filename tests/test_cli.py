@@ -85,3 +85,24 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_gp
     assert checkpoint["global_step"] == 2
     assert torch.isfinite(checkpoint["state_dict"]["combination.coefficients"]).all()
     assert not (run_dir / "summary.json").exists()
+
+
+def test_ddp_with_two_processes_trains_and_writes_one_summary(tiny_gpt2_dir, tmp_path):
+    """The multi-GPU path (DDP), exercised with two CPU processes."""
+    import os
+    import subprocess
+    import sys
+
+    command = [
+        sys.executable, "-m", "ioi_superpose.train", "fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET,
+        "--data.batch_size", "8", "--trainer.max_epochs", "1",
+        "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
+    ]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    finished = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    summaries = list((tmp_path / "runs").rglob("summary.json"))
+    assert len(summaries) == 1
+    summary = json.loads(summaries[0].read_text())
+    assert str(summary["config"]["trainer"]["devices"]) == "2"
+    assert isinstance(summary["recovery"]["val"], float)
