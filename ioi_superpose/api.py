@@ -12,6 +12,7 @@ from torch import Tensor
 from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
 from ioi_superpose.metrics import logit_diff, normalised_recovery
 from ioi_superpose.models import HookedTransformer
+from ioi_superpose.results import top_heads
 from ioi_superpose.system import Direction, HeadSuperposition, Objective
 
 
@@ -27,12 +28,9 @@ class LearnedCombination:
     l0: int
     """Heads with |α| above `l0_threshold`."""
 
-    def top_heads(self, k: int = 10) -> list[tuple[int, int, float]]:
-        """The k heads of largest |α| as (layer, head, α)."""
-        flat = self.coefficients.flatten()
-        order = flat.abs().argsort(descending=True)[:k]
-        n_heads = self.coefficients.shape[1]
-        return [(int(i) // n_heads, int(i) % n_heads, float(flat[i])) for i in order]
+    def top_heads(self, k: int = 10) -> list[dict[str, float | int]]:
+        """The k heads of largest |α|, as {"layer", "head", "alpha"}."""
+        return top_heads(self.coefficients, k=k)
 
 
 def learn_combination(

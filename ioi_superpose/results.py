@@ -9,7 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 
+from ioi_superpose.ioi_heads import circuit_precision_recall, is_gpt2_small
 from ioi_superpose.plots import head_heatmap, save_figure
 from ioi_superpose.system import HeadSuperposition
 
@@ -32,13 +35,15 @@ def write_json(path: Path, data: dict) -> None:
     atomic_write(path, lambda name: Path(name).write_text(json.dumps(data, indent=2, default=str) + "\n"))
 
 
-def top_heads(alpha: torch.Tensor, threshold: float, k: int = 20) -> list[dict[str, float | int]]:
-    """Heads with |α| above `threshold`, largest first (at most k)."""
-    flat = alpha.flatten()
+def top_heads(
+    values: Float[Tensor, "n_layers n_heads"], k: int = 20, threshold: float = 0.0, key: str = "alpha"
+) -> list[dict[str, float | int]]:
+    """The (at most k) heads of largest |value| above `threshold`, largest first."""
+    flat = values.flatten()
     order = flat.abs().argsort(descending=True)[:k]
-    n_heads = alpha.shape[1]
+    n_heads = values.shape[1]
     return [
-        {"layer": int(i) // n_heads, "head": int(i) % n_heads, "alpha": round(float(flat[i]), 4)}
+        {"layer": int(i) // n_heads, "head": int(i) % n_heads, key: round(float(flat[i]), 4)}
         for i in order
         if abs(float(flat[i])) > threshold
     ]
@@ -55,6 +60,7 @@ def build_summary(
     test_metrics: dict[str, float],
     test_set_names: list[str],
     config: dict,
+    baselines: dict[str, dict] | None = None,
 ) -> dict:
     alpha = system.combination.coefficients.detach().cpu()
     val = _stage_metrics(val_metrics, "val", "in_distribution")
@@ -72,9 +78,15 @@ def build_summary(
         "l0": system.combination.l0(system.hparams.l0_threshold),
         "l0_threshold": system.hparams.l0_threshold,
         "n_heads_total": alpha.numel(),
-        "top_heads": top_heads(alpha, system.hparams.l0_threshold),
+        "top_heads": top_heads(alpha, threshold=system.hparams.l0_threshold),
         "val": val,
         "test": tests,
+        "baselines": baselines or {},
+        "ioi_circuit": (
+            circuit_precision_recall(alpha, system.hparams.l0_threshold)
+            if is_gpt2_small(system.hparams.model_name, *alpha.shape)
+            else None
+        ),
         "config": config,
     }
 

@@ -167,7 +167,7 @@ class HeadSuperposition(L.LightningModule):
     def on_test_start(self) -> None:
         self._place_frozen_model()
 
-    def _tokens(self, batch: ContrastBatch) -> tuple[Tensor, Tensor]:
+    def base_and_source_tokens(self, batch: ContrastBatch) -> tuple[Tensor, Tensor]:
         """(base, source) tokens for this direction."""
         if self.hparams.direction == "denoising":
             return batch.corrupted_tokens, batch.clean_tokens
@@ -179,7 +179,7 @@ class HeadSuperposition(L.LightningModule):
         cached = self.reference_cache.get(batch) if self.training else None
         if cached is not None:
             return cached
-        base_tokens, source_tokens = self._tokens(batch)
+        base_tokens, source_tokens = self.base_and_source_tokens(batch)
         source_z, source_residual = head_z(self.frozen, source_tokens)
         source_answer_logits = unembed_at_end(self.frozen, source_residual, batch.end_pos, batch.answer_tokens)
         base_answer_logits = self.reference_cache.base_answer_logits(batch) if self.training else None
@@ -198,10 +198,22 @@ class HeadSuperposition(L.LightningModule):
         self, batch: ContrastBatch, reference: RunReference, full_vocab: bool
     ) -> Float[Tensor, "batch k"]:
         """Logits at END of the base run with α-mixed heads: the answer pair, or the whole vocabulary."""
-        base_tokens, _ = self._tokens(batch)
+        base_tokens, _ = self.base_and_source_tokens(batch)
         with patched_heads(self.frozen, self.combination, reference.source_z):
             residual = self.frozen(base_tokens, stop_at_layer=self.frozen.cfg.n_layers)
         return unembed_at_end(self.frozen, residual, batch.end_pos, None if full_vocab else batch.answer_tokens)
+
+    @torch.no_grad()
+    def recovery_of(self, batch: ContrastBatch, alpha: Float[Tensor, "layer head"]) -> float:
+        """Normalised recovery on `batch` with α fixed to `alpha` (for baselines; the learned α is untouched)."""
+        fixed = HeadCombination(*alpha.shape, bounded=False).to(alpha.device)
+        fixed.coefficients.copy_(alpha)
+        reference = self.reference(batch)
+        base_tokens, _ = self.base_and_source_tokens(batch)
+        with patched_heads(self.frozen, fixed, reference.source_z):
+            residual = self.frozen(base_tokens, stop_at_layer=self.frozen.cfg.n_layers)
+        patched = unembed_at_end(self.frozen, residual, batch.end_pos, batch.answer_tokens)
+        return float(_recovery(patched, *self.clean_and_corrupted(reference)))
 
     def objective(self, batch: ContrastBatch, reference: RunReference) -> tuple[Tensor, Tensor]:
         """(objective value, answer logits of the patched run)."""

@@ -12,7 +12,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from ioi_superpose.callbacks import CoefficientPlots
+from ioi_superpose.callbacks import CoefficientPlots, HeadBaseline
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import ModelLoadError
@@ -52,7 +52,16 @@ class SuperposeCLI(LightningCLI):
         if not self.trainer.is_global_zero:
             return
         config = self.config.get(self.config["subcommand"]).as_dict()
-        summary = build_summary(self.model, val_metrics, test_metrics, self.datamodule.test_set_names, config)
+        alpha = self.model.combination.coefficients.detach()
+        l0 = self.model.combination.l0(self.model.hparams.l0_threshold)
+        baselines = {
+            callback.name: callback.summary(alpha.cpu(), l0)
+            for callback in self.trainer.callbacks
+            if isinstance(callback, HeadBaseline)
+        }
+        summary = build_summary(
+            self.model, val_metrics, test_metrics, self.datamodule.test_set_names, config, baselines
+        )
         if run_dir is None:  # fast_dev_run and logger=False runs keep no files
             print("No run directory (fast_dev_run or no logger): results not written.")
             return

@@ -1,0 +1,36 @@
+"""GPT-2 small's IOI circuit as found by Wang et al. (2022): head classes, as (layer, head)."""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+IOI_HEAD_CLASSES: dict[str, tuple[tuple[int, int], ...]] = {
+    "name_mover": ((9, 9), (9, 6), (10, 0)),
+    "negative_name_mover": ((10, 7), (11, 10)),
+    "backup_name_mover": ((10, 10), (10, 6), (10, 2), (10, 1), (11, 2), (9, 7), (9, 0), (11, 9)),
+    "s_inhibition": ((7, 3), (7, 9), (8, 6), (8, 10)),
+    "induction": ((5, 5), (5, 8), (5, 9), (6, 9)),
+    "duplicate_token": ((0, 1), (0, 10), (3, 0)),
+    "previous_token": ((2, 2), (4, 11)),
+}
+IOI_CIRCUIT: frozenset[tuple[int, int]] = frozenset(h for heads in IOI_HEAD_CLASSES.values() for h in heads)
+
+
+def is_gpt2_small(model_name: str, n_layers: int, n_heads: int) -> bool:
+    return (n_layers, n_heads) == (12, 12) and model_name.lower() in ("gpt2", "gpt2-small", "openai-community/gpt2")
+
+
+def circuit_precision_recall(alpha: Float[Tensor, "12 12"], threshold: float) -> dict:
+    """How the heads with |α| > threshold compare with the paper's 26-head circuit."""
+    selected = {(int(l), int(h)) for l, h in torch.nonzero(alpha.abs() > threshold).tolist()}
+    hits = selected & IOI_CIRCUIT
+    return {
+        "precision": len(hits) / len(selected) if selected else None,
+        "recall": len(hits) / len(IOI_CIRCUIT),
+        "recall_by_class": {
+            name: len(selected & set(heads)) / len(heads) for name, heads in IOI_HEAD_CLASSES.items()
+        },
+        "selected_outside_circuit": sorted(selected - IOI_CIRCUIT),
+    }
