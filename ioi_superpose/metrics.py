@@ -34,7 +34,9 @@ def unembed_at_end(
     The unembedding of every position over 50k tokens costs about a third of a GPT-2-small forward;
     the metrics read two logits per prompt.
     """
-    residual = model.ln_final(gather_end(final_residual, end_positions)[:, None, :])[:, 0, :]
+    residual = gather_end(final_residual, end_positions)
+    if hasattr(model, "ln_final"):  # models without normalisation have none
+        residual = model.ln_final(residual[:, None, :])[:, 0, :]
     if vocab_index is None:
         return residual @ model.W_U + model.b_U
     unembed_columns = model.W_U.T[vocab_index]  # [batch, k, d_model]

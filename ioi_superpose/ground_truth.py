@@ -1,0 +1,168 @@
+"""Which heads implement a feature: exhaustive patching of head subsets.
+
+For every subset of heads, the corrupted run is repeated with the clean z of those heads patched in
+(denoising, all positions); recovery = (patched − corrupted) / (clean − corrupted) of the mean logit
+difference at END. A feature's *support* is the smallest subset reaching the threshold (ties: highest
+recovery). All subsets of a chunk run as one batch: a toy model's 2^heads forwards cost one.
+
+In a one-layer attention-only model without LayerNorm the logits are the direct path plus a sum of
+per-head terms, so recovery is additive over heads; with LayerNorm or more layers it is not, which is
+why the search patches subsets instead of adding single-head numbers.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from ioi_superpose.data.skip_trigrams import FeaturePrompts
+from ioi_superpose.metrics import LogitDiffMetric, normalised_recovery, unembed_at_end
+from ioi_superpose.models import HookedTransformer
+
+Head = tuple[int, int]
+
+
+def head_subsets(n_layers: int, n_heads: int, max_size: int | None = None) -> Bool[Tensor, "subsets n_layers n_heads"]:
+    """Every subset of heads up to `max_size` (all when None), as masks, by size then lexicographically."""
+    heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
+    max_size = len(heads) if max_size is None else min(max_size, len(heads))
+    masks = []
+    for size in range(max_size + 1):
+        for subset in itertools.combinations(heads, size):
+            mask = torch.zeros(n_layers, n_heads, dtype=torch.bool)
+            for layer, head in subset:
+                mask[layer, head] = True
+            masks.append(mask)
+    return torch.stack(masks)
+
+
+def subset_name(mask: Bool[Tensor, "n_layers n_heads"]) -> str:
+    """`layer.head` names joined by `+` (`none` for the empty set), e.g. `0.0+0.2`."""
+    heads = [f"{layer}.{head}" for layer, head in mask.nonzero().tolist()]
+    return "+".join(heads) if heads else "none"
+
+
+def _end_answer_logits(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "batch pos"],
+    end_positions: Int[Tensor, " batch"],
+    answer_tokens: Int[Tensor, "batch 2"],
+) -> Float[Tensor, "batch 2"]:
+    # stop_at_layer=n_layers returns the final residual stream: only two logits per prompt are needed.
+    residual = model(tokens, stop_at_layer=model.cfg.n_layers)
+    return unembed_at_end(model, residual, end_positions, answer_tokens)
+
+
+@torch.no_grad()
+def patched_logit_diffs(
+    model: HookedTransformer,
+    prompts: FeaturePrompts,
+    subsets: Bool[Tensor, "subsets n_layers n_heads"],
+    max_batch_rows: int = 16_384,
+) -> Float[Tensor, " subsets"]:
+    """Mean logit difference at END of the corrupted run with each subset's clean z patched in."""
+    device = model.W_E.device
+    clean, corrupted = prompts.clean_tokens.to(device), prompts.corrupted_tokens.to(device)
+    answers, ends = prompts.answer_tokens.to(device), prompts.end_positions.to(device)
+    n_prompts = clean.shape[0]
+    z_names = [f"blocks.{layer}.attn.hook_z" for layer in range(model.cfg.n_layers)]
+    _, cache = model.run_with_cache(clean, names_filter=lambda name: name in z_names, return_type=None)
+    metric = LogitDiffMetric(answers, ends)
+    chunk = max(1, max_batch_rows // n_prompts)
+    results = []
+    for start in range(0, len(subsets), chunk):
+        masks = subsets[start : start + chunk].to(device)
+        k = masks.shape[0]
+
+        def patch(z: Float[Tensor, "rows pos n_heads d_head"], hook: Any, layer: int) -> Tensor:
+            z = z.view(k, n_prompts, *z.shape[1:])  # [subset, prompt, pos, head, d_head]
+            patch_here = masks[:, layer][:, None, None, :, None]
+            return torch.where(patch_here, cache[z_names[layer]][None], z).flatten(0, 1)
+
+        hooks = [(name, lambda z, hook, layer=layer: patch(z, hook, layer)) for layer, name in enumerate(z_names)]
+        with model.hooks(fwd_hooks=hooks):
+            logits = _end_answer_logits(model, corrupted.repeat(k, 1), ends.repeat(k), answers.repeat(k, 1))
+        results.append(metric.from_answer_logits(logits.view(k, n_prompts, 2)))
+    return torch.cat(results).cpu()
+
+
+@dataclass
+class SupportResult:
+    """The head support of one feature, and the recovery of every subset searched."""
+
+    feature: str
+    support: list[Head]
+    """(layer, head) pairs of the smallest subset reaching the threshold (the best subset if none did)."""
+    support_recovery: float
+    reached_threshold: bool
+    threshold: float
+    clean_logit_diff: float
+    corrupted_logit_diff: float
+    single_head_recovery: list[list[float]]
+    """[layer][head] recovery of patching that head alone."""
+    subset_recovery: dict[str, float]
+    """Recovery of every subset searched, keyed by `subset_name`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["support"] = [list(head) for head in self.support]
+        return out
+
+
+def find_support(
+    model: HookedTransformer,
+    prompts: FeaturePrompts,
+    threshold: float = 0.9,
+    max_subset_size: int | None = None,
+    max_heads: int = 16,
+    max_batch_rows: int = 16_384,
+) -> SupportResult:
+    """Exhaustive head-subset patching for one feature's clean/corrupted prompts."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    if max_subset_size is None and n_layers * n_heads > max_heads:
+        raise ValueError(
+            f"exhaustive search over 2^{n_layers * n_heads} head subsets exceeds max_heads={max_heads}; "
+            "raise max_heads or pass max_subset_size to search small subsets only"
+        )
+    subsets = head_subsets(n_layers, n_heads, max_subset_size)
+    with torch.no_grad():
+        device = model.W_E.device
+        answers, ends = prompts.answer_tokens.to(device), prompts.end_positions.to(device)
+        metric = LogitDiffMetric(answers, ends)
+        clean = float(metric.from_answer_logits(_end_answer_logits(model, prompts.clean_tokens.to(device), ends, answers)))
+        corrupted = float(
+            metric.from_answer_logits(_end_answer_logits(model, prompts.corrupted_tokens.to(device), ends, answers))
+        )
+    if abs(clean - corrupted) < 1e-6:
+        raise ValueError(
+            f"feature {prompts.feature}: clean and corrupted mean logit differences are equal ({clean:.3g}); "
+            "recovery is undefined — the model does not tell these prompts apart"
+        )
+    recovery = normalised_recovery(patched_logit_diffs(model, prompts, subsets, max_batch_rows), corrupted, clean)
+    sizes = subsets.flatten(1).sum(-1)
+    reaching = recovery >= threshold
+    if reaching.any():
+        smallest = sizes[reaching].min()
+        candidates = reaching & (sizes == smallest)
+        best = int(torch.where(candidates, recovery, -torch.inf).argmax())
+    else:
+        best = int(recovery.argmax())
+    single = torch.full((n_layers, n_heads), float("nan"))
+    for mask, value in zip(subsets[sizes == 1], recovery[sizes == 1]):
+        single[mask] = value
+    return SupportResult(
+        feature=prompts.feature,
+        support=[tuple(pair) for pair in subsets[best].nonzero().tolist()],
+        support_recovery=round(float(recovery[best]), 5),
+        reached_threshold=bool(reaching.any()),
+        threshold=threshold,
+        clean_logit_diff=round(clean, 5),
+        corrupted_logit_diff=round(corrupted, 5),
+        single_head_recovery=[[round(v, 5) for v in row] for row in single.tolist()],
+        subset_recovery={subset_name(m): round(float(r), 5) for m, r in zip(subsets, recovery)},
+    )

@@ -1,0 +1,134 @@
+"""Attention-only toy transformers: a config factory, a seeded builder, and a one-file checkpoint format.
+
+A toy checkpoint is a single `.pt` file holding `{"format", "config", "state_dict", "metadata"}`:
+`config` is the keyword arguments of `attn_only_config` (plain ints/bools/strings), so the file loads
+with `torch.load(weights_only=True)` and never depends on TransformerLens's config class layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from ioi_superpose.models.loading import freeze
+
+PositionalEmbedding = Literal["standard", "shortformer", "rotary"]
+"""The positional embeddings TransformerLens 3.9 supports without extra settings (`alibi` needs more)."""
+
+CHECKPOINT_FORMAT = "ioi_superpose.toy/1"
+
+
+def attn_only_config(
+    n_layers: int,
+    n_heads: int,
+    d_model: int,
+    d_head: int,
+    d_vocab: int,
+    n_ctx: int,
+    layer_norm: bool = False,
+    positional_embedding: PositionalEmbedding = "standard",
+) -> HookedTransformerConfig:
+    """The config of an attention-only transformer (no MLPs) on CPU.
+
+    `layer_norm=False` keeps the model linear in every head's z (for one layer, the logits are the direct
+    path plus a sum of per-head terms), which makes head patching exactly additive.
+    The seed is an argument of `build_toy_model`, not of the config: TransformerLens's `cfg.seed`
+    re-seeds Python's, NumPy's and torch's global generators whenever a config is created.
+    """
+    for name, value in dict(n_layers=n_layers, n_heads=n_heads, d_model=d_model, d_head=d_head,
+                            d_vocab=d_vocab, n_ctx=n_ctx).items():
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if positional_embedding not in get_args(PositionalEmbedding):
+        raise ValueError(
+            f"positional_embedding must be one of {get_args(PositionalEmbedding)}, got {positional_embedding!r}"
+        )
+    return HookedTransformerConfig(
+        n_layers=n_layers,
+        n_heads=n_heads,
+        d_model=d_model,
+        d_head=d_head,
+        d_vocab=d_vocab,
+        n_ctx=n_ctx,
+        attn_only=True,
+        normalization_type="LN" if layer_norm else None,
+        positional_embedding_type=positional_embedding,
+        act_fn=None,
+        # Lightning moves the module later; building on CPU keeps construction device-independent.
+        device="cpu",
+        default_prepend_bos=False,
+    )
+
+
+def toy_config_kwargs(cfg: HookedTransformerConfig) -> dict[str, Any]:
+    """The `attn_only_config` arguments that rebuild `cfg` (what a checkpoint stores)."""
+    if not cfg.attn_only:
+        raise ValueError("toy checkpoints hold attention-only models; this config has MLPs (attn_only=False)")
+    return dict(
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        d_model=cfg.d_model,
+        d_head=cfg.d_head,
+        d_vocab=cfg.d_vocab,
+        n_ctx=cfg.n_ctx,
+        layer_norm=cfg.normalization_type is not None,
+        positional_embedding=cfg.positional_embedding_type,
+    )
+
+
+def build_toy_model(cfg: HookedTransformerConfig, seed: int = 0) -> HookedTransformer:
+    """A freshly initialised model; the same seed gives the same weights, global RNG state untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return HookedTransformer(cfg, move_to_device=False)
+
+
+def save_toy_checkpoint(model: HookedTransformer, path: str | Path, metadata: dict[str, Any]) -> Path:
+    """Write model config + weights + metadata to one `.pt` file, atomically.
+
+    `metadata` (task name and parameters, metrics, …) must be JSON-serialisable: the file is read back
+    with `weights_only=True`, which accepts plain containers and tensors only.
+    """
+    path = Path(path)
+    try:
+        json.dumps(metadata)
+    except TypeError as error:
+        raise TypeError(f"metadata must be JSON-serialisable (plain dicts, lists, numbers, strings): {error}") from None
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": toy_config_kwargs(model.cfg),
+        "state_dict": {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()},
+        "metadata": metadata,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Temp file in the same directory + os.replace: readers see the old file or the new one, never half.
+    temp_name = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, temp_name)
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_toy_checkpoint(path: str | Path) -> tuple[HookedTransformer, dict[str, Any]]:
+    """The frozen model (CPU, eval, no grad) and the metadata saved with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No toy checkpoint at {path}. The shipped ones are regenerated with "
+            "`python -m ioi_superpose.train_toy fit --config experiments/toy_superposition_<kind>.yaml`."
+        )
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ValueError(f"{path} is not a toy checkpoint of format {CHECKPOINT_FORMAT!r} (found {found!r})")
+    model = HookedTransformer(attn_only_config(**payload["config"]), move_to_device=False)
+    model.load_state_dict(payload["state_dict"], strict=True)
+    return freeze(model), payload["metadata"]
