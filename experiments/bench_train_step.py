@@ -56,8 +56,7 @@ def main() -> None:
     clean = torch.randint(0, vocab, (args.prompts, args.seq_len), device=args.device)
     corrupted = torch.randint(0, vocab, (args.prompts, args.seq_len), device=args.device)
     answers = torch.randint(0, vocab, (args.prompts, 2), device=args.device)
-    batch = ContrastBatch.from_tokens(clean, corrupted, answers)
-    batch = ContrastBatch(**{k: getattr(batch, k).to(args.device) for k in ContrastBatch.__dataclass_fields__})
+    batch = ContrastBatch.from_tokens(clean, corrupted, answers).to(args.device)
 
     def plain_forward() -> None:
         with torch.no_grad():

@@ -91,7 +91,7 @@ def evaluate_combination(system: HeadSuperposition, prompts: ContrastBatch) -> L
     """Recovery and logit differences of `system`'s current α on `prompts` (one batch)."""
     system.eval()
     device = system.combination.coefficients.device
-    prompts = ContrastBatch(**{name: getattr(prompts, name).to(device) for name in ContrastBatch.__dataclass_fields__})
+    prompts = prompts.to(device)
     reference = system.reference(prompts)
     _, patched = system.objective(prompts, reference)
     clean, corrupted = system.clean_and_corrupted(reference)

@@ -277,8 +277,7 @@ def evaluation_batch(trainer: L.Trainer, n_prompts: int, device: torch.device) -
     if not hasattr(datamodule, "splits"):
         raise TypeError("Patching baselines need an IOIDataModule (they read its validation prompts).")
     datamodule.setup("fit")
-    prompts = datamodule.splits["val"][:n_prompts].trimmed()
-    return type(prompts)(**{name: getattr(prompts, name).to(device) for name in prompts.__dataclass_fields__})
+    return datamodule.splits["val"][:n_prompts].trimmed().to(device)
 
 
 def log_figure(trainer: L.Trainer, tag: str, figure) -> None:

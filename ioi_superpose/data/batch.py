@@ -48,6 +48,9 @@ class ContrastBatch:
     def __getitem__(self: B, index: int | slice | Tensor) -> B:
         return type(self)(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
+    def to(self: B, device: torch.device | str) -> B:
+        return type(self)(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
     def trimmed(self: B) -> B:
         """Without the padding columns that no prompt in the batch reaches."""
         length = int(self.end_pos.max()) + 1
