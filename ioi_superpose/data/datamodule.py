@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Literal, get_args
+from typing import Literal, Sequence, get_args
 
 import lightning as L
 from torch.utils.data import DataLoader
@@ -21,6 +21,19 @@ from ioi_superpose.models import load_tokenizer
 
 OffDistributionSet = Literal["held_out_templates", "held_out_names", "duplicated_io", "long_templates"]
 OFF_DISTRIBUTION_SETS: tuple[OffDistributionSet, ...] = get_args(OffDistributionSet)
+
+
+def split_names(names: Sequence[str], held_out_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(held-out names, training names): a seeded shuffle, the first `round(n · fraction)` held out.
+
+    The one rule for every consumer: the toy-IOI model (`ioi_superpose.toy_ioi`) is trained with it, so
+    with the same names, fraction and seed its never-seen names are exactly the main job's
+    `held_out_names` test set.
+    """
+    shuffled = list(names)
+    random.Random(seed).shuffle(shuffled)
+    n_held_out = round(len(shuffled) * held_out_fraction)
+    return shuffled[:n_held_out], shuffled[n_held_out:]
 
 
 class IOIDataModule(L.LightningDataModule):
@@ -82,6 +95,9 @@ class IOIDataModule(L.LightningDataModule):
         if "held_out_names" in off_distribution and held_out_name_fraction == 0.0:
             raise ConfigError("The held_out_names test set needs --data.held_out_name_fraction > 0.")
         self.splits: dict[str, IOIBatch] = {}
+        self.held_out_names: list[str] = []
+        """Names of the `held_out_names` test set, never in training prompts (filled by `setup`)."""
+        self.train_names: list[str] = []
 
     @property
     def test_set_names(self) -> list[str]:
@@ -96,10 +112,8 @@ class IOIDataModule(L.LightningDataModule):
             return
         hp = self.hparams
         encoder = load_tokenizer(hp.model_name)
-        names = default_names(encoder)
-        random.Random(hp.seed).shuffle(names)
-        n_held_out = round(len(names) * hp.held_out_name_fraction)
-        held_out_names, train_names = names[:n_held_out], names[n_held_out:]
+        held_out_names, train_names = split_names(default_names(encoder), hp.held_out_name_fraction, hp.seed)
+        self.held_out_names, self.train_names = held_out_names, train_names
 
         held_out_ids = set(hp.held_out_templates) | {i + len(BABA_TEMPLATES) for i in hp.held_out_templates}
         train_ids = [i for i in range(len(IOI_TEMPLATES)) if i not in held_out_ids]

