@@ -174,15 +174,19 @@ class HeadSuperposition(L.LightningModule):
         return batch.clean_tokens, batch.corrupted_tokens
 
     @torch.no_grad()
-    def reference(self, batch: ContrastBatch) -> RunReference:
-        """The unpatched source and base runs for `batch` (no grad; from the cache when possible)."""
-        cached = self.reference_cache.get(batch) if self.training else None
+    def reference(self, batch: ContrastBatch, cached_rows: bool = False) -> RunReference:
+        """The unpatched source and base runs for `batch` (no grad).
+
+        `cached_rows`: `batch` holds rows of the training set, whose per-prompt results are cached by
+        `batch.index`. Only training steps set it: rows of any other set would collide with those keys.
+        """
+        cached = self.reference_cache.get(batch) if cached_rows else None
         if cached is not None:
             return cached
         base_tokens, source_tokens = self.base_and_source_tokens(batch)
         source_z, source_residual = head_z(self.frozen, source_tokens)
         source_answer_logits = unembed_at_end(self.frozen, source_residual, batch.end_pos, batch.answer_tokens)
-        base_answer_logits = self.reference_cache.base_answer_logits(batch) if self.training else None
+        base_answer_logits = self.reference_cache.base_answer_logits(batch) if cached_rows else None
         if base_answer_logits is None:
             base_residual = self.frozen(base_tokens, stop_at_layer=self.frozen.cfg.n_layers)
             base_answer_logits = unembed_at_end(self.frozen, base_residual, batch.end_pos, batch.answer_tokens)
@@ -190,7 +194,7 @@ class HeadSuperposition(L.LightningModule):
         if self.hparams.objective == "kl":
             source_log_probs = unembed_at_end(self.frozen, source_residual, batch.end_pos).log_softmax(-1)
         reference = RunReference(source_z, source_answer_logits, base_answer_logits, source_log_probs)
-        if self.training:
+        if cached_rows:
             self.reference_cache.put(batch, reference)
         return reference
 
@@ -245,7 +249,7 @@ class HeadSuperposition(L.LightningModule):
 
     def loss_terms(self, batch: ContrastBatch) -> LossTerms:
         """The training loss on `batch` and what it is made of (the whole of a step's model work)."""
-        reference = self.reference(batch)
+        reference = self.reference(batch, cached_rows=True)
         objective, answer_logits = self.objective(batch, reference)
         l1 = self.combination.l1()
         return LossTerms(objective + self.l1_weight() * l1, objective, l1, answer_logits, reference)

@@ -131,3 +131,36 @@ def test_learn_combination_is_reproducible_and_validates_input():
         learn_combination(model, clean, corrupted, answers, steps=1, l1=-1.0)
     with pytest.raises(ConfigError, match="--model.lr"):
         learn_combination(model, clean, corrupted, answers, steps=1, lr=0.0)
+
+
+def train_manually(system, batches, steps):
+    optimizer = torch.optim.Adam(system.combination.parameters(), lr=0.05)
+    for step in range(steps):
+        system.loss_terms(batches[step % len(batches)]).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        system.combination.project_()
+    return system.combination.coefficients.detach().clone()
+
+
+def test_cached_source_activations_train_exactly_like_recomputed_ones():
+    model = random_model()
+    prompts = ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab, batch=8, length=7))
+    batches = [prompts[:4], prompts[4:]]
+    cached = train_manually(system_for(model, cache_source_activations=True, l1=0.05), batches, steps=6)
+    recomputed = train_manually(system_for(model, cache_source_activations=False, l1=0.05), batches, steps=6)
+    assert not torch.equal(cached, torch.ones_like(cached))  # training moved α
+    assert torch.allclose(cached, recomputed, atol=1e-6)
+
+
+def test_evaluating_other_prompts_never_touches_the_training_cache():
+    model = random_model()
+    system = system_for(model)
+    train_rows = ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab, batch=4, seed=0))
+    other_rows = ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab, batch=4, seed=1))  # same indices 0..3
+    system.loss_terms(train_rows)
+    cached = system.reference(train_rows, cached_rows=True).source_z
+    system.recovery_of(other_rows, torch.ones(model.cfg.n_layers, model.cfg.n_heads))
+    system.reference(other_rows)
+    assert torch.equal(system.reference(train_rows, cached_rows=True).source_z, cached)
+    assert not torch.allclose(system.reference(other_rows).source_z, cached)
