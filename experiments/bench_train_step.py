@@ -13,18 +13,10 @@ import statistics
 import time
 
 import torch
+from bench_patching import gpt2_small_random  # the same GPT-2-small-shaped model as that benchmark
 
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze
 from ioi_superpose.system import HeadSuperposition
-
-
-def gpt2_small_shapes(device: str) -> HookedTransformer:
-    cfg = HookedTransformerConfig(
-        n_layers=12, n_heads=12, d_model=768, d_head=64, d_mlp=3072, d_vocab=50257, n_ctx=1024,
-        act_fn="gelu_new", normalization_type="LN", device=device, seed=0,
-    )  # fmt: skip
-    return freeze(HookedTransformer(cfg))
 
 
 def timed(step, repeats: int, device: str) -> float:
@@ -51,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    model = gpt2_small_shapes(args.device)
+    model = gpt2_small_random(args.device)
     vocab = model.cfg.d_vocab
     clean = torch.randint(0, vocab, (args.prompts, args.seq_len), device=args.device)
     corrupted = torch.randint(0, vocab, (args.prompts, args.seq_len), device=args.device)
