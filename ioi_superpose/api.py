@@ -11,7 +11,8 @@ from torch import Tensor
 
 from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
 from ioi_superpose.metrics import logit_diff, normalised_recovery
-from ioi_superpose.models import HookedTransformer
+from ioi_superpose.errors import ConfigError
+from ioi_superpose.models import HookedTransformer, freeze
 from ioi_superpose.results import top_heads
 from ioi_superpose.system import Direction, HeadSuperposition, Objective
 
@@ -56,9 +57,9 @@ def learn_combination(
     """
     prompts = ContrastBatch.from_tokens(clean_tokens.cpu(), corrupted_tokens.cpu(), answer_tokens.cpu())
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}.")
+        raise ConfigError(f"steps must be >= 1, got {steps}.")
     L.seed_everything(seed, verbose=False)
-    model.eval().requires_grad_(False)
+    freeze(model)
     system = HeadSuperposition(
         model_name=model.cfg.model_name,
         direction=direction,

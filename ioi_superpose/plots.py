@@ -18,7 +18,7 @@ def head_heatmap(values: Float[Tensor, "n_layers n_heads"], title: str, divergin
     """One cell per (layer, head), layers as rows; diverging colours centred on zero by default."""
     data = values.detach().float().cpu().numpy()
     n_layers, n_heads = data.shape
-    figure, axes = plt.subplots(figsize=(1.2 + 0.45 * n_heads, 1.0 + 0.4 * n_layers))
+    figure, axes = plt.subplots(figsize=(max(4.5, 1.2 + 0.45 * n_heads), max(2.5, 1.0 + 0.4 * n_layers)))
     if diverging:
         limit = max(float(abs(data).max()), 1e-8)
         image = axes.imshow(data, cmap="RdBu_r", vmin=-limit, vmax=limit, aspect="auto")
@@ -28,7 +28,11 @@ def head_heatmap(values: Float[Tensor, "n_layers n_heads"], title: str, divergin
     axes.set_ylabel("layer")
     axes.set_xticks(range(n_heads))
     axes.set_yticks(range(n_layers))
-    axes.set_title(title)
+    axes.set_title(title, fontsize=9)
+    if n_layers * n_heads <= 64:  # small grids: the numbers themselves are worth reading
+        for layer in range(n_layers):
+            for head in range(n_heads):
+                axes.text(head, layer, f"{data[layer, head]:.2f}", ha="center", va="center", fontsize=7)
     figure.colorbar(image, ax=axes)
     figure.tight_layout()
     return figure
