@@ -60,6 +60,7 @@ def learn_combination(
         raise ConfigError(f"steps must be >= 1, got {steps}.")
     L.seed_everything(seed, verbose=False)
     freeze(model)
+    device = next(model.parameters()).device
     system = HeadSuperposition(
         model_name=model.cfg.model_name,
         direction=direction,
@@ -75,8 +76,8 @@ def learn_combination(
     loader = torch.utils.data.DataLoader(PromptDataset(prompts), batch_size=len(prompts), collate_fn=collate)
     trainer = L.Trainer(
         max_steps=steps,
-        accelerator="gpu" if model.cfg.device and str(model.cfg.device).startswith("cuda") else "cpu",
-        devices=1,
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=[device.index or 0] if device.type == "cuda" else 1,  # the model's own GPU
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -91,8 +92,8 @@ def learn_combination(
 def evaluate_combination(system: HeadSuperposition, prompts: ContrastBatch) -> LearnedCombination:
     """Recovery and logit differences of `system`'s current α on `prompts` (one batch)."""
     system.eval()
-    device = system.combination.coefficients.device
-    prompts = prompts.to(device)
+    system.follow_frozen_model()
+    prompts = prompts.to(system.device)
     reference = system.reference(prompts)
     _, patched = system.objective(prompts, reference)
     clean, corrupted = system.clean_and_corrupted(reference)

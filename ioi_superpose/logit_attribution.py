@@ -46,11 +46,11 @@ def direct_logit_attribution(
     rows = torch.arange(tokens.shape[0], device=tokens.device)
     direction = (model.W_U[:, answer_tokens[:, 0]] - model.W_U[:, answer_tokens[:, 1]]).T  # [batch, d_model]
     constant = model.b_U[answer_tokens[:, 0]] - model.b_U[answer_tokens[:, 1]]
-    if hasattr(model.ln_final, "w"):  # unfolded LayerNorm: its weight scales the direction, its bias is constant
+    if hasattr(getattr(model, "ln_final", None), "w"):  # unfolded LayerNorm: weight scales the direction, bias is constant
         constant = constant + direction @ model.ln_final.b
         direction = direction * model.ln_final.w
     has_scale = "ln_final.hook_scale" in cache.cache_dict
-    scale = gather_end(cache["ln_final.hook_scale"], end_positions) if has_scale else torch.ones(len(rows), 1)
+    scale = gather_end(cache["ln_final.hook_scale"], end_positions) if has_scale else torch.ones(len(rows), 1, device=tokens.device)
     centre = model.cfg.normalization_type in ("LN", "LNPre")
 
     def read(stack: Float[Tensor, "... batch d_model"]) -> Float[Tensor, "..."]:

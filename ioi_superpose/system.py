@@ -207,10 +207,17 @@ class HeadSuperposition(L.LightningModule):
             residual = self.frozen(base_tokens, stop_at_layer=self.frozen.cfg.n_layers)
         return unembed_at_end(self.frozen, residual, batch.end_pos, None if full_vocab else batch.answer_tokens)
 
+    def follow_frozen_model(self) -> None:
+        """Put α where the frozen model is. Needed outside a Trainer stage: each stage ends by moving
+        the LightningModule to the CPU, and the frozen model (not a submodule) stays where it was."""
+        self.to(next(self.frozen.parameters()).device)
+
     @torch.no_grad()
     def recovery_of(self, batch: ContrastBatch, alpha: Float[Tensor, "layer head"]) -> float:
         """Normalised recovery on `batch` with α fixed to `alpha` (for baselines; the learned α is untouched)."""
-        fixed = HeadCombination(*alpha.shape, bounded=False).to(alpha.device)
+        self.follow_frozen_model()
+        batch = batch.to(self.device)
+        fixed = HeadCombination(*alpha.shape, bounded=False).to(self.device)
         fixed.coefficients.copy_(alpha)
         reference = self.reference(batch)
         base_tokens, _ = self.base_and_source_tokens(batch)

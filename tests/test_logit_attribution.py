@@ -35,3 +35,19 @@ def direct_logit_attribution_of_bias(model, tokens, answers, end, layer):
     centred = bias - bias.mean()
     scale = cache["ln_final.hook_scale"][rows, end]
     return float(((centred / scale) * direction).sum(-1).mean())
+
+
+def test_models_without_normalisation_decompose_exactly():
+    from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze
+
+    cfg = HookedTransformerConfig(
+        n_layers=2, n_heads=2, d_model=16, d_head=8, d_vocab=30, n_ctx=16, attn_only=True,
+        normalization_type=None, act_fn=None, seed=0,
+    )  # fmt: skip
+    model = freeze(HookedTransformer(cfg))
+    generator = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, 30, (4, 7), generator=generator)
+    answers = torch.randint(0, 30, (4, 2), generator=generator)
+    result = direct_logit_attribution(model, tokens, answers, torch.tensor([6, 3, 5, 6]))
+    assert result.decomposed.sum().item() + result.constant == pytest.approx(result.logit_diff, abs=1e-4)
+    assert result.heads.shape == (2, 2)
