@@ -143,7 +143,7 @@ class HeadSuperposition(L.LightningModule):
         self.save_hyperparameters(ignore=["preloaded_model"])
         model = preloaded_model if preloaded_model is not None else load_frozen_model(model_name)
         # Kept out of the module tree: the frozen weights are never saved in our checkpoints (they hold
-        # α; the model is reloaded from `model_name`) nor wrapped by DDP; `_place_frozen_model` moves it.
+        # α; the model is reloaded from `model_name`) nor wrapped by DDP; `place_frozen_model` moves it.
         self.__dict__["frozen"] = model
         self.combination = HeadCombination(model.cfg.n_layers, model.cfg.n_heads, bounded, init)
         self.reference_cache = ReferenceCache(keep_activations=cache_source_activations)
@@ -152,20 +152,20 @@ class HeadSuperposition(L.LightningModule):
     # ----------------------------------------------------------------------------------------------
     # runs
 
-    def _place_frozen_model(self) -> None:
+    def place_frozen_model(self) -> None:
         # Runs once the strategy has put α on its device. TransformerLens's own `to` also updates
         # cfg.device, which it uses to place inputs.
         if self.frozen.cfg.device != str(self.device):
             self.frozen.to(self.device)
 
     def on_fit_start(self) -> None:
-        self._place_frozen_model()
+        self.place_frozen_model()
 
     def on_validation_start(self) -> None:
-        self._place_frozen_model()
+        self.place_frozen_model()
 
     def on_test_start(self) -> None:
-        self._place_frozen_model()
+        self.place_frozen_model()
 
     def base_and_source_tokens(self, batch: ContrastBatch) -> tuple[Tensor, Tensor]:
         """(base, source) tokens for this direction."""

@@ -72,7 +72,7 @@ class HeadBaseline(L.Callback):
         run_dir = trainer.log_dir  # collective under DDP: every rank asks
         if not trainer.is_global_zero:
             return
-        pl_module._place_frozen_model()
+        pl_module.place_frozen_model()
         batch = evaluation_batch(trainer, self.n_prompts, pl_module.device)
         self.effect = self.compute(pl_module, batch).detach().float().cpu()
         self.plot(trainer, run_dir)
