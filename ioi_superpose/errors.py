@@ -1,5 +1,28 @@
-"""Errors that the CLI reports as one clear message and a non-zero exit, without a traceback."""
+"""Every error the entry points report as one clear message and a non-zero exit, without a traceback.
+
+Each message names the problem and the fix. The CLIs catch `UserFacingError`; anything else is a bug and
+keeps its traceback.
+"""
 
 
-class ConfigError(ValueError):
+class UserFacingError(Exception):
+    """An error caused by the user's input or environment; its message says how to fix it."""
+
+
+class ConfigError(UserFacingError, ValueError):
     """A setting is invalid; the message names the option and how to fix it."""
+
+
+class ModelLoadError(UserFacingError, RuntimeError):
+    """The model could not be loaded; the message says why and how to fix it."""
+
+
+class NonFiniteLossError(UserFacingError, RuntimeError):
+    """Training produced a NaN or infinite loss; the message says at which step."""
+
+
+class UnknownWordError(UserFacingError, KeyError):
+    """A word outside a closed vocabulary; the message lists them."""
+
+    def __str__(self) -> str:  # KeyError would print the repr of the message
+        return str(self.args[0])

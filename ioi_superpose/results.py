@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,27 +9,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ioi_superpose.files import atomic_write, write_json
 from ioi_superpose.ioi_heads import circuit_precision_recall, is_gpt2_small
 from ioi_superpose.plots import head_heatmap, save_figure
 from ioi_superpose.system import HeadSuperposition
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Write through a temporary file in the same directory, then rename: a crash never leaves a
-    half-written file where a complete one is expected."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(handle)
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def write_json(path: Path, data: dict) -> None:
-    atomic_write(path, lambda name: Path(name).write_text(json.dumps(data, indent=2, default=str) + "\n"))
 
 
 def top_heads(

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ioi_superpose.errors import ConfigError
+from ioi_superpose.errors import ConfigError, NonFiniteLossError
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.interventions import HeadCombination, head_z, patched_heads
 from ioi_superpose.metrics import (
@@ -26,10 +26,6 @@ from ioi_superpose.models import HookedTransformer, load_frozen_model
 
 Direction = Literal["denoising", "noising"]
 Objective = Literal["logit_diff", "kl", "maximize"]
-
-
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss; the message says at which step."""
 
 
 @dataclass

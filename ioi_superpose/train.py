@@ -14,10 +14,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ioi_superpose.callbacks import CoefficientPlots, HeadBaseline
 from ioi_superpose.data.datamodule import IOIDataModule
-from ioi_superpose.errors import ConfigError
-from ioi_superpose.models import ModelLoadError
+from ioi_superpose.errors import UserFacingError
 from ioi_superpose.results import build_summary, write_run_results
-from ioi_superpose.system import HeadSuperposition, NonFiniteLossError
+from ioi_superpose.system import HeadSuperposition
 
 TRAINER_DEFAULTS = {
     "max_epochs": 5,
@@ -87,7 +86,7 @@ def main(args: list[str] | None = None) -> None:
             args=args,
             parser_kwargs={"description": __doc__},
         )
-    except (ConfigError, ModelLoadError, NonFiniteLossError) as error:
+    except UserFacingError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(1)
 

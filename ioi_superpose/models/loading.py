@@ -23,6 +23,7 @@ from transformer_lens import loading_from_pretrained as tl_loading
 from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from ioi_superpose.errors import ModelLoadError
 from ioi_superpose.models.tokenizer import gpt2_tokenizer
 from ioi_superpose.models.word_tokenizer import WordTokenizer
 
@@ -32,10 +33,6 @@ TOY_CHECKPOINT_SUFFIX = ".pt"
 _REGENERATE = {
     "toy_ioi.pt": "python -m ioi_superpose.train_toy fit --config experiments/toy_ioi_model.yaml",
 }
-
-
-class ModelLoadError(RuntimeError):
-    """The model could not be loaded; the message says why and how to fix it."""
 
 
 def freeze(model: HookedTransformer) -> HookedTransformer:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Sequence
 
+from ioi_superpose.errors import UnknownWordError
 from ioi_superpose.data.templates import (
     DUPLICATED_IO_TEMPLATES,
     IOI_TEMPLATES,
@@ -26,13 +27,6 @@ _WORD = re.compile(r"[A-Za-z0-9']+|[^\sA-Za-z0-9']")
 """A word is a run of letters/digits/apostrophes; every other non-space character is its own token."""
 _SLOT = re.compile(r"\[(?:A|B|PLACE|OBJECT)\]")
 _NO_SPACE_BEFORE = frozenset(",.;:!?")
-
-
-class UnknownWordError(KeyError):
-    """A word outside the closed vocabulary; the message lists them."""
-
-    def __str__(self) -> str:  # KeyError would print the repr of the message
-        return str(self.args[0])
 
 
 def split_words(text: str) -> list[str]:
