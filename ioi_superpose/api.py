@@ -10,11 +10,12 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
-from ioi_superpose.metrics import logit_diff, normalised_recovery
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, freeze
-from ioi_superpose.results import top_heads
-from ioi_superpose.system import Direction, HeadSuperposition, Objective
+from ioi_superpose.objectives import ObjectiveName
+from ioi_superpose.runs import Direction, check_token_ids, logit_diff
+from ioi_superpose.summary import top_heads
+from ioi_superpose.system import HeadSuperposition
 
 
 @dataclass
@@ -39,7 +40,7 @@ def learn_combination(
     clean_tokens: Int[Tensor, "batch pos"],
     corrupted_tokens: Int[Tensor, "batch pos"],
     answer_tokens: Int[Tensor, "batch 2"],
-    objective: Objective = "logit_diff",
+    objective: ObjectiveName = "logit_diff",
     direction: Direction = "denoising",
     l1: float = 1e-3,
     steps: int = 200,
@@ -55,9 +56,12 @@ def learn_combination(
     `answer_tokens` are (correct, incorrect) for the clean prompts, read at the last position. The
     model is frozen in place (eval mode, no gradients) — it is never trained.
     """
-    prompts = ContrastBatch.from_tokens(clean_tokens.cpu(), corrupted_tokens.cpu(), answer_tokens.cpu())
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}.")
+    for name, tokens in (("clean_tokens", clean_tokens), ("corrupted_tokens", corrupted_tokens),
+                         ("answer_tokens", answer_tokens)):
+        check_token_ids(model, tokens, name)
+    prompts = ContrastBatch.from_tokens(clean_tokens.cpu(), corrupted_tokens.cpu(), answer_tokens.cpu())
     L.seed_everything(seed, verbose=False)
     freeze(model)
     device = next(model.parameters()).device
@@ -85,24 +89,22 @@ def learn_combination(
         deterministic=True,
     )
     trainer.fit(system, train_dataloaders=loader)
-    return evaluate_combination(system, prompts)
+    return evaluate_combination(system.to(device), prompts)
 
 
 @torch.no_grad()
 def evaluate_combination(system: HeadSuperposition, prompts: ContrastBatch) -> LearnedCombination:
     """Recovery and logit differences of `system`'s current α on `prompts` (one batch)."""
     system.eval()
-    system.follow_frozen_model()
     prompts = prompts.to(system.device)
     reference = system.reference(prompts)
-    _, patched = system.objective(prompts, reference)
-    clean, corrupted = system.clean_and_corrupted(reference)
-    clean_ld, corrupted_ld, patched_ld = (float(logit_diff(a).mean()) for a in (clean, corrupted, patched))
+    patched = system.loss_terms(prompts, reference)["answer_logits"]
+    clean, corrupted = reference.clean_and_corrupted()
     return LearnedCombination(
         coefficients=system.combination.coefficients.detach().cpu().clone(),
-        recovery=float(normalised_recovery(torch.tensor(patched_ld), corrupted_ld, clean_ld)),
-        clean_logit_diff=clean_ld,
-        corrupted_logit_diff=corrupted_ld,
-        patched_logit_diff=patched_ld,
+        recovery=float(reference.recovery(patched)),
+        clean_logit_diff=float(logit_diff(clean).mean()),
+        corrupted_logit_diff=float(logit_diff(corrupted).mean()),
+        patched_logit_diff=float(logit_diff(patched).mean()),
         l0=system.combination.l0(system.hparams.l0_threshold),
     )

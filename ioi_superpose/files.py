@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -29,7 +30,18 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
     return path
 
 
+def finite_or_none(data: Any) -> Any:
+    """`data` with every NaN or infinite float replaced by None (JSON has no NaN; most readers reject it)."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: finite_or_none(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [finite_or_none(value) for value in data]
+    return data
+
+
 def write_json(path: str | Path, data: Any) -> Path:
-    """JSON with 2-space indents; NaN and infinities are refused (most readers reject them)."""
-    text = json.dumps(data, indent=2, default=str, allow_nan=False) + "\n"
+    """JSON with 2-space indents; NaN and infinities are written as null (see `finite_or_none`)."""
+    text = json.dumps(finite_or_none(data), indent=2, default=str, allow_nan=False) + "\n"
     return atomic_write(path, lambda name: Path(name).write_text(text))

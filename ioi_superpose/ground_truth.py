@@ -21,10 +21,9 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ioi_superpose.data.skip_trigrams import FeaturePrompts
-from ioi_superpose.metrics import LogitDiffMetric, normalised_recovery, unembed_at_end
+from ioi_superpose.interventions import HeadWeights
 from ioi_superpose.models import HookedTransformer
-
-Head = tuple[int, int]
+from ioi_superpose.runs import BaseRun, Head, end_logits, head_z, logit_diff, normalised_recovery, patched_end_logits
 
 
 def head_subsets(n_layers: int, n_heads: int, max_size: int | None = None) -> Bool[Tensor, "subsets n_layers n_heads"]:
@@ -47,17 +46,6 @@ def subset_name(mask: Bool[Tensor, "n_layers n_heads"]) -> str:
     return "+".join(heads) if heads else "none"
 
 
-def _end_answer_logits(
-    model: HookedTransformer,
-    tokens: Int[Tensor, "batch pos"],
-    end_positions: Int[Tensor, " batch"],
-    answer_tokens: Int[Tensor, "batch 2"],
-) -> Float[Tensor, "batch 2"]:
-    # stop_at_layer=n_layers returns the final residual stream: only two logits per prompt are needed.
-    residual = model(tokens, stop_at_layer=model.cfg.n_layers)
-    return unembed_at_end(model, residual, end_positions, answer_tokens)
-
-
 @torch.no_grad()
 def patched_logit_diffs(
     model: HookedTransformer,
@@ -66,29 +54,12 @@ def patched_logit_diffs(
     max_batch_rows: int = 16_384,
 ) -> Float[Tensor, " subsets"]:
     """Mean logit difference at END of the corrupted run with each subset's clean z patched in."""
-    device = model.W_E.device
-    clean, corrupted = prompts.clean_tokens.to(device), prompts.corrupted_tokens.to(device)
+    device = model.cfg.device
     answers, ends = prompts.answer_tokens.to(device), prompts.end_positions.to(device)
-    n_prompts = clean.shape[0]
-    z_names = [f"blocks.{layer}.attn.hook_z" for layer in range(model.cfg.n_layers)]
-    _, cache = model.run_with_cache(clean, names_filter=lambda name: name in z_names, return_type=None)
-    metric = LogitDiffMetric(answers, ends)
-    chunk = max(1, max_batch_rows // n_prompts)
-    results = []
-    for start in range(0, len(subsets), chunk):
-        masks = subsets[start : start + chunk].to(device)
-        k = masks.shape[0]
-
-        def patch(z: Float[Tensor, "rows pos n_heads d_head"], hook: Any, layer: int) -> Tensor:
-            z = z.view(k, n_prompts, *z.shape[1:])  # [subset, prompt, pos, head, d_head]
-            patch_here = masks[:, layer][:, None, None, :, None]
-            return torch.where(patch_here, cache[z_names[layer]][None], z).flatten(0, 1)
-
-        hooks = [(name, lambda z, hook, layer=layer: patch(z, hook, layer)) for layer, name in enumerate(z_names)]
-        with model.hooks(fwd_hooks=hooks):
-            logits = _end_answer_logits(model, corrupted.repeat(k, 1), ends.repeat(k), answers.repeat(k, 1))
-        results.append(metric.from_answer_logits(logits.view(k, n_prompts, 2)))
-    return torch.cat(results).cpu()
+    source_z, _ = head_z(model, prompts.clean_tokens.to(device))
+    base = BaseRun.prepare(model, prompts.corrupted_tokens.to(device))
+    logits = patched_end_logits(base, source_z, HeadWeights(subsets.float()), ends, answers, max_rows=max_batch_rows)
+    return logit_diff(logits).mean(-1).cpu()
 
 
 @dataclass
@@ -131,12 +102,9 @@ def find_support(
         )
     subsets = head_subsets(n_layers, n_heads, max_subset_size)
     with torch.no_grad():
-        device = model.W_E.device
-        answers, ends = prompts.answer_tokens.to(device), prompts.end_positions.to(device)
-        metric = LogitDiffMetric(answers, ends)
-        clean = float(metric.from_answer_logits(_end_answer_logits(model, prompts.clean_tokens.to(device), ends, answers)))
-        corrupted = float(
-            metric.from_answer_logits(_end_answer_logits(model, prompts.corrupted_tokens.to(device), ends, answers))
+        clean, corrupted = (
+            float(logit_diff(end_logits(model, tokens, prompts.end_positions, prompts.answer_tokens)).mean())
+            for tokens in (prompts.clean_tokens, prompts.corrupted_tokens)
         )
     if abs(clean - corrupted) < 1e-6:
         raise ValueError(

@@ -18,8 +18,10 @@ IOI_HEAD_CLASSES: dict[str, tuple[tuple[int, int], ...]] = {
 IOI_CIRCUIT: frozenset[tuple[int, int]] = frozenset(h for heads in IOI_HEAD_CLASSES.values() for h in heads)
 
 
-def is_gpt2_small(model_name: str, n_layers: int, n_heads: int) -> bool:
-    return (n_layers, n_heads) == (12, 12) and model_name.lower() in ("gpt2", "gpt2-small", "openai-community/gpt2")
+def has_gpt2_small_shape(n_layers: int, n_heads: int, d_model: int, d_vocab: int) -> bool:
+    """GPT-2 small's architecture, however it was loaded (by name, from a local directory, …): the
+    paper's head indices only mean something on it. Its weights are not checked."""
+    return (n_layers, n_heads, d_model, d_vocab) == (12, 12, 768, 50257)
 
 
 def circuit_precision_recall(alpha: Float[Tensor, "12 12"], threshold: float) -> dict:

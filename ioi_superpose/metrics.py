@@ -1,7 +1,7 @@
-"""What we measure at the END position: logit difference, normalised recovery, IO-over-S accuracy.
+"""What we measure at the END position, as torchmetrics (answer logits in, numbers out).
 
-Two layers: plain functions on answer logits (used in losses and patching sweeps, stay on the device)
-and `torchmetrics.Metric`s that accumulate sums, so they reduce correctly across batches and ranks.
+Every state is a sum, so a value is the same however the prompts are split into batches or ranks.
+`LogitDiffMetric` is the patching metric handed to TransformerLens-style sweeps.
 """
 
 from __future__ import annotations
@@ -11,48 +11,9 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from torchmetrics import Metric
+from torchmetrics import MeanMetric, Metric
 
-from ioi_superpose.models import HookedTransformer
-
-
-def gather_end(
-    activations: Float[Tensor, "batch pos *rest"], end_positions: Int[Tensor, " batch"]
-) -> Float[Tensor, "batch *rest"]:
-    """The activation at each prompt's END position (prompts are right-padded)."""
-    return activations[torch.arange(activations.shape[0], device=activations.device), end_positions]
-
-
-def unembed_at_end(
-    model: HookedTransformer,
-    final_residual: Float[Tensor, "batch pos d_model"],
-    end_positions: Int[Tensor, " batch"],
-    vocab_index: Int[Tensor, "batch k"] | None = None,
-) -> Float[Tensor, "batch k"]:
-    """Logits at END only, for `vocab_index` tokens only (all tokens when None).
-
-    The unembedding of every position over 50k tokens costs about a third of a GPT-2-small forward;
-    the metrics read two logits per prompt.
-    """
-    residual = gather_end(final_residual, end_positions)
-    if hasattr(model, "ln_final"):  # models without normalisation have none
-        residual = model.ln_final(residual[:, None, :])[:, 0, :]
-    if vocab_index is None:
-        return residual @ model.W_U + model.b_U
-    unembed_columns = model.W_U.T[vocab_index]  # [batch, k, d_model]
-    return torch.einsum("bd,bkd->bk", residual, unembed_columns) + model.b_U[vocab_index]
-
-
-def logit_diff(answer_logits: Float[Tensor, "*batch 2"]) -> Float[Tensor, "*batch"]:
-    """Correct-answer logit minus incorrect-answer logit, per prompt."""
-    return answer_logits[..., 0] - answer_logits[..., 1]
-
-
-def normalised_recovery(
-    patched: Float[Tensor, "*any"], corrupted: float | Tensor, clean: float | Tensor
-) -> Float[Tensor, "*any"]:
-    """0 = the corrupted run, 1 = the clean run, >1 better than clean, <0 worse than corrupted."""
-    return (patched - corrupted) / (clean - corrupted)
+from ioi_superpose.runs import gather_end, logit_diff, normalised_recovery
 
 
 @dataclass
@@ -69,7 +30,7 @@ class LogitDiffMetric:
     clean_value: float | None = None
 
     def __call__(self, logits: Float[Tensor, "batch pos vocab"]) -> Float[Tensor, ""]:
-        end_logits = gather_end(logits, self.end_positions.to(logits.device))
+        end_logits = gather_end(logits, self.end_positions)
         return self.from_answer_logits(end_logits.gather(-1, self.answer_tokens.to(logits.device)))
 
     def from_answer_logits(self, answer_logits: Float[Tensor, "*variants batch 2"]) -> Float[Tensor, "*variants"]:
@@ -79,47 +40,32 @@ class LogitDiffMetric:
         return normalised_recovery(mean_diff, self.corrupted_value, self.clean_value)
 
 
-class MeanLogitDiff(Metric):
-    """Mean of per-prompt logit differences."""
-
-    full_state_update = False
+class _DoubleMean(MeanMetric):
+    """A `MeanMetric` that sums in float64 (float32 sums of thousands of logit differences drift)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.add_state("total", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, answer_logits: Float[Tensor, "batch 2"]) -> None:
-        self.total += logit_diff(answer_logits).double().sum()
-        self.count += answer_logits.shape[0]
-
-    def compute(self) -> Tensor:
-        return (self.total / self.count).float()
+        self.set_dtype(torch.float64)
 
 
-class IOAccuracy(Metric):
+class MeanLogitDiff(_DoubleMean):
+    """Mean of per-prompt logit differences (correct − incorrect answer logit)."""
+
+    def update(self, answer_logits: Float[Tensor, "batch 2"]) -> None:  # type: ignore[override]
+        super().update(logit_diff(answer_logits))
+
+
+class IOAccuracy(_DoubleMean):
     """Fraction of prompts whose correct answer (IO) out-scores the incorrect one (S)."""
 
-    full_state_update = False
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.add_state("correct", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, answer_logits: Float[Tensor, "batch 2"]) -> None:
-        self.correct += (logit_diff(answer_logits) > 0).sum()
-        self.count += answer_logits.shape[0]
-
-    def compute(self) -> Tensor:
-        return self.correct.float() / self.count
+    def update(self, answer_logits: Float[Tensor, "batch 2"]) -> None:  # type: ignore[override]
+        super().update((logit_diff(answer_logits) > 0).to(torch.float64))
 
 
 class NormalisedRecovery(Metric):
     """(patched − corrupted) / (clean − corrupted) of the mean logit differences over all prompts seen.
 
-    Ratios of means, not means of per-batch ratios: the states are sums, so the value is the same
-    however the prompts are split into batches or ranks.
+    Ratios of means, not means of per-batch ratios: the states are sums.
     """
 
     full_state_update = False

@@ -4,8 +4,8 @@ Vocabulary used throughout:
 
 - **base run**: the run we intervene on; **source**: where patched values come from.
   Denoising (TransformerLens's convention) = base corrupted, source clean; noising = base clean,
-  source corrupted. `base_and_source` maps (clean, corrupted, direction) to the pair.
-- **variant**: one patched forward (one row of a sweep). Variants are folded into the batch
+  source corrupted (`runs.base_and_source`).
+- **variant**: one patched forward (one entry of a sweep), folded into the batch by `runs.BaseRun`
   (row `v * batch + b` is prompt `b` of variant `v`), chunked to at most `max_batch` rows.
 
 Why it is fast: every variant patched at layer L shares the base run's residual stream before L, so
@@ -25,140 +25,31 @@ from typing import Literal, Union
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
+from torchmetrics.functional import pearson_corrcoef
 from tqdm.auto import tqdm
 
-from ioi_superpose.metrics import LogitDiffMetric, unembed_at_end
+from ioi_superpose.metrics import LogitDiffMetric
 from ioi_superpose.models import ActivationCache, HookedTransformer, HookPoint
+from ioi_superpose.runs import (
+    DEFAULT_MAX_ROWS,
+    BaseRun,
+    Head,
+    Hook,
+    capture,
+    check_hooks_exist,
+    chunks,
+    fold,
+    hook_name,
+    layer_of,
+    variants_per_chunk,
+)
 
 Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, ""]]
 Source = Union[ActivationCache, Mapping[str, Tensor], Int[Tensor, "batch pos"]]
-Direction = Literal["denoising", "noising"]
 Activation = Literal["z", "q", "k", "v", "pattern", "resid_pre", "resid_mid", "attn_out", "mlp_out"]
 QKV = Literal["q", "k", "v"]
-Head = tuple[int, int]
 Sender = Union[Head, Literal["embed"]]
-Hook = tuple[str, Callable[..., Tensor | None]]
-
-DEFAULT_MAX_BATCH = 128
-"""Rows (prompts × variants) per folded forward: GPT-2-small full logits of 128 × 16 tokens are 0.4 GB."""
-
-_HOOK_NAMES: dict[str, str] = {
-    "z": "blocks.{}.attn.hook_z",
-    "q": "blocks.{}.attn.hook_q",
-    "k": "blocks.{}.attn.hook_k",
-    "v": "blocks.{}.attn.hook_v",
-    "pattern": "blocks.{}.attn.hook_pattern",
-    "resid_pre": "blocks.{}.hook_resid_pre",
-    "resid_mid": "blocks.{}.hook_resid_mid",
-    "attn_out": "blocks.{}.hook_attn_out",
-    "mlp_out": "blocks.{}.hook_mlp_out",
-}
 _HEAD_VECTORS = ("z", "q", "k", "v")  # per-prompt shape [pos, head, d_head]
-
-
-def hook_name(activation: str, layer: int) -> str:
-    """TransformerLens hook name, e.g. `hook_name("z", 3) == "blocks.3.attn.hook_z"`."""
-    if activation not in _HOOK_NAMES:
-        raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(_HOOK_NAMES)}")
-    return _HOOK_NAMES[activation].format(layer)
-
-
-def base_and_source(
-    clean_tokens: Int[Tensor, "batch pos"], corrupted_tokens: Int[Tensor, "batch pos"], direction: Direction
-) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
-    """(base tokens, source tokens) for a direction: denoising patches clean into corrupted."""
-    _check_same_shape(clean_tokens, corrupted_tokens, "clean_tokens", "corrupted_tokens")
-    if direction == "denoising":
-        return corrupted_tokens, clean_tokens
-    if direction == "noising":
-        return clean_tokens, corrupted_tokens
-    raise ValueError(f"direction must be 'denoising' or 'noising', got {direction!r}")
-
-
-# --------------------------------------------------------------------------------------------------
-# The base run: embeddings once, residual prefix per layer, folded forwards from any layer.
-
-
-@dataclass
-class _BaseRun:
-    """What every patched forward of one base batch shares."""
-
-    model: HookedTransformer
-    batch: int
-    pos: int
-    embed: Float[Tensor, "batch pos d_model"]
-    shortformer_pos_embed: Float[Tensor, "batch pos d_model"] | None
-    attention_mask: Int[Tensor, "batch pos"] | None
-    acts: dict[str, Tensor]  # base activations recorded by `_prepare`
-
-    def resid_pre(self, layer: int) -> Float[Tensor, "batch pos d_model"]:
-        return self.embed if layer == 0 else self.acts[hook_name("resid_pre", layer)]
-
-    def run(
-        self,
-        resid: Float[Tensor, "rows pos d_model"],
-        start: int,
-        hooks: Sequence[Hook],
-        stop: int | None = None,
-        full_logits: bool = False,
-    ) -> Float[Tensor, "rows pos d"]:
-        """Blocks `start..stop` on a folded batch; the final residual (before ln_final) or the logits."""
-        variants = resid.shape[0] // self.batch
-        # TransformerLens computes these in input_to_embed; a start_at_layer forward needs them passed.
-        kwargs = dict(
-            shortformer_pos_embed=_fold(self.shortformer_pos_embed, variants),
-            attention_mask=_fold(self.attention_mask, variants),
-        )
-        with self.model.hooks(fwd_hooks=list(hooks)):
-            if full_logits:
-                return self.model(resid, start_at_layer=start, **kwargs)
-            stop = self.model.cfg.n_layers if stop is None else stop
-            return self.model(resid, start_at_layer=start, stop_at_layer=stop, **kwargs)
-
-
-def _fold(x: Tensor | None, variants: int) -> Tensor | None:
-    """Repeat a [batch, ...] tensor for `variants` variants, variant-major."""
-    if x is None or variants == 1:
-        return x
-    return x.repeat(variants, *([1] * (x.dim() - 1)))
-
-
-def _prepare(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], names: Sequence[str] = ()) -> _BaseRun:
-    """Embed the base tokens and record their residual prefixes (and `names`) in one forward."""
-    if tokens.dim() != 2:
-        raise ValueError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
-    embed, _, shortformer, mask = model.input_to_embed(tokens.to(model.cfg.device))
-    run = _BaseRun(model, tokens.shape[0], tokens.shape[1], embed.detach(), shortformer, mask, {})
-    wanted = [hook_name("resid_pre", layer) for layer in range(1, model.cfg.n_layers)] + list(names)
-    run.acts = _capture(run, embed, [n for n in dict.fromkeys(wanted)])
-    return run
-
-
-def _capture(run: _BaseRun, embed: Tensor, names: Sequence[str]) -> dict[str, Tensor]:
-    """Activations at `names` of a forward from the embeddings (stops after the last block needed)."""
-    _check_hooks_exist(run.model, names)
-    store: dict[str, Tensor] = {}
-
-    def save(act: Tensor, hook: HookPoint) -> None:
-        store[hook.name] = act.detach()
-
-    last_layer = max((_layer_of(n) for n in names), default=-1)
-    if last_layer >= 0:
-        with torch.no_grad():
-            run.run(embed, 0, [(n, save) for n in names], stop=last_layer + 1)
-    return store
-
-
-def _layer_of(name: str) -> int:
-    return int(name.split(".")[1])
-
-
-def _check_hooks_exist(model: HookedTransformer, names: Sequence[str]) -> None:
-    # Attention-only blocks still own MLP hook points, which never fire.
-    never_fire = ("hook_mlp_out", "hook_resid_mid", "hook_mlp_in") if model.cfg.attn_only else ()
-    missing = [n for n in names if n not in model.hook_dict or n.endswith(never_fire)]
-    if missing:
-        raise ValueError(f"the model has no hook point(s) {missing} (attn_only={model.cfg.attn_only})")
 
 
 def _check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
@@ -167,10 +58,10 @@ def _check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
 
 
 def _source_activations(
-    model: HookedTransformer, source: Source, names: Sequence[str], base: _BaseRun
+    model: HookedTransformer, source: Source, names: Sequence[str], base: BaseRun
 ) -> dict[str, Tensor]:
     """The source run's activations at `names`, on the model's device, checked against the base batch."""
-    _check_hooks_exist(model, names)
+    check_hooks_exist(model, names)
     if isinstance(source, Tensor):
         if source.is_floating_point():
             raise ValueError("source must be an ActivationCache, a dict of activations, or integer tokens")
@@ -178,8 +69,7 @@ def _source_activations(
             raise ValueError(
                 f"source tokens have shape {tuple(source.shape)} but base tokens have shape {(base.batch, base.pos)}"
             )
-        recorded = _prepare(model, source, names).acts
-        return {name: recorded[name] for name in names}
+        return capture(model, source, names)
     acts = {}
     for name in names:
         try:
@@ -209,35 +99,23 @@ def _uses_answer_logits(model: HookedTransformer, metric: Metric) -> bool:
 
 
 def _evaluate(
-    run: _BaseRun, resid: Float[Tensor, "rows pos d_model"], start: int, hooks: Sequence[Hook], metric: Metric
+    run: BaseRun, resid: Float[Tensor, "rows pos d_model"], start: int, hooks: Sequence[Hook], metric: Metric
 ) -> Float[Tensor, " variants"]:
     """Finish a folded forward from layer `start` and return the metric per variant."""
-    variants = resid.shape[0] // run.batch
     if _uses_answer_logits(run.model, metric):
         assert isinstance(metric, LogitDiffMetric)
-        final = run.run(resid, start, hooks)
-        answers = _answer_logits(run.model, final, metric, variants)
-        return metric.from_answer_logits(answers.view(variants, run.batch, 2)).float()
+        if metric.answer_tokens.shape[0] != run.batch:
+            raise ValueError(
+                f"metric.answer_tokens has shape {tuple(metric.answer_tokens.shape)} but the tokens have batch {run.batch}"
+            )
+        answers = run.end_logits(resid, start, hooks, metric.end_positions, metric.answer_tokens)
+        return metric.from_answer_logits(answers).float()
     logits = run.run(resid, start, hooks, full_logits=True)
     # A generic metric is a black box on [batch, pos, vocab]: call it once per variant on its slice.
     values = [torch.as_tensor(metric(chunk), device=logits.device) for chunk in logits.split(run.batch)]
     if any(v.numel() != 1 for v in values):
         raise ValueError("the patching metric must return a scalar")
     return torch.stack([v.reshape(()) for v in values]).float()
-
-
-def _answer_logits(
-    model: HookedTransformer, final: Float[Tensor, "rows pos d_model"], metric: LogitDiffMetric, variants: int
-) -> Float[Tensor, "rows 2"]:
-    device = final.device
-    batch = metric.answer_tokens.shape[0]
-    if batch * variants != final.shape[0]:
-        raise ValueError(
-            f"metric.answer_tokens has shape {tuple(metric.answer_tokens.shape)} but the tokens have "
-            f"batch {final.shape[0] // variants}"
-        )
-    end = metric.end_positions.to(device).repeat(variants)
-    return unembed_at_end(model, final, end, metric.answer_tokens.to(device).repeat(variants, 1))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -270,17 +148,6 @@ def _where_hook(mask: Tensor, source: Tensor) -> Callable[[Tensor, HookPoint], T
     return hook
 
 
-def _chunks(n: int, size: int) -> Iterator[range]:
-    for start in range(0, n, size):
-        yield range(start, min(n, start + size))
-
-
-def _variants_per_chunk(max_batch: int, batch: int) -> int:
-    if max_batch < 1:
-        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-    return max(1, max_batch // batch)
-
-
 def sweep(
     model: HookedTransformer,
     base_tokens: Int[Tensor, "batch pos"],
@@ -289,7 +156,7 @@ def sweep(
     activation: Activation,
     index_axes: Sequence[int],
     *,
-    max_batch: int = DEFAULT_MAX_BATCH,
+    max_batch: int = DEFAULT_MAX_ROWS,
     progress: bool = False,
 ) -> Float[Tensor, "layer *index"]:
     """Metric after patching each (layer, index) of `activation` from the source into the base run.
@@ -299,19 +166,19 @@ def sweep(
     """
     names = [hook_name(activation, layer) for layer in range(model.cfg.n_layers)]
     with torch.no_grad():
-        base = _prepare(model, base_tokens)
-        per_chunk = _variants_per_chunk(max_batch, base.batch)
+        base = BaseRun.prepare(model, base_tokens)
+        per_chunk = variants_per_chunk(max_batch, base.batch)
         sources = _source_activations(model, source, names, base)
         act_shape = sources[names[0]].shape[1:]
         if list(index_axes) != sorted(set(index_axes)) or not all(0 <= a < len(act_shape) for a in index_axes):
             raise ValueError(f"index_axes must be increasing axes of {tuple(act_shape)}, got {tuple(index_axes)}")
         grid = [act_shape[a] for a in index_axes]
         out = torch.zeros(model.cfg.n_layers, math.prod(grid), device=model.cfg.device)
-        jobs = [(layer, c) for layer in range(model.cfg.n_layers) for c in _chunks(math.prod(grid), per_chunk)]
+        jobs = [(layer, c) for layer in range(model.cfg.n_layers) for c in chunks(math.prod(grid), per_chunk)]
         for layer, chunk in tqdm(jobs, disable=not progress, desc=f"patching {activation}"):
             indices = torch.arange(chunk.start, chunk.stop, device=model.cfg.device)
             hook = _where_hook(_one_hot_mask(indices, act_shape, index_axes), sources[names[layer]])
-            resid = _fold(base.resid_pre(layer), len(chunk))
+            resid = fold(base.resid_pre(layer), len(chunk))
             out[layer, chunk.start : chunk.stop] = _evaluate(base, resid, layer, [(names[layer], hook)], metric)
     return out.view(model.cfg.n_layers, *grid)
 
@@ -324,7 +191,7 @@ def activation_patch(
     activation: Activation = "z",
     *,
     by_pos: bool = False,
-    max_batch: int = DEFAULT_MAX_BATCH,
+    max_batch: int = DEFAULT_MAX_ROWS,
     progress: bool = False,
 ) -> Tensor:
     """A sweep in TransformerLens's layout: heads [layer, head] / [layer, pos, head]; pattern
@@ -353,7 +220,7 @@ def _drop_in(name: str, activation: Activation, index_axes: tuple[int, ...], sha
         clean_cache: ActivationCache | Mapping[str, Tensor],
         patching_metric: Metric,
         *,
-        max_batch: int = DEFAULT_MAX_BATCH,
+        max_batch: int = DEFAULT_MAX_ROWS,
         progress: bool = False,
     ) -> Tensor:
         return sweep(
@@ -416,7 +283,7 @@ def attribution_patch(
     index_axes = _index_axes(activation, by_pos)
     names = [hook_name(activation, layer) for layer in range(model.cfg.n_layers)]
     with torch.no_grad():
-        base = _prepare(model, base_tokens)
+        base = BaseRun.prepare(model, base_tokens)
         sources = _source_activations(model, source, names, base)
     base_acts, grads = _activations_and_gradients(base, names, metric)
     effects = []
@@ -428,7 +295,7 @@ def attribution_patch(
 
 
 def _activations_and_gradients(
-    base: _BaseRun, names: Sequence[str], metric: Metric
+    base: BaseRun, names: Sequence[str], metric: Metric
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Base activations at `names` and the metric's gradient w.r.t. each of them."""
     acts: dict[str, Tensor] = {}
@@ -450,7 +317,7 @@ def _activations_and_gradients(
 def pearson(a: Tensor, b: Tensor) -> float:
     """Pearson correlation of two flattened tensors (e.g. attribution vs exact patching)."""
     _check_same_shape(a, b, "first tensor", "second tensor")
-    return torch.corrcoef(torch.stack([a.flatten().float(), b.flatten().float()]))[0, 1].item()
+    return float(pearson_corrcoef(a.flatten().double(), b.flatten().double()))
 
 
 def attribution_agreement(attribution: Tensor, exact: Tensor) -> float:
@@ -494,7 +361,7 @@ def path_patch_sweep(
     metric: Metric,
     *,
     receiver_input: QKV | Sequence[QKV] = "q",
-    max_batch: int = DEFAULT_MAX_BATCH,
+    max_batch: int = DEFAULT_MAX_ROWS,
     progress: bool = False,
 ) -> Float[Tensor, "layer head"]:
     """`path_patch` with each single head as the sender, for a fixed receiver set: [n_layers, n_heads]."""
@@ -552,13 +419,13 @@ def _path_patch_variants(
     recv = _receiver_masks(model, receivers)
     z_names = [hook_name("z", layer) for layer in range(model.cfg.n_layers)]
     with torch.no_grad():
-        base = _prepare(model, base_tokens, z_names)
+        base = BaseRun.prepare(model, base_tokens, z_names)
         src_names = z_names + ([hook_name("resid_pre", 0)] if bool(senders.embed.any()) else [])
         sources = _source_activations(model, source, src_names, base)
         n = senders.heads.shape[0]
         out = torch.zeros(n, device=model.cfg.device)
-        chunks = list(_path_chunks(senders, _variants_per_chunk(max_batch, base.batch)))
-        for rows in tqdm(chunks, disable=not progress, desc="path patching"):
+        variant_chunks = list(_path_chunks(senders, variants_per_chunk(max_batch, base.batch)))
+        for rows in tqdm(variant_chunks, disable=not progress, desc="path patching"):
             stage1 = _PathStage1(base, sources, senders, rows, recv, inputs)
             out[rows.start : rows.stop] = stage1.logits_metric(metric) if recv is None else stage1.receivers_metric(metric)
     return out
@@ -597,7 +464,7 @@ class _PathStage1:
 
     def __init__(
         self,
-        base: _BaseRun,
+        base: BaseRun,
         sources: dict[str, Tensor],
         senders: _SenderMasks,
         rows: range,
@@ -615,7 +482,7 @@ class _PathStage1:
         self.recorded: dict[str, Tensor] = {}
 
     def _initial_resid(self, embed_mask: Bool[Tensor, " variants"]) -> Float[Tensor, "rows pos d_model"]:
-        resid = _fold(self.base.resid_pre(self.start), self.variants)
+        resid = fold(self.base.resid_pre(self.start), self.variants)
         if self.start == 0 and bool(embed_mask.any()):
             folded = resid.view(self.variants, self.base.batch, *resid.shape[1:])
             source = self.sources[hook_name("resid_pre", 0)]
@@ -648,10 +515,10 @@ class _PathStage1:
         first = int(self.receivers.any(-1).nonzero()[0])
         hooks: list[Hook] = []
         for name, recorded in self.recorded.items():
-            layer = _layer_of(name)
+            layer = layer_of(name)
             mask = self.receivers[layer][None, None, :, None]  # [variants=1, pos=1, head, d_head=1]
             hooks.append((name, _recorded_hook(mask, recorded)))
-        return _evaluate(self.base, _fold(self.base.resid_pre(first), self.variants), first, hooks, metric)
+        return _evaluate(self.base, fold(self.base.resid_pre(first), self.variants), first, hooks, metric)
 
 
 def _frozen_hook(

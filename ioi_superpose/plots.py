@@ -32,8 +32,30 @@ def head_heatmap(values: Float[Tensor, "n_layers n_heads"], title: str, divergin
     if n_layers * n_heads <= 64:  # small grids: the numbers themselves are worth reading
         for layer in range(n_layers):
             for head in range(n_heads):
-                axes.text(head, layer, f"{data[layer, head]:.2f}", ha="center", va="center", fontsize=7)
+                value = data[layer, head]
+                colour = text_colour(image.cmap(image.norm(value)))
+                axes.text(head, layer, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
     figure.colorbar(image, ax=axes)
+    figure.tight_layout()
+    return figure
+
+
+def text_colour(background: tuple[float, ...]) -> str:
+    """Black on light cells, white on dark ones (relative luminance of the RGB background, ITU-R BT.709)."""
+    red, green, blue = background[:3]
+    return "black" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.5 else "white"
+
+
+def recovery_curves(curves: dict[str, list[float]], points: dict[str, tuple[int, float]]) -> Figure:
+    """Recovery against the number of heads: one line per curve (k = 1, 2, …), one marker per point."""
+    figure, axes = plt.subplots(figsize=(5, 3.4))
+    for name, curve in curves.items():
+        axes.plot(range(1, len(curve) + 1), curve, marker=".", label=name)
+    for name, (k, value) in points.items():
+        axes.scatter([k], [value], color="black", zorder=3, label=name)
+    axes.set_xlabel("number of heads")
+    axes.set_ylabel("recovery")
+    axes.legend()
     figure.tight_layout()
     return figure
 

@@ -65,7 +65,7 @@ from ioi_superpose.data.ioi import Corruption, IOIBatch, default_names, generate
 from ioi_superpose.data.skip_trigrams import IGNORE_INDEX, TokenBatch
 from ioi_superpose.data.templates import DUPLICATED_IO_TEMPLATES, IOI_TEMPLATES, LONG_TEMPLATES, NAMES
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.metrics import logit_diff
+from ioi_superpose.runs import end_logits, logit_diff
 from ioi_superpose.models import HookedTransformer, WordTokenizer
 from ioi_superpose.models.toy import load_toy_checkpoint, save_toy_checkpoint
 from ioi_superpose.toy_training import ExportToyModel
@@ -113,7 +113,7 @@ class IOIMetrics:
 def ioi_metrics(model: HookedTransformer, prompts: IOIBatch) -> IOIMetrics:
     """IO-over-S accuracy, mean logit difference and top-1 accuracy of `model` on `prompts`."""
     prompts = prompts.trimmed()
-    logits = model(prompts.clean_tokens)[torch.arange(len(prompts)), prompts.end_pos]
+    logits = end_logits(model, prompts.clean_tokens, prompts.end_pos)
     differences = logit_diff(logits.gather(-1, prompts.answer_tokens))
     return IOIMetrics(
         io_over_s_accuracy=round(float((differences > 0).float().mean()), 5),

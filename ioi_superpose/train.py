@@ -1,7 +1,8 @@
 """`python -m ioi_superpose.train {fit,validate,test} --config experiments/….yaml`
 
 Learns a sparse head combination on IOI with a frozen model. After `fit`, the run directory (printed at
-the end) holds `summary.json`, `coefficients.pt`, `coefficients.png`, checkpoints and TensorBoard logs.
+the end) holds `summary.json`, `coefficients.pt`, `coefficients.png`, the baselines' figures,
+checkpoints and TensorBoard logs.
 """
 
 from __future__ import annotations
@@ -9,35 +10,87 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ioi_superpose.callbacks import CoefficientPlots, HeadBaseline
 from ioi_superpose.data.datamodule import IOIDataModule
-from ioi_superpose.errors import UserFacingError
-from ioi_superpose.results import build_summary, write_run_results
+from ioi_superpose.errors import ConfigError, UserFacingError
+from ioi_superpose.summary import RunWriter, build_summary
 from ioi_superpose.system import HeadSuperposition
 
 TRAINER_DEFAULTS = {
     "max_epochs": 5,
     "log_every_n_steps": 5,
     "default_root_dir": "runs",
+    # The datamodule shards the data itself: seeded, resumable order, and no padding of evaluation sets.
+    "use_distributed_sampler": False,
     "logger": {
         "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
         "init_args": {"save_dir": "runs", "name": "ioi_superpose"},
     },
 }
+LINKED_MODEL_ARGUMENTS = ("test_sets",)
+"""Model arguments the CLI sets from the datamodule, never from the command line or a checkpoint."""
 
 
 class SuperposeCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # One model name for both: the datamodule tokenizes with the model's tokenizer.
         parser.link_arguments("model.model_name", "data.model_name")
+        parser.link_arguments("data.test_set_names", "model.test_sets", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True}
         )
         parser.add_lightning_class_args(CoefficientPlots, "coefficient_plots")
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning replaces the model's settings by those stored in `--ckpt_path`, silently. Ours
+        refuses a checkpoint whose settings differ from the ones asked for, naming each difference, and
+        a file that is not a readable checkpoint."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path:
+            return
+        if not Path(ckpt_path).is_file():
+            raise ConfigError(f"--ckpt_path {ckpt_path}: no such file. Give a checkpoint written by a run, e.g. "
+                              "runs/…/checkpoints/last.ckpt.")
+        try:
+            checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        except Exception as error:  # truncated, not a torch file, or not ours
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path} is not a readable checkpoint ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else 'no details'}). It may be truncated (a run "
+                "killed while saving); use another checkpoint of the run, e.g. its last.ckpt."
+            ) from None
+        saved = dict(checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {})
+        asked = self.config[subcommand]["model"]
+        differences = [
+            f"--model.{key}: the checkpoint has {value!r}, this run asks for {asked.get(key)!r}"
+            for key, value in saved.items()
+            if not key.startswith("_") and key not in LINKED_MODEL_ARGUMENTS and key in asked
+            and _comparable(asked.get(key)) != _comparable(value)
+        ]
+        if differences:
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path} was saved by a run with other settings:\n  " + "\n  ".join(differences)
+                + "\nResume with the settings the checkpoint was made with (its run's config.yaml), or start a "
+                "new run without --ckpt_path."
+            )
+
+    def before_fit(self) -> None:
+        for logger in self.trainer.loggers:
+            save_dir = getattr(logger, "save_dir", None)
+            if save_dir is not None:
+                try:
+                    Path(save_dir).mkdir(parents=True, exist_ok=True)
+                except OSError as error:
+                    raise ConfigError(
+                        f"The run directory {save_dir} cannot be created ({error.strerror}). Choose a writable "
+                        "place with --trainer.logger.init_args.save_dir (and --trainer.default_root_dir)."
+                    ) from None
 
     def after_fit(self) -> None:
         """Evaluate the final α on validation and every test set, then write the run's results."""
@@ -47,24 +100,16 @@ class SuperposeCLI(LightningCLI):
         test_metrics: dict[str, float] = {}
         for per_loader in self.trainer.test(self.model, datamodule=self.datamodule, verbose=False):
             test_metrics.update(per_loader)
-        run_dir = self.trainer.log_dir  # a collective call under DDP: every rank must make it
+        run_dir = self.trainer.log_dir  # a collective call under DDP: every rank makes it, then rank 0 writes
         if not self.trainer.is_global_zero:
             return
         config = self.config.get(self.config["subcommand"]).as_dict()
-        alpha = self.model.combination.coefficients.detach()
-        l0 = self.model.combination.l0(self.model.hparams.l0_threshold)
-        baselines = {
-            callback.name: callback.summary(alpha.cpu(), l0)
-            for callback in self.trainer.callbacks
-            if isinstance(callback, HeadBaseline)
-        }
-        summary = build_summary(
-            self.model, val_metrics, test_metrics, self.datamodule.test_set_names, config, baselines
-        )
+        baselines = [callback for callback in self.trainer.callbacks if isinstance(callback, HeadBaseline)]
+        summary = build_summary(self.model, val_metrics, test_metrics, self.datamodule.test_set_names, config, baselines)
         if run_dir is None:  # fast_dev_run and logger=False runs keep no files
             print("No run directory (fast_dev_run or no logger): results not written.")
             return
-        paths = write_run_results(Path(run_dir), self.model, summary)
+        paths = RunWriter(run_dir).write(self.model, summary, baselines)
         recovery = summary["recovery"]
         print(
             f"\nLearned α: L0 = {summary['l0']} of {summary['n_heads_total']} heads, "
@@ -74,6 +119,11 @@ class SuperposeCLI(LightningCLI):
         for name, path in paths.items():
             print(f"  {name:<12} {path}")
         print(f"  {'tensorboard':<12} tensorboard --logdir {Path(run_dir).parent}")
+
+
+def _comparable(value: object) -> object:
+    """Config values as the parser and a checkpoint hold them (tuples become lists in YAML)."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def main(args: list[str] | None = None) -> None:

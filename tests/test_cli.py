@@ -69,13 +69,15 @@ def test_missing_weights_offline_exit_with_the_fix(tmp_path, monkeypatch, capsys
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
     from ioi_superpose.system import HeadSuperposition
 
-    original = HeadSuperposition.objective
+    original = HeadSuperposition.loss_terms
 
     def poisoned(self, batch, reference):
-        value, logits = original(self, batch, reference)
-        return (value * float("nan") if self.global_step >= 3 else value), logits
+        terms = original(self, batch, reference)
+        if self.training and self.global_step >= 3:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
 
-    monkeypatch.setattr(HeadSuperposition, "objective", poisoned)
+    monkeypatch.setattr(HeadSuperposition, "loss_terms", poisoned)
     with pytest.raises(SystemExit) as exit_info:
         run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "3"], tmp_path, monkeypatch)
     assert exit_info.value.code == 1

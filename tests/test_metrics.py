@@ -1,14 +1,7 @@
 import torch
 
-from ioi_superpose.metrics import (
-    IOAccuracy,
-    LogitDiffMetric,
-    MeanLogitDiff,
-    NormalisedRecovery,
-    logit_diff,
-    normalised_recovery,
-    unembed_at_end,
-)
+from ioi_superpose.metrics import IOAccuracy, LogitDiffMetric, MeanLogitDiff, NormalisedRecovery
+from ioi_superpose.runs import logit_diff, normalised_recovery, unembed_at_end
 from conftest import random_model
 
 

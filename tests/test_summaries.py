@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from ioi_superpose.callbacks.baselines import spearman, top_k_alpha, top_k_overlap
-from ioi_superpose.ioi_heads import IOI_CIRCUIT, IOI_HEAD_CLASSES, circuit_precision_recall, is_gpt2_small
-from ioi_superpose.results import top_heads
+from ioi_superpose.ioi_heads import IOI_CIRCUIT, IOI_HEAD_CLASSES, circuit_precision_recall, has_gpt2_small_shape
+from ioi_superpose.summary import top_heads
 
 
 def test_circuit_precision_and_recall_against_the_paper_heads():
@@ -18,14 +18,15 @@ def test_circuit_precision_and_recall_against_the_paper_heads():
     assert result["recall"] == pytest.approx(3 / 26)
     assert result["recall_by_class"]["name_mover"] == 1.0 and result["recall_by_class"]["induction"] == 0.0
     assert result["selected_outside_circuit"] == [(0, 0)]
-    assert is_gpt2_small("gpt2-small", 12, 12) and not is_gpt2_small("/some/dir", 12, 12)
+    assert has_gpt2_small_shape(12, 12, 768, 50257) and not has_gpt2_small_shape(12, 12, 768, 1000)
 
 
 def test_rank_statistics():
     a = torch.tensor([[0.1, 0.5], [0.9, 0.3]])
     assert spearman(a, a * 10) == pytest.approx(1.0)
     assert spearman(a, -a) == pytest.approx(-1.0)
-    assert spearman(torch.tensor([1.0, 1.0, 2.0]), torch.tensor([0.0, 0.0, 5.0])) == pytest.approx(1.0)  # ties
+    assert spearman(torch.tensor([1.0, 1.0, 2.0]), torch.tensor([0.0, 0.0, 5.0])) == pytest.approx(1.0, abs=1e-5)  # ties
+    assert spearman(torch.zeros(2, 2), a) is None  # an all-zero α: undefined, not NaN
     assert top_k_overlap(a, torch.tensor([[0.0, 1.0], [2.0, 0.0]]), k=2) == 1.0
     assert top_k_overlap(a, torch.tensor([[1.0, 0.0], [0.0, 2.0]]), k=2) == 0.0
 

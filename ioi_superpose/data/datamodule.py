@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+import zlib
 from typing import Literal, Sequence, get_args
 
 import lightning as L
-from torch.utils.data import DataLoader
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from ioi_superpose.data.batch import PromptDataset, collate
 from ioi_superpose.data.ioi import Corruption, IOIBatch, TextEncoder, default_names, generate_ioi
@@ -34,6 +36,12 @@ def split_names(names: Sequence[str], held_out_fraction: float, seed: int) -> tu
     random.Random(seed).shuffle(shuffled)
     n_held_out = round(len(shuffled) * held_out_fraction)
     return shuffled[:n_held_out], shuffled[n_held_out:]
+
+
+def set_seed(seed: int, set_name: str) -> int:
+    """The seed of one named split: a function of its name only, so a set's prompts stay the same when
+    other sets are added to or removed from `--data.off_distribution`."""
+    return seed + zlib.crc32(set_name.encode())
 
 
 class IOIDataModule(L.LightningDataModule):
@@ -120,36 +128,59 @@ class IOIDataModule(L.LightningDataModule):
         long_ids = range(len(IOI_TEMPLATES), len(IOI_TEMPLATES) + len(LONG_TEMPLATES))
         duplicated_ids = range(long_ids.stop, long_ids.stop + len(DUPLICATED_IO_TEMPLATES))
 
-        def draw(n: int, template_ids, templates, names_, seed_offset: int) -> IOIBatch:
-            return generate_ioi(encoder, n, list(templates), list(template_ids), names_, hp.corruption, hp.seed + seed_offset)
+        def draw(set_name: str, n: int, template_ids, templates, names_) -> IOIBatch:
+            seed = set_seed(hp.seed, set_name)
+            return generate_ioi(encoder, n, list(templates), list(template_ids), names_, hp.corruption, seed)
 
         in_distribution = [IOI_TEMPLATES[i] for i in train_ids]
-        self.splits["train"] = draw(hp.n_train, train_ids, in_distribution, train_names, 0)
-        self.splits["val"] = draw(hp.n_val, train_ids, in_distribution, train_names, 1)
-        self.splits["in_distribution"] = draw(hp.n_test, train_ids, in_distribution, train_names, 2)
+        self.splits["train"] = draw("train", hp.n_train, train_ids, in_distribution, train_names)
+        self.splits["val"] = draw("val", hp.n_val, train_ids, in_distribution, train_names)
+        self.splits["in_distribution"] = draw("in_distribution", hp.n_test, train_ids, in_distribution, train_names)
         off_distribution_specs = {
             "held_out_templates": (sorted(held_out_ids), [IOI_TEMPLATES[i] for i in sorted(held_out_ids)], train_names),
             "held_out_names": (train_ids, in_distribution, held_out_names),
             "duplicated_io": (duplicated_ids, DUPLICATED_IO_TEMPLATES, train_names),
             "long_templates": (long_ids, LONG_TEMPLATES, train_names),
         }
-        for offset, name in enumerate(hp.off_distribution, start=3):
-            self.splits[name] = draw(hp.n_test, *off_distribution_specs[name], offset)
+        for name in hp.off_distribution:
+            self.splits[name] = draw(name, hp.n_test, *off_distribution_specs[name])
 
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+    def _replicas(self) -> tuple[int, int]:
+        """(number of processes, this process's rank); (1, 0) outside a Trainer."""
+        trainer = getattr(self, "trainer", None)
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _loader(self, split: str, sampler: Sampler) -> DataLoader:
         return DataLoader(
             PromptDataset(self.splits[split]),
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             collate_fn=collate,
             num_workers=self.hparams.num_workers,
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        # The shuffle is a function of (seed, epoch) — Lightning calls `set_epoch` — not of the global RNG,
+        # so a resumed run sees the order the uninterrupted one saw.
+        replicas, rank = self._replicas()
+        dataset = PromptDataset(self.splits["train"])
+        sampler = DistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.hparams.seed)
+        return self._loader("train", sampler)
+
+    def _evaluation_loader(self, split: str) -> DataLoader:
+        # Each prompt on exactly one rank, none repeated (DistributedSampler pads by repeating prompts,
+        # which the summed metrics would count twice).
+        replicas, rank = self._replicas()
+        dataset = PromptDataset(self.splits[split])
+        if len(dataset) < replicas:
+            raise ConfigError(
+                f"The {split} set has {len(dataset)} prompts for {replicas} processes; every process needs one. "
+                "Raise --data.n_val / --data.n_test or use fewer devices."
+            )
+        return self._loader(split, UnrepeatedDistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=False))
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
+        return self._evaluation_loader("val")
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(name) for name in self.test_set_names]
+        return [self._evaluation_loader(name) for name in self.test_set_names]

@@ -42,6 +42,13 @@ def freeze(model: HookedTransformer) -> HookedTransformer:
     return model
 
 
+def describe_model(model: HookedTransformer) -> dict[str, str | int]:
+    """What identifies a frozen model for a checkpoint of ours: its name and shape."""
+    cfg = model.cfg
+    return dict(model_name=cfg.model_name, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_model=cfg.d_model,
+                d_vocab=cfg.d_vocab)
+
+
 def load_frozen_model(
     name_or_path: str,
     device: str | torch.device = "cpu",

@@ -6,18 +6,22 @@ from conftest import hooks_attached, prompt_pairs, random_model
 from ioi_superpose import learn_combination
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.interventions import HeadCombination, head_z, patched_heads
+from ioi_superpose.interventions import Combination, HeadCombination, HeadWeights
 from ioi_superpose.metrics import LogitDiffMetric
+from ioi_superpose.runs import BaseRun, head_z, patched_end_logits
 from ioi_superpose.system import HeadSuperposition
 
 
-def run_with_alpha(model, alpha, base_tokens, source_tokens):
-    combination = HeadCombination(*alpha.shape, bounded=False)
-    combination.coefficients.data.copy_(alpha)
+def last_positions(tokens):
+    return torch.full((len(tokens),), tokens.shape[1] - 1)
+
+
+def run_with_alpha(model, alpha, base_tokens, source_tokens, prefixes=False):
+    """Full-vocabulary logits at the last position of the engine's patched run, per variant."""
     with torch.no_grad():
         source_z, _ = head_z(model, source_tokens)
-        with patched_heads(model, combination, source_z):
-            return model(base_tokens)
+        base = BaseRun.prepare(model, base_tokens, prefixes=prefixes)
+        return patched_end_logits(base, source_z, HeadWeights(alpha), last_positions(base_tokens), max_rows=8)
 
 
 @pytest.mark.parametrize("shape", [dict(n_layers=2, n_heads=4), dict(n_layers=3, n_heads=2, attn_only=True)])
@@ -26,13 +30,13 @@ def test_zero_alpha_is_the_base_run_and_one_is_the_source_run(shape):
     clean, corrupted, _ = prompt_pairs(model.cfg.d_vocab, length=9)
     alpha = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
     with torch.no_grad():
-        corrupted_logits, clean_logits = model(corrupted), model(clean)
-    assert torch.equal(run_with_alpha(model, alpha, corrupted, clean), corrupted_logits)
+        corrupted_logits, clean_logits = model(corrupted)[:, -1], model(clean)[:, -1]
+    assert torch.allclose(run_with_alpha(model, alpha, corrupted, clean)[0], corrupted_logits, atol=1e-5)
     # α = 1: every head output is the clean one; with a shared final token the final position is clean.
-    denoised = run_with_alpha(model, alpha + 1, corrupted, clean)
-    assert torch.allclose(denoised[:, -1], clean_logits[:, -1], atol=1e-4)
-    noised = run_with_alpha(model, alpha + 1, clean, corrupted)
-    assert torch.allclose(noised[:, -1], corrupted_logits[:, -1], atol=1e-4)
+    denoised = run_with_alpha(model, alpha + 1, corrupted, clean)[0]
+    assert torch.allclose(denoised, clean_logits, atol=1e-4)
+    noised = run_with_alpha(model, alpha + 1, clean, corrupted)[0]
+    assert torch.allclose(noised, corrupted_logits, atol=1e-4)
     assert not torch.allclose(clean_logits[:, -1], corrupted_logits[:, -1], atol=1e-2)  # the check has teeth
 
 
@@ -43,14 +47,24 @@ def test_one_hot_alpha_equals_transformer_lens_single_head_patching():
     with torch.no_grad():
         _, clean_cache = model.run_with_cache(clean)
         expected = tl_patching.get_act_patch_attn_head_out_all_pos(model, corrupted, clean_cache, metric)
-    ours = torch.zeros_like(expected)
-    for layer in range(model.cfg.n_layers):
-        for head in range(model.cfg.n_heads):
-            alpha = torch.zeros(model.cfg.n_layers, model.cfg.n_heads)
-            alpha[layer, head] = 1.0
-            ours[layer, head] = metric(run_with_alpha(model, alpha, corrupted, clean))
+    one_hot = HeadWeights.single_heads(model.cfg.n_layers, model.cfg.n_heads).weights
+    # All heads as variants of one folded run, chunked (max_rows=8: several chunks), from the base prefix.
+    logits = run_with_alpha(model, one_hot, corrupted, clean, prefixes=True)
+    ours = metric.from_answer_logits(logits.gather(-1, answers[None].expand(len(logits), -1, -1))).view_as(expected)
     assert expected.abs().max() > 1e-2
     assert torch.allclose(ours, expected, atol=1e-5)
+
+
+def test_variants_and_prefix_starts_equal_one_run_at_a_time():
+    model = random_model(n_layers=3, n_heads=2)
+    clean, corrupted, _ = prompt_pairs(model.cfg.d_vocab, length=6)
+    alphas = torch.rand(5, 3, 2, generator=torch.Generator().manual_seed(0))
+    alphas[1, 0] = 0.0  # starts at layer 1
+    alphas[2, :2] = 0.0  # starts at layer 2
+    together = run_with_alpha(model, alphas, corrupted, clean, prefixes=True)
+    one_by_one = torch.cat([run_with_alpha(model, alpha, corrupted, clean) for alpha in alphas])
+    assert torch.allclose(together, one_by_one, atol=1e-5)
+    assert HeadWeights(alphas[2]).first_layer() == 2 and HeadWeights(torch.zeros(1, 3, 2)).first_layer() == 3
 
 
 def system_for(model, **settings):
@@ -65,7 +79,7 @@ def test_only_alpha_trains_and_no_hook_stays_attached():
     assert sum(p.numel() for p in system.parameters() if p.requires_grad) == model.cfg.n_layers * model.cfg.n_heads
     batch = ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab))
     system.train()
-    loss = system.objective(batch, system.reference(batch))[0]
+    loss = system.loss_terms(batch, system.reference(batch))["loss"]
     loss.backward()
     assert system.combination.coefficients.grad is not None
     assert system.combination.coefficients.grad.abs().sum() > 0
@@ -73,13 +87,17 @@ def test_only_alpha_trains_and_no_hook_stays_attached():
     assert hooks_attached(model) == 0
 
 
+class Failing(Combination):
+    def forward(self, layer, z_base, z_source):
+        raise RuntimeError("broken combination")
+
+
 def test_hooks_are_removed_when_the_forward_fails():
     model = random_model()
-    combination = HeadCombination(model.cfg.n_layers, model.cfg.n_heads)
-    wrong_shape = torch.zeros(model.cfg.n_layers, 1, 2, model.cfg.n_heads, model.cfg.d_head)
-    with pytest.raises(RuntimeError):
-        with patched_heads(model, combination, wrong_shape):
-            model(torch.zeros(3, 5, dtype=torch.long))
+    tokens = torch.zeros(3, 5, dtype=torch.long)
+    source_z, _ = head_z(model, tokens)
+    with pytest.raises(RuntimeError, match="broken combination"):
+        patched_end_logits(BaseRun.prepare(model, tokens), source_z, Failing(), last_positions(tokens))
     assert hooks_attached(model) == 0
 
 
@@ -136,7 +154,8 @@ def test_learn_combination_is_reproducible_and_validates_input():
 def train_manually(system, batches, steps):
     optimizer = torch.optim.Adam(system.combination.parameters(), lr=0.05)
     for step in range(steps):
-        system.loss_terms(batches[step % len(batches)]).loss.backward()
+        batch = batches[step % len(batches)]
+        system.loss_terms(batch, system.reference(batch, cached_rows=True))["loss"].backward()
         optimizer.step()
         optimizer.zero_grad()
         system.combination.project_()
@@ -158,7 +177,6 @@ def test_evaluating_other_prompts_never_touches_the_training_cache():
     system = system_for(model)
     train_rows = ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab, batch=4, seed=0))
     other_rows = ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab, batch=4, seed=1))  # same indices 0..3
-    system.loss_terms(train_rows)
     cached = system.reference(train_rows, cached_rows=True).source_z
     system.recovery_of(other_rows, torch.ones(model.cfg.n_layers, model.cfg.n_heads))
     system.reference(other_rows)

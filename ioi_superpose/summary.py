@@ -1,0 +1,119 @@
+"""What a run leaves behind: `coefficients.pt`, `summary.json`, the α heatmap and the baselines'
+figures, all written atomically by one `RunWriter` that the CLI and the API share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from jaxtyping import Float
+from matplotlib.figure import Figure
+from torch import Tensor
+
+from ioi_superpose.files import atomic_write, write_json
+from ioi_superpose.ioi_heads import circuit_precision_recall, has_gpt2_small_shape
+from ioi_superpose.plots import head_heatmap, save_figure
+from ioi_superpose.system import IN_DISTRIBUTION, HeadSuperposition, metric_prefix
+
+
+class Baseline(Protocol):
+    """What the writer reads of a baseline callback (`callbacks.baselines.HeadBaseline`)."""
+
+    name: str
+
+    def summary(self, system: HeadSuperposition) -> dict: ...
+
+    def figures(self, system: HeadSuperposition) -> dict[str, Figure]: ...
+
+
+def top_heads(
+    values: Float[Tensor, "n_layers n_heads"], k: int = 20, threshold: float = 0.0, key: str = "alpha"
+) -> list[dict[str, float | int]]:
+    """The (at most k) heads of largest |value| above `threshold`, largest first."""
+    flat = values.flatten()
+    order = flat.abs().argsort(descending=True)[:k]
+    n_heads = values.shape[1]
+    return [
+        {"layer": int(i) // n_heads, "head": int(i) % n_heads, key: round(float(flat[i]), 4)}
+        for i in order
+        if abs(float(flat[i])) > threshold
+    ]
+
+
+def stage_metrics(metrics: dict[str, float], stage: str, set_name: str) -> dict[str, float]:
+    """The metrics of one evaluation set, without their `val/` or `test/<set>/` prefix."""
+    prefix = metric_prefix(stage, set_name)
+    return {key[len(prefix):]: float(value) for key, value in metrics.items()
+            if key.startswith(prefix) and "/" not in key[len(prefix):]}
+
+
+def build_summary(
+    system: HeadSuperposition,
+    val_metrics: dict[str, float],
+    test_metrics: dict[str, float],
+    test_set_names: Sequence[str],
+    config: dict,
+    baselines: Sequence[Baseline] = (),
+) -> dict[str, Any]:
+    alpha = system.combination.coefficients.detach().cpu()
+    cfg = system.frozen.cfg
+    val = stage_metrics(val_metrics, "val", IN_DISTRIBUTION)
+    tests = {name: stage_metrics(test_metrics, "test", name) for name in test_set_names}
+    return {
+        "model_name": system.hparams.model_name,
+        "direction": system.hparams.direction,
+        "objective": system.hparams.objective,
+        "recovery": {"val": val.get("recovery"), "test": {name: m.get("recovery") for name, m in tests.items()}},
+        "clean_logit_diff": val.get("clean_logit_diff"),
+        "corrupted_logit_diff": val.get("corrupted_logit_diff"),
+        "patched_logit_diff": val.get("logit_diff"),
+        "clean_accuracy": val.get("clean_accuracy"),
+        "patched_accuracy": val.get("accuracy"),
+        "l0": system.combination.l0(system.hparams.l0_threshold),
+        "l0_threshold": system.hparams.l0_threshold,
+        "n_heads_total": alpha.numel(),
+        "top_heads": top_heads(alpha, threshold=system.hparams.l0_threshold),
+        "val": val,
+        "test": tests,
+        "baselines": {baseline.name: baseline.summary(system) for baseline in baselines},
+        "ioi_circuit": (
+            circuit_precision_recall(alpha, system.hparams.l0_threshold)
+            if has_gpt2_small_shape(cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_vocab)
+            else None
+        ),
+        "config": config,
+    }
+
+
+class RunWriter:
+    """Writes a run's results into `run_dir`; the CLI (after fit) and the API use the same one."""
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.run_dir = Path(run_dir)
+
+    def write(
+        self, system: HeadSuperposition, summary: dict[str, Any], baselines: Sequence[Baseline] = ()
+    ) -> dict[str, Path]:
+        """coefficients.pt (α and what it was learned for), coefficients.png, baselines/*.png, and
+        summary.json last: a run directory with a summary.json is complete."""
+        alpha = system.combination.coefficients.detach().cpu().clone()
+        paths = {
+            "coefficients": self.run_dir / "coefficients.pt",
+            "heatmap": self.run_dir / "coefficients.png",
+        }
+        payload = {"coefficients": alpha, **{k: summary[k] for k in ("model_name", "direction", "objective")}}
+        atomic_write(paths["coefficients"], lambda name: torch.save(payload, name))
+        self._figure(paths["heatmap"], head_heatmap(alpha, f"learned α ({system.hparams.model_name}, L0 = {summary['l0']})"))
+        for baseline in baselines:
+            for stem, figure in baseline.figures(system).items():
+                self._figure(self.run_dir / "baselines" / f"{stem}.png", figure)
+        if baselines:
+            paths["baselines"] = self.run_dir / "baselines"
+        paths["summary"] = write_json(self.run_dir / "summary.json", summary)
+        return paths
+
+    @staticmethod
+    def _figure(path: Path, figure: Figure) -> None:
+        atomic_write(path, lambda name: save_figure(figure, name))
