@@ -35,6 +35,8 @@ DROP_INS = [
     "get_act_patch_attn_head_v_all_pos",
     "get_act_patch_attn_head_pattern_all_pos",
     "get_act_patch_attn_head_q_by_pos",
+    "get_act_patch_attn_head_k_by_pos",
+    "get_act_patch_attn_head_v_by_pos",
     "get_act_patch_attn_head_pattern_by_pos",
 ]
 MLP_ONLY = {"get_act_patch_resid_mid", "get_act_patch_mlp_out"}
