@@ -78,3 +78,25 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def hooks_attached(model: HookedTransformer) -> int:
     return sum(len(point.fwd_hooks) + len(point.bwd_hooks) for point in model.hook_dict.values())
+
+
+@pytest.fixture
+def empty_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face cache, whatever the machine's own cache holds (GPT-2 weights included).
+
+    The environment variables cover code that reads them later (subprocesses, transformers' own
+    defaults); huggingface_hub read them once at import, and `try_to_load_from_cache` looks in
+    `huggingface_hub.constants.HF_HUB_CACHE` at call time, so that constant is patched too.
+    """
+    from huggingface_hub import constants
+
+    home = tmp_path / "hf_home"
+    hub = home / "hub"
+    hub.mkdir(parents=True)
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_CACHE", str(hub))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return hub

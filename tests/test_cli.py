@@ -58,7 +58,7 @@ def test_bad_options_exit_non_zero_with_a_message(tiny_gpt2_dir, tmp_path, monke
     assert not (tmp_path / "runs").exists()
 
 
-def test_missing_weights_offline_exit_with_the_fix(tmp_path, monkeypatch, capsys):
+def test_missing_weights_offline_exit_with_the_fix(empty_hf_cache, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
         run_cli(["fit", "--model.model_name", "gpt2-small", *SMALL], tmp_path, monkeypatch)
     assert exit_info.value.code == 1

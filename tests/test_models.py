@@ -35,7 +35,7 @@ def test_loaded_model_is_frozen(tiny_gpt2_dir):
     assert not any(parameter.requires_grad for parameter in model.parameters())
 
 
-def test_missing_weights_offline_fails_fast_with_the_fix():
+def test_missing_weights_offline_fails_fast_with_the_fix(empty_hf_cache):
     start = time.monotonic()
     with pytest.raises(ModelLoadError) as error:
         load_frozen_model("gpt2-small")
@@ -43,6 +43,7 @@ def test_missing_weights_offline_fails_fast_with_the_fix():
     message = str(error.value)
     assert "gpt2-small" in message and "HF_HUB_OFFLINE" in message
     assert "save_pretrained" in message and "toy_ioi.yaml" in message
+    assert str(empty_hf_cache.parent) in message  # the cache it looked in
 
 
 def test_unknown_model_name_suggests_known_ones():

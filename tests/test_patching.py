@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 
 import pytest
 import torch
@@ -13,7 +14,9 @@ from torch import Tensor
 # The reference implementation our drop-ins must equal (the package itself touches TransformerLens
 # only inside ioi_superpose.models).
 from transformer_lens import patching as tl_patching
+from transformer_lens import utils as tl_utils
 
+from conftest import prompt_pairs, random_model
 from ioi_superpose import patching, runs
 from ioi_superpose.metrics import LogitDiffMetric
 from ioi_superpose.models import ActivationCache, HookedTransformer, HookedTransformerConfig, freeze
@@ -32,6 +35,8 @@ DROP_INS = [
     "get_act_patch_attn_head_v_all_pos",
     "get_act_patch_attn_head_pattern_all_pos",
     "get_act_patch_attn_head_q_by_pos",
+    "get_act_patch_attn_head_k_by_pos",
+    "get_act_patch_attn_head_v_by_pos",
     "get_act_patch_attn_head_pattern_by_pos",
 ]
 MLP_ONLY = {"get_act_patch_resid_mid", "get_act_patch_mlp_out"}
@@ -349,19 +354,101 @@ def test_path_patching_attn_only_matches_residual_arithmetic() -> None:
     assert abs(expected_direct - metric_of(model, corrupted, metric)) > 1e-3
 
 
+def reference_path_patch(
+    model: HookedTransformer,
+    base: Tensor,
+    source: Tensor,
+    senders: list[tuple[int, int]],
+    receivers: list[tuple[int, int]] | str,
+    metric: Callable,
+    receiver_input: str = "q",
+    frozen_layers: set[int] | None = None,
+) -> float:
+    """Path patching written out with TransformerLens hooks only (no code of ours but the metric).
+
+    Stage 1: the base run with the senders' z from the source run and every other head's z (of the
+    layers in `frozen_layers`, all layers by default) set to its base-run value; MLPs recompute.
+    For receivers = "logits" the answer is the metric of that run. Otherwise the receivers' q/k/v are
+    recorded there, and stage 2 is the base run with only those receivers' inputs replaced.
+    """
+    frozen = set(range(model.cfg.n_layers)) if frozen_layers is None else frozen_layers
+    is_z = lambda name: name.endswith("hook_z")  # noqa: E731
+    with torch.no_grad():
+        _, source_cache = model.run_with_cache(source, names_filter=is_z)
+        _, base_cache = model.run_with_cache(base, names_filter=is_z)
+
+    def freeze_hook(z: Tensor, hook: object, layer: int) -> Tensor:
+        z = z.clone()
+        for head in range(model.cfg.n_heads):
+            if (layer, head) in senders:
+                z[:, :, head] = source_cache["z", layer][:, :, head]
+            elif layer in frozen:
+                z[:, :, head] = base_cache["z", layer][:, :, head]
+        return z
+
+    stage1 = [(tl_utils.get_act_name("z", layer), partial(freeze_hook, layer=layer)) for layer in range(model.cfg.n_layers)]
+    if receivers == "logits":
+        return metric_of(model, base, metric, stage1)
+    recorded: dict[str, Tensor] = {}
+
+    def record(act: Tensor, hook) -> None:
+        recorded[hook.name] = act.clone()
+
+    layers = sorted({layer for layer, _ in receivers})
+    names = {layer: tl_utils.get_act_name(receiver_input, layer) for layer in layers}
+    with torch.no_grad():
+        model.run_with_hooks(base, fwd_hooks=stage1 + [(names[layer], record) for layer in layers])
+    stage2 = [
+        (names[layer], patch_heads_hook(recorded[names[layer]], [h for l, h in receivers if l == layer]))
+        for layer in layers
+    ]
+    return metric_of(model, base, metric, stage2)
+
+
+@pytest.mark.parametrize("direction", ["denoising", "noising"])
+@pytest.mark.parametrize("receiver_input", ["q", "k", "v"])
+@pytest.mark.parametrize(("attn_only", "seed"), [(True, 0), (False, 3)], ids=["attn_only", "mlp"])
+def test_path_patching_three_layers_freezes_the_intermediate_layer(
+    attn_only: bool, seed: int, receiver_input: str, direction: str
+) -> None:
+    """Sender in layer 0, receivers in layer 2: the layer-1 heads must be frozen in stage 1, so only
+    the direct path (and, with MLPs, the path through the recomputed MLPs) reaches the receivers."""
+    model = random_model(n_layers=3, n_heads=4, attn_only=attn_only, seed=seed)
+    clean, corrupted, answers = prompt_pairs(model.cfg.d_vocab, batch=6, length=7, seed=seed)
+    ends = torch.tensor([6, 5, 6, 4, 6, 3])  # right-padded prompts
+    raw = LogitDiffMetric(answers, ends)
+    clean_value, corrupted_value = metric_of(model, clean, raw), metric_of(model, corrupted, raw)
+    assert abs(clean_value - corrupted_value) > 0.5  # normalisation well conditioned
+    metric = LogitDiffMetric(answers, ends, corrupted_value, clean_value)
+    base, source = (corrupted, clean) if direction == "denoising" else (clean, corrupted)
+    senders, receivers = [(0, 1)], [(2, 0), (2, 2)]
+    args = (model, base, source, senders, receivers, metric, receiver_input)
+
+    frozen = reference_path_patch(*args)
+    unfrozen_layer_1 = reference_path_patch(*args, frozen_layers={0, 2})
+    # The reference is sensitive to the freeze: an implementation that forgot layer 1 would fail.
+    assert abs(frozen - unfrozen_layer_1) > 0.05
+    assert abs(frozen - metric_of(model, base, metric)) > 1e-2  # the path has an effect at all
+    ours = patching.path_patch(model, base, source, senders, receivers, metric, receiver_input=receiver_input)
+    torch.testing.assert_close(ours, torch.tensor(frozen), atol=ATOL, rtol=0)
+    assert no_hooks_left(model)
+
+
 @pytest.mark.parametrize("receivers", [[(1, 1), (1, 0)], "logits"])
 @pytest.mark.parametrize("metric_name", ["logit_diff", "log_prob"])
-def test_path_patch_sweep_equals_single_sender_loop(setup: Setup, receivers, metric_name: str) -> None:
+def test_path_patch_sweep_equals_the_hook_reference(setup: Setup, receivers, metric_name: str) -> None:
+    """Every single-head sender (chunked across layers by max_batch=5) against the TransformerLens-hook
+    reference; senders at or after the receivers' layer change nothing."""
     model, metric = setup.model, setup.metrics[metric_name]
     sweep = patching.path_patch_sweep(model, setup.corrupted, setup.clean_cache, receivers, metric, max_batch=5)
-    loop = torch.tensor([
-        [float(patching.path_patch(model, setup.corrupted, setup.clean_cache, [(layer, h)], receivers, metric))
+    expected = torch.tensor([
+        [reference_path_patch(model, setup.corrupted, setup.clean, [(layer, h)], receivers, metric)
          for h in range(model.cfg.n_heads)]
         for layer in range(model.cfg.n_layers)
     ])  # fmt: skip
-    torch.testing.assert_close(sweep, loop, atol=1e-5, rtol=0)
-    assert sweep.std() > 1e-4
-    if receivers != "logits":  # senders at or after the receivers' layer change nothing
+    torch.testing.assert_close(sweep, expected, atol=ATOL, rtol=0)
+    assert sweep.std() > 1e-3
+    if receivers != "logits":
         torch.testing.assert_close(sweep[1:], torch.full_like(sweep[1:], metric_of(model, setup.corrupted, metric)))
     assert no_hooks_left(model)
 
