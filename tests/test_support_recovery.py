@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ioi_superpose.data.skip_trigrams import SkipTrigramTask
+from ioi_superpose.toy.skip_trigrams import SkipTrigramTask
 from ioi_superpose.models.toy import load_toy_checkpoint
-from ioi_superpose.support_recovery import (
+from ioi_superpose.toy.support_scoring import (
     FeatureSupport,
     SupportComparison,
     compare_supports,

@@ -10,17 +10,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ioi_superpose.data.skip_trigrams import (
-    IGNORE_INDEX,
+from ioi_superpose.models.toy import attn_only_config, build_toy_model, load_toy_checkpoint, save_toy_checkpoint
+from ioi_superpose.toy.batches import IGNORE_INDEX
+from ioi_superpose.toy.export import evaluate_groups
+from ioi_superpose.toy.ground_truth import find_support, head_subsets, patched_logit_diffs
+from ioi_superpose.toy.skip_trigrams import (
     SeededBatches,
     SkipTrigramDataModule,
     SkipTrigramTask,
     feature_prompts,
     sample_batch,
 )
-from ioi_superpose.ground_truth import find_support, head_subsets, patched_logit_diffs
-from ioi_superpose.models.toy import attn_only_config, build_toy_model, load_toy_checkpoint, save_toy_checkpoint
-from ioi_superpose.toy_training import ToyModelTraining, evaluate_groups
+from ioi_superpose.toy.training import ToyModelTraining
 from ioi_superpose.train_toy import main
 
 from conftest import hooks_attached
@@ -219,11 +220,11 @@ trainer:
   enable_checkpointing: false
   limit_val_batches: 1
   callbacks:
-    - class_path: ioi_superpose.toy_training.ExportToyModel
+    - class_path: ioi_superpose.toy.ExportToyModel
       init_args: {path: out/toy.pt, eval_size: 256, prompts_per_feature: 16}
 model: {n_heads: 2, d_model: 16, d_head: 4}
 data:
-  class_path: ioi_superpose.data.skip_trigrams.SkipTrigramDataModule
+  class_path: ioi_superpose.toy.SkipTrigramDataModule
   init_args: {kind: two_source_conjunction, n_b_tokens: 2, batch_size: 32, train_batches: 20, eval_batches: 1}
 """
     )

@@ -3,7 +3,8 @@
 from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
 from transformer_lens.hook_points import HookPoint
 
-from ioi_superpose.models.loading import ModelLoadError, freeze, load_frozen_model, load_tokenizer
+from ioi_superpose.models.frozen import freeze
+from ioi_superpose.models.loading import ModelLoadError, load_frozen_model, load_tokenizer
 from ioi_superpose.models.tokenizer import gpt2_tokenizer
 from ioi_superpose.models.word_tokenizer import WordTokenizer
 

@@ -13,6 +13,7 @@ why the search patches subsets instead of adding single-head numbers.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,9 +21,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from ioi_superpose.data.skip_trigrams import FeaturePrompts
 from ioi_superpose.metrics import LogitDiffMetric, normalised_recovery, unembed_at_end
 from ioi_superpose.models import HookedTransformer
+from ioi_superpose.toy.batches import FeaturePrompts
 
 Head = tuple[int, int]
 
@@ -109,8 +110,13 @@ class SupportResult:
     """Recovery of every subset searched, keyed by `subset_name`."""
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: heads as lists; a single-head recovery that was not searched (NaN, when
+        `max_subset_size` is 0) as None, since JSON cannot hold NaN."""
         out = asdict(self)
         out["support"] = [list(head) for head in self.support]
+        out["single_head_recovery"] = [
+            [None if math.isnan(value) else value for value in row] for row in self.single_head_recovery
+        ]
         return out
 
 
