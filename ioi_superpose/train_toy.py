@@ -15,7 +15,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from ioi_superpose.errors import UserFacingError
+from ioi_superpose.errors import user_facing_cause
 from ioi_superpose.toy import ToyModelTraining
 
 
@@ -39,8 +39,9 @@ class ToyCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> ToyCLI:
-    """Run the CLI; a `UserFacingError` (a bad setting, a missing checkpoint) prints `error: <message>`
-    on stderr and exits with status 1, without a traceback."""
+    """Run the CLI; a `UserFacingError` (a bad setting, a missing checkpoint), also one raised inside
+    the datamodule's instantiation, prints `error: <message>` on stderr and exits with status 1, without
+    a traceback."""
     try:
         return ToyCLI(
             ToyModelTraining,
@@ -56,8 +57,11 @@ def main(args: list[str] | None = None) -> ToyCLI:
             save_config_kwargs={"overwrite": True},
             args=args,
         )
-    except UserFacingError as error:
-        print(f"error: {error}", file=sys.stderr)
+    except Exception as error:
+        user_error = user_facing_cause(error)  # the datamodule's own errors arrive wrapped by jsonargparse
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
         sys.exit(1)
 
 

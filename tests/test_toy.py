@@ -203,7 +203,27 @@ def test_shipped_checkpoints_reach_95_percent_on_every_feature(name, one_thread)
     supports = [find_support(model, feature_prompts(task, f, 128, seed=77 + f)).support for f in range(task.n_features)]
     if name == "conjunction":
         assert any(len(support) >= 2 for support in supports), supports
-    assert len(json.loads(SHIPPED[name].with_suffix(".json").read_text())["metrics"]["ground_truth"]) == task.n_features
+
+    # The JSON beside the checkpoint describes these weights: recompute what ExportToyModel wrote, with
+    # its seeds and sizes (eval_seed + feature index, the default 256 prompts per feature).
+    shipped = json.loads(SHIPPED[name].with_suffix(".json").read_text())["metrics"]
+    recomputed = evaluate_groups(
+        model, sample_batch(task, shipped["eval_size"], torch.Generator().manual_seed(shipped["eval_seed"])), task.group_names
+    )
+    assert recomputed == pytest.approx(shipped["group_accuracy"], abs=1e-5)
+    assert [record["feature"] for record in shipped["ground_truth"]] == task.group_names[: task.n_features]
+    for index, record in enumerate(shipped["ground_truth"]):
+        result = find_support(model, feature_prompts(task, index, 256, shipped["eval_seed"] + index), threshold=record["threshold"])
+        assert [list(head) for head in result.support] == record["support"], record["feature"]
+        assert result.subset_recovery == pytest.approx(record["subset_recovery"], abs=1e-4)
+        assert (result.clean_logit_diff, result.corrupted_logit_diff) == pytest.approx(
+            (record["clean_logit_diff"], record["corrupted_logit_diff"]), abs=1e-3
+        )
+        # The recorded support is the smallest subset reaching the threshold.
+        size = len(record["support"])
+        assert record["reached_threshold"] and record["support_recovery"] >= record["threshold"]
+        assert all(value < record["threshold"] for key, value in record["subset_recovery"].items()
+                   if (0 if key == "none" else len(key.split("+"))) < size), record["feature"]
 
 
 # --- the training entry --------------------------------------------------------------------------------
@@ -243,3 +263,27 @@ def test_cli_help_documents_the_arguments(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert "AdamW decoupled weight decay" in text and "--torch_threads" in text
+
+
+SKIP_TRIGRAMS = ["--data", "ioi_superpose.toy.SkipTrigramDataModule", "--data.init_args.kind", "two_source_conjunction"]
+
+
+@pytest.mark.parametrize(
+    "arguments, flag",
+    [
+        ([*SKIP_TRIGRAMS, "--model.n_heads", "0"], "--model.n_heads must be >= 1, got 0."),
+        ([*SKIP_TRIGRAMS, "--data.init_args.n_b_tokens", "0"], "--data.init_args.n_b_tokens must be >= 1"),
+        ([*SKIP_TRIGRAMS, "--data.init_args.batch_size", "0"], "--data.init_args.batch_size must be >= 1, got 0."),
+        ([*SKIP_TRIGRAMS, "--model.init_from", "no/such/toy.pt"], "--model.init_from=no/such/toy.pt: no such file"),
+        (["--data", "ioi_superpose.toy.ToyIOIDataModule", "--data.init_args.held_out_name_fraction", "1.5"],
+         "--data.init_args.held_out_name_fraction must be in (0, 1), got 1.5."),
+    ],
+)
+def test_cli_reports_a_bad_setting_in_one_line(arguments, flag, tmp_path, monkeypatch, capsys):
+    # The datamodule's errors reach main wrapped by jsonargparse (subclass mode): still one line, exit 1.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--trainer.logger", "false", *arguments])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and flag in err and "Traceback" not in err, err
