@@ -54,6 +54,12 @@ def test_tokenizer_words_punctuation_and_round_trip():
     assert default_names(tokenizer) == list(NAMES)  # every name is one token
 
 
+def test_rebuilt_vocabulary_equals_the_one_stored_in_the_shipped_checkpoint():
+    stored = torch.load(CHECKPOINT, map_location="cpu", weights_only=True)["metadata"]["tokenizer"]
+    assert toy_ioi_tokenizer().to_dict() == stored  # same words, same order, so the same token ids
+    assert ToyIOIDataModule().tokenizer == load_tokenizer(str(CHECKPOINT))
+
+
 def test_tokenizer_rejects_unknown_words():
     with pytest.raises(UnknownWordError, match="Zebedee"):
         toy_ioi_tokenizer().encode("Then, Zebedee went")
