@@ -26,3 +26,20 @@ class UnknownWordError(UserFacingError, KeyError):
 
     def __str__(self) -> str:  # KeyError would print the repr of the message
         return str(self.args[0])
+
+
+def user_facing_cause(error: BaseException) -> UserFacingError | None:
+    """`error` itself or the first `UserFacingError` it was raised from (`__cause__` / `__context__`).
+
+    jsonargparse wraps what a class raises while it instantiates a `subclass_mode` argument (train_toy's
+    datamodule) in a `ValueError("Does not validate against any of the Union subtypes …")`; the
+    user's error is still there, as the cause.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UserFacingError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

@@ -1,20 +1,22 @@
 """Train attention-only toy models: `python -m ioi_superpose.train_toy {fit,validate,test} --config …`.
 
 The datamodule is chosen in the config (`data.class_path`); the model's `d_vocab`, `n_ctx` and
-`group_names` are linked from it, so a task is described once. Add the `ExportToyModel` callback to
-write the trained model and its metrics when fit ends (the shipped configs in `experiments/` do).
+`group_names` are linked from it, so a task is described once. Add the `ioi_superpose.toy.ExportToyModel`
+callback to write the trained model and its metrics when fit ends (the shipped configs in `experiments/` do).
 TensorBoard logs go to `runs/` unless the config says otherwise.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Optional
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from ioi_superpose.toy_training import ToyModelTraining
+from ioi_superpose.errors import user_facing_cause
+from ioi_superpose.toy import ToyModelTraining
 
 
 class ToyCLI(LightningCLI):
@@ -37,20 +39,30 @@ class ToyCLI(LightningCLI):
 
 
 def main(args: list[str] | None = None) -> ToyCLI:
-    return ToyCLI(
-        ToyModelTraining,
-        L.LightningDataModule,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        trainer_defaults={
-            "logger": {
-                "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                "init_args": {"save_dir": "runs", "name": "toy"},
+    """Run the CLI; a `UserFacingError` (a bad setting, a missing checkpoint), also one raised inside
+    the datamodule's instantiation, prints `error: <message>` on stderr and exits with status 1, without
+    a traceback."""
+    try:
+        return ToyCLI(
+            ToyModelTraining,
+            L.LightningDataModule,
+            subclass_mode_data=True,
+            seed_everything_default=0,
+            trainer_defaults={
+                "logger": {
+                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                    "init_args": {"save_dir": "runs", "name": "toy"},
+                },
             },
-        },
-        save_config_kwargs={"overwrite": True},
-        args=args,
-    )
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
+    except Exception as error:
+        user_error = user_facing_cause(error)  # the datamodule's own errors arrive wrapped by jsonargparse
+        if user_error is None:
+            raise
+        print(f"error: {user_error}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

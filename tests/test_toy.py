@@ -10,17 +10,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ioi_superpose.data.skip_trigrams import (
-    IGNORE_INDEX,
+from ioi_superpose.models.toy import attn_only_config, build_toy_model, load_toy_checkpoint, save_toy_checkpoint
+from ioi_superpose.toy.batches import IGNORE_INDEX
+from ioi_superpose.toy.export import evaluate_groups
+from ioi_superpose.toy.ground_truth import find_support, head_subsets, patched_logit_diffs
+from ioi_superpose.toy.skip_trigrams import (
     SeededBatches,
     SkipTrigramDataModule,
     SkipTrigramTask,
     feature_prompts,
     sample_batch,
 )
-from ioi_superpose.ground_truth import find_support, head_subsets, patched_logit_diffs
-from ioi_superpose.models.toy import attn_only_config, build_toy_model, load_toy_checkpoint, save_toy_checkpoint
-from ioi_superpose.toy_training import ToyModelTraining, evaluate_groups
+from ioi_superpose.toy.training import ToyModelTraining
 from ioi_superpose.train_toy import main
 
 from conftest import hooks_attached
@@ -202,7 +203,27 @@ def test_shipped_checkpoints_reach_95_percent_on_every_feature(name, one_thread)
     supports = [find_support(model, feature_prompts(task, f, 128, seed=77 + f)).support for f in range(task.n_features)]
     if name == "conjunction":
         assert any(len(support) >= 2 for support in supports), supports
-    assert len(json.loads(SHIPPED[name].with_suffix(".json").read_text())["metrics"]["ground_truth"]) == task.n_features
+
+    # The JSON beside the checkpoint describes these weights: recompute what ExportToyModel wrote, with
+    # its seeds and sizes (eval_seed + feature index, the default 256 prompts per feature).
+    shipped = json.loads(SHIPPED[name].with_suffix(".json").read_text())["metrics"]
+    recomputed = evaluate_groups(
+        model, sample_batch(task, shipped["eval_size"], torch.Generator().manual_seed(shipped["eval_seed"])), task.group_names
+    )
+    assert recomputed == pytest.approx(shipped["group_accuracy"], abs=1e-5)
+    assert [record["feature"] for record in shipped["ground_truth"]] == task.group_names[: task.n_features]
+    for index, record in enumerate(shipped["ground_truth"]):
+        result = find_support(model, feature_prompts(task, index, 256, shipped["eval_seed"] + index), threshold=record["threshold"])
+        assert [list(head) for head in result.support] == record["support"], record["feature"]
+        assert result.subset_recovery == pytest.approx(record["subset_recovery"], abs=1e-4)
+        assert (result.clean_logit_diff, result.corrupted_logit_diff) == pytest.approx(
+            (record["clean_logit_diff"], record["corrupted_logit_diff"]), abs=1e-3
+        )
+        # The recorded support is the smallest subset reaching the threshold.
+        size = len(record["support"])
+        assert record["reached_threshold"] and record["support_recovery"] >= record["threshold"]
+        assert all(value < record["threshold"] for key, value in record["subset_recovery"].items()
+                   if (0 if key == "none" else len(key.split("+"))) < size), record["feature"]
 
 
 # --- the training entry --------------------------------------------------------------------------------
@@ -219,11 +240,11 @@ trainer:
   enable_checkpointing: false
   limit_val_batches: 1
   callbacks:
-    - class_path: ioi_superpose.toy_training.ExportToyModel
+    - class_path: ioi_superpose.toy.ExportToyModel
       init_args: {path: out/toy.pt, eval_size: 256, prompts_per_feature: 16}
 model: {n_heads: 2, d_model: 16, d_head: 4}
 data:
-  class_path: ioi_superpose.data.skip_trigrams.SkipTrigramDataModule
+  class_path: ioi_superpose.toy.SkipTrigramDataModule
   init_args: {kind: two_source_conjunction, n_b_tokens: 2, batch_size: 32, train_batches: 20, eval_batches: 1}
 """
     )
@@ -242,3 +263,27 @@ def test_cli_help_documents_the_arguments(capsys):
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
     assert "AdamW decoupled weight decay" in text and "--torch_threads" in text
+
+
+SKIP_TRIGRAMS = ["--data", "ioi_superpose.toy.SkipTrigramDataModule", "--data.init_args.kind", "two_source_conjunction"]
+
+
+@pytest.mark.parametrize(
+    "arguments, flag",
+    [
+        ([*SKIP_TRIGRAMS, "--model.n_heads", "0"], "--model.n_heads must be >= 1, got 0."),
+        ([*SKIP_TRIGRAMS, "--data.init_args.n_b_tokens", "0"], "--data.init_args.n_b_tokens must be >= 1"),
+        ([*SKIP_TRIGRAMS, "--data.init_args.batch_size", "0"], "--data.init_args.batch_size must be >= 1, got 0."),
+        ([*SKIP_TRIGRAMS, "--model.init_from", "no/such/toy.pt"], "--model.init_from=no/such/toy.pt: no such file"),
+        (["--data", "ioi_superpose.toy.ToyIOIDataModule", "--data.init_args.held_out_name_fraction", "1.5"],
+         "--data.init_args.held_out_name_fraction must be in (0, 1), got 1.5."),
+    ],
+)
+def test_cli_reports_a_bad_setting_in_one_line(arguments, flag, tmp_path, monkeypatch, capsys):
+    # The datamodule's errors reach main wrapped by jsonargparse (subclass mode): still one line, exit 1.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--trainer.logger", "false", *arguments])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and flag in err and "Traceback" not in err, err

@@ -14,15 +14,12 @@ from ioi_superpose.data.ioi import _encode_prompt, default_names, generate_ioi, 
 from ioi_superpose.data.templates import DUPLICATED_IO_TEMPLATES, IOI_TEMPLATES, LONG_TEMPLATES, NAMES
 from ioi_superpose.models import ModelLoadError, WordTokenizer, load_frozen_model, load_tokenizer
 from ioi_superpose.models.word_tokenizer import UnknownWordError
-from ioi_superpose.toy_ioi import (
-    ExportToyIOIModel,
-    FrozenNameEmbeddings,
-    ToyIOIDataModule,
-    ioi_metrics,
-    mirror_template,
-    name_vectors,
-)
-from ioi_superpose.toy_training import ToyModelTraining
+from ioi_superpose.toy.export import ExportToyIOIModel
+from ioi_superpose.toy.ioi_metrics import ioi_metrics
+from ioi_superpose.toy.ioi_task import ToyIOIDataModule, mirror_template
+from ioi_superpose.toy.ioi_vocabulary import toy_ioi_tokenizer
+from ioi_superpose.toy.name_embeddings import FrozenNameEmbeddings, name_vectors
+from ioi_superpose.toy.training import ToyModelTraining
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "checkpoints" / "toy_ioi.pt"
@@ -42,7 +39,7 @@ def one_thread():
 
 
 def test_tokenizer_words_punctuation_and_round_trip():
-    tokenizer = WordTokenizer.for_ioi()
+    tokenizer = toy_ioi_tokenizer()
     assert len(tokenizer) == len(tokenizer.vocab) and tokenizer.vocab[:2] == ["<bos>", "<pad>"]
     assert (tokenizer.bos_token_id, tokenizer.pad_token_id) == (0, 1)
     (mary,) = tokenizer.encode(" Mary")
@@ -57,16 +54,22 @@ def test_tokenizer_words_punctuation_and_round_trip():
     assert default_names(tokenizer) == list(NAMES)  # every name is one token
 
 
+def test_rebuilt_vocabulary_equals_the_one_stored_in_the_shipped_checkpoint():
+    stored = torch.load(CHECKPOINT, map_location="cpu", weights_only=True)["metadata"]["tokenizer"]
+    assert toy_ioi_tokenizer().to_dict() == stored  # same words, same order, so the same token ids
+    assert ToyIOIDataModule().tokenizer == load_tokenizer(str(CHECKPOINT))
+
+
 def test_tokenizer_rejects_unknown_words():
     with pytest.raises(UnknownWordError, match="Zebedee"):
-        WordTokenizer.for_ioi().encode("Then, Zebedee went")
+        toy_ioi_tokenizer().encode("Then, Zebedee went")
     with pytest.raises(ValueError, match="duplicate"):
         WordTokenizer(["<bos>", "<pad>", "a", "a"])
 
 
 @pytest.mark.parametrize("template", ALL_TEMPLATES + tuple(mirror_template(t) for t in LONG_TEMPLATES))
 def test_slotwise_tokenization_equals_whole_string(template):
-    tokenizer = WordTokenizer.for_ioi()
+    tokenizer = toy_ioi_tokenizer()
     tokens, slots = _encode_prompt(tokenizer, template, {"A": "Mary", "B": "John", "PLACE": "store", "OBJECT": "ring"})
     text = prompt_text(template, "Mary", "John", "store", "ring")
     assert tokens == tokenizer.encode(text, add_special_tokens=True)

@@ -28,7 +28,7 @@ OFF_DISTRIBUTION_SETS: tuple[OffDistributionSet, ...] = get_args(OffDistribution
 def split_names(names: Sequence[str], held_out_fraction: float, seed: int) -> tuple[list[str], list[str]]:
     """(held-out names, training names): a seeded shuffle, the first `round(n · fraction)` held out.
 
-    The one rule for every consumer: the toy-IOI model (`ioi_superpose.toy_ioi`) is trained with it, so
+    The one rule for every consumer: the toy-IOI model (`ioi_superpose.toy.ioi_task`) is trained with it, so
     with the same names, fraction and seed its never-seen names are exactly the main job's
     `held_out_names` test set.
     """

@@ -4,7 +4,8 @@ from transformer_lens import ActivationCache, HookedTransformer, HookedTransform
 from transformer_lens.hook_points import HookPoint
 
 from ioi_superpose.errors import ModelLoadError
-from ioi_superpose.models.loading import describe_model, freeze, load_frozen_model, load_tokenizer
+from ioi_superpose.models.frozen import freeze
+from ioi_superpose.models.loading import describe_model, load_frozen_model, load_tokenizer
 from ioi_superpose.models.tokenizer import gpt2_tokenizer
 from ioi_superpose.models.word_tokenizer import WordTokenizer
 

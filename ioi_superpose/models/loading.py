@@ -24,7 +24,9 @@ from transformer_lens.pretrained.weight_conversions import convert_gpt2_weights
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ioi_superpose.errors import ModelLoadError
+from ioi_superpose.models.frozen import freeze
 from ioi_superpose.models.tokenizer import gpt2_tokenizer
+from ioi_superpose.models.toy import load_toy_checkpoint
 from ioi_superpose.models.word_tokenizer import WordTokenizer
 
 
@@ -33,13 +35,6 @@ TOY_CHECKPOINT_SUFFIX = ".pt"
 _REGENERATE = {
     "toy_ioi.pt": "python -m ioi_superpose.train_toy fit --config experiments/toy_ioi_model.yaml",
 }
-
-
-def freeze(model: HookedTransformer) -> HookedTransformer:
-    """Eval mode, no parameter takes gradients: interventions train, the model never does."""
-    model.eval()
-    model.requires_grad_(False)
-    return model
 
 
 def describe_model(model: HookedTransformer) -> dict[str, str | int]:
@@ -111,9 +106,6 @@ def _regenerate_hint(path: Path) -> str:
 
 
 def _load_toy(path: Path) -> tuple[HookedTransformer, dict]:
-    # toy.py imports `freeze` from this module: import it here, not at the top.
-    from ioi_superpose.models.toy import load_toy_checkpoint
-
     if not path.is_file():
         raise ModelLoadError(f"No toy checkpoint at {path}. {_regenerate_hint(path)}")
     try:

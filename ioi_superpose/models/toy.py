@@ -8,14 +8,15 @@ with `torch.load(weights_only=True)` and never depends on TransformerLens's conf
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from ioi_superpose.models.loading import freeze
+from ioi_superpose.errors import ConfigError
+from ioi_superpose.files import atomic_write
+from ioi_superpose.models.frozen import freeze
 
 PositionalEmbedding = Literal["standard", "shortformer", "rotary"]
 """The positional embeddings TransformerLens 3.9 supports without extra settings (`alibi` needs more)."""
@@ -40,13 +41,17 @@ def attn_only_config(
     The seed is an argument of `build_toy_model`, not of the config: TransformerLens's `cfg.seed`
     re-seeds Python's, NumPy's and torch's global generators whenever a config is created.
     """
-    for name, value in dict(n_layers=n_layers, n_heads=n_heads, d_model=d_model, d_head=d_head,
-                            d_vocab=d_vocab, n_ctx=n_ctx).items():
+    # The flags are `train_toy`'s (`ToyModelTraining` passes these straight through); d_vocab and n_ctx
+    # are linked there from the datamodule.
+    for name, value in dict(n_layers=n_layers, n_heads=n_heads, d_model=d_model, d_head=d_head).items():
         if value < 1:
-            raise ValueError(f"{name} must be >= 1, got {value}")
+            raise ConfigError(f"--model.{name} must be >= 1, got {value}.")
+    for name, value in dict(d_vocab=d_vocab, n_ctx=n_ctx).items():
+        if value < 1:
+            raise ConfigError(f"--model.{name} must be >= 1, got {value} (train_toy links it from the datamodule's {name}).")
     if positional_embedding not in get_args(PositionalEmbedding):
-        raise ValueError(
-            f"positional_embedding must be one of {get_args(PositionalEmbedding)}, got {positional_embedding!r}"
+        raise ConfigError(
+            f"--model.positional_embedding must be one of {get_args(PositionalEmbedding)}, got {positional_embedding!r}."
         )
     return HookedTransformerConfig(
         n_layers=n_layers,
@@ -105,16 +110,8 @@ def save_toy_checkpoint(model: HookedTransformer, path: str | Path, metadata: di
         "state_dict": {name: tensor.detach().cpu().clone() for name, tensor in model.state_dict().items()},
         "metadata": metadata,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Temp file in the same directory + os.replace: readers see the old file or the new one, never half.
-    temp_name = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, temp_name)
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
+    # Readers see the old file or the new one, never half of one.
+    return atomic_write(path, lambda temporary: torch.save(payload, temporary))
 
 
 def load_toy_checkpoint(path: str | Path) -> tuple[HookedTransformer, dict[str, Any]]:

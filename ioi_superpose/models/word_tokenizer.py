@@ -1,7 +1,9 @@
 """A word-level tokenizer for toy IOI: one token per word or punctuation mark.
 
-The vocabulary is closed: the special tokens, the IOI names, places and objects, and every word of
-every template family (IOI, long, duplicated-IO), so all of the main job's test sets are in-vocabulary.
+The vocabulary is closed and given to the constructor; the toy-IOI one (the special tokens, the IOI
+names, places and objects, and every word of every template family, so all of the main job's test sets
+are in-vocabulary) is built by `ioi_superpose.toy.ioi_vocabulary.toy_ioi_tokenizer` and stored in each
+toy-IOI checkpoint, from which `models.load_tokenizer` rebuilds it.
 Whitespace only separates words, so `encode(" Mary") == encode("Mary")` is one token, and tokenizing a
 prompt slot by slot (as the IOI generator does) equals tokenizing the whole string.
 """
@@ -12,20 +14,11 @@ import re
 from typing import Any, Iterable, Sequence
 
 from ioi_superpose.errors import UnknownWordError
-from ioi_superpose.data.templates import (
-    DUPLICATED_IO_TEMPLATES,
-    IOI_TEMPLATES,
-    LONG_TEMPLATES,
-    NAMES,
-    OBJECTS,
-    PLACES,
-)
 
 BOS = "<bos>"
 PAD = "<pad>"
 _WORD = re.compile(r"[A-Za-z0-9']+|[^\sA-Za-z0-9']")
 """A word is a run of letters/digits/apostrophes; every other non-space character is its own token."""
-_SLOT = re.compile(r"\[(?:A|B|PLACE|OBJECT)\]")
 _NO_SPACE_BEFORE = frozenset(",.;:!?")
 
 
@@ -56,15 +49,6 @@ class WordTokenizer:
         self._ids = {word: index for index, word in enumerate(vocab)}
         self.bos_token_id: int = self._ids[BOS]
         self.pad_token_id: int = self._ids[PAD]
-
-    @classmethod
-    def for_ioi(cls) -> "WordTokenizer":
-        """The toy-IOI vocabulary: specials, names, places, objects, then template words in order of
-        first appearance (deterministic: the same ids on every machine)."""
-        words: list[str] = [BOS, PAD, *NAMES, *PLACES, *OBJECTS]
-        for template in (*IOI_TEMPLATES, *LONG_TEMPLATES, *DUPLICATED_IO_TEMPLATES):
-            words += split_words(_SLOT.sub(" ", template))
-        return cls(list(dict.fromkeys(words)))
 
     def __len__(self) -> int:
         return len(self.vocab)

@@ -1,4 +1,4 @@
-"""Toy IOI: a small attention-only model that does indirect-object identification on a word vocabulary.
+"""Toy IOI, the task: IOI prompts on a word vocabulary, labelled with the IO at END.
 
 The prompts come from the same generator, templates and corruptions as the GPT-2 data
 (`data/ioi.py`), tokenized by a `WordTokenizer` (one token per word), so the whole IOI pipeline —
@@ -7,30 +7,18 @@ metrics, off-distribution sets, patching, the main job — runs unchanged on the
 
 Train it with `python -m ioi_superpose.train_toy fit --config experiments/toy_ioi_model.yaml`:
 
-- `ToyIOIDataModule`: fresh seeded IOI prompts every step, labelled with the IO name at END only,
+- `ToyIOIDataModule` (here): fresh seeded IOI prompts every step, labelled with the IO name at END only,
   drawn from the training names; the held-out names are split off with the main job's rule
   (`data.datamodule.split_names`), so the model never sees the names of the main job's
   `held_out_names` test set.
-- `FrozenNameEmbeddings` (callback): every name token gets a seeded random vector, the same in the
+- `FrozenNameEmbeddings` (callback, `toy/name_embeddings.py`): every name token gets a seeded random vector, the same in the
   embedding (row of W_E) and the unembedding (column of W_U, with b_U = 0), never trained; during
   training the training names' vectors are redrawn at every step.
-- `ExportToyIOIModel` (callback): the toy-model export plus IOI metrics (IO-over-S accuracy, mean
+- `ExportToyIOIModel` (callback, `toy/export.py`): the toy-model export plus IOI metrics (IO-over-S accuracy, mean
   logit difference, top-1 accuracy) per name split and template family.
 
-Why random name embeddings, shared by embedding and unembedding, never trained. IOI is a copying
-task: the answer is one of the names in the prompt. With learned embeddings, a name that never occurs
-in training keeps its initial embedding and unembedding, which the learned circuits were never fitted
-to: on held-out names such a model (2 layers × 4 heads, d_model 64) stays at chance (~50 % IO over S)
-while it is perfect on seen ones. Fixing each name's embedding e_n to a random vector and its
-unembedding column to the same e_n turns copying into linear algebra that works for any name: a head
-whose OV circuit is close to a scaled identity writes c·e_IO, whose logit read-out e_n·c·e_IO is large
-for n = IO and near 0 for other names (random vectors in d_model dimensions have cosines ~ 1/sqrt(d_model)),
-and QK circuits that compare names ("attend to the name that is not the subject") work the same way.
-Fixed vectors alone still leave room to fit the 79 training names individually (measured: 99 % IO
-over S on seen names, 90 % on held-out ones). Redrawing the training names' vectors at every step
-removes that room — no fact about a particular name survives to the next step — so only name-agnostic
-circuits lower the loss, and the exported model (which holds one more seeded draw) is as good on names
-it never saw as on the others (99.9 % vs 99.7 %). b_U is 0 for names so that no per-name parameter is left.
+Why random name embeddings, shared by embedding and unembedding, never trained: see
+`toy/name_embeddings.py`.
 
 Other choices, each measured on this CPU (seeded runs of 1000 steps):
 - LayerNorm on: without it the model stayed at chance (loss plateau) for the whole budget.
@@ -50,25 +38,20 @@ Other choices, each measured on this CPU (seeded runs of 1000 steps):
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
 import lightning as L
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from ioi_superpose.data.datamodule import split_names
 from ioi_superpose.data.ioi import Corruption, IOIBatch, default_names, generate_ioi
-from ioi_superpose.data.skip_trigrams import IGNORE_INDEX, TokenBatch
 from ioi_superpose.data.templates import DUPLICATED_IO_TEMPLATES, IOI_TEMPLATES, LONG_TEMPLATES, NAMES
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.runs import end_logits, logit_diff
-from ioi_superpose.models import HookedTransformer, WordTokenizer
-from ioi_superpose.models.toy import load_toy_checkpoint, save_toy_checkpoint
-from ioi_superpose.toy_training import ExportToyModel
+from ioi_superpose.toy.batches import IGNORE_INDEX, TokenBatch
+from ioi_superpose.toy.ioi_vocabulary import toy_ioi_tokenizer
 
 Family = Literal["ioi", "long_templates", "duplicated_io"]
 NameSplit = Literal["seen_names", "held_out_names"]
@@ -95,32 +78,6 @@ def io_labels(prompts: IOIBatch) -> Int[Tensor, "batch pos"]:
     labels[torch.arange(len(prompts)), prompts.end_pos] = prompts.answer_tokens[:, 0]
     return labels
 
-
-@dataclass
-class IOIMetrics:
-    """What a model does at END on clean IOI prompts."""
-
-    io_over_s_accuracy: float
-    """Share of prompts whose IO logit exceeds the S logit."""
-    mean_logit_diff: float
-    """Mean of logit(IO) − logit(S)."""
-    top1_accuracy: float
-    """Share of prompts whose highest logit over the whole vocabulary is the IO."""
-    n_prompts: int
-
-
-@torch.no_grad()
-def ioi_metrics(model: HookedTransformer, prompts: IOIBatch) -> IOIMetrics:
-    """IO-over-S accuracy, mean logit difference and top-1 accuracy of `model` on `prompts`."""
-    prompts = prompts.trimmed()
-    logits = end_logits(model, prompts.clean_tokens, prompts.end_pos)
-    differences = logit_diff(logits.gather(-1, prompts.answer_tokens))
-    return IOIMetrics(
-        io_over_s_accuracy=round(float((differences > 0).float().mean()), 5),
-        mean_logit_diff=round(float(differences.mean()), 4),
-        top1_accuracy=round(float((logits.argmax(-1) == prompts.answer_tokens[:, 0]).float().mean()), 5),
-        n_prompts=len(prompts),
-    )
 
 
 class _SeededIOIBatches(Dataset[TokenBatch]):
@@ -184,7 +141,7 @@ class ToyIOIDataModule(L.LightningDataModule):
         unknown = [family for family in train_families if family not in FAMILIES]
         if unknown or not train_families:
             raise ConfigError(f"--data.init_args.train_families must list some of {list(FAMILIES)}, got {list(train_families)}.")
-        self.tokenizer = WordTokenizer.for_ioi()
+        self.tokenizer = toy_ioi_tokenizer()
         self.held_out_names, self.train_names = split_names(
             default_names(self.tokenizer), held_out_name_fraction, name_split_seed
         )
@@ -296,146 +253,3 @@ class ToyIOIDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return DataLoader([self.test_batch], batch_size=None)
 
-
-def name_vectors(
-    n_names: int, d_model: int, seed: int, norm: float
-) -> Float[Tensor, "n_names d_model"]:
-    """Seeded Gaussian vectors of expected norm `norm` (nearly orthogonal when d_model is large)."""
-    return _gaussian(n_names, d_model, torch.Generator().manual_seed(seed), norm)
-
-
-def _gaussian(n: int, d_model: int, generator: torch.Generator, norm: float) -> Tensor:
-    return torch.randn(n, d_model, generator=generator) * (norm / d_model**0.5)
-
-
-@torch.no_grad()
-def set_name_embeddings(model: HookedTransformer, token_ids: Sequence[int], vectors: Tensor) -> None:
-    """Embedding rows and unembedding columns of `token_ids` := `vectors`; their b_U := 0."""
-    ids = torch.as_tensor(list(token_ids), device=model.W_E.device)
-    model.W_E[ids] = vectors.to(model.W_E)
-    model.W_U[:, ids] = vectors.T.to(model.W_U)
-    model.b_U[ids] = 0.0
-
-
-class FrozenNameEmbeddings(L.Callback):
-    """Give every name token a seeded random vector, shared by embedding and unembedding, never trained.
-
-    Between training steps (so in validation, test and the exported model) the names hold fixed vectors
-    (`name_vectors(n_names, d_model, seed, norm)`). With `resample_training_names`, each training step
-    first swaps the *training* names' vectors for fresh random ones, so no name-specific fact can be
-    learned: only name-agnostic copying and comparison circuits lower the loss, and those work on any
-    random vectors — the fixed ones of the exported model, and the held-out names'. The names' gradients
-    are zeroed after backward (the optimiser's moments stay 0 for them) and the fixed vectors restored
-    after each step (undoing decoupled weight decay and the resampling).
-
-    A callback rather than a model subclass: it composes with `train_toy`'s CLI (whose model class is
-    fixed) and leaves a plain HookedTransformer state dict. Needs a datamodule with `name_token_ids` and
-    `train_name_token_ids` (`ToyIOIDataModule`).
-    """
-
-    def __init__(self, seed: int = 0, norm: float = 1.0, resample_training_names: bool = True) -> None:
-        """
-        Args:
-            seed: seed of the fixed name vectors (training-step resamples use seeds derived from it).
-            norm: expected Euclidean norm of each name vector.
-            resample_training_names: fresh random vectors for the training names at every step (see above);
-                False keeps the fixed vectors throughout.
-        """
-        super().__init__()
-        if norm <= 0:
-            raise ConfigError(f"FrozenNameEmbeddings norm must be > 0, got {norm}.")
-        self.seed, self.norm, self.resample = seed, norm, resample_training_names
-        self.token_ids: list[int] = []
-        self.train_rows: list[int] = []
-        self.vectors: Tensor | None = None
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        data = trainer.datamodule
-        if not (hasattr(data, "name_token_ids") and hasattr(data, "train_name_token_ids")):
-            raise TypeError(
-                f"FrozenNameEmbeddings needs a datamodule with name_token_ids and train_name_token_ids; "
-                f"{type(data).__name__} lacks them"
-            )
-        self.token_ids = list(data.name_token_ids)
-        train_ids = set(data.train_name_token_ids)
-        self.train_rows = [row for row, token in enumerate(self.token_ids) if token in train_ids]
-        self.vectors = name_vectors(len(self.token_ids), pl_module.model.cfg.d_model, self.seed, self.norm)
-        set_name_embeddings(pl_module.model, self.token_ids, self.vectors)
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        if not self.resample:
-            return
-        fresh = self.vectors.clone()
-        d_model = fresh.shape[1]
-        generator = torch.Generator().manual_seed((self.seed + 1) * 1_000_003 + trainer.global_step)
-        fresh[self.train_rows] = _gaussian(len(self.train_rows), d_model, generator, self.norm)
-        set_name_embeddings(pl_module.model, self.token_ids, fresh)
-
-    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        model = pl_module.model
-        for parameter, index in ((model.W_E, (self.token_ids,)), (model.W_U, (slice(None), self.token_ids)),
-                                 (model.b_U, (self.token_ids,))):
-            if parameter.grad is not None:
-                parameter.grad[index] = 0.0
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        set_name_embeddings(pl_module.model, self.token_ids, self.vectors)
-
-    def describe(self) -> dict[str, Any]:
-        return {"seed": self.seed, "norm": self.norm, "resample_training_names": self.resample,
-                "n_names": len(self.token_ids)}
-
-
-class ExportToyIOIModel(ExportToyModel):
-    """`ExportToyModel` plus IOI metrics of the written weights, per name split and template family.
-
-    The checkpoint's metadata (and the JSON beside it) gains `metrics.ioi[<group>]` =
-    {io_over_s_accuracy, mean_logit_diff, top1_accuracy, n_prompts} on fresh prompts
-    (`ioi_prompts_per_group` each, seeded from `eval_seed`), a `metrics.headline` with the held-out-name
-    figures on the IOI templates, and the frozen-name settings.
-    """
-
-    def __init__(
-        self,
-        path: str,
-        eval_size: int = 6144,
-        eval_seed: int = 10_000,
-        ioi_prompts_per_group: int = 2048,
-    ) -> None:
-        """
-        Args:
-            path: where the `.pt` checkpoint goes; the metrics go to the same path with `.json`.
-            eval_size: prompts for the per-group top-1 accuracy of `ExportToyModel`.
-            eval_seed: seed of every evaluation prompt (training uses other streams).
-            ioi_prompts_per_group: fresh prompts per (name split, family) group for the IOI metrics.
-        """
-        super().__init__(path, eval_size=eval_size, eval_seed=eval_seed)
-        self.ioi_prompts_per_group = ioi_prompts_per_group
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        super().on_fit_end(trainer, pl_module)
-        if not trainer.is_global_zero:
-            return
-        data = trainer.datamodule
-        if not isinstance(data, ToyIOIDataModule):
-            raise TypeError(f"ExportToyIOIModel needs a ToyIOIDataModule, got {type(data).__name__}")
-        model, metadata = load_toy_checkpoint(self.path)  # the weights as written
-        ioi = {
-            f"{split}_{family}": vars(ioi_metrics(model, data.prompts(split, family, self.ioi_prompts_per_group,
-                                                                      self.eval_seed + 7 * index + 3)))
-            for index, (split, family) in enumerate(data.groups())
-        }
-        held_out, seen = ioi["held_out_names_ioi"], ioi["seen_names_ioi"]
-        metadata["metrics"]["ioi"] = ioi
-        metadata["metrics"]["headline"] = {
-            "held_out_names_io_over_s_accuracy": held_out["io_over_s_accuracy"],
-            "held_out_names_mean_logit_diff": held_out["mean_logit_diff"],
-            "seen_names_io_over_s_accuracy": seen["io_over_s_accuracy"],
-            "seen_names_mean_logit_diff": seen["mean_logit_diff"],
-            "fit_seconds": metadata["metrics"]["fit_seconds"],
-        }
-        frozen = [callback for callback in trainer.callbacks if isinstance(callback, FrozenNameEmbeddings)]
-        metadata["frozen_name_embeddings"] = frozen[0].describe() if frozen else None
-        save_toy_checkpoint(model, self.path, metadata)
-        self.path.with_suffix(".json").write_text(json.dumps(metadata, indent=2) + "\n")
-        print(f"Toy IOI: {metadata['metrics']['headline']}")

@@ -1,7 +1,7 @@
 """Does a learned head combination find the heads that implement a feature?
 
 For each feature of a skip-trigram toy model, the *ground-truth support* is the smallest head subset
-whose denoising patch reaches `threshold` recovery (exhaustive search, `ground_truth.find_support`);
+whose denoising patch reaches `threshold` recovery (exhaustive search, `toy.ground_truth.find_support`);
 the *learned support* is the set of heads with |α| > `l0_threshold` after `api.learn_combination` is
 trained on the same clean/corrupted prompts. Both read the logit difference at the last position.
 
@@ -23,9 +23,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
 from ioi_superpose.api import learn_combination
-from ioi_superpose.data.skip_trigrams import SkipTrigramTask, feature_prompts
-from ioi_superpose.ground_truth import Head, find_support
 from ioi_superpose.models import HookedTransformer
+from ioi_superpose.toy.ground_truth import Head, find_support
+from ioi_superpose.toy.skip_trigrams import SkipTrigramTask, feature_prompts
 
 DEFAULT_LEARN_KWARGS: dict[str, Any] = dict(
     objective="logit_diff",

@@ -29,7 +29,7 @@ All sampling takes an explicit `torch.Generator` or seed; nothing touches the gl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, TypedDict, get_args
+from typing import Literal, get_args
 
 import lightning as L
 import torch
@@ -37,17 +37,10 @@ from jaxtyping import Int
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from ioi_superpose.errors import ConfigError
+from ioi_superpose.toy.batches import IGNORE_INDEX, FeaturePrompts, TokenBatch
+
 TaskKind = Literal["single_source", "two_source_conjunction"]
-IGNORE_INDEX = -100
-"""Label value of positions without a target (`torch.nn.functional.cross_entropy`'s default)."""
-
-
-class TokenBatch(TypedDict):
-    """One batch: tokens, a label at labelled positions (IGNORE_INDEX elsewhere), the group of each row."""
-
-    tokens: Int[Tensor, "batch pos"]
-    labels: Int[Tensor, "batch pos"]
-    group: Int[Tensor, " batch"]
 
 
 @dataclass(frozen=True)
@@ -67,24 +60,25 @@ class SkipTrigramTask:
     two_source_conjunction always plants exactly one of its two sources."""
 
     def __post_init__(self) -> None:
+        # Every message starts with the field's name: `SkipTrigramDataModule` prefixes it with the flag.
         if self.kind not in get_args(TaskKind):
-            raise ValueError(f"kind must be one of {get_args(TaskKind)}, got {self.kind!r}")
+            raise ConfigError(f"kind must be one of {get_args(TaskKind)}, got {self.kind!r}.")
         minimum_b = 2 if self.kind == "single_source" else 1
         if self.n_b_tokens < minimum_b:
-            raise ValueError(
+            raise ConfigError(
                 f"n_b_tokens must be >= {minimum_b} for {self.kind}, got {self.n_b_tokens}"
                 + (" (the absent-source answer is the next trigram's C, so it needs a second trigram)"
-                   if self.kind == "single_source" else "")
+                   if self.kind == "single_source" else "") + "."
             )
         if self.n_positions < 3:
-            raise ValueError(f"n_positions must be >= 3 (BOS, a source, the query), got {self.n_positions}")
+            raise ConfigError(f"n_positions must be >= 3 (BOS, a source, the query), got {self.n_positions}.")
         if self.kind == "two_source_conjunction" and self.source_probability is not None:
-            raise ValueError(
+            raise ConfigError(
                 "source_probability applies to kind=single_source only: two_source_conjunction always "
-                f"plants exactly one of its two sources (got source_probability={self.source_probability})"
+                f"plants exactly one of its two sources (got source_probability={self.source_probability})."
             )
         if self.source_probability is not None and not 0.0 < self.source_probability <= 1.0:
-            raise ValueError(f"source_probability must be in (0, 1], got {self.source_probability}")
+            raise ConfigError(f"source_probability must be in (0, 1], got {self.source_probability}.")
 
     # --- vocabulary layout -------------------------------------------------------------------------
     @property
@@ -176,19 +170,6 @@ def sample_batch(task: SkipTrigramTask, n: int, generator: torch.Generator) -> T
     return TokenBatch(tokens=tokens, labels=labels, group=group)
 
 
-@dataclass
-class FeaturePrompts:
-    """Clean/corrupted pairs for one feature: the clean run fires the trigram, the corrupted one has its
-    source replaced (a random filler for single_source, the other source for the conjunction)."""
-
-    feature: str
-    clean_tokens: Int[Tensor, "n pos"]
-    corrupted_tokens: Int[Tensor, "n pos"]
-    answer_tokens: Int[Tensor, "n 2"]
-    """(clean answer, corrupted answer) per prompt."""
-    end_positions: Int[Tensor, " n"]
-
-
 def feature_prompts(task: SkipTrigramTask, feature: int, n: int, seed: int) -> FeaturePrompts:
     """`n` seeded clean/corrupted prompt pairs for feature index `feature` (see `task.group_names`)."""
     source, b_index = task.feature(feature)
@@ -273,10 +254,13 @@ class SkipTrigramDataModule(L.LightningDataModule):
             seed: seed of all three splits (they use disjoint streams).
         """
         super().__init__()
-        self.task = SkipTrigramTask(kind, n_b_tokens, n_positions, source_probability)
+        try:
+            self.task = SkipTrigramTask(kind, n_b_tokens, n_positions, source_probability)
+        except ConfigError as error:  # its message starts with the option's name
+            raise ConfigError(f"--data.init_args.{error}") from None
         for name, value in dict(batch_size=batch_size, train_batches=train_batches, eval_batches=eval_batches).items():
             if value < 1:
-                raise ValueError(f"{name} must be >= 1, got {value}")
+                raise ConfigError(f"--data.init_args.{name} must be >= 1, got {value}.")
         self.batch_size = batch_size
         self.train_batches = train_batches
         self.eval_batches = eval_batches

@@ -1,17 +1,14 @@
-"""Train an attention-only toy model on next-token loss at labelled positions, and export it.
+"""Train an attention-only toy model on next-token loss at labelled positions.
 
-`ToyModelTraining` is task-agnostic: it reads batches `{"tokens", "labels", "group"?}` where `labels`
-holds the target at labelled positions and `IGNORE_INDEX` elsewhere, and `group` (optional) names the
-feature/group of each row, for per-group accuracy. `ExportToyModel` writes the trained model as a toy
-checkpoint plus a metrics JSON when fit ends, reading what it needs from the datamodule (`ToyTaskData`).
+`ToyModelTraining` is task-agnostic: it reads batches `{"tokens", "labels", "group"?}` (`TokenBatch`)
+where `labels` holds the target at labelled positions and `IGNORE_INDEX` elsewhere, and `group`
+(optional) names the feature/group of each row, for per-group accuracy (`GroupAccuracy`). Exporting the
+trained model is `toy/export.py`'s job.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
 
 import lightning as L
 import torch
@@ -20,17 +17,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from torchmetrics import Metric
 
-from ioi_superpose.data.skip_trigrams import IGNORE_INDEX, FeaturePrompts, TokenBatch
-from ioi_superpose.ground_truth import find_support
+from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer
-from ioi_superpose.models.toy import (
-    PositionalEmbedding,
-    attn_only_config,
-    build_toy_model,
-    load_toy_checkpoint,
-    save_toy_checkpoint,
-    toy_config_kwargs,
-)
+from ioi_superpose.models.toy import PositionalEmbedding, attn_only_config, build_toy_model, load_toy_checkpoint, toy_config_kwargs
+from ioi_superpose.toy.batches import IGNORE_INDEX, TokenBatch
 
 
 class GroupAccuracy(Metric):
@@ -48,7 +38,8 @@ class GroupAccuracy(Metric):
         self.count.index_add_(0, group, row_count)
 
     def compute(self) -> Float[Tensor, " groups"]:
-        # A group never seen reads NaN rather than a fake 0 or 1.
+        """Accuracy per group; a group never seen reads NaN rather than a fake 0 or 1 (whoever writes it
+        to JSON turns NaN into None first: `export.evaluate_groups` does)."""
         return self.correct.float() / self.count.float()
 
 
@@ -114,11 +105,13 @@ class ToyModelTraining(L.LightningModule):
         self.test_group_accuracy = GroupAccuracy(max(len(self.group_names), 1))
 
     def _load_weights(self, path: str) -> None:
+        if not Path(path).is_file():
+            raise ConfigError(f"--model.init_from={path}: no such file; give a toy checkpoint (`.pt`) written by ExportToyModel.")
         trained, _ = load_toy_checkpoint(path)
         if toy_config_kwargs(trained.cfg) != toy_config_kwargs(self.model.cfg):
-            raise ValueError(
-                f"init_from={path} holds a model with config {toy_config_kwargs(trained.cfg)}, but this module "
-                f"was configured with {toy_config_kwargs(self.model.cfg)}; use the config the checkpoint was trained with"
+            raise ConfigError(
+                f"--model.init_from={path} holds a model with config {toy_config_kwargs(trained.cfg)}, but this module "
+                f"was configured with {toy_config_kwargs(self.model.cfg)}; use the config the checkpoint was trained with."
             )
         self.model.load_state_dict(trained.state_dict())
 
@@ -172,116 +165,3 @@ class ToyModelTraining(L.LightningModule):
             self.model.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
             betas=tuple(self.hparams.betas),
         )
-
-
-@runtime_checkable
-class ToyTaskData(Protocol):
-    """What `ExportToyModel` reads from the datamodule."""
-
-    group_names: list[str]
-
-    def metadata(self) -> dict[str, Any]: ...
-
-    def evaluation_batch(self, n: int, seed: int) -> TokenBatch: ...
-
-
-@runtime_checkable
-class GroundTruthTaskData(ToyTaskData, Protocol):
-    """A task with known features: clean/corrupted prompts per feature, for the head-support search."""
-
-    n_features: int
-
-    def feature_prompts(self, feature: int, n: int, seed: int) -> FeaturePrompts: ...
-
-
-def evaluate_groups(
-    model: HookedTransformer, batch: TokenBatch, group_names: list[str]
-) -> dict[str, float]:
-    """Accuracy per group on one batch (the model runs on the batch's device)."""
-    with torch.no_grad():
-        logits = model(batch["tokens"])
-    correct, count = labelled_accuracy(logits, batch["labels"])
-    metric = GroupAccuracy(len(group_names))
-    metric.update(correct, count, batch["group"])
-    return {name: round(float(value), 5) for name, value in zip(group_names, metric.compute())}
-
-
-def ground_truth_report(
-    model: HookedTransformer, data: GroundTruthTaskData, n_prompts: int, seed: int, threshold: float
-) -> list[dict[str, Any]]:
-    """The smallest head set reaching `threshold` recovery, per feature (JSON-ready)."""
-    report = []
-    for index in range(data.n_features):
-        prompts = data.feature_prompts(index, n_prompts, seed + index)
-        result = find_support(model, prompts, threshold=threshold)
-        report.append(result.to_dict())
-    return report
-
-
-class ExportToyModel(L.Callback):
-    """When fit ends: evaluate the trained model on fresh seeded data, find each feature's head support
-    (when the datamodule knows its features), and save a toy checkpoint + a metrics JSON beside it."""
-
-    def __init__(
-        self,
-        path: str,
-        eval_size: int = 8192,
-        eval_seed: int = 10_000,
-        prompts_per_feature: int = 256,
-        recovery_threshold: float = 0.9,
-    ) -> None:
-        """
-        Args:
-            path: where the `.pt` checkpoint goes; the metrics go to the same path with `.json`.
-            eval_size: fresh sequences drawn for the per-group accuracy.
-            eval_seed: seed of those sequences and of the ground-truth prompts (disjoint from training).
-            prompts_per_feature: clean/corrupted pairs per feature for the head-support search.
-            recovery_threshold: recovery a head set must reach to count as a feature's support.
-        """
-        super().__init__()
-        self.path = Path(path)
-        self.eval_size = eval_size
-        self.eval_seed = eval_seed
-        self.prompts_per_feature = prompts_per_feature
-        self.recovery_threshold = recovery_threshold
-        self._fit_started = 0.0
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._fit_started = time.perf_counter()
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        if not isinstance(pl_module, ToyModelTraining):
-            raise TypeError(f"ExportToyModel exports ToyModelTraining modules, got {type(pl_module).__name__}")
-        data = trainer.datamodule
-        if not isinstance(data, ToyTaskData):
-            raise TypeError(
-                f"ExportToyModel needs a datamodule with group_names, metadata() and evaluation_batch(); "
-                f"{type(data).__name__} lacks some"
-            )
-        fit_seconds = time.perf_counter() - self._fit_started
-        # Evaluate a CPU copy: the numbers then describe exactly the weights that are written.
-        model = build_toy_model(attn_only_config(**toy_config_kwargs(pl_module.model.cfg)))
-        model.load_state_dict({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()})
-        model.eval()
-        metrics: dict[str, Any] = {
-            "group_accuracy": evaluate_groups(model, data.evaluation_batch(self.eval_size, self.eval_seed), data.group_names),
-            "fit_seconds": round(fit_seconds, 1),
-            "global_step": trainer.global_step,
-            "eval_size": self.eval_size,
-            "eval_seed": self.eval_seed,
-        }
-        if isinstance(data, GroundTruthTaskData):
-            metrics["ground_truth"] = ground_truth_report(
-                model, data, self.prompts_per_feature, self.eval_seed, self.recovery_threshold
-            )
-        metadata = {
-            **data.metadata(),
-            "training": {k: v for k, v in pl_module.hparams.items() if k != "group_names"},
-            "metrics": metrics,
-        }
-        save_toy_checkpoint(model, self.path, metadata)
-        json_path = self.path.with_suffix(".json")
-        json_path.write_text(json.dumps(metadata, indent=2) + "\n")
-        print(f"Saved toy model to {self.path} and its metrics to {json_path}")

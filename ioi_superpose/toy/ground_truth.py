@@ -13,6 +13,7 @@ why the search patches subsets instead of adding single-head numbers.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -20,10 +21,10 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from ioi_superpose.data.skip_trigrams import FeaturePrompts
 from ioi_superpose.interventions import HeadWeights
 from ioi_superpose.models import HookedTransformer
 from ioi_superpose.runs import BaseRun, Head, end_logits, head_z, logit_diff, normalised_recovery, patched_end_logits
+from ioi_superpose.toy.batches import FeaturePrompts
 
 
 def head_subsets(n_layers: int, n_heads: int, max_size: int | None = None) -> Bool[Tensor, "subsets n_layers n_heads"]:
@@ -80,8 +81,13 @@ class SupportResult:
     """Recovery of every subset searched, keyed by `subset_name`."""
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: heads as lists; a single-head recovery that was not searched (NaN, when
+        `max_subset_size` is 0) as None, since JSON cannot hold NaN."""
         out = asdict(self)
         out["support"] = [list(head) for head in self.support]
+        out["single_head_recovery"] = [
+            [None if math.isnan(value) else value for value in row] for row in self.single_head_recovery
+        ]
         return out
 
 
