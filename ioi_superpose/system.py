@@ -286,7 +286,7 @@ class HeadSuperposition(L.LightningModule):
         metrics["corrupted_logit_diff"].update(corrupted)
         metrics["accuracy"].update(patched)
         metrics["clean_accuracy"].update(clean)
-        metrics["loss"].update(terms["loss"], weight=len(batch))
+        metrics["loss"].update(terms["loss"].detach(), weight=len(batch))
         # Logged as metric objects: reduced (summed states) once per epoch, so DDP ranks with unequal
         # numbers of batches neither hang nor double-count.
         self.log_dict(metrics, batch_size=len(batch), add_dataloader_idx=False)

@@ -14,8 +14,12 @@ def run_cli(args, tmp_path, monkeypatch):
     main(args)
 
 
-def test_fast_dev_run(tiny_gpt2_dir, tmp_path, monkeypatch):
+def test_fast_dev_run_trains_one_step_and_writes_nothing(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
     run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.fast_dev_run", "true"], tmp_path, monkeypatch)
+    assert "results not written" in capsys.readouterr().out
+    assert not list(tmp_path.rglob("summary.json"))
+    (checkpoint,) = tmp_path.rglob("last.ckpt")  # Lightning still runs an explicit ModelCheckpoint's save_last
+    assert torch.load(checkpoint, weights_only=False)["global_step"] == 1
 
 
 def test_fit_writes_summary_and_coefficients(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
@@ -89,15 +93,78 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_gp
     assert not (run_dir / "summary.json").exists()
 
 
-def test_ddp_with_two_processes_trains_and_writes_one_summary(tiny_gpt2_dir, tmp_path):
-    """The multi-GPU path (DDP), exercised with two CPU processes."""
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+TOY_IOI = str(REPO / "checkpoints" / "toy_ioi.pt")
+
+
+def test_summary_recovery_is_what_the_saved_alpha_gives_on_the_validation_prompts(tiny_gpt2_dir, tmp_path, monkeypatch):
+    from ioi_superpose.data.datamodule import IOIDataModule
+    from ioi_superpose.interventions import HeadWeights
+    from ioi_superpose.models import load_frozen_model
+    from ioi_superpose.runs import patch_effects
+
+    run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "2"], tmp_path, monkeypatch)
+    run_dir = tmp_path / "runs" / "ioi_superpose" / "version_0"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    alpha = torch.load(run_dir / "coefficients.pt")["coefficients"]
+    data = IOIDataModule(model_name=str(tiny_gpt2_dir), n_train=32, n_val=16, n_test=8, batch_size=16)
+    data.setup("fit")
+    val = data.splits["val"].trimmed()
+    recovery, _ = patch_effects(load_frozen_model(str(tiny_gpt2_dir)), val.clean_tokens, val.corrupted_tokens,
+                                val.end_pos, val.answer_tokens, "denoising", HeadWeights(alpha))
+    assert summary["recovery"]["val"] == pytest.approx(float(recovery), abs=1e-4)
+    assert not torch.equal(alpha, torch.ones_like(alpha))  # training moved α: the check is not of α = 1
+
+
+def test_a_checkpoint_of_another_model_is_refused_naming_both(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
+    run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "1"], tmp_path, monkeypatch)
+    last = tmp_path / "runs" / "ioi_superpose" / "version_0" / "checkpoints" / "last.ckpt"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "--model.model_name", TOY_IOI, *SMALL, *QUIET, "--ckpt_path", str(last)], tmp_path, monkeypatch)
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err
+    assert str(tiny_gpt2_dir) in error and TOY_IOI in error and "--model.model_name" in error
+    assert not (tmp_path / "runs" / "ioi_superpose" / "version_1").exists()
+
+
+def test_a_truncated_checkpoint_is_a_clear_error(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
+    run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "1"], tmp_path, monkeypatch)
+    last = tmp_path / "runs" / "ioi_superpose" / "version_0" / "checkpoints" / "last.ckpt"
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(last.read_bytes()[:2000])
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--ckpt_path", str(truncated)],
+                tmp_path, monkeypatch)
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err
+    assert "not a readable checkpoint" in error and "Traceback" not in error
+
+
+def test_an_uncreatable_run_directory_is_a_clear_error(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET,
+                 "--trainer.logger.init_args.save_dir", "/proc/x"], tmp_path, monkeypatch)
+    assert exit_info.value.code == 1
+    error = capsys.readouterr().err
+    assert "/proc/x cannot be created" in error and "--trainer.logger.init_args.save_dir" in error
+
+
+def test_ddp_with_every_main_job_callback_finishes_with_exact_evaluation_sums(tmp_path):
+    """Two CPU processes with every callback of experiments/toy_ioi.yaml on (this hung at fit end), and an
+    odd number of validation prompts, which the sampler must not pad: the α-independent clean and
+    corrupted logit differences must equal those of one process over the same prompts."""
     import os
     import subprocess
     import sys
 
+    from ioi_superpose.data.datamodule import IOIDataModule
+    from ioi_superpose.models import load_frozen_model
+    from ioi_superpose.runs import end_logits, logit_diff
+
     command = [
-        sys.executable, "-m", "ioi_superpose.train", "fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET,
-        "--data.batch_size", "8", "--trainer.max_epochs", "1",
+        sys.executable, "-m", "ioi_superpose.train", "fit", "--config", str(REPO / "experiments" / "toy_ioi.yaml"),
+        "--model.model_name", TOY_IOI, "--data.n_train", "64", "--data.n_val", "33", "--data.n_test", "16",
+        "--data.batch_size", "16", "--trainer.max_epochs", "1", *QUIET,
         "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
     ]  # fmt: skip
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -107,4 +174,13 @@ def test_ddp_with_two_processes_trains_and_writes_one_summary(tiny_gpt2_dir, tmp
     assert len(summaries) == 1
     summary = json.loads(summaries[0].read_text())
     assert str(summary["config"]["trainer"]["devices"]) == "2"
-    assert isinstance(summary["recovery"]["val"], float)
+    assert set(summary["baselines"]) == {"direct_logit_attribution", "activation_patching", "attribution_patching",
+                                         "path_patching", "combinations"}
+    assert (summaries[0].parent / "baselines" / "combinations_recovery.png").exists()
+    data = IOIDataModule(model_name=TOY_IOI, n_train=64, n_val=33, n_test=16)
+    data.setup("fit")
+    val = data.splits["val"]
+    model = load_frozen_model(TOY_IOI)
+    for key, tokens in (("clean_logit_diff", val.clean_tokens), ("corrupted_logit_diff", val.corrupted_tokens)):
+        expected = float(logit_diff(end_logits(model, tokens, val.end_pos, val.answer_tokens)).mean())
+        assert summary[key] == pytest.approx(expected, abs=1e-4)

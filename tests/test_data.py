@@ -133,3 +133,42 @@ def test_datamodule_splits_hold_out_names_and_templates():
 def test_datamodule_rejects_bad_options_by_name(kwargs, option):
     with pytest.raises(ConfigError, match=option):
         IOIDataModule(**kwargs)
+
+
+def test_off_distribution_sets_are_seeded_by_name_not_by_position():
+    alone = IOIDataModule(model_name="gpt2-small", off_distribution=("held_out_names",))
+    after_others = IOIDataModule(model_name="gpt2-small", off_distribution=("duplicated_io", "long_templates", "held_out_names"))
+    for data in (alone, after_others):
+        data.setup("test")
+    assert torch.equal(alone.splits["held_out_names"].clean_tokens, after_others.splits["held_out_names"].clean_tokens)
+    assert not torch.equal(alone.splits["val"].clean_tokens[:8], alone.splits["in_distribution"].clean_tokens[:8])
+
+
+class FakeTrainer:
+    def __init__(self, world_size, global_rank):
+        self.world_size, self.global_rank = world_size, global_rank
+
+
+def test_evaluation_sets_are_split_over_ranks_without_repeating_a_prompt():
+    data = IOIDataModule(model_name="gpt2-small", n_val=33, batch_size=8)
+    data.setup("fit")
+    seen = []
+    for rank in range(2):
+        data.trainer = FakeTrainer(2, rank)
+        seen += [int(i) for batch in data.val_dataloader() for i in batch.index]
+    assert sorted(seen) == list(range(33))  # each prompt once: the summed metrics count it once
+
+
+def test_the_training_order_is_a_function_of_seed_and_epoch():
+    data = IOIDataModule(model_name="gpt2-small", n_train=40, batch_size=8)
+    data.setup("fit")
+
+    def order(epoch):
+        loader = data.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return [int(i) for batch in loader for i in batch.index]
+
+    torch.manual_seed(123)  # the global RNG must not matter
+    first = order(1)
+    torch.manual_seed(456)
+    assert order(1) == first and order(2) != first and sorted(first) == list(range(40))

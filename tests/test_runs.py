@@ -182,3 +182,84 @@ def test_evaluating_other_prompts_never_touches_the_training_cache():
     system.reference(other_rows)
     assert torch.equal(system.reference(train_rows, cached_rows=True).source_z, cached)
     assert not torch.allclose(system.reference(other_rows).source_z, cached)
+
+
+def fit_once(system, prompts, steps=1):
+    import lightning as L
+
+    from ioi_superpose.data.batch import PromptDataset, collate
+
+    loader = torch.utils.data.DataLoader(PromptDataset(prompts), batch_size=len(prompts), collate_fn=collate)
+    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(system, train_dataloaders=loader)
+
+
+def test_a_second_fit_on_other_prompts_never_serves_the_first_fits_cache():
+    model = random_model()
+    system = system_for(model)
+    first = ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab, batch=4, seed=0))
+    second = ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab, batch=4, seed=1))  # same row indices 0..3
+    fit_once(system, first)
+    fit_once(system, second)
+    served = system.reference(second, cached_rows=True).source_z
+    fresh, _ = head_z(model, second.clean_tokens)
+    assert torch.allclose(served, fresh)
+
+
+def test_validation_loss_uses_the_same_warmed_up_l1_weight_as_training():
+    model = random_model()
+    system = system_for(model, l1=1.0, l1_warmup_steps=100)  # step 0: λ = 0
+    batch = ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab))
+    system.validation_step(batch, 0)
+    objective = system.loss_terms(batch, system.reference(batch))["objective"]
+    assert system.l1_weight() == 0.0
+    assert float(system.val_metrics["loss"].compute()) == pytest.approx(float(objective), abs=1e-6)
+    assert system.combination.penalty() > 1  # with the full λ the loss would differ by more than 1
+
+
+def test_out_of_vocabulary_token_ids_are_a_clear_error():
+    model = random_model()
+    clean, corrupted, answers = prompt_pairs(model.cfg.d_vocab)
+    clean[0, 0] = model.cfg.d_vocab
+    with pytest.raises(ConfigError, match="clean_tokens holds token ids .* outside the model's vocabulary"):
+        learn_combination(model, clean, corrupted, answers, steps=1)
+
+
+def test_noising_and_maximize_train_through_the_lightning_module_within_bounds():
+    planted = {(1, 0), (1, 3)}
+    model = planted_model(planted)
+    clean, corrupted, answers = prompt_pairs(40, batch=16, length=7)
+    noising = learn_combination(model, clean, corrupted, answers, direction="noising", l1=1e-2, steps=150)
+    # Noising keeps heads whose corruption destroys the behaviour: only planted heads can.
+    kept = {tuple(map(int, h)) for h in torch.nonzero(noising.coefficients > 0.05)}
+    assert kept and kept <= planted
+    assert noising.recovery == pytest.approx(0.0, abs=0.1)  # the clean run brought down to the corrupted one
+    maximized = learn_combination(model, clean, corrupted, answers, objective="maximize", l1=0.0, steps=100)
+    fitted = learn_combination(model, clean, corrupted, answers, objective="logit_diff", l1=0.0, steps=100)
+    for result in (noising, maximized, fitted):
+        assert result.coefficients.min() >= 0.0 and result.coefficients.max() <= 1.0
+    assert maximized.recovery >= fitted.recovery - 1e-4
+
+
+def padded_prompts(d_vocab, batch, seed):
+    """Right-padded contrast prompts of varied lengths (END before the padding)."""
+    generator = torch.Generator().manual_seed(seed)
+    clean, corrupted, answers = prompt_pairs(d_vocab, batch=batch, length=9, seed=seed)
+    ends = torch.randint(3, 9, (batch,), generator=generator)
+    rows = torch.arange(batch)
+    corrupted[rows, ends] = clean[rows, ends]
+    return ContrastBatch(clean, corrupted, answers, ends, rows)
+
+
+def test_cached_training_equals_recomputed_on_reshuffled_batches_of_different_lengths():
+    model = random_model()
+    prompts = padded_prompts(model.cfg.d_vocab, batch=12, seed=3)
+    generator = torch.Generator().manual_seed(0)
+    # Each step a fresh shuffle into batches of 4, trimmed to their own longest prompt.
+    batches = [prompts[order].trimmed() for _ in range(3) for order in torch.randperm(12, generator=generator).split(4)]
+    assert len({batch.clean_tokens.shape[1] for batch in batches}) > 1
+    cached = train_manually(system_for(model, cache_source_activations=True, l1=0.05), batches, steps=9)
+    recomputed = train_manually(system_for(model, cache_source_activations=False, l1=0.05), batches, steps=9)
+    assert not torch.equal(cached, torch.ones_like(cached))
+    assert torch.allclose(cached, recomputed, atol=1e-6)

@@ -40,3 +40,19 @@ def test_top_heads_and_top_k_alpha():
     ]
     weights = torch.tensor([[0.3, 0.4], [0.5, 0.6]])
     assert torch.equal(top_k_alpha(values, 1, weights), torch.tensor([[0.0, 0.0], [0.0, 0.6]]))
+
+
+def test_attention_weighted_alpha_patches_the_most_attending_head_fully():
+    from ioi_superpose.callbacks.baselines import attention_weighted_alpha
+
+    attention = torch.tensor([[0.02, 0.05], [0.01, 0.04]])
+    alpha = attention_weighted_alpha(attention, k=2)
+    assert torch.allclose(alpha, torch.tensor([[0.0, 1.0], [0.0, 0.8]]))
+
+
+def test_heatmap_numbers_are_white_on_dark_cells_and_black_on_light_ones():
+    from ioi_superpose.plots import head_heatmap
+
+    figure = head_heatmap(torch.tensor([[1.0, 0.0, -1.0]]), "t")
+    colours = {text.get_text(): text.get_color() for text in figure.axes[0].texts}
+    assert colours == {"1.00": "white", "0.00": "black", "-1.00": "white"}
