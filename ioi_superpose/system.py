@@ -231,7 +231,7 @@ class HeadSuperposition(L.LightningModule):
         """Recovery on `batch` with α fixed to `alpha` (one or several variants; the learned α is untouched)."""
         recovery, _ = patch_effects(
             self.frozen, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens,
-            self.hparams.direction, HeadWeights(alpha),
+            self.hparams.direction, HeadWeights(alpha.reshape(-1, *alpha.shape[-2:])),
         )  # fmt: skip
         return recovery.cpu().reshape(alpha.shape[:-2])
 
