@@ -263,3 +263,18 @@ def test_cached_training_equals_recomputed_on_reshuffled_batches_of_different_le
     recomputed = train_manually(system_for(model, cache_source_activations=False, l1=0.05), batches, steps=9)
     assert not torch.equal(cached, torch.ones_like(cached))
     assert torch.allclose(cached, recomputed, atol=1e-6)
+
+
+def test_the_frozen_model_follows_every_move_of_the_module():
+    model = random_model()
+    system = system_for(model)
+    system.to("meta")  # any device: Lightning's strategy, `.to`, the CPU move that ends a Trainer stage
+    assert model.W_E.device.type == "meta" and str(model.cfg.device) == "meta"
+    assert system.combination.coefficients.device.type == "meta"
+
+
+def test_loading_a_checkpoint_made_for_another_model_is_refused_naming_both():
+    checkpoint = {}
+    system_for(random_model(n_heads=4)).on_save_checkpoint(checkpoint)
+    with pytest.raises(ConfigError, match=r"'n_heads': 4.*'n_heads': 2"):
+        system_for(random_model(n_heads=2)).on_load_checkpoint(checkpoint)
