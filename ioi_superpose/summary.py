@@ -49,6 +49,16 @@ def stage_metrics(metrics: dict[str, float], stage: str, set_name: str) -> dict[
             if key.startswith(prefix) and "/" not in key[len(prefix):]}
 
 
+MIN_GAP = 0.5
+"""Below this clean − corrupted gap in mean logit difference the model does not tell the two prompts apart,
+and recovery (a ratio over that gap) is noise: reported as null, with the gap."""
+
+
+def recovery_or_none(metrics: dict[str, float]) -> float | None:
+    gap = metrics.get("clean_logit_diff", 0.0) - metrics.get("corrupted_logit_diff", 0.0)
+    return metrics.get("recovery") if abs(gap) >= MIN_GAP else None
+
+
 def build_summary(
     system: HeadSuperposition,
     val_metrics: dict[str, float],
@@ -65,7 +75,8 @@ def build_summary(
         "model_name": system.hparams.model_name,
         "direction": system.hparams.direction,
         "objective": system.hparams.objective,
-        "recovery": {"val": val.get("recovery"), "test": {name: m.get("recovery") for name, m in tests.items()}},
+        "recovery": {"val": recovery_or_none(val), "test": {name: recovery_or_none(m) for name, m in tests.items()}},
+        "min_gap_for_recovery": MIN_GAP,
         "clean_logit_diff": val.get("clean_logit_diff"),
         "corrupted_logit_diff": val.get("corrupted_logit_diff"),
         "patched_logit_diff": val.get("logit_diff"),

@@ -111,10 +111,14 @@ class SuperposeCLI(LightningCLI):
             return
         paths = RunWriter(run_dir).write(self.model, summary, baselines)
         recovery = summary["recovery"]
+
+        def shown(value: float | None) -> str:
+            return "n/a (clean ≈ corrupted)" if value is None else f"{value:.3f}"
+
         print(
             f"\nLearned α: L0 = {summary['l0']} of {summary['n_heads_total']} heads, "
-            f"val recovery {recovery['val']:.3f}; test recovery "
-            + ", ".join(f"{name} {value:.3f}" for name, value in recovery["test"].items())
+            f"val recovery {shown(recovery['val'])}; test recovery "
+            + ", ".join(f"{name} {shown(value)}" for name, value in recovery["test"].items())
         )
         for name, path in paths.items():
             print(f"  {name:<12} {path}")

@@ -172,3 +172,25 @@ def test_the_training_order_is_a_function_of_seed_and_epoch():
     first = order(1)
     torch.manual_seed(456)
     assert order(1) == first and order(2) != first and sorted(first) == list(range(40))
+
+
+@pytest.mark.parametrize("model_name", ["gpt2-small", "checkpoints/toy_ioi.pt"])
+def test_off_distribution_sets_beyond_ioi_shape(model_name):
+    from pathlib import Path
+
+    from ioi_superpose.data.templates import BABA_TEMPLATES, OBJECTS
+    from ioi_superpose.models import load_tokenizer
+
+    name = model_name if model_name == "gpt2-small" else str(Path(__file__).resolve().parents[1] / model_name)
+    data = IOIDataModule(model_name=name, n_test=32)
+    data.setup("test")
+    encoder = load_tokenizer(name)
+    splits = data.splits
+    assert bool((splits["baba_only"].template_id < len(BABA_TEMPLATES)).all())
+    assert bool((splits["abba_only"].template_id >= len(BABA_TEMPLATES)).all())
+    rows = torch.arange(32)
+    gave = encoder.encode(" gave", add_special_tokens=False)
+    before_end = splits["no_preposition"].clean_tokens[rows, splits["no_preposition"].end_pos]
+    assert set(before_end.tolist()) <= set(gave) | set(encoder.encode(" give", add_special_tokens=False))
+    objects = {encoder.encode(" " + word, add_special_tokens=False)[0] for word in OBJECTS}
+    assert set(splits["objects_as_names"].answer_tokens.flatten().tolist()) <= objects

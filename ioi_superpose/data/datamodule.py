@@ -11,17 +11,23 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from ioi_superpose.data.batch import PromptDataset, collate
-from ioi_superpose.data.ioi import Corruption, IOIBatch, TextEncoder, default_names, generate_ioi
+from ioi_superpose.data.ioi import Corruption, IOIBatch, default_names, generate_ioi, single_token_words
 from ioi_superpose.data.templates import (
     BABA_TEMPLATES,
     DUPLICATED_IO_TEMPLATES,
     IOI_TEMPLATES,
     LONG_TEMPLATES,
+    NO_PREPOSITION_TEMPLATES,
+    OBJECTS,
+    PLACES,
 )
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import load_tokenizer
 
-OffDistributionSet = Literal["held_out_templates", "held_out_names", "duplicated_io", "long_templates"]
+OffDistributionSet = Literal[
+    "held_out_templates", "held_out_names", "duplicated_io", "long_templates",
+    "baba_only", "abba_only", "no_preposition", "objects_as_names",
+]
 OFF_DISTRIBUTION_SETS: tuple[OffDistributionSet, ...] = get_args(OffDistributionSet)
 
 
@@ -51,7 +57,10 @@ class IOIDataModule(L.LightningDataModule):
     drawn with its own seed. Off-distribution test sets: `held_out_templates` (BABA templates listed in
     `held_out_templates` and their ABBA mirrors, never trained on), `held_out_names` (names never
     trained on), `duplicated_io` (the IO is named twice before the subject acts), `long_templates`
-    (longer prompts with more filler between the names and END).
+    (longer prompts with more filler between the names and END), `baba_only` / `abba_only` (the training
+    templates of one name order each: does α work for both?), `no_preposition` (the double-object form
+    "… [B] gave [A]", no "to" before the answer) and `objects_as_names` (objects such as "ring" or "bone"
+    in the name slots: is it about names, or about any repeated token?).
     """
 
     def __init__(
@@ -127,10 +136,17 @@ class IOIDataModule(L.LightningDataModule):
         train_ids = [i for i in range(len(IOI_TEMPLATES)) if i not in held_out_ids]
         long_ids = range(len(IOI_TEMPLATES), len(IOI_TEMPLATES) + len(LONG_TEMPLATES))
         duplicated_ids = range(long_ids.stop, long_ids.stop + len(DUPLICATED_IO_TEMPLATES))
+        no_preposition_ids = range(duplicated_ids.stop, duplicated_ids.stop + len(NO_PREPOSITION_TEMPLATES))
+        # Objects in the name slots; the [OBJECT] slot then takes the other objects.
+        object_names, _ = single_token_words(encoder, OBJECTS[:5])
+        baba_ids = [i for i in train_ids if i < len(BABA_TEMPLATES)]
+        abba_ids = [i for i in train_ids if i >= len(BABA_TEMPLATES)]
 
-        def draw(set_name: str, n: int, template_ids, templates, names_) -> IOIBatch:
+        def draw(set_name: str, n: int, template_ids, templates, names_, objects=OBJECTS) -> IOIBatch:
             seed = set_seed(hp.seed, set_name)
-            return generate_ioi(encoder, n, list(templates), list(template_ids), names_, hp.corruption, seed)
+            return generate_ioi(
+                encoder, n, list(templates), list(template_ids), names_, hp.corruption, seed, PLACES, objects
+            )
 
         in_distribution = [IOI_TEMPLATES[i] for i in train_ids]
         self.splits["train"] = draw("train", hp.n_train, train_ids, in_distribution, train_names)
@@ -141,6 +157,10 @@ class IOIDataModule(L.LightningDataModule):
             "held_out_names": (train_ids, in_distribution, held_out_names),
             "duplicated_io": (duplicated_ids, DUPLICATED_IO_TEMPLATES, train_names),
             "long_templates": (long_ids, LONG_TEMPLATES, train_names),
+            "baba_only": (baba_ids, [IOI_TEMPLATES[i] for i in baba_ids], train_names),
+            "abba_only": (abba_ids, [IOI_TEMPLATES[i] for i in abba_ids], train_names),
+            "no_preposition": (no_preposition_ids, NO_PREPOSITION_TEMPLATES, train_names),
+            "objects_as_names": (train_ids, in_distribution, object_names, OBJECTS[5:]),
         }
         for name in hp.off_distribution:
             self.splits[name] = draw(name, hp.n_test, *off_distribution_specs[name])

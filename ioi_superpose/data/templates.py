@@ -52,6 +52,23 @@ DUPLICATED_IO_TEMPLATES: tuple[str, ...] = (
     "After [A] and [B] went to the [PLACE], [A] was hungry, and [B] gave a [OBJECT] to [A]",
 )
 
+
+
+def _without_preposition(template: str) -> str:
+    """The double-object form: "… [B] gave a [OBJECT] to [A]" → "… [B] gave [A]" (the IO right after the verb)."""
+    for ending in (" a [OBJECT] to [A]", " the [OBJECT] to [A]", " it to [A]"):
+        if template.endswith(ending):
+            return template[: -len(ending)] + " [A]"
+    raise ValueError(f"no preposition to remove in {template!r}")
+
+
+# In-distribution templates without "to" before the answer (BABA, then their ABBA mirrors): does the
+# circuit need the preposition, or does it find the IO after any giving verb?
+_WITH_OBJECT = tuple(t for t in BABA_TEMPLATES if t.endswith(("[OBJECT] to [A]", " it to [A]")))
+NO_PREPOSITION_TEMPLATES: tuple[str, ...] = tuple(_without_preposition(t) for t in _WITH_OBJECT) + tuple(
+    _abba(_without_preposition(t)) for t in _WITH_OBJECT
+)
+
 NAMES: tuple[str, ...] = (
     "Michael", "Christopher", "Jessica", "Matthew", "Ashley", "Jennifer", "Joshua", "Amanda", "Daniel",
     "David", "James", "Robert", "John", "Joseph", "Andrew", "Ryan", "Brandon", "Jason", "Justin",
