@@ -66,7 +66,9 @@ def build_summary(
     test_set_names: Sequence[str],
     config: dict,
     baselines: Sequence[Baseline] = (),
+    per_prompt: dict[str, dict] | None = None,
 ) -> dict[str, Any]:
+    """`per_prompt`: the distribution of each set's per-prompt recovery (`analysis.distribution`)."""
     alpha = system.combination.coefficients.detach().cpu()
     cfg = system.frozen.cfg
     val = stage_metrics(val_metrics, "val", IN_DISTRIBUTION)
@@ -88,6 +90,7 @@ def build_summary(
         "top_heads": top_heads(alpha, threshold=system.hparams.l0_threshold),
         "val": val,
         "test": tests,
+        "per_prompt_recovery": per_prompt or {},
         "baselines": {baseline.name: baseline.summary(system) for baseline in baselines},
         "ioi_circuit": (
             circuit_precision_recall(alpha, system.hparams.l0_threshold)

@@ -14,6 +14,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from ioi_superpose.analysis import distribution, per_prompt_recoveries
 from ioi_superpose.callbacks import CoefficientPlots, HeadBaseline
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.errors import ConfigError, UserFacingError
@@ -105,7 +106,14 @@ class SuperposeCLI(LightningCLI):
             return
         config = self.config.get(self.config["subcommand"]).as_dict()
         baselines = [callback for callback in self.trainer.callbacks if isinstance(callback, HeadBaseline)]
-        summary = build_summary(self.model, val_metrics, test_metrics, self.datamodule.test_set_names, config, baselines)
+        # Each stage ends by moving the module to the CPU: the summary's own runs go back to the device.
+        self.model.to(self.trainer.strategy.root_device).eval()
+        splits = self.datamodule.splits
+        per_prompt = {name: distribution(per_prompt_recoveries(self.model, splits[name]))
+                      for name in ["val", *self.datamodule.test_set_names]}
+        summary = build_summary(
+            self.model, val_metrics, test_metrics, self.datamodule.test_set_names, config, baselines, per_prompt
+        )
         if run_dir is None:  # fast_dev_run and logger=False runs keep no files
             print("No run directory (fast_dev_run or no logger): results not written.")
             return

@@ -1,0 +1,147 @@
+"""`python -m ioi_superpose.sweep --config experiments/toy_ioi.yaml --out runs/sweeps/NAME --grid KEY=V1,V2 …`
+
+Runs the training CLI once per point of a grid (the cartesian product of every `--grid`), each point in
+its own run directory `OUT/<point>/` with its `summary.json`, and writes `OUT/sweep.json`: every
+point's settings and results, the heads each selects, their stability across seeds (intersection over
+union), and noising against denoising where the grid has both.
+
+Resumable: a point whose `summary.json` exists is finished and skipped; a point that was stopped
+part-way continues from its `checkpoints/last.ckpt`. Run the same command again after a kill.
+Points run one after another in child processes on this machine (the local runner, the default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ioi_superpose.analysis import compare_directions, stability
+from ioi_superpose.errors import ConfigError, UserFacingError
+from ioi_superpose.files import write_json
+
+SEED_KEYS = ("seed_everything", "model.init", "data.seed")
+"""Grid keys that change only the randomness or the start, not the question: stability is measured over them."""
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of the sweep: its grid settings, in grid order."""
+
+    settings: tuple[tuple[str, str], ...]
+
+    @property
+    def name(self) -> str:
+        """A directory name: `model.l1=0.01__model.direction=noising` (dots kept, slashes replaced)."""
+        return "__".join(f"{key}={value}".replace("/", "_") for key, value in self.settings) or "default"
+
+    def flags(self) -> list[str]:
+        return [f"--{key}={value}" for key, value in self.settings]
+
+
+def parse_grid(specs: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """`["model.l1=0.001,0.01", …]` → `[("model.l1", ["0.001", "0.01"]), …]`."""
+    grid = []
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        options = [value.strip() for value in values.split(",") if value.strip()]
+        if not sep or not key.strip() or not options:
+            raise ConfigError(f"--grid {spec!r}: expected KEY=V1,V2,… (e.g. --grid model.l1=0.001,0.01).")
+        if key in (k for k, _ in grid):
+            raise ConfigError(f"--grid names {key!r} twice; give all its values in one --grid.")
+        grid.append((key.strip(), options))
+    return grid
+
+
+def grid_points(grid: Sequence[tuple[str, Sequence[str]]]) -> list[Point]:
+    keys = [key for key, _ in grid]
+    return [Point(tuple(zip(keys, values))) for values in itertools.product(*(values for _, values in grid))]
+
+
+def run_point(point: Point, config: Path, out: Path, extra: Sequence[str]) -> Path:
+    """Train one point in a child process (a failing point cannot take the sweep down); its run dir."""
+    run_dir = out / point.name
+    last = run_dir / "checkpoints" / "last.ckpt"
+    command = [
+        sys.executable, "-m", "ioi_superpose.train", "fit", "--config", str(config), *point.flags(), *extra,
+        # The run directory is OUT/<point>/ exactly: TensorBoardLogger(save_dir=OUT, name=<point>, version="").
+        f"--trainer.logger.init_args.save_dir={out}", f"--trainer.logger.init_args.name={point.name}",
+        "--trainer.logger.init_args.version=", "--trainer.enable_progress_bar=false",
+        *([f"--ckpt_path={last}"] if last.is_file() else []),
+    ]  # fmt: skip
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "sweep_point.log", "a") as log:
+        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+    if finished.returncode != 0:
+        raise UserFacingError(
+            f"sweep point {point.name} failed (exit {finished.returncode}); its output is in "
+            f"{run_dir / 'sweep_point.log'}. Fix it and run the sweep again: finished points are kept."
+        )
+    return run_dir
+
+
+def sweep_summary(points: Sequence[Point], out: Path) -> dict[str, Any]:
+    """What the finished points found, as written to `sweep.json`."""
+    rows = []
+    for point in points:
+        summary_path = out / point.name / "summary.json"
+        if not summary_path.is_file():
+            continue
+        summary = json.loads(summary_path.read_text())
+        rows.append({
+            "point": point.name,
+            "settings": dict(point.settings),
+            "run_dir": str(out / point.name),
+            "val_recovery": summary["recovery"]["val"],
+            "test_recovery": summary["recovery"]["test"],
+            "l0": summary["l0"],
+            "heads": sorted([head["layer"], head["head"]] for head in summary["top_heads"]),
+        })  # fmt: skip
+    return {
+        "n_points": len(points),
+        "n_finished": len(rows),
+        "points": rows,
+        "stability": stability(rows, SEED_KEYS),
+        "noising_vs_denoising": compare_directions(rows),
+    }
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ioi_superpose.sweep", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, type=Path, help="the training YAML every point starts from")
+    parser.add_argument("--out", required=True, type=Path, help="the sweep directory (one run directory per point)")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        help="a training option and its values, e.g. model.l1=0.001,0.01 (repeatable: the "
+                             "points are the cartesian product)")
+    parser.add_argument("extra", nargs=argparse.REMAINDER,
+                        help="after `--`: options passed unchanged to every point, e.g. -- --trainer.max_epochs 3")
+    parsed = parser.parse_args(args)
+    try:
+        if not parsed.config.is_file():
+            raise ConfigError(f"--config {parsed.config}: no such file.")
+        points = grid_points(parse_grid(parsed.grid))
+        extra = parsed.extra[1:] if parsed.extra[:1] == ["--"] else parsed.extra
+        parsed.out.mkdir(parents=True, exist_ok=True)
+        todo = [point for point in points if not (parsed.out / point.name / "summary.json").is_file()]
+        print(f"{len(points)} points, {len(points) - len(todo)} already finished, in {parsed.out}")
+        for point in tqdm(todo, desc="sweep"):
+            run_point(point, parsed.config, parsed.out, extra)
+            write_json(parsed.out / "sweep.json", sweep_summary(points, parsed.out))
+        path = write_json(parsed.out / "sweep.json", sweep_summary(points, parsed.out))
+        print(f"sweep summary: {path}")
+    except (UserFacingError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
