@@ -1,4 +1,5 @@
-"""One call for notebooks: learn a head combination on given prompts with the same LightningModule."""
+"""One call for notebooks: learn a head combination on given prompts with the same LightningModule, and
+score fixed ones (`recovery_of`, from the engine)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, freeze
 from ioi_superpose.objectives import ObjectiveName
-from ioi_superpose.interventions import HeadWeights
-from ioi_superpose.runs import Direction, check_token_ids, logit_diff, patch_effects
+from ioi_superpose.runs import Direction, check_token_ids, logit_diff, recovery_of
 from ioi_superpose.summary import top_heads
 from ioi_superpose.system import HeadSuperposition
+
+__all__ = ["LearnedCombination", "evaluate_combination", "learn_combination", "recovery_of"]
 
 
 @dataclass
@@ -91,21 +93,6 @@ def learn_combination(
     )
     trainer.fit(system, train_dataloaders=loader)
     return evaluate_combination(system.to(device), prompts)
-
-
-def recovery_of(
-    model: HookedTransformer,
-    prompts: ContrastBatch,
-    alpha: Float[Tensor, "*variants n_layers n_heads"],
-    direction: Direction = "denoising",
-) -> Float[Tensor, "*variants"]:
-    """Recovery of fixed α (or of several at once, folded into one batched run) on `prompts`:
-    every head's z becomes z_base + α (z_source − z_base) at every position."""
-    recovery, _ = patch_effects(
-        model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.end_pos, prompts.answer_tokens, direction,
-        HeadWeights(alpha.reshape(-1, *alpha.shape[-2:])),
-    )  # fmt: skip
-    return recovery.cpu().reshape(alpha.shape[:-2])
 
 
 @torch.no_grad()

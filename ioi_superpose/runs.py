@@ -17,17 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, TypeVar, Union, get_args
+from typing import Literal, TypeVar, Union, get_args
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.errors import ConfigError
+from ioi_superpose.interventions import Combination, HeadWeights
 from ioi_superpose.models import HookedTransformer, HookPoint
-
-if TYPE_CHECKING:
-    from ioi_superpose.interventions import Combination
 
 Head = tuple[int, int]
 """(layer, head)."""
@@ -283,7 +282,7 @@ def variants_per_chunk(max_rows: int, batch: int) -> int:
 def patched_end_logits(
     base: BaseRun,
     source_z: Float[Tensor, "layer batch pos head d_head"],
-    combination: "Combination",
+    combination: Combination,
     end_positions: Int[Tensor, " batch"],
     vocab_index: Int[Tensor, "batch k"] | None = None,
     *,
@@ -309,9 +308,9 @@ def patched_end_logits(
         part = combination.select(rows)
         start = min(part.first_layer(), n_layers - 1) if has_prefixes else 0
 
-        def mix(z: Tensor, hook: HookPoint, part: "Combination" = part) -> Tensor:
+        def mix(z: Tensor, hook: HookPoint, part: Combination = part, variants: int = len(rows)) -> Tensor:
             layer = layer_of(hook.name)
-            folded = z.view(len(rows), base.batch, *z.shape[1:])  # [variant, batch, pos, head, d_head]
+            folded = z.view(variants, base.batch, *z.shape[1:])  # [variant, batch, pos, head, d_head]
             return part(layer, folded, source_z[layer]).view(z.shape)
 
         hooks = [(hook_name("z", layer), mix) for layer in range(start, n_layers)]
@@ -395,7 +394,7 @@ def patch_effects(
     end_positions: Int[Tensor, " batch"],
     answer_tokens: Int[Tensor, "batch 2"],
     direction: Direction,
-    combination: "Combination",
+    combination: Combination,
     *,
     max_rows: int = DEFAULT_MAX_ROWS,
 ) -> tuple[Float[Tensor, " variants"], Reference]:
@@ -410,3 +409,18 @@ def patch_effects(
         base, reference.source_z, combination.to(device), end_positions, answer_tokens, max_rows=max_rows
     )
     return reference.recovery(patched), reference
+
+
+def recovery_of(
+    model: HookedTransformer,
+    prompts: ContrastBatch,
+    alpha: Float[Tensor, "*variants n_layers n_heads"],
+    direction: Direction = "denoising",
+) -> Float[Tensor, "*variants"]:
+    """Recovery of fixed α (or of several at once, folded into one batched run) on `prompts`: every
+    head's z becomes z_base + α (z_source − z_base) at every position."""
+    recovery, _ = patch_effects(
+        model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.end_pos, prompts.answer_tokens, direction,
+        HeadWeights(alpha.reshape(-1, *alpha.shape[-2:])),
+    )  # fmt: skip
+    return recovery.cpu().reshape(alpha.shape[:-2])

@@ -14,7 +14,7 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.errors import ConfigError, NonFiniteLossError
-from ioi_superpose.interventions import HeadCombination, HeadWeights
+from ioi_superpose.interventions import HeadCombination
 from ioi_superpose.metrics import IOAccuracy, MeanLogitDiff, NormalisedRecovery
 from ioi_superpose.models import HookedTransformer, describe_model, load_frozen_model
 from ioi_superpose.objectives import OBJECTIVES, ObjectiveName
@@ -24,8 +24,8 @@ from ioi_superpose.runs import (
     Reference,
     base_and_source,
     check_direction,
-    patch_effects,
     patched_end_logits,
+    recovery_of,
     reference_runs,
 )
 
@@ -229,11 +229,7 @@ class HeadSuperposition(L.LightningModule):
     @torch.no_grad()
     def recovery_of(self, batch: ContrastBatch, alpha: Float[Tensor, "*variants layer head"]) -> Float[Tensor, "*variants"]:
         """Recovery on `batch` with α fixed to `alpha` (one or several variants; the learned α is untouched)."""
-        recovery, _ = patch_effects(
-            self.frozen, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens,
-            self.hparams.direction, HeadWeights(alpha.reshape(-1, *alpha.shape[-2:])),
-        )  # fmt: skip
-        return recovery.cpu().reshape(alpha.shape[:-2])
+        return recovery_of(self.frozen, batch, alpha, self.hparams.direction)
 
     # ----------------------------------------------------------------------------------------------
     # training
