@@ -193,7 +193,7 @@ def composition_case(flag: float = 3.0) -> PlantedCase:
                        attention_target=None)  # fmt: skip
 
 
-def decoy_case(strong: float = 5.0, real: float = 2.0) -> PlantedCase:
+def decoy_case(strong: float = 12.0, real: float = 1.5) -> PlantedCase:
     b = _Builder(2, 2)
     b.attend(0, 0, _end(), P_SRC, 30.0)
     b.copy(0, 0, direction(T_X), direction(R1) * strong)
