@@ -23,15 +23,21 @@ __all__ = ["LearnedCombination", "evaluate_combination", "learn_combination", "r
 
 @dataclass
 class LearnedCombination:
-    coefficients: Float[Tensor, "n_layers n_heads"]
-    """The learned α, one weight per (layer, head)."""
+    coefficients: Tensor
+    """The learned weights in the family's shape: [n_layers, n_heads] (scalar; hard_concrete: the
+    deterministic gates) or [n_layers, n_heads, role] (per_position, roles `interventions.ROLES`)."""
     recovery: float
     """(patched − corrupted) / (clean − corrupted) of the mean logit difference on the given prompts."""
     clean_logit_diff: float
     corrupted_logit_diff: float
     patched_logit_diff: float
     l0: int
-    """Heads with |α| above `l0_threshold`."""
+    """Units (heads, or (head, role) pairs) with |weight| above `l0_threshold`."""
+    support: list[tuple[int, ...]]
+    """Those units: (layer, head), or (layer, head, role index) for per_position."""
+    combination: str = "scalar"
+    prune: dict | None = None
+    """The minimal-set step's record (`pruning.PruneResult.to_dict`) when `prune_target` was given."""
 
     def top_heads(self, k: int = 10) -> list[dict[str, float | int]]:
         """The k heads of largest |α|, as {"layer", "head", "alpha"}."""
@@ -53,11 +59,17 @@ def learn_combination(
     init: float = 1.0,
     l0_threshold: float = 0.05,
     l1_warmup_steps: int = 0,
+    combination: str = "scalar",
+    prune_target: float | None = None,
+    temperature: float = 2 / 3,
 ) -> LearnedCombination:
     """Learn α[layer, head] on these prompts (full batch, `steps` Adam steps) and report its recovery.
 
     `answer_tokens` are (correct, incorrect) for the clean prompts, read at the last position. The
-    model is frozen in place (eval mode, no gradients) — it is never trained.
+    model is frozen in place (eval mode, no gradients) — it is never trained. `combination` picks the
+    family (`scalar`, `per_position` — here only the END/other roles, the prompts being plain token
+    rows — or `hard_concrete`, gates seeded by `seed`); `prune_target` R ends with the minimal-set step on
+    these prompts (kept units at weight 1; effect ≥ R, see `ioi_superpose.pruning`).
     """
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}.")
@@ -78,6 +90,11 @@ def learn_combination(
         bounded=bounded,
         init=init,
         l0_threshold=l0_threshold,
+        combination=combination,
+        temperature=temperature,
+        gate_seed=seed,
+        prune_target=prune_target,
+        prune_prompts=len(prompts),
         preloaded_model=model,
     )
     loader = torch.utils.data.DataLoader(PromptDataset(prompts), batch_size=len(prompts), collate_fn=collate)
@@ -103,11 +120,15 @@ def evaluate_combination(system: HeadSuperposition, prompts: ContrastBatch) -> L
     reference = system.reference(prompts)
     patched = system.loss_terms(prompts, reference)["answer_logits"]
     clean, corrupted = reference.clean_and_corrupted()
+    threshold = system.hparams.l0_threshold
     return LearnedCombination(
         coefficients=system.combination.coefficients.detach().cpu().clone(),
         recovery=float(reference.recovery(patched)),
         clean_logit_diff=float(logit_diff(clean).mean()),
         corrupted_logit_diff=float(logit_diff(corrupted).mean()),
         patched_logit_diff=float(logit_diff(patched).mean()),
-        l0=system.combination.l0(system.hparams.l0_threshold),
+        l0=system.combination.l0(threshold),
+        support=system.combination.support(threshold),
+        combination=system.hparams.get("combination", "scalar"),
+        prune=None if system.prune_result is None else system.prune_result.to_dict(),
     )

@@ -29,17 +29,26 @@ class Baseline(Protocol):
 
 
 def top_heads(
-    values: Float[Tensor, "n_layers n_heads"], k: int = 20, threshold: float = 0.0, key: str = "alpha"
-) -> list[dict[str, float | int]]:
-    """The (at most k) heads of largest |value| above `threshold`, largest first."""
+    values: Tensor, k: int = 20, threshold: float = 0.0, key: str = "alpha", roles: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """The (at most k) units of largest |value| above `threshold`, largest first: heads of a
+    [layer, head] tensor, or (head, role) pairs of a [layer, head, role] one (role named from `roles`,
+    default `interventions.ROLES`)."""
+    from ioi_superpose.interventions import ROLES
+
     flat = values.flatten()
     order = flat.abs().argsort(descending=True)[:k]
-    n_heads = values.shape[1]
-    return [
-        {"layer": int(i) // n_heads, "head": int(i) % n_heads, key: round(float(flat[i]), 4)}
-        for i in order
-        if abs(float(flat[i])) > threshold
-    ]
+    rows = []
+    for i in order:
+        if abs(float(flat[i])) <= threshold:
+            continue
+        index = torch.unravel_index(i, values.shape)
+        row: dict[str, Any] = {"layer": int(index[0]), "head": int(index[1])}
+        if values.dim() == 3:
+            row["role"] = (roles or ROLES)[int(index[2])]
+        row[key] = round(float(flat[i]), 4)
+        rows.append(row)
+    return rows
 
 
 def stage_metrics(metrics: dict[str, float], stage: str, set_name: str) -> dict[str, float]:
@@ -86,14 +95,17 @@ def build_summary(
         "patched_accuracy": val.get("accuracy"),
         "l0": system.combination.l0(system.hparams.l0_threshold),
         "l0_threshold": system.hparams.l0_threshold,
-        "n_heads_total": alpha.numel(),
+        "n_heads_total": cfg.n_layers * cfg.n_heads,
         "top_heads": top_heads(alpha, threshold=system.hparams.l0_threshold),
+        "combination": system.hparams.get("combination", "scalar"),
+        "support": [list(unit) for unit in system.combination.support(system.hparams.l0_threshold)],
+        "prune": None if getattr(system, "prune_result", None) is None else system.prune_result.to_dict(),
         "val": val,
         "test": tests,
         "per_prompt_recovery": per_prompt or {},
         "baselines": {baseline.name: baseline.summary(system) for baseline in baselines},
         "ioi_circuit": (
-            circuit_precision_recall(alpha, system.hparams.l0_threshold)
+            circuit_precision_recall(system.combination.head_coefficients().cpu(), system.hparams.l0_threshold)
             if has_gpt2_small_shape(cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_vocab)
             else None
         ),
@@ -119,7 +131,7 @@ class RunWriter:
         }
         payload = {"coefficients": alpha, **{k: summary[k] for k in ("model_name", "direction", "objective")}}
         atomic_write(paths["coefficients"], lambda name: torch.save(payload, name))
-        self._figure(paths["heatmap"], head_heatmap(alpha, f"learned α ({system.hparams.model_name}, L0 = {summary['l0']})"))
+        self._figure(paths["heatmap"], head_heatmap(system.combination.head_coefficients().cpu(), f"learned α ({system.hparams.model_name}, L0 = {summary['l0']})"))
         for baseline in baselines:
             for stem, figure in baseline.figures(system).items():
                 self._figure(self.run_dir / "baselines" / f"{stem}.png", figure)

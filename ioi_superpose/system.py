@@ -14,10 +14,11 @@ from torchmetrics import MeanMetric, MetricCollection
 
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.errors import ConfigError, NonFiniteLossError
-from ioi_superpose.interventions import HeadCombination
+from ioi_superpose.interventions import FAMILIES, LearnedFamily, batch_roles, build_combination
 from ioi_superpose.metrics import IOAccuracy, MeanLogitDiff, NormalisedRecovery
 from ioi_superpose.models import HookedTransformer, describe_model, load_frozen_model
 from ioi_superpose.objectives import OBJECTIVES, ObjectiveName
+from ioi_superpose.pruning import PruneResult, minimal_set
 from ioi_superpose.runs import (
     BaseRun,
     Direction,
@@ -110,6 +111,11 @@ class HeadSuperposition(L.LightningModule):
         l0_threshold: float = 0.05,
         cache_source_activations: bool = True,
         test_sets: Sequence[str] = (IN_DISTRIBUTION,),
+        combination: str = "scalar",
+        temperature: float = 2 / 3,
+        gate_seed: int = 0,
+        prune_target: float | None = None,
+        prune_prompts: int = 256,
         preloaded_model: HookedTransformer | None = None,
     ) -> None:
         """
@@ -133,6 +139,17 @@ class HeadSuperposition(L.LightningModule):
                 (the model is frozen, so they never change): one forward+backward per step instead of
                 two forwards and a backward, at the cost of memory for n_layers×pos×d_model per prompt.
             test_sets: names of the test dataloaders, in order (the CLI links them from the datamodule).
+            combination: the family of the learned combination (`ioi_superpose.interventions`):
+                `scalar` α[layer, head] at all positions (L1); `per_position` α[layer, head, role] with roles
+                IO, S1, S1+1, S2, END, other (IOI batches; other tasks only END/other) (L1); `hard_concrete`
+                a stochastic L0 gate per head (expected-L0 penalty, deterministic gates in evaluation).
+                `l1` weighs each family's own penalty.
+            temperature: hard_concrete only: the temperature β of the gates (2/3, Louizos et al. 2018).
+            gate_seed: hard_concrete only: seed of the gates' own noise generator.
+            prune_target: after fit, shrink the support to a minimal set (`ioi_superpose.pruning`): drop
+                units one at a time while the effect on the training prompts stays >= this (denoising:
+                recovery >= R; noising: recovery <= 1 - R). Kept units get weight 1. None: no pruning.
+            prune_prompts: training prompts (the first ones of the training loader) the pruning reads.
             preloaded_model: Python API only: an already loaded HookedTransformer, used instead of
                 loading `model_name`.
         """
@@ -146,6 +163,14 @@ class HeadSuperposition(L.LightningModule):
         if l0_threshold < 0:
             raise ConfigError(f"--model.l0_threshold must be >= 0, got {l0_threshold}.")
         check_direction(direction, "--model.direction")
+        if combination not in FAMILIES:
+            raise ConfigError(f"--model.combination must be one of {list(FAMILIES)}, got {combination!r}.")
+        if temperature <= 0:
+            raise ConfigError(f"--model.temperature must be > 0 (the hard-concrete temperature), got {temperature}.")
+        if prune_target is not None and not 0.0 < prune_target <= 1.0:
+            raise ConfigError(f"--model.prune_target must be in (0, 1] (the effect to keep) or null, got {prune_target}.")
+        if prune_prompts < 1:
+            raise ConfigError(f"--model.prune_prompts must be >= 1, got {prune_prompts}.")
         if objective not in OBJECTIVES:
             raise ConfigError(f"--model.objective must be one of {sorted(OBJECTIVES)}, got {objective!r}.")
         self.save_hyperparameters(ignore=["preloaded_model"])
@@ -154,7 +179,11 @@ class HeadSuperposition(L.LightningModule):
         # hold α; the model is reloaded from `model_name`) nor wrapped or synchronised by DDP.
         # `_apply` moves it wherever the module goes.
         object.__setattr__(self, "frozen", model)
-        self.combination = HeadCombination(model.cfg.n_layers, model.cfg.n_heads, bounded, init)
+        self.combination: LearnedFamily = build_combination(
+            combination, model.cfg.n_layers, model.cfg.n_heads, bounded, init, temperature, gate_seed
+        )
+        self.prune_result: PruneResult | None = None
+        """The minimal-set step's result after fit (when `prune_target` is set)."""
         self.objective = OBJECTIVES[objective]()
         self.reference_cache = ReferenceCache(keep_activations=cache_source_activations)
         self.val_metrics = contrast_metrics(metric_prefix("val", IN_DISTRIBUTION))
@@ -186,6 +215,37 @@ class HeadSuperposition(L.LightningModule):
     def on_fit_start(self) -> None:
         self.reference_cache.clear()
 
+    def on_fit_end(self) -> None:
+        """The minimal-set step (`prune_target`), on the first `prune_prompts` training prompts."""
+        if self.hparams.prune_target is None or self.trainer.interrupted:
+            return
+        splits = getattr(self.trainer.datamodule, "splits", None)
+        if splits is not None:
+            # The same prompts on every rank (not the rank's shard): every DDP process prunes alike.
+            prompts = splits["train"][: self.hparams.prune_prompts]
+            size = self.trainer.datamodule.hparams.batch_size
+            batches = [prompts[start : start + size].trimmed() for start in range(0, len(prompts), size)]
+        else:  # the API: one process, one full-batch loader
+            batches, rows = [], 0
+            for batch in self.trainer.train_dataloader:
+                batches.append(batch)
+                rows += len(batch)
+                if rows >= self.hparams.prune_prompts:
+                    break
+        self.prune_([batch.to(self.device) for batch in batches])
+
+    @torch.no_grad()
+    def prune_(self, batches: Sequence[ContrastBatch]) -> PruneResult:
+        """Shrink the combination to a minimal set on `batches` (see `ioi_superpose.pruning`)."""
+        was_training = self.combination.training
+        self.combination.eval()
+        result = minimal_set(self.frozen, batches, self.hparams.direction, self.combination,
+                             float(self.hparams.prune_target), self.hparams.l0_threshold)  # fmt: skip
+        self.combination.set_mask_(result.mask)
+        self.combination.train(was_training)
+        self.prune_result = result
+        return result
+
     # ----------------------------------------------------------------------------------------------
     # runs
 
@@ -216,7 +276,8 @@ class HeadSuperposition(L.LightningModule):
         base_tokens, _ = self.base_and_source_tokens(batch)
         base = BaseRun.prepare(self.frozen, base_tokens, prefixes=False)
         vocab_index = None if self.objective.full_vocab else batch.answer_tokens
-        return patched_end_logits(base, reference.source_z, self.combination, batch.end_pos, vocab_index)[0]
+        with self.combination.using_roles(batch_roles(batch)):
+            return patched_end_logits(base, reference.source_z, self.combination, batch.end_pos, vocab_index)[0]
 
     def loss_terms(self, batch: ContrastBatch, reference: Reference) -> dict[str, Tensor]:
         """The named parts of the loss on `batch`, and the patched answer logits (the whole of a step's model work)."""

@@ -81,7 +81,7 @@ class HeadBaseline(L.Callback):
     def summary(self, system: HeadSuperposition) -> dict:
         if self.effect is None:
             return {}
-        alpha = system.combination.coefficients.detach().cpu()
+        alpha = system.combination.head_coefficients().cpu()  # [layer, head] (largest over roles)
         k = max(system.combination.l0(system.hparams.l0_threshold), 1)
         return {
             "spearman_abs_alpha_vs_abs_effect": spearman(alpha.abs(), self.effect.abs()),
@@ -225,8 +225,14 @@ class CombinationBaselines(HeadBaseline):
 
     def learned_point(self, system: HeadSuperposition) -> tuple[int, float]:
         """(L0, recovery) of the learned α on the baselines' prompts."""
-        alpha = system.combination.coefficients.detach()
-        return system.combination.l0(system.hparams.l0_threshold), float(system.recovery_of(self.batch, alpha))
+        combination = system.combination
+        was_training = combination.training
+        combination.eval()  # deterministic gates
+        with torch.no_grad():
+            reference = system.reference(self.batch)
+            recovery = reference.recovery(system.loss_terms(self.batch, reference)["answer_logits"])
+        combination.train(was_training)
+        return combination.l0(system.hparams.l0_threshold), float(recovery)
 
     def summary(self, system: HeadSuperposition) -> dict:
         if not self.curves:

@@ -15,7 +15,7 @@ class CoefficientPlots(L.Callback):
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: HeadSuperposition) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        alpha = pl_module.combination.coefficients.detach().cpu()
+        alpha = pl_module.combination.head_coefficients().cpu()  # [layer, head] (largest over roles)
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 figure = head_heatmap(alpha, f"α at step {trainer.global_step}")

@@ -140,3 +140,81 @@ def find_support(
         single_head_recovery=[[round(v, 5) for v in row] for row in single.tolist()],
         subset_recovery={subset_name(m): round(float(r), 5) for m, r in zip(subsets, recovery)},
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Both directions, every minimal set.
+
+
+@dataclass
+class SubsetSearch:
+    """Exhaustive subset patching of one prompt set in one direction.
+
+    The *effect* of a subset is the patch's normalised move from the base run (0) to the source run (1):
+    denoising (base corrupted) it is the recovery; noising (base clean) it is 1 − recovery, so "≥
+    threshold" means the set is sufficient (denoising) or that removing it destroys the behaviour (noising).
+    """
+
+    feature: str
+    direction: str
+    threshold: float
+    minimal_sets: list[list[Head]]
+    """Every subset of the smallest size whose effect reaches the threshold (ties all kept); [] if none."""
+    min_size: int | None
+    """Their size (None: no subset reaches the threshold — the feature never does)."""
+    reached: bool
+    single_head_effect: list[list[float]]
+    """[layer][head] effect of patching that head alone."""
+    subset_effect: dict[str, float]
+    """Effect of every subset, keyed by `subset_name`."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["minimal_sets"] = [[list(h) for h in s] for s in self.minimal_sets]
+        return out
+
+
+@torch.no_grad()
+def subset_effects(
+    model: HookedTransformer, prompts: FeaturePrompts, subsets: Bool[Tensor, "subsets n_layers n_heads"],
+    direction: str, max_batch_rows: int = 16_384,
+) -> Float[Tensor, " subsets"]:  # fmt: skip
+    """Normalised effect of patching each subset (all positions) in `direction`, pooled over prompts."""
+    device = model.cfg.device
+    answers, ends = prompts.answer_tokens.to(device), prompts.end_positions.to(device)
+    clean, corrupted = prompts.clean_tokens.to(device), prompts.corrupted_tokens.to(device)
+    base_tokens, source_tokens = (corrupted, clean) if direction == "denoising" else (clean, corrupted)
+    source_z, _ = head_z(model, source_tokens)
+    base_ld = float(logit_diff(end_logits(model, base_tokens, ends, answers)).mean())
+    source_ld = float(logit_diff(end_logits(model, source_tokens, ends, answers)).mean())
+    if abs(source_ld - base_ld) < 1e-6:
+        raise ValueError(f"feature {prompts.feature}: clean and corrupted runs have the same logit difference")
+    base = BaseRun.prepare(model, base_tokens)
+    logits = patched_end_logits(base, source_z, HeadWeights(subsets.float()), ends, answers, max_rows=max_batch_rows)
+    return normalised_recovery(logit_diff(logits).mean(-1), base_ld, source_ld).cpu()
+
+
+def search_subsets(
+    model: HookedTransformer, prompts: FeaturePrompts, direction: str = "denoising", threshold: float = 0.9,
+    max_heads: int = 16,
+) -> SubsetSearch:  # fmt: skip
+    """Every subset of heads patched in `direction`; all smallest subsets reaching `threshold`."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    if n_layers * n_heads > max_heads:
+        raise ValueError(f"exhaustive search over 2^{n_layers * n_heads} subsets exceeds max_heads={max_heads}")
+    subsets = head_subsets(n_layers, n_heads)
+    effect = subset_effects(model, prompts, subsets, direction)
+    sizes = subsets.flatten(1).sum(-1)
+    reaching = effect >= threshold
+    min_size = int(sizes[reaching].min()) if reaching.any() else None
+    minimal = [] if min_size is None else [
+        [tuple(h) for h in subsets[i].nonzero().tolist()] for i in torch.nonzero(reaching & (sizes == min_size))[:, 0].tolist()
+    ]  # fmt: skip
+    single = torch.full((n_layers, n_heads), float("nan"))
+    for mask, value in zip(subsets[sizes == 1], effect[sizes == 1]):
+        single[mask] = value
+    return SubsetSearch(
+        feature=prompts.feature, direction=direction, threshold=threshold, minimal_sets=minimal, min_size=min_size,
+        reached=min_size is not None, single_head_effect=[[round(v, 5) for v in row] for row in single.tolist()],
+        subset_effect={subset_name(m): round(float(r), 5) for m, r in zip(subsets, effect)},
+    )  # fmt: skip

@@ -1,0 +1,138 @@
+"""Combination families: shapes, the α = 0 / α = 1 identities, gradients, deterministic evaluation, the
+minimal-set step, and the must-show OR results."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import pytest
+import torch
+
+from ioi_superpose.api import learn_combination
+from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.errors import ConfigError
+from ioi_superpose.interventions import FAMILIES, ROLE_INDEX, ROLES, batch_roles, build_combination, position_roles
+from ioi_superpose.runs import BaseRun, end_logits, head_z, patched_end_logits
+from ioi_superpose.system import HeadSuperposition
+from ioi_superpose.toy.planted import and_case, or_case
+
+warnings.filterwarnings("ignore", message=".*val_dataloader.*")
+logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+
+
+@pytest.fixture(scope="module")
+def planted():
+    case = or_case()
+    prompts = case.prompts(16, 0)
+    return case, ContrastBatch.from_tokens(prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens)
+
+
+def patched(model, batch, combination):
+    source_z, _ = head_z(model, batch.clean_tokens)
+    base = BaseRun.prepare(model, batch.corrupted_tokens, prefixes=False)
+    with combination.using_roles(batch_roles(batch)):
+        return patched_end_logits(base, source_z, combination, batch.end_pos, batch.answer_tokens)[0]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_shapes(family):
+    combination = build_combination(family, 2, 3)
+    expected = (2, 3, len(ROLES)) if family == "per_position" else (2, 3)
+    assert tuple(combination.coefficients.shape) == expected
+    assert tuple(combination.head_coefficients().shape) == (2, 3)
+    assert len(combination.support(0.5)) == combination.l0(0.5) == combination.coefficients.numel()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_zero_is_the_base_run_and_one_the_source_run(planted, family):
+    case, batch = planted
+    combination = build_combination(family, 1, 3).eval()
+    combination.set_mask_(torch.zeros_like(combination.coefficients, dtype=torch.bool))
+    base = end_logits(case.model, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens)
+    torch.testing.assert_close(patched(case.model, batch, combination), base, atol=1e-4, rtol=1e-4)
+    combination.set_mask_(torch.ones_like(combination.coefficients, dtype=torch.bool))
+    source = end_logits(case.model, batch.clean_tokens, batch.end_pos, batch.answer_tokens)
+    torch.testing.assert_close(patched(case.model, batch, combination), source, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gradients_reach_only_the_combination(planted, family):
+    case, batch = planted
+    combination = build_combination(family, 1, 3, init=0.5).train()
+    patched(case.model, batch, combination)[:, 0].sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in combination.parameters())
+    assert all(not p.requires_grad for p in case.model.parameters())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_evaluation_is_deterministic(planted, family):
+    case, batch = planted
+    combination = build_combination(family, 1, 3, init=0.5).eval()
+    torch.testing.assert_close(patched(case.model, batch, combination), patched(case.model, batch, combination))
+
+
+def test_hard_concrete_sampling_is_seeded_and_stochastic(planted):
+    case, batch = planted
+    a, b = (build_combination("hard_concrete", 1, 3, init=0.5, seed=7).train() for _ in range(2))
+    first = patched(case.model, batch, a)
+    torch.testing.assert_close(first, patched(case.model, batch, b))
+    assert not torch.equal(first, patched(case.model, batch, a))  # fresh noise each run
+
+
+def test_roles_of_ioi_positions():
+    roles = position_roles(8, torch.tensor([7]), io_pos=torch.tensor([2]), s1_pos=torch.tensor([1]),
+                           s2_pos=torch.tensor([5]))  # fmt: skip
+    names = [ROLES[i] for i in roles[0].tolist()]
+    assert names == ["other", "S1", "IO", "other", "other", "S2", "other", "END"]
+    assert ROLE_INDEX["S1+1"] not in roles.tolist()  # S1+1 = IO here: IO wins
+
+
+def test_per_position_needs_roles(planted):
+    case, batch = planted
+    combination = build_combination("per_position", 1, 3)
+    source_z, _ = head_z(case.model, batch.clean_tokens)
+    base = BaseRun.prepare(case.model, batch.corrupted_tokens, prefixes=False)
+    with pytest.raises(ValueError, match="roles"):
+        patched_end_logits(base, source_z, combination, batch.end_pos, batch.answer_tokens)
+
+
+@pytest.mark.parametrize(
+    "kwargs, flag",
+    [({"combination": "dense"}, "--model.combination"), ({"prune_target": 0.0}, "--model.prune_target"),
+     ({"temperature": 0.0}, "--model.temperature"), ({"prune_prompts": 0}, "--model.prune_prompts")],
+)  # fmt: skip
+def test_bad_options_name_the_flag(kwargs, flag):
+    with pytest.raises(ConfigError, match=flag):
+        HeadSuperposition(preloaded_model=or_case().model, **kwargs)
+
+
+def learn(case, prompts, **kwargs):
+    return learn_combination(case.model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens,
+                             steps=80, l1=1e-2, **kwargs)  # fmt: skip
+
+
+def test_or_denoising_with_pruning_ends_with_one_head():
+    case = or_case()
+    result = learn(case, case.prompts(32, 0), prune_target=0.9)
+    assert result.l0 == 1 and result.support[0] in [(0, 0), (0, 1)]
+    assert result.recovery >= 0.9
+    assert result.prune["reached"] and result.prune["l0"] == 1
+
+
+def test_or_noising_keeps_both_heads_and_no_other():
+    case = or_case()
+    result = learn(case, case.prompts(32, 0), direction="noising")
+    assert result.coefficients[0, 0] > 0.5 and result.coefficients[0, 1] > 0.5
+    assert result.support == [(0, 0), (0, 1)]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_minimal_set_step_on_a_planted_case(family):
+    """AND: the pruned set is exactly the pair (nothing can be dropped); weights are 0/1."""
+    case = and_case()
+    result = learn(case, case.prompts(32, 0), combination=family, prune_target=0.9)
+    heads = {unit[:2] for unit in result.support}
+    assert heads == {(0, 0), (0, 1)}
+    assert result.prune["effect"] >= 0.9 and result.recovery >= 0.9
+    assert set(result.coefficients.unique().tolist()) <= {0.0, 1.0}
