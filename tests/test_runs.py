@@ -312,3 +312,19 @@ def test_a_fit_prints_the_cache_size_once_with_its_options(capsys):
 def test_bad_cache_options_name_the_flag(setting, flag):
     with pytest.raises(ConfigError, match=flag):
         system_for(random_model(), **setting)
+
+
+@pytest.mark.parametrize("objective", ["logit_diff", "maximize", "kl"])
+def test_summed_statistics_of_two_halves_give_the_whole_batchs_objective(objective):
+    """What DDP's all-reduce relies on: the statistics of two ranks' halves add up to the whole batch's."""
+    model = random_model()
+    system = system_for(model, objective=objective)
+    system.combination.coefficients.data = torch.rand(system.combination.coefficients.shape,
+                                                      generator=torch.Generator().manual_seed(0))  # not α = 1: effect 1 on any batch
+    prompts = ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab, batch=8, length=7))
+    terms = [system.loss_terms(half, system.reference(half)) for half in (prompts[:3], prompts[3:])]
+    whole = system.loss_terms(prompts, system.reference(prompts))["objective"]
+    summed = system.objective.from_statistics(terms[0]["statistics"] + terms[1]["statistics"])
+    assert float(summed) == pytest.approx(float(whole), abs=1e-5)
+    mean_of_halves = (terms[0]["objective"] + terms[1]["objective"]) / 2
+    assert objective == "kl" or abs(float(mean_of_halves) - float(whole)) > 1e-4  # what DDP averaged before

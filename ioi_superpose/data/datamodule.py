@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import warnings
 import zlib
 from typing import Any, Iterator, Literal, Sequence, get_args
 
@@ -242,6 +243,12 @@ class IOIDataModule(L.LightningDataModule):
         # so the ranks' batch t together are the one-process batch t (batch size B·N) when N divides n_train.
         replicas, rank = self._replicas()
         dataset = PromptDataset(self.splits["train"])
+        if len(dataset) % replicas and rank == 0:
+            warnings.warn(
+                f"--data.n_train {len(dataset)} is not divisible by the {replicas} processes: the sampler repeats "
+                f"{replicas - len(dataset) % replicas} prompts each epoch, so training differs from one process's.",
+                stacklevel=2,
+            )
         sampler = ResumableSampler(dataset, num_replicas=replicas, rank=rank, seed=self.hparams.seed)
         return ResumableLoader(
             dataset, sampler, batch_size=self.hparams.batch_size, collate_fn=collate, num_workers=self.hparams.num_workers
