@@ -75,8 +75,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_gp
 
     original = HeadSuperposition.loss_terms
 
-    def poisoned(self, batch, reference):
-        terms = original(self, batch, reference)
+    def poisoned(self, batch, reference, **options):
+        terms = original(self, batch, reference, **options)
         if self.training and self.global_step >= 3:
             terms["loss"] = terms["loss"] * float("nan")
         return terms
