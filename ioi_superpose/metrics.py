@@ -87,3 +87,27 @@ class NormalisedRecovery(Metric):
 
     def compute(self) -> Tensor:
         return normalised_recovery(self.patched, self.corrupted, self.clean).float()
+
+
+class ObjectiveLoss(Metric):
+    """The loss of a whole evaluation set as if it were one batch: the objective of the summed per-batch
+    statistics (`Objective.statistics`) plus the L1 term. Sum states, so independent of the batching and
+    of the number of ranks — unlike a mean of per-batch losses, which for these objectives is not."""
+
+    full_state_update = False
+
+    def __init__(self, objective: "Objective") -> None:  # noqa: F821 (objectives import this module's users)
+        super().__init__()
+        self.objective = objective
+        self.add_state("statistics", default=torch.zeros(objective.n_statistics, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("penalty", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, statistics: Float[Tensor, " k"], penalty: Float[Tensor, ""] | float, count: int) -> None:
+        """`penalty`: λ·‖α‖₁ at this batch (the same for every batch of one evaluation), weighed by `count` prompts."""
+        self.statistics += statistics.detach().to(torch.float64)
+        self.penalty += float(penalty) * count
+        self.count += count
+
+    def compute(self) -> Tensor:
+        return (self.objective.from_statistics(self.statistics) + self.penalty / self.count).float()

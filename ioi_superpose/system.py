@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
-from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics import MetricCollection
 
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.errors import ConfigError, NonFiniteLossError
 from ioi_superpose.interventions import FAMILIES, LearnedFamily, batch_roles, build_combination
-from ioi_superpose.metrics import IOAccuracy, MeanLogitDiff, NormalisedRecovery
+from ioi_superpose.metrics import IOAccuracy, MeanLogitDiff, NormalisedRecovery, ObjectiveLoss
 from ioi_superpose.models import HookedTransformer, describe_model, load_frozen_model
-from ioi_superpose.objectives import OBJECTIVES, ObjectiveName
+from ioi_superpose.objectives import OBJECTIVES, Objective, ObjectiveName, across_ranks
 from ioi_superpose.pruning import PruneResult, minimal_set
 from ioi_superpose.runs import (
     BaseRun,
@@ -38,8 +38,9 @@ def metric_prefix(stage: str, set_name: str) -> str:
     return f"{stage}/" if set_name == IN_DISTRIBUTION else f"{stage}/{set_name}/"
 
 
-def contrast_metrics(prefix: str) -> MetricCollection:
-    """What every evaluation set reports. Sum states: exact across batches and ranks."""
+def contrast_metrics(prefix: str, objective: Objective) -> MetricCollection:
+    """What every evaluation set reports. Sum states: exact across batches and ranks (`loss` is the
+    objective of the whole set, as one batch, plus the L1 term)."""
     return MetricCollection(
         {
             "recovery": NormalisedRecovery(),
@@ -48,35 +49,53 @@ def contrast_metrics(prefix: str) -> MetricCollection:
             "corrupted_logit_diff": MeanLogitDiff(),
             "accuracy": IOAccuracy(),
             "clean_accuracy": IOAccuracy(),
-            "loss": MeanMetric(),
+            "loss": ObjectiveLoss(objective),
         },
         prefix=prefix,
         compute_groups=False,  # each metric is fed its own inputs
     )
 
 
+CacheDType = Literal["float32", "bfloat16", "float16"]
+CacheDevice = Literal["same", "cpu"]
+
+
 class ReferenceCache:
-    """Per-prompt reference rows of the training set, keyed by `ContrastBatch.index`, on the module's device.
+    """Per-prompt reference rows of the training set, keyed by `ContrastBatch.index`.
 
     Caching the source activations turns a training step into one patched forward and backward;
-    without it (`keep_activations=False`) only the small per-prompt answer logits are kept. Cleared at
-    the start of every fit: the keys are row numbers, which another dataset reuses.
+    without it (`keep_activations=False`) only the small per-prompt answer logits are kept. The head
+    outputs z (n_layers × (END+1) × n_heads × d_head per prompt) are stored as `dtype` on `device`
+    (None: the module's device), and only while their total stays within `max_bytes`: a batch with a
+    row left out is recomputed. Cleared at the start of every fit: the keys are row numbers, which
+    another dataset reuses.
     """
 
-    def __init__(self, keep_activations: bool) -> None:
+    def __init__(self, keep_activations: bool, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None, max_bytes: float | None = None) -> None:
         self.keep_activations = keep_activations
+        self.dtype, self.device, self.max_bytes = dtype, device, max_bytes
         self.rows: dict[int, tuple[Tensor | None, Tensor, Tensor, Tensor | None]] = {}
+        self.z_bytes = 0
+        """Bytes of the cached z rows."""
+        self.rows_over_cap = 0
+        """Rows whose z did not fit under `max_bytes` (recomputed whenever their batch comes)."""
 
     def clear(self) -> None:
         self.rows.clear()
+        self.z_bytes = self.rows_over_cap = 0
 
     def get(self, batch: ContrastBatch, direction: Direction) -> Reference | None:
         keys = batch.index.tolist()
-        if not self.keep_activations or any(key not in self.rows for key in keys):
+        if not self.keep_activations or any(key not in self.rows or self.rows[key][0] is None for key in keys):
             return None
         rows = [self.rows[key] for key in keys]
         length = batch.clean_tokens.shape[1]
-        source_z = torch.stack([F.pad(row[0], (0, 0, 0, 0, 0, length - row[0].shape[1])) for row in rows], dim=1)
+        device, dtype = rows[0][1].device, rows[0][1].dtype  # the answer logits stay as the model made them
+        source_z = torch.stack(
+            [F.pad(row[0].to(device=device, dtype=dtype), (0, 0, 0, 0, 0, length - row[0].shape[1])) for row in rows],
+            dim=1,
+        )
         log_probs = None if rows[0][3] is None else torch.stack([row[3] for row in rows])
         return Reference(
             direction, source_z, torch.stack([r[1] for r in rows]), torch.stack([r[2] for r in rows]), log_probs
@@ -84,10 +103,32 @@ class ReferenceCache:
 
     def put(self, batch: ContrastBatch, reference: Reference) -> None:
         for row, (key, end) in enumerate(zip(batch.index.tolist(), batch.end_pos.tolist())):
-            # Positions after END never influence the END logits (causal attention): not stored.
-            z = reference.source_z[:, row, : end + 1].clone() if self.keep_activations else None
+            if key in self.rows and (self.rows[key][0] is not None or not self.keep_activations):
+                continue
+            was_over_cap = key in self.rows  # seen before without its z: counted once
+            z = None
+            if self.keep_activations:
+                # Positions after END never influence the END logits (causal attention): not stored.
+                source = reference.source_z[:, row, : end + 1]
+                size = source.numel() * torch.empty((), dtype=self.dtype).element_size()
+                if self.max_bytes is None or self.z_bytes + size <= self.max_bytes:
+                    z = source.to(device=self.device or source.device, dtype=self.dtype, copy=True)
+                    self.z_bytes += size
+                    self.rows_over_cap -= was_over_cap
+                elif not was_over_cap:
+                    self.rows_over_cap += 1
             log_probs = None if reference.source_log_probs is None else reference.source_log_probs[row]
             self.rows[key] = (z, reference.source_answer_logits[row], reference.base_answer_logits[row], log_probs)
+
+    def describe(self) -> str:
+        """The cache's size, in words, with the options that set it."""
+        line = (f"Reference cache: {self.z_bytes / 2**20:.1f} MB of source activations for "
+                f"{len(self.rows) - self.rows_over_cap} training prompts (--model.cache_dtype "
+                f"{str(self.dtype).removeprefix('torch.')}, --model.cache_device {self.device or 'same'}).")  # fmt: skip
+        if self.rows_over_cap:
+            line += (f" --model.cache_max_mb {self.max_bytes / 2**20:g} reached: {self.rows_over_cap} prompts are "
+                     "not cached, and their batches are recomputed at every step.")  # fmt: skip
+        return line
 
 
 class HeadSuperposition(L.LightningModule):
@@ -110,6 +151,9 @@ class HeadSuperposition(L.LightningModule):
         init: float = 1.0,
         l0_threshold: float = 0.05,
         cache_source_activations: bool = True,
+        cache_dtype: CacheDType = "float32",
+        cache_device: CacheDevice = "same",
+        cache_max_mb: float | None = None,
         test_sets: Sequence[str] = (IN_DISTRIBUTION,),
         combination: str = "scalar",
         temperature: float = 2 / 3,
@@ -137,7 +181,16 @@ class HeadSuperposition(L.LightningModule):
             l0_threshold: a head counts towards L0 when |α| exceeds this.
             cache_source_activations: keep each training prompt's source head outputs after first use
                 (the model is frozen, so they never change): one forward+backward per step instead of
-                two forwards and a backward, at the cost of memory for n_layers×pos×d_model per prompt.
+                two forwards and a backward, at the cost of memory for n_layers×pos×d_model per prompt
+                (590 KB for GPT-2 small at 16 tokens in float32). The run prints the cache's size once
+                the first epoch has filled it.
+            cache_dtype: dtype the cached activations are stored in (`bfloat16` / `float16` halve the
+                memory; rows are cast back to the model's dtype when used, so training is close to, not
+                exactly, float32's).
+            cache_device: `same`: the cache lives where the model does; `cpu`: in host memory (rows are
+                copied to the model's device at each step).
+            cache_max_mb: at most this many MB of cached activations (None: no cap). Rows beyond it are
+                not cached: their batches are recomputed, with the same result, and the run says so once.
             test_sets: names of the test dataloaders, in order (the CLI links them from the datamodule).
             combination: the family of the learned combination (`ioi_superpose.interventions`):
                 `scalar` α[layer, head] at all positions (L1); `per_position` α[layer, head, role] with roles
@@ -173,6 +226,13 @@ class HeadSuperposition(L.LightningModule):
             raise ConfigError(f"--model.prune_prompts must be >= 1, got {prune_prompts}.")
         if objective not in OBJECTIVES:
             raise ConfigError(f"--model.objective must be one of {sorted(OBJECTIVES)}, got {objective!r}.")
+        cache_dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        if cache_dtype not in cache_dtypes:
+            raise ConfigError(f"--model.cache_dtype must be one of {sorted(cache_dtypes)}, got {cache_dtype!r}.")
+        if cache_device not in ("same", "cpu"):
+            raise ConfigError(f"--model.cache_device must be 'same' or 'cpu', got {cache_device!r}.")
+        if cache_max_mb is not None and cache_max_mb < 0:
+            raise ConfigError(f"--model.cache_max_mb must be >= 0 (or null: no cap), got {cache_max_mb}.")
         self.save_hyperparameters(ignore=["preloaded_model"])
         model = preloaded_model if preloaded_model is not None else load_frozen_model(model_name)
         # Deliberately not a submodule: the frozen weights are never saved in our checkpoints (they
@@ -185,9 +245,17 @@ class HeadSuperposition(L.LightningModule):
         self.prune_result: PruneResult | None = None
         """The minimal-set step's result after fit (when `prune_target` is set)."""
         self.objective = OBJECTIVES[objective]()
-        self.reference_cache = ReferenceCache(keep_activations=cache_source_activations)
-        self.val_metrics = contrast_metrics(metric_prefix("val", IN_DISTRIBUTION))
-        self.test_metrics = nn.ModuleDict({name: contrast_metrics(metric_prefix("test", name)) for name in test_sets})
+        self.reference_cache = ReferenceCache(
+            keep_activations=cache_source_activations,
+            dtype=cache_dtypes[cache_dtype],
+            device=None if cache_device == "same" else cache_device,
+            max_bytes=None if cache_max_mb is None else cache_max_mb * 2**20,
+        )
+        self._cache_described = False
+        self.val_metrics = contrast_metrics(metric_prefix("val", IN_DISTRIBUTION), self.objective)
+        self.test_metrics = nn.ModuleDict(
+            {name: contrast_metrics(metric_prefix("test", name), self.objective) for name in test_sets}
+        )
 
     # ----------------------------------------------------------------------------------------------
     # the frozen model
@@ -214,6 +282,14 @@ class HeadSuperposition(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self.reference_cache.clear()
+        self._cache_described = False
+
+    def on_train_epoch_end(self) -> None:
+        # Every training prompt has been seen once: the cache is as full as it gets. Said once per fit.
+        if self.reference_cache.keep_activations and not self._cache_described:
+            self._cache_described = True
+            if self.trainer.is_global_zero:
+                print(self.reference_cache.describe() + (" (this process's share)" if self.trainer.world_size > 1 else ""))
 
     def on_fit_end(self) -> None:
         """The minimal-set step (`prune_target`), on the first `prune_prompts` training prompts."""
@@ -279,13 +355,20 @@ class HeadSuperposition(L.LightningModule):
         with self.combination.using_roles(batch_roles(batch)):
             return patched_end_logits(base, reference.source_z, self.combination, batch.end_pos, vocab_index)[0]
 
-    def loss_terms(self, batch: ContrastBatch, reference: Reference) -> dict[str, Tensor]:
-        """The named parts of the loss on `batch`, and the patched answer logits (the whole of a step's model work)."""
+    def loss_terms(self, batch: ContrastBatch, reference: Reference, global_batch: bool = False) -> dict[str, Tensor]:
+        """The named parts of the loss on `batch`, and the patched answer logits (the whole of a step's model work).
+
+        `global_batch`: the objective is that of the union of every DDP rank's `batch` (its statistics
+        summed across ranks; see `objectives.across_ranks` for why the gradients then come out right), so
+        N processes at batch B/N train as one at batch B. Training steps only: every rank must call it.
+        """
         end_logits = self.patched_end_logits(batch, reference)
         answer_logits = end_logits.gather(-1, batch.answer_tokens) if self.objective.full_vocab else end_logits
-        objective = self.objective(end_logits, answer_logits, reference)
+        statistics = self.objective.statistics(end_logits, answer_logits, reference)
+        objective = self.objective.from_statistics(across_ranks(statistics) if global_batch else statistics)
         l1 = self.combination.penalty()
-        return {"loss": objective + self.l1_weight() * l1, "objective": objective, "l1": l1, "answer_logits": answer_logits}
+        return {"loss": objective + self.l1_weight() * l1, "objective": objective, "l1": l1,
+                "answer_logits": answer_logits, "statistics": statistics}  # fmt: skip
 
     @torch.no_grad()
     def recovery_of(self, batch: ContrastBatch, alpha: Float[Tensor, "*variants layer head"]) -> Float[Tensor, "*variants"]:
@@ -302,7 +385,7 @@ class HeadSuperposition(L.LightningModule):
 
     def training_step(self, batch: ContrastBatch, batch_idx: int) -> Tensor:
         reference = self.reference(batch, cached_rows=True)
-        terms = self.loss_terms(batch, reference)
+        terms = self.loss_terms(batch, reference, global_batch=True)
         if not torch.isfinite(terms["loss"]):
             raise NonFiniteLossError(
                 f"The loss is {terms['loss'].item()} at training step {self.global_step} (objective "
@@ -343,7 +426,7 @@ class HeadSuperposition(L.LightningModule):
         metrics["corrupted_logit_diff"].update(corrupted)
         metrics["accuracy"].update(patched)
         metrics["clean_accuracy"].update(clean)
-        metrics["loss"].update(terms["loss"].detach(), weight=len(batch))
+        metrics["loss"].update(terms["statistics"], self.l1_weight() * terms["l1"].detach(), len(batch))
         # Logged as metric objects: reduced (summed states) once per epoch, so DDP ranks with unequal
         # numbers of batches neither hang nor double-count.
         self.log_dict(metrics, batch_size=len(batch), add_dataloader_idx=False)

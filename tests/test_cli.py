@@ -80,8 +80,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_gp
 
     original = HeadSuperposition.loss_terms
 
-    def poisoned(self, batch, reference):
-        terms = original(self, batch, reference)
+    def poisoned(self, batch, reference, **options):
+        terms = original(self, batch, reference, **options)
         if self.training and self.global_step >= 3:
             terms["loss"] = terms["loss"] * float("nan")
         return terms
@@ -154,28 +154,80 @@ def test_an_uncreatable_run_directory_is_a_clear_error(tiny_gpt2_dir, tmp_path, 
     assert "/proc/x cannot be created" in error and "--trainer.logger.init_args.save_dir" in error
 
 
-def test_ddp_with_every_main_job_callback_finishes_with_exact_evaluation_sums(tmp_path):
-    """Two CPU processes with every callback of experiments/toy_ioi.yaml on (this hung at fit end), and an
-    odd number of validation prompts, which the sampler must not pad: the α-independent clean and
-    corrupted logit differences must equal those of one process over the same prompts."""
+def subprocess_fit(args, cwd):
+    """`python -m ioi_superpose.train fit ARGS` in `cwd`, one torch thread, the repository importable."""
     import os
     import subprocess
     import sys
 
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cwd.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([sys.executable, "-m", "ioi_superpose.train", "fit", *args], cwd=cwd, env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(process, timeout=300):
+    output, _ = process.communicate(timeout=timeout)
+    return process.returncode, output
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_alpha(tmp_path):
+    """SIGKILL (tests/helpers/kill.py, a test hook) right after the mid-epoch checkpoint of step 7 (5 steps
+    per epoch: epoch 1, batch 2), then `--ckpt_path last.ckpt`: α, Adam's state and the step equal an
+    uninterrupted run's. The loader's position is in the checkpoint; the λ warm-up reads the restored step."""
+    args = ["--model.model_name", TOY_IOI, "--data.n_train", "80", "--data.n_val", "16", "--data.n_test", "8",
+            "--data.batch_size", "16", "--data.off_distribution", "[]", "--trainer.max_epochs", "3",
+            "--model.l1_warmup_steps", "10", "--checkpoint.every_n_train_steps", "7", *QUIET]  # fmt: skip
+    uninterrupted = subprocess_fit(args, tmp_path / "uninterrupted")
+    killed = subprocess_fit([*args, "--trainer.callbacks+=tests.helpers.kill.KillAtStep", "--trainer.callbacks.step", "7"],
+                            tmp_path / "resumed")  # fmt: skip
+    returncode, output = finish(killed)
+    assert returncode == -9, output[-3000:]
+    last = tmp_path / "resumed" / "runs" / "ioi_superpose" / "version_0" / "checkpoints" / "last.ckpt"
+    saved = torch.load(last, weights_only=False)
+    assert saved["global_step"] == 7
+    assert saved["loops"]["fit_loop"]["state_dict"]["combined_loader"][0]["batches_yielded"] == 2  # mid-epoch
+    returncode, output = finish(subprocess_fit([*args, "--ckpt_path", str(last)], tmp_path / "resumed"))
+    assert returncode == 0, output[-3000:]
+    assert "not resumable" not in output
+    returncode, output = finish(uninterrupted)
+    assert returncode == 0, output[-3000:]
+
+    def run_dir(directory, version):
+        return directory / "runs" / "ioi_superpose" / version
+
+    expected_dir, resumed_dir = run_dir(tmp_path / "uninterrupted", "version_0"), run_dir(tmp_path / "resumed", "version_1")
+    expected_alpha = torch.load(expected_dir / "coefficients.pt")["coefficients"]  # after all 15 steps
+    assert not torch.equal(expected_alpha, torch.ones_like(expected_alpha))
+    torch.testing.assert_close(torch.load(resumed_dir / "coefficients.pt")["coefficients"], expected_alpha, atol=1e-6, rtol=0)
+    # The last step-checkpoint (step 14: every 7 steps): Adam's moments too.
+    expected = torch.load(expected_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    resumed = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert resumed["global_step"] == expected["global_step"] == 14
+    for key in ("step", "exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(resumed["optimizer_states"][0]["state"][0][key],
+                                   expected["optimizer_states"][0]["state"][0][key], atol=1e-6, rtol=0)  # fmt: skip
+
+
+def test_ddp_with_every_main_job_callback_equals_one_process_with_exact_evaluation_sums(tmp_path):
+    """Two CPU processes (gloo) at batch 16 with every callback of experiments/toy_ioi.yaml on (this hung at
+    fit end) train exactly as one process at batch 32: the objectives are not means over prompts, so the
+    training loss is the global batch's (statistics summed across ranks). An odd number of validation
+    prompts, which the sampler must not pad: the α-independent clean and corrupted logit differences must
+    equal those of one process over the same prompts, and every evaluation sum the one process's."""
     from ioi_superpose.data.datamodule import IOIDataModule
     from ioi_superpose.models import load_frozen_model
     from ioi_superpose.runs import end_logits, logit_diff
 
-    command = [
-        sys.executable, "-m", "ioi_superpose.train", "fit", "--config", str(REPO / "experiments" / "toy_ioi.yaml"),
-        "--model.model_name", TOY_IOI, "--data.n_train", "64", "--data.n_val", "33", "--data.n_test", "16",
-        "--data.batch_size", "16", "--trainer.max_epochs", "1", *QUIET,
-        "--trainer.accelerator", "cpu", "--trainer.devices", "2", "--trainer.strategy", "ddp",
-    ]  # fmt: skip
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    finished = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
-    assert finished.returncode == 0, finished.stderr[-3000:]
-    summaries = list((tmp_path / "runs").rglob("summary.json"))
+    args = ["--config", str(REPO / "experiments" / "toy_ioi.yaml"), "--model.model_name", TOY_IOI,
+            "--data.n_train", "64", "--data.n_val", "33", "--data.n_test", "16", "--trainer.max_epochs", "2",
+            "--model.l1", "0.02", *QUIET, "--trainer.accelerator", "cpu"]  # fmt: skip
+    ddp = subprocess_fit([*args, "--data.batch_size", "16", "--trainer.devices", "2", "--trainer.strategy", "ddp"],
+                         tmp_path / "ddp")  # fmt: skip
+    returncode, output = finish(ddp)
+    assert returncode == 0, output[-3000:]
+    one = subprocess_fit([*args, "--data.batch_size", "32", "--trainer.devices", "1"], tmp_path / "one")
+    summaries = list((tmp_path / "ddp" / "runs").rglob("summary.json"))
     assert len(summaries) == 1
     summary = json.loads(summaries[0].read_text())
     assert str(summary["config"]["trainer"]["devices"]) == "2"
@@ -189,3 +241,16 @@ def test_ddp_with_every_main_job_callback_finishes_with_exact_evaluation_sums(tm
     for key, tokens in (("clean_logit_diff", val.clean_tokens), ("corrupted_logit_diff", val.corrupted_tokens)):
         expected = float(logit_diff(end_logits(model, tokens, val.end_pos, val.answer_tokens)).mean())
         assert summary[key] == pytest.approx(expected, abs=1e-4)
+
+    returncode, output = finish(one)
+    assert returncode == 0, output[-3000:]
+    (one_summary,) = (tmp_path / "one" / "runs").rglob("summary.json")
+    single = json.loads(one_summary.read_text())
+    alpha = torch.load(summaries[0].parent / "coefficients.pt")["coefficients"]
+    single_alpha = torch.load(one_summary.parent / "coefficients.pt")["coefficients"]
+    assert not torch.equal(single_alpha, torch.ones_like(single_alpha))
+    torch.testing.assert_close(alpha, single_alpha, atol=1e-5, rtol=0)
+    assert summary["recovery"]["val"] == pytest.approx(single["recovery"]["val"], abs=1e-5)
+    assert summary["val"]["loss"] == pytest.approx(single["val"]["loss"], abs=1e-5)  # the whole set's loss
+    for name, value in single["recovery"]["test"].items():
+        assert summary["recovery"]["test"][name] == pytest.approx(value, abs=1e-5)

@@ -278,3 +278,68 @@ def test_loading_a_checkpoint_made_for_another_model_is_refused_naming_both():
     system_for(random_model(n_heads=4)).on_save_checkpoint(checkpoint)
     with pytest.raises(ConfigError, match=r"'n_heads': 4.*'n_heads': 2"):
         system_for(random_model(n_heads=2)).on_load_checkpoint(checkpoint)
+
+
+def test_a_bfloat16_cache_halves_its_memory_and_trains_close_to_float32():
+    model = random_model()
+    prompts = ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab, batch=8, length=7))
+    batches = [prompts[:4], prompts[4:]]
+    full, half = system_for(model, l1=0.05), system_for(model, l1=0.05, cache_dtype="bfloat16", cache_device="cpu")
+    expected, trained = train_manually(full, batches, steps=6), train_manually(half, batches, steps=6)
+    row = half.reference_cache.rows[0][0]
+    assert row.dtype == torch.bfloat16 and row.device.type == "cpu"
+    assert half.reference_cache.z_bytes * 2 == full.reference_cache.z_bytes == 8 * 2 * 7 * 4 * 8 * 4
+    assert not torch.equal(expected, torch.ones_like(expected))
+    assert torch.allclose(trained, expected, atol=2e-2)
+
+
+def test_a_cache_cap_recomputes_the_rows_beyond_it_and_trains_exactly_like_no_cache():
+    model = random_model()
+    prompts = ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab, batch=8, length=7))
+    batches = [prompts[:4], prompts[4:]]
+    row_mb = 2 * 7 * 4 * 8 * 4 / 2**20  # layers × positions × heads × d_head × 4 bytes
+    capped = system_for(model, l1=0.05, cache_max_mb=4.5 * row_mb)  # the first batch's 4 rows fit, no more
+    uncached = system_for(model, l1=0.05, cache_source_activations=False)
+    alpha = train_manually(capped, batches, steps=6)
+    assert torch.allclose(alpha, train_manually(uncached, batches, steps=6), atol=1e-6)
+    cache = capped.reference_cache
+    assert cache.rows_over_cap == 4 and cache.z_bytes == 4 * row_mb * 2**20
+    assert capped.reference(batches[1], cached_rows=True) is not None  # recomputed, not served
+    assert cache.get(batches[1], "denoising") is None and cache.get(batches[0], "denoising") is not None
+    assert "--model.cache_max_mb" in cache.describe() and "4 prompts are not cached" in cache.describe()
+
+
+def test_a_fit_prints_the_cache_size_once_with_its_options(capsys):
+    model = random_model()
+    system = system_for(model, cache_max_mb=0.0)
+    fit_once(system, ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab, batch=4, seed=0)), steps=3)
+    output = capsys.readouterr().out
+    assert output.count("Reference cache: 0.0 MB") == 1
+    assert "--model.cache_dtype float32, --model.cache_device same" in output
+    assert "--model.cache_max_mb 0 reached: 4 prompts are not cached" in output
+
+
+@pytest.mark.parametrize(
+    "setting, flag",
+    [({"cache_dtype": "int8"}, "--model.cache_dtype"), ({"cache_device": "gpu"}, "--model.cache_device"),
+     ({"cache_max_mb": -1.0}, "--model.cache_max_mb")],
+)
+def test_bad_cache_options_name_the_flag(setting, flag):
+    with pytest.raises(ConfigError, match=flag):
+        system_for(random_model(), **setting)
+
+
+@pytest.mark.parametrize("objective", ["logit_diff", "maximize", "kl"])
+def test_summed_statistics_of_two_halves_give_the_whole_batchs_objective(objective):
+    """What DDP's all-reduce relies on: the statistics of two ranks' halves add up to the whole batch's."""
+    model = random_model()
+    system = system_for(model, objective=objective)
+    system.combination.coefficients.data = torch.rand(system.combination.coefficients.shape,
+                                                      generator=torch.Generator().manual_seed(0))  # not α = 1: effect 1 on any batch
+    prompts = ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab, batch=8, length=7))
+    terms = [system.loss_terms(half, system.reference(half)) for half in (prompts[:3], prompts[3:])]
+    whole = system.loss_terms(prompts, system.reference(prompts))["objective"]
+    summed = system.objective.from_statistics(terms[0]["statistics"] + terms[1]["statistics"])
+    assert float(summed) == pytest.approx(float(whole), abs=1e-5)
+    mean_of_halves = (terms[0]["objective"] + terms[1]["objective"]) / 2
+    assert objective == "kl" or abs(float(mean_of_halves) - float(whole)) > 1e-4  # what DDP averaged before

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import random
+import warnings
 import zlib
-from typing import Literal, Sequence, get_args
+from typing import Any, Iterator, Literal, Sequence, get_args
 
 import lightning as L
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -42,6 +43,82 @@ def split_names(names: Sequence[str], held_out_fraction: float, seed: int) -> tu
     random.Random(seed).shuffle(shuffled)
     n_held_out = round(len(shuffled) * held_out_fraction)
     return shuffled[:n_held_out], shuffled[n_held_out:]
+
+
+class ResumableSampler(DistributedSampler):
+    """`DistributedSampler` (order = f(seed, epoch), rank r takes perm[r::N]) that can start part-way
+    through its epoch: `start` indices of this rank's share are skipped, once, by the next iteration."""
+
+    def __init__(self, dataset: PromptDataset, num_replicas: int, rank: int, seed: int) -> None:
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.start = 0
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        start, self.start = self.start, 0
+        return iter(indices[start:])
+
+    def __len__(self) -> int:
+        return self.num_samples  # the full epoch: Lightning counts batches per epoch from it
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, stateful so Lightning resumes a run mid-epoch exactly where it stopped.
+
+    Lightning saves `state_dict()` in every checkpoint (the fit loop's `combined_loader` entry) and hands
+    it back through `load_state_dict` before iterating a resumed epoch: the batches this epoch had
+    already yielded are skipped (by index, without collating them), so the resumed run sees the batches
+    the uninterrupted one would have. Written here rather than using torchdata's `StatefulDataLoader`:
+    that adds a dependency, re-implements torch's DataLoader internals (pinned to other torch versions
+    than ours), and our in-memory prompts need only a batch count.
+    """
+
+    def __init__(self, dataset: PromptDataset, sampler: ResumableSampler, **kwargs: Any) -> None:
+        super().__init__(dataset, sampler=sampler, **kwargs)
+        self.batches_yielded = 0
+        """Batches the current epoch has handed out (the position a checkpoint records)."""
+        self._resume_from: dict[str, int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        return {
+            "epoch": self.sampler.epoch,
+            "batches_yielded": self.batches_yielded,
+            "batch_size": self.batch_size,
+            "num_replicas": self.sampler.num_replicas,
+            "num_samples": self.sampler.num_samples,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        here = {"batch_size": self.batch_size, "num_replicas": self.sampler.num_replicas,
+                "num_samples": self.sampler.num_samples}  # fmt: skip
+        saved = {key: state_dict.get(key) for key in here}
+        if saved != here:
+            raise ConfigError(
+                f"--ckpt_path: the checkpoint stopped mid-epoch with batch size {saved['batch_size']}, "
+                f"{saved['num_replicas']} process(es) and {saved['num_samples']} training prompts per process; "
+                f"this run has {here['batch_size']}, {here['num_replicas']} and {here['num_samples']}. Resume with "
+                "the checkpoint's --data.batch_size, --data.n_train and --trainer.devices, or start a new run."
+            )
+        self._resume_from = dict(state_dict)
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._batches()
+
+    def _batches(self) -> Iterator[Any]:
+        # A generator: its body runs at the first `next`, after Lightning's `set_epoch` for this epoch.
+        skip = 0
+        if self._resume_from is not None:
+            resume, self._resume_from = self._resume_from, None
+            if resume["epoch"] != self.sampler.epoch:
+                raise RuntimeError(
+                    f"resuming epoch {self.sampler.epoch} with the loader state of epoch {resume['epoch']}"
+                )
+            skip = resume["batches_yielded"]
+        self.sampler.start = skip * self.batch_size
+        self.batches_yielded = skip
+        for batch in super().__iter__():
+            self.batches_yielded += 1
+            yield batch
 
 
 def set_seed(seed: int, set_name: str) -> int:
@@ -179,13 +256,23 @@ class IOIDataModule(L.LightningDataModule):
             num_workers=self.hparams.num_workers,
         )
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> ResumableLoader:
         # The shuffle is a function of (seed, epoch) — Lightning calls `set_epoch` — not of the global RNG,
-        # so a resumed run sees the order the uninterrupted one saw.
+        # and the loader records how far into the epoch it is: a run resumed from any step, mid-epoch
+        # included, sees the batches the uninterrupted one saw. With N processes, rank r takes perm[r::N],
+        # so the ranks' batch t together are the one-process batch t (batch size B·N) when N divides n_train.
         replicas, rank = self._replicas()
         dataset = PromptDataset(self.splits["train"])
-        sampler = DistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=True, seed=self.hparams.seed)
-        return self._loader("train", sampler)
+        if len(dataset) % replicas and rank == 0:
+            warnings.warn(
+                f"--data.n_train {len(dataset)} is not divisible by the {replicas} processes: the sampler repeats "
+                f"{replicas - len(dataset) % replicas} prompts each epoch, so training differs from one process's.",
+                stacklevel=2,
+            )
+        sampler = ResumableSampler(dataset, num_replicas=replicas, rank=rank, seed=self.hparams.seed)
+        return ResumableLoader(
+            dataset, sampler, batch_size=self.hparams.batch_size, collate_fn=collate, num_workers=self.hparams.num_workers
+        )
 
     def _evaluation_loader(self, split: str) -> DataLoader:
         # Each prompt on exactly one rank, none repeated (DistributedSampler pads by repeating prompts,
