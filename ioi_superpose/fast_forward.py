@@ -16,8 +16,8 @@ Runners (the `runner` option of `runs.patched_end_logits` and `runs.reference_ru
 
 Supported, and tested against TransformerLens to 1e-4 (`tests/test_fast_forward.py`): causal
 GPT-2-style blocks (`TransformerBlock`, `Attention`, `MLP`), LayerNorm (`LN`), folded LayerNorm
-(`LNPre`) or none, standard or shortformer positional embeddings, attention-only or MLP with `gelu` /
-`gelu_new`, with or without a padding attention mask. Anything else (rotary, grouped-query attention,
+(`LNPre`) or none, standard or shortformer positional embeddings, attention-only or MLP with `gelu`,
+`gelu_new` or `relu`, with or without a padding attention mask. Anything else (rotary, grouped-query attention,
 gated MLPs, parallel attention/MLP, soft caps, local attention, …) and any model with hooks attached
 (they would not fire) falls back.
 """
@@ -49,6 +49,7 @@ class FastRunnerWarning(UserWarning):
 _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "gelu": F.gelu,
     "gelu_new": lambda x: F.gelu(x, approximate="tanh"),  # TransformerLens's formula, fused
+    "relu": F.relu,
 }
 # Config fields that change the forward of the supported classes, and the values we implement.
 _REQUIRED_CONFIG: dict[str, tuple[object, ...]] = {

@@ -218,13 +218,40 @@ class BaseRun:
         hooks: Sequence[Hook],
         end_positions: Int[Tensor, " batch"],
         vocab_index: Int[Tensor, "batch k"] | None = None,
+        runner: Runner = "auto",
     ) -> Float[Tensor, "variants batch k"]:
-        """Finish a folded forward from layer `start`; logits at END (the `vocab_index` tokens, or all)."""
+        """Finish a folded forward from layer `start`; logits at END (the `vocab_index` tokens, or all).
+
+        When every hook is on `hook_z`, `runner` ("auto" by default, see `fast_forward`) may run them on
+        the fast runner, which calls each hook function where TransformerLens would; other hooks always
+        run in TransformerLens.
+        """
         variants = resid.shape[0] // self.batch
+        ends, index = fold(end_positions, variants), fold(vocab_index, variants)
+        if all(name.endswith(".attn.hook_z") for name, _ in hooks) and (
+            fast_forward.resolve_runner(self.model, runner) == "fast"
+        ):
+            final = fast_forward.end_residual(
+                self.model, resid, start, ends, self._z_function(hooks),
+                fold(self.shortformer_pos_embed, variants), fold(self.attention_mask, variants),
+            )  # fmt: skip
+            return unembed_residual(self.model, final, index).view(variants, self.batch, -1)
         final = self.run(resid, start, hooks)
-        index = None if vocab_index is None else fold(vocab_index, variants)
-        logits = unembed_at_end(self.model, final, fold(end_positions, variants), index)
-        return logits.view(variants, self.batch, -1)
+        return unembed_at_end(self.model, final, ends, index).view(variants, self.batch, -1)
+
+    def _z_function(self, hooks: Sequence[Hook]) -> fast_forward.ZFunction:
+        """The hook_z hooks as the fast runner's (layer, z) -> z, in order, with their HookPoints."""
+        by_layer: dict[int, list[Hook]] = {}
+        for name, fn in hooks:
+            by_layer.setdefault(layer_of(name), []).append((name, fn))
+
+        def z_fn(layer: int, z: Tensor) -> Tensor:
+            for name, fn in by_layer.get(layer, ()):
+                out = fn(z, self.model.hook_dict[name])
+                z = z if out is None else out
+            return z
+
+        return z_fn
 
 
 def _record(run: BaseRun, names: Sequence[str]) -> dict[str, Tensor]:
@@ -319,47 +346,20 @@ def patched_end_logits(
     source_z = source_z[:, :, : base.pos]
     has_prefixes = n_layers == 1 or hook_name("resid_pre", 1) in base.acts
     per_chunk = variants_per_chunk(max_rows, base.batch)
-    fast = fast_forward.resolve_runner(base.model, runner) == "fast"
     outputs = []
     for rows in chunks(combination.n_variants, per_chunk):
         part = combination.select(rows)
         start = min(part.first_layer(), n_layers - 1) if has_prefixes else 0
-        if fast:
-            outputs.append(_fast_patched(base, source_z, part, len(rows), start, end_positions, vocab_index))
-            continue
 
         def mix(z: Tensor, hook: HookPoint, part: "Combination" = part) -> Tensor:
             layer = layer_of(hook.name)
-            folded = z.view(len(rows), base.batch, *z.shape[1:])  # [variant, batch, pos, head, d_head]
-            return part(layer, folded, source_z[layer]).view(z.shape)
+            folded = z.reshape(len(rows), base.batch, *z.shape[1:])  # [variant, batch, pos, head, d_head]
+            return part(layer, folded, source_z[layer]).reshape(z.shape)
 
         hooks = [(hook_name("z", layer), mix) for layer in range(start, n_layers)]
         resid = fold(base.resid_pre(start), len(rows))
-        outputs.append(base.end_logits(resid, start, hooks, end_positions, vocab_index))
+        outputs.append(base.end_logits(resid, start, hooks, end_positions, vocab_index, runner))
     return torch.cat(outputs)
-
-
-def _fast_patched(
-    base: BaseRun,
-    source_z: Float[Tensor, "layer batch pos head d_head"],
-    part: "Combination",
-    variants: int,
-    start: int,
-    end_positions: Int[Tensor, " batch"],
-    vocab_index: Int[Tensor, "batch k"] | None,
-) -> Float[Tensor, "variants batch k"]:
-    """One chunk of `patched_end_logits` on the fast runner: the combination runs where hook_z would."""
-
-    def mix(layer: int, z: Tensor) -> Tensor:
-        folded = z.reshape(variants, base.batch, *z.shape[1:])  # [variant, batch, pos, head, d_head]
-        return part(layer, folded, source_z[layer]).reshape(z.shape)
-
-    final = fast_forward.end_residual(
-        base.model, fold(base.resid_pre(start), variants), start, fold(end_positions, variants), mix,
-        fold(base.shortformer_pos_embed, variants), fold(base.attention_mask, variants),
-    )  # fmt: skip
-    logits = unembed_residual(base.model, final, fold(vocab_index, variants))
-    return logits.view(variants, base.batch, -1)
 
 
 # --------------------------------------------------------------------------------------------------

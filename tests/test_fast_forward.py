@@ -22,6 +22,7 @@ ARCHITECTURES = {
     "attn_only": dict(normalization_type="LN", attn_only=True),
     "attn_only_no_norm": dict(normalization_type=None, attn_only=True),
     "shortformer": dict(normalization_type="LN", act_fn="gelu_new", positional_embedding_type="shortformer"),
+    "shortformer_relu_no_norm": dict(normalization_type=None, act_fn="relu", positional_embedding_type="shortformer"),
     "shortformer_attn_only_lnpre": dict(normalization_type="LNPre", attn_only=True, positional_embedding_type="shortformer"),
 }
 
@@ -130,7 +131,7 @@ def test_gradients_wrt_alpha_equal_transformer_lens(name, padding):
 
 def test_unsupported_models_fall_back_loudly():
     model = tiny("ln_gelu_new")
-    model.cfg.act_fn = "relu"  # an architecture the runner was not tested on
+    model.cfg.act_fn = "silu"  # an architecture the runner was not tested on
     assert "act_fn" in unsupported(model)
     with pytest.warns(FastRunnerWarning, match="act_fn"):
         assert resolve_runner(model, "auto") == "hooks"
