@@ -42,7 +42,7 @@ from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.interventions import Combination, mix
 from ioi_superpose.metrics import LogitDiffMetric
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze
-from ioi_superpose.runs import BaseRun, logit_diff, patched_end_logits, reference_runs
+from ioi_superpose.runs import BaseRun, patched_end_logits, reference_runs
 from ioi_superpose.system import HeadSuperposition
 
 

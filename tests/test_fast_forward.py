@@ -157,3 +157,22 @@ def test_attached_hooks_make_auto_use_transformer_lens():
     plain = reference_runs(model, clean, corrupted, end, answers, "denoising")
     assert not torch.allclose(halved.base_answer_logits, plain.base_answer_logits, atol=1e-3)  # the hook fired
     assert resolve_runner(model, "auto") == "fast"
+
+
+def test_head_superposition_trains_on_the_fast_runner(monkeypatch):
+    from ioi_superpose import fast_forward
+    from ioi_superpose.data.batch import ContrastBatch
+    from ioi_superpose.system import HeadSuperposition
+
+    model = tiny("ln_gelu_new")
+    calls = []
+    real = fast_forward.end_residual
+    monkeypatch.setattr(fast_forward, "end_residual", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
+    system = HeadSuperposition(model_name="test", preloaded_model=model, cache_source_activations=False)
+    batch = ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FastRunnerWarning)
+        system.loss_terms(batch, system.reference(batch, cached_rows=True))["loss"].backward()
+    assert len(calls) == 2  # the reference runs (one folded forward) and the patched run
+    assert system.combination.coefficients.grad.abs().sum() > 0
+    assert hooks_attached(model) == 0
