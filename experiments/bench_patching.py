@@ -53,7 +53,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3, help="repeats of ours (TransformerLens runs once)")
     parser.add_argument("--tl-repeats", type=int, default=1)
-    parser.add_argument("--max-batch", type=int, default=patching.DEFAULT_MAX_BATCH)
+    parser.add_argument("--max-batch", type=int, default=patching.DEFAULT_MAX_ROWS)
     args = parser.parse_args()
 
     torch.manual_seed(0)

@@ -142,8 +142,8 @@ def _where_hook(mask: Tensor, source: Tensor) -> Callable[[Tensor, HookPoint], T
     """A hook writing `source` where `mask` [variants, *act] is True, per variant of the folded batch."""
 
     def hook(act: Tensor, hook: HookPoint) -> Tensor:
-        folded = act.view(mask.shape[0], -1, *act.shape[1:])  # [variants, batch, *act]
-        return torch.where(mask[:, None], source[None], folded).view(act.shape)
+        folded = act.reshape(mask.shape[0], -1, *act.shape[1:])  # [variants, batch, *act]
+        return torch.where(mask[:, None], source[None], folded).reshape(act.shape)
 
     return hook
 

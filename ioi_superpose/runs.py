@@ -23,8 +23,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ioi_superpose import fast_forward
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.errors import ConfigError
+from ioi_superpose.fast_forward import Runner
 from ioi_superpose.interventions import Combination, HeadWeights
 from ioi_superpose.models import HookedTransformer, HookPoint
 
@@ -114,7 +116,15 @@ def unembed_at_end(
     Unembedding every position over 50k tokens costs about a third of a GPT-2-small forward; the
     metrics read two logits per prompt.
     """
-    residual = gather_end(final_residual, end_positions)
+    return unembed_residual(model, gather_end(final_residual, end_positions), vocab_index)
+
+
+def unembed_residual(
+    model: HookedTransformer,
+    residual: Float[Tensor, "batch d_model"],
+    vocab_index: Int[Tensor, "batch k"] | None = None,
+) -> Float[Tensor, "batch k"]:
+    """`ln_final` and the unembedding of one residual vector per prompt (the `vocab_index` tokens, or all)."""
     if hasattr(model, "ln_final"):  # models without normalisation have none
         residual = model.ln_final(residual[:, None, :])[:, 0, :]
     if vocab_index is None:
@@ -207,13 +217,40 @@ class BaseRun:
         hooks: Sequence[Hook],
         end_positions: Int[Tensor, " batch"],
         vocab_index: Int[Tensor, "batch k"] | None = None,
+        runner: Runner = "auto",
     ) -> Float[Tensor, "variants batch k"]:
-        """Finish a folded forward from layer `start`; logits at END (the `vocab_index` tokens, or all)."""
+        """Finish a folded forward from layer `start`; logits at END (the `vocab_index` tokens, or all).
+
+        When every hook is on `hook_z`, `runner` ("auto" by default, see `fast_forward`) may run them on
+        the fast runner, which calls each hook function where TransformerLens would; other hooks always
+        run in TransformerLens.
+        """
         variants = resid.shape[0] // self.batch
+        ends, index = fold(end_positions, variants), fold(vocab_index, variants)
+        if all(name.endswith(".attn.hook_z") for name, _ in hooks) and (
+            fast_forward.resolve_runner(self.model, runner) == "fast"
+        ):
+            final = fast_forward.end_residual(
+                self.model, resid, start, ends, self._z_function(hooks),
+                fold(self.shortformer_pos_embed, variants), fold(self.attention_mask, variants),
+            )  # fmt: skip
+            return unembed_residual(self.model, final, index).view(variants, self.batch, -1)
         final = self.run(resid, start, hooks)
-        index = None if vocab_index is None else fold(vocab_index, variants)
-        logits = unembed_at_end(self.model, final, fold(end_positions, variants), index)
-        return logits.view(variants, self.batch, -1)
+        return unembed_at_end(self.model, final, ends, index).view(variants, self.batch, -1)
+
+    def _z_function(self, hooks: Sequence[Hook]) -> fast_forward.ZFunction:
+        """The hook_z hooks as the fast runner's (layer, z) -> z, in order, with their HookPoints."""
+        by_layer: dict[int, list[Hook]] = {}
+        for name, fn in hooks:
+            by_layer.setdefault(layer_of(name), []).append((name, fn))
+
+        def z_fn(layer: int, z: Tensor) -> Tensor:
+            for name, fn in by_layer.get(layer, ()):
+                out = fn(z, self.model.hook_dict[name])
+                z = z if out is None else out
+            return z
+
+        return z_fn
 
 
 def _record(run: BaseRun, names: Sequence[str]) -> dict[str, Tensor]:
@@ -287,12 +324,17 @@ def patched_end_logits(
     vocab_index: Int[Tensor, "batch k"] | None = None,
     *,
     max_rows: int = DEFAULT_MAX_ROWS,
+    runner: Runner = "auto",
 ) -> Float[Tensor, "variants batch k"]:
     """Logits at END of the base run with every layer's z mixed towards `source_z` by `combination`.
 
     Runs under the caller's grad mode: with a learned combination, gradients reach its weights. Hooks
     live only inside the forward (TransformerLens removes them on exit, also on error). A `base`
     prepared with prefixes lets each chunk of variants start at its first patched layer.
+
+    `runner`: "auto" uses `ioi_superpose.fast_forward` (no hooks, fused kernels, the last block at END
+    only) where it supports the model and otherwise TransformerLens hooks with a warning; "fast" and
+    "hooks" force one (see `fast_forward`).
     """
     n_layers = base.model.cfg.n_layers
     if tuple(source_z.shape[:2]) != (n_layers, base.batch) or source_z.shape[2] < base.pos:
@@ -310,12 +352,12 @@ def patched_end_logits(
 
         def mix(z: Tensor, hook: HookPoint, part: Combination = part, variants: int = len(rows)) -> Tensor:
             layer = layer_of(hook.name)
-            folded = z.view(variants, base.batch, *z.shape[1:])  # [variant, batch, pos, head, d_head]
-            return part(layer, folded, source_z[layer]).view(z.shape)
+            folded = z.reshape(variants, base.batch, *z.shape[1:])  # [variant, batch, pos, head, d_head]
+            return part(layer, folded, source_z[layer]).reshape(z.shape)
 
         hooks = [(hook_name("z", layer), mix) for layer in range(start, n_layers)]
         resid = fold(base.resid_pre(start), len(rows))
-        outputs.append(base.end_logits(resid, start, hooks, end_positions, vocab_index))
+        outputs.append(base.end_logits(resid, start, hooks, end_positions, vocab_index, runner))
     return torch.cat(outputs)
 
 
@@ -371,19 +413,50 @@ def reference_runs(
     answer_tokens: Int[Tensor, "batch 2"],
     direction: Direction,
     source_log_probs: bool = False,
+    runner: Runner = "auto",
 ) -> Reference:
-    """The source run (its z and answer logits) and the base run (answer logits) of a contrast batch."""
+    """The source run (its z and answer logits) and the base run (answer logits) of a contrast batch.
+
+    `runner` as in `patched_end_logits`: the fast runner does both runs in one folded forward.
+    """
     base_tokens, source_tokens = base_and_source(clean_tokens, corrupted_tokens, direction)
     check_token_ids(model, source_tokens, "the source tokens")
-    source_z, source_final = head_z(model, source_tokens)
-    log_probs = unembed_at_end(model, source_final, end_positions).log_softmax(-1) if source_log_probs else None
+    if fast_forward.resolve_runner(model, runner) == "fast":
+        check_token_ids(model, base_tokens, "tokens")
+        source_z, source_end, base_end = _fast_reference(model, source_tokens, base_tokens, end_positions)
+        base_answer_logits = unembed_residual(model, base_end, answer_tokens)
+    else:
+        source_z, source_final = head_z(model, source_tokens)
+        source_end = gather_end(source_final, end_positions)
+        base_answer_logits = end_logits(model, base_tokens, end_positions, answer_tokens)
+    log_probs = unembed_residual(model, source_end).log_softmax(-1) if source_log_probs else None
     return Reference(
         direction=direction,
         source_z=source_z,
-        source_answer_logits=unembed_at_end(model, source_final, end_positions, answer_tokens),
-        base_answer_logits=end_logits(model, base_tokens, end_positions, answer_tokens),
+        source_answer_logits=unembed_residual(model, source_end, answer_tokens),
+        base_answer_logits=base_answer_logits,
         source_log_probs=log_probs,
     )
+
+
+def _fast_reference(
+    model: HookedTransformer,
+    source_tokens: Int[Tensor, "batch pos"],
+    base_tokens: Int[Tensor, "batch pos"],
+    end_positions: Int[Tensor, " batch"],
+) -> tuple[Float[Tensor, "layer batch pos head d_head"], Float[Tensor, "batch d_model"], Float[Tensor, "batch d_model"]]:
+    """Source z of every layer and the final residual at END of the source and base runs, in one forward."""
+    batch = source_tokens.shape[0]
+    tokens = torch.cat([source_tokens, base_tokens]).to(model.cfg.device)
+    embed, _, shortformer, mask = model.input_to_embed(tokens)
+    source_z: list[Tensor] = []
+
+    def record(layer: int, z: Tensor) -> Tensor:
+        source_z.append(z[:batch].contiguous())
+        return z
+
+    final = fast_forward.end_residual(model, embed, 0, fold(end_positions, 2), record, shortformer, mask)
+    return torch.stack(source_z), final[:batch], final[batch:]
 
 
 @torch.no_grad()

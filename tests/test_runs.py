@@ -204,7 +204,7 @@ def test_a_second_fit_on_other_prompts_never_serves_the_first_fits_cache():
     fit_once(system, second)
     served = system.reference(second, cached_rows=True).source_z
     fresh, _ = head_z(model, second.clean_tokens)
-    assert torch.allclose(served, fresh)
+    assert torch.allclose(served, fresh, atol=1e-5)  # fast runner vs TransformerLens hooks: equal to float error
 
 
 def test_validation_loss_uses_the_same_warmed_up_l1_weight_as_training():
