@@ -414,21 +414,27 @@ def reference_runs(
     direction: Direction,
     source_log_probs: bool = False,
     runner: Runner = "auto",
+    base_answer_logits: Float[Tensor, "batch 2"] | None = None,
 ) -> Reference:
     """The source run (its z and answer logits) and the base run (answer logits) of a contrast batch.
 
     `runner` as in `patched_end_logits`: the fast runner does both runs in one folded forward.
+    `base_answer_logits`: the base run's answer logits when already known (a cache): its run is skipped.
     """
     base_tokens, source_tokens = base_and_source(clean_tokens, corrupted_tokens, direction)
     check_token_ids(model, source_tokens, "the source tokens")
+    need_base = base_answer_logits is None
     if fast_forward.resolve_runner(model, runner) == "fast":
         check_token_ids(model, base_tokens, "tokens")
-        source_z, source_end, base_end = _fast_reference(model, source_tokens, base_tokens, end_positions)
-        base_answer_logits = unembed_residual(model, base_end, answer_tokens)
+        source_z, ends = _fast_reference(model, [source_tokens, *([base_tokens] if need_base else [])], end_positions)
+        source_end = ends[0]
+        if need_base:
+            base_answer_logits = unembed_residual(model, ends[1], answer_tokens)
     else:
         source_z, source_final = head_z(model, source_tokens)
         source_end = gather_end(source_final, end_positions)
-        base_answer_logits = end_logits(model, base_tokens, end_positions, answer_tokens)
+        if need_base:
+            base_answer_logits = end_logits(model, base_tokens, end_positions, answer_tokens)
     log_probs = unembed_residual(model, source_end).log_softmax(-1) if source_log_probs else None
     return Reference(
         direction=direction,
@@ -440,14 +446,11 @@ def reference_runs(
 
 
 def _fast_reference(
-    model: HookedTransformer,
-    source_tokens: Int[Tensor, "batch pos"],
-    base_tokens: Int[Tensor, "batch pos"],
-    end_positions: Int[Tensor, " batch"],
-) -> tuple[Float[Tensor, "layer batch pos head d_head"], Float[Tensor, "batch d_model"], Float[Tensor, "batch d_model"]]:
-    """Source z of every layer and the final residual at END of the source and base runs, in one forward."""
-    batch = source_tokens.shape[0]
-    tokens = torch.cat([source_tokens, base_tokens]).to(model.cfg.device)
+    model: HookedTransformer, runs: Sequence[Int[Tensor, "batch pos"]], end_positions: Int[Tensor, " batch"]
+) -> tuple[Float[Tensor, "layer batch pos head d_head"], list[Float[Tensor, "batch d_model"]]]:
+    """The first run's z of every layer, and every run's final residual at END, in one folded forward."""
+    batch = runs[0].shape[0]
+    tokens = torch.cat(list(runs)).to(model.cfg.device)
     embed, _, shortformer, mask = model.input_to_embed(tokens)
     source_z: list[Tensor] = []
 
@@ -455,8 +458,8 @@ def _fast_reference(
         source_z.append(z[:batch].contiguous())
         return z
 
-    final = fast_forward.end_residual(model, embed, 0, fold(end_positions, 2), record, shortformer, mask)
-    return torch.stack(source_z), final[:batch], final[batch:]
+    final = fast_forward.end_residual(model, embed, 0, fold(end_positions, len(runs)), record, shortformer, mask)
+    return torch.stack(source_z), list(final.split(batch))
 
 
 @torch.no_grad()

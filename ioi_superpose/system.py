@@ -101,6 +101,13 @@ class ReferenceCache:
             direction, source_z, torch.stack([r[1] for r in rows]), torch.stack([r[2] for r in rows]), log_probs
         )
 
+    def base_answer_logits(self, batch: ContrastBatch) -> Tensor | None:
+        """The base run's answer logits of every row, when all are cached (the base run can be skipped)."""
+        keys = batch.index.tolist()
+        if any(key not in self.rows for key in keys):
+            return None
+        return torch.stack([self.rows[key][2] for key in keys])
+
     def put(self, batch: ContrastBatch, reference: Reference) -> None:
         for row, (key, end) in enumerate(zip(batch.index.tolist(), batch.end_pos.tolist())):
             if key in self.rows and (self.rows[key][0] is not None or not self.keep_activations):
@@ -342,6 +349,8 @@ class HeadSuperposition(L.LightningModule):
         reference = reference_runs(
             self.frozen, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens,
             self.hparams.direction, source_log_probs=self.objective.full_vocab,
+            # Without cached activations the source run is redone every step; the base run need not be.
+            base_answer_logits=self.reference_cache.base_answer_logits(batch) if cached_rows else None,
         )  # fmt: skip
         if cached_rows:
             self.reference_cache.put(batch, reference)
