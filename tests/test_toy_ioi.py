@@ -9,7 +9,7 @@ import lightning as L
 import pytest
 import torch
 
-from ioi_superpose.data.datamodule import IOIDataModule, split_names
+from ioi_superpose.data.datamodule import OFF_DISTRIBUTION_SETS, IOIDataModule, split_names
 from ioi_superpose.data.ioi import _encode_prompt, default_names, generate_ioi, prompt_text
 from ioi_superpose.data.templates import DUPLICATED_IO_TEMPLATES, IOI_TEMPLATES, LONG_TEMPLATES, NAMES
 from ioi_superpose.models import ModelLoadError, WordTokenizer, load_frozen_model, load_tokenizer
@@ -106,7 +106,7 @@ def test_ioi_datamodule_runs_on_the_toy_checkpoint():
     assert not set(data.splits["train"].clean_tokens.flatten().tolist()) & held_out_ids
     batch = next(iter(data.train_dataloader()))
     assert batch.clean_tokens.max() < len(load_tokenizer(str(CHECKPOINT)))
-    assert len(data.test_dataloader()) == 5
+    assert len(data.test_dataloader()) == 1 + len(OFF_DISTRIBUTION_SETS)
 
 
 def test_main_job_smoke_on_the_toy_checkpoint(tmp_path, monkeypatch):
