@@ -67,7 +67,9 @@ def model_for(device: str, small: bool) -> HookedTransformer:
         if small
         else dict(n_layers=12, n_heads=12, d_model=768, d_head=64, d_mlp=3072, d_vocab=50257)
     )
-    cfg = HookedTransformerConfig(**shapes, n_ctx=1024, act_fn="gelu_new", normalization_type="LN", device=device, seed=0)
+    cfg = HookedTransformerConfig(
+        **shapes, n_ctx=1024, act_fn="gelu_new", normalization_type="LN", device=device, seed=0
+    )
     return freeze(HookedTransformer(cfg))
 
 
@@ -177,7 +179,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--small", action="store_true", help="tiny shapes (a quick check that the script runs)")
-    parser.add_argument("--prompts", type=int, default=None, help="prompts per training step (default 1024; --small 32)")
+    parser.add_argument(
+        "--prompts", type=int, default=None, help="prompts per training step (default 1024; --small 32)"
+    )
     parser.add_argument("--seq-len", type=int, default=16)
     parser.add_argument("--variants", type=int, default=16, help="K combinations trained at once")
     parser.add_argument("--repeats", type=int, default=10)
@@ -190,7 +194,10 @@ def main() -> None:
     batch = random_batch(model, prompts, args.seq_len, args.device)
     name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else "cpu"
     shapes = "tiny shapes (--small)" if args.small else "GPT-2-small shapes"
-    print(f"device {args.device} ({name}), {shapes}, random weights, {args.seq_len}-token prompts, torch {torch.__version__}")
+    print(
+        f"device {args.device} ({name}), {shapes}, random weights, {args.seq_len}-token prompts, "
+        f"torch {torch.__version__}"
+    )
     for bf16 in (False, True):
         precision = "bf16 autocast" if bf16 else "fp32"
         seconds = median_seconds(one_combination_step(model, batch, args.device, bf16), args.device, args.repeats)

@@ -29,7 +29,8 @@ from unittest import mock
 import torch
 from bench_patching import gpt2_small_random  # the same GPT-2-small-shaped model as that benchmark
 
-from ioi_superpose import runs, system as system_module
+from ioi_superpose import runs
+from ioi_superpose import system as system_module
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.system import HeadSuperposition
 
@@ -53,7 +54,9 @@ def runner_patch(runner: str) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
     stack = contextlib.ExitStack()
     for name in ("patched_end_logits", "reference_runs"):
-        stack.enter_context(mock.patch.object(system_module, name, functools.partial(getattr(runs, name), runner=runner)))
+        stack.enter_context(
+            mock.patch.object(system_module, name, functools.partial(getattr(runs, name), runner=runner))
+        )
     return stack
 
 
@@ -135,6 +138,7 @@ def main() -> None:
             f"  {label:<44} median {statistics.median(step[label]) * 1000:7.1f} ms   ratio to the adjacent plain "
             f"forward: median {median:4.2f}  IQR {q1:4.2f}–{q3:4.2f}  min–max {min(ratios):4.2f}–{max(ratios):4.2f}"
         )
+
 
 if __name__ == "__main__":
     main()

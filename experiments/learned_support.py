@@ -18,10 +18,15 @@ from pathlib import Path
 
 import torch
 
-from ioi_superpose.models.toy import load_toy_checkpoint
 from ioi_superpose.files import write_json
+from ioi_superpose.models.toy import load_toy_checkpoint
 from ioi_superpose.toy.skip_trigrams import SkipTrigramTask
-from ioi_superpose.toy.support_scoring import DEFAULT_LEARN_KWARGS, SupportComparison, compare_supports, micro_precision_recall
+from ioi_superpose.toy.support_scoring import (
+    DEFAULT_LEARN_KWARGS,
+    SupportComparison,
+    compare_supports,
+    micro_precision_recall,
+)
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 CHECKPOINTS = {
@@ -40,7 +45,10 @@ def fmt(value: float | None) -> str:
 
 def print_table(name: str, comparison: SupportComparison, seconds: float) -> None:
     print(f"\n== {name}  ({seconds:.1f} s)")
-    print(f"{'feature':<11} {'truth':<12} {'truth rec':>9}  {'learned':<12} {'alpha':<22} {'rec':>6} {'P':>5} {'R':>5} exact")
+    print(
+        f"{'feature':<11} {'truth':<12} {'truth rec':>9}  {'learned':<12} {'alpha':<22} "
+        f"{'rec':>6} {'P':>5} {'R':>5} exact"
+    )
     for r in comparison.records:
         alpha = " ".join(f"{v:.3f}" for row in r.alpha for v in row)
         print(
@@ -58,13 +66,19 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=128, help="clean/corrupted prompts per feature")
     parser.add_argument("--seed", type=int, default=0, help="seed of the feature prompts")
     parser.add_argument("--threshold", type=float, default=0.9, help="ground-truth recovery threshold")
-    parser.add_argument("--objective", choices=["logit_diff", "kl", "maximize"], default=DEFAULT_LEARN_KWARGS["objective"])
+    parser.add_argument(
+        "--objective", choices=["logit_diff", "kl", "maximize"], default=DEFAULT_LEARN_KWARGS["objective"]
+    )
     parser.add_argument("--l1", type=float, default=DEFAULT_LEARN_KWARGS["l1"], help="L1 weight on α")
     parser.add_argument("--steps", type=int, default=DEFAULT_LEARN_KWARGS["steps"])
     parser.add_argument("--lr", type=float, default=DEFAULT_LEARN_KWARGS["lr"])
     parser.add_argument("--init", type=float, default=DEFAULT_LEARN_KWARGS["init"], help="initial α of every head")
-    parser.add_argument("--l0-threshold", type=float, default=DEFAULT_LEARN_KWARGS["l0_threshold"],
-                        help="a head is in the learned support when |α| exceeds this")
+    parser.add_argument(
+        "--l0-threshold",
+        type=float,
+        default=DEFAULT_LEARN_KWARGS["l0_threshold"],
+        help="a head is in the learned support when |α| exceeds this",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for these toys)")
     parser.add_argument("--output", type=Path, default=Path("runs/learned_support.json"))
     args = parser.parse_args()

@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
-import yaml
 import torch
+import yaml
 
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.models import load_frozen_model
@@ -32,7 +32,12 @@ def main() -> None:
             name = "+".join(f"{l}.{h}" for l, h in s)
             print(f"  {name}: {result.subset_effect[name]:.3f}")
         print("single heads:", result.single_head_effect)
-        print("layer 0 all:", result.subset_effect["0.0+0.1+0.2+0.3"], "layer 1 all:", result.subset_effect["1.0+1.1+1.2+1.3"])
+        print(
+            "layer 0 all:",
+            result.subset_effect["0.0+0.1+0.2+0.3"],
+            "layer 1 all:",
+            result.subset_effect["1.0+1.1+1.2+1.3"],
+        )
 
 
 if __name__ == "__main__":

@@ -107,7 +107,9 @@ def distribution(values: Float[Tensor, " n"]) -> dict[str, float | int | None]:
 
 
 @torch.no_grad()
-def per_prompt_recoveries(system: HeadSuperposition, prompts: ContrastBatch, batch_size: int = 64) -> Float[Tensor, " n"]:
+def per_prompt_recoveries(
+    system: HeadSuperposition, prompts: ContrastBatch, batch_size: int = 64
+) -> Float[Tensor, " n"]:
     """Each prompt's recovery under the system's current α (on the device the system is on)."""
     values = []
     for start in range(0, len(prompts), batch_size):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import lightning as L
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
 
 from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
@@ -73,8 +73,11 @@ def learn_combination(
     """
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}.")
-    for name, tokens in (("clean_tokens", clean_tokens), ("corrupted_tokens", corrupted_tokens),
-                         ("answer_tokens", answer_tokens)):
+    for name, tokens in (
+        ("clean_tokens", clean_tokens),
+        ("corrupted_tokens", corrupted_tokens),
+        ("answer_tokens", answer_tokens),
+    ):
         check_token_ids(model, tokens, name)
     prompts = ContrastBatch.from_tokens(clean_tokens.cpu(), corrupted_tokens.cpu(), answer_tokens.cpu())
     L.seed_everything(seed, verbose=False)

@@ -321,10 +321,14 @@ class HardConcreteCombination(LearnedFamily):
 
     family = "hard_concrete"
 
-    def __init__(self, n_layers: int, n_heads: int, init: float = 1.0, temperature: float = 2 / 3, seed: int = 0) -> None:
+    def __init__(
+        self, n_layers: int, n_heads: int, init: float = 1.0, temperature: float = 2 / 3, seed: int = 0
+    ) -> None:
         super().__init__()
         if not 0.0 <= init <= 1.0:
-            raise ConfigError(f"--model.init={init} is outside [0, 1]; a hard_concrete gate's initial value is in [0, 1].")
+            raise ConfigError(
+                f"--model.init={init} is outside [0, 1]; a hard_concrete gate's initial value is in [0, 1]."
+            )
         if temperature <= 0:
             raise ConfigError(f"--model.temperature must be > 0 (the hard-concrete temperature β), got {temperature}.")
         self.temperature, self.seed = float(temperature), int(seed)

@@ -26,13 +26,11 @@ def has_gpt2_small_shape(n_layers: int, n_heads: int, d_model: int, d_vocab: int
 
 def circuit_precision_recall(alpha: Float[Tensor, "12 12"], threshold: float) -> dict:
     """How the heads with |α| > threshold compare with the paper's 26-head circuit."""
-    selected = {(int(l), int(h)) for l, h in torch.nonzero(alpha.abs() > threshold).tolist()}
+    selected = {(int(layer), int(head)) for layer, head in torch.nonzero(alpha.abs() > threshold).tolist()}
     hits = selected & IOI_CIRCUIT
     return {
         "precision": len(hits) / len(selected) if selected else None,
         "recall": len(hits) / len(IOI_CIRCUIT),
-        "recall_by_class": {
-            name: len(selected & set(heads)) / len(heads) for name, heads in IOI_HEAD_CLASSES.items()
-        },
+        "recall_by_class": {name: len(selected & set(heads)) / len(heads) for name, heads in IOI_HEAD_CLASSES.items()},
         "selected_outside_circuit": sorted(selected - IOI_CIRCUIT),
     }

@@ -14,8 +14,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ioi_superpose.runs import gather_end
 from ioi_superpose.models import HookedTransformer
+from ioi_superpose.runs import gather_end
 
 
 @dataclass
@@ -46,11 +46,17 @@ def direct_logit_attribution(
     rows = torch.arange(tokens.shape[0], device=tokens.device)
     direction = (model.W_U[:, answer_tokens[:, 0]] - model.W_U[:, answer_tokens[:, 1]]).T  # [batch, d_model]
     constant = model.b_U[answer_tokens[:, 0]] - model.b_U[answer_tokens[:, 1]]
-    if hasattr(getattr(model, "ln_final", None), "w"):  # unfolded LayerNorm: weight scales the direction, bias is constant
+    if hasattr(
+        getattr(model, "ln_final", None), "w"
+    ):  # unfolded LayerNorm: weight scales the direction, bias is constant
         constant = constant + direction @ model.ln_final.b
         direction = direction * model.ln_final.w
     has_scale = "ln_final.hook_scale" in cache.cache_dict
-    scale = gather_end(cache["ln_final.hook_scale"], end_positions) if has_scale else torch.ones(len(rows), 1, device=tokens.device)
+    scale = (
+        gather_end(cache["ln_final.hook_scale"], end_positions)
+        if has_scale
+        else torch.ones(len(rows), 1, device=tokens.device)
+    )
     centre = model.cfg.normalization_type in ("LN", "LNPre")
 
     def read(stack: Float[Tensor, "... batch d_model"]) -> Float[Tensor, "..."]:

@@ -99,7 +99,9 @@ class ObjectiveLoss(Metric):
     def __init__(self, objective: "Objective") -> None:  # noqa: F821 (objectives import this module's users)
         super().__init__()
         self.objective = objective
-        self.add_state("statistics", default=torch.zeros(objective.n_statistics, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "statistics", default=torch.zeros(objective.n_statistics, dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("penalty", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 

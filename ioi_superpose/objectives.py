@@ -49,8 +49,9 @@ class Objective:
     n_statistics: int
     """Length of `statistics`."""
 
-    def statistics(self, end_logits: Float[Tensor, "batch k"], answer_logits: Float[Tensor, "batch 2"],
-                   reference: Reference) -> Float[Tensor, " n_statistics"]:
+    def statistics(
+        self, end_logits: Float[Tensor, "batch k"], answer_logits: Float[Tensor, "batch 2"], reference: Reference
+    ) -> Float[Tensor, " n_statistics"]:
         """Sums over the batch's prompts (the last entry: their count); adding two batches' statistics
         gives those of the two batches together."""
         raise NotImplementedError
@@ -58,8 +59,9 @@ class Objective:
     def from_statistics(self, statistics: Float[Tensor, " n_statistics"]) -> Float[Tensor, ""]:
         raise NotImplementedError
 
-    def __call__(self, end_logits: Float[Tensor, "batch k"], answer_logits: Float[Tensor, "batch 2"],
-                 reference: Reference) -> Float[Tensor, ""]:
+    def __call__(
+        self, end_logits: Float[Tensor, "batch k"], answer_logits: Float[Tensor, "batch 2"], reference: Reference
+    ) -> Float[Tensor, ""]:
         """The objective on this batch alone."""
         return self.from_statistics(self.statistics(end_logits, answer_logits, reference))
 

@@ -92,10 +92,7 @@ def _source_activations(
 
 def _uses_answer_logits(model: HookedTransformer, metric: Metric) -> bool:
     """LogitDiffMetric reads two logits at END: skip the full unembedding when the model allows it."""
-    return (
-        isinstance(metric, LogitDiffMetric)
-        and getattr(model.cfg, "output_logits_soft_cap", -1.0) <= 0
-    )
+    return isinstance(metric, LogitDiffMetric) and getattr(model.cfg, "output_logits_soft_cap", -1.0) <= 0
 
 
 def _evaluate(
@@ -106,7 +103,8 @@ def _evaluate(
         assert isinstance(metric, LogitDiffMetric)
         if metric.answer_tokens.shape[0] != run.batch:
             raise ValueError(
-                f"metric.answer_tokens has shape {tuple(metric.answer_tokens.shape)} but the tokens have batch {run.batch}"
+                f"metric.answer_tokens has shape {tuple(metric.answer_tokens.shape)} but the tokens have "
+                f"batch {run.batch}"
             )
         answers = run.end_logits(resid, start, hooks, metric.end_positions, metric.answer_tokens)
         return metric.from_answer_logits(answers).float()
@@ -367,7 +365,9 @@ def path_patch_sweep(
     """`path_patch` with each single head as the sender, for a fixed receiver set: [n_layers, n_heads]."""
     heads = [[(layer, head)] for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
     masks = _sender_masks(model, heads)
-    values = _path_patch_variants(model, base_tokens, source, masks, receivers, metric, receiver_input, max_batch, progress)
+    values = _path_patch_variants(
+        model, base_tokens, source, masks, receivers, metric, receiver_input, max_batch, progress
+    )
     return values.view(model.cfg.n_layers, model.cfg.n_heads)
 
 
@@ -427,7 +427,9 @@ def _path_patch_variants(
         variant_chunks = list(_path_chunks(senders, variants_per_chunk(max_batch, base.batch)))
         for rows in tqdm(variant_chunks, disable=not progress, desc="path patching"):
             stage1 = _PathStage1(base, sources, senders, rows, recv, inputs)
-            out[rows.start : rows.stop] = stage1.logits_metric(metric) if recv is None else stage1.receivers_metric(metric)
+            out[rows.start : rows.stop] = (
+                stage1.logits_metric(metric) if recv is None else stage1.receivers_metric(metric)
+            )
     return out
 
 

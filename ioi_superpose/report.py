@@ -97,8 +97,11 @@ def pareto_figure(runs: Sequence[Run]) -> plt.Figure:
     """Validation recovery against the number of heads: each learned α, and the baselines' top-k curves."""
     figure, axes = plt.subplots(figsize=(6, 3.8))
     for direction, marker in (("denoising", "o"), ("noising", "s")):
-        points = [(r.summary["l0"], r.summary["recovery"]["val"]) for r in runs
-                  if r.summary["direction"] == direction and r.summary["recovery"]["val"] is not None]
+        points = [
+            (r.summary["l0"], r.summary["recovery"]["val"])
+            for r in runs
+            if r.summary["direction"] == direction and r.summary["recovery"]["val"] is not None
+        ]
         if points:
             axes.scatter(*zip(*points), marker=marker, color="black", zorder=3, label=f"learned α ({direction})")
     curves_from = next((r for r in runs if r.summary["baselines"].get("combinations", {}).get("curves")), None)
@@ -121,9 +124,15 @@ def sets_figure(runs: Sequence[Run]) -> plt.Figure:
     width = 0.8 / len(runs)
     for index, run in enumerate(runs):
         values = [run.summary["recovery"]["val"], *(run.summary["recovery"]["test"].get(n) for n in set_names[1:])]
-        axes.bar([i + index * width for i in range(len(set_names))],
-                 [float("nan") if v is None else v for v in values], width, label=run.name)
-    axes.set_xticks([i + 0.4 - width / 2 for i in range(len(set_names))], set_names, rotation=30, ha="right", fontsize=8)
+        axes.bar(
+            [i + index * width for i in range(len(set_names))],
+            [float("nan") if v is None else v for v in values],
+            width,
+            label=run.name,
+        )
+    axes.set_xticks(
+        [i + 0.4 - width / 2 for i in range(len(set_names))], set_names, rotation=30, ha="right", fontsize=8
+    )
     axes.set_ylabel("recovery")
     axes.axhline(1.0, color="grey", linewidth=0.5)
     if len(runs) <= 8:
@@ -135,82 +144,128 @@ def sets_figure(runs: Sequence[Run]) -> plt.Figure:
 def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Report:
     report = Report(out)
     gpt2 = [r for r in runs if r.summary.get("ioi_circuit") is not None]
-    report.add("# ioi_superpose report", "",
-               f"{len(runs)} run(s): " + ", ".join(f"`{r.name}`" for r in runs) + ".",
-               "Models: " + ", ".join(sorted({f"`{r.summary['model_name']}`" for r in runs})) + ".", "")
+    report.add(
+        "# ioi_superpose report",
+        "",
+        f"{len(runs)} run(s): " + ", ".join(f"`{r.name}`" for r in runs) + ".",
+        "Models: " + ", ".join(sorted({f"`{r.summary['model_name']}`" for r in runs})) + ".",
+        "",
+    )
     if not gpt2:
-        report.add("No run here is of GPT-2 small (none has its architecture), so nothing below speaks about "
-                   "GPT-2's IOI circuit; the questions are answered for the models that were run.", "")
+        report.add(
+            "No run here is of GPT-2 small (none has its architecture), so nothing below speaks about "
+            "GPT-2's IOI circuit; the questions are answered for the models that were run.",
+            "",
+        )
 
-    report.add("## The weights of superposition (notebook question 2)", "",
-               "| run | direction | objective | L0 | val recovery | heads (α) |", "|---|---|---|---|---|---|")
+    report.add(
+        "## The weights of superposition (notebook question 2)",
+        "",
+        "| run | direction | objective | L0 | val recovery | heads (α) |",
+        "|---|---|---|---|---|---|",
+    )
     for r in runs:
         s = r.summary
-        report.add(f"| {r.name} | {s['direction']} | {s['objective']} | {s['l0']} of {s['n_heads_total']} | "
-                   f"{_fmt(s['recovery']['val'])} | {_heads(s)} |")
+        report.add(
+            f"| {r.name} | {s['direction']} | {s['objective']} | {s['l0']} of {s['n_heads_total']} | "
+            f"{_fmt(s['recovery']['val'])} | {_heads(s)} |"
+        )
     report.add("")
     report.figure("pareto", pareto_figure(runs), "recovery against the number of heads")
-    report.add("Each black marker is a learned α (L0 = heads with |α| above its threshold); the lines are the "
-               "hand-made combinations of the first run with baselines (uniform α = 1 on the top-k heads by "
-               "single-head patching; attention-weighted). Not shown: whether a smaller head set reaches the "
-               "same recovery (that needs the exhaustive or pruned minimal sets), nor how each head's weight is "
-               "used downstream.", "")
+    report.add(
+        "Each black marker is a learned α (L0 = heads with |α| above its threshold); the lines are the "
+        "hand-made combinations of the first run with baselines (uniform α = 1 on the top-k heads by "
+        "single-head patching; attention-weighted). Not shown: whether a smaller head set reaches the "
+        "same recovery (that needs the exhaustive or pruned minimal sets), nor how each head's weight is "
+        "used downstream.",
+        "",
+    )
     for r in gpt2:
         circuit = r.summary["ioi_circuit"]
-        report.add(f"`{r.name}` against the IOI paper's 26 heads: precision {_fmt(circuit['precision'])}, recall "
-                   f"{_fmt(circuit['recall'])}; by class " + ", ".join(
-                       f"{k} {_fmt(v, 2)}" for k, v in circuit["recall_by_class"].items()) + ".", "")
+        report.add(
+            f"`{r.name}` against the IOI paper's 26 heads: precision {_fmt(circuit['precision'])}, recall "
+            f"{_fmt(circuit['recall'])}; by class "
+            + ", ".join(f"{k} {_fmt(v, 2)}" for k, v in circuit["recall_by_class"].items())
+            + ".",
+            "",
+        )
 
     report.add("## Noising against denoising: do backup heads matter? (question 3)", "")
     comparisons = [c for sweep in sweeps for c in sweep.summary.get("noising_vs_denoising", [])]
     if comparisons:
-        report.add("| setting | denoising heads | noising heads | only denoising | only noising | IoU |",
-                   "|---|---|---|---|---|---|")
+        report.add(
+            "| setting | denoising heads | noising heads | only denoising | only noising | IoU |",
+            "|---|---|---|---|---|---|",
+        )
         for c in comparisons:
-            report.add(f"| {c['setting']} | {_names(c['denoising_heads'])} | {_names(c['noising_heads'])} | "
-                       f"{_names(c['only_denoising'])} | {_names(c['only_noising'])} | {_fmt(c['iou'], 2)} |")
-        report.add("", "Heads found only by noising are necessary without being sufficient alone (backup-like); "
-                   "heads found only by denoising are sufficient but have a backup. Not shown: which heads take "
-                   "over when another is removed (that is a path question).", "")
+            report.add(
+                f"| {c['setting']} | {_names(c['denoising_heads'])} | {_names(c['noising_heads'])} | "
+                f"{_names(c['only_denoising'])} | {_names(c['only_noising'])} | {_fmt(c['iou'], 2)} |"
+            )
+        report.add(
+            "",
+            "Heads found only by noising are necessary without being sufficient alone (backup-like); "
+            "heads found only by denoising are sufficient but have a backup. Not shown: which heads take "
+            "over when another is removed (that is a path question).",
+            "",
+        )
     else:
         report.add("No sweep here runs both directions with the same settings: nothing to compare.", "")
 
     report.add("## Off distribution (the notebook's sanity check)", "")
     report.figure("sets", sets_figure(runs), "recovery per evaluation set")
-    report.add("Recovery is n/a where the model does not tell the clean prompt from the corrupted one "
-               "(|clean − corrupted| below the summary's `min_gap_for_recovery`): there the question has no "
-               "answer. A recovery near 1 says the same heads suffice on those prompts, not that the model "
-               "solves them (see each set's clean accuracy in summary.json).", "")
+    report.add(
+        "Recovery is n/a where the model does not tell the clean prompt from the corrupted one "
+        "(|clean − corrupted| below the summary's `min_gap_for_recovery`): there the question has no "
+        "answer. A recovery near 1 says the same heads suffice on those prompts, not that the model "
+        "solves them (see each set's clean accuracy in summary.json).",
+        "",
+    )
 
-    report.add("## Is a recovery of 1 the best we can do? (question 7)", "",
-               "| run | objective | bounded | val recovery | per-prompt mean | median | share > 1 |",
-               "|---|---|---|---|---|---|---|")
+    report.add(
+        "## Is a recovery of 1 the best we can do? (question 7)",
+        "",
+        "| run | objective | bounded | val recovery | per-prompt mean | median | share > 1 |",
+        "|---|---|---|---|---|---|---|",
+    )
     for r in runs:
         dist = r.summary.get("per_prompt_recovery", {}).get("val", {})
-        report.add(f"| {r.name} | {r.summary['objective']} | {r.summary['config']['model'].get('bounded')} | "
-                   f"{_fmt(r.summary['recovery']['val'])} | {_fmt(dist.get('mean'))} | {_fmt(dist.get('median'))} | "
-                   f"{_fmt(dist.get('share_above_1'), 2)} |")
-    report.add("", "A mean above 1 with a median below it is an averaging effect of a few prompts; a median above 1 "
-               "on held-out sets would be a real improvement on the clean run. Runs with objective `maximize` ask "
-               "the question directly; the others are trained towards 1.", "")
+        report.add(
+            f"| {r.name} | {r.summary['objective']} | {r.summary['config']['model'].get('bounded')} | "
+            f"{_fmt(r.summary['recovery']['val'])} | {_fmt(dist.get('mean'))} | {_fmt(dist.get('median'))} | "
+            f"{_fmt(dist.get('share_above_1'), 2)} |"
+        )
+    report.add(
+        "",
+        "A mean above 1 with a median below it is an averaging effect of a few prompts; a median above 1 "
+        "on held-out sets would be a real improvement on the clean run. Runs with objective `maximize` ask "
+        "the question directly; the others are trained towards 1.",
+        "",
+    )
 
     stable = [s for sweep in sweeps for s in sweep.summary.get("stability", [])]
     report.add("## Stability across seeds", "")
     if stable:
         report.add("| setting | runs | heads in every run | heads in any run | IoU |", "|---|---|---|---|---|")
         for s in stable:
-            report.add(f"| {s['setting']} | {len(s['runs'])} | {_names(s['heads_in_every_run'])} | "
-                       f"{_names(s['heads_in_any_run'])} | {_fmt(s['intersection_over_union'], 2)} |")
+            report.add(
+                f"| {s['setting']} | {len(s['runs'])} | {_names(s['heads_in_every_run'])} | "
+                f"{_names(s['heads_in_any_run'])} | {_fmt(s['intersection_over_union'], 2)} |"
+            )
         report.add("")
     else:
         report.add("No setting here was run with several seeds.", "")
 
-    report.add("## What these runs do not speak to", "",
-               "- A change of basis that puts the heads in one layer (question 1): needs a learned mixing map "
-               "across heads, which these runs do not have.",
-               "- Whether the heads are a specialised use of a general head type, and what an attention-head "
-               "feature is (questions 4–6): patching recovery says which heads carry the behaviour on these "
-               "prompts, not what else they do.", "")
+    report.add(
+        "## What these runs do not speak to",
+        "",
+        "- A change of basis that puts the heads in one layer (question 1): needs a learned mixing map "
+        "across heads, which these runs do not have.",
+        "- Whether the heads are a specialised use of a general head type, and what an attention-head "
+        "feature is (questions 4–6): patching recovery says which heads carry the behaviour on these "
+        "prompts, not what else they do.",
+        "",
+    )
     return report
 
 
@@ -219,8 +274,9 @@ def _names(heads: Sequence[Sequence[int]]) -> str:
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ioi_superpose.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ioi_superpose.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("paths", nargs="+", type=Path, help="run directories (summary.json) or sweep directories")
     parser.add_argument("--out", required=True, type=Path, help="where report.md and its figures go")
     parsed = parser.parse_args(args)
@@ -228,8 +284,11 @@ def main(args: Sequence[str] | None = None) -> None:
         runs, sweeps = load(parsed.paths)
         path = build_report(runs, sweeps, parsed.out).write()
     except KeyError as missing:
-        print(f"error: a summary lacks {missing}: it was written by another version of ioi_superpose; run it "
-              "again with this one.", file=sys.stderr)
+        print(
+            f"error: a summary lacks {missing}: it was written by another version of ioi_superpose; run it "
+            "again with this one.",
+            file=sys.stderr,
+        )
         sys.exit(1)
     except (ConfigError, OSError, json.JSONDecodeError) as error:
         print(f"error: {error}", file=sys.stderr)

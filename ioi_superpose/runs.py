@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar, Union, get_args
+from typing import Literal, TypeVar, get_args
 
 import torch
 from jaxtyping import Float, Int
@@ -34,7 +34,7 @@ Head = tuple[int, int]
 """(layer, head)."""
 Direction = Literal["denoising", "noising"]
 DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
-Hook = tuple[str, Callable[..., Union[Tensor, None]]]
+Hook = tuple[str, Callable[..., Tensor | None]]
 T = TypeVar("T")
 
 DEFAULT_MAX_ROWS = 128
@@ -170,7 +170,11 @@ class BaseRun:
 
     @classmethod
     def prepare(
-        cls, model: HookedTransformer, tokens: Int[Tensor, "batch pos"], names: Sequence[str] = (), prefixes: bool = True
+        cls,
+        model: HookedTransformer,
+        tokens: Int[Tensor, "batch pos"],
+        names: Sequence[str] = (),
+        prefixes: bool = True,
     ) -> "BaseRun":
         """Embed the base tokens; record their residual prefixes (and `names`) in one no-grad forward."""
         if tokens.dim() != 2:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
-from jaxtyping import Float
 from matplotlib.figure import Figure
 from torch import Tensor
 
@@ -54,8 +53,11 @@ def top_heads(
 def stage_metrics(metrics: dict[str, float], stage: str, set_name: str) -> dict[str, float]:
     """The metrics of one evaluation set, without their `val/` or `test/<set>/` prefix."""
     prefix = metric_prefix(stage, set_name)
-    return {key[len(prefix):]: float(value) for key, value in metrics.items()
-            if key.startswith(prefix) and "/" not in key[len(prefix):]}
+    return {
+        key[len(prefix) :]: float(value)
+        for key, value in metrics.items()
+        if key.startswith(prefix) and "/" not in key[len(prefix) :]
+    }
 
 
 MIN_GAP = 0.5
@@ -131,7 +133,13 @@ class RunWriter:
         }
         payload = {"coefficients": alpha, **{k: summary[k] for k in ("model_name", "direction", "objective")}}
         atomic_write(paths["coefficients"], lambda name: torch.save(payload, name))
-        self._figure(paths["heatmap"], head_heatmap(system.combination.head_coefficients().cpu(), f"learned α ({system.hparams.model_name}, L0 = {summary['l0']})"))
+        self._figure(
+            paths["heatmap"],
+            head_heatmap(
+                system.combination.head_coefficients().cpu(),
+                f"learned α ({system.hparams.model_name}, L0 = {summary['l0']})",
+            ),
+        )
         for baseline in baselines:
             for stem, figure in baseline.figures(system).items():
                 self._figure(self.run_dir / "baselines" / f"{stem}.png", figure)

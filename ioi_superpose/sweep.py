@@ -115,15 +115,24 @@ def sweep_summary(points: Sequence[Point], out: Path) -> dict[str, Any]:
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ioi_superpose.sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m ioi_superpose.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", required=True, type=Path, help="the training YAML every point starts from")
     parser.add_argument("--out", required=True, type=Path, help="the sweep directory (one run directory per point)")
-    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                        help="a training option and its values, e.g. model.l1=0.001,0.01 (repeatable: the "
-                             "points are the cartesian product)")
-    parser.add_argument("extra", nargs=argparse.REMAINDER,
-                        help="after `--`: options passed unchanged to every point, e.g. -- --trainer.max_epochs 3")
+    parser.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a training option and its values, e.g. model.l1=0.001,0.01 (repeatable: the "
+        "points are the cartesian product)",
+    )
+    parser.add_argument(
+        "extra",
+        nargs=argparse.REMAINDER,
+        help="after `--`: options passed unchanged to every point, e.g. -- --trainer.max_epochs 3",
+    )
     parsed = parser.parse_args(args)
     try:
         if not parsed.config.is_file():

@@ -71,8 +71,13 @@ class ReferenceCache:
     another dataset reuses.
     """
 
-    def __init__(self, keep_activations: bool, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None, max_bytes: float | None = None) -> None:
+    def __init__(
+        self,
+        keep_activations: bool,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+        max_bytes: float | None = None,
+    ) -> None:
         self.keep_activations = keep_activations
         self.dtype, self.device, self.max_bytes = dtype, device, max_bytes
         self.rows: dict[int, tuple[Tensor | None, Tensor, Tensor, Tensor | None]] = {}
@@ -131,7 +136,8 @@ class ReferenceCache:
         """The cache's size, in words, with the options that set it."""
         line = (f"Reference cache: {self.z_bytes / 2**20:.1f} MB of source activations for "
                 f"{len(self.rows) - self.rows_over_cap} training prompts (--model.cache_dtype "
-                f"{str(self.dtype).removeprefix('torch.')}, --model.cache_device {self.device or 'same'}).")  # fmt: skip
+                f"{str(self.dtype).removeprefix('torch.')}, "
+                f"--model.cache_device {self.device or 'same'}).")  # fmt: skip
         if self.rows_over_cap:
             line += (f" --model.cache_max_mb {self.max_bytes / 2**20:g} reached: {self.rows_over_cap} prompts are "
                      "not cached, and their batches are recomputed at every step.")  # fmt: skip
@@ -228,7 +234,9 @@ class HeadSuperposition(L.LightningModule):
         if temperature <= 0:
             raise ConfigError(f"--model.temperature must be > 0 (the hard-concrete temperature), got {temperature}.")
         if prune_target is not None and not 0.0 < prune_target <= 1.0:
-            raise ConfigError(f"--model.prune_target must be in (0, 1] (the effect to keep) or null, got {prune_target}.")
+            raise ConfigError(
+                f"--model.prune_target must be in (0, 1] (the effect to keep) or null, got {prune_target}."
+            )
         if prune_prompts < 1:
             raise ConfigError(f"--model.prune_prompts must be >= 1, got {prune_prompts}.")
         if objective not in OBJECTIVES:
@@ -296,7 +304,9 @@ class HeadSuperposition(L.LightningModule):
         if self.reference_cache.keep_activations and not self._cache_described:
             self._cache_described = True
             if self.trainer.is_global_zero:
-                print(self.reference_cache.describe() + (" (this process's share)" if self.trainer.world_size > 1 else ""))
+                print(
+                    self.reference_cache.describe() + (" (this process's share)" if self.trainer.world_size > 1 else "")
+                )
 
     def on_fit_end(self) -> None:
         """The minimal-set step (`prune_target`), on the first `prune_prompts` training prompts."""
@@ -380,7 +390,9 @@ class HeadSuperposition(L.LightningModule):
                 "answer_logits": answer_logits, "statistics": statistics}  # fmt: skip
 
     @torch.no_grad()
-    def recovery_of(self, batch: ContrastBatch, alpha: Float[Tensor, "*variants layer head"]) -> Float[Tensor, "*variants"]:
+    def recovery_of(
+        self, batch: ContrastBatch, alpha: Float[Tensor, "*variants layer head"]
+    ) -> Float[Tensor, "*variants"]:
         """Recovery on `batch` with α fixed to `alpha` (one or several variants; the learned α is untouched)."""
         return recovery_of(self.frozen, batch, alpha, self.hparams.direction)
 

@@ -42,9 +42,7 @@ class SuperposeCLI(LightningCLI):
         parser.link_arguments("model.model_name", "data.model_name")
         parser.link_arguments("data.test_set_names", "model.test_sets", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-        parser.set_defaults(
-            {"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True}
-        )
+        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True})
         parser.add_lightning_class_args(CoefficientPlots, "coefficient_plots")
 
     def _parse_ckpt_path(self) -> None:
@@ -56,8 +54,10 @@ class SuperposeCLI(LightningCLI):
         if not ckpt_path:
             return
         if not Path(ckpt_path).is_file():
-            raise ConfigError(f"--ckpt_path {ckpt_path}: no such file. Give a checkpoint written by a run, e.g. "
-                              "runs/…/checkpoints/last.ckpt.")
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path}: no such file. Give a checkpoint written by a run, e.g. "
+                "runs/…/checkpoints/last.ckpt."
+            )
         try:
             checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
         except Exception as error:  # truncated, not a torch file, or not ours
@@ -71,12 +71,15 @@ class SuperposeCLI(LightningCLI):
         differences = [
             f"--model.{key}: the checkpoint has {value!r}, this run asks for {asked.get(key)!r}"
             for key, value in saved.items()
-            if not key.startswith("_") and key not in LINKED_MODEL_ARGUMENTS and key in asked
+            if not key.startswith("_")
+            and key not in LINKED_MODEL_ARGUMENTS
+            and key in asked
             and _comparable(asked.get(key)) != _comparable(value)
         ]
         if differences:
             raise ConfigError(
-                f"--ckpt_path {ckpt_path} was saved by a run with other settings:\n  " + "\n  ".join(differences)
+                f"--ckpt_path {ckpt_path} was saved by a run with other settings:\n  "
+                + "\n  ".join(differences)
                 + "\nResume with the settings the checkpoint was made with (its run's config.yaml), or start a "
                 "new run without --ckpt_path."
             )
@@ -109,8 +112,10 @@ class SuperposeCLI(LightningCLI):
         # Each stage ends by moving the module to the CPU: the summary's own runs go back to the device.
         self.model.to(self.trainer.strategy.root_device).eval()
         splits = self.datamodule.splits
-        per_prompt = {name: distribution(per_prompt_recoveries(self.model, splits[name]))
-                      for name in ["val", *self.datamodule.test_set_names]}
+        per_prompt = {
+            name: distribution(per_prompt_recoveries(self.model, splits[name]))
+            for name in ["val", *self.datamodule.test_set_names]
+        }
         summary = build_summary(
             self.model, val_metrics, test_metrics, self.datamodule.test_set_names, config, baselines, per_prompt
         )

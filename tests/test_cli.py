@@ -15,7 +15,11 @@ def run_cli(args, tmp_path, monkeypatch):
 
 
 def test_fast_dev_run_trains_one_step_and_writes_nothing(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
-    run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.fast_dev_run", "true"], tmp_path, monkeypatch)
+    run_cli(
+        ["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.fast_dev_run", "true"],
+        tmp_path,
+        monkeypatch,
+    )
     assert "results not written" in capsys.readouterr().out
     assert not list(tmp_path.rglob("summary.json"))
     (checkpoint,) = tmp_path.rglob("last.ckpt")  # Lightning still runs an explicit ModelCheckpoint's save_last
@@ -23,7 +27,11 @@ def test_fast_dev_run_trains_one_step_and_writes_nothing(tiny_gpt2_dir, tmp_path
 
 
 def test_fit_writes_summary_and_coefficients(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
-    run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "2"], tmp_path, monkeypatch)
+    run_cli(
+        ["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "2"],
+        tmp_path,
+        monkeypatch,
+    )
     run_dir = tmp_path / "runs" / "ioi_superpose" / "version_0"
     summary = json.loads((run_dir / "summary.json").read_text())
     for key in ("recovery", "clean_logit_diff", "corrupted_logit_diff", "clean_accuracy", "l0", "top_heads", "config"):
@@ -50,7 +58,9 @@ def test_fit_resumes_from_a_checkpoint(tiny_gpt2_dir, tmp_path, monkeypatch):
     last = tmp_path / "runs" / "ioi_superpose" / "version_0" / "checkpoints" / "last.ckpt"
     first_alpha = torch.load(last, weights_only=False)["state_dict"]["combination.coefficients"]
     run_cli([*args, "--trainer.max_epochs", "2", "--ckpt_path", str(last)], tmp_path, monkeypatch)
-    resumed = torch.load(tmp_path / "runs" / "ioi_superpose" / "version_1" / "checkpoints" / "last.ckpt", weights_only=False)
+    resumed = torch.load(
+        tmp_path / "runs" / "ioi_superpose" / "version_1" / "checkpoints" / "last.ckpt", weights_only=False
+    )
     assert resumed["global_step"] == 4  # 2 steps per epoch, continued from step 2
     assert not torch.equal(resumed["state_dict"]["combination.coefficients"], first_alpha)
 
@@ -88,7 +98,11 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_gp
 
     monkeypatch.setattr(HeadSuperposition, "loss_terms", poisoned)
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "3"], tmp_path, monkeypatch)
+        run_cli(
+            ["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "3"],
+            tmp_path,
+            monkeypatch,
+        )
     assert exit_info.value.code == 1
     assert "at training step 3" in capsys.readouterr().err
     run_dir = tmp_path / "runs" / "ioi_superpose" / "version_0"
@@ -108,21 +122,36 @@ def test_summary_recovery_is_what_the_saved_alpha_gives_on_the_validation_prompt
     from ioi_superpose.models import load_frozen_model
     from ioi_superpose.runs import patch_effects
 
-    run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "2"], tmp_path, monkeypatch)
+    run_cli(
+        ["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "2"],
+        tmp_path,
+        monkeypatch,
+    )
     run_dir = tmp_path / "runs" / "ioi_superpose" / "version_0"
     summary = json.loads((run_dir / "summary.json").read_text())
     alpha = torch.load(run_dir / "coefficients.pt")["coefficients"]
     data = IOIDataModule(model_name=str(tiny_gpt2_dir), n_train=32, n_val=16, n_test=8, batch_size=16)
     data.setup("fit")
     val = data.splits["val"].trimmed()
-    recovery, _ = patch_effects(load_frozen_model(str(tiny_gpt2_dir)), val.clean_tokens, val.corrupted_tokens,
-                                val.end_pos, val.answer_tokens, "denoising", HeadWeights(alpha))
+    recovery, _ = patch_effects(
+        load_frozen_model(str(tiny_gpt2_dir)),
+        val.clean_tokens,
+        val.corrupted_tokens,
+        val.end_pos,
+        val.answer_tokens,
+        "denoising",
+        HeadWeights(alpha),
+    )
     assert summary["val"]["recovery"] == pytest.approx(float(recovery), abs=1e-4)
     assert not torch.equal(alpha, torch.ones_like(alpha))  # training moved α: the check is not of α = 1
 
 
 def test_a_checkpoint_of_another_model_is_refused_naming_both(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
-    run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "1"], tmp_path, monkeypatch)
+    run_cli(
+        ["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "1"],
+        tmp_path,
+        monkeypatch,
+    )
     last = tmp_path / "runs" / "ioi_superpose" / "version_0" / "checkpoints" / "last.ckpt"
     with pytest.raises(SystemExit) as exit_info:
         run_cli(["fit", "--model.model_name", TOY_IOI, *SMALL, *QUIET, "--ckpt_path", str(last)], tmp_path, monkeypatch)
@@ -133,13 +162,20 @@ def test_a_checkpoint_of_another_model_is_refused_naming_both(tiny_gpt2_dir, tmp
 
 
 def test_a_truncated_checkpoint_is_a_clear_error(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
-    run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "1"], tmp_path, monkeypatch)
+    run_cli(
+        ["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "1"],
+        tmp_path,
+        monkeypatch,
+    )
     last = tmp_path / "runs" / "ioi_superpose" / "version_0" / "checkpoints" / "last.ckpt"
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(last.read_bytes()[:2000])
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--ckpt_path", str(truncated)],
-                tmp_path, monkeypatch)
+        run_cli(
+            ["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--ckpt_path", str(truncated)],
+            tmp_path,
+            monkeypatch,
+        )
     assert exit_info.value.code == 1
     error = capsys.readouterr().err
     assert "not a readable checkpoint" in error and "Traceback" not in error
@@ -147,8 +183,19 @@ def test_a_truncated_checkpoint_is_a_clear_error(tiny_gpt2_dir, tmp_path, monkey
 
 def test_an_uncreatable_run_directory_is_a_clear_error(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET,
-                 "--trainer.logger.init_args.save_dir", "/proc/x"], tmp_path, monkeypatch)
+        run_cli(
+            [
+                "fit",
+                "--model.model_name",
+                str(tiny_gpt2_dir),
+                *SMALL,
+                *QUIET,
+                "--trainer.logger.init_args.save_dir",
+                "/proc/x",
+            ],
+            tmp_path,
+            monkeypatch,
+        )
     assert exit_info.value.code == 1
     error = capsys.readouterr().err
     assert "/proc/x cannot be created" in error and "--trainer.logger.init_args.save_dir" in error
@@ -162,8 +209,14 @@ def subprocess_fit(args, cwd):
 
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "ioi_superpose.train", "fit", *args], cwd=cwd, env=environment,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ioi_superpose.train", "fit", *args],
+        cwd=cwd,
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(process, timeout=300):
@@ -196,10 +249,15 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_alpha(tmp_path
     def run_dir(directory, version):
         return directory / "runs" / "ioi_superpose" / version
 
-    expected_dir, resumed_dir = run_dir(tmp_path / "uninterrupted", "version_0"), run_dir(tmp_path / "resumed", "version_1")
+    expected_dir, resumed_dir = (
+        run_dir(tmp_path / "uninterrupted", "version_0"),
+        run_dir(tmp_path / "resumed", "version_1"),
+    )
     expected_alpha = torch.load(expected_dir / "coefficients.pt")["coefficients"]  # after all 15 steps
     assert not torch.equal(expected_alpha, torch.ones_like(expected_alpha))
-    torch.testing.assert_close(torch.load(resumed_dir / "coefficients.pt")["coefficients"], expected_alpha, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        torch.load(resumed_dir / "coefficients.pt")["coefficients"], expected_alpha, atol=1e-6, rtol=0
+    )
     # The last step-checkpoint (step 14: every 7 steps): Adam's moments too.
     expected = torch.load(expected_dir / "checkpoints" / "last.ckpt", weights_only=False)
     resumed = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=False)
@@ -231,8 +289,13 @@ def test_ddp_with_every_main_job_callback_equals_one_process_with_exact_evaluati
     assert len(summaries) == 1
     summary = json.loads(summaries[0].read_text())
     assert str(summary["config"]["trainer"]["devices"]) == "2"
-    assert set(summary["baselines"]) == {"direct_logit_attribution", "activation_patching", "attribution_patching",
-                                         "path_patching", "combinations"}
+    assert set(summary["baselines"]) == {
+        "direct_logit_attribution",
+        "activation_patching",
+        "attribution_patching",
+        "path_patching",
+        "combinations",
+    }
     assert (summaries[0].parent / "baselines" / "combinations_recovery.png").exists()
     data = IOIDataModule(model_name=TOY_IOI, n_train=64, n_val=33, n_test=16)
     data.setup("fit")

@@ -137,7 +137,9 @@ def test_datamodule_rejects_bad_options_by_name(kwargs, option):
 
 def test_off_distribution_sets_are_seeded_by_name_not_by_position():
     alone = IOIDataModule(model_name="gpt2-small", off_distribution=("held_out_names",))
-    after_others = IOIDataModule(model_name="gpt2-small", off_distribution=("duplicated_io", "long_templates", "held_out_names"))
+    after_others = IOIDataModule(
+        model_name="gpt2-small", off_distribution=("duplicated_io", "long_templates", "held_out_names")
+    )
     for data in (alone, after_others):
         data.setup("test")
     assert torch.equal(alone.splits["held_out_names"].clean_tokens, after_others.splits["held_out_names"].clean_tokens)

@@ -4,8 +4,8 @@ import warnings
 
 import pytest
 import torch
-
 from conftest import hooks_attached, prompt_pairs
+
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.fast_forward import FastRunnerWarning, resolve_runner, unsupported
 from ioi_superpose.interventions import HeadCombination, HeadWeights
@@ -23,7 +23,9 @@ ARCHITECTURES = {
     "attn_only_no_norm": dict(normalization_type=None, attn_only=True),
     "shortformer": dict(normalization_type="LN", act_fn="gelu_new", positional_embedding_type="shortformer"),
     "shortformer_relu_no_norm": dict(normalization_type=None, act_fn="relu", positional_embedding_type="shortformer"),
-    "shortformer_attn_only_lnpre": dict(normalization_type="LNPre", attn_only=True, positional_embedding_type="shortformer"),
+    "shortformer_attn_only_lnpre": dict(
+        normalization_type="LNPre", attn_only=True, positional_embedding_type="shortformer"
+    ),
 }
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from conftest import random_model
+
 from ioi_superpose.logit_attribution import direct_logit_attribution
 
 
@@ -82,7 +82,9 @@ def transformer_lens_head_attribution(model, tokens, answers, end):
             _, cache = model.run_with_cache(tokens[i : i + 1, : int(end[i]) + 1])
         stack = cache.stack_head_results(layer=-1, pos_slice=-1)  # [layer*head, 1, d_model]
         scaled = cache.apply_ln_to_stack(stack, layer=-1, pos_slice=-1)
-        direction = model.tokens_to_residual_directions(answers[i, 0]) - model.tokens_to_residual_directions(answers[i, 1])
+        direction = model.tokens_to_residual_directions(answers[i, 0]) - model.tokens_to_residual_directions(
+            answers[i, 1]
+        )
         if model.cfg.normalization_type == "LN":  # unfolded: TransformerLens leaves the LN weight out
             direction = direction * model.ln_final.w
         values.append((scaled[:, 0] * direction).sum(-1))

@@ -2,10 +2,10 @@ import copy
 
 import pytest
 import torch
+from conftest import random_model
 
 from ioi_superpose.metrics import IOAccuracy, LogitDiffMetric, MeanLogitDiff, NormalisedRecovery
 from ioi_superpose.runs import logit_diff, normalised_recovery, unembed_at_end
-from conftest import random_model
 
 
 def answer_logits(n, seed):
@@ -51,7 +51,9 @@ def ddp_shards():
     sizes, offsets = (1, 3, 8), (3.0, -1.0, 0.0)
 
     def logits(shift: float) -> torch.Tensor:
-        shards = [torch.randn(n, 2, generator=generator) + torch.tensor([o * shift, 0.0]) for n, o in zip(sizes, offsets)]
+        shards = [
+            torch.randn(n, 2, generator=generator) + torch.tensor([o * shift, 0.0]) for n, o in zip(sizes, offsets)
+        ]
         return torch.cat(shards)
 
     patched, clean, corrupted = logits(1.0), logits(2.0) + torch.tensor([2.0, 0.0]), logits(-1.0)
@@ -82,7 +84,8 @@ def test_metrics_merged_across_uneven_ranks_equal_one_metric_that_saw_everything
     patched, clean, corrupted, shards = ddp_shards()
     diff = lambda x: x[:, 0] - x[:, 1]  # noqa: E731  (independent of the package's logit_diff)
     expected = {
-        NormalisedRecovery: (diff(patched).mean() - diff(corrupted).mean()) / (diff(clean).mean() - diff(corrupted).mean()),
+        NormalisedRecovery: (diff(patched).mean() - diff(corrupted).mean())
+        / (diff(clean).mean() - diff(corrupted).mean()),
         MeanLogitDiff: diff(patched).mean(),
         IOAccuracy: (diff(patched) > 0).double().mean(),
     }
@@ -125,7 +128,9 @@ def test_end_only_unembedding_matches_full_logits():
         residual = model(tokens, stop_at_layer=model.cfg.n_layers)
     rows = torch.arange(4)
     assert torch.allclose(unembed_at_end(model, residual, end), logits[rows, end], atol=1e-5)
-    assert torch.allclose(unembed_at_end(model, residual, end, answers), logits[rows, end].gather(-1, answers), atol=1e-5)
+    assert torch.allclose(
+        unembed_at_end(model, residual, end, answers), logits[rows, end].gather(-1, answers), atol=1e-5
+    )
     metric = LogitDiffMetric(answers, end)
     assert torch.allclose(metric(logits), metric.from_answer_logits(logits[rows, end].gather(-1, answers)))
     normalised = LogitDiffMetric(answers, end, corrupted_value=1.0, clean_value=3.0)

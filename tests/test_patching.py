@@ -9,6 +9,7 @@ from functools import partial
 
 import pytest
 import torch
+from conftest import prompt_pairs, random_model
 from torch import Tensor
 
 # The reference implementation our drop-ins must equal (the package itself touches TransformerLens
@@ -16,7 +17,6 @@ from torch import Tensor
 from transformer_lens import patching as tl_patching
 from transformer_lens import utils as tl_utils
 
-from conftest import prompt_pairs, random_model
 from ioi_superpose import patching, runs
 from ioi_superpose.metrics import LogitDiffMetric
 from ioi_superpose.models import ActivationCache, HookedTransformer, HookedTransformerConfig, freeze
@@ -386,7 +386,9 @@ def reference_path_patch(
                 z[:, :, head] = base_cache["z", layer][:, :, head]
         return z
 
-    stage1 = [(tl_utils.get_act_name("z", layer), partial(freeze_hook, layer=layer)) for layer in range(model.cfg.n_layers)]
+    stage1 = [
+        (tl_utils.get_act_name("z", layer), partial(freeze_hook, layer=layer)) for layer in range(model.cfg.n_layers)
+    ]
     if receivers == "logits":
         return metric_of(model, base, metric, stage1)
     recorded: dict[str, Tensor] = {}

@@ -8,8 +8,7 @@ import ioi_superpose.patching
 from ioi_superpose.data import IOIBatch, ioi_prompts, ioi_texts
 from ioi_superpose.data.templates import IOI_TEMPLATES, LONG_TEMPLATES
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.models import HookedTransformer, gpt2_tokenizer, load_frozen_model
-
+from ioi_superpose.models import gpt2_tokenizer, load_frozen_model
 from tests.conftest import random_model
 
 TOY = "checkpoints/toy_ioi.pt"
@@ -63,7 +62,9 @@ def test_texts_of_toy_prompts():
     clean, corrupted = ioi_texts(prompts, TOY), ioi_texts(prompts, TOY, which="corrupted")
     for text, bad in zip(clean, corrupted):
         io, s = text.split(", ")[1].split(" and ")[1].split(" ")[0], text.split(". ")[1].split(" ")[0]
-        assert text.startswith(f"Then, {s} and {io} went to the ") and text.endswith(f". {s} gave a {text.split(' a ')[1]}")
+        assert text.startswith(f"Then, {s} and {io} went to the ") and text.endswith(
+            f". {s} gave a {text.split(' a ')[1]}"
+        )
         assert bad == text.replace(f". {s} gave", f". {io} gave")
 
 
@@ -102,7 +103,9 @@ def test_ready_for_learn_combination_and_drop_ins(toy_model):
         end = logits[:, -1]
         return (end.gather(-1, prompts.answer_tokens)[:, 0] - end.gather(-1, prompts.answer_tokens)[:, 1]).mean()
 
-    effects = ioi_superpose.patching.get_act_patch_attn_head_out_all_pos(toy_model, prompts.corrupted_tokens, clean_cache, metric)
+    effects = ioi_superpose.patching.get_act_patch_attn_head_out_all_pos(
+        toy_model, prompts.corrupted_tokens, clean_cache, metric
+    )
     assert effects.shape == (2, 4) and torch.isfinite(effects).all()
 
 

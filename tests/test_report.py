@@ -9,8 +9,22 @@ import pytest
 from ioi_superpose.report import main as report_main
 from ioi_superpose.train import main as train_main
 
-SMALL = ["--data.n_train", "32", "--data.n_val", "16", "--data.n_test", "8", "--data.batch_size", "16",
-         "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false", "--trainer.max_epochs", "1"]
+SMALL = [
+    "--data.n_train",
+    "32",
+    "--data.n_val",
+    "16",
+    "--data.n_test",
+    "8",
+    "--data.batch_size",
+    "16",
+    "--trainer.enable_progress_bar",
+    "false",
+    "--trainer.enable_model_summary",
+    "false",
+    "--trainer.max_epochs",
+    "1",
+]
 
 
 def test_report_on_two_tiny_runs_links_every_figure_it_writes(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):

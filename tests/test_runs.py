@@ -1,8 +1,8 @@
 import pytest
 import torch
+from conftest import hooks_attached, prompt_pairs, random_model
 from transformer_lens import patching as tl_patching
 
-from conftest import hooks_attached, prompt_pairs, random_model
 from ioi_superpose import learn_combination
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.errors import ConfigError
@@ -190,8 +190,14 @@ def fit_once(system, prompts, steps=1):
     from ioi_superpose.data.batch import PromptDataset, collate
 
     loader = torch.utils.data.DataLoader(PromptDataset(prompts), batch_size=len(prompts), collate_fn=collate)
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(system, train_dataloaders=loader)
 
 
@@ -321,8 +327,11 @@ def test_a_fit_prints_the_cache_size_once_with_its_options(capsys):
 
 @pytest.mark.parametrize(
     "setting, flag",
-    [({"cache_dtype": "int8"}, "--model.cache_dtype"), ({"cache_device": "gpu"}, "--model.cache_device"),
-     ({"cache_max_mb": -1.0}, "--model.cache_max_mb")],
+    [
+        ({"cache_dtype": "int8"}, "--model.cache_dtype"),
+        ({"cache_device": "gpu"}, "--model.cache_device"),
+        ({"cache_max_mb": -1.0}, "--model.cache_max_mb"),
+    ],
 )
 def test_bad_cache_options_name_the_flag(setting, flag):
     with pytest.raises(ConfigError, match=flag):
@@ -334,8 +343,9 @@ def test_summed_statistics_of_two_halves_give_the_whole_batchs_objective(objecti
     """What DDP's all-reduce relies on: the statistics of two ranks' halves add up to the whole batch's."""
     model = random_model()
     system = system_for(model, objective=objective)
-    system.combination.coefficients.data = torch.rand(system.combination.coefficients.shape,
-                                                      generator=torch.Generator().manual_seed(0))  # not α = 1: effect 1 on any batch
+    system.combination.coefficients.data = torch.rand(
+        system.combination.coefficients.shape, generator=torch.Generator().manual_seed(0)
+    )  # not α = 1: effect 1 on any batch
     prompts = ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab, batch=8, length=7))
     terms = [system.loss_terms(half, system.reference(half)) for half in (prompts[:3], prompts[3:])]
     whole = system.loss_terms(prompts, system.reference(prompts))["objective"]

@@ -25,7 +25,9 @@ def test_rank_statistics():
     a = torch.tensor([[0.1, 0.5], [0.9, 0.3]])
     assert spearman(a, a * 10) == pytest.approx(1.0)
     assert spearman(a, -a) == pytest.approx(-1.0)
-    assert spearman(torch.tensor([1.0, 1.0, 2.0]), torch.tensor([0.0, 0.0, 5.0])) == pytest.approx(1.0, abs=1e-5)  # ties
+    assert spearman(torch.tensor([1.0, 1.0, 2.0]), torch.tensor([0.0, 0.0, 5.0])) == pytest.approx(
+        1.0, abs=1e-5
+    )  # ties
     assert spearman(torch.zeros(2, 2), a) is None  # an all-zero α: undefined, not NaN
     assert top_k_overlap(a, torch.tensor([[0.0, 1.0], [2.0, 0.0]]), k=2) == 1.0
     assert top_k_overlap(a, torch.tensor([[1.0, 0.0], [0.0, 2.0]]), k=2) == 0.0

@@ -47,7 +47,9 @@ def _compare(name: str, features: list[int]) -> SupportComparison:
 # --- an independent reference for the subset search ------------------------------------------------------
 def _mean_end_logit_diff(logits: torch.Tensor, prompts: FeaturePrompts) -> float:
     at_end = logits[torch.arange(len(logits)), prompts.end_positions]
-    return float((at_end.gather(-1, prompts.answer_tokens[:, :1]) - at_end.gather(-1, prompts.answer_tokens[:, 1:])).mean())
+    return float(
+        (at_end.gather(-1, prompts.answer_tokens[:, :1]) - at_end.gather(-1, prompts.answer_tokens[:, 1:])).mean()
+    )
 
 
 @torch.no_grad()
@@ -87,7 +89,9 @@ def test_subset_recovery_equals_plain_hook_patching(name):
             assert searched[key] == pytest.approx(reference_recovery(model, prompts, heads), abs=1e-4), (feature, key)
 
 
-def _reference_support(model: HookedTransformer, prompts: FeaturePrompts, threshold: float = 0.9) -> set[tuple[int, int]]:
+def _reference_support(
+    model: HookedTransformer, prompts: FeaturePrompts, threshold: float = 0.9
+) -> set[tuple[int, int]]:
     """The smallest subset reaching `threshold` (ties: highest recovery), from `reference_recovery` alone."""
     heads = [(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
     for size in range(len(heads) + 1):

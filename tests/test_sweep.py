@@ -33,15 +33,28 @@ data: {n_train: 32, n_val: 16, n_test: 8, batch_size: 16, off_distribution: [hel
 
 
 def sweep_command(config: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "ioi_superpose.sweep", "--config", str(config), "--out", str(out),
-            "--grid", "model.direction=denoising,noising", "--grid", "seed_everything=0,1"]
+    return [
+        sys.executable,
+        "-m",
+        "ioi_superpose.sweep",
+        "--config",
+        str(config),
+        "--out",
+        str(out),
+        "--grid",
+        "model.direction=denoising,noising",
+        "--grid",
+        "seed_everything=0,1",
+    ]
 
 
 def test_grid_points_are_the_cartesian_product_with_readable_names():
     points = grid_points(parse_grid(["model.l1=0.001,0.01", "model.direction=denoising,noising"]))
     assert [p.name for p in points] == [
-        "model.l1=0.001__model.direction=denoising", "model.l1=0.001__model.direction=noising",
-        "model.l1=0.01__model.direction=denoising", "model.l1=0.01__model.direction=noising",
+        "model.l1=0.001__model.direction=denoising",
+        "model.l1=0.001__model.direction=noising",
+        "model.l1=0.01__model.direction=denoising",
+        "model.l1=0.01__model.direction=noising",
     ]
     assert points[1].flags() == ["--model.l1=0.001", "--model.direction=noising"]
 
@@ -73,8 +86,14 @@ def test_a_killed_sweep_resumes_skipping_finished_points(tmp_path):
     out = tmp_path / "sweep"
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     # Kill the whole sweep (its process group: the runner and the point it runs) once the first point is done.
-    first = subprocess.Popen(sweep_command(config, out), cwd=tmp_path, env=environment, start_new_session=True,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        sweep_command(config, out),
+        cwd=tmp_path,
+        env=environment,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 240
     while not list(out.glob("*/summary.json")) and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.2)
@@ -83,8 +102,9 @@ def test_a_killed_sweep_resumes_skipping_finished_points(tmp_path):
     done = {path.parent.name: path.stat().st_mtime_ns for path in out.glob("*/summary.json")}
     assert 1 <= len(done) < 4, "the kill came after the first point and before the last"
 
-    finished = subprocess.run(sweep_command(config, out), cwd=tmp_path, env=environment, capture_output=True,
-                              text=True, timeout=300)
+    finished = subprocess.run(
+        sweep_command(config, out), cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300
+    )
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert f"{len(done)} already finished" in finished.stdout
     for name, mtime in done.items():  # finished points were not run again

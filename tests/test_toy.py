@@ -9,6 +9,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import hooks_attached
 
 from ioi_superpose.models.toy import attn_only_config, build_toy_model, load_toy_checkpoint, save_toy_checkpoint
 from ioi_superpose.toy.batches import IGNORE_INDEX
@@ -23,8 +24,6 @@ from ioi_superpose.toy.skip_trigrams import (
 )
 from ioi_superpose.toy.training import ToyModelTraining
 from ioi_superpose.train_toy import main
-
-from conftest import hooks_attached
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = {
@@ -138,8 +137,14 @@ def test_tiny_model_loss_falls_within_seconds(one_thread):
         return float(F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE_INDEX))
 
     before = loss()
-    trainer = L.Trainer(max_steps=150, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_steps=150,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
     trainer.fit(module, data)
     assert loss() < 0.5 * before, (before, loss())
 
@@ -208,12 +213,16 @@ def test_shipped_checkpoints_reach_95_percent_on_every_feature(name, one_thread)
     # its seeds and sizes (eval_seed + feature index, the default 256 prompts per feature).
     shipped = json.loads(SHIPPED[name].with_suffix(".json").read_text())["metrics"]
     recomputed = evaluate_groups(
-        model, sample_batch(task, shipped["eval_size"], torch.Generator().manual_seed(shipped["eval_seed"])), task.group_names
+        model,
+        sample_batch(task, shipped["eval_size"], torch.Generator().manual_seed(shipped["eval_seed"])),
+        task.group_names,
     )
     assert recomputed == pytest.approx(shipped["group_accuracy"], abs=1e-5)
     assert [record["feature"] for record in shipped["ground_truth"]] == task.group_names[: task.n_features]
     for index, record in enumerate(shipped["ground_truth"]):
-        result = find_support(model, feature_prompts(task, index, 256, shipped["eval_seed"] + index), threshold=record["threshold"])
+        result = find_support(
+            model, feature_prompts(task, index, 256, shipped["eval_seed"] + index), threshold=record["threshold"]
+        )
         assert [list(head) for head in result.support] == record["support"], record["feature"]
         assert result.subset_recovery == pytest.approx(record["subset_recovery"], abs=1e-4)
         assert (result.clean_logit_diff, result.corrupted_logit_diff) == pytest.approx(
@@ -222,8 +231,11 @@ def test_shipped_checkpoints_reach_95_percent_on_every_feature(name, one_thread)
         # The recorded support is the smallest subset reaching the threshold.
         size = len(record["support"])
         assert record["reached_threshold"] and record["support_recovery"] >= record["threshold"]
-        assert all(value < record["threshold"] for key, value in record["subset_recovery"].items()
-                   if (0 if key == "none" else len(key.split("+"))) < size), record["feature"]
+        assert all(
+            value < record["threshold"]
+            for key, value in record["subset_recovery"].items()
+            if (0 if key == "none" else len(key.split("+"))) < size
+        ), record["feature"]
 
 
 # --- the training entry --------------------------------------------------------------------------------
@@ -275,8 +287,10 @@ SKIP_TRIGRAMS = ["--data", "ioi_superpose.toy.SkipTrigramDataModule", "--data.in
         ([*SKIP_TRIGRAMS, "--data.init_args.n_b_tokens", "0"], "--data.init_args.n_b_tokens must be >= 1"),
         ([*SKIP_TRIGRAMS, "--data.init_args.batch_size", "0"], "--data.init_args.batch_size must be >= 1, got 0."),
         ([*SKIP_TRIGRAMS, "--model.init_from", "no/such/toy.pt"], "--model.init_from=no/such/toy.pt: no such file"),
-        (["--data", "ioi_superpose.toy.ToyIOIDataModule", "--data.init_args.held_out_name_fraction", "1.5"],
-         "--data.init_args.held_out_name_fraction must be in (0, 1), got 1.5."),
+        (
+            ["--data", "ioi_superpose.toy.ToyIOIDataModule", "--data.init_args.held_out_name_fraction", "1.5"],
+            "--data.init_args.held_out_name_fraction must be in (0, 1), got 1.5.",
+        ),
     ],
 )
 def test_cli_reports_a_bad_setting_in_one_line(arguments, flag, tmp_path, monkeypatch, capsys):

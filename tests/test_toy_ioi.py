@@ -114,9 +114,25 @@ def test_main_job_smoke_on_the_toy_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     torch.set_num_threads(2)  # the config's TorchThreads callback runs the job on 1 and restores this after
-    main(["fit", "--config", str(ROOT / "experiments" / "toy_ioi.yaml"), "--model.model_name", str(CHECKPOINT),
-          "--data.n_train", "16", "--data.n_val", "8", "--data.n_test", "8", "--data.batch_size", "8",
-          "--trainer.fast_dev_run", "true"])
+    main(
+        [
+            "fit",
+            "--config",
+            str(ROOT / "experiments" / "toy_ioi.yaml"),
+            "--model.model_name",
+            str(CHECKPOINT),
+            "--data.n_train",
+            "16",
+            "--data.n_val",
+            "8",
+            "--data.n_test",
+            "8",
+            "--data.batch_size",
+            "8",
+            "--trainer.fast_dev_run",
+            "true",
+        ]
+    )
     assert torch.get_num_threads() == 2
 
 
@@ -144,14 +160,33 @@ def test_skip_trigram_checkpoint_has_no_ioi_tokenizer():
 
 def test_name_embeddings_stay_frozen_and_export_round_trips(tmp_path):
     data = ToyIOIDataModule(batch_size=16, train_batches=3, eval_prompts_per_group=4)
-    module = ToyModelTraining(n_layers=2, n_heads=2, d_model=16, d_head=8, d_vocab=data.d_vocab, n_ctx=data.n_ctx,
-                              layer_norm=True, positional_embedding="shortformer", lr=0.05, group_names=data.group_names)
+    module = ToyModelTraining(
+        n_layers=2,
+        n_heads=2,
+        d_model=16,
+        d_head=8,
+        d_vocab=data.d_vocab,
+        n_ctx=data.n_ctx,
+        layer_norm=True,
+        positional_embedding="shortformer",
+        lr=0.05,
+        group_names=data.group_names,
+    )
     before = {name: p.detach().clone() for name, p in module.model.named_parameters()}
     path = tmp_path / "toy.pt"
-    trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-                        callbacks=[FrozenNameEmbeddings(seed=3, norm=1.0),
-                                   ExportToyIOIModel(str(path), eval_size=24, ioi_prompts_per_group=8)])
+    trainer = L.Trainer(
+        max_steps=3,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[
+            FrozenNameEmbeddings(seed=3, norm=1.0),
+            ExportToyIOIModel(str(path), eval_size=24, ioi_prompts_per_group=8),
+        ],
+    )
     trainer.fit(module, datamodule=data)
     names = torch.tensor(data.name_token_ids)
     vectors = name_vectors(len(names), 16, seed=3, norm=1.0)
@@ -177,5 +212,7 @@ def test_training_prompts_use_training_names_only():
     assert not set(batch["tokens"].flatten().tolist()) & held_out
     labelled = batch["labels"] != -100
     assert torch.equal(labelled.sum(1), torch.ones(256, dtype=torch.long))  # the IO at END only
-    assert set(batch["group"].tolist()) <= {data.group_names.index("seen_names_ioi"),
-                                            data.group_names.index("seen_names_long_templates")}
+    assert set(batch["group"].tolist()) <= {
+        data.group_names.index("seen_names_ioi"),
+        data.group_names.index("seen_names_long_templates"),
+    }

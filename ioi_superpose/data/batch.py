@@ -54,7 +54,9 @@ class ContrastBatch:
     def trimmed(self: B) -> B:
         """Without the padding columns that no prompt in the batch reaches."""
         length = int(self.end_pos.max()) + 1
-        return replace(self, clean_tokens=self.clean_tokens[:, :length], corrupted_tokens=self.corrupted_tokens[:, :length])
+        return replace(
+            self, clean_tokens=self.clean_tokens[:, :length], corrupted_tokens=self.corrupted_tokens[:, :length]
+        )
 
     @classmethod
     def from_tokens(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 import warnings
 import zlib
-from typing import Any, Iterator, Literal, Sequence, get_args
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal, get_args
 
 import lightning as L
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -26,8 +27,14 @@ from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import load_tokenizer
 
 OffDistributionSet = Literal[
-    "held_out_templates", "held_out_names", "duplicated_io", "long_templates",
-    "baba_only", "abba_only", "no_preposition", "objects_as_names",
+    "held_out_templates",
+    "held_out_names",
+    "duplicated_io",
+    "long_templates",
+    "baba_only",
+    "abba_only",
+    "no_preposition",
+    "objects_as_names",
 ]
 OFF_DISTRIBUTION_SETS: tuple[OffDistributionSet, ...] = get_args(OffDistributionSet)
 
@@ -271,7 +278,11 @@ class IOIDataModule(L.LightningDataModule):
             )
         sampler = ResumableSampler(dataset, num_replicas=replicas, rank=rank, seed=self.hparams.seed)
         return ResumableLoader(
-            dataset, sampler, batch_size=self.hparams.batch_size, collate_fn=collate, num_workers=self.hparams.num_workers
+            dataset,
+            sampler,
+            batch_size=self.hparams.batch_size,
+            collate_fn=collate,
+            num_workers=self.hparams.num_workers,
         )
 
     def _evaluation_loader(self, split: str) -> DataLoader:
@@ -284,7 +295,9 @@ class IOIDataModule(L.LightningDataModule):
                 f"The {split} set has {len(dataset)} prompts for {replicas} processes; every process needs one. "
                 "Raise --data.n_val / --data.n_test or use fewer devices."
             )
-        return self._loader(split, UnrepeatedDistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=False))
+        return self._loader(
+            split, UnrepeatedDistributedSampler(dataset, num_replicas=replicas, rank=rank, shuffle=False)
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._evaluation_loader("val")

@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol, Sequence
+from typing import Literal, Protocol
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from ioi_superpose.errors import ConfigError
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.templates import NAMES, OBJECTS, PLACES
+from ioi_superpose.errors import ConfigError
 
 Corruption = Literal["name_swap", "abc"]
 _SLOT = re.compile(r" \[(A|B|PLACE|OBJECT)\]")

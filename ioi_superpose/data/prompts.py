@@ -17,7 +17,8 @@ roles line up too (per-position heatmaps), pass one template and its mirror, as 
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Literal, Sequence, Union
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Literal, Union
 
 from ioi_superpose.data.ioi import (
     IOIBatch,

@@ -29,7 +29,6 @@ from ioi_superpose.models.tokenizer import gpt2_tokenizer
 from ioi_superpose.models.toy import load_toy_checkpoint
 from ioi_superpose.models.word_tokenizer import WordTokenizer
 
-
 _GPT2_FAMILY = ("gpt2", "openai-community/gpt2", "distilgpt2")
 TOY_CHECKPOINT_SUFFIX = ".pt"
 _REGENERATE = {
@@ -40,8 +39,9 @@ _REGENERATE = {
 def describe_model(model: HookedTransformer) -> dict[str, str | int]:
     """What identifies a frozen model for a checkpoint of ours: its name and shape."""
     cfg = model.cfg
-    return dict(model_name=cfg.model_name, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_model=cfg.d_model,
-                d_vocab=cfg.d_vocab)
+    return dict(
+        model_name=cfg.model_name, n_layers=cfg.n_layers, n_heads=cfg.n_heads, d_model=cfg.d_model, d_vocab=cfg.d_vocab
+    )
 
 
 def load_frozen_model(

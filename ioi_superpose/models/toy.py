@@ -48,10 +48,13 @@ def attn_only_config(
             raise ConfigError(f"--model.{name} must be >= 1, got {value}.")
     for name, value in dict(d_vocab=d_vocab, n_ctx=n_ctx).items():
         if value < 1:
-            raise ConfigError(f"--model.{name} must be >= 1, got {value} (train_toy links it from the datamodule's {name}).")
+            raise ConfigError(
+                f"--model.{name} must be >= 1, got {value} (train_toy links it from the datamodule's {name})."
+            )
     if positional_embedding not in get_args(PositionalEmbedding):
         raise ConfigError(
-            f"--model.positional_embedding must be one of {get_args(PositionalEmbedding)}, got {positional_embedding!r}."
+            f"--model.positional_embedding must be one of {get_args(PositionalEmbedding)}, "
+            f"got {positional_embedding!r}."
         )
     return HookedTransformerConfig(
         n_layers=n_layers,

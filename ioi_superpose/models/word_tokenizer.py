@@ -11,7 +11,8 @@ prompt slot by slot (as the IOI generator does) equals tokenizing the whole stri
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from ioi_superpose.errors import UnknownWordError
 
@@ -89,7 +90,9 @@ class WordTokenizer:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "WordTokenizer":
         if not isinstance(data, dict) or data.get("type") != "word" or "vocab" not in data:
-            raise ValueError(f"not a WordTokenizer description: expected {{'type': 'word', 'vocab': [...]}}, got {data!r:.200}")
+            raise ValueError(
+                f"not a WordTokenizer description: expected {{'type': 'word', 'vocab': [...]}}, got {data!r:.200}"
+            )
         return cls(data["vocab"])
 
     def __eq__(self, other: object) -> bool:

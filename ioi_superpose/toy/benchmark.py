@@ -25,12 +25,12 @@ import torch
 from torch import Tensor
 
 from ioi_superpose.api import learn_combination
-from ioi_superpose.interventions import FAMILIES, ScalarCombination, PerPositionCombination
+from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.interventions import FAMILIES, PerPositionCombination, ScalarCombination
 from ioi_superpose.logit_attribution import direct_logit_attribution
 from ioi_superpose.metrics import LogitDiffMetric
 from ioi_superpose.patching import attribution_patch, path_patch_sweep
 from ioi_superpose.pruning import minimal_set
-from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.runs import hook_name
 from ioi_superpose.toy.ground_truth import head_subsets, search_subsets, subset_effects
 from ioi_superpose.toy.planted import PlantedCase, all_cases
@@ -106,7 +106,10 @@ def top_k(score: Tensor, k: int) -> Heads:
 
 
 SCORE_METHODS: dict[str, tuple[Callable[[Scores, Any], Heads | None], tuple]] = {
-    "activation patching (t)": (lambda s, t: frozenset(tuple(h) for h in (s.activation >= t).nonzero().tolist()), SCORE_GRID),
+    "activation patching (t)": (
+        lambda s, t: frozenset(tuple(h) for h in (s.activation >= t).nonzero().tolist()),
+        SCORE_GRID,
+    ),
     "attribution patching (t)": (lambda s, t: above(s.attribution, t), SCORE_GRID),
     "direct logit attribution (t)": (lambda s, t: above(s.dla, t), SCORE_GRID),
     "path patching → logits (t)": (lambda s, t: above(s.path, t), SCORE_GRID),
@@ -125,15 +128,23 @@ def learned_variants(case: PlantedCase, prompts, family: str, l1: float) -> dict
     learned = quiet_learn(case, prompts, family, l1)
     coefficients = learned.coefficients
     n_layers, n_heads = coefficients.shape[:2]
-    module = (PerPositionCombination if coefficients.dim() == 3 else ScalarCombination)(n_layers, n_heads, bounded=False)
+    module = (PerPositionCombination if coefficients.dim() == 3 else ScalarCombination)(
+        n_layers, n_heads, bounded=False
+    )
     with torch.no_grad():
         module.coefficients.copy_(coefficients)
     heads = frozenset(unit[:2] for unit in learned.support)
     pruned = minimal_set(case.model, [batch_of(prompts)], "denoising", module, THRESHOLD, 0.05)
     pruned_module = type(module)(n_layers, n_heads, bounded=False)
     pruned_module.set_mask_(pruned.mask)
-    return {"": (heads, coefficients, module),
-            " + minimal set": (frozenset(unit[:2] for unit in pruned.support), pruned_module.coefficients.detach(), pruned_module)}
+    return {
+        "": (heads, coefficients, module),
+        " + minimal set": (
+            frozenset(unit[:2] for unit in pruned.support),
+            pruned_module.coefficients.detach(),
+            pruned_module,
+        ),
+    }
 
 
 def recovery_of_heads(case: PlantedCase, prompts, heads: Heads) -> float:
@@ -164,10 +175,12 @@ def run_benchmark() -> dict[str, Any]:
     dev_scores = {c.name: Scores(c, sets[c.name]["dev"]) for c in cases}
     train_scores = {c.name: Scores(c, sets[c.name]["train"]) for c in cases}
     for method, (select, grid) in SCORE_METHODS.items():
-        def dev_f1(value):
+
+        def dev_f1(value, select=select):
             picks = [(c, select(dev_scores[c.name], value)) for c in cases]
             vals = [f1(h, truth[c.name]["dev"].minimal_sets) for c, h in picks if h is not None]
             return sum(vals) / len(vals) if vals else 0.0
+
         best = max(grid, key=dev_f1)
         chosen[method] = best
         for c in cases:

@@ -21,7 +21,13 @@ import torch
 
 from ioi_superpose.files import write_json
 from ioi_superpose.models import HookedTransformer
-from ioi_superpose.models.toy import attn_only_config, build_toy_model, load_toy_checkpoint, save_toy_checkpoint, toy_config_kwargs
+from ioi_superpose.models.toy import (
+    attn_only_config,
+    build_toy_model,
+    load_toy_checkpoint,
+    save_toy_checkpoint,
+    toy_config_kwargs,
+)
 from ioi_superpose.toy.batches import FeaturePrompts, TokenBatch
 from ioi_superpose.toy.ground_truth import find_support
 from ioi_superpose.toy.ioi_metrics import ioi_metrics
@@ -50,9 +56,7 @@ class GroundTruthTaskData(ToyTaskData, Protocol):
     def feature_prompts(self, feature: int, n: int, seed: int) -> FeaturePrompts: ...
 
 
-def evaluate_groups(
-    model: HookedTransformer, batch: TokenBatch, group_names: list[str]
-) -> dict[str, float | None]:
+def evaluate_groups(model: HookedTransformer, batch: TokenBatch, group_names: list[str]) -> dict[str, float | None]:
     """Accuracy per group on one batch (the model runs on the batch's device).
 
     A group with no row in the batch has no accuracy: it reads None (not NaN, which JSON cannot hold).
@@ -128,7 +132,9 @@ class ExportToyModel(L.Callback):
         model.load_state_dict({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()})
         model.eval()
         metrics: dict[str, Any] = {
-            "group_accuracy": evaluate_groups(model, data.evaluation_batch(self.eval_size, self.eval_seed), data.group_names),
+            "group_accuracy": evaluate_groups(
+                model, data.evaluation_batch(self.eval_size, self.eval_seed), data.group_names
+            ),
             "fit_seconds": round(fit_seconds, 1),
             "global_step": trainer.global_step,
             "eval_size": self.eval_size,
@@ -183,8 +189,11 @@ class ExportToyIOIModel(ExportToyModel):
             raise TypeError(f"ExportToyIOIModel needs a ToyIOIDataModule, got {type(data).__name__}")
         model, metadata = load_toy_checkpoint(self.path)  # the weights as written
         ioi = {
-            f"{split}_{family}": vars(ioi_metrics(model, data.prompts(split, family, self.ioi_prompts_per_group,
-                                                                      self.eval_seed + 7 * index + 3)))
+            f"{split}_{family}": vars(
+                ioi_metrics(
+                    model, data.prompts(split, family, self.ioi_prompts_per_group, self.eval_seed + 7 * index + 3)
+                )
+            )
             for index, (split, family) in enumerate(data.groups())
         }
         held_out, seen = ioi["held_out_names_ioi"], ioi["seen_names_ioi"]
@@ -201,4 +210,3 @@ class ExportToyIOIModel(ExportToyModel):
         save_toy_checkpoint(model, self.path, metadata)
         write_json(self.path.with_suffix(".json"), metadata)
         print(f"Toy IOI: {metadata['metrics']['headline']}")
-

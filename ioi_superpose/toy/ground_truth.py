@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from ioi_superpose.interventions import HeadWeights
@@ -208,7 +208,8 @@ def search_subsets(
     reaching = effect >= threshold
     min_size = int(sizes[reaching].min()) if reaching.any() else None
     minimal = [] if min_size is None else [
-        [tuple(h) for h in subsets[i].nonzero().tolist()] for i in torch.nonzero(reaching & (sizes == min_size))[:, 0].tolist()
+        [tuple(h) for h in subsets[i].nonzero().tolist()]
+        for i in torch.nonzero(reaching & (sizes == min_size))[:, 0].tolist()
     ]  # fmt: skip
     single = torch.full((n_layers, n_heads), float("nan"))
     for mask, value in zip(subsets[sizes == 1], effect[sizes == 1]):

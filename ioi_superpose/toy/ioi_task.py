@@ -11,7 +11,8 @@ Train it with `python -m ioi_superpose.train_toy fit --config experiments/toy_io
   drawn from the training names; the held-out names are split off with the main job's rule
   (`data.datamodule.split_names`), so the model never sees the names of the main job's
   `held_out_names` test set.
-- `FrozenNameEmbeddings` (callback, `toy/name_embeddings.py`): every name token gets a seeded random vector, the same in the
+- `FrozenNameEmbeddings` (callback, `toy/name_embeddings.py`): every name token gets a seeded random vector,
+  the same in the
   embedding (row of W_E) and the unembedding (column of W_U, with b_U = 0), never trained; during
   training the training names' vectors are redrawn at every step.
 - `ExportToyIOIModel` (callback, `toy/export.py`): the toy-model export plus IOI metrics (IO-over-S accuracy, mean
@@ -38,7 +39,8 @@ Other choices, each measured on this CPU (seeded runs of 1000 steps):
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -61,7 +63,11 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "long_templates": LONG_TEMPLATES,
     "duplicated_io": DUPLICATED_IO_TEMPLATES,
 }
-_FIRST_TEMPLATE_ID = {"ioi": 0, "long_templates": len(IOI_TEMPLATES), "duplicated_io": len(IOI_TEMPLATES) + len(LONG_TEMPLATES)}
+_FIRST_TEMPLATE_ID = {
+    "ioi": 0,
+    "long_templates": len(IOI_TEMPLATES),
+    "duplicated_io": len(IOI_TEMPLATES) + len(LONG_TEMPLATES),
+}
 """Template ids as `IOIDataModule` numbers them (IOI, then long, then duplicated-IO)."""
 
 
@@ -77,7 +83,6 @@ def io_labels(prompts: IOIBatch) -> Int[Tensor, "batch pos"]:
     labels = torch.full_like(prompts.clean_tokens, IGNORE_INDEX)
     labels[torch.arange(len(prompts)), prompts.end_pos] = prompts.answer_tokens[:, 0]
     return labels
-
 
 
 class _SeededIOIBatches(Dataset[TokenBatch]):
@@ -132,15 +137,20 @@ class ToyIOIDataModule(L.LightningDataModule):
         """
         super().__init__()
         self.save_hyperparameters()
-        for option, value in dict(batch_size=batch_size, train_batches=train_batches,
-                                  eval_prompts_per_group=eval_prompts_per_group).items():
+        for option, value in dict(
+            batch_size=batch_size, train_batches=train_batches, eval_prompts_per_group=eval_prompts_per_group
+        ).items():
             if value < 1:
                 raise ConfigError(f"--data.init_args.{option} must be >= 1, got {value}.")
         if not 0.0 < held_out_name_fraction < 1.0:
-            raise ConfigError(f"--data.init_args.held_out_name_fraction must be in (0, 1), got {held_out_name_fraction}.")
+            raise ConfigError(
+                f"--data.init_args.held_out_name_fraction must be in (0, 1), got {held_out_name_fraction}."
+            )
         unknown = [family for family in train_families if family not in FAMILIES]
         if unknown or not train_families:
-            raise ConfigError(f"--data.init_args.train_families must list some of {list(FAMILIES)}, got {list(train_families)}.")
+            raise ConfigError(
+                f"--data.init_args.train_families must list some of {list(FAMILIES)}, got {list(train_families)}."
+            )
         self.tokenizer = toy_ioi_tokenizer()
         self.held_out_names, self.train_names = split_names(
             default_names(self.tokenizer), held_out_name_fraction, name_split_seed
@@ -186,7 +196,9 @@ class ToyIOIDataModule(L.LightningDataModule):
         }
 
     # --- prompts --------------------------------------------------------------------------------------
-    def prompts(self, split: NameSplit, family: Family, n: int, seed: int, corruption: Corruption = "name_swap") -> IOIBatch:
+    def prompts(
+        self, split: NameSplit, family: Family, n: int, seed: int, corruption: Corruption = "name_swap"
+    ) -> IOIBatch:
         """`n` seeded IOI prompts of one family with the seen (training) or held-out names."""
         names = self.train_names if split == "seen_names" else self.held_out_names
         templates = FAMILIES[family]
@@ -209,14 +221,18 @@ class ToyIOIDataModule(L.LightningDataModule):
         prompts = generate_ioi(self.tokenizer, n, templates, ids, self.train_names, "name_swap", seed)
         group_of_id = torch.full((max(ids) + 1,), -1, dtype=torch.long)
         group_of_id[torch.tensor(ids)] = torch.tensor(groups)
-        return TokenBatch(tokens=prompts.clean_tokens, labels=io_labels(prompts), group=group_of_id[prompts.template_id])
+        return TokenBatch(
+            tokens=prompts.clean_tokens, labels=io_labels(prompts), group=group_of_id[prompts.template_id]
+        )
 
     def evaluation_batch(self, n: int, seed: int) -> TokenBatch:
         """About `n` prompts, split evenly over the groups (name split × family)."""
         per_group = max(n // len(self.group_names), 1)
         return self._token_batch(
-            [(self.prompts(split, family, per_group, seed + 101 * index), index)
-             for index, (split, family) in enumerate(self.groups())]
+            [
+                (self.prompts(split, family, per_group, seed + 101 * index), index)
+                for index, (split, family) in enumerate(self.groups())
+            ]
         )
 
     def groups(self) -> list[tuple[NameSplit, Family]]:
@@ -252,4 +268,3 @@ class ToyIOIDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return DataLoader([self.test_batch], batch_size=None)
-

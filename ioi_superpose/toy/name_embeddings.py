@@ -19,7 +19,8 @@ it never saw as on the others (99.9 % vs 99.7 %). b_U is 0 for names so that no 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -30,9 +31,7 @@ from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer
 
 
-def name_vectors(
-    n_names: int, d_model: int, seed: int, norm: float
-) -> Float[Tensor, "n_names d_model"]:
+def name_vectors(n_names: int, d_model: int, seed: int, norm: float) -> Float[Tensor, "n_names d_model"]:
     """Seeded Gaussian vectors of expected norm `norm` (nearly orthogonal when d_model is large)."""
     return _gaussian(n_names, d_model, torch.Generator().manual_seed(seed), norm)
 
@@ -95,7 +94,9 @@ class FrozenNameEmbeddings(L.Callback):
         self.vectors = name_vectors(len(self.token_ids), pl_module.model.cfg.d_model, self.seed, self.norm)
         set_name_embeddings(pl_module.model, self.token_ids, self.vectors)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         if not self.resample:
             return
         fresh = self.vectors.clone()
@@ -106,15 +107,23 @@ class FrozenNameEmbeddings(L.Callback):
 
     def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         model = pl_module.model
-        for parameter, index in ((model.W_E, (self.token_ids,)), (model.W_U, (slice(None), self.token_ids)),
-                                 (model.b_U, (self.token_ids,))):
+        for parameter, index in (
+            (model.W_E, (self.token_ids,)),
+            (model.W_U, (slice(None), self.token_ids)),
+            (model.b_U, (self.token_ids,)),
+        ):
             if parameter.grad is not None:
                 parameter.grad[index] = 0.0
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         set_name_embeddings(pl_module.model, self.token_ids, self.vectors)
 
     def describe(self) -> dict[str, Any]:
-        return {"seed": self.seed, "norm": self.norm, "resample_training_names": self.resample,
-                "n_names": len(self.token_ids)}
-
+        return {
+            "seed": self.seed,
+            "norm": self.norm,
+            "resample_training_names": self.resample,
+            "n_names": len(self.token_ids),
+        }

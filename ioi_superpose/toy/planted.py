@@ -139,7 +139,9 @@ class _Builder:
         scale = score * math.sqrt(D_HEAD) / (query_value * key_value)
         self.state[f"blocks.{layer}.attn.W_K"][head, :, slot] = direction(key_dir) * scale
 
-    def copy(self, layer: int, head: int, read: Tensor, write: Tensor, slot: int = 0, read_norm: float = math.sqrt(2)) -> None:
+    def copy(
+        self, layer: int, head: int, read: Tensor, write: Tensor, slot: int = 0, read_norm: float = math.sqrt(2)
+    ) -> None:
         """Value reads the (pre-LN) direction `read` of the attended position, output writes `write`
         (so an attended residual of norm `read_norm` holding `read` writes exactly `write`)."""
         self.state[f"blocks.{layer}.attn.W_V"][head, :, slot] = read * read_norm / math.sqrt(D_MODEL)

@@ -67,8 +67,12 @@ class SkipTrigramTask:
         if self.n_b_tokens < minimum_b:
             raise ConfigError(
                 f"n_b_tokens must be >= {minimum_b} for {self.kind}, got {self.n_b_tokens}"
-                + (" (the absent-source answer is the next trigram's C, so it needs a second trigram)"
-                   if self.kind == "single_source" else "") + "."
+                + (
+                    " (the absent-source answer is the next trigram's C, so it needs a second trigram)"
+                    if self.kind == "single_source"
+                    else ""
+                )
+                + "."
             )
         if self.n_positions < 3:
             raise ConfigError(f"n_positions must be >= 3 (BOS, a source, the query), got {self.n_positions}.")

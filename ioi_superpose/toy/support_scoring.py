@@ -19,8 +19,9 @@ near one-hot distribution whose KL barely moves as α shrinks, so L1 prunes need
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ioi_superpose.api import learn_combination
 from ioi_superpose.models import HookedTransformer
@@ -140,7 +141,9 @@ def compare_supports(
         # learn_combination reads the answers at the last position; so does this task's END.
         length = prompts.clean_tokens.shape[1]
         if not bool((prompts.end_positions == length - 1).all()):
-            raise ValueError(f"feature {prompts.feature}: END is not the last position; learn_combination would misread it")
+            raise ValueError(
+                f"feature {prompts.feature}: END is not the last position; learn_combination would misread it"
+            )
         truth = find_support(model, prompts, threshold=threshold)
         learned = learn_combination(
             model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens, **settings

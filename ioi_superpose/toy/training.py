@@ -19,7 +19,13 @@ from torchmetrics import Metric
 
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer
-from ioi_superpose.models.toy import PositionalEmbedding, attn_only_config, build_toy_model, load_toy_checkpoint, toy_config_kwargs
+from ioi_superpose.models.toy import (
+    PositionalEmbedding,
+    attn_only_config,
+    build_toy_model,
+    load_toy_checkpoint,
+    toy_config_kwargs,
+)
 from ioi_superpose.toy.batches import IGNORE_INDEX, TokenBatch
 
 
@@ -33,7 +39,9 @@ class GroupAccuracy(Metric):
         self.add_state("correct", default=torch.zeros(n_groups, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("count", default=torch.zeros(n_groups, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, row_correct: Int[Tensor, " rows"], row_count: Int[Tensor, " rows"], group: Int[Tensor, " rows"]) -> None:
+    def update(
+        self, row_correct: Int[Tensor, " rows"], row_count: Int[Tensor, " rows"], group: Int[Tensor, " rows"]
+    ) -> None:
         self.correct.index_add_(0, group, row_correct)
         self.count.index_add_(0, group, row_count)
 
@@ -106,12 +114,15 @@ class ToyModelTraining(L.LightningModule):
 
     def _load_weights(self, path: str) -> None:
         if not Path(path).is_file():
-            raise ConfigError(f"--model.init_from={path}: no such file; give a toy checkpoint (`.pt`) written by ExportToyModel.")
+            raise ConfigError(
+                f"--model.init_from={path}: no such file; give a toy checkpoint (`.pt`) written by ExportToyModel."
+            )
         trained, _ = load_toy_checkpoint(path)
         if toy_config_kwargs(trained.cfg) != toy_config_kwargs(self.model.cfg):
             raise ConfigError(
                 f"--model.init_from={path} holds a model with config {toy_config_kwargs(trained.cfg)}, but this module "
-                f"was configured with {toy_config_kwargs(self.model.cfg)}; use the config the checkpoint was trained with."
+                f"was configured with {toy_config_kwargs(self.model.cfg)}; "
+                "use the config the checkpoint was trained with."
             )
         self.model.load_state_dict(trained.state_dict())
 
@@ -162,6 +173,8 @@ class ToyModelTraining(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
-            self.model.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay,
+            self.model.parameters(),
+            lr=self.hparams.lr,
+            weight_decay=self.hparams.weight_decay,
             betas=tuple(self.hparams.betas),
         )
