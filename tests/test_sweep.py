@@ -100,7 +100,7 @@ def test_a_killed_sweep_resumes_skipping_finished_points(tmp_path):
     os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     done = {path.parent.name: path.stat().st_mtime_ns for path in out.glob("*/summary.json")}
-    assert 1 <= len(done) < 4, "the kill came after the first point and before the last"
+    assert 0 < len(done) < 4, "the kill came after the first point and before the last"
 
     finished = subprocess.run(
         sweep_command(config, out), cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300
