@@ -467,30 +467,6 @@ def _fast_reference(
 
 
 @torch.no_grad()
-def patch_effects(
-    model: HookedTransformer,
-    clean_tokens: Int[Tensor, "batch pos"],
-    corrupted_tokens: Int[Tensor, "batch pos"],
-    end_positions: Int[Tensor, " batch"],
-    answer_tokens: Int[Tensor, "batch 2"],
-    direction: Direction,
-    combination: Combination,
-    *,
-    max_rows: int = DEFAULT_MAX_ROWS,
-) -> tuple[Float[Tensor, " variants"], Reference]:
-    """Recovery of each variant of a fixed `combination` on one batch, and the reference runs."""
-    device = model.cfg.device
-    clean_tokens, corrupted_tokens = clean_tokens.to(device), corrupted_tokens.to(device)
-    end_positions, answer_tokens = end_positions.to(device), answer_tokens.to(device)
-    reference = reference_runs(model, clean_tokens, corrupted_tokens, end_positions, answer_tokens, direction)
-    base_tokens, _ = base_and_source(clean_tokens, corrupted_tokens, direction)
-    base = BaseRun.prepare(model, base_tokens, prefixes=combination.n_variants > 1)
-    patched = patched_end_logits(
-        base, reference.source_z, combination.to(device), end_positions, answer_tokens, max_rows=max_rows
-    )
-    return reference.recovery(patched), reference
-
-
 def recovery_of(
     model: HookedTransformer,
     prompts: ContrastBatch,
@@ -499,8 +475,13 @@ def recovery_of(
 ) -> Float[Tensor, "*variants"]:
     """Recovery of fixed α (or of several at once, folded into one batched run) on `prompts`: every
     head's z becomes z_base + α (z_source − z_base) at every position."""
-    recovery, _ = patch_effects(
-        model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.end_pos, prompts.answer_tokens, direction,
-        HeadWeights(alpha.reshape(-1, *alpha.shape[-2:])),
-    )  # fmt: skip
-    return recovery.cpu().reshape(alpha.shape[:-2])
+    device = model.cfg.device
+    prompts = prompts.to(device)
+    combination = HeadWeights(alpha.reshape(-1, *alpha.shape[-2:])).to(device)
+    reference = reference_runs(
+        model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.end_pos, prompts.answer_tokens, direction
+    )
+    base_tokens, _ = base_and_source(prompts.clean_tokens, prompts.corrupted_tokens, direction)
+    base = BaseRun.prepare(model, base_tokens, prefixes=combination.n_variants > 1)
+    patched = patched_end_logits(base, reference.source_z, combination, prompts.end_pos, prompts.answer_tokens)
+    return reference.recovery(patched).cpu().reshape(alpha.shape[:-2])

@@ -118,9 +118,8 @@ TOY_IOI = str(REPO / "checkpoints" / "toy_ioi.pt")
 
 def test_summary_recovery_is_what_the_saved_alpha_gives_on_the_validation_prompts(tiny_gpt2_dir, tmp_path, monkeypatch):
     from ioi_superpose.data.datamodule import IOIDataModule
-    from ioi_superpose.interventions import HeadWeights
     from ioi_superpose.models import load_frozen_model
-    from ioi_superpose.runs import patch_effects
+    from ioi_superpose.runs import recovery_of
 
     run_cli(
         ["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "2"],
@@ -133,15 +132,7 @@ def test_summary_recovery_is_what_the_saved_alpha_gives_on_the_validation_prompt
     data = IOIDataModule(model_name=str(tiny_gpt2_dir), n_train=32, n_val=16, n_test=8, batch_size=16)
     data.setup("fit")
     val = data.splits["val"].trimmed()
-    recovery, _ = patch_effects(
-        load_frozen_model(str(tiny_gpt2_dir)),
-        val.clean_tokens,
-        val.corrupted_tokens,
-        val.end_pos,
-        val.answer_tokens,
-        "denoising",
-        HeadWeights(alpha),
-    )
+    recovery = recovery_of(load_frozen_model(str(tiny_gpt2_dir)), val, alpha, "denoising")
     assert summary["val"]["recovery"] == pytest.approx(float(recovery), abs=1e-4)
     assert not torch.equal(alpha, torch.ones_like(alpha))  # training moved α: the check is not of α = 1
 
