@@ -13,7 +13,14 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from ioi_superpose.data.batch import PromptDataset, collate
-from ioi_superpose.data.ioi import Corruption, IOIBatch, default_names, generate_ioi, single_token_words
+from ioi_superpose.data.ioi import (
+    Corruption,
+    IOIBatch,
+    TextEncoder,
+    default_names,
+    generate_ioi,
+    single_token_words,
+)
 from ioi_superpose.data.templates import (
     BABA_TEMPLATES,
     DUPLICATED_IO_TEMPLATES,
@@ -199,6 +206,9 @@ class IOIDataModule(L.LightningDataModule):
         self.held_out_names: list[str] = []
         """Names of the `held_out_names` test set, never in training prompts (filled by `setup`)."""
         self.train_names: list[str] = []
+        self.encoder: TextEncoder | None = None
+        """The tokenizer that built the prompts (filled by `setup` or `draw`)."""
+        self._specs: dict[str, tuple[Sequence[int], Sequence[str], list[str], Sequence[str]]] = {}
 
     @property
     def test_set_names(self) -> list[str]:
@@ -212,8 +222,41 @@ class IOIDataModule(L.LightningDataModule):
         if self.splits:
             return
         hp = self.hparams
-        encoder = load_tokenizer(hp.model_name)
-        held_out_names, train_names = split_names(default_names(encoder), hp.held_out_name_fraction, hp.seed)
+        self.splits["train"] = self.draw("train", hp.n_train)
+        self.splits["val"] = self.draw("val", hp.n_val)
+        self.splits["in_distribution"] = self.draw("in_distribution", hp.n_test)
+        for name in hp.off_distribution:
+            self.splits[name] = self.draw(name, hp.n_test)
+
+    def draw(
+        self, set_name: str, n: int, corruption: Corruption | None = None, seed_name: str | None = None
+    ) -> IOIBatch:
+        """`n` prompts of one named set's generator (`train`, `val` and `in_distribution` share theirs).
+
+        Seeded by `seed_name` (default: the set's own name, as `setup` draws it; see `set_seed`) and corrupted
+        by `corruption` (default: `--data.corruption`). Other consumers draw fresh prompts of a set under a
+        name of their own (the max-activating corpus: `max_activating/<set>/<corruption>`).
+        """
+        specs = self._set_specs()
+        generator = "in_distribution" if set_name in ("train", "val") else set_name
+        if generator not in specs:
+            raise ConfigError(f"Unknown prompt set {set_name!r}; choose from {['train', 'val', *specs]}.")
+        template_ids, templates, names, objects = specs[generator]
+        if set_name == "held_out_names" and not names:
+            raise ConfigError("The held_out_names test set needs --data.held_out_name_fraction > 0.")
+        hp = self.hparams
+        return generate_ioi(
+            self.encoder, n, list(templates), list(template_ids), names, corruption or hp.corruption,
+            set_seed(hp.seed, seed_name or set_name), PLACES, objects,
+        )  # fmt: skip
+
+    def _set_specs(self) -> dict[str, tuple[Sequence[int], Sequence[str], list[str], Sequence[str]]]:
+        """Every generator's (template ids, templates, names, objects), keyed by set name (computed once)."""
+        if self._specs:
+            return self._specs
+        hp = self.hparams
+        self.encoder = load_tokenizer(hp.model_name)
+        held_out_names, train_names = split_names(default_names(self.encoder), hp.held_out_name_fraction, hp.seed)
         self.held_out_names, self.train_names = held_out_names, train_names
 
         held_out_ids = set(hp.held_out_templates) | {i + len(BABA_TEMPLATES) for i in hp.held_out_templates}
@@ -222,32 +265,23 @@ class IOIDataModule(L.LightningDataModule):
         duplicated_ids = range(long_ids.stop, long_ids.stop + len(DUPLICATED_IO_TEMPLATES))
         no_preposition_ids = range(duplicated_ids.stop, duplicated_ids.stop + len(NO_PREPOSITION_TEMPLATES))
         # Objects in the name slots; the [OBJECT] slot then takes the other objects.
-        object_names, _ = single_token_words(encoder, OBJECTS[:5])
+        object_names, _ = single_token_words(self.encoder, OBJECTS[:5])
         baba_ids = [i for i in train_ids if i < len(BABA_TEMPLATES)]
         abba_ids = [i for i in train_ids if i >= len(BABA_TEMPLATES)]
-
-        def draw(set_name: str, n: int, template_ids, templates, names_, objects=OBJECTS) -> IOIBatch:
-            seed = set_seed(hp.seed, set_name)
-            return generate_ioi(
-                encoder, n, list(templates), list(template_ids), names_, hp.corruption, seed, PLACES, objects
-            )
-
         in_distribution = [IOI_TEMPLATES[i] for i in train_ids]
-        self.splits["train"] = draw("train", hp.n_train, train_ids, in_distribution, train_names)
-        self.splits["val"] = draw("val", hp.n_val, train_ids, in_distribution, train_names)
-        self.splits["in_distribution"] = draw("in_distribution", hp.n_test, train_ids, in_distribution, train_names)
-        off_distribution_specs = {
-            "held_out_templates": (sorted(held_out_ids), [IOI_TEMPLATES[i] for i in sorted(held_out_ids)], train_names),
-            "held_out_names": (train_ids, in_distribution, held_out_names),
-            "duplicated_io": (duplicated_ids, DUPLICATED_IO_TEMPLATES, train_names),
-            "long_templates": (long_ids, LONG_TEMPLATES, train_names),
-            "baba_only": (baba_ids, [IOI_TEMPLATES[i] for i in baba_ids], train_names),
-            "abba_only": (abba_ids, [IOI_TEMPLATES[i] for i in abba_ids], train_names),
-            "no_preposition": (no_preposition_ids, NO_PREPOSITION_TEMPLATES, train_names),
+        held_out = sorted(held_out_ids)
+        self._specs = {
+            "in_distribution": (train_ids, in_distribution, train_names, OBJECTS),
+            "held_out_templates": (held_out, [IOI_TEMPLATES[i] for i in held_out], train_names, OBJECTS),
+            "held_out_names": (train_ids, in_distribution, held_out_names, OBJECTS),
+            "duplicated_io": (duplicated_ids, DUPLICATED_IO_TEMPLATES, train_names, OBJECTS),
+            "long_templates": (long_ids, LONG_TEMPLATES, train_names, OBJECTS),
+            "baba_only": (baba_ids, [IOI_TEMPLATES[i] for i in baba_ids], train_names, OBJECTS),
+            "abba_only": (abba_ids, [IOI_TEMPLATES[i] for i in abba_ids], train_names, OBJECTS),
+            "no_preposition": (no_preposition_ids, NO_PREPOSITION_TEMPLATES, train_names, OBJECTS),
             "objects_as_names": (train_ids, in_distribution, object_names, OBJECTS[5:]),
         }
-        for name in hp.off_distribution:
-            self.splits[name] = draw(name, hp.n_test, *off_distribution_specs[name])
+        return self._specs
 
     def _replicas(self) -> tuple[int, int]:
         """(number of processes, this process's rank); (1, 0) outside a Trainer."""

@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal, Union
 
+from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.ioi import (
     IOIBatch,
     TextEncoder,
@@ -115,6 +116,13 @@ def ioi_texts(
     if which not in ("clean", "corrupted"):
         raise ConfigError(f"ioi_texts: which must be 'clean' or 'corrupted', got {which!r}.")
     encoder, _ = _encoder_and_model(model_or_name, "ioi_texts")
+    return decode_prompts(encoder, prompts, which)
+
+
+def decode_prompts(
+    encoder: TextEncoder, prompts: ContrastBatch, which: Literal["clean", "corrupted"] = "clean"
+) -> list[str]:
+    """`ioi_texts` with the tokenizer itself: each row's tokens up to END, without BOS and padding."""
     tokens = (prompts.clean_tokens if which == "clean" else prompts.corrupted_tokens).cpu()
     start = 1 if encoder.bos_token_id is not None else 0
     return [encoder.decode(row[start : int(end) + 1].tolist()) for row, end in zip(tokens, prompts.end_pos.cpu())]
