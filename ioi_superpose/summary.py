@@ -1,5 +1,5 @@
-"""What a run leaves behind: `coefficients.pt`, `summary.json`, the α heatmap and the baselines'
-figures, all written atomically by one `RunWriter` that the CLI and the API share."""
+"""What a run leaves behind: `coefficients.pt`, `summary.json`, the α heatmap, the baselines' figures and
+the max-activating table, all written atomically by one `RunWriter` that the CLI and the API share."""
 
 from __future__ import annotations
 
@@ -25,6 +25,14 @@ class Baseline(Protocol):
     def summary(self, system: HeadSuperposition) -> dict: ...
 
     def figures(self, system: HeadSuperposition) -> dict[str, Figure]: ...
+
+
+class ExamplesTable(Protocol):
+    """What the writer reads of the max-activating examples (`max_activating.MaxActivating`)."""
+
+    def to_markdown(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 def top_heads(
@@ -122,10 +130,15 @@ class RunWriter:
         self.run_dir = Path(run_dir)
 
     def write(
-        self, system: HeadSuperposition, summary: dict[str, Any], baselines: Sequence[Baseline] = ()
+        self,
+        system: HeadSuperposition,
+        summary: dict[str, Any],
+        baselines: Sequence[Baseline] = (),
+        max_activating: ExamplesTable | None = None,
     ) -> dict[str, Path]:
-        """coefficients.pt (α and what it was learned for), coefficients.png, baselines/*.png, and
-        summary.json last: a run directory with a summary.json is complete."""
+        """coefficients.pt (α and what it was learned for), coefficients.png, baselines/*.png,
+        max_activating.md / .json (when given), and summary.json last: a run directory with a summary.json
+        is complete."""
         alpha = system.combination.coefficients.detach().cpu().clone()
         paths = {
             "coefficients": self.run_dir / "coefficients.pt",
@@ -145,6 +158,12 @@ class RunWriter:
                 self._figure(self.run_dir / "baselines" / f"{stem}.png", figure)
         if baselines:
             paths["baselines"] = self.run_dir / "baselines"
+        if max_activating is not None:
+            text = max_activating.to_markdown()
+            paths["max_activating"] = atomic_write(
+                self.run_dir / "max_activating.md", lambda name: Path(name).write_text(text)
+            )
+            paths["max_act_json"] = write_json(self.run_dir / "max_activating.json", max_activating.to_dict())
         paths["summary"] = write_json(self.run_dir / "summary.json", summary)
         return paths
 

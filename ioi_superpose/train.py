@@ -1,8 +1,9 @@
 """`python -m ioi_superpose.train {fit,validate,test} --config experiments/….yaml`
 
 Learns a sparse head combination on IOI with a frozen model. After `fit`, the run directory (printed at
-the end) holds `summary.json`, `coefficients.pt`, `coefficients.png`, the baselines' figures,
-checkpoints and TensorBoard logs.
+the end) holds `summary.json`, `coefficients.pt`, `coefficients.png`, the baselines' figures, the
+max-activating examples (`max_activating.md` / `.json`, options `--max_activating.*`), checkpoints and
+TensorBoard logs.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ioi_superpose.analysis import distribution, per_prompt_recoveries
 from ioi_superpose.callbacks import CoefficientPlots, HeadBaseline
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.errors import ConfigError, UserFacingError
+from ioi_superpose.max_activating import MaxActivatingOptions
 from ioi_superpose.summary import RunWriter, build_summary
 from ioi_superpose.system import HeadSuperposition
 
@@ -44,6 +46,8 @@ class SuperposeCLI(LightningCLI):
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True})
         parser.add_lightning_class_args(CoefficientPlots, "coefficient_plots")
+        # Options only, not a callback: the table is made once, in `after_fit`, from the final combination.
+        parser.add_class_arguments(MaxActivatingOptions, "max_activating")
 
     def _parse_ckpt_path(self) -> None:
         """Lightning replaces the model's settings by those stored in `--ckpt_path`, silently. Ours
@@ -122,7 +126,9 @@ class SuperposeCLI(LightningCLI):
         if run_dir is None:  # fast_dev_run and logger=False runs keep no files
             print("No run directory (fast_dev_run or no logger): results not written.")
             return
-        paths = RunWriter(run_dir).write(self.model, summary, baselines)
+        # The max-activating table reads the final combination (after pruning), like the summary.
+        max_activating = self._get(self.config_init, "max_activating").run(self.model, self.datamodule)
+        paths = RunWriter(run_dir).write(self.model, summary, baselines, max_activating)
         recovery = summary["recovery"]
 
         def shown(value: float | None) -> str:
@@ -134,8 +140,8 @@ class SuperposeCLI(LightningCLI):
             + ", ".join(f"{name} {shown(value)}" for name, value in recovery["test"].items())
         )
         for name, path in paths.items():
-            print(f"  {name:<12} {path}")
-        print(f"  {'tensorboard':<12} tensorboard --logdir {Path(run_dir).parent}")
+            print(f"  {name:<15} {path}")
+        print(f"  {'tensorboard':<15} tensorboard --logdir {Path(run_dir).parent}")
 
 
 def _comparable(value: object) -> object:
