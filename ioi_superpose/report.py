@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ import matplotlib.pyplot as plt
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.files import atomic_write
 from ioi_superpose.plots import save_figure
+
+MAX_ACTIVATING = "max_activating.json"
 
 
 @dataclass
@@ -222,6 +225,8 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
         "",
     )
 
+    max_activating_section(report, runs)
+
     report.add(
         "## Is a recovery of 1 the best we can do? (question 7)",
         "",
@@ -267,6 +272,59 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
         "",
     )
     return report
+
+
+ROWS_PER_END = 2
+"""Rows of each run's max-activating table shown in the report, at each end (the run's own table has more)."""
+
+
+def max_activating_section(report: Report, runs: Sequence[Run]) -> None:
+    """Each run's largest and smallest moves from its `max_activating.json`, and a link to its table."""
+    report.add("## Max-activating examples (off distribution)", "")
+    tables = {
+        r.name: (r, json.loads(path.read_text())) for r in runs if (path := r.directory / MAX_ACTIVATING).is_file()
+    }
+    if not tables:
+        report.add(f"No run here has a {MAX_ACTIVATING} (written after fit unless `--max_activating.per_set 0`).", "")
+        return
+    report.add(
+        "Over a seeded corpus of generated prompts (in distribution and every off-distribution set, with each "
+        "corruption the run drew), the prompts on which each run's learned combination moves the answer most and "
+        "least. "
+        "**move** = patched − base logit difference (IO − S at END): for denoising (base = corrupted prompt) "
+        "a positive move pushes towards IO; for noising (base = clean prompt) a negative one pushes towards S. "
+        "Recovery is the prompt's own (n/a where its clean and corrupted runs are closer than the minimum gap).",
+        "",
+        "| run | end | rank | set | corruption | prompt | IO / S | clean | corrupted | patched | move | recovery |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    )
+    for name, (_, table) in tables.items():
+        rows = table["rows"]
+        shown = [("top", row) for row in rows[:ROWS_PER_END]]
+        shown += [("bottom", row) for row in rows[::-1][:ROWS_PER_END] if row not in rows[:ROWS_PER_END]]
+        for end, row in shown:
+            report.add(
+                f"| {name} | {end} | {row['rank']} of {len(rows)} | {row['set_name']} | {row['corruption']} | "
+                f"{row['prompt'].replace('|', '/')} | {row['io']} / {row['s']} | {_fmt(row['clean_logit_diff'])} | "
+                f"{_fmt(row['corrupted_logit_diff'])} | {_fmt(row['patched_logit_diff'])} | {_fmt(row['move'])} | "
+                f"{_fmt(row['recovery'])} |"
+            )
+    report.add("", "Each run's full table (top and bottom k, and each set's mean move):")
+    for name, (run, _) in tables.items():
+        target = os.path.relpath(run.directory / "max_activating.md", report.out)
+        report.add(f"- `{name}`: [{Path(target).name}]({target})")
+    missing = [r.name for r in runs if r.name not in tables]
+    if missing:
+        report.add(f"- no table: {', '.join(f'`{name}`' for name in missing)}")
+    report.add(
+        "",
+        "Not shown: what the heads respond to outside these templates — the corpus is the project's own IOI-shaped "
+        "generators, not natural text; which heads make a given prompt move; and whether a large move is a "
+        "success: a patch that recovers a prompt fully moves it by exactly its clean − corrupted gap, so read "
+        "the move with the recovery, and a strongly negative move under denoising can be the patch faithfully "
+        "reproducing a clean run that itself prefers S.",
+        "",
+    )
 
 
 def _names(heads: Sequence[Sequence[int]]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -29,11 +30,27 @@ SMALL = [
 
 def test_report_on_two_tiny_runs_links_every_figure_it_writes(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    for direction in ("denoising", "noising"):
-        train_main(["fit", "--model.model_name", str(tiny_gpt2_dir), "--model.direction", direction, *SMALL])
+    # The denoising run writes a small max-activating table; the noising run none (per_set 0).
+    for direction, per_set in (("denoising", "2"), ("noising", "0")):
+        train_main(
+            ["fit", "--model.model_name", str(tiny_gpt2_dir), "--model.direction", direction, *SMALL,
+             "--max_activating.per_set", per_set]
+        )  # fmt: skip
     runs = sorted((tmp_path / "runs" / "ioi_superpose").iterdir())
     report_main([*map(str, runs), "--out", str(tmp_path / "report")])
     text = (tmp_path / "report" / "report.md").read_text()
+    section = text.split("## Max-activating examples (off distribution)")[1].split("\n## ")[0]
+    table = json.loads((runs[0] / "max_activating.json").read_text())
+    n = len(table["rows"])
+    for row in [*table["rows"][:2], *table["rows"][-2:]]:  # the two largest and the two smallest moves
+        assert f"| {runs[0].name} | " in section and f"| {row['rank']} of {n} | {row['set_name']} |" in section
+        assert f"| {row['prompt']} | {row['io']} / {row['s']} |" in section
+        assert f"| {row['move']:.3f} |" in section
+    (link,) = re.findall(r"(?<!!)\[max_activating.md\]\(([^)]+)\)", section)
+    assert (tmp_path / "report" / link).resolve() == (runs[0] / "max_activating.md").resolve()
+    assert not (runs[1] / "max_activating.json").exists()
+    assert f"no table: `{runs[1].name}`" in section
+    assert "Not shown:" in section
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert linked == ["pareto.png", "sets.png"]
     for name in linked:
