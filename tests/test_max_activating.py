@@ -197,6 +197,15 @@ def test_cli_fit_writes_the_table_and_every_row(tiny_gpt2_dir, tmp_path, monkeyp
     table_rows = [line for line in markdown.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [int(line.split("|")[1]) for line in table_rows] == [1, 2, 3, 36, 35, 34]
     assert saved["corpus_seed"] == 0 and saved["direction"] == "denoising" and saved["k"] == 3
+    # The notebook route (README) gives the same rows from the run's coefficients.pt: same corpus, same α.
+    coefficients = torch.load(run_dir / "coefficients.pt")
+    system = HeadSuperposition(model_name=coefficients["model_name"], direction=coefficients["direction"])
+    system.combination.coefficients.data.copy_(coefficients["coefficients"])
+    again = max_activating_examples(system, build_corpus(coefficients["model_name"], per_set=2), k=3)
+    assert [(r.set_name, r.corruption, r.index) for r in again.rows] == [
+        (r["set_name"], r["corruption"], r["index"]) for r in saved["rows"]
+    ]
+    assert [r.move for r in again.rows] == pytest.approx([r["move"] for r in saved["rows"]], abs=1e-5)
 
 
 def test_cli_bad_option_exits_with_the_option_named(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
