@@ -234,7 +234,7 @@ def test_pruning_keeps_learned_values_on_a_minimal_support():
                                batch.answer_tokens, "denoising")  # fmt: skip
     logits = patched(case.model, batch.corrupted_tokens, batch.clean_tokens, batch.answer_tokens, batch.end_pos,
                      combination)  # fmt: skip
-    assert float(reference.effect(logits)[0]) == pytest.approx(result.effect, abs=1e-4)
+    assert float(reference.effect(logits.detach())[0]) == pytest.approx(result.effect, abs=1e-4)
 
 
 def test_cli_fit_writes_the_family_shaped_map(tmp_path, monkeypatch):
