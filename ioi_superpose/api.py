@@ -25,7 +25,8 @@ __all__ = ["LearnedCombination", "evaluate_combination", "learn_combination", "r
 class LearnedCombination:
     coefficients: Tensor
     """The learned weights in the family's shape: [n_layers, n_heads] (scalar; hard_concrete: the
-    deterministic gates) or [n_layers, n_heads, role] (per_position, roles `interventions.ROLES`)."""
+    deterministic gates), [n_layers, n_heads, role] (per_position, roles `interventions.ROLES`) or
+    [n_layers, n_heads, source_layer, source_head] (mixing)."""
     recovery: float
     """(patched − corrupted) / (clean − corrupted) of the mean logit difference on the given prompts."""
     clean_logit_diff: float
@@ -34,7 +35,8 @@ class LearnedCombination:
     l0: int
     """Units (heads, or (head, role) pairs) with |weight| above `l0_threshold`."""
     support: list[tuple[int, ...]]
-    """Those units: (layer, head), or (layer, head, role index) for per_position."""
+    """Those units: (layer, head), (layer, head, role index) for per_position, (layer, head, source_layer,
+    source_head) for mixing."""
     combination: str = "scalar"
     prune: dict | None = None
     """The minimal-set step's record (`pruning.PruneResult.to_dict`) when `prune_target` was given."""
@@ -62,13 +64,15 @@ def learn_combination(
     combination: str = "scalar",
     prune_target: float | None = None,
     temperature: float = 2 / 3,
+    mixing_target: int | None = None,
 ) -> LearnedCombination:
     """Learn α[layer, head] on these prompts (full batch, `steps` Adam steps) and report its recovery.
 
     `answer_tokens` are (correct, incorrect) for the clean prompts, read at the last position. The
     model is frozen in place (eval mode, no gradients) — it is never trained. `combination` picks the
     family (`scalar`, `per_position` — here only the END/other roles, the prompts being plain token
-    rows — or `hard_concrete`, gates seeded by `seed`); `prune_target` R ends with the minimal-set step on
+    rows — `hard_concrete`, gates seeded by `seed`, or `mixing`, a map across heads, with `mixing_target`);
+    `prune_target` R ends with the minimal-set step on
     these prompts (kept units at weight 1; effect ≥ R, see `ioi_superpose.pruning`).
     """
     if steps < 1:
@@ -96,6 +100,7 @@ def learn_combination(
         combination=combination,
         temperature=temperature,
         gate_seed=seed,
+        mixing_target=mixing_target,
         prune_target=prune_target,
         prune_prompts=len(prompts),
         preloaded_model=model,

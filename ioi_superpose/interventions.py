@@ -5,6 +5,7 @@
 w = 0 is the base run, w = 1 everywhere the source run. A combination may hold several *variants*
 (sets of weights) that `runs.patched_end_logits` folds into one batch: one-hot weights are single-head
 activation patching, 0/1 weights subset patching, a learned α (one variant) the learned combination.
+The `mixing` family (`ioi_superpose.mixing`) generalises w to a map across heads and layers.
 """
 
 from __future__ import annotations
@@ -133,13 +134,16 @@ class HeadCombination(Combination):
 #   l0(t), support(t)  the units (heads, or (head, role) pairs) whose weight exceeds t;
 #   head_coefficients  a [layer, head] view (largest |weight| over roles) for heatmaps and baselines;
 #   fixed(w)           fixed variants w[variants, *shape] of the same family (for batched evaluation);
-#   set_mask_(mask)    make the combination patch exactly the units in `mask` (weight 1, else 0).
+#   mask_weights(mask) the weights that patch exactly the units in `mask` (weight 1, else 0; `mixing`
+#                      keeps its learned values there), read by the minimal-set step;
+#   set_mask_(mask)    make the combination patch exactly those weights.
+# `mixing` (ioi_superpose/mixing.py) is a map M[layer, head, source_layer, source_head] across heads.
 
 ROLES: tuple[str, ...] = ("IO", "S1", "S1+1", "S2", "END", "other")
 """Roles of a position for `per_position`. IOI batches (`data.ioi.IOIBatch`) fill all of them; any other
 `ContrastBatch` only END (its `end_pos`) and other (every other position)."""
 ROLE_INDEX = {name: index for index, name in enumerate(ROLES)}
-FAMILIES: tuple[str, ...] = ("scalar", "per_position", "hard_concrete")
+FAMILIES: tuple[str, ...] = ("scalar", "per_position", "hard_concrete", "mixing")
 HARD_CONCRETE_STRETCH = (-0.1, 1.1)
 """(γ, ζ) of the hard-concrete distribution (Louizos et al. 2018): the concrete sample in (0, 1) is
 stretched to (γ, ζ) and clamped to [0, 1], so a gate is exactly 0 or 1 with non-zero probability."""
@@ -212,13 +216,17 @@ class LearnedFamily(Combination):
     def fixed(self, weights: Tensor) -> Combination:
         return HeadWeights(weights)
 
+    def mask_weights(self, mask: Tensor) -> Tensor:
+        """The weights (in the family's shape, any leading variant dims) that patch exactly `mask`: 1 inside."""
+        return mask.float()
+
     @torch.no_grad()
     def project_(self) -> None:
         pass
 
     @torch.no_grad()
     def set_mask_(self, mask: Tensor) -> None:
-        self.coefficients.copy_(mask.to(self.coefficients))
+        self.coefficients.copy_(self.mask_weights(mask).to(self.coefficients))
 
 
 class ScalarCombination(HeadCombination, LearnedFamily):
@@ -369,13 +377,22 @@ class HardConcreteCombination(LearnedFamily):
 
 def build_combination(
     family: str, n_layers: int, n_heads: int, bounded: bool = True, init: float = 1.0,
-    temperature: float = 2 / 3, seed: int = 0,
+    temperature: float = 2 / 3, seed: int = 0, mixing_target: int | None = None,
 ) -> LearnedFamily:  # fmt: skip
-    """The learnable combination of `family` (`--model.combination`)."""
+    """The learnable combination of `family` (`--model.combination`); `mixing_target` is `mixing`'s only."""
+    if mixing_target is not None and family != "mixing":
+        raise ConfigError(
+            f"--model.mixing_target={mixing_target} only applies to --model.combination mixing (got {family!r}): "
+            "set the combination to mixing, or leave mixing_target null."
+        )
     if family == "scalar":
         return ScalarCombination(n_layers, n_heads, bounded, init)
     if family == "per_position":
         return PerPositionCombination(n_layers, n_heads, bounded, init)
     if family == "hard_concrete":
         return HardConcreteCombination(n_layers, n_heads, init, temperature, seed)
+    if family == "mixing":
+        from ioi_superpose.mixing import MixingCombination  # mixing.py builds on this module
+
+        return MixingCombination(n_layers, n_heads, bounded, init, mixing_target)
     raise ConfigError(f"--model.combination must be one of {list(FAMILIES)}, got {family!r}.")

@@ -17,6 +17,10 @@ every baseline's subsets are scored by, so "L0 = minimal L0 with effect ≥ R" i
 Fractional weights would mix two questions (which heads, and how far to move them) — an OR pair learned
 at 0.65/0.65 is two half-patches, not a set. The price: if the binarised support does not reach `target`
 (weights learned far from 1), nothing is pruned and the result says so (`reached` false).
+
+`mixing` is the exception (`LearnedFamily.mask_weights`): its units are entries of a map across heads,
+signed off the diagonal, so kept entries keep their learned values — weight 1 would flip negative entries,
+and an off-diagonal entry at 1 is no set of heads. Its minimal set is the smallest support of the learned map.
 """
 
 from __future__ import annotations
@@ -90,7 +94,7 @@ def mask_effects(
         base_tokens, _ = base_and_source(batch.clean_tokens, batch.corrupted_tokens, direction)
         base = BaseRun.prepare(model, base_tokens, prefixes=masks.shape[0] > 1)
         with family.using_roles(batch_roles(batch)):
-            variants = family.fixed(masks.float().to(device))
+            variants = family.fixed(family.mask_weights(masks.to(device)))
             logits = patched_end_logits(base, reference.source_z, variants, batch.end_pos, batch.answer_tokens,
                                         max_rows=max_rows)  # fmt: skip
         patched_sum += logit_diff(logits).sum(-1)

@@ -71,7 +71,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def _heads(summary: dict[str, Any]) -> str:
     heads = summary["top_heads"]
-    return ", ".join(f"{h['layer']}.{h['head']} ({h['alpha']:.2f})" for h in heads) or "none"
+    def unit(h: dict[str, Any]) -> str:  # a mixing entry names its source: target←source
+        source = f"←{h['source_layer']}.{h['source_head']}" if "source_layer" in h else ""
+        return f"{h['layer']}.{h['head']}{source} ({h['alpha']:.2f})"
+
+    return ", ".join(unit(h) for h in heads) or "none"
 
 
 class Report:

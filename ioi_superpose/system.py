@@ -171,6 +171,7 @@ class HeadSuperposition(L.LightningModule):
         combination: str = "scalar",
         temperature: float = 2 / 3,
         gate_seed: int = 0,
+        mixing_target: int | None = None,
         prune_target: float | None = None,
         prune_prompts: int = 256,
         preloaded_model: HookedTransformer | None = None,
@@ -208,10 +209,15 @@ class HeadSuperposition(L.LightningModule):
             combination: the family of the learned combination (`ioi_superpose.interventions`):
                 `scalar` α[layer, head] at all positions (L1); `per_position` α[layer, head, role] with roles
                 IO, S1, S1+1, S2, END, other (IOI batches; other tasks only END/other) (L1); `hard_concrete`
-                a stochastic L0 gate per head (expected-L0 penalty, deterministic gates in evaluation).
-                `l1` weighs each family's own penalty.
+                a stochastic L0 gate per head (expected-L0 penalty, deterministic gates in evaluation);
+                `mixing` a map M[layer, head, source_layer, source_head] across heads: a head's patch adds
+                M-weighted z differences of the heads of its own and earlier layers (`ioi_superpose.mixing`;
+                L1; identity init = `scalar`). `l1` weighs each family's own penalty.
             temperature: hard_concrete only: the temperature β of the gates (2/3, Louizos et al. 2018).
             gate_seed: hard_concrete only: seed of the gates' own noise generator.
+            mixing_target: mixing only: patch only this layer's heads, each receiving from every head of
+                this and earlier layers ("all the heads in one layer"; init diag(init) on that layer).
+                None: every layer receives from itself and all earlier layers.
             prune_target: after fit, shrink the support to a minimal set (`ioi_superpose.pruning`): drop
                 units one at a time while the effect on the training prompts stays >= this (denoising:
                 recovery >= R; noising: recovery <= 1 - R). Kept units get weight 1. None: no pruning.
@@ -255,7 +261,7 @@ class HeadSuperposition(L.LightningModule):
         # `_apply` moves it wherever the module goes.
         object.__setattr__(self, "frozen", model)
         self.combination: LearnedFamily = build_combination(
-            combination, model.cfg.n_layers, model.cfg.n_heads, bounded, init, temperature, gate_seed
+            combination, model.cfg.n_layers, model.cfg.n_heads, bounded, init, temperature, gate_seed, mixing_target
         )
         self.prune_result: PruneResult | None = None
         """The minimal-set step's result after fit (when `prune_target` is set)."""

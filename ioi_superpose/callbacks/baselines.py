@@ -37,6 +37,12 @@ def spearman(a: Tensor, b: Tensor) -> float | None:
     return float(spearman_corrcoef(a, b))
 
 
+def heads_used(system: HeadSuperposition) -> int:
+    """Heads of the learned combination's [layer, head] view above the L0 threshold. Heads, not units:
+    per_position's (head, role) pairs and mixing's map entries can outnumber the heads."""
+    return int((system.combination.head_coefficients().abs() > system.hparams.l0_threshold).sum())
+
+
 def top_k_overlap(a: Tensor, b: Tensor, k: int) -> float:
     """Share of the k largest entries of `a` that are also among the k largest of `b`."""
     top_a = set(a.flatten().topk(k).indices.tolist())
@@ -82,7 +88,7 @@ class HeadBaseline(L.Callback):
         if self.effect is None:
             return {}
         alpha = system.combination.head_coefficients().cpu()  # [layer, head] (largest over roles)
-        k = max(system.combination.l0(system.hparams.l0_threshold), 1)
+        k = max(heads_used(system), 1)
         return {
             "spearman_abs_alpha_vs_abs_effect": spearman(alpha.abs(), self.effect.abs()),
             f"top_{k}_overlap": top_k_overlap(alpha.abs(), self.effect.abs(), k),
@@ -224,7 +230,7 @@ class CombinationBaselines(HeadBaseline):
         return attention
 
     def learned_point(self, system: HeadSuperposition) -> tuple[int, float]:
-        """(L0, recovery) of the learned α on the baselines' prompts."""
+        """(heads used, recovery) of the learned α on the baselines' prompts."""
         combination = system.combination
         was_training = combination.training
         combination.eval()  # deterministic gates
@@ -232,7 +238,7 @@ class CombinationBaselines(HeadBaseline):
             reference = system.reference(self.batch)
             recovery = reference.recovery(system.loss_terms(self.batch, reference)["answer_logits"])
         combination.train(was_training)
-        return combination.l0(system.hparams.l0_threshold), float(recovery)
+        return heads_used(system), float(recovery)
 
     def summary(self, system: HeadSuperposition) -> dict:
         if not self.curves:
