@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ioi_superpose.analysis import distribution, per_prompt_recoveries
 from ioi_superpose.callbacks import CoefficientPlots, HeadBaseline
+from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.errors import ConfigError, UserFacingError
 from ioi_superpose.max_activating import MaxActivatingOptions
@@ -43,7 +43,7 @@ class SuperposeCLI(LightningCLI):
         # One model name for both: the datamodule tokenizes with the model's tokenizer.
         parser.link_arguments("model.model_name", "data.model_name")
         parser.link_arguments("data.test_set_names", "model.test_sets", apply_on="instantiate")
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
         parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True})
         parser.add_lightning_class_args(CoefficientPlots, "coefficient_plots")
         # Options only, not a callback: the table is made once, in `after_fit`, from the final combination.

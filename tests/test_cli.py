@@ -249,10 +249,10 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_alpha(tmp_path
     torch.testing.assert_close(
         torch.load(resumed_dir / "coefficients.pt")["coefficients"], expected_alpha, atol=1e-6, rtol=0
     )
-    # The last step-checkpoint (step 14: every 7 steps): Adam's moments too.
+    # last.ckpt is the final state (step 15, written at the last epoch's end): Adam's moments too.
     expected = torch.load(expected_dir / "checkpoints" / "last.ckpt", weights_only=False)
     resumed = torch.load(resumed_dir / "checkpoints" / "last.ckpt", weights_only=False)
-    assert resumed["global_step"] == expected["global_step"] == 14
+    assert resumed["global_step"] == expected["global_step"] == 15
     for key in ("step", "exp_avg", "exp_avg_sq"):
         torch.testing.assert_close(resumed["optimizer_states"][0]["state"][0][key],
                                    expected["optimizer_states"][0]["state"][0][key], atol=1e-6, rtol=0)  # fmt: skip
@@ -308,3 +308,22 @@ def test_ddp_with_every_main_job_callback_equals_one_process_with_exact_evaluati
     assert summary["val"]["loss"] == pytest.approx(single["val"]["loss"], abs=1e-5)  # the whole set's loss
     for name, value in single["recovery"]["test"].items():
         assert summary["recovery"]["test"][name] == pytest.approx(value, abs=1e-5)
+
+
+def test_last_ckpt_is_the_final_state_even_when_the_last_epoch_is_not_the_best(tiny_gpt2_dir, tmp_path, monkeypatch):
+    # The monitored λ rises every step under warm-up, so with mode min only the first epoch is "best".
+    # Stock Lightning 2.6 would leave last.ckpt at that epoch's step; it must hold the final step and α.
+    run_cli(
+        ["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "3",
+         "--model.l1_warmup_steps", "100", "--checkpoint.monitor", "train/l1_weight", "--checkpoint.mode", "min",
+         "--max_activating.per_set", "0"],
+        tmp_path,
+        monkeypatch,
+    )  # fmt: skip
+    run_dir = tmp_path / "runs" / "ioi_superpose" / "version_0"
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    (best,) = [path for path in (run_dir / "checkpoints").glob("*.ckpt") if path.name != "last.ckpt"]
+    assert torch.load(best, weights_only=False)["global_step"] == 2  # 32 prompts / 16 per batch: epoch 0
+    assert last["global_step"] == 6
+    final = torch.load(run_dir / "coefficients.pt")["coefficients"]
+    assert torch.equal(last["state_dict"]["combination.coefficients"], final)
