@@ -7,7 +7,9 @@ union), and noising against denoising where the grid has both.
 
 Resumable: a point whose `summary.json` exists is finished and skipped; a point that was stopped
 part-way continues from its `checkpoints/last.ckpt`. Run the same command again after a kill.
-Points run one after another in child processes on this machine (the local runner, the default).
+Points run one after another in child processes on this machine (the local runner, the default), or,
+with `--scheduler ray`, as Ray Tune trials across this machine's or a cluster's CPUs and GPUs
+(`ioi_superpose.ray_sweep`; an optional extra: `pip install -e ".[ray]"`). Both write the same files.
 """
 
 from __future__ import annotations
@@ -66,8 +68,9 @@ def grid_points(grid: Sequence[tuple[str, Sequence[str]]]) -> list[Point]:
     return [Point(tuple(zip(keys, values))) for values in itertools.product(*(values for _, values in grid))]
 
 
-def run_point(point: Point, config: Path, out: Path, extra: Sequence[str]) -> Path:
-    """Train one point in a child process (a failing point cannot take the sweep down); its run dir."""
+def run_point(point: Point, config: Path, out: Path, extra: Sequence[str], cwd: Path | None = None) -> Path:
+    """Train one point in a child process (a failing point cannot take the sweep down), in `cwd` (default:
+    this process's working directory); its run dir."""
     run_dir = out / point.name
     last = run_dir / "checkpoints" / "last.ckpt"
     command = [
@@ -79,7 +82,7 @@ def run_point(point: Point, config: Path, out: Path, extra: Sequence[str]) -> Pa
     ]  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "sweep_point.log", "a") as log:
-        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     if finished.returncode != 0:
         raise UserFacingError(
             f"sweep point {point.name} failed (exit {finished.returncode}); its output is in "
@@ -114,6 +117,19 @@ def sweep_summary(points: Sequence[Point], out: Path) -> dict[str, Any]:
     }
 
 
+def run_ray_sweep(parsed: argparse.Namespace, points: Sequence[Point], extra: Sequence[str]) -> list[str]:
+    """`--scheduler ray`: every point as a Ray Tune trial; the names of the points that failed."""
+    from ioi_superpose.ray_sweep import default_gpus_per_trial, run_with_ray  # Ray stays optional
+
+    cpus = 1.0 if parsed.cpus_per_trial is None else parsed.cpus_per_trial
+    gpus = default_gpus_per_trial() if parsed.gpus_per_trial is None else parsed.gpus_per_trial
+    if cpus <= 0 or gpus < 0:
+        raise ConfigError(f"--cpus_per_trial {cpus} / --gpus_per_trial {gpus}: need CPUs > 0 and GPUs >= 0.")
+    return run_with_ray(
+        points, parsed.config, parsed.out, extra, cpus_per_trial=cpus, gpus_per_trial=gpus, address=parsed.ray_address
+    )
+
+
 def main(args: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m ioi_superpose.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,12 +145,39 @@ def main(args: Sequence[str] | None = None) -> None:
         "points are the cartesian product)",
     )
     parser.add_argument(
+        "--scheduler",
+        choices=("local", "ray"),
+        default="local",
+        help="local: one point after another on this machine (default); ray: the points as Ray Tune trials on "
+        "this machine's or a cluster's CPUs and GPUs (pip install -e \".[ray]\")",
+    )
+    parser.add_argument(
+        "--cpus_per_trial", type=float, default=None, help="ray only: CPUs each point reserves (default: 1)"
+    )
+    parser.add_argument(
+        "--gpus_per_trial",
+        type=float,
+        default=None,
+        help="ray only: GPUs each point reserves, fractions allowed (default: 1 if this machine has a GPU, else 0)",
+    )
+    parser.add_argument(
+        "--ray_address",
+        default=None,
+        metavar="HOST:PORT",
+        help="ray only: the running Ray cluster to use, as `ray start --head` prints it (default: start Ray "
+        "on this machine); OUT must then be on a file system every node sees at the same path",
+    )
+    parser.add_argument(
         "extra",
         nargs=argparse.REMAINDER,
         help="after `--`: options passed unchanged to every point, e.g. -- --trainer.max_epochs 3",
     )
     parsed = parser.parse_args(args)
     try:
+        if parsed.scheduler != "ray":
+            for option in ("cpus_per_trial", "gpus_per_trial", "ray_address"):
+                if getattr(parsed, option) is not None:
+                    raise ConfigError(f"--{option} applies to --scheduler ray only; add --scheduler ray or drop it.")
         if not parsed.config.is_file():
             raise ConfigError(f"--config {parsed.config}: no such file.")
         points = grid_points(parse_grid(parsed.grid))
@@ -142,9 +185,19 @@ def main(args: Sequence[str] | None = None) -> None:
         parsed.out.mkdir(parents=True, exist_ok=True)
         todo = [point for point in points if not (parsed.out / point.name / "summary.json").is_file()]
         print(f"{len(points)} points, {len(points) - len(todo)} already finished, in {parsed.out}")
-        for point in tqdm(todo, desc="sweep"):
-            run_point(point, parsed.config, parsed.out, extra)
+        if parsed.scheduler == "local":
+            for point in tqdm(todo, desc="sweep"):
+                run_point(point, parsed.config, parsed.out, extra)
+                write_json(parsed.out / "sweep.json", sweep_summary(points, parsed.out))
+        elif todo:  # every point finished: nothing for Ray to schedule
+            failed = run_ray_sweep(parsed, points, extra)
             write_json(parsed.out / "sweep.json", sweep_summary(points, parsed.out))
+            if failed:
+                raise UserFacingError(
+                    f"{len(failed)} sweep point(s) failed: {', '.join(failed)}; each one's output is in "
+                    f"{parsed.out}/<point>/sweep_point.log. Fix it and run the same command again: finished "
+                    "points are kept."
+                )
         path = write_json(parsed.out / "sweep.json", sweep_summary(points, parsed.out))
         print(f"sweep summary: {path}")
     except (UserFacingError, OSError) as error:
