@@ -62,7 +62,6 @@ def running_with(marker: str) -> list[int]:
 
 
 def test_a_killed_ray_sweep_resumes_and_matches_the_local_runner(tmp_path):
-    pytest.importorskip("ray.tune", reason='the Ray extra is not installed: pip install -e ".[ray]"')
     config = tmp_path / "sweep.yaml"
     config.write_text(CONFIG.replace("MODEL", str(REPO / "checkpoints" / "toy_ioi.pt")))
     # Ray's sockets live in its temp dir, whose path must stay short (AF_UNIX paths: 107 bytes).
