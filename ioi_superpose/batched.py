@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.errors import ConfigError, NonFiniteLossError
 from ioi_superpose.interventions import Combination, LearnedFamily, ScalarCombination, batch_roles, mix
-from ioi_superpose.runs import BaseRun, patched_end_logits
+from ioi_superpose.runs import BaseRun, Reference, patched_end_logits
 from ioi_superpose.system import HeadSuperposition, pruning_batches
 
 BATCHABLE: tuple[str, ...] = ("l1", "init", "lr", "gate_seed")
@@ -153,7 +153,7 @@ class BatchedSuperposition(L.LightningModule):
             self._cache_described = True
             print(self.lead.reference_cache.describe() + f" Shared by {len(self.systems)} batched members.")
 
-    def patched_end_logits(self, batch: ContrastBatch, reference: Any) -> Float[Tensor, "members batch k"]:
+    def patched_end_logits(self, batch: ContrastBatch, reference: Reference) -> Float[Tensor, "members batch k"]:
         """Every member's END logits in one folded forward (row k * batch + b is member k, prompt b)."""
         base_tokens, _ = self.lead.base_and_source_tokens(batch)
         base = BaseRun.prepare(self.lead.frozen, base_tokens, prefixes=False)
@@ -164,21 +164,28 @@ class BatchedSuperposition(L.LightningModule):
                 base, reference.source_z, self.stack, batch.end_pos, vocab_index, max_rows=max_rows
             )
 
-    def training_step(self, batch: ContrastBatch, batch_idx: int) -> Tensor:
+    def member_terms(
+        self, batch: ContrastBatch, global_batch: bool = False
+    ) -> tuple[Reference, list[dict[str, Tensor]]]:
+        """The reference runs of a training batch and every member's `loss_terms`, from one folded forward."""
         reference = self.lead.reference(batch, cached_rows=True)
         end_logits = self.patched_end_logits(batch, reference)
-        total = end_logits.new_zeros(())
-        logs: dict[str, float | Tensor] = {}
-        for k, system in enumerate(self.systems):
+        return reference, [system.terms_of(end_logits[k], batch, reference, global_batch) for k, system in
+                           enumerate(self.systems)]  # fmt: skip
+
+    def training_step(self, batch: ContrastBatch, batch_idx: int) -> Tensor:
+        for system in self.systems:
             system.steps_trained = self.global_step  # the λ warm-up of each member reads this fit's step
-            terms = system.terms_of(end_logits[k], batch, reference, global_batch=True)
+        reference, member_terms = self.member_terms(batch, global_batch=True)
+        total = sum(terms["loss"] for terms in member_terms)
+        logs: dict[str, float | Tensor] = {}
+        for k, terms in enumerate(member_terms):
             if not torch.isfinite(terms["loss"]):
                 raise NonFiniteLossError(
                     f"The loss of batched member {k} is {terms['loss'].item()} at training step {self.global_step} "
                     f"(objective {terms['objective'].item()}, penalty {terms['l1'].item()}). Training stopped. "
                     "Lower its --model.lr, or use --model.bounded true."
                 )
-            total = total + terms["loss"]
             logs[f"train/{k}/loss"] = terms["loss"]
             logs[f"train/{k}/recovery"] = reference.recovery(terms["answer_logits"].detach())
         self.log_dict({"train/loss": total, **logs}, batch_size=len(batch))
