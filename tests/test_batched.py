@@ -77,9 +77,9 @@ def test_the_vectorised_scalar_path_equals_the_generic_one(model, batch):
 MEMBERS = [dict(l1=0.0, init=1.0, lr=0.05), dict(l1=0.02, init=0.5, lr=0.1), dict(l1=0.005, init=0.8, lr=0.02)]
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_a_batched_fit_equals_separate_single_runs(model, batch, family):
-    shared = dict(steps=25, combination=family, seed=3)
+@pytest.mark.parametrize(("family", "prune_target"), [*((family, None) for family in FAMILIES), ("scalar", 0.8)])
+def test_a_batched_fit_equals_separate_single_runs(model, batch, family, prune_target):
+    shared = dict(steps=25, combination=family, seed=3, prune_target=prune_target)  # and the minimal-set step
     batched = learn_combinations(model, batch.clean_tokens, batch.corrupted_tokens, batch.answer_tokens,
                                  members=MEMBERS, **shared)  # fmt: skip
     for member, result in zip(MEMBERS, batched):
@@ -88,8 +88,10 @@ def test_a_batched_fit_equals_separate_single_runs(model, batch, family):
         torch.testing.assert_close(result.coefficients, single.coefficients, atol=1e-5, rtol=1e-5)
         assert result.recovery == pytest.approx(single.recovery, abs=1e-5)
         assert result.support == single.support
-    # The members really differ: λ, init and lr moved them apart.
-    assert not torch.allclose(batched[0].coefficients, batched[1].coefficients, atol=1e-3)
+        assert result.prune == single.prune and (result.prune is None) == (prune_target is None)
+    if prune_target is None:  # the members really differ: λ, init and lr moved them apart
+        for a, b in ((0, 1), (1, 2), (0, 2)):
+            assert not torch.allclose(batched[a].coefficients, batched[b].coefficients, atol=1e-3)
 
 
 def test_each_member_steps_with_its_own_lr(model, batch):
