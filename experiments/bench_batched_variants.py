@@ -4,7 +4,7 @@ A training step of K members (`ioi_superpose.batched.BatchedSuperposition`: one 
 K × batch rows, the summed loss, one backward, Adam with a group per member, projection) against K
 steps of K single `HeadSuperposition`s (each its own patched forward, backward, Adam, projection), for
 K = 1, 2, 4, 8, on the toy IOI model (checkpoints/toy_ioi.pt, the main job's batch of 64 prompts) and
-on a random GPT-2-small-shaped model (64 prompts × 16 tokens). Source activations are cached (the
+on a small random GPT-2-shaped model (64 prompts × 16 tokens; `--gpt2 small` for GPT-2 small's shapes). Source activations are cached (the
 main job's default), the members differ in λ and init, and the scalar family takes the vectorised
 path unless `--generic` (each member's own forward on its slice).
 
@@ -32,10 +32,19 @@ from bench_train_step import quartiles, seconds
 from ioi_superpose.batched import BatchedSuperposition
 from ioi_superpose.data import ioi_prompts
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.models import HookedTransformer, load_frozen_model
+from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze, load_frozen_model
 from ioi_superpose.system import HeadSuperposition
 
 TOY = Path(__file__).resolve().parents[1] / "checkpoints" / "toy_ioi.pt"
+
+
+def gpt2_small_shaped(device: str) -> HookedTransformer:
+    """A narrower random GPT-2: its block types, activation and vocabulary, 4 layers of 8 heads, d_model 256."""
+    cfg = HookedTransformerConfig(
+        n_layers=4, n_heads=8, d_model=256, d_head=32, d_mlp=1024, d_vocab=50257, n_ctx=1024,
+        act_fn="gelu_new", normalization_type="LN", device=device, seed=0,
+    )  # fmt: skip
+    return freeze(HookedTransformer(cfg))
 
 
 def members(model: HookedTransformer, k: int, family: str, device: str) -> list[HeadSuperposition]:
@@ -109,6 +118,11 @@ def bench_model(name: str, model: HookedTransformer, batch: ContrastBatch, args:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["toy", "gpt2"], choices=["toy", "gpt2"])
+    parser.add_argument(
+        "--gpt2", default="narrow", choices=["narrow", "small"],
+        help="the random GPT-2-shaped model: GPT-2 small's shapes, or `narrow` (4 layers x 8 heads, d_model 256, "
+        "GPT-2's vocabulary; the default: GPT-2 small at K = 8 took over 10 min on our busy 2-core CPU)",
+    )  # fmt: skip
     parser.add_argument("--ks", nargs="+", type=int, default=[1, 2, 4, 8])
     parser.add_argument("--prompts", type=int, default=64, help="batch size (the main job's: 64)")
     parser.add_argument("--seq-len", type=int, default=16, help="GPT-2-shaped model only (toy prompts are 16 tokens)")
@@ -127,11 +141,12 @@ def main() -> None:
         batch = ContrastBatch.from_tokens(prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens)
         bench_model("toy IOI (checkpoints/toy_ioi.pt)", model, batch.to(args.device), args)
     if "gpt2" in args.models:
-        model = gpt2_small_random(args.device)
+        model = gpt2_small_random(args.device) if args.gpt2 == "small" else gpt2_small_shaped(args.device)
         vocab = model.cfg.d_vocab
         tokens = [torch.randint(0, vocab, (args.prompts, args.seq_len)) for _ in range(2)]
         batch = ContrastBatch.from_tokens(*tokens, torch.randint(0, vocab, (args.prompts, 2)))
-        bench_model("random GPT-2-small-shaped model", model, batch.to(args.device), args)
+        bench_model(f"random GPT-2-shaped model ({args.gpt2}: {model.cfg.n_layers} layers x {model.cfg.n_heads} heads, "
+                    f"d_model {model.cfg.d_model}, vocab {model.cfg.d_vocab})", model, batch.to(args.device), args)  # fmt: skip
 
 
 if __name__ == "__main__":

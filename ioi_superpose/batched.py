@@ -15,6 +15,8 @@ existing code (validation, test sets, per-prompt distributions, baselines, `RunW
 Members may differ only in `BATCHABLE` settings (λ, init, lr, the hard-concrete gate seed); anything
 that changes the data, its order or the reference runs (direction, objective, family, seed, data) must
 be equal. Gradient clipping across all parameters would couple the members, so a batched fit refuses it.
+Tested in one process (CPU); the objectives are all-reduced as in single runs, but a batched fit under
+DDP has not been run.
 """
 
 from __future__ import annotations

@@ -13,7 +13,8 @@ Points run one after another in child processes on this machine (the local runne
 a time in one process, in one batched forward of the frozen model (`ioi_superpose.train_batched`); each
 still ends in `OUT/<point>/` with the summary.json and coefficients.pt its own run would write, but no
 checkpoints or training curves. Resuming then: a point with a summary.json is skipped; the other points
-are regrouped, and a group stopped part-way is trained again from its first step.
+are regrouped, and a group stopped part-way is trained again from its first step (a `last.ckpt` left
+by an earlier unbatched attempt at one of its points is not read).
 """
 
 from __future__ import annotations
