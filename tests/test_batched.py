@@ -115,3 +115,14 @@ def test_members_that_differ_in_unbatchable_settings_are_refused(model):
     with pytest.raises(ConfigError, match="may only set"):
         learn_combinations(model, *prompt_pairs(model.cfg.d_vocab), members=[dict(seed=1)])
     BatchedSuperposition([system(l1=0.0, init=0.5), system(l1=0.1, lr=0.2, gate_seed=4)])  # batchable: accepted
+
+
+def test_hard_concrete_members_with_their_own_gate_seeds_equal_single_runs_seeded_so(model, batch):
+    tokens = (batch.clean_tokens, batch.corrupted_tokens, batch.answer_tokens)
+    seeds = [0, 5]
+    batched = learn_combinations(model, *tokens, members=[dict(gate_seed=s, l1=0.01) for s in seeds],
+                                 combination="hard_concrete", steps=20)  # fmt: skip
+    for gate_seed, result in zip(seeds, batched):
+        single = learn_combination(model, *tokens, combination="hard_concrete", steps=20, seed=gate_seed, l1=0.01)
+        torch.testing.assert_close(result.coefficients, single.coefficients, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(batched[0].coefficients, batched[1].coefficients, atol=1e-4)  # the noise differs
