@@ -3,13 +3,16 @@ score fixed ones (`recovery_of`, from the engine)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import lightning as L
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from ioi_superpose.batched import BATCHABLE, BatchedSuperposition
 from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, freeze
@@ -18,7 +21,7 @@ from ioi_superpose.runs import Direction, check_token_ids, logit_diff, recovery_
 from ioi_superpose.summary import top_heads
 from ioi_superpose.system import HeadSuperposition
 
-__all__ = ["LearnedCombination", "evaluate_combination", "learn_combination", "recovery_of"]
+__all__ = ["LearnedCombination", "evaluate_combination", "learn_combination", "learn_combinations", "recovery_of"]
 
 
 @dataclass
@@ -75,6 +78,66 @@ def learn_combination(
     `prune_target` R ends with the minimal-set step on
     these prompts (kept units at weight 1; effect ≥ R, see `ioi_superpose.pruning`).
     """
+    prompts, loader = _prompts(model, clean_tokens, corrupted_tokens, answer_tokens, steps, seed)
+    system = _system(model, len(prompts), objective=objective, direction=direction, l1=l1,
+                     l1_warmup_steps=l1_warmup_steps, lr=lr, bounded=bounded, init=init, l0_threshold=l0_threshold,
+                     combination=combination, temperature=temperature, gate_seed=seed,
+                     mixing_target=mixing_target, prune_target=prune_target)  # fmt: skip
+    _trainer(model, steps).fit(system, train_dataloaders=loader)
+    return evaluate_combination(system.to(_device(model)), prompts)
+
+
+def learn_combinations(
+    model: HookedTransformer,
+    clean_tokens: Int[Tensor, "batch pos"],
+    corrupted_tokens: Int[Tensor, "batch pos"],
+    answer_tokens: Int[Tensor, "batch 2"],
+    members: Sequence[Mapping[str, float]],
+    objective: ObjectiveName = "logit_diff",
+    direction: Direction = "denoising",
+    steps: int = 200,
+    bounded: bool = True,
+    seed: int = 0,
+    l0_threshold: float = 0.05,
+    l1_warmup_steps: int = 0,
+    combination: str = "scalar",
+    prune_target: float | None = None,
+    temperature: float = 2 / 3,
+    max_rows: int | None = None,
+) -> list[LearnedCombination]:
+    """`learn_combination` for K settings at once, in one batched forward of K × batch rows per step
+    (`ioi_superpose.batched`). `members`: K dicts of `l1`, `init`, `lr`, `gate_seed` (defaults: 1e-3,
+    1.0, 0.05, `seed`); member k's result equals `learn_combination(..., **members[k])` (with
+    `seed=gate_seed`) up to float rounding. `max_rows` caps the rows of one forward (None: all)."""
+    if not members:
+        raise ConfigError("members must hold at least one member's settings (a dict of l1, init, lr, gate_seed).")
+    for k, member in enumerate(members):
+        unknown = sorted(set(member) - set(BATCHABLE))
+        if unknown:
+            raise ConfigError(f"members[{k}] sets {unknown}; a member may only set {list(BATCHABLE)}.")
+    prompts, loader = _prompts(model, clean_tokens, corrupted_tokens, answer_tokens, steps, seed)
+    shared = dict(objective=objective, direction=direction, l1_warmup_steps=l1_warmup_steps, bounded=bounded,
+                  l0_threshold=l0_threshold, combination=combination, temperature=temperature,
+                  prune_target=prune_target)  # fmt: skip
+    defaults = {"l1": 1e-3, "init": 1.0, "lr": 0.05, "gate_seed": seed}
+    systems = [_system(model, len(prompts), **shared, **{**defaults, **member}) for member in members]
+    _trainer(model, steps).fit(BatchedSuperposition(systems, max_rows=max_rows), train_dataloaders=loader)
+    return [evaluate_combination(system.to(_device(model)), prompts) for system in systems]
+
+
+def _device(model: HookedTransformer) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _prompts(
+    model: HookedTransformer,
+    clean_tokens: Tensor,
+    corrupted_tokens: Tensor,
+    answer_tokens: Tensor,
+    steps: int,
+    seed: int,
+) -> tuple[ContrastBatch, torch.utils.data.DataLoader]:
+    """Checked prompts and their one full-batch loader; seeds and freezes as every API fit does."""
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, got {steps}.")
     for name, tokens in (
@@ -86,27 +149,19 @@ def learn_combination(
     prompts = ContrastBatch.from_tokens(clean_tokens.cpu(), corrupted_tokens.cpu(), answer_tokens.cpu())
     L.seed_everything(seed, verbose=False)
     freeze(model)
-    device = next(model.parameters()).device
-    system = HeadSuperposition(
-        model_name=model.cfg.model_name,
-        direction=direction,
-        objective=objective,
-        l1=l1,
-        l1_warmup_steps=l1_warmup_steps,
-        lr=lr,
-        bounded=bounded,
-        init=init,
-        l0_threshold=l0_threshold,
-        combination=combination,
-        temperature=temperature,
-        gate_seed=seed,
-        mixing_target=mixing_target,
-        prune_target=prune_target,
-        prune_prompts=len(prompts),
-        preloaded_model=model,
-    )
     loader = torch.utils.data.DataLoader(PromptDataset(prompts), batch_size=len(prompts), collate_fn=collate)
-    trainer = L.Trainer(
+    return prompts, loader
+
+
+def _system(model: HookedTransformer, n_prompts: int, **settings: Any) -> HeadSuperposition:
+    return HeadSuperposition(
+        model_name=model.cfg.model_name, prune_prompts=n_prompts, preloaded_model=model, **settings
+    )
+
+
+def _trainer(model: HookedTransformer, steps: int) -> L.Trainer:
+    device = _device(model)
+    return L.Trainer(
         max_steps=steps,
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=[device.index or 0] if device.type == "cuda" else 1,  # the model's own GPU
@@ -116,8 +171,6 @@ def learn_combination(
         enable_model_summary=False,
         deterministic=True,
     )
-    trainer.fit(system, train_dataloaders=loader)
-    return evaluate_combination(system.to(device), prompts)
 
 
 @torch.no_grad()

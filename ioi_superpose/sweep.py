@@ -10,6 +10,13 @@ part-way continues from its `checkpoints/last.ckpt`. Run the same command again 
 Points run one after another in child processes on this machine (the local runner, the default), or,
 with `--scheduler ray`, as Ray Tune trials across this machine's or a cluster's CPUs and GPUs
 (`ioi_superpose.ray_sweep`; an optional extra: `pip install -e ".[ray]"`). Both write the same files.
+
+`--batch_variants K`: points that differ only in `BATCHABLE_KEYS` (λ, init, lr, gate seed) train K at
+a time in one process, in one batched forward of the frozen model (`ioi_superpose.train_batched`); each
+still ends in `OUT/<point>/` with the summary.json and coefficients.pt its own run would write, but no
+checkpoints or training curves. Resuming then: a point with a summary.json is skipped; the other points
+are regrouped, and a group stopped part-way is trained again from its first step (a `last.ckpt` left
+by an earlier unbatched attempt at one of its points is not read).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -89,6 +97,51 @@ def run_point(point: Point, config: Path, out: Path, extra: Sequence[str], cwd: 
             f"{run_dir / 'sweep_point.log'}. Fix it and run the sweep again: finished points are kept."
         )
     return run_dir
+
+
+BATCHABLE_KEYS = ("model.l1", "model.init", "model.lr", "model.gate_seed")
+"""Grid keys whose points can train together in one batched forward (`--batch_variants`, `batched.BATCHABLE`)."""
+
+
+def batch_groups(points: Sequence[Point], size: int) -> list[list[Point]]:
+    """The points in groups of at most `size` that differ only in `BATCHABLE_KEYS`, in grid order."""
+    if size < 1:
+        raise ConfigError(f"--batch_variants must be >= 1 (points trained together), got {size}.")
+    by_rest: dict[tuple, list[Point]] = {}
+    for point in points:
+        rest = tuple((key, value) for key, value in point.settings if key not in BATCHABLE_KEYS)
+        by_rest.setdefault(rest, []).append(point)
+    return [group[start : start + size] for group in by_rest.values() for start in range(0, len(group), size)]
+
+
+def run_group(points: Sequence[Point], config: Path, out: Path, extra: Sequence[str]) -> None:
+    """Train points that differ only in batchable keys in one child process, in one batched forward
+    (`ioi_superpose.train_batched`); each still ends in `OUT/<point>/` with its summary.json. No
+    checkpoints: a group stopped part-way is trained again from scratch (its finished points are kept)."""
+    if len(points) == 1:
+        run_point(points[0], config, out, extra)
+        return
+    members = []
+    for point in points:
+        (out / point.name).mkdir(parents=True, exist_ok=True)
+        members += ["--member", shlex.join([
+            "--config", str(config), *point.flags(), *extra,
+            f"--trainer.logger.init_args.save_dir={out}", f"--trainer.logger.init_args.name={point.name}",
+            "--trainer.logger.init_args.version=", "--trainer.enable_progress_bar=false",
+        ])]  # fmt: skip
+    log_path = out / points[0].name / "sweep_point.log"
+    for point in points[1:]:
+        with open(out / point.name / "sweep_point.log", "a") as log:
+            log.write(f"trained in a batched group; the group's output is in {log_path}\n")
+    with open(log_path, "a") as log:
+        finished = subprocess.run(
+            [sys.executable, "-m", "ioi_superpose.train_batched", *members], stdout=log, stderr=subprocess.STDOUT
+        )
+    if finished.returncode != 0:
+        raise UserFacingError(
+            f"the batched group {[point.name for point in points]} failed (exit {finished.returncode}); its output "
+            f"is in {log_path}. Fix it and run the sweep again (or with --batch_variants 1): finished points are kept."
+        )
 
 
 def sweep_summary(points: Sequence[Point], out: Path) -> dict[str, Any]:
@@ -168,12 +221,23 @@ def main(args: Sequence[str] | None = None) -> None:
         "on this machine); OUT must then be on a file system every node sees at the same path",
     )
     parser.add_argument(
+        "--batch_variants",
+        type=int,
+        default=1,
+        metavar="K",
+        help="train up to K points that differ only in " + ", ".join(BATCHABLE_KEYS) + " together, in one batched "
+        "forward of the frozen model (K × batch rows; 1: one point per process). A batched group keeps no "
+        "checkpoints: stopped part-way, it is trained again from scratch",
+    )
+    parser.add_argument(
         "extra",
         nargs=argparse.REMAINDER,
         help="after `--`: options passed unchanged to every point, e.g. -- --trainer.max_epochs 3",
     )
     parsed = parser.parse_args(args)
     try:
+        if parsed.scheduler == "ray" and parsed.batch_variants != 1:
+            raise ConfigError("--batch_variants applies to the local runner only (each Ray trial is one point); drop it.")
         if parsed.scheduler != "ray":
             for option in ("cpus_per_trial", "gpus_per_trial", "ray_address"):
                 if getattr(parsed, option) is not None:
@@ -186,8 +250,8 @@ def main(args: Sequence[str] | None = None) -> None:
         todo = [point for point in points if not (parsed.out / point.name / "summary.json").is_file()]
         print(f"{len(points)} points, {len(points) - len(todo)} already finished, in {parsed.out}")
         if parsed.scheduler == "local":
-            for point in tqdm(todo, desc="sweep"):
-                run_point(point, parsed.config, parsed.out, extra)
+            for group in tqdm(batch_groups(todo, parsed.batch_variants), desc="sweep"):
+                run_group(group, parsed.config, parsed.out, extra)
                 write_json(parsed.out / "sweep.json", sweep_summary(points, parsed.out))
         elif todo:  # every point finished: nothing for Ray to schedule
             failed = run_ray_sweep(parsed, points, extra)

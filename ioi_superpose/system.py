@@ -265,6 +265,9 @@ class HeadSuperposition(L.LightningModule):
         )
         self.prune_result: PruneResult | None = None
         """The minimal-set step's result after fit (when `prune_target` is set)."""
+        self.steps_trained: int | None = None
+        """Optimiser steps taken by another module's fit (`batched.BatchedSuperposition`); the λ warm-up
+        reads it instead of this module's own trainer's step count. None: trained by its own trainer."""
         self.objective = OBJECTIVES[objective]()
         self.reference_cache = ReferenceCache(
             keep_activations=cache_source_activations,
@@ -318,20 +321,7 @@ class HeadSuperposition(L.LightningModule):
         """The minimal-set step (`prune_target`), on the first `prune_prompts` training prompts."""
         if self.hparams.prune_target is None or self.trainer.interrupted:
             return
-        splits = getattr(self.trainer.datamodule, "splits", None)
-        if splits is not None:
-            # The same prompts on every rank (not the rank's shard): every DDP process prunes alike.
-            prompts = splits["train"][: self.hparams.prune_prompts]
-            size = self.trainer.datamodule.hparams.batch_size
-            batches = [prompts[start : start + size].trimmed() for start in range(0, len(prompts), size)]
-        else:  # the API: one process, one full-batch loader
-            batches, rows = [], 0
-            for batch in self.trainer.train_dataloader:
-                batches.append(batch)
-                rows += len(batch)
-                if rows >= self.hparams.prune_prompts:
-                    break
-        self.prune_([batch.to(self.device) for batch in batches])
+        self.prune_([batch.to(self.device) for batch in pruning_batches(self.trainer, self.hparams.prune_prompts)])
 
     @torch.no_grad()
     def prune_(self, batches: Sequence[ContrastBatch]) -> PruneResult:
@@ -387,7 +377,17 @@ class HeadSuperposition(L.LightningModule):
         summed across ranks; see `objectives.across_ranks` for why the gradients then come out right), so
         N processes at batch B/N train as one at batch B. Training steps only: every rank must call it.
         """
-        end_logits = self.patched_end_logits(batch, reference)
+        return self.terms_of(self.patched_end_logits(batch, reference), batch, reference, global_batch)
+
+    def terms_of(
+        self,
+        end_logits: Float[Tensor, "batch k"],
+        batch: ContrastBatch,
+        reference: Reference,
+        global_batch: bool = False,
+    ) -> dict[str, Tensor]:
+        """`loss_terms` from this combination's patched END logits (computed here, or in a batched forward of
+        several combinations: `batched.BatchedSuperposition`)."""
         answer_logits = end_logits.gather(-1, batch.answer_tokens) if self.objective.full_vocab else end_logits
         statistics = self.objective.statistics(end_logits, answer_logits, reference)
         objective = self.objective.from_statistics(across_ranks(statistics) if global_batch else statistics)
@@ -406,8 +406,9 @@ class HeadSuperposition(L.LightningModule):
     # training
 
     def l1_weight(self) -> float:
+        step = self.global_step if self.steps_trained is None else self.steps_trained
         warmup = self.hparams.l1_warmup_steps
-        ramp = 1.0 if warmup == 0 else min(1.0, self.global_step / warmup)
+        ramp = 1.0 if warmup == 0 else min(1.0, step / warmup)
         return self.hparams.l1 * ramp
 
     def training_step(self, batch: ContrastBatch, batch_idx: int) -> Tensor:
@@ -468,3 +469,20 @@ class HeadSuperposition(L.LightningModule):
                 f"test dataloader {dataloader_idx} has no metrics: the module was built for test sets {names}."
             )
         self._evaluate(batch, self.test_metrics[names[dataloader_idx]])
+
+
+def pruning_batches(trainer: L.Trainer, n_prompts: int) -> list[ContrastBatch]:
+    """The first `n_prompts` training prompts of `trainer`'s fit, in batches: what the minimal-set step reads."""
+    splits = getattr(trainer.datamodule, "splits", None)
+    if splits is not None:
+        # The same prompts on every rank (not the rank's shard): every DDP process prunes alike.
+        prompts = splits["train"][:n_prompts]
+        size = trainer.datamodule.hparams.batch_size
+        return [prompts[start : start + size].trimmed() for start in range(0, len(prompts), size)]
+    batches, rows = [], 0  # the API: one process, one full-batch loader
+    for batch in trainer.train_dataloader:
+        batches.append(batch)
+        rows += len(batch)
+        if rows >= n_prompts:
+            break
+    return batches

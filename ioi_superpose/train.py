@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import lightning as L
 import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -104,44 +105,57 @@ class SuperposeCLI(LightningCLI):
         """Evaluate the final α on validation and every test set, then write the run's results."""
         if self.trainer.interrupted:
             return
-        val_metrics = self.trainer.validate(self.model, datamodule=self.datamodule, verbose=False)[0]
-        test_metrics: dict[str, float] = {}
-        for per_loader in self.trainer.test(self.model, datamodule=self.datamodule, verbose=False):
-            test_metrics.update(per_loader)
-        run_dir = self.trainer.log_dir  # a collective call under DDP: every rank makes it, then rank 0 writes
-        if not self.trainer.is_global_zero:
-            return
         config = self.config.get(self.config["subcommand"]).as_dict()
-        baselines = [callback for callback in self.trainer.callbacks if isinstance(callback, HeadBaseline)]
-        # Each stage ends by moving the module to the CPU: the summary's own runs go back to the device.
-        self.model.to(self.trainer.strategy.root_device).eval()
-        splits = self.datamodule.splits
-        per_prompt = {
-            name: distribution(per_prompt_recoveries(self.model, splits[name]))
-            for name in ["val", *self.datamodule.test_set_names]
-        }
-        summary = build_summary(
-            self.model, val_metrics, test_metrics, self.datamodule.test_set_names, config, baselines, per_prompt
-        )
-        if run_dir is None:  # fast_dev_run and logger=False runs keep no files
-            print("No run directory (fast_dev_run or no logger): results not written.")
-            return
         # The max-activating table reads the final combination (after pruning), like the summary.
-        max_activating = self._get(self.config_init, "max_activating").run(self.model, self.datamodule)
-        paths = RunWriter(run_dir).write(self.model, summary, baselines, max_activating)
-        recovery = summary["recovery"]
+        write_results(self.trainer, self.model, self.datamodule, config, self._get(self.config_init, "max_activating"))
 
-        def shown(value: float | None) -> str:
-            return "n/a (clean ≈ corrupted)" if value is None else f"{value:.3f}"
 
-        print(
-            f"\nLearned α: L0 = {summary['l0']} of {summary['n_heads_total']} heads, "
-            f"val recovery {shown(recovery['val'])}; test recovery "
-            + ", ".join(f"{name} {shown(value)}" for name, value in recovery["test"].items())
-        )
-        for name, path in paths.items():
-            print(f"  {name:<15} {path}")
-        print(f"  {'tensorboard':<15} tensorboard --logdir {Path(run_dir).parent}")
+def write_results(
+    trainer: L.Trainer,
+    model: HeadSuperposition,
+    datamodule: IOIDataModule,
+    config: dict,
+    max_activating: MaxActivatingOptions,
+) -> None:
+    """After fit: evaluate `model`'s final α on validation and every test set, write the run directory
+    (`trainer`'s log dir) and print where. Also the end of every member of a batched fit
+    (`ioi_superpose.train_batched`), whose baselines were not computed by a fit of `trainer`'s: they
+    are computed here."""
+    val_metrics = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+    test_metrics: dict[str, float] = {}
+    for per_loader in trainer.test(model, datamodule=datamodule, verbose=False):
+        test_metrics.update(per_loader)
+    run_dir = trainer.log_dir  # a collective call under DDP: every rank makes it, then rank 0 writes
+    if not trainer.is_global_zero:
+        return
+    baselines = [callback for callback in trainer.callbacks if isinstance(callback, HeadBaseline)]
+    # Each stage ends by moving the module to the CPU: the summary's own runs go back to the device.
+    model.to(trainer.strategy.root_device).eval()
+    for baseline in baselines:
+        if baseline.effect is None:  # this trainer did not fit (a batched member): α-independent, computed now
+            baseline.on_fit_start(trainer, model)
+    splits = datamodule.splits
+    per_prompt = {
+        name: distribution(per_prompt_recoveries(model, splits[name])) for name in ["val", *datamodule.test_set_names]
+    }
+    summary = build_summary(model, val_metrics, test_metrics, datamodule.test_set_names, config, baselines, per_prompt)
+    if run_dir is None:  # fast_dev_run and logger=False runs keep no files
+        print("No run directory (fast_dev_run or no logger): results not written.")
+        return
+    paths = RunWriter(run_dir).write(model, summary, baselines, max_activating.run(model, datamodule))
+    recovery = summary["recovery"]
+
+    def shown(value: float | None) -> str:
+        return "n/a (clean ≈ corrupted)" if value is None else f"{value:.3f}"
+
+    print(
+        f"\nLearned α: L0 = {summary['l0']} of {summary['n_heads_total']} heads, "
+        f"val recovery {shown(recovery['val'])}; test recovery "
+        + ", ".join(f"{name} {shown(value)}" for name, value in recovery["test"].items())
+    )
+    for name, path in paths.items():
+        print(f"  {name:<15} {path}")
+    print(f"  {'tensorboard':<15} tensorboard --logdir {Path(run_dir).parent}")
 
 
 def _comparable(value: object) -> object:

@@ -115,3 +115,42 @@ def test_a_killed_sweep_resumes_skipping_finished_points(tmp_path):
     assert len(summary["stability"]) == 2 and len(summary["noising_vs_denoising"]) == 2
     for row in summary["points"]:
         assert Path(row["run_dir"], "coefficients.pt").is_file()
+
+
+def test_batch_groups_hold_points_that_differ_only_in_batchable_keys():
+    from ioi_superpose.sweep import batch_groups
+
+    points = grid_points(parse_grid(["model.direction=denoising,noising", "model.l1=0.1,0.2,0.3", "model.lr=1,2"]))
+    groups = batch_groups(points, 4)
+    assert [len(group) for group in groups] == [4, 2, 4, 2]
+    for group in groups:
+        assert len({dict(point.settings)["model.direction"] for point in group}) == 1
+    assert [[p] for p in points] == batch_groups(points, 1)
+
+
+def test_a_batched_sweep_writes_the_summaries_of_unbatched_points(tmp_path):
+    config = tmp_path / "sweep.yaml"
+    config.write_text(CONFIG.replace("MODEL", str(REPO / "checkpoints" / "toy_ioi.pt")))
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    grid = ["--grid", "model.l1=0.001,0.03"]
+    for k in (1, 2):
+        command = [*sweep_command(config, tmp_path / f"k{k}")[:7], *grid, "--batch_variants", str(k)]
+        finished = subprocess.run(command, cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=300)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+    batched_logs = [path.read_text() for path in (tmp_path / "k2").glob("*/sweep_point.log")]
+    assert sum("trained in a batched group" in log for log in batched_logs) == 1  # one group of two
+    for single_path in (tmp_path / "k1").glob("*/summary.json"):
+        single = json.loads(single_path.read_text())
+        batched = json.loads((tmp_path / "k2" / single_path.parent.name / "summary.json").read_text())
+        assert (tmp_path / "k2" / single_path.parent.name / "coefficients.pt").is_file()
+        assert batched["l0"] == single["l0"] and batched["support"] == single["support"]
+        assert batched["recovery"]["val"] == pytest.approx(single["recovery"]["val"], abs=1e-5)
+        assert batched["recovery"]["test"] == pytest.approx(single["recovery"]["test"], abs=1e-5)
+        for row, other in zip(batched["top_heads"], single["top_heads"], strict=True):
+            assert row["alpha"] == pytest.approx(other["alpha"], abs=1e-4)
+        assert batched["per_prompt_recovery"]["val"]["median"] == pytest.approx(
+            single["per_prompt_recovery"]["val"]["median"], abs=1e-5
+        )
+        assert batched["config"]["model"] == single["config"]["model"]
+    points = json.loads((tmp_path / "k2" / "sweep.json").read_text())
+    assert points["n_finished"] == points["n_points"] == 2
