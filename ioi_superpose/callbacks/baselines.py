@@ -296,6 +296,7 @@ def uniform_top_k_alphas(
     return torch.stack([top_k_alpha(score, k, torch.ones_like(score)) for k in range(1, max_heads + 1)])
 
 
+@torch.no_grad()
 def top_k_curves(
     model: HookedTransformer,
     batches: Mapping[str, ContrastBatch],
