@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 import lightning as L
+import matplotlib.pyplot as plt
 import torch
 from jaxtyping import Float
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -369,6 +370,8 @@ def evaluation_batches(
 
 
 def log_figure(trainer: L.Trainer, tag: str, figure: Figure) -> None:
+    """Add `figure` to the run's TensorBoard under `tag`, then release it (also without a TensorBoard logger)."""
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure(tag, figure, trainer.global_step, close=True)
+            logger.experiment.add_figure(tag, figure, trainer.global_step, close=False)
+    plt.close(figure)
