@@ -45,8 +45,9 @@ def family(summary: Summary) -> str:
 
 
 def n_heads(summary: Summary) -> int:
-    """Heads the learned α patches: distinct (layer, head) of its support (per_position counts a head once,
-    whatever its roles), or L0 for a summary without a support."""
+    """Heads the learned α patches: distinct (layer, head) of its support — per_position counts a head once
+    whatever its roles, mixing counts the target heads it writes (not the source heads it reads) — or L0 for
+    a summary without a support."""
     support = summary.get("support")
     return summary["l0"] if support is None else len({tuple(unit[:2]) for unit in support})
 
