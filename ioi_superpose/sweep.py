@@ -4,7 +4,8 @@ Runs the training CLI once per point of a grid (the cartesian product of every `
 its own run directory `OUT/<point>/` with its `summary.json`, and writes `OUT/sweep.json`: every
 point's settings and results, the heads each selects, their stability across seeds (intersection over
 union), and noising against denoising where the grid has both. OUT/tensorboard/ holds the Pareto front
-of every evaluation set over the finished points (`ioi_superpose.pareto`), added as each point finishes.
+of every evaluation set over the finished points (`ioi_superpose.pareto`), added as each point finishes
+(with `--scheduler ray`: once, when the trials have ended).
 
 Resumable: a point whose `summary.json` exists is finished and skipped; a point that was stopped
 part-way continues from its `checkpoints/last.ckpt`. Run the same command again after a kill.
