@@ -46,11 +46,11 @@ def text_colour(background: tuple[float, ...]) -> str:
     return "black" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.5 else "white"
 
 
-def recovery_curves(curves: dict[str, list[float]], points: dict[str, tuple[int, float]]) -> Figure:
-    """Recovery against the number of heads: one line per curve (k = 1, 2, …), one marker per point."""
+def recovery_curves(curves: dict[str, list[float | None]], points: dict[str, tuple[int, float]]) -> Figure:
+    """Recovery against the number of heads: one line per curve (k = 1, 2, …; None left out), one marker per point."""
     figure, axes = plt.subplots(figsize=(5, 3.4))
     for name, curve in curves.items():
-        axes.plot(range(1, len(curve) + 1), curve, marker=".", label=name)
+        axes.plot(range(1, len(curve) + 1), nan_for_none(curve), marker=".", label=name)
     for name, (k, value) in points.items():
         axes.scatter([k], [value], color="black", zorder=3, label=name)
     axes.set_xlabel("number of heads")
@@ -58,6 +58,11 @@ def recovery_curves(curves: dict[str, list[float]], points: dict[str, tuple[int,
     axes.legend()
     figure.tight_layout()
     return figure
+
+
+def nan_for_none(values: list[float | None]) -> list[float]:
+    """Undefined values (None in summary.json) as NaN, which matplotlib leaves out of a line."""
+    return [float("nan") if value is None else value for value in values]
 
 
 def line_plot(values: Float[Tensor, " n"], labels: list[str], title: str, ylabel: str) -> Figure:

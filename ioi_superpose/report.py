@@ -20,6 +20,7 @@ import matplotlib.pyplot as plt
 
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.files import atomic_write
+from ioi_superpose.pareto import pareto_figures
 from ioi_superpose.plots import save_figure
 
 MAX_ACTIVATING = "max_activating.json"
@@ -100,30 +101,6 @@ class Report:
         return atomic_write(self.out / "report.md", lambda path: Path(path).write_text(text))
 
 
-def pareto_figure(runs: Sequence[Run]) -> plt.Figure:
-    """Validation recovery against the number of heads: each learned α, and the baselines' top-k curves."""
-    figure, axes = plt.subplots(figsize=(6, 3.8))
-    for direction, marker in (("denoising", "o"), ("noising", "s")):
-        points = [
-            (r.summary["l0"], r.summary["recovery"]["val"])
-            for r in runs
-            if r.summary["direction"] == direction and r.summary["recovery"]["val"] is not None
-        ]
-        if points:
-            axes.scatter(*zip(*points), marker=marker, color="black", zorder=3, label=f"learned α ({direction})")
-    curves_from = next((r for r in runs if r.summary["baselines"].get("combinations", {}).get("curves")), None)
-    if curves_from is not None:
-        for name, curve in curves_from.summary["baselines"]["combinations"]["curves"].items():
-            axes.plot(range(1, len(curve) + 1), curve, marker=".", label=f"{name} ({curves_from.summary['direction']})")
-    axes.set_xlabel("number of heads (L0)")
-    axes.set_ylabel("recovery (validation)")
-    axes.axhline(1.0, color="grey", linewidth=0.5)
-    if axes.get_legend_handles_labels()[0]:
-        axes.legend(fontsize=7)
-    figure.tight_layout()
-    return figure
-
-
 def sets_figure(runs: Sequence[Run]) -> plt.Figure:
     """Recovery on validation and on every test set, one group of bars per run."""
     set_names = ["val", *runs[0].summary["recovery"]["test"]]
@@ -178,15 +155,22 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
             f"{_fmt(s['recovery']['val'])} | {_heads(s)} |"
         )
     report.add("")
-    report.figure("pareto", pareto_figure(runs), "recovery against the number of heads")
     report.add(
-        "Each black marker is a learned α (L0 = heads with |α| above its threshold); the lines are the "
-        "hand-made combinations of the first run with baselines (uniform α = 1 on the top-k heads by "
-        "single-head patching; attention-weighted). Not shown: whether a smaller head set reaches the "
-        "same recovery (that needs the exhaustive or pruned minimal sets), nor how each head's weight is "
-        "used downstream.",
+        "### Recovery against the number of heads, per evaluation set (Pareto fronts)",
+        "",
+        "Each black marker is a learned α at the number of heads it patches and its recovery on the whole set "
+        "(marker: combination family; filled: denoising, hollow: noising). Each line is a hand-made "
+        "combination of a baseline ranking, computed once on validation prompts and evaluated on the first "
+        "prompts of each set (the number is in the legend): uniform α = 1 on the top-k heads by activation, "
+        "attribution or path patching, direct logit attribution or attention from END to the IO, and the "
+        "attention-weighted combination; solid lines for denoising, dashed for noising. Denoising aims for 1, "
+        "noising for 0. Not shown: whether a smaller head set reaches the same recovery (that needs the "
+        "exhaustive or pruned minimal sets), nor how each head's weight is used downstream; a set without a "
+        "clean/corrupted gap has no points or lines.",
         "",
     )
+    for set_name, figure in pareto_figures([r.summary for r in runs]).items():
+        report.figure(f"pareto_{set_name}", figure, f"recovery against the number of heads on {set_name}")
     for r in gpt2:
         circuit = r.summary["ioi_circuit"]
         report.add(

@@ -76,9 +76,14 @@ MIN_GAP = 0.5
 and recovery (a ratio over that gap) is noise: reported as null, with the gap."""
 
 
+def has_gap(clean_logit_diff: float, corrupted_logit_diff: float) -> bool:
+    """Whether the model tells a set's clean prompts from its corrupted ones (recovery is then defined)."""
+    return abs(clean_logit_diff - corrupted_logit_diff) >= MIN_GAP
+
+
 def recovery_or_none(metrics: dict[str, float]) -> float | None:
-    gap = metrics.get("clean_logit_diff", 0.0) - metrics.get("corrupted_logit_diff", 0.0)
-    return metrics.get("recovery") if abs(gap) >= MIN_GAP else None
+    gap = has_gap(metrics.get("clean_logit_diff", 0.0), metrics.get("corrupted_logit_diff", 0.0))
+    return metrics.get("recovery") if gap else None
 
 
 def build_summary(

@@ -3,7 +3,9 @@
 Runs the training CLI once per point of a grid (the cartesian product of every `--grid`), each point in
 its own run directory `OUT/<point>/` with its `summary.json`, and writes `OUT/sweep.json`: every
 point's settings and results, the heads each selects, their stability across seeds (intersection over
-union), and noising against denoising where the grid has both.
+union), and noising against denoising where the grid has both. OUT/tensorboard/ holds the Pareto front
+of every evaluation set over the finished points (`ioi_superpose.pareto`), added as each point finishes
+(with `--scheduler ray`: once, when the trials have ended).
 
 Resumable: a point whose `summary.json` exists is finished and skipped; a point that was stopped
 part-way continues from its `checkpoints/last.ckpt`. Run the same command again after a kill.
@@ -37,6 +39,7 @@ from tqdm.auto import tqdm
 from ioi_superpose.analysis import compare_directions, stability
 from ioi_superpose.errors import ConfigError, UserFacingError
 from ioi_superpose.files import write_json
+from ioi_superpose.pareto import log_sweep
 
 SEED_KEYS = ("seed_everything", "model.init", "data.seed")
 """Grid keys that change only the randomness or the start, not the question: stability is measured over them."""
@@ -237,7 +240,7 @@ def main(args: Sequence[str] | None = None) -> None:
     parsed = parser.parse_args(args)
     try:
         if parsed.scheduler == "ray" and parsed.batch_variants != 1:
-            raise ConfigError("--batch_variants applies to the local runner only (each Ray trial is one point); drop it.")
+            raise ConfigError("--batch_variants applies to the local runner only (a Ray trial is one point); drop it.")
         if parsed.scheduler != "ray":
             for option in ("cpus_per_trial", "gpus_per_trial", "ray_address"):
                 if getattr(parsed, option) is not None:
@@ -253,9 +256,11 @@ def main(args: Sequence[str] | None = None) -> None:
             for group in tqdm(batch_groups(todo, parsed.batch_variants), desc="sweep"):
                 run_group(group, parsed.config, parsed.out, extra)
                 write_json(parsed.out / "sweep.json", sweep_summary(points, parsed.out))
+                log_sweep(parsed.out, [parsed.out / p.name for p in points])  # OUT/tensorboard: Pareto fronts
         elif todo:  # every point finished: nothing for Ray to schedule
             failed = run_ray_sweep(parsed, points, extra)
             write_json(parsed.out / "sweep.json", sweep_summary(points, parsed.out))
+            log_sweep(parsed.out, [parsed.out / p.name for p in points])  # OUT/tensorboard: the fronts, once
             if failed:
                 raise UserFacingError(
                     f"{len(failed)} sweep point(s) failed: {', '.join(failed)}; each one's output is in "

@@ -17,10 +17,12 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ioi_superpose.analysis import distribution, per_prompt_recoveries
 from ioi_superpose.callbacks import CoefficientPlots, HeadBaseline
+from ioi_superpose.callbacks.baselines import log_figure
 from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.errors import ConfigError, UserFacingError
 from ioi_superpose.max_activating import MaxActivatingOptions
+from ioi_superpose.pareto import pareto_figures
 from ioi_superpose.summary import RunWriter, build_summary
 from ioi_superpose.system import HeadSuperposition
 
@@ -139,6 +141,8 @@ def write_results(
         name: distribution(per_prompt_recoveries(model, splits[name])) for name in ["val", *datamodule.test_set_names]
     }
     summary = build_summary(model, val_metrics, test_metrics, datamodule.test_set_names, config, baselines, per_prompt)
+    for set_name, figure in pareto_figures([summary]).items():  # this run's point on every set's front
+        log_figure(trainer, f"pareto/{set_name}", figure)
     if run_dir is None:  # fast_dev_run and logger=False runs keep no files
         print("No run directory (fast_dev_run or no logger): results not written.")
         return

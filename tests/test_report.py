@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from ioi_superpose.data.datamodule import OFF_DISTRIBUTION_SETS
 from ioi_superpose.report import main as report_main
 from ioi_superpose.train import main as train_main
 
@@ -30,13 +31,19 @@ SMALL = [
 
 def test_report_on_two_tiny_runs_links_every_figure_it_writes(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    # The denoising run writes a small max-activating table; the noising run none (per_set 0).
-    for direction, per_set in (("denoising", "2"), ("noising", "0")):
+    # The denoising run writes a small max-activating table, the noising run none (per_set 0); the noising
+    # run has the top-k curves (in its own direction); both have every off-distribution set.
+    curves = ["--trainer.callbacks+=ioi_superpose.callbacks.CombinationBaselines"]
+    for direction, per_set, extra in (("denoising", "2", []), ("noising", "0", curves)):
         train_main(
             ["fit", "--model.model_name", str(tiny_gpt2_dir), "--model.direction", direction, *SMALL,
-             "--max_activating.per_set", per_set]
+             "--max_activating.per_set", per_set, *extra]
         )  # fmt: skip
     runs = sorted((tmp_path / "runs" / "ioi_superpose").iterdir())
+    noising = json.loads((runs[1] / "summary.json").read_text())
+    assert noising["direction"] == "noising"
+    sets = ["val", "in_distribution", *OFF_DISTRIBUTION_SETS]
+    assert list(noising["baselines"]["combinations"]["curves_by_set"]) == sets
     report_main([*map(str, runs), "--out", str(tmp_path / "report")])
     text = (tmp_path / "report" / "report.md").read_text()
     section = text.split("## Max-activating examples (off distribution)")[1].split("\n## ")[0]
@@ -52,7 +59,7 @@ def test_report_on_two_tiny_runs_links_every_figure_it_writes(tiny_gpt2_dir, tmp
     assert f"no table: `{runs[1].name}`" in section
     assert "Not shown:" in section
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
-    assert linked == ["pareto.png", "sets.png"]
+    assert linked == [*(f"pareto_{name}.png" for name in sets), "sets.png"]  # one Pareto front per set
     for name in linked:
         assert (tmp_path / "report" / name).stat().st_size > 1000
     for run in runs:

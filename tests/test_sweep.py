@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ioi_superpose.analysis import compare_directions, iou, stability
 from ioi_superpose.sweep import grid_points, parse_grid
@@ -115,6 +116,11 @@ def test_a_killed_sweep_resumes_skipping_finished_points(tmp_path):
     assert len(summary["stability"]) == 2 and len(summary["noising_vs_denoising"]) == 2
     for row in summary["points"]:
         assert Path(row["run_dir"], "coefficients.pt").is_file()
+    # The sweep's TensorBoard: every set's Pareto front, added as points finished, the last over all 4.
+    events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0})
+    events.Reload()
+    assert set(events.Tags()["images"]) == {"pareto/val", "pareto/in_distribution", "pareto/held_out_names"}
+    assert max(event.step for event in events.Images("pareto/val")) == 4
 
 
 def test_batch_groups_hold_points_that_differ_only_in_batchable_keys():

@@ -7,9 +7,11 @@ Enable them in the YAML config under `trainer.callbacks` (see experiments/*.yaml
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Literal
 
 import lightning as L
+import matplotlib.pyplot as plt
 import torch
 from jaxtyping import Float
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -21,10 +23,12 @@ from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.ioi import IOIBatch
 from ioi_superpose.logit_attribution import direct_logit_attribution
 from ioi_superpose.metrics import LogitDiffMetric
+from ioi_superpose.models import HookedTransformer
+from ioi_superpose.pareto import VAL_SET
 from ioi_superpose.patching import activation_patch, attribution_agreement, attribution_patch, path_patch_sweep
 from ioi_superpose.plots import head_heatmap, line_plot, recovery_curves
-from ioi_superpose.runs import hook_name, logit_diff
-from ioi_superpose.summary import top_heads
+from ioi_superpose.runs import Direction, end_logits, hook_name, logit_diff, recovery_of
+from ioi_superpose.summary import has_gap, top_heads
 from ioi_superpose.system import HeadSuperposition
 
 
@@ -188,14 +192,24 @@ class DirectLogitAttribution(HeadBaseline):
 
 
 class CombinationBaselines(HeadBaseline):
-    """Hand-made combinations against the number of heads k, next to the learned α at equal L0:
+    """Hand-made combinations against the number of heads k (the Pareto fronts the learned α is drawn
+    against), on validation and on every test set of the run:
 
-    - `uniform_top_k`: α = 1 on the k heads of largest single-head activation patching effect;
-    - `attention_weighted_top_k`: the k heads that attend most from END to the IO (mean over the clean
+    - one uniform curve per ranking: α = 1 on the k heads of largest score, for every head score the run
+      has — each other baseline callback's effect (`activation_patching`, `attribution_patching`,
+      `path_patching`, `direct_logit_attribution`; single-head activation patching is computed here when
+      its callback is absent) and `attention_to_io` (this callback's own). Scores are signed: a head
+      whose patch moves the answer the wrong way ranks last;
+    - `attention_weighted`: the k heads that attend most from END to the IO (mean over the clean
       prompts), each with α = its attention divided by the largest attention among the k — so the most
       attending head is patched fully and the others in proportion. (Raw attention probabilities as α,
       0.02–0.05 on toy IOI, patch almost nothing and could not recover the behaviour whichever heads
       they pick.)
+
+    Rankings and attention come from the validation prompts (like the learned α, they are not refitted
+    per set); each set's curves are the recovery of those α on its first `n_prompts` prompts, null where
+    the set's clean − corrupted gap is below `summary.MIN_GAP`. Computed at train start, once every
+    other baseline's effect (computed at fit start) is known.
     """
 
     name = "combinations"
@@ -205,29 +219,39 @@ class CombinationBaselines(HeadBaseline):
         """
         Args:
             max_heads: largest k evaluated.
-            n_prompts: validation prompts the curves are computed on.
+            n_prompts: prompts of each set (validation and every test set) the curves are computed on.
         """
         super().__init__(n_prompts)
         self.max_heads = max_heads
-        self.curves: dict[str, list[float]] = {}
+        self.curves_by_set: dict[str, dict[str, list[float | None]]] = {}
+        self.prompts_by_set: dict[str, int] = {}
 
     def compute(self, system: HeadSuperposition, batch: ContrastBatch) -> Tensor:
         if not isinstance(batch, IOIBatch):
             raise TypeError("CombinationBaselines needs IOI prompts (the attention to the IO position).")
         self.batch = batch
-        base_tokens, source_tokens = system.base_and_source_tokens(batch)
-        patching = activation_patch(system.frozen, base_tokens, source_tokens, self.patching_metric(system, batch))
-        attention = attention_to_io(system.frozen, batch)
-        k_values = range(1, min(self.max_heads, patching.numel()) + 1)
-        candidates = {
-            "uniform_top_k": [top_k_alpha(patching, k, torch.ones_like(patching)) for k in k_values],
-            "attention_weighted_top_k": [attention_weighted_alpha(attention, k) for k in k_values],
+        return attention_to_io(system.frozen, batch)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: HeadSuperposition) -> None:
+        if not trainer.is_global_zero or self.effect is None:
+            return
+        scores = {
+            callback.name: callback.effect
+            for callback in trainer.callbacks
+            if isinstance(callback, HeadBaseline) and callback is not self and callback.effect is not None
         }
-        # All k of a family in one folded run.
-        self.curves = {
-            name: system.recovery_of(batch, torch.stack(alphas)).tolist() for name, alphas in candidates.items()
-        }
-        return attention
+        if "activation_patching" not in scores:
+            base_tokens, source_tokens = pl_module.base_and_source_tokens(self.batch)
+            metric = self.patching_metric(pl_module, self.batch)
+            scores["activation_patching"] = activation_patch(pl_module.frozen, base_tokens, source_tokens, metric).cpu()
+        scores["attention_to_io"] = self.effect
+        max_heads = min(self.max_heads, self.effect.numel())
+        alphas = {name: uniform_top_k_alphas(score, max_heads) for name, score in scores.items()}
+        alphas["attention_weighted"] = torch.stack([attention_weighted_alpha(self.effect, k)
+                                                    for k in range(1, max_heads + 1)])  # fmt: skip
+        batches = evaluation_batches(trainer, self.n_prompts, pl_module.device)
+        self.prompts_by_set = {name: len(batch) for name, batch in batches.items()}
+        self.curves_by_set = top_k_curves(pl_module.frozen, batches, alphas, pl_module.hparams.direction)
 
     def learned_point(self, system: HeadSuperposition) -> tuple[int, float]:
         """(heads used, recovery) of the learned α on the baselines' prompts."""
@@ -241,25 +265,66 @@ class CombinationBaselines(HeadBaseline):
         return heads_used(system), float(recovery)
 
     def summary(self, system: HeadSuperposition) -> dict:
-        if not self.curves:
+        if not self.curves_by_set:
             return {}
         l0, learned = self.learned_point(system)
-        k = min(max(l0, 1), len(self.curves["uniform_top_k"]))
+        val = self.curves_by_set[VAL_SET]
+        k = min(max(l0, 1), len(next(iter(val.values()))))
         return {
             "k": k,
             "learned_recovery": learned,
-            **{f"{name}_recovery_at_k": curve[k - 1] for name, curve in self.curves.items()},
-            "curves": self.curves,
+            "recovery_at_k": {name: curve[k - 1] for name, curve in val.items()},
+            "curves_by_set": self.curves_by_set,
+            "prompts_by_set": self.prompts_by_set,
             "top_heads_by_attention_to_io": top_heads(self.effect, k=5, key="value"),
         }
 
     def figures(self, system: HeadSuperposition) -> dict[str, Figure]:
-        if not self.curves:
-            return {}
+        """The attention heatmap (from fit start) and, once computed, the validation curves with the learned α."""
+        if not self.curves_by_set:
+            return super().figures(system)
+        curves = self.curves_by_set[VAL_SET]
         return {
             **super().figures(system),
-            f"{self.name}_recovery": recovery_curves(self.curves, {"learned α": self.learned_point(system)}),
+            f"{self.name}_recovery": recovery_curves(curves, {"learned α": self.learned_point(system)}),
         }
+
+
+def uniform_top_k_alphas(
+    score: Float[Tensor, "n_layers n_heads"], max_heads: int
+) -> Float[Tensor, "k n_layers n_heads"]:
+    """α = 1 on the k heads of largest score, for k = 1..max_heads."""
+    return torch.stack([top_k_alpha(score, k, torch.ones_like(score)) for k in range(1, max_heads + 1)])
+
+
+@torch.no_grad()
+def top_k_curves(
+    model: HookedTransformer,
+    batches: Mapping[str, ContrastBatch],
+    alphas: Mapping[str, Float[Tensor, "k n_layers n_heads"]],
+    direction: Direction,
+) -> dict[str, dict[str, list[float | None]]]:
+    """`curves[set][name][k - 1]`: the recovery of `alphas[name][k - 1]` on `batches[set]`, or None for a set
+    whose clean − corrupted gap is below `summary.MIN_GAP` (there recovery is noise, as in summary.json).
+
+    One folded run per set for every curve together; α that several curves share (e.g. the same top
+    heads) run once.
+    """
+    names = list(alphas)
+    lengths = [len(alphas[name]) for name in names]
+    unique, inverse = torch.unique(torch.cat([alphas[name].float().cpu() for name in names]), dim=0,
+                                   return_inverse=True)  # fmt: skip
+    curves = {}
+    for set_name, batch in batches.items():
+        batch = batch.to(model.cfg.device)
+        clean, corrupted = (float(logit_diff(end_logits(model, tokens, batch.end_pos, batch.answer_tokens)).mean())
+                            for tokens in (batch.clean_tokens, batch.corrupted_tokens))  # fmt: skip
+        if has_gap(clean, corrupted):
+            values: list[float | None] = recovery_of(model, batch, unique, direction)[inverse].tolist()
+        else:
+            values = [None] * len(inverse)
+        curves[set_name] = {name: values[sum(lengths[:i]) : sum(lengths[: i + 1])] for i, name in enumerate(names)}
+    return curves
 
 
 @torch.no_grad()
@@ -288,14 +353,25 @@ def attention_weighted_alpha(attention: Float[Tensor, "n_layers n_heads"], k: in
 
 def evaluation_batch(trainer: L.Trainer, n_prompts: int, device: torch.device) -> ContrastBatch:
     """The first `n_prompts` validation prompts, on `device`."""
+    return evaluation_batches(trainer, n_prompts, device, test_sets=False)[VAL_SET]
+
+
+def evaluation_batches(
+    trainer: L.Trainer, n_prompts: int, device: torch.device, test_sets: bool = True
+) -> dict[str, ContrastBatch]:
+    """The first `n_prompts` prompts of validation (`val`) and, with `test_sets`, of every test set the
+    run evaluates (the datamodule's `test_set_names`), on `device`."""
     datamodule = trainer.datamodule
     if not hasattr(datamodule, "splits"):
         raise TypeError("Patching baselines need an IOIDataModule (they read its validation prompts).")
     datamodule.setup("fit")
-    return datamodule.splits["val"][:n_prompts].trimmed().to(device)
+    names = [VAL_SET, *(datamodule.test_set_names if test_sets else ())]
+    return {name: datamodule.splits[name][:n_prompts].trimmed().to(device) for name in names}
 
 
 def log_figure(trainer: L.Trainer, tag: str, figure: Figure) -> None:
+    """Add `figure` to the run's TensorBoard under `tag`, then release it (also without a TensorBoard logger)."""
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_figure(tag, figure, trainer.global_step, close=True)
+            logger.experiment.add_figure(tag, figure, trainer.global_step, close=False)
+    plt.close(figure)
