@@ -181,7 +181,18 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
             "",
         )
 
+    change_of_basis_section(report, runs)
+
     report.add("## Noising against denoising: do backup heads matter? (question 3)", "")
+    if any(r.summary["config"].get("data", {}).get("corruption", "name_swap") == "name_swap" for r in runs):
+        report.add(
+            "Under the `name_swap` corruption the corrupted prompt is itself an IOI prompt with the names "
+            "swapped, so denoising a head set on (clean, corrupted) is the same forward pass as noising it on "
+            "(corrupted, clean) with the answers exchanged: over a set that holds both orders alike, the two "
+            "directions must agree up to sampling noise (`tests/test_redundant_toy.py` checks the identity). "
+            "A disagreement can only show under another corruption, e.g. `abc`.",
+            "",
+        )
     comparisons = [c for sweep in sweeps for c in sweep.summary.get("noising_vs_denoising", [])]
     if comparisons:
         report.add(
@@ -252,14 +263,51 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
     report.add(
         "## What these runs do not speak to",
         "",
-        "- A change of basis that puts the heads in one layer (question 1): needs a learned mixing map "
-        "across heads, which these runs do not have.",
         "- Whether the heads are a specialised use of a general head type, and what an attention-head "
         "feature is (questions 4–6): patching recovery says which heads carry the behaviour on these "
         "prompts, not what else they do.",
         "",
     )
     return report
+
+
+def change_of_basis_section(report: Report, runs: Sequence[Run]) -> None:
+    """Question 1 from the `mixing` runs: does moving other heads' differences into a head help?"""
+    report.add("## A change of basis that puts the heads in one layer (question 1)", "")
+    mixing = [r for r in runs if r.summary["config"]["model"].get("combination") == "mixing"]
+    if not mixing:
+        report.add(
+            "No run here uses `--model.combination mixing` (a learned map across heads, within a layer and from "
+            "earlier layers into a later one): these runs do not speak to this question.",
+            "",
+        )
+        return
+    report.add(
+        "| run | direction | mixing_target | init | L0 (entries) | cross-head entries | largest cross-head |M| | "
+        "val recovery | test recovery |",
+        "|---|---|---|---|---|---|---|---|---|",
+    )
+    for r in mixing:
+        s, model = r.summary, r.summary["config"]["model"]
+        cross = [unit for unit in s["support"] if tuple(unit[:2]) != tuple(unit[2:])]
+        off_diagonal = [h for h in s["top_heads"] if (h["layer"], h["head"]) != (h["source_layer"], h["source_head"])]
+        largest = max((abs(h["alpha"]) for h in off_diagonal), default=None)
+        report.add(
+            f"| {r.name} | {s['direction']} | {model.get('mixing_target')} | {model.get('init')} | {s['l0']} | "
+            f"{len(cross)} | {_fmt(largest, 2)} | {_fmt(s['recovery']['val'])} | "
+            f"{_fmt(s['recovery']['test'].get('in_distribution'))} |"
+        )
+    report.add(
+        "",
+        "A `mixing` map adds to each head's patch a weighted share of other heads' differences (source − "
+        "current z) from its own and earlier layers; with `mixing_target` L only layer L's heads are patched. "
+        "Cross-head entries are the map's off-diagonal units above the L0 threshold. If a target layer's map "
+        "reaches the recovery of the whole model's cut with few cross-head entries, the heads it draws on act "
+        "as if they were in that layer. Not shown: a full d_head × d_head change of basis per head pair (the "
+        "map has one scalar per pair, so a moved difference is written through the target head's W_O), nor "
+        "that no sparser map exists (training is local, pruning greedy).",
+        "",
+    )
 
 
 ROWS_PER_END = 2
