@@ -8,7 +8,10 @@ trained model is `toy/export.py`'s job.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -26,6 +29,7 @@ from ioi_superpose.models.toy import (
     load_toy_checkpoint,
     toy_config_kwargs,
 )
+from ioi_superpose.runs import hook_name
 from ioi_superpose.toy.batches import IGNORE_INDEX, TokenBatch
 
 
@@ -60,6 +64,25 @@ def labelled_accuracy(
     return correct.sum(-1), mask.sum(-1)
 
 
+def head_keep_mask(
+    generator: torch.Generator, batch: int, n_layers: int, n_heads: int, p: float
+) -> Float[Tensor, "n_layers batch n_heads"]:
+    """1 where a head's z is kept, 0 where it is dropped (probability `p`, independently per example,
+    layer and head); no rescaling of the kept heads (see the module docstring)."""
+    return (torch.rand(n_layers, batch, n_heads, generator=generator) >= p).float()
+
+
+def head_dropout_hooks(
+    model: HookedTransformer, keep: Float[Tensor, "n_layers batch n_heads"]
+) -> list[tuple[str, Callable[..., Tensor]]]:
+    """Forward hooks multiplying each layer's z [batch, pos, head, d_head] by its row of `keep`."""
+
+    def drop(z: Tensor, hook: Any, layer: int) -> Tensor:
+        return z * keep[layer].to(z)[:, None, :, None]
+
+    return [(hook_name("z", layer), partial(drop, layer=layer)) for layer in range(model.cfg.n_layers)]
+
+
 class ToyModelTraining(L.LightningModule):
     """An attention-only TransformerLens model trained with cross-entropy at the labelled positions."""
 
@@ -79,6 +102,7 @@ class ToyModelTraining(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.98),
         group_names: list[str] | None = None,
         init_from: str | None = None,
+        head_dropout: float = 0.0,
     ) -> None:
         """
         Args:
@@ -99,8 +123,15 @@ class ToyModelTraining(L.LightningModule):
                 datamodule); None logs overall accuracy only.
             init_from: a toy checkpoint (`.pt` from `ExportToyModel`) whose weights replace the random
                 initialisation, e.g. to `validate`/`test` a shipped model; its config must match.
+            head_dropout: probability p in [0, 1) that a head's z is zeroed in a training step, per
+                example, layer and head, without rescaling (module docstring: why); 0 turns it off.
         """
         super().__init__()
+        if not 0.0 <= head_dropout < 1.0:
+            raise ConfigError(
+                f"--model.head_dropout must be in [0, 1) (the probability that a head's z is dropped in "
+                f"training), got {head_dropout}; use 0 to turn it off."
+            )
         self.save_hyperparameters()
         self.model: HookedTransformer = build_toy_model(
             attn_only_config(n_layers, n_heads, d_model, d_head, d_vocab, n_ctx, layer_norm, positional_embedding),
@@ -134,7 +165,11 @@ class ToyModelTraining(L.LightningModule):
 
     def _step(self, batch: TokenBatch, stage: str) -> Tensor:
         tokens, labels = batch["tokens"], batch["labels"]
-        logits = self(tokens)
+        if stage == "train" and self.hparams.head_dropout > 0:
+            with self.model.hooks(fwd_hooks=head_dropout_hooks(self.model, self._keep_mask(len(tokens)))):
+                logits = self(tokens)
+        else:
+            logits = self(tokens)
         loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
         correct, count = labelled_accuracy(logits, labels)
         batch_size = tokens.shape[0]
@@ -144,6 +179,15 @@ class ToyModelTraining(L.LightningModule):
             metric = self.val_group_accuracy if stage == "val" else self.test_group_accuracy
             metric.update(correct, count, batch["group"])
         return loss
+
+    def _keep_mask(self, batch: int) -> Float[Tensor, "n_layers batch n_heads"]:
+        # Seeded by the step, not by a running generator: a resumed run draws the same masks.
+        seed = (self.hparams.model_seed + 1) * 1_000_003 + self.global_step
+        cfg = self.model.cfg
+        mask = head_keep_mask(
+            torch.Generator().manual_seed(seed), batch, cfg.n_layers, cfg.n_heads, self.hparams.head_dropout
+        )
+        return mask.to(self.device)
 
     def training_step(self, batch: TokenBatch, batch_idx: int) -> Tensor:
         return self._step(batch, "train")
