@@ -54,7 +54,9 @@ def load(paths: Sequence[Path]) -> tuple[list[Run], list[Sweep]]:
             for row in sweep.summary["points"]:
                 runs.append(_run(Path(row["run_dir"]), f"{path.name}/{row['point']}"))
         elif (path / "summary.json").is_file():
-            runs.append(_run(path, path.name))
+            # `version_N` alone says nothing: name a run by its logger's name too.
+            name = f"{path.parent.name}/{path.name}" if path.name.startswith("version_") else path.name
+            runs.append(_run(path, name))
         else:
             raise ConfigError(f"{path} holds neither a summary.json (a finished run) nor a sweep.json (a sweep).")
     if not runs:
@@ -193,15 +195,16 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
             "A disagreement can only show under another corruption, e.g. `abc`.",
             "",
         )
-    comparisons = [c for sweep in sweeps for c in sweep.summary.get("noising_vs_denoising", [])]
+    comparisons = [(sweep, c) for sweep in sweeps for c in sweep.summary.get("noising_vs_denoising", [])]
     if comparisons:
         report.add(
-            "| setting | denoising heads | noising heads | only denoising | only noising | IoU |",
-            "|---|---|---|---|---|---|",
+            "| sweep | setting | denoising heads | noising heads | only denoising | only noising | IoU |",
+            "|---|---|---|---|---|---|---|",
         )
-        for c in comparisons:
+        for sweep, c in comparisons:
             report.add(
-                f"| {c['setting']} | {_names(c['denoising_heads'])} | {_names(c['noising_heads'])} | "
+                f"| {sweep.directory.name} | {c['setting']} | {_names(c['denoising_heads'])} | "
+                f"{_names(c['noising_heads'])} | "
                 f"{_names(c['only_denoising'])} | {_names(c['only_noising'])} | {_fmt(c['iou'], 2)} |"
             )
         report.add(

@@ -40,6 +40,7 @@ def test_report_on_two_tiny_runs_links_every_figure_it_writes(tiny_gpt2_dir, tmp
              "--max_activating.per_set", per_set, *extra]
         )  # fmt: skip
     runs = sorted((tmp_path / "runs" / "ioi_superpose").iterdir())
+    names = [f"ioi_superpose/{run.name}" for run in runs]  # a run is named by its logger's name and version
     noising = json.loads((runs[1] / "summary.json").read_text())
     assert noising["direction"] == "noising"
     sets = ["val", "in_distribution", *OFF_DISTRIBUTION_SETS]
@@ -50,20 +51,20 @@ def test_report_on_two_tiny_runs_links_every_figure_it_writes(tiny_gpt2_dir, tmp
     table = json.loads((runs[0] / "max_activating.json").read_text())
     n = len(table["rows"])
     for row in [*table["rows"][:2], *table["rows"][-2:]]:  # the two largest and the two smallest moves
-        assert f"| {runs[0].name} | " in section and f"| {row['rank']} of {n} | {row['set_name']} |" in section
+        assert f"| {names[0]} | " in section and f"| {row['rank']} of {n} | {row['set_name']} |" in section
         assert f"| {row['prompt']} | {row['io']} / {row['s']} |" in section
         assert f"| {row['move']:.3f} |" in section
     (link,) = re.findall(r"(?<!!)\[max_activating.md\]\(([^)]+)\)", section)
     assert (tmp_path / "report" / link).resolve() == (runs[0] / "max_activating.md").resolve()
     assert not (runs[1] / "max_activating.json").exists()
-    assert f"no table: `{runs[1].name}`" in section
+    assert f"no table: `{names[1]}`" in section
     assert "Not shown:" in section
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert linked == [*(f"pareto_{name}.png" for name in sets), "sets.png"]  # one Pareto front per set
     for name in linked:
         assert (tmp_path / "report" / name).stat().st_size > 1000
-    for run in runs:
-        assert f"| {run.name} | " in text  # every run has its row
+    for name in names:
+        assert f"| {name} | " in text  # every run has its row
     assert "No run here is of GPT-2 small" in text  # a 2-layer GPT-2-shaped model is not GPT-2 small
     assert "noising" in text and "denoising" in text
 
