@@ -120,3 +120,18 @@ def test_training_step_drops_seeded_heads_and_evaluation_drops_none(one_thread):
 def test_bad_head_dropout_names_the_option(p):
     with pytest.raises(ConfigError, match="head_dropout"):
         ToyModelTraining(head_dropout=p)
+
+
+def test_head_dropout_layers_spares_the_other_layers():
+    """`head_dropout_layers [0]`: layer 0's mask is the one every-layer dropout draws, layer 1 keeps every head."""
+    data = SkipTrigramDataModule(batch_size=64, train_batches=1, seed=4)
+    everywhere = _module(0.5, data)._keep_mask(64)
+    module = ToyModelTraining(
+        n_layers=2, n_heads=3, d_model=16, d_head=4, d_vocab=data.d_vocab, n_ctx=data.n_ctx, layer_norm=True,
+        lr=0.02, head_dropout=0.5, head_dropout_layers=[0], model_seed=1,
+    )  # fmt: skip
+    mask = module._keep_mask(64)
+    assert torch.equal(mask[0], everywhere[0]) and (mask[0] == 0).any()
+    assert torch.equal(mask[1], torch.ones_like(mask[1]))
+    with pytest.raises(ConfigError, match="head_dropout_layers"):
+        ToyModelTraining(n_layers=2, head_dropout=0.5, head_dropout_layers=[2])

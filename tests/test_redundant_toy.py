@@ -1,5 +1,6 @@
 """Noising against denoising on the shipped toy-IOI models: why they agree under the name-swap corruption
-(an identity), and that they disagree on the model trained with head dropout (checkpoints/toy_ioi_redundant.pt)."""
+(an identity); the layer-1 redundancy of the model trained with head dropout (toy_ioi_redundant.pt); and
+the model whose layer-0 heads back each other up (toy_ioi_backups.pt), where the learned α disagree."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ioi_superpose import learn_combination
 from ioi_superpose.data import ioi_prompts
 from ioi_superpose.models import load_frozen_model
 from ioi_superpose.runs import recovery_of
@@ -72,3 +74,32 @@ def test_the_redundant_model_has_backups_where_the_plain_one_has_fewer():
     assert (denoising > noising).all()  # head by head: sufficient for more than it is necessary for
     gap, plain_gap = denoising.sum() - noising.sum(), plain_denoising.sum() - plain_noising.sum()
     assert gap > plain_gap + 0.15, (gap, plain_gap)
+
+
+def test_on_the_backups_model_noising_finds_the_layer_0_heads_denoising_misses():
+    """toy_ioi_backups.pt was trained with dropout 0.5 on layer 0's heads. Under abc its layer-0 heads are
+    necessary together but not one by one (corrupting any one costs < 0.2 of the behaviour, all four ~all of
+    it), and not sufficient (patching all four clean restores < 0.85), while layer 1 alone restores > 1.
+    The learned α therefore differ by direction: denoising keeps layer-1 heads only, noising every layer-0
+    head — the backups denoising misses. Fresh seeded prompts (not the main job's). Seeds 0 and 7 gave: single
+    layer-0 noising effects 0.085–0.119, all of layer 0 denoised 0.72 / 0.73 and noised 0.004 / 0.016, all of
+    layer 1 denoised 1.11; each bound leaves 0.08 or more."""
+    path = str(CHECKPOINTS / "toy_ioi_backups.pt")
+    model = load_frozen_model(path)
+    prompts = ioi_prompts(path, n=256, corruption="abc", seed=7)
+    layer_0_alone = torch.zeros(4, 2, 4)
+    layer_0_alone[torch.arange(4), 0, torch.arange(4)] = 1.0
+    whole = torch.zeros(2, 2, 4)
+    whole[0, 0], whole[1, 1] = 1.0, 1.0  # all of layer 0; all of layer 1
+    assert (1 - recovery_of(model, prompts, layer_0_alone, "noising") < 0.25).all()
+    denoised, noised = recovery_of(model, prompts, whole, "denoising"), recovery_of(model, prompts, whole, "noising")
+    assert denoised[0] < 0.85 and denoised[1] > 1.0 and noised[0] < 0.1, (denoised, noised)
+
+    train = ioi_prompts(path, n=128, corruption="abc", seed=11)
+    heads = {}
+    for direction in ("denoising", "noising"):
+        result = learn_combination(model, train.clean_tokens, train.corrupted_tokens, train.answer_tokens,
+                                   direction=direction, l1=1e-3, steps=150, lr=0.05, seed=0)  # fmt: skip
+        heads[direction] = {tuple(unit) for unit in result.support}
+    assert heads["denoising"] and all(layer == 1 for layer, _ in heads["denoising"]), heads
+    assert {(0, head) for head in range(4)} <= heads["noising"], heads

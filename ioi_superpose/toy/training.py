@@ -103,6 +103,7 @@ class ToyModelTraining(L.LightningModule):
         group_names: list[str] | None = None,
         init_from: str | None = None,
         head_dropout: float = 0.0,
+        head_dropout_layers: list[int] | None = None,
     ) -> None:
         """
         Args:
@@ -125,12 +126,18 @@ class ToyModelTraining(L.LightningModule):
                 initialisation, e.g. to `validate`/`test` a shipped model; its config must match.
             head_dropout: probability p in [0, 1) that a head's z is zeroed in a training step, per
                 example, layer and head, without rescaling (module docstring: why); 0 turns it off.
+            head_dropout_layers: the layers head dropout applies to (None: every layer).
         """
         super().__init__()
         if not 0.0 <= head_dropout < 1.0:
             raise ConfigError(
                 f"--model.head_dropout must be in [0, 1) (the probability that a head's z is dropped in "
                 f"training), got {head_dropout}; use 0 to turn it off."
+            )
+        if head_dropout_layers is not None and not all(0 <= layer < n_layers for layer in head_dropout_layers):
+            raise ConfigError(
+                f"--model.head_dropout_layers {head_dropout_layers} names a layer outside [0, {n_layers - 1}]; "
+                "give layers of this model, or null for every layer."
             )
         self.save_hyperparameters()
         self.model: HookedTransformer = build_toy_model(
@@ -187,6 +194,9 @@ class ToyModelTraining(L.LightningModule):
         mask = head_keep_mask(
             torch.Generator().manual_seed(seed), batch, cfg.n_layers, cfg.n_heads, self.hparams.head_dropout
         )
+        layers = self.hparams.get("head_dropout_layers")
+        if layers is not None:  # the other layers keep every head (their masks are still drawn: the same stream)
+            mask[[layer for layer in range(cfg.n_layers) if layer not in layers]] = 1.0
         return mask.to(self.device)
 
     def training_step(self, batch: TokenBatch, batch_idx: int) -> Tensor:
