@@ -57,7 +57,24 @@ class Combination(nn.Module):
         raise NotImplementedError
 
 
-class HeadWeights(Combination):
+class FixedVariants:
+    """Mixin of the fixed-weight combinations: the variants are the rows of a `weights` buffer."""
+
+    weights: Tensor
+
+    @property
+    def n_variants(self) -> int:
+        return self.weights.shape[0]
+
+    def select(self, rows: range) -> Combination:
+        return self.with_weights(self.weights[rows.start : rows.stop])
+
+    def with_weights(self, weights: Tensor) -> Combination:
+        """The same kind of combination with other weights."""
+        return type(self)(weights)  # type: ignore[call-arg]
+
+
+class HeadWeights(FixedVariants, Combination):
     """Fixed weights w[variant, layer, head]: patching of single heads (one-hot) or head subsets (0/1),
     or the value of any given α. Not trained (a buffer)."""
 
@@ -73,13 +90,6 @@ class HeadWeights(Combination):
     def single_heads(cls, n_layers: int, n_heads: int) -> "HeadWeights":
         """One variant per head, in (layer, head) row-major order, each patching that head alone."""
         return cls(torch.eye(n_layers * n_heads).view(n_layers * n_heads, n_layers, n_heads))
-
-    @property
-    def n_variants(self) -> int:
-        return self.weights.shape[0]
-
-    def select(self, rows: range) -> "HeadWeights":
-        return HeadWeights(self.weights[rows.start : rows.stop])
 
     def first_layer(self) -> int:
         touched = (self.weights != 0).any(0).any(-1).nonzero()  # layers any variant changes
@@ -242,7 +252,7 @@ class ScalarCombination(HeadCombination, LearnedFamily):
         HeadCombination.project_(self)
 
 
-class PositionWeights(Combination):
+class PositionWeights(FixedVariants, Combination):
     """Fixed weights w[variant, layer, head, role]; each position takes its role's weight (`roles` [batch, pos])."""
 
     def __init__(self, weights: Float[Tensor, "variants layer head role"], roles: Tensor | None) -> None:
@@ -254,12 +264,8 @@ class PositionWeights(Combination):
         self.register_buffer("weights", weights.detach().float())
         self.roles = roles
 
-    @property
-    def n_variants(self) -> int:
-        return self.weights.shape[0]
-
-    def select(self, rows: range) -> "PositionWeights":
-        return PositionWeights(self.weights[rows.start : rows.stop], self.roles)
+    def with_weights(self, weights: Tensor) -> "PositionWeights":
+        return PositionWeights(weights, self.roles)
 
     def first_layer(self) -> int:
         touched = (self.weights != 0).flatten(2).any(-1).any(0).nonzero()

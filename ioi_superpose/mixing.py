@@ -50,7 +50,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.interventions import Combination, LearnedFamily
+from ioi_superpose.interventions import Combination, FixedVariants, LearnedFamily
 
 
 def allowed_entries(n_layers: int, n_heads: int, target: int | None = None) -> Bool[Tensor, "layer head layer head"]:
@@ -121,7 +121,7 @@ class MixingRun(Combination):
         return out
 
 
-class MixingWeights(MixingRun):
+class MixingWeights(FixedVariants, MixingRun):
     """Fixed maps w[variant, layer, head, source_layer, source_head] (evaluation and pruning of `mixing`);
     entries with source_layer > layer must be 0."""
 
@@ -138,13 +138,6 @@ class MixingWeights(MixingRun):
         if (weights.detach().cpu() * ~allowed_entries(self.n_layers, n_heads)).abs().sum() > 0:
             raise ValueError("a mixing map has non-zero entries from a later layer (source_layer > layer)")
         self.register_buffer("weights", weights.detach().float())
-
-    @property
-    def n_variants(self) -> int:
-        return self.weights.shape[0]
-
-    def select(self, rows: range) -> "MixingWeights":
-        return MixingWeights(self.weights[rows.start : rows.stop])
 
     def first_layer(self) -> int:
         touched = (self.weights != 0).any(-1).any(2).any(1).any(0).nonzero()  # source layers any entry reads

@@ -7,6 +7,7 @@ import os
 # Before anything imports huggingface_hub: tests never touch the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,17 @@ def prompt_pairs(
         corrupted[:, -1] = clean[:, -1]
     answers = torch.randint(0, d_vocab, (batch, 2), generator=generator)
     return clean, corrupted, answers
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for the test, restored afterwards. Tiny models run fastest on one (a second
+    intra-op thread only adds wake-up latency on a busy machine), and one thread makes a sum over K × batch
+    rows round like one over batch rows (tests comparing batched and single runs to 1e-5 need that)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture

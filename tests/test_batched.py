@@ -77,17 +77,6 @@ def test_the_vectorised_scalar_path_equals_the_generic_one(model, batch):
 MEMBERS = [dict(l1=0.0, init=1.0, lr=0.05), dict(l1=0.02, init=0.5, lr=0.1), dict(l1=0.005, init=0.8, lr=0.02)]
 
 
-@pytest.fixture
-def one_thread():
-    """With 2 threads a matmul over K × batch rows rounds differently from one over batch rows, and 25
-    Adam steps (which normalise tiny gradients) grow that to ~3e-4 in α (seen in the suite). One thread
-    makes both sums the same sequence of operations, so the test can ask for 1e-5."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize(("family", "prune_target"), [*((family, None) for family in FAMILIES), ("scalar", 0.8)])
 def test_a_batched_fit_equals_separate_single_runs(model, batch, family, prune_target, one_thread):
     shared = dict(steps=25, combination=family, seed=3, prune_target=prune_target)  # and the minimal-set step

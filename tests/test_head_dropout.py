@@ -17,14 +17,6 @@ from ioi_superpose.toy.skip_trigrams import SkipTrigramDataModule
 from ioi_superpose.toy.training import ToyModelTraining, head_dropout_hooks, head_keep_mask
 
 
-@pytest.fixture
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _module(head_dropout: float, data: SkipTrigramDataModule) -> ToyModelTraining:
     return ToyModelTraining(
         n_layers=2, n_heads=3, d_model=16, d_head=4, d_vocab=data.d_vocab, n_ctx=data.n_ctx, layer_norm=True,

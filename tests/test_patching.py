@@ -3,7 +3,7 @@ reduces to activation patching in the cases where it must."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 
@@ -86,13 +86,7 @@ def make_metrics(answers: Tensor, ends: Tensor) -> dict[str, Callable[[Tensor], 
     }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    # Tiny models: a second intra-op thread only adds wake-up latency (10x slower on a busy machine).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))

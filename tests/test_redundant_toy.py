@@ -18,12 +18,7 @@ from ioi_superpose.runs import recovery_of
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
 
 
 def test_under_name_swap_denoising_is_noising_of_the_swapped_pair():

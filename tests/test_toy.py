@@ -32,15 +32,6 @@ SHIPPED = {
 }
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run fastest on one thread (and the CLI sets it): restore the count afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- data ----------------------------------------------------------------------------------------------
 def test_default_layout_is_the_designs_12_token_vocabulary():
     task = SkipTrigramTask()

@@ -26,13 +26,7 @@ CHECKPOINT = ROOT / "checkpoints" / "toy_ioi.pt"
 ALL_TEMPLATES = IOI_TEMPLATES + LONG_TEMPLATES + DUPLICATED_IO_TEMPLATES
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models on a busy CPU: threading overhead dominates.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
 
 
 # --- tokenizer ------------------------------------------------------------------------------------
