@@ -133,9 +133,12 @@ def write_results(
     baselines = [callback for callback in trainer.callbacks if isinstance(callback, HeadBaseline)]
     # Each stage ends by moving the module to the CPU: the summary's own runs go back to the device.
     model.to(trainer.strategy.root_device).eval()
-    for baseline in baselines:
-        if baseline.effect is None:  # this trainer did not fit (a batched member): α-independent, computed now
-            baseline.on_fit_start(trainer, model)
+    # A batched member's trainer did not fit: its baselines (α-independent) are computed now, through the
+    # hooks a fit calls, in that order (the top-k curves of `on_train_start` read the other baselines' scores).
+    unfitted = [baseline for baseline in baselines if baseline.effect is None]
+    for hook in ("on_fit_start", "on_train_start"):
+        for baseline in unfitted:
+            getattr(baseline, hook)(trainer, model)
     splits = datamodule.splits
     per_prompt = {
         name: distribution(per_prompt_recoveries(model, splits[name])) for name in ["val", *datamodule.test_set_names]
