@@ -253,7 +253,23 @@ def markdown(report: dict[str, Any]) -> str:
             f1s.append(0.0 if p + q == 0 else 2 * p * q / (p + q))
         chosen = report["chosen_on_dev"][method]
         lines.append(f"| {method} [{chosen}] | " + " | ".join(cells) + f" | {sum(f1s) / len(f1s):.2f} |")
-    return "\n".join(lines) + "\n" + NOTES
+    return "\n".join(lines) + "\n" + NOTES + minimal_set_misses(report)
+
+
+def minimal_set_misses(report: dict[str, Any]) -> str:
+    """Where a method with the minimal-set step is not exact in this run (a sentence for the notes)."""
+    misses = [
+        f"{method} on `{name}` (L0 {r['l0']}, minimal {r['min_l0']}, test recovery {r['recovery']:.2f})"
+        for name, by_method in report["results"].items()
+        for method, r in by_method.items()
+        if method.endswith("+ minimal set") and r is not None and (r["precision"] < 1 or r["recall"] < 1)
+    ]
+    if not misses:
+        return "\nIn this run every method with the minimal-set step is exact on every case.\n"
+    return (
+        "\nIn this run the minimal-set step is not exact here: " + "; ".join(misses) + ". The step prunes on its "
+        "own prompts: a set that reaches the target there can fall short of it, or miss a head, on the test prompts.\n"
+    )
 
 
 NOTES = """
@@ -263,8 +279,8 @@ Without the minimal-set step every learned family over-selects where the ground 
 decoys: on `or` scalar and per_position keep both backup heads at partial weights (L0 2, minimal 1),
 on `decoy` they keep the decoy 0.0 beside the real head 1.1 (L0 2: patching 0.0 costs nothing, its
 write is cancelled, so only the small λ pushes it out), and hard_concrete keeps 3 heads on `decoy`
-(0.0, 1.0, 1.1) and both path heads on `composition`. The minimal-set step fixes all of these
-here, but it is greedy backward elimination from the learned support, not an exhaustive search: it can
+(0.0, 1.0, 1.1) and both path heads on `composition`. The minimal-set step removes these over-
+selections, but it is greedy backward elimination from the learned support, not an exhaustive search: it can
 only return a subset of what was learned and, with ties, one of the minimal sets (which one is
 arbitrary). Attribution patching is as good as the unpruned learned α on these small cases at a
 fraction of the cost; single-head activation patching and direct logit attribution miss the AND pair
