@@ -9,8 +9,8 @@ cover every position, so a combination always sees whole-sequence z).
 
 Runners (the `runner` option of `runs.patched_end_logits` and `runs.reference_runs`):
 
-- `"auto"` (default): this runner where `unsupported(model)` is None, else TransformerLens hooks
-  with a `FastRunnerWarning` that says why;
+- `"auto"` (default): this runner where `unsupported(model)` is None and it agrees with TransformerLens
+  on the model (`disagreement`), else TransformerLens hooks with a `FastRunnerWarning` that says why;
 - `"fast"`: this runner, or a `ConfigError` saying why it cannot be used;
 - `"hooks"`: always TransformerLens's forward with hooks (every hook point fires).
 
@@ -20,11 +20,18 @@ GPT-2-style blocks (`TransformerBlock`, `Attention`, `MLP`), LayerNorm (`LN`), f
 `gelu_new` or `relu`, with or without a padding attention mask. Anything else (rotary, grouped-query attention,
 gated MLPs, parallel attention/MLP, soft caps, local attention, …) and any model with hooks attached
 (they would not fire) falls back.
+
+The allow-list reads the config and classes, not the weights and buffers: a model whose attention
+`IGNORE` buffer was overwritten (0 instead of −inf: TransformerLens then attends to future positions),
+or any other state the fast forward does not read, passes it. So the first time a model object meets the
+engine, `disagreement` runs one small batch through both runners and compares the END logits; the fast
+runner is used only where they agree to `AGREEMENT_ATOL`.
 """
 
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Literal, get_args
 
@@ -109,13 +116,50 @@ def _post_norm_architectures() -> tuple[str, ...]:
     return tuple(POST_NORM_ARCHITECTURES)
 
 
+AGREEMENT_ATOL = 1e-4
+"""Largest END-logit difference (fp32; scaled by the dtype's resolution below it) the fast runner may
+have from TransformerLens on a model before it is not used for that model."""
+_AGREEMENT: weakref.WeakKeyDictionary[HookedTransformer, str | None] = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def disagreement(model: HookedTransformer) -> str | None:
+    """Why the fast runner's END logits differ from TransformerLens's on `model`, or None when they agree.
+
+    One small seeded batch (2 prompts of up to 8 tokens) through both runners, once per model object
+    (cached weakly: a model is frozen while the engine uses it)."""
+    if model in _AGREEMENT:
+        return _AGREEMENT[model]
+    cfg = model.cfg
+    generator = torch.Generator().manual_seed(0)
+    pos = min(cfg.n_ctx, 8)
+    tokens = torch.randint(cfg.d_vocab, (2, pos), generator=generator).to(cfg.device)
+    embed, _, shortformer, _ = model.input_to_embed(tokens)
+    ends = torch.full((2,), pos - 1, device=embed.device)
+    final = end_residual(model, embed, 0, ends, shortformer_pos_embed=shortformer)
+    if hasattr(model, "ln_final"):
+        final = model.ln_final(final[:, None, :])[:, 0, :]
+    fast = (final @ model.W_U + model.b_U).float()
+    reference = model(tokens, attention_mask=torch.ones_like(tokens))[:, -1].float()
+    largest = float((fast - reference).abs().max())
+    resolution = torch.finfo(cfg.dtype).eps * max(1.0, float(reference.abs().max()))
+    tolerance = max(AGREEMENT_ATOL, 8 * resolution)
+    _AGREEMENT[model] = (
+        None if largest <= tolerance
+        else f"its END logits differ from TransformerLens's by up to {largest:.3g} (tolerance {tolerance:.1g}) on "
+        "this model: it computes something the fast forward does not read (an overwritten attention IGNORE "
+        "buffer or mask, a patched module)"
+    )  # fmt: skip
+    return _AGREEMENT[model]
+
+
 def resolve_runner(model: HookedTransformer, runner: Runner) -> Literal["fast", "hooks"]:
     """The runner `runner` means for `model`: "auto" warns when it falls back to hooks."""
     if runner not in RUNNERS:
         raise ConfigError(f"runner must be one of {RUNNERS}, got {runner!r}.")
     if runner == "hooks":
         return "hooks"
-    reason = unsupported(model)
+    reason = unsupported(model) or disagreement(model)
     if reason is None:
         return "fast"
     if runner == "fast":

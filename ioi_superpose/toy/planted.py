@@ -24,7 +24,11 @@ Cases (`CASES`; `toy.ground_truth.search_subsets` verifies each in both directio
 - `superposition_f1/f2/f3`: one 2-layer model with 1 head per layer (0.0, 1.0) and 3 features (source
   tokens X1, X2, X3, each its own answer pair): 0.0 carries X1 and X3, 1.0 carries X2 and X3, and X3's
   answer direction is the sum of both heads' writes — 3 features in 2 heads; X3 needs both in both
-  directions (each head alone recovers 0.70, and removing one leaves 0.70).
+  directions (each head alone recovers 0.70, and removing one leaves 0.70–0.72).
+
+The models keep TransformerLens's causal attention buffers (only parameters are written), so position 0
+attends to itself alone and a layer-0 head that copies the source token also writes at position 0;
+`tests/test_planted.py` re-derives every case with a hand-written hooks-only search.
 """
 
 from __future__ import annotations
@@ -106,8 +110,10 @@ class _Builder:
     def __init__(self, n_layers: int, n_heads: int, end_extra: Tensor | None = None) -> None:
         cfg = attn_only_config(n_layers, n_heads, D_MODEL, D_HEAD, D_VOCAB, N_CTX, layer_norm=True)
         self.model = HookedTransformer(cfg, move_to_device=False)
-        state = {k: torch.zeros_like(v) for k, v in self.model.state_dict().items()}
-        for key in state:
+        # Parameters start at zero; buffers (the attention's causal IGNORE = −inf) stay TransformerLens's own.
+        parameters = {name for name, _ in self.model.named_parameters()}
+        state = {k: torch.zeros_like(v) if k in parameters else v for k, v in self.model.state_dict().items()}
+        for key in parameters:
             if key.endswith(".w") and "ln" in key:
                 state[key] += 1.0
         self.state = state
@@ -216,8 +222,11 @@ def superposition_model(strength: float = 6.0) -> HookedTransformer:
     b = _Builder(2, 1)
     b.attend(0, 0, _end(), P_SRC, 30.0)
     b.copy(0, 0, direction(T_X) + direction(T_X3), direction(R1) * strength)
-    b.attend(1, 0, _end(), P_SRC, 30.0)
-    b.copy(1, 0, direction(T_X2) + direction(T_X3), direction(R2) * strength)
+    # Causal attention: position 0 attends only to itself, so 0.0 also writes R1 there on X1 and X3 prompts;
+    # 1.0 reads position 0 at that norm, so on X3 it writes R2 * strength exactly, as 0.0 writes R1.
+    src = math.sqrt(2 + strength**2)
+    b.attend(1, 0, _end(), P_SRC, 30.0, key_norm=src)
+    b.copy(1, 0, direction(T_X2) + direction(T_X3), direction(R2) * strength, read_norm=src)
     return b.build()
 
 
