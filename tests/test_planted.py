@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ioi_superpose.logit_attribution import direct_logit_attribution
-from ioi_superpose.toy.ground_truth import search_subsets
-from ioi_superpose.toy.planted import all_cases, decoy_case
+from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
+from ioi_superpose.groundtruth.exhaustive import search_subsets
+from ioi_superpose.groundtruth.planted import all_cases, decoy_case
 
 CASES = {case.name: case for case in all_cases()}
 
