@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import hooks_attached, prompt_pairs
 
+from ioi_superpose.combinations import HeadCombination, HeadWeights
+from ioi_superpose.engine.fast_forward import FastRunnerWarning, resolve_runner, unsupported
+from ioi_superpose.engine.runs import BaseRun, patched_end_logits, reference_runs
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.fast_forward import FastRunnerWarning, resolve_runner, unsupported
-from ioi_superpose.interventions import HeadCombination, HeadWeights
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze
-from ioi_superpose.runs import BaseRun, patched_end_logits, reference_runs
 
 ATOL = 1e-4
 
@@ -162,9 +162,9 @@ def test_attached_hooks_make_auto_use_transformer_lens():
 
 
 def test_head_superposition_trains_on_the_fast_runner(monkeypatch):
-    from ioi_superpose import fast_forward
     from ioi_superpose.data.batch import ContrastBatch
-    from ioi_superpose.system import HeadSuperposition
+    from ioi_superpose.engine import fast_forward
+    from ioi_superpose.training.system import HeadSuperposition
 
     model = tiny("ln_gelu_new")
     assert fast_forward.disagreement(model) is None  # the once-per-model agreement check, before counting
@@ -200,7 +200,7 @@ def test_a_model_the_fast_runner_computes_differently_falls_back_to_transformer_
 
 
 def test_models_the_fast_runner_computes_exactly_pass_the_agreement_check():
-    from ioi_superpose.fast_forward import disagreement
+    from ioi_superpose.engine.fast_forward import disagreement
 
     for name in ARCHITECTURES:
         assert disagreement(tiny(name)) is None, name

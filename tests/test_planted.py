@@ -7,10 +7,10 @@ import itertools
 import pytest
 import torch
 
-from ioi_superpose.fast_forward import disagreement
-from ioi_superpose.logit_attribution import direct_logit_attribution
-from ioi_superpose.toy.ground_truth import search_subsets
-from ioi_superpose.toy.planted import all_cases, decoy_case
+from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
+from ioi_superpose.engine.fast_forward import disagreement
+from ioi_superpose.groundtruth.exhaustive import search_subsets
+from ioi_superpose.groundtruth.planted import all_cases, decoy_case
 
 CASES = {case.name: case for case in all_cases()}
 
