@@ -8,8 +8,9 @@ fillers, position 6 the fixed ANS token (the "slot"), position 7 END; the answer
 
 Construction (why the distractors do real work yet cannot affect the answer):
 
-- The residual stream is split by a seeded orthonormal basis of the mean-zero subspace (so LayerNorm's
-  centring is a no-op and LN(x) = √d · x/|x|) into C (31 named circuit directions), D_in (24) and D_w (72).
+- The residual stream's mean-zero subspace (so LayerNorm's centring is a no-op and LN(x) = √d · x/|x|) is
+  split into C (31 named circuit directions v_i = (e_2i − e_2i+1)/√2 on coordinates 0–61) and D (a seeded
+  orthonormal basis of the mean-zero vectors on coordinates 62–127: D_in, 20 dims, and D_w, 45 dims).
 - Positions 1–6 are *quiet*: every head and MLP computes there only from quiet positions, so their residual
   stream is the same in the clean, corrupted and every patched run (per prompt). Filler tokens and quiet
   positional embeddings carry random D_in parts; the source, NULL, END and ANS tokens and positions 0 and
@@ -34,7 +35,7 @@ Cases (`gpt2_cases`; one model hosts all, each case its own signal token and ans
 (layer, head)). Promised minimal sets at recovery ≥ 0.9 (`tests/test_planted_gpt2.py` and
 `experiments/planted_gpt2_verify.py` check them by exhaustive search over each case's heads):
 
-- `or`: 2.3 and 7.9 both copy X into R (10 each); either alone nearly saturates the final LayerNorm.
+- `or`: 2.3 and 7.9 both copy X into R (14 each); either alone nearly saturates the final LayerNorm.
   Denoising {2.3} or {7.9}; noising {2.3, 7.9}.
 - `and`: 4.2 and 4.8 write flags Fa, Fb at END; two layer-9 MLP neurons form a clipped ramp that writes
   R only when both flags are present. Denoising {4.2, 4.8}; noising {4.2} or {4.8}.
@@ -82,11 +83,16 @@ C_NAMES = (
     *(f"R_{name}" for name in FEATURES[:-1]),  # s3 reads (R_s1 + R_s2)/√2
     "Fa", "Fb", "F1", "F2", "S",
 )  # fmt: skip
-N_C, N_IN = len(C_NAMES), 24
-N_W = D_MODEL - 1 - N_C - N_IN
+N_C, N_IN = len(C_NAMES), 20
+N_D = D_MODEL - 2 * N_C - 1  # the mean-zero subspace of the coordinates C does not use
+N_W = N_D - N_IN
 SINK, MAIN, AUX = 0, 1, 2  # query/key slots of planted heads
-MASK_SCORE = 100.0
-"""Lower bound on how far below every other key a distractor scores positions 0 and END."""
+SINK_GAIN = 6.0
+"""Planted heads' sink slot: query and key weight on P_QUIET."""
+SOURCE_GAIN = 14.0
+"""Planted heads that attend from END to position 0: query and key weight."""
+MASK_GAIN = 30.0
+"""Distractors' slot 0: query bias β and key weight κ on −(P_SRC + P_END)."""
 
 
 @dataclass(frozen=True)
@@ -140,13 +146,18 @@ class _SuiteBuilder:
             if "ln" in key and key.endswith(".w"):
                 self.state[key] += 1.0
         self.rng = torch.Generator().manual_seed(seed)
-        seeded = torch.randn(D_MODEL, D_MODEL, generator=self.rng)
+        # C: v_i = (e_2i − e_2i+1)/√2. D: a seeded orthonormal basis of the mean-zero vectors on the other
+        # coordinates. Disjoint supports make every C·D product exactly 0 in floating point too.
+        self.c = {}
+        for i, name in enumerate(C_NAMES):
+            self.c[name] = torch.zeros(D_MODEL)
+            self.c[name][2 * i], self.c[name][2 * i + 1] = 2**-0.5, -(2**-0.5)
+        rest = D_MODEL - 2 * N_C
+        seeded = torch.randn(rest, rest, generator=self.rng)
         seeded[:, 0] = 1.0  # QR keeps the all-ones direction first: the other columns are mean-zero
-        basis = torch.linalg.qr(seeded).Q[:, 1:]
-        self.c = {name: basis[:, i] for i, name in enumerate(C_NAMES)}
-        self.d_in = basis[:, N_C : N_C + N_IN]
-        self.d_w = basis[:, N_C + N_IN :]
-        self.d_all = basis[:, N_C:]
+        self.d_all = torch.zeros(D_MODEL, N_D)
+        self.d_all[2 * N_C :] = torch.linalg.qr(seeded).Q[:, 1:]
+        self.d_in, self.d_w = self.d_all[:, :N_IN], self.d_all[:, N_IN:]
         self.planted: set[Head] = set()
         self.planted_neurons: dict[int, set[int]] = {}
 
@@ -182,8 +193,8 @@ class _SuiteBuilder:
     def head(self, layer: int, head: int) -> None:
         """Mark a planted head and give it the sink slot: at quiet positions it attends to quiet positions."""
         self.planted.add((layer, head))
-        self.p("attn.W_Q", layer)[head, :, SINK] = 6.0 * self.c["P_QUIET"]
-        self.p("attn.W_K", layer)[head, :, SINK] = 6.0 * self.c["P_QUIET"]
+        self.p("attn.W_Q", layer)[head, :, SINK] = SINK_GAIN * self.c["P_QUIET"]
+        self.p("attn.W_K", layer)[head, :, SINK] = SINK_GAIN * self.c["P_QUIET"]
 
     def attend(self, layer: int, head: int, slot: int, query: Tensor, key: str, gain: float) -> None:
         """Query reads the (unit) C vector `query`, key reads the positional direction `key`: score
@@ -198,11 +209,11 @@ class _SuiteBuilder:
         self.p("attn.W_O", layer)[head, 0, :] = write
 
     def source_copier(self, layer: int, head: int, read: Tensor, write: Tensor, read_norm: float = math.sqrt(2),
-                      gain: float = 14.0) -> None:  # fmt: skip
+                      gain: float | None = None) -> None:  # fmt: skip
         """A head that attends from END to position 0 and copies `read` there into `write`."""
         self.head(layer, head)
         end = (self.c["T_END"] + self.c["P_END"]) / math.sqrt(2)
-        self.attend(layer, head, MAIN, end, "P_SRC", gain)
+        self.attend(layer, head, MAIN, end, "P_SRC", SOURCE_GAIN if gain is None else gain)
         self.copy(layer, head, read, write, read_norm)
 
     def ramp(self, layer: int, read: Tensor, threshold: float, write: Tensor, gain: float = 20.0) -> None:
@@ -225,7 +236,7 @@ class _SuiteBuilder:
         """Random distractor heads and MLP neurons. `score`: std of a query·key slot product per unit
         LN'd input; `value`: std of a value entry per unit LN'd input; `write`: norm of a head's output per
         unit z; `mlp_in`: std of a neuron's input per unit LN'd input; `mlp_write`: output norm per neuron."""
-        beta = kappa = 30.0  # slot 0 scores −β κ s / 4 = −225 s: below −100 for LN scales s ≥ 0.45 (|x| ≤ 25)
+        beta = kappa = MASK_GAIN  # slot 0 scores −β κ s / 4 (= −225 s): below −100 for LN scales s ≥ 0.45
         mask_key = -kappa * (self.c["P_SRC"] + self.c["P_END"])
         n_d = self.d_all.shape[1]
         per_unit = math.sqrt(D_MODEL)  # |LN(x)| = √d: read weights are scaled per unit of it
@@ -269,14 +280,16 @@ SUPERPOSITION_HEADS = ((4, 4), (11, 0))
 
 def _plant(b: _SuiteBuilder) -> None:
     c = b.c
-    # or: each head writes 10 R; the second reads position 0 after the first wrote 10 R there.
+    # or: each head writes 14 R (alone: ≥ 0.95 of both through the final LayerNorm, for an END norm ≤ 5.1
+    # without them); the second reads position 0 after the first wrote 14 R there.
     (l1, h1), (l2, h2) = OR_HEADS
-    b.source_copier(l1, h1, c["X_or"], 10.0 * c["R_or"])
-    b.source_copier(l2, h2, c["X_or"], 10.0 * c["R_or"], read_norm=math.sqrt(2 + 100))
-    # and: flags of 3 each; the ramp's LN'd input is ≈ 8–10 with one flag and ≈ 13–15 with both.
+    b.source_copier(l1, h1, c["X_or"], 14.0 * c["R_or"])
+    b.source_copier(l2, h2, c["X_or"], 14.0 * c["R_or"], read_norm=math.sqrt(2 + 196))
+    # and: flags of 6 each. With the END norm n0 ∈ [2.8, 4.4] without them, the ramp's input LN(x)·(Fa + Fb)
+    # is 12√d/√(n0² + 72) ∈ [14.2, 15.2] with both flags and 6√d/√(n0² + 36) ∈ [9.1, 10.2] with one.
     for (layer, head), flag in zip(AND_HEADS, ("Fa", "Fb")):
-        b.source_copier(layer, head, c["X_and"], 3.0 * c[flag])
-    b.ramp(AND_MLP_LAYER, c["Fa"] + c["Fb"], 11.5, 6.0 * c["R_and"])
+        b.source_copier(layer, head, c["X_and"], 6.0 * c[flag])
+    b.ramp(AND_MLP_LAYER, c["Fa"] + c["Fb"], 12.1, 6.0 * c["R_and"])
     # composition: 1.8 → F1 → layer-3 MLP → F2 → 6.4's query moves it from the fillers to the ANS slot.
     (la, ha), (lb, hb) = COMPOSITION_HEADS
     b.source_copier(la, ha, c["X_composition"], 3.0 * c["F1"])
