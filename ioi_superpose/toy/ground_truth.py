@@ -179,8 +179,13 @@ class SubsetSearch:
     """Effect of every subset, keyed by `subset_name`."""
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: heads as lists; a single-head effect not searched (NaN: a head outside the candidates
+        of `search_head_subsets`) as None, since JSON cannot hold NaN."""
         out = asdict(self)
         out["minimal_sets"] = [[list(h) for h in s] for s in self.minimal_sets]
+        out["single_head_effect"] = [
+            [None if math.isnan(value) else value for value in row] for row in self.single_head_effect
+        ]
         return out
 
 
