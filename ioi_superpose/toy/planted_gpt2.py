@@ -19,12 +19,13 @@ Construction (why the distractors do real work yet cannot affect the answer):
 - Distractor heads: random W_Q reading D_in only (plus a random query bias), random W_K and W_V reading
   all of D (so they compose with earlier distractors' writes), random W_O writing D_w; b_V = b_O = 0. Slot
   0 of every distractor has query bias β and a key reading −κ(P_SRC + P_END): from every query the score
-  to positions 0 and END is below −100, so they attend only to quiet positions (position 0 only to
+  to positions 0 and END is −225·s (s = √d/|x| there; below −100 for |x| ≤ 25), so they attend only to
+  quiet positions (weight < 1e-6, checked in the tests; position 0 only to
   itself, where the D part is 0, so they write 0 there). At END their query is the bias alone (D_in is 0
-  there). Hence every distractor's z is a function of the quiet positions only: identical in every run,
-  whatever the LayerNorm scale at position 0 or END does. They write random D_w vectors everywhere,
-  including END (a per-prompt mass the final LayerNorm divides by), and non-answer tokens' unembeddings
-  read D, so they change the model's other logits.
+  there). Hence every distractor's z is a function of the quiet positions only: identical in every run
+  (to float rounding, ~1e-6), whatever the LayerNorm scale at position 0 or END does. They write random
+  D_w vectors everywhere, including END (a per-prompt mass the final LayerNorm divides by), and
+  non-answer tokens' unembeddings read D, so they change the model's other logits.
 - Distractor MLP neurons: random W_in reading D_in (b_in = 0), random W_out writing D_w: real work at quiet
   positions, exactly 0 at positions 0 and END (gelu(0) = 0).
 - Circuits (15 planted heads, 4 planted MLP neurons) read and write C only; the answer tokens'
@@ -50,8 +51,8 @@ Cases (`gpt2_cases`; one model hosts all, each case its own signal token and ans
 - `decoy`: 2.0 writes +12 R (the largest direct logit attribution); 6.11 reads it back at position 0 and
   writes exactly −12 R; 9.5 copies X into R weakly (+2): the real head. Minimal {9.5} both directions.
 - `superposition_f1/f2/f3`: 4.4 carries X1 and X3 (writes R1), 11.0 carries X2 and X3 (writes R2);
-  X3's answer reads (R1 + R2)/√2, so X3 needs both heads (each alone ≈ 0.7). Minimal {4.4}, {11.0},
-  {4.4, 11.0} for f1, f2, f3, both directions.
+  X3's answer reads (R1 + R2)/√2, so X3 needs both heads (each alone: 0.65 denoising, 0.23–0.35
+  noising). Minimal {4.4}, {11.0}, {4.4, 11.0} for f1, f2, f3, both directions.
 """
 
 from __future__ import annotations
