@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -35,9 +36,18 @@ from ioi_superpose.models import HookedTransformer
 from ioi_superpose.toy.batches import FeaturePrompts
 
 
-def head_subsets(n_layers: int, n_heads: int, max_size: int | None = None) -> Bool[Tensor, "subsets n_layers n_heads"]:
-    """Every subset of heads up to `max_size` (all when None), as masks, by size then lexicographically."""
-    heads = [(layer, head) for layer in range(n_layers) for head in range(n_heads)]
+def head_subsets(
+    n_layers: int, n_heads: int, max_size: int | None = None, heads: Sequence[Head] | None = None
+) -> Bool[Tensor, "subsets n_layers n_heads"]:
+    """Every subset of `heads` (default: all heads) up to `max_size` (all when None), as masks over the
+    whole model, by size then lexicographically."""
+    heads = (
+        [(layer, head) for layer in range(n_layers) for head in range(n_heads)] if heads is None
+        else sorted(set(map(tuple, heads)))
+    )  # fmt: skip
+    outside = [(layer, head) for layer, head in heads if not (0 <= layer < n_layers and 0 <= head < n_heads)]
+    if outside:
+        raise ValueError(f"heads {outside} are outside the model's {n_layers} layers × {n_heads} heads")
     max_size = len(heads) if max_size is None else min(max_size, len(heads))
     masks = []
     for size in range(max_size + 1):
@@ -177,8 +187,13 @@ class SubsetSearch:
     """Effect of every subset, keyed by `subset_name`."""
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: heads as lists; a single-head effect not searched (NaN: a head outside the candidates
+        of `search_head_subsets`) as None, since JSON cannot hold NaN."""
         out = asdict(self)
         out["minimal_sets"] = [[list(h) for h in s] for s in self.minimal_sets]
+        out["single_head_effect"] = [
+            [None if math.isnan(value) else value for value in row] for row in self.single_head_effect
+        ]
         return out
 
 
@@ -210,7 +225,20 @@ def search_subsets(
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     if n_layers * n_heads > max_heads:
         raise ValueError(f"exhaustive search over 2^{n_layers * n_heads} subsets exceeds max_heads={max_heads}")
-    subsets = head_subsets(n_layers, n_heads)
+    return search_head_subsets(model, prompts, None, direction, threshold, max_heads)
+
+
+def search_head_subsets(
+    model: HookedTransformer, prompts: FeaturePrompts, heads: Sequence[Head] | None, direction: str = "denoising",
+    threshold: float = 0.9, max_heads: int = 16,
+) -> SubsetSearch:  # fmt: skip
+    """Every subset of the candidate `heads` (None: all) patched in `direction`, every other head left to
+    recompute; all smallest subsets reaching `threshold`. `single_head_effect` is NaN outside `heads`."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    n_candidates = n_layers * n_heads if heads is None else len(set(map(tuple, heads)))
+    if n_candidates > max_heads:
+        raise ValueError(f"exhaustive search over 2^{n_candidates} subsets of heads exceeds max_heads={max_heads}")
+    subsets = head_subsets(n_layers, n_heads, heads=heads)
     effect = subset_effects(model, prompts, subsets, direction)
     sizes = subsets.flatten(1).sum(-1)
     reaching = effect >= threshold
