@@ -1,4 +1,4 @@
-"""Verify the GPT-2-scale planted suite (`ioi_superpose.toy.planted_gpt2`) and print its figures.
+"""Verify the GPT-2-scale planted suite (`ioi_superpose.groundtruth.planted_gpt2`) and print its figures.
 
 For every case, both directions (denoising, noising), recovery threshold 0.9:
 
@@ -23,10 +23,10 @@ import time
 
 import torch
 
-from ioi_superpose.fast_forward import disagreement
+from ioi_superpose.engine.fast_forward import disagreement
+from ioi_superpose.groundtruth.exhaustive import search_head_subsets, subset_effects
+from ioi_superpose.groundtruth.planted_gpt2 import SuiteCase, case_mask, gpt2_cases
 from ioi_superpose.toy.batches import FeaturePrompts
-from ioi_superpose.toy.ground_truth import search_head_subsets, subset_effects
-from ioi_superpose.toy.planted_gpt2 import SuiteCase, case_mask, gpt2_cases
 
 TOLERANCE = 0.01
 THRESHOLD = 0.9

@@ -13,11 +13,11 @@ import time
 import pytest
 import torch
 
-from ioi_superpose.fast_forward import disagreement
-from ioi_superpose.logit_attribution import direct_logit_attribution
-from ioi_superpose.toy.ground_truth import search_head_subsets, search_subsets, subset_effects
-from ioi_superpose.toy.planted import or_case
-from ioi_superpose.toy.planted_gpt2 import END_POS, SRC_POS, case_mask, gpt2_cases, suite_model
+from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
+from ioi_superpose.engine.fast_forward import disagreement
+from ioi_superpose.groundtruth.exhaustive import search_head_subsets, search_subsets, subset_effects
+from ioi_superpose.groundtruth.planted import or_case
+from ioi_superpose.groundtruth.planted_gpt2 import END_POS, SRC_POS, case_mask, gpt2_cases, suite_model
 
 CASES = {case.name: case for case in gpt2_cases()}
 MODEL = next(iter(CASES.values())).model

@@ -64,8 +64,8 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
+from ioi_superpose.engine.runs import Head
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze
-from ioi_superpose.runs import Head
 from ioi_superpose.toy.batches import FeaturePrompts
 
 N_LAYERS, N_HEADS, D_MODEL, D_HEAD, D_MLP, N_CTX, D_VOCAB = 12, 12, 128, 16, 512, 8, 48
