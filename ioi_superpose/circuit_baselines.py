@@ -266,7 +266,10 @@ def acdc(
     whole paths. Denoising: input clean, heads outside K corrupted (ACDC's own setting: clean run, corrupted
     ablations). Noising: input corrupted, heads outside K clean. Through the engine this is
     `patched_end_logits` on the source tokens with the base run's z as the patched value and weight 1 on
-    the heads outside K.
+    the heads outside K: the project's cut notion (patch a set, the rest recompute) applied to the
+    complement of K in the opposite direction. It is auto-circuit's node-level ACDC restricted to head
+    nodes (removing its edge head → residual stream gives the head its corrupt-run output while every
+    other node recomputes); experiments/peers/compare_auto_circuit.py checks the kept sets are equal.
 
     Start from every head (the source run, metric 0); visit heads in `order` (default `backward_order`:
     output backwards); tentatively remove a head; keep it removed when the metric rises by less than `tau`

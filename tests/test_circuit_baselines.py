@@ -115,6 +115,32 @@ def test_acdc_finds_the_whole_composition_path(direction: str) -> None:
     assert result.order == backward_order(2, 2) == [(1, 1), (1, 0), (0, 1), (0, 0)]
 
 
+def test_acdc_circuit_metric_equals_a_plain_hooks_run() -> None:
+    # The circuit {0.0, 1.0} of `composition`, denoising, evaluated without the engine: the clean prompts with
+    # hook_z of the two other heads overwritten by their corrupted-run z; KL(clean ‖ that run) at END.
+    case = composition_case()
+    batch = planted_batch(case)
+    model = case.model
+    result = acdc(model, batch, "denoising", tau=0.01)
+    _, corrupted_cache = model.run_with_cache(batch.corrupted_tokens)
+
+    def freeze_head(head: int):
+        def hook(z: torch.Tensor, hook) -> torch.Tensor:
+            z = z.clone()
+            z[:, :, head] = corrupted_cache[hook.name][:, :, head]
+            return z
+
+        return hook
+
+    hooks = [("blocks.0.attn.hook_z", freeze_head(1)), ("blocks.1.attn.hook_z", freeze_head(1))]
+    with torch.no_grad():
+        circuit = model.run_with_hooks(batch.clean_tokens, fwd_hooks=hooks)[:, -1].log_softmax(-1)
+        clean = model(batch.clean_tokens)[:, -1].log_softmax(-1)
+    kl = float((clean.exp() * (clean - circuit)).sum(-1).mean())
+    assert result.heads == [(0, 0), (1, 0)]
+    assert result.metric == pytest.approx(kl, abs=1e-5)
+
+
 def test_acdc_or_keeps_one_backup_denoising_and_both_noising() -> None:
     case = or_case()
     batch = planted_batch(case)

@@ -3,26 +3,28 @@
     bash experiments/peers/setup.sh                      # once: experiments/peers/.venv with auto-circuit
     experiments/peers/.venv/bin/python experiments/peers/compare_auto_circuit.py > experiments/reports/peers/auto_circuit.md
 
-What is compared (auto-circuit's node-level graph: `patchable_model(model, factorized=False)`; its edges into
-each block output `blocks.l.hook_resid_post` come from that block's heads (`hook_result`) and from the
-residual stream below the block; all positions at once, answers read at the last position):
+What is compared (auto-circuit's node-level graph: `patchable_model(model, factorized=False)`; its nodes are
+points of the residual stream — after each attention layer (`resid_mid`, models with MLPs only) and after each
+block (`resid_post`) — whose incoming edges come from the sublayer's heads (`hook_result`) or MLP and from the
+stream below it; all positions at once, answers read at the last position):
 
 - EAP-IG. auto-circuit's `mask_gradient_prune_scores(grad_function="logit", answer_function="avg_diff",
   integrated_grad_samples=k)`, batch.clean = our base tokens, batch.corrupt = our source tokens, against our
   `eap_ig_scores(..., interpolation="activations", steps=k + 1, endpoint=True, normalise=False)` times
-  −(k + 1) (its loss is −M and it sums over its k + 1 mask values). Only the head → block-output edges are
-  heads; the residual edges have no head counterpart and are not compared. Our Hanna et al. interpolation
+  −(k + 1) (its loss is −M and it sums over its k + 1 mask values). Only the head → stream edges are
+  heads; the residual and MLP edges have no head counterpart and are not compared. Our Hanna et al. interpolation
   (`interpolation="inputs"`) has no auto-circuit counterpart: its distance to auto-circuit is printed too.
 - ACDC. auto-circuit's `acdc_prune_scores(tao_bases=[1], tao_exps=[e])` (KL, its default), batch.clean =
   our source tokens, batch.corrupt = our base tokens, visiting ONLY the head edges (the residual edges stay
   in the circuit) in a fixed order — by destination layer descending (its own sort), then head index
   descending (`shims.fixed_edge_order`) — against our `acdc(..., tau=10**e)` with `backward_order`. Removing
-  the edge head → block output in auto-circuit sets that head's output to its corrupt-run value while every
+  the edge head → stream in auto-circuit sets that head's output to its corrupt-run value while every
   other head recomputes, which is our circuit notion; the kept sets are compared.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import platform
@@ -64,7 +66,9 @@ def toy_ioi() -> tuple[str, torch.nn.Module, ContrastBatch]:
     rows = (val.end_pos == 15).nonzero().flatten()[:N_PROMPTS]
     batch = ContrastBatch.from_tokens(val.clean_tokens[rows, :16], val.corrupted_tokens[rows, :16],
                                       val.answer_tokens[rows])  # fmt: skip
-    return "toy IOI (checkpoints/toy_ioi.pt)", load_frozen_model(path), batch
+    with contextlib.redirect_stdout(sys.stderr):  # TransformerLens prints "Moving model to device" on load
+        model = load_frozen_model(path)
+    return "toy IOI (checkpoints/toy_ioi.pt)", model, batch
 
 
 def planted(make) -> tuple[str, torch.nn.Module, ContrastBatch]:
@@ -79,7 +83,7 @@ def random_mlp_model() -> tuple[str, torch.nn.Module, ContrastBatch]:
     auto-circuit's node graph then has a stream node after each attention layer as well (`resid_mid`)."""
     cfg = HookedTransformerConfig(n_layers=2, n_heads=4, d_model=32, d_head=8, d_mlp=64, d_vocab=50, n_ctx=32,
                                   act_fn="gelu", normalization_type="LN", seed=0)  # fmt: skip
-    model = HookedTransformer(cfg)
+    model = HookedTransformer(cfg, move_to_device=False)
     with torch.no_grad():
         for parameter in model.parameters():
             if parameter.ndim > 1:
@@ -206,11 +210,12 @@ def main() -> None:
         rows += compare_case(name, model, batch)
     orders = default_orders()
     print("# Peer check: EAP-IG and head-level ACDC against auto-circuit 1.0.1\n")
+    print(__doc__.split("What is compared", 1)[1].join(["What is compared", ""]).strip() + "\n")
     print(
         f"`experiments/peers/.venv/bin/python experiments/peers/compare_auto_circuit.py` (Python "
         f"{platform.python_version()}, torch {version('torch')}, transformer_lens {version('transformer_lens')}, "
         f"auto-circuit {version('auto-circuit')}; one CPU thread; {N_PROMPTS} prompts per case, "
-        "one batch). What is compared: see the script's docstring. EAP-IG rows: largest |ours − theirs| over "
+        "one batch). EAP-IG rows: largest |ours − theirs| over "
         "heads in auto-circuit's units (−Σ over its k + 1 mask values of ∂ mean logit diff / ∂ mask), then divided "
         "by k + 1 (our mean over points, `normalise=False`) and by the largest score; ACDC rows: "
         "the kept head sets. Times: ours | theirs (theirs includes its own ablation caching, not building the "
