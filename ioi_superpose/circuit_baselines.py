@@ -286,6 +286,8 @@ def acdc(
     check_direction(direction)
     if metric not in ("kl", "logit_diff"):
         raise ConfigError(f"metric must be 'kl' or 'logit_diff', got {metric!r}.")
+    if not tau >= 0:  # also catches NaN
+        raise ConfigError(f"tau must be >= 0 (the largest metric increase a removal may cause), got {tau}.")
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     order = list(backward_order(n_layers, n_heads) if order is None else order)
     inside = all(0 <= layer < n_layers and 0 <= head < n_heads for layer, head in order)

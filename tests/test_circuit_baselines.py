@@ -191,6 +191,8 @@ def test_bad_arguments_raise_clear_errors() -> None:
         acdc(case.model, batch, order=[(2, 0)])
     with pytest.raises(ConfigError, match="metric"):
         acdc(case.model, batch, metric="mse")
+    with pytest.raises(ConfigError, match="tau"):
+        acdc(case.model, batch, tau=-0.1)
     same = ContrastBatch.from_tokens(batch.clean_tokens, batch.clean_tokens, batch.answer_tokens)
     with pytest.raises(ConfigError, match="normalise=False"):
         eap_ig_scores(case.model, same)
