@@ -1,4 +1,4 @@
-"""EAP-IG and head-level ACDC (`ioi_superpose.circuit_baselines`): identities they must satisfy, and the sets
+"""EAP-IG and head-level ACDC (`ioi_superpose.baselines.circuit`): identities they must satisfy, and the sets
 the planted constructions imply. The check against auto-circuit itself is experiments/peers/ (its own venv)."""
 
 from __future__ import annotations
@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ioi_superpose.circuit_baselines import acdc, acdc_head_scores, backward_order, eap_ig_scores
+from ioi_superpose.baselines.circuit import acdc, acdc_head_scores, backward_order, eap_ig_scores
+from ioi_superpose.baselines.patching import activation_patch, attribution_patch
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.runs import base_and_source, end_logits, logit_diff
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.metrics import LogitDiffMetric
+from ioi_superpose.groundtruth.planted import and_case, composition_case, or_case
 from ioi_superpose.models import freeze
 from ioi_superpose.models.toy import attn_only_config, build_toy_model
-from ioi_superpose.patching import activation_patch, attribution_patch
-from ioi_superpose.runs import base_and_source, end_logits, logit_diff
-from ioi_superpose.toy.planted import and_case, composition_case, or_case
+from ioi_superpose.training.metrics import LogitDiffMetric
 from tests.conftest import hooks_attached, prompt_pairs, random_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why

@@ -1,4 +1,4 @@
-"""Our EAP-IG and head-level ACDC (`ioi_superpose.circuit_baselines`) against auto-circuit 1.0.1.
+"""Our EAP-IG and head-level ACDC (`ioi_superpose.baselines.circuit`) against auto-circuit 1.0.1.
 
     bash experiments/peers/setup.sh                      # once: experiments/peers/.venv with auto-circuit
     experiments/peers/.venv/bin/python experiments/peers/compare_auto_circuit.py > experiments/reports/peers/auto_circuit.md
@@ -40,12 +40,12 @@ from auto_circuit.prune_algos.ACDC import acdc_prune_scores
 from auto_circuit.prune_algos.mask_gradient import mask_gradient_prune_scores
 from auto_circuit.utils.graph_utils import patchable_model
 
-from ioi_superpose.circuit_baselines import acdc, eap_ig_scores
+from ioi_superpose.baselines.circuit import acdc, eap_ig_scores
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.datamodule import IOIDataModule
+from ioi_superpose.engine.runs import base_and_source
+from ioi_superpose.groundtruth.planted import composition_case, decoy_case
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze, load_frozen_model
-from ioi_superpose.runs import base_and_source
-from ioi_superpose.toy.planted import composition_case, decoy_case
 
 REPO = Path(__file__).resolve().parents[2]
 N_PROMPTS = 32
@@ -185,7 +185,7 @@ def compare_case(name: str, model, batch: ContrastBatch) -> list[str]:
 ORDER_PROBE = """
 import shims, torch
 from auto_circuit.utils.graph_utils import patchable_model
-from ioi_superpose.toy.planted import composition_case
+from ioi_superpose.groundtruth.planted import composition_case
 m = composition_case().model; m.set_use_attn_result(True)
 ac = patchable_model(m, factorized=False, slice_output="last_seq", seq_len=None, separate_qkv=False)
 print(" ".join(e.name for e in sorted(ac.edges, key=lambda x: x.dest.layer, reverse=True)))

@@ -24,11 +24,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from ioi_superpose.combinations import HeadWeights
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.errors import ConfigError
-from ioi_superpose.interventions import HeadWeights
-from ioi_superpose.models import HookedTransformer, HookPoint
-from ioi_superpose.runs import (
+from ioi_superpose.engine.runs import (
     BaseRun,
     Direction,
     Head,
@@ -43,6 +41,8 @@ from ioi_superpose.runs import (
     unembed_at_end,
     z_names,
 )
+from ioi_superpose.errors import ConfigError
+from ioi_superpose.models import HookedTransformer, HookPoint
 
 Interpolation = Literal["inputs", "activations"]
 ACDCMetric = Literal["kl", "logit_diff"]
