@@ -185,7 +185,8 @@ class HeadSuperposition(L.LightningModule):
                 in the corrupted ones (finds heads necessary for it).
             objective: `logit_diff` drives the normalised effect of the patch to 1 (for denoising: the
                 recovery of the clean logit difference); `kl` matches the source run's next-token
-                distribution at END; `maximize` pushes the effect as high as it goes (can exceed 1).
+                distribution at END, KL(source ‖ patched): the clean run's when denoising, the corrupted
+                run's when noising; `maximize` pushes the effect as high as it goes (can exceed 1).
             l1: weight λ of the L1 penalty on α (sparsity). Must be >= 0.
             l1_warmup_steps: λ rises linearly from 0 to `l1` over this many steps (0: no warm-up).
                 Training and validation losses use the same, current λ.
