@@ -154,6 +154,9 @@ ROLES: tuple[str, ...] = ("IO", "S1", "S1+1", "S2", "END", "other")
 `ContrastBatch` only END (its `end_pos`) and other (every other position)."""
 ROLE_INDEX = {name: index for index, name in enumerate(ROLES)}
 FAMILIES: tuple[str, ...] = ("scalar", "per_position", "hard_concrete", "mixing")
+"""The families whose units are heads (or head pairs / (head, role)s): the head-set benchmarks iterate over these."""
+SUBSPACE_FAMILIES: tuple[str, ...] = ("rotation",)
+"""Families whose units are directions of a learned basis of z (`ioi_superpose.rotation`), not heads."""
 HARD_CONCRETE_STRETCH = (-0.1, 1.1)
 """(γ, ζ) of the hard-concrete distribution (Louizos et al. 2018): the concrete sample in (0, 1) is
 stretched to (γ, ζ) and clamped to [0, 1], so a gate is exactly 0 or 1 with non-zero probability."""
@@ -384,8 +387,10 @@ class HardConcreteCombination(LearnedFamily):
 def build_combination(
     family: str, n_layers: int, n_heads: int, bounded: bool = True, init: float = 1.0,
     temperature: float = 2 / 3, seed: int = 0, mixing_target: int | None = None,
+    d_head: int | None = None, rotation: dict | None = None,
 ) -> LearnedFamily:  # fmt: skip
-    """The learnable combination of `family` (`--model.combination`); `mixing_target` is `mixing`'s only."""
+    """The learnable combination of `family` (`--model.combination`); `mixing_target` is `mixing`'s only,
+    `d_head` and `rotation` (`RotationCombination`'s layers / temperature_start / temperature_end) `rotation`'s."""
     if mixing_target is not None and family != "mixing":
         raise ConfigError(
             f"--model.mixing_target={mixing_target} only applies to --model.combination mixing (got {family!r}): "
@@ -401,4 +406,10 @@ def build_combination(
         from ioi_superpose.mixing import MixingCombination  # mixing.py builds on this module
 
         return MixingCombination(n_layers, n_heads, bounded, init, mixing_target)
-    raise ConfigError(f"--model.combination must be one of {list(FAMILIES)}, got {family!r}.")
+    if family == "rotation":
+        from ioi_superpose.rotation import RotationCombination
+
+        if d_head is None:
+            raise ValueError("the rotation family needs the model's d_head")
+        return RotationCombination(n_layers, n_heads, d_head, init=init, seed=seed, **(rotation or {}))
+    raise ConfigError(f"--model.combination must be one of {list(FAMILIES + SUBSPACE_FAMILIES)}, got {family!r}.")

@@ -14,7 +14,7 @@ from torchmetrics import MetricCollection
 
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.errors import ConfigError, NonFiniteLossError
-from ioi_superpose.interventions import FAMILIES, LearnedFamily, batch_roles, build_combination
+from ioi_superpose.interventions import FAMILIES, SUBSPACE_FAMILIES, LearnedFamily, batch_roles, build_combination
 from ioi_superpose.metrics import IOAccuracy, MeanLogitDiff, NormalisedRecovery, ObjectiveLoss
 from ioi_superpose.models import HookedTransformer, describe_model, load_frozen_model
 from ioi_superpose.objectives import OBJECTIVES, Objective, ObjectiveName, across_ranks
@@ -172,6 +172,10 @@ class HeadSuperposition(L.LightningModule):
         temperature: float = 2 / 3,
         gate_seed: int = 0,
         mixing_target: int | None = None,
+        rotation_layers: list[int] | None = None,
+        rotation_temperature_start: float = 1.0,
+        rotation_temperature_end: float = 0.05,
+        rotation_target: float = 0.9,
         prune_target: float | None = None,
         prune_prompts: int = 256,
         preloaded_model: HookedTransformer | None = None,
@@ -219,6 +223,14 @@ class HeadSuperposition(L.LightningModule):
             mixing_target: mixing only: patch only this layer's heads, each receiving from every head of
                 this and earlier layers ("all the heads in one layer"; init diag(init) on that layer).
                 None: every layer receives from itself and all earlier layers.
+            rotation_layers: rotation only: the layers that get a learned rotation R and mask (None: all);
+                see `ioi_superpose.rotation`.
+            rotation_temperature_start: rotation only: the mask's temperature at the start of the fit.
+            rotation_temperature_end: rotation only: its temperature at the end (annealed geometrically over
+                the fit's optimiser steps, as boundless DAS anneals its boundaries' temperature).
+            rotation_target: rotation only: after fit, the number of rotated dimensions needed is the smallest
+                k whose hard mask on the top-k dimensions reaches this effect on the first `prune_prompts`
+                training prompts (denoising: recovery >= it; noising: recovery <= 1 - it); in summary.json.
             prune_target: after fit, shrink the support to a minimal set (`ioi_superpose.pruning`): drop
                 units one at a time while the effect on the training prompts stays >= this (denoising:
                 recovery >= R; noising: recovery <= 1 - R). Kept units get weight 1. None: no pruning.
@@ -236,8 +248,17 @@ class HeadSuperposition(L.LightningModule):
         if l0_threshold < 0:
             raise ConfigError(f"--model.l0_threshold must be >= 0, got {l0_threshold}.")
         check_direction(direction, "--model.direction")
-        if combination not in FAMILIES:
-            raise ConfigError(f"--model.combination must be one of {list(FAMILIES)}, got {combination!r}.")
+        if combination not in FAMILIES + SUBSPACE_FAMILIES:
+            raise ConfigError(
+                f"--model.combination must be one of {list(FAMILIES + SUBSPACE_FAMILIES)}, got {combination!r}."
+            )
+        if rotation_layers is not None and combination != "rotation":
+            raise ConfigError(
+                f"--model.rotation_layers={rotation_layers} only applies to --model.combination rotation "
+                f"(got {combination!r}): set the combination to rotation, or leave rotation_layers null."
+            )
+        if not 0.0 < rotation_target <= 1.0:
+            raise ConfigError(f"--model.rotation_target must be in (0, 1], got {rotation_target}.")
         if temperature <= 0:
             raise ConfigError(f"--model.temperature must be > 0 (the hard-concrete temperature), got {temperature}.")
         if prune_target is not None and not 0.0 < prune_target <= 1.0:
@@ -261,9 +282,14 @@ class HeadSuperposition(L.LightningModule):
         # hold α; the model is reloaded from `model_name`) nor wrapped or synchronised by DDP.
         # `_apply` moves it wherever the module goes.
         object.__setattr__(self, "frozen", model)
+        rotation = dict(layers=rotation_layers, temperature_start=rotation_temperature_start,
+                        temperature_end=rotation_temperature_end)  # fmt: skip
         self.combination: LearnedFamily = build_combination(
-            combination, model.cfg.n_layers, model.cfg.n_heads, bounded, init, temperature, gate_seed, mixing_target
-        )
+            combination, model.cfg.n_layers, model.cfg.n_heads, bounded, init, temperature, gate_seed, mixing_target,
+            d_head=model.cfg.d_head, rotation=rotation if combination == "rotation" else None,
+        )  # fmt: skip
+        self.rotation_result: dict | None = None
+        """rotation only: the dimension count and head loadings after fit (`RotationCombination.analyse`)."""
         self.prune_result: PruneResult | None = None
         """The minimal-set step's result after fit (when `prune_target` is set)."""
         self.steps_trained: int | None = None
@@ -308,6 +334,8 @@ class HeadSuperposition(L.LightningModule):
     def on_fit_start(self) -> None:
         self.reference_cache.clear()
         self._cache_described = False
+        if hasattr(self.combination, "set_total_steps"):  # rotation: anneal the mask's temperature over this fit
+            self.combination.set_total_steps(int(self.trainer.estimated_stepping_batches))
 
     def on_train_epoch_end(self) -> None:
         # Every training prompt has been seen once: the cache is as full as it gets. Said once per fit.
@@ -319,10 +347,27 @@ class HeadSuperposition(L.LightningModule):
                 )
 
     def on_fit_end(self) -> None:
-        """The minimal-set step (`prune_target`), on the first `prune_prompts` training prompts."""
-        if self.hparams.prune_target is None or self.trainer.interrupted:
+        """The minimal-set step (`prune_target`), on the first `prune_prompts` training prompts; for `rotation`,
+        first the dimension count and head loadings of the learned mask (before any pruning)."""
+        if self.trainer.interrupted:
+            return
+        if self.hparams.get("combination") == "rotation":
+            self.analyse_rotation_(pruning_batches(self.trainer, self.hparams.prune_prompts))
+        if self.hparams.prune_target is None:
             return
         self.prune_([batch.to(self.device) for batch in pruning_batches(self.trainer, self.hparams.prune_prompts)])
+
+    @torch.no_grad()
+    def analyse_rotation_(self, batches: Sequence[ContrastBatch]) -> dict:
+        """`rotation`'s dimension count and head loadings on `batches` (see `ioi_superpose.rotation`)."""
+        was_training = self.combination.training
+        self.combination.eval()
+        self.rotation_result = self.combination.analyse(  # type: ignore[operator]
+            self.frozen, [batch.to(self.device) for batch in batches], self.hparams.direction,
+            float(self.hparams.rotation_target),
+        )  # fmt: skip
+        self.combination.train(was_training)
+        return self.rotation_result
 
     @torch.no_grad()
     def prune_(self, batches: Sequence[ContrastBatch]) -> PruneResult:
