@@ -163,6 +163,9 @@ class RotationCombination(LearnedFamily):
             q, r = torch.linalg.qr(torch.randn(self.dim, self.dim, generator=generator))
             linear.weight = q * torch.sign(torch.diagonal(r))[None, :]
             self.rotations.append(linear)
+        self.register_buffer("initial_rotations", torch.stack([linear.weight.detach() for linear in self.rotations]))
+        """R at the start: how far training moved R is part of the report (loadings of an unmoved random R say
+        nothing about the model: a random unit vector's head shares are ≈ 1/n_heads each)."""
         p = min(max(init, 1e-2), 1 - 1e-2)  # σ(logit / T_start) = init, kept off the flat tails of σ
         start = temperature_start * math.log(p / (1 - p))
         self.mask_logits = nn.Parameter(torch.full((len(self.layers), self.dim), start))
@@ -250,8 +253,10 @@ class RotationCombination(LearnedFamily):
         from ioi_superpose.pruning import mask_effects  # pruning imports the families' module
 
         masks = self.coefficients.detach().cpu()
+        logits = self.mask_logits.detach().cpu()
         units = [(layer, dim) for layer in self.layers for dim in range(self.dim)]
-        order = sorted(units, key=lambda unit: -float(masks[unit]))
+        # By the logits, not by m: at a low temperature many m are 1.0 in float32, their logits still differ.
+        order = sorted(units, key=lambda unit: -float(logits[self.layers.index(unit[0]), unit[1]]))
         # Variant k keeps the top k dimensions (k = 0 … all), hard 0/1.
         prefixes = torch.zeros(len(order) + 1, self.n_layers, self.dim, dtype=torch.bool)
         for k, unit in enumerate(order, start=1):
@@ -271,6 +276,10 @@ class RotationCombination(LearnedFamily):
                 "head_loading_sum": [round(float(v), 4) for v in shares[rows].sum(0)],
                 "head_loading_share": (
                     [round(float(v), 4) for v in shares[rows].mean(0)] if rows.any() else None
+                ),
+                # ‖R − R_start‖_F / ‖R_start‖_F (‖R_start‖_F = √D): 0 = unmoved; two random rotations are ≈ √2 apart.
+                "rotation_moved": round(
+                    float((self.rotation(slot).detach() - self.initial_rotations[slot]).norm() / math.sqrt(self.dim)), 4
                 ),
             }  # fmt: skip
         return {
