@@ -43,6 +43,8 @@ class LearnedCombination:
     combination: str = "scalar"
     prune: dict | None = None
     """The minimal-set step's record (`pruning.PruneResult.to_dict`) when `prune_target` was given."""
+    circuit: dict | None = None
+    """With `circuit_criteria`: the learned head set's criteria per ablation (`circuit.CircuitScores.to_dict`)."""
     rotation: dict | None = None
     """rotation only: the dimension count and head loadings (`rotation.RotationCombination.analyse`)."""
 
@@ -72,6 +74,7 @@ def learn_combination(
     mixing_target: int | None = None,
     rotation_layers: Sequence[int] | None = None,
     rotation_target: float = 0.9,
+    circuit_criteria: bool = False,
 ) -> LearnedCombination:
     """Learn α[layer, head] on these prompts (full batch, `steps` Adam steps) and report its recovery.
 
@@ -81,6 +84,7 @@ def learn_combination(
     rows — `hard_concrete`, gates seeded by `seed`, `mixing`, a map across heads, with `mixing_target`, or
     `rotation`, a learned orthogonal basis of each of `rotation_layers`' z with a mask, R seeded by `seed`,
     whose dimension count for `rotation_target` and head loadings are in the result's `rotation`);
+    `circuit_criteria` scores the learned head set with `circuit.circuit_scores` under every ablation (`circuit`);
     `prune_target` R ends with the minimal-set step on
     these prompts (kept units at weight 1; effect ≥ R, see `ioi_superpose.pruning`).
     """
@@ -90,7 +94,7 @@ def learn_combination(
                      combination=combination, temperature=temperature, gate_seed=seed,
                      mixing_target=mixing_target, prune_target=prune_target,
                      rotation_layers=None if rotation_layers is None else list(rotation_layers),
-                     rotation_target=rotation_target)  # fmt: skip
+                     rotation_target=rotation_target, circuit_criteria=circuit_criteria)  # fmt: skip
     _trainer(model, steps).fit(system, train_dataloaders=loader)
     return evaluate_combination(system.to(_device(model)), prompts)
 
@@ -201,4 +205,5 @@ def evaluate_combination(system: HeadSuperposition, prompts: ContrastBatch) -> L
         combination=system.hparams.get("combination", "scalar"),
         prune=None if system.prune_result is None else system.prune_result.to_dict(),
         rotation=system.rotation_result,
+        circuit=system.circuit_result,
     )

@@ -9,8 +9,9 @@ model (S = every head).
 
 - `corrupted`: the head's z on the row's paired corrupted prompt (today's patch source);
 - `resample`: its z on *another* clean prompt of the batch: row b takes row π(b)'s, π a derangement (no row keeps
-  its own prompt) drawn with `seed` — a prompt of the same distribution whose names are unrelated to row b's. All
-  prompts must then have one length and one END (positions are taken index for index);
+  its own prompt) drawn with `seed` within each group of prompts with the same END, so positions are taken index for
+  index from a prompt of the same length — a prompt of the same distribution whose names are unrelated to row b's
+  (`resample_rows`). Every END must be shared by at least two prompts;
 - `mean`: the mean of its z over a reference set (default: the clean prompts themselves) per position role (IO, S1,
   S1+1, S2, END, other; `interventions.position_roles`): every position takes the mean of its role;
 - `zero`: zeros.
@@ -59,6 +60,21 @@ def derangement(n: int, seed: int) -> Tensor:
     return target
 
 
+def resample_rows(end_pos: Tensor, seed: int) -> Tensor:
+    """Row b's resample source: a seeded derangement within the rows that share b's END (module docstring)."""
+    end_pos = end_pos.cpu()
+    source = torch.empty(len(end_pos), dtype=torch.long)
+    for end in end_pos.unique().tolist():
+        rows = (end_pos == end).nonzero()[:, 0]
+        if len(rows) < 2:
+            raise ConfigError(
+                f"ablation='resample' takes another prompt of the same length, but only one prompt has END at "
+                f"{end}: give more prompts, or prompts of one length (ioi_prompts(..., equal_length=True))."
+            )
+        source[rows] = rows[derangement(len(rows), seed + end)]
+    return source
+
+
 @torch.no_grad()
 def ablation_values(
     model: HookedTransformer,
@@ -77,12 +93,7 @@ def ablation_values(
         cfg = model.cfg
         return torch.zeros(cfg.n_layers, *clean.shape, cfg.n_heads, cfg.d_head, device=cfg.device)
     if ablation == "resample":
-        if len(set(prompts.end_pos.tolist())) != 1:
-            raise ConfigError(
-                "ablation='resample' takes another prompt's z position for position, so every prompt must have "
-                "the same length and END: make the prompts with ioi_prompts(..., equal_length=True)."
-            )
-        return head_z(model, clean[derangement(len(clean), seed).to(clean.device)])[0]
+        return head_z(model, clean[resample_rows(prompts.end_pos, seed).to(clean.device)])[0]
     reference = prompts if reference is None else reference
     z_reference = head_z(model, reference.clean_tokens)[0]  # [layer, batch', pos', head, d_head]
     roles_reference = batch_roles(reference).to(z_reference.device)

@@ -123,6 +123,7 @@ def build_summary(
         "support": [list(unit) for unit in system.combination.support(system.hparams.l0_threshold)],
         "prune": None if getattr(system, "prune_result", None) is None else system.prune_result.to_dict(),
         "rotation": getattr(system, "rotation_result", None),
+        "circuit": getattr(system, "circuit_result", None),
         "val": val,
         "test": tests,
         "per_prompt_recovery": per_prompt or {},

@@ -176,6 +176,7 @@ class HeadSuperposition(L.LightningModule):
         rotation_temperature_start: float = 1.0,
         rotation_temperature_end: float = 0.05,
         rotation_target: float = 0.9,
+        circuit_criteria: bool = False,
         prune_target: float | None = None,
         prune_prompts: int = 256,
         preloaded_model: HookedTransformer | None = None,
@@ -231,6 +232,10 @@ class HeadSuperposition(L.LightningModule):
             rotation_target: rotation only: after fit, the number of rotated dimensions needed is the smallest
                 k whose hard mask on the top-k dimensions reaches this effect on the first `prune_prompts`
                 training prompts (denoising: recovery >= it; noising: recovery <= 1 - it); in summary.json.
+            circuit_criteria: after fit (and pruning), score the learned head set (the heads of the combination's
+                [layer, head] view above `l0_threshold`) with the IOI paper's faithfulness, completeness and
+                minimality under every ablation (`ioi_superpose.circuit`) on the first `prune_prompts` training
+                prompts; in summary.json under `circuit`. Not for `rotation` (its units are directions).
             prune_target: after fit, shrink the support to a minimal set (`ioi_superpose.pruning`): drop
                 units one at a time while the effect on the training prompts stays >= this (denoising:
                 recovery >= R; noising: recovery <= 1 - R). Kept units get weight 1. None: no pruning.
@@ -256,6 +261,11 @@ class HeadSuperposition(L.LightningModule):
             raise ConfigError(
                 f"--model.rotation_layers={rotation_layers} only applies to --model.combination rotation "
                 f"(got {combination!r}): set the combination to rotation, or leave rotation_layers null."
+            )
+        if circuit_criteria and combination in SUBSPACE_FAMILIES:
+            raise ConfigError(
+                f"--model.circuit_criteria scores head sets; --model.combination {combination} learns directions, "
+                "not heads: set circuit_criteria false, or use a head family (scalar, per_position, …)."
             )
         if not 0.0 < rotation_target <= 1.0:
             raise ConfigError(f"--model.rotation_target must be in (0, 1], got {rotation_target}.")
@@ -288,6 +298,8 @@ class HeadSuperposition(L.LightningModule):
             combination, model.cfg.n_layers, model.cfg.n_heads, bounded, init, temperature, gate_seed, mixing_target,
             d_head=model.cfg.d_head, rotation=rotation if combination == "rotation" else None,
         )  # fmt: skip
+        self.circuit_result: dict | None = None
+        """circuit_criteria only: {ablation: the criteria (`circuit.CircuitScores.to_dict`) or {"error": why}}."""
         self.rotation_result: dict | None = None
         """rotation only: the dimension count and head loadings after fit (`RotationCombination.analyse`)."""
         self.prune_result: PruneResult | None = None
@@ -353,9 +365,30 @@ class HeadSuperposition(L.LightningModule):
             return
         if self.hparams.get("combination") == "rotation":
             self.analyse_rotation_(pruning_batches(self.trainer, self.hparams.prune_prompts))
-        if self.hparams.prune_target is None:
-            return
-        self.prune_([batch.to(self.device) for batch in pruning_batches(self.trainer, self.hparams.prune_prompts)])
+        if self.hparams.prune_target is not None:
+            self.prune_([batch.to(self.device) for batch in pruning_batches(self.trainer, self.hparams.prune_prompts)])
+        if self.hparams.get("circuit_criteria"):
+            splits = getattr(self.trainer.datamodule, "splits", None)  # one batch of the first prune_prompts rows
+            prompts = (splits["train"][: self.hparams.prune_prompts].trimmed() if splits is not None
+                       else pruning_batches(self.trainer, self.hparams.prune_prompts)[0])  # fmt: skip
+            self.score_circuit_(prompts)
+
+    @torch.no_grad()
+    def score_circuit_(self, prompts: ContrastBatch) -> dict:
+        """The circuit criteria of the learned head set on `prompts`, under every ablation (`ioi_superpose.circuit`).
+        An ablation the prompts cannot support (resample on prompts of several lengths) is recorded with its reason."""
+        from ioi_superpose.circuit import ABLATIONS, circuit_scores
+
+        mask = self.combination.head_coefficients().abs() > self.hparams.l0_threshold
+        heads = [tuple(int(i) for i in head) for head in mask.nonzero().tolist()]
+        result: dict = {}
+        for ablation in ABLATIONS:
+            try:
+                result[ablation] = circuit_scores(self.frozen, heads, prompts.to(self.device), ablation).to_dict()
+            except ConfigError as error:
+                result[ablation] = {"error": str(error)}
+        self.circuit_result = result
+        return result
 
     @torch.no_grad()
     def analyse_rotation_(self, batches: Sequence[ContrastBatch]) -> dict:

@@ -8,7 +8,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ioi_superpose.circuit import ABLATIONS, ablation_values, all_ablations, circuit_scores, derangement
+from ioi_superpose.circuit import (
+    ABLATIONS,
+    ablation_values,
+    all_ablations,
+    circuit_scores,
+    derangement,
+    resample_rows,
+)
 from ioi_superpose.data.ioi import IOIBatch
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig
@@ -63,7 +70,7 @@ def expected_contributions(batch: IOIBatch, ablation: str) -> tuple[torch.Tensor
     elif ablation == "corrupted":
         ablated = share(batch.corrupted_tokens, answers).mean()
     elif ablation == "resample":
-        ablated = share(batch.clean_tokens[derangement(BATCH, 0)], answers).mean()
+        ablated = share(batch.clean_tokens[derangement(BATCH, LENGTH - 1)], answers).mean()  # one END: one group
     else:  # mean over the prompts' END z: the END z of a uniform head is the row's token histogram / length
         histogram = torch.nn.functional.one_hot(batch.clean_tokens, VOCAB).float().mean(1).mean(0)  # [vocab]
         ablated = (histogram[answers[:, 0]] - histogram[answers[:, 1]]).mean()
@@ -112,6 +119,13 @@ def test_derangement_has_no_fixed_point():
     assert torch.equal(derangement(9, 4), derangement(9, 4))
 
 
+def test_resample_stays_within_prompts_of_one_end():
+    end_pos = torch.tensor([5, 7, 5, 7, 7, 5, 9, 9])
+    source = resample_rows(end_pos, seed=2)
+    assert (source != torch.arange(8)).all() and sorted(source.tolist()) == list(range(8))
+    assert torch.equal(end_pos[source], end_pos)
+
+
 def test_bad_input_is_named():
     model, batch = additive_model(), prompts()
     with pytest.raises(ConfigError, match="ablation must be one of"):
@@ -120,9 +134,9 @@ def test_bad_input_is_named():
         circuit_scores(model, [(0, 0), (0, 0)], batch)
     with pytest.raises(ConfigError, match="heads must be distinct"):
         circuit_scores(model, [(1, 0)], batch)
-    uneven = IOIBatch(**{**batch.__dict__, "end_pos": torch.arange(BATCH) % 3 + 4})
-    with pytest.raises(ConfigError, match="same length and END"):
-        circuit_scores(model, [(0, 0)], uneven, "resample")
+    lonely = IOIBatch(**{**batch.__dict__, "end_pos": torch.tensor([6] * (BATCH - 1) + [5])})
+    with pytest.raises(ConfigError, match="only one prompt has END at 5"):
+        circuit_scores(model, [(0, 0)], lonely, "resample")
 
 
 def test_toy_ioi_whole_model_is_faithful_and_complete():
@@ -137,3 +151,18 @@ def test_toy_ioi_whole_model_is_faithful_and_complete():
     for result in scores.values():
         assert result.faithfulness == pytest.approx(1.0, abs=1e-5)
         assert result.completeness["score"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_learned_set_is_scored_after_fit(one_thread):
+    """`circuit_criteria`: the learned head set (α above the L0 threshold) is scored under every ablation."""
+    from ioi_superpose.api import learn_combination
+    from tests.conftest import prompt_pairs, random_model
+
+    model = random_model(n_layers=2, n_heads=2, d_model=16, seed=3)
+    clean, corrupted, answers = prompt_pairs(model.cfg.d_vocab, batch=6, length=6, seed=1)
+    result = learn_combination(model, clean, corrupted, answers, steps=3, circuit_criteria=True)
+    assert set(result.circuit) == set(ABLATIONS)
+    heads = sorted(tuple(h) for h in result.support)
+    for ablation, scores in result.circuit.items():
+        assert sorted(tuple(h) for h in scores["heads"]) == heads, ablation
+        assert set(scores["minimality"]) == {f"{l}.{h}" for l, h in heads}
