@@ -204,3 +204,24 @@ def test_fit_anneals_and_reports(model, prompts, one_thread):
     assert report is not None and set(report["layers"]) == {"1"}
     assert report["temperature"] == pytest.approx(0.05, rel=1e-4)  # annealed to the end over the 6 steps
     assert len(report["effect_of_top_k"]) == N_HEADS * D_HEAD + 1
+
+
+def test_cli_fit_with_the_main_jobs_baselines_writes_the_rotation_report(tmp_path, monkeypatch):
+    """The main toy job (its baselines and max-activating table included) with --model.combination rotation."""
+    import json
+
+    from tests.test_cli import QUIET, REPO, SMALL, TOY_IOI, run_cli
+
+    args = ["fit", "--config", str(REPO / "experiments" / "toy_ioi.yaml"), "--model.model_name", TOY_IOI, *SMALL,
+            *QUIET, "--trainer.max_epochs", "1", "--model.combination", "rotation", "--model.rotation_layers", "[1]",
+            "--model.init", "0.5"]  # fmt: skip
+    run_cli(args, tmp_path, monkeypatch)
+    (run_dir,) = (tmp_path / "runs" / "toy_ioi").iterdir()
+    summary = json.loads((run_dir / "summary.json").read_text())
+    saved = torch.load(run_dir / "coefficients.pt")["coefficients"]
+    assert summary["combination"] == "rotation" and saved.shape == (2, 4 * 16)
+    assert (saved[0] == 0).all()  # only layer 1 rotates
+    assert set(summary["rotation"]["layers"]) == {"1"}
+    assert len(summary["rotation"]["effect_of_top_k"]) == 4 * 16 + 1
+    assert all(row["layer"] == 1 for row in summary["top_heads"])  # heads view: dims per head, layer 1 only
+    assert "activation_patching" in summary["baselines"]
