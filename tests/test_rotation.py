@@ -225,3 +225,11 @@ def test_cli_fit_with_the_main_jobs_baselines_writes_the_rotation_report(tmp_pat
     assert len(summary["rotation"]["effect_of_top_k"]) == 4 * 16 + 1
     assert all(row["layer"] == 1 for row in summary["top_heads"])  # heads view: dims per head, layer 1 only
     assert "activation_patching" in summary["baselines"]
+
+
+def test_batched_fit_refuses_rotation(model):
+    from ioi_superpose.batched import BatchedSuperposition
+
+    systems = [HeadSuperposition(combination="rotation", preloaded_model=model, l1=l1) for l1 in (1e-3, 1e-2)]
+    with pytest.raises(ConfigError, match="batch_variants 1"):
+        BatchedSuperposition(systems)
