@@ -75,6 +75,7 @@ def learn_combination(
     rotation_layers: Sequence[int] | None = None,
     rotation_target: float = 0.9,
     circuit_criteria: bool = False,
+    ablation: str = "corrupted",
 ) -> LearnedCombination:
     """Learn α[layer, head] on these prompts (full batch, `steps` Adam steps) and report its recovery.
 
@@ -84,6 +85,7 @@ def learn_combination(
     rows — `hard_concrete`, gates seeded by `seed`, `mixing`, a map across heads, with `mixing_target`, or
     `rotation`, a learned orthogonal basis of each of `rotation_layers`' z with a mask, R seeded by `seed`,
     whose dimension count for `rotation_target` and head loadings are in the result's `rotation`);
+    `ablation` (noising only) is the patch source: `corrupted`, `resample`, `mean` or `zero` (`ioi_superpose.circuit`);
     `circuit_criteria` scores the learned head set with `circuit.circuit_scores` under every ablation (`circuit`);
     `prune_target` R ends with the minimal-set step on
     these prompts (kept units at weight 1; effect ≥ R, see `ioi_superpose.pruning`).
@@ -94,7 +96,8 @@ def learn_combination(
                      combination=combination, temperature=temperature, gate_seed=seed,
                      mixing_target=mixing_target, prune_target=prune_target,
                      rotation_layers=None if rotation_layers is None else list(rotation_layers),
-                     rotation_target=rotation_target, circuit_criteria=circuit_criteria)  # fmt: skip
+                     rotation_target=rotation_target, circuit_criteria=circuit_criteria,
+                     ablation=ablation)  # fmt: skip
     _trainer(model, steps).fit(system, train_dataloaders=loader)
     return evaluate_combination(system.to(_device(model)), prompts)
 

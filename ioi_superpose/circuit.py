@@ -9,9 +9,9 @@ model (S = every head).
 
 - `corrupted`: the head's z on the row's paired corrupted prompt (today's patch source);
 - `resample`: its z on *another* clean prompt of the batch: row b takes row π(b)'s, π a derangement (no row keeps
-  its own prompt) drawn with `seed` within each group of prompts with the same END, so positions are taken index for
-  index from a prompt of the same length — a prompt of the same distribution whose names are unrelated to row b's
-  (`resample_rows`). Every END must be shared by at least two prompts;
+  its own prompt) drawn with `seed` — a prompt of the same distribution whose names are unrelated to row b's. The two
+  prompts are aligned at END (position p of row b reads position p − END_b + END_π(b), clamped at 0): index for index
+  when they have one length, and END always reads END;
 - `mean`: the mean of its z over a reference set (default: the clean prompts themselves) per position role (IO, S1,
   S1+1, S2, END, other; `interventions.position_roles`): every position takes the mean of its role;
 - `zero`: zeros.
@@ -44,7 +44,15 @@ from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.interventions import ROLES, HeadWeights, batch_roles
 from ioi_superpose.models import HookedTransformer
-from ioi_superpose.runs import BaseRun, Head, head_z, logit_diff, patched_end_logits
+from ioi_superpose.runs import (
+    BaseRun,
+    Head,
+    Reference,
+    end_logits,
+    head_z,
+    logit_diff,
+    patched_end_logits,
+    )
 
 Ablation = Literal["corrupted", "resample", "mean", "zero"]
 ABLATIONS: tuple[Ablation, ...] = get_args(Ablation)
@@ -60,19 +68,17 @@ def derangement(n: int, seed: int) -> Tensor:
     return target
 
 
-def resample_rows(end_pos: Tensor, seed: int) -> Tensor:
-    """Row b's resample source: a seeded derangement within the rows that share b's END (module docstring)."""
-    end_pos = end_pos.cpu()
-    source = torch.empty(len(end_pos), dtype=torch.long)
-    for end in end_pos.unique().tolist():
-        rows = (end_pos == end).nonzero()[:, 0]
-        if len(rows) < 2:
-            raise ConfigError(
-                f"ablation='resample' takes another prompt of the same length, but only one prompt has END at "
-                f"{end}: give more prompts, or prompts of one length (ioi_prompts(..., equal_length=True))."
-            )
-        source[rows] = rows[derangement(len(rows), seed + end)]
-    return source
+def resampled(
+    z: Float[Tensor, "layer batch pos head d_head"], end_pos: Tensor, seed: int
+) -> Float[Tensor, "layer batch pos head d_head"]:
+    """Row b takes row π(b)'s z, aligned at END (see the module docstring)."""
+    n_layers, batch, length = z.shape[:3]
+    source = derangement(batch, seed).to(z.device)
+    end_pos = end_pos.to(z.device)
+    shift = end_pos[source] - end_pos  # [batch]
+    index = (torch.arange(length, device=z.device)[None] + shift[:, None]).clamp(0, length - 1)  # [batch, pos]
+    index = index[None, :, :, None, None].expand(n_layers, batch, length, *z.shape[3:])
+    return z[:, source].gather(2, index)
 
 
 @torch.no_grad()
@@ -93,7 +99,7 @@ def ablation_values(
         cfg = model.cfg
         return torch.zeros(cfg.n_layers, *clean.shape, cfg.n_heads, cfg.d_head, device=cfg.device)
     if ablation == "resample":
-        return head_z(model, clean[resample_rows(prompts.end_pos, seed).to(clean.device)])[0]
+        return resampled(head_z(model, clean)[0], prompts.end_pos, seed)
     reference = prompts if reference is None else reference
     z_reference = head_z(model, reference.clean_tokens)[0]  # [layer, batch', pos', head, d_head]
     roles_reference = batch_roles(reference).to(z_reference.device)
@@ -108,6 +114,29 @@ def ablation_values(
             )
         means[role] = z_reference[:, where].mean(1)  # [layer, head, d_head]
     return means[roles].permute(2, 0, 1, 3, 4)  # [batch, pos, layer, …] -> [layer, batch, pos, head, d_head]
+
+
+@torch.no_grad()
+def ablated_reference(
+    model: HookedTransformer, batch: ContrastBatch, ablation: Ablation, full_vocab: bool = False, seed: int = 0
+) -> Reference:
+    """The reference runs of a *noising* patch whose source is `ablation` (`--model.ablation`): base = the clean
+    prompts, source z = the ablation's values for every head (computed on this batch: `mean` over its own prompts,
+    `resample` within it), source run = the clean prompts with every head ablated so. Recovery then reads 1 for the
+    intact model and 0 for every head ablated."""
+    values = ablation_values(model, batch, ablation, seed=seed)
+    cfg = model.cfg
+    every_head = HeadWeights(torch.ones(1, cfg.n_layers, cfg.n_heads)).to(cfg.device)
+    base = BaseRun.prepare(model, batch.clean_tokens, prefixes=False)
+    source_logits = patched_end_logits(base, values, every_head, batch.end_pos, None)[0]  # [batch, vocab]
+    answers = batch.answer_tokens.to(source_logits.device)
+    return Reference(
+        direction="noising",
+        source_z=values,
+        source_answer_logits=source_logits.gather(-1, answers),
+        base_answer_logits=end_logits(model, batch.clean_tokens, batch.end_pos, batch.answer_tokens),
+        source_log_probs=source_logits.log_softmax(-1) if full_vocab else None,
+    )
 
 
 @dataclass

@@ -12,6 +12,7 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
+from ioi_superpose.circuit import ABLATIONS, Ablation, ablated_reference
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.errors import ConfigError, NonFiniteLossError
 from ioi_superpose.interventions import FAMILIES, SUBSPACE_FAMILIES, LearnedFamily, batch_roles, build_combination
@@ -177,6 +178,7 @@ class HeadSuperposition(L.LightningModule):
         rotation_temperature_end: float = 0.05,
         rotation_target: float = 0.9,
         circuit_criteria: bool = False,
+        ablation: Ablation = "corrupted",
         prune_target: float | None = None,
         prune_prompts: int = 256,
         preloaded_model: HookedTransformer | None = None,
@@ -236,6 +238,11 @@ class HeadSuperposition(L.LightningModule):
                 [layer, head] view above `l0_threshold`) with the IOI paper's faithfulness, completeness and
                 minimality under every ablation (`ioi_superpose.circuit`) on the first `prune_prompts` training
                 prompts; in summary.json under `circuit`. Not for `rotation` (its units are directions).
+            ablation: the source of a noising patch (`ioi_superpose.circuit`): `corrupted` (the paired corrupted
+                prompt, default), `resample` (another clean prompt of the batch, a seeded derangement,
+                aligned at END), `mean` (the batch's mean z per position role), `zero`. The reference "corrupted" run
+                is then the clean prompts with every head so ablated (recovery 0), the intact model recovery 1.
+                Noising only.
             prune_target: after fit, shrink the support to a minimal set (`ioi_superpose.pruning`): drop
                 units one at a time while the effect on the training prompts stays >= this (denoising:
                 recovery >= R; noising: recovery <= 1 - R). Kept units get weight 1. None: no pruning.
@@ -266,6 +273,14 @@ class HeadSuperposition(L.LightningModule):
             raise ConfigError(
                 f"--model.circuit_criteria scores head sets; --model.combination {combination} learns directions, "
                 "not heads: set circuit_criteria false, or use a head family (scalar, per_position, …)."
+            )
+        if ablation not in ABLATIONS:
+            raise ConfigError(f"--model.ablation must be one of {list(ABLATIONS)}, got {ablation!r}.")
+        if ablation != "corrupted" and direction != "noising":
+            raise ConfigError(
+                f"--model.ablation {ablation} replaces the source of a noising patch (what a necessary head is "
+                "ablated to); denoising patches the clean run's heads in. Set --model.direction noising, or "
+                "--model.ablation corrupted."
             )
         if not 0.0 < rotation_target <= 1.0:
             raise ConfigError(f"--model.rotation_target must be in (0, 1], got {rotation_target}.")
@@ -376,7 +391,7 @@ class HeadSuperposition(L.LightningModule):
     @torch.no_grad()
     def score_circuit_(self, prompts: ContrastBatch) -> dict:
         """The circuit criteria of the learned head set on `prompts`, under every ablation (`ioi_superpose.circuit`).
-        An ablation the prompts cannot support (resample on prompts of several lengths) is recorded with its reason."""
+        An ablation the prompts cannot support (resample with a single prompt) is recorded with its reason."""
         from ioi_superpose.circuit import ABLATIONS, circuit_scores
 
         mask = self.combination.head_coefficients().abs() > self.hparams.l0_threshold
@@ -431,6 +446,11 @@ class HeadSuperposition(L.LightningModule):
         cached = self.reference_cache.get(batch, self.hparams.direction) if cached_rows else None
         if cached is not None:
             return cached
+        if self.hparams.get("ablation", "corrupted") != "corrupted":
+            reference = ablated_reference(self.frozen, batch, self.hparams.ablation, self.objective.full_vocab)
+            if cached_rows:
+                self.reference_cache.put(batch, reference)
+            return reference
         reference = reference_runs(
             self.frozen, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens,
             self.hparams.direction, source_log_probs=self.objective.full_vocab,

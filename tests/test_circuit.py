@@ -14,7 +14,7 @@ from ioi_superpose.circuit import (
     all_ablations,
     circuit_scores,
     derangement,
-    resample_rows,
+    resampled,
 )
 from ioi_superpose.data.ioi import IOIBatch
 from ioi_superpose.errors import ConfigError
@@ -70,7 +70,7 @@ def expected_contributions(batch: IOIBatch, ablation: str) -> tuple[torch.Tensor
     elif ablation == "corrupted":
         ablated = share(batch.corrupted_tokens, answers).mean()
     elif ablation == "resample":
-        ablated = share(batch.clean_tokens[derangement(BATCH, LENGTH - 1)], answers).mean()  # one END: one group
+        ablated = share(batch.clean_tokens[derangement(BATCH, 0)], answers).mean()
     else:  # mean over the prompts' END z: the END z of a uniform head is the row's token histogram / length
         histogram = torch.nn.functional.one_hot(batch.clean_tokens, VOCAB).float().mean(1).mean(0)  # [vocab]
         ablated = (histogram[answers[:, 0]] - histogram[answers[:, 1]]).mean()
@@ -119,11 +119,17 @@ def test_derangement_has_no_fixed_point():
     assert torch.equal(derangement(9, 4), derangement(9, 4))
 
 
-def test_resample_stays_within_prompts_of_one_end():
+def test_resample_aligns_prompts_at_end():
+    """Row b reads row π(b) at p − END_b + END_π(b): END reads END, and equal ENDs read index for index."""
     end_pos = torch.tensor([5, 7, 5, 7, 7, 5, 9, 9])
-    source = resample_rows(end_pos, seed=2)
-    assert (source != torch.arange(8)).all() and sorted(source.tolist()) == list(range(8))
-    assert torch.equal(end_pos[source], end_pos)
+    z = torch.arange(8 * 10).float().view(1, 8, 10, 1, 1)  # z[b, p] = 10 b + p
+    out = resampled(z, end_pos, seed=2)
+    source = derangement(8, 2)
+    for row in range(8):
+        src = int(source[row])
+        assert out[0, row, int(end_pos[row]), 0, 0] == 10 * src + int(end_pos[src])
+        if end_pos[src] == end_pos[row]:
+            assert torch.equal(out[0, row, :, 0, 0], z[0, src, :, 0, 0])
 
 
 def test_bad_input_is_named():
@@ -134,9 +140,8 @@ def test_bad_input_is_named():
         circuit_scores(model, [(0, 0), (0, 0)], batch)
     with pytest.raises(ConfigError, match="heads must be distinct"):
         circuit_scores(model, [(1, 0)], batch)
-    lonely = IOIBatch(**{**batch.__dict__, "end_pos": torch.tensor([6] * (BATCH - 1) + [5])})
-    with pytest.raises(ConfigError, match="only one prompt has END at 5"):
-        circuit_scores(model, [(0, 0)], lonely, "resample")
+    with pytest.raises(ConfigError, match="at least 2 prompts"):
+        circuit_scores(model, [(0, 0)], batch[:1], "resample")
 
 
 def test_toy_ioi_whole_model_is_faithful_and_complete():
@@ -166,3 +171,43 @@ def test_learned_set_is_scored_after_fit(one_thread):
     for ablation, scores in result.circuit.items():
         assert sorted(tuple(h) for h in scores["heads"]) == heads, ablation
         assert set(scores["minimality"]) == {f"{l}.{h}" for l, h in heads}
+
+
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+def test_model_ablation_is_the_noising_source(ablation):
+    """--model.ablation: the source z are the ablation's values; α = 1 on every head is the fully ablated run
+    (recovery 0), checked against TransformerLens hooks that write the same values; α = 0 is the clean run."""
+    from ioi_superpose.data.batch import ContrastBatch
+    from ioi_superpose.runs import hook_name
+    from ioi_superpose.system import HeadSuperposition
+    from tests.conftest import prompt_pairs, random_model
+
+    model = random_model(n_layers=2, n_heads=2, d_model=16, seed=5)
+    clean, corrupted, answers = prompt_pairs(model.cfg.d_vocab, batch=6, length=6, seed=2)
+    batch = ContrastBatch.from_tokens(clean, corrupted, answers)
+    system = HeadSuperposition(direction="noising", ablation=ablation, preloaded_model=model, init=1.0)
+    reference = system.reference(batch)
+    values = ablation_values(model, batch, ablation)
+    assert torch.equal(reference.source_z, values)
+    if ablation == "zero":
+        assert not values.any()
+    hooks = [(hook_name("z", layer), lambda z, hook, layer=layer: values[layer]) for layer in range(2)]
+    with torch.no_grad():
+        ablated = model.run_with_hooks(clean, fwd_hooks=hooks)[:, -1].gather(-1, answers)
+    assert torch.allclose(reference.source_answer_logits, ablated, atol=1e-4)
+    with torch.no_grad():
+        patched = system.patched_end_logits(batch, reference)
+        assert torch.allclose(patched, ablated, atol=1e-4)
+        assert float(reference.recovery(patched)) == pytest.approx(0.0, abs=1e-4)
+        system.combination.coefficients.zero_()
+        assert float(reference.recovery(system.patched_end_logits(batch, reference))) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_model_ablation_needs_noising():
+    from ioi_superpose.system import HeadSuperposition
+    from tests.conftest import random_model
+
+    with pytest.raises(ConfigError, match="--model.direction noising"):
+        HeadSuperposition(direction="denoising", ablation="zero", preloaded_model=random_model())
+    with pytest.raises(ConfigError, match="--model.ablation must be one of"):
+        HeadSuperposition(direction="noising", ablation="gauss", preloaded_model=random_model())
