@@ -180,9 +180,10 @@ class RotationCombination(LearnedFamily):
         return self.temperature_start * (self.temperature_end / self.temperature_start) ** progress
 
     def set_total_steps(self, steps: int) -> None:
-        """Anneal the temperature over `steps` optimiser steps from now on (the system calls it at fit start)."""
+        """Anneal the temperature over `steps` optimiser steps in all (the system calls it at fit start with the
+        fit's total). The step count is not reset: it is a buffer, restored with a checkpoint, so a resumed fit
+        continues the schedule where it stopped (Lightning restores the state before `on_fit_start`)."""
         self.total_steps = int(steps)
-        self.step.zero_()
 
     def rotation(self, slot: int) -> Float[Tensor, "dim dim"]:
         """R of the `slot`-th selected layer (rows: the learned basis)."""

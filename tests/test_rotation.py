@@ -233,3 +233,46 @@ def test_batched_fit_refuses_rotation(model):
     systems = [HeadSuperposition(combination="rotation", preloaded_model=model, l1=l1) for l1 in (1e-3, 1e-2)]
     with pytest.raises(ConfigError, match="batch_variants 1"):
         BatchedSuperposition(systems)
+
+
+def test_state_dict_round_trip_restores_rotation_mask_and_schedule():
+    """A checkpoint of the family (what Lightning saves) restores R, the mask and the annealing step exactly."""
+    trained = rotation(seed=1)
+    with torch.no_grad():
+        trained.mask_logits.normal_(generator=torch.Generator().manual_seed(2))
+    trained.set_total_steps(10)
+    for _ in range(4):
+        trained.project_()
+    fresh = rotation(seed=9)
+    fresh.set_total_steps(10)
+    fresh.load_state_dict(trained.state_dict())
+    for slot in range(N_LAYERS):
+        assert torch.allclose(fresh.rotation(slot), trained.rotation(slot), atol=1e-6)
+    assert torch.equal(fresh.coefficients, trained.coefficients) and int(fresh.step) == 4
+
+
+def test_a_resumed_fit_continues_the_temperature_schedule(model, prompts, tmp_path, one_thread):
+    """Fit 4 of 8 steps, save, resume to 8: the temperature ends where an uninterrupted 8-step fit ends, and the
+    resumed fit did not restart the schedule (set_total_steps keeps the restored step)."""
+    import lightning as L
+
+    from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
+
+    clean, corrupted, answers, _ = prompts
+    batch = ContrastBatch.from_tokens(clean, corrupted, answers)
+
+    def fit(max_steps, ckpt=None, system=None):
+        system = system or HeadSuperposition(combination="rotation", preloaded_model=model, init=0.5)
+        loader = torch.utils.data.DataLoader(PromptDataset(batch), batch_size=len(batch), collate_fn=collate)
+        trainer = L.Trainer(max_steps=max_steps, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                            default_root_dir=tmp_path, accelerator="cpu")  # fmt: skip
+        trainer.fit(system, train_dataloaders=loader, ckpt_path=ckpt)
+        return system, trainer
+
+    first, trainer = fit(4)
+    assert int(first.combination.step) == 4
+    path = tmp_path / "half.ckpt"
+    trainer.save_checkpoint(path)
+    resumed, _ = fit(8, ckpt=str(path))
+    assert int(resumed.combination.step) == 8
+    assert resumed.combination.temperature() == pytest.approx(0.05, rel=1e-5)
