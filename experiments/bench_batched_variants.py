@@ -1,6 +1,6 @@
 """Time per variant of training K combinations in one batched forward, against K separate single runs.
 
-A training step of K members (`ioi_superpose.batched.BatchedSuperposition`: one patched forward of
+A training step of K members (`ioi_superpose.training.batched.BatchedSuperposition`: one patched forward of
 K × batch rows, the summed loss, one backward, Adam with a group per member, projection) against K
 steps of K single `HeadSuperposition`s (each its own patched forward, backward, Adam, projection), for
 K = 1, 2, 4, 8, on the toy IOI model (checkpoints/toy_ioi.pt, the main job's batch of 64 prompts) and
@@ -29,11 +29,11 @@ import torch
 from bench_patching import gpt2_small_random  # the same GPT-2-small-shaped model as that benchmark
 from bench_train_step import quartiles, seconds
 
-from ioi_superpose.batched import BatchedSuperposition
 from ioi_superpose.data import ioi_prompts
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze, load_frozen_model
-from ioi_superpose.system import HeadSuperposition
+from ioi_superpose.training.batched import BatchedSuperposition
+from ioi_superpose.training.system import HeadSuperposition
 
 TOY = Path(__file__).resolve().parents[1] / "checkpoints" / "toy_ioi.pt"
 

@@ -14,7 +14,7 @@ prompts; `--small`: a 2-layer, 4-head, d_model 64 model with a 1,000-token vocab
    `BatchedHeadCombination` below, a `Combination` with K variants) whose variants are folded into
    one forward by `runs.patched_end_logits`; throughput counted in prompt-variants/s (K × prompts
    per step) and in prompts/s;
-3. the head-patching sweep `ioi_superpose.patching.get_act_patch_attn_head_out_all_pos` against
+3. the head-patching sweep `ioi_superpose.baselines.patching.get_act_patch_attn_head_out_all_pos` against
    TransformerLens's own on 8 × 16 tokens with the IOI logit-difference metric (`LogitDiffMetric`),
    as a speed ratio, with the largest difference between the two.
 
@@ -37,13 +37,13 @@ from torch import Tensor, nn
 # ioi_superpose.models).
 from transformer_lens import patching as tl_patching
 
-from ioi_superpose import patching
+from ioi_superpose.baselines import patching
+from ioi_superpose.combinations import Combination, mix
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.interventions import Combination, mix
-from ioi_superpose.metrics import LogitDiffMetric
+from ioi_superpose.engine.runs import BaseRun, patched_end_logits, reference_runs
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze
-from ioi_superpose.runs import BaseRun, patched_end_logits, reference_runs
-from ioi_superpose.system import HeadSuperposition
+from ioi_superpose.training.metrics import LogitDiffMetric
+from ioi_superpose.training.system import HeadSuperposition
 
 
 class BatchedHeadCombination(Combination):

@@ -19,9 +19,9 @@ from torch import Tensor
 # ioi_superpose.models).
 from transformer_lens import patching as tl_patching
 
-from ioi_superpose import patching
-from ioi_superpose.metrics import LogitDiffMetric
+from ioi_superpose.baselines import patching
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze
+from ioi_superpose.training.metrics import LogitDiffMetric
 
 
 def gpt2_small_random(device: str) -> HookedTransformer:

@@ -29,10 +29,10 @@ from unittest import mock
 import torch
 from bench_patching import gpt2_small_random  # the same GPT-2-small-shaped model as that benchmark
 
-from ioi_superpose import runs
-from ioi_superpose import system as system_module
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.system import HeadSuperposition
+from ioi_superpose.engine import runs
+from ioi_superpose.training import system as system_module
+from ioi_superpose.training.system import HeadSuperposition
 
 
 def synchronize(device: str) -> None:

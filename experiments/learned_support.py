@@ -19,14 +19,14 @@ from pathlib import Path
 import torch
 
 from ioi_superpose.files import write_json
-from ioi_superpose.models.toy import load_toy_checkpoint
-from ioi_superpose.toy.skip_trigrams import SkipTrigramTask
-from ioi_superpose.toy.support_scoring import (
+from ioi_superpose.groundtruth.support_scoring import (
     DEFAULT_LEARN_KWARGS,
     SupportComparison,
     compare_supports,
     micro_precision_recall,
 )
+from ioi_superpose.models.toy import load_toy_checkpoint
+from ioi_superpose.toy.skip_trigrams import SkipTrigramTask
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[1] / "checkpoints"
 CHECKPOINTS = {

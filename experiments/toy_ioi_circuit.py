@@ -24,9 +24,9 @@ import torch
 
 from ioi_superpose.circuit import ABLATIONS, circuit_scores
 from ioi_superpose.data.prompts import ioi_prompts
+from ioi_superpose.groundtruth.exhaustive import search_subsets
 from ioi_superpose.models import load_frozen_model
 from ioi_superpose.toy.batches import FeaturePrompts
-from ioi_superpose.toy.ground_truth import search_subsets
 
 CHECKPOINT = "checkpoints/toy_ioi.pt"
 SUMMARIES = Path("experiments/reports/toy_ioi_rotation/summaries.json")

@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from ioi_superpose.data.datamodule import IOIDataModule
+from ioi_superpose.engine.runs import recovery_of
 from ioi_superpose.models import load_frozen_model
-from ioi_superpose.runs import recovery_of
 
 
 def main() -> None:

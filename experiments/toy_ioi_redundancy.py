@@ -20,9 +20,9 @@ import torch
 import yaml
 
 from ioi_superpose.data.datamodule import IOIDataModule
+from ioi_superpose.groundtruth.exhaustive import SubsetSearch, search_subsets
 from ioi_superpose.models import load_frozen_model
 from ioi_superpose.toy.batches import FeaturePrompts
-from ioi_superpose.toy.ground_truth import SubsetSearch, search_subsets
 
 
 def _named(search: SubsetSearch) -> list[str]:

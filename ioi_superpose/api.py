@@ -12,14 +12,14 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from ioi_superpose.batched import BATCHABLE, BatchedSuperposition
 from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
+from ioi_superpose.engine.runs import Direction, check_token_ids, logit_diff, recovery_of
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, freeze
-from ioi_superpose.objectives import ObjectiveName
-from ioi_superpose.runs import Direction, check_token_ids, logit_diff, recovery_of
-from ioi_superpose.summary import top_heads
-from ioi_superpose.system import HeadSuperposition
+from ioi_superpose.results.summary import top_heads
+from ioi_superpose.training.batched import BATCHABLE, BatchedSuperposition
+from ioi_superpose.training.objectives import ObjectiveName
+from ioi_superpose.training.system import HeadSuperposition
 
 __all__ = ["LearnedCombination", "evaluate_combination", "learn_combination", "learn_combinations", "recovery_of"]
 
@@ -88,7 +88,7 @@ def learn_combination(
     `ablation` (noising only) is the patch source: `corrupted`, `resample`, `mean` or `zero` (`ioi_superpose.circuit`);
     `circuit_criteria` scores the learned head set with `circuit.circuit_scores` under every ablation (`circuit`);
     `prune_target` R ends with the minimal-set step on
-    these prompts (kept units at weight 1; effect ≥ R, see `ioi_superpose.pruning`).
+    these prompts (kept units at weight 1; effect ≥ R, see `ioi_superpose.training.pruning`).
     """
     prompts, loader = _prompts(model, clean_tokens, corrupted_tokens, answer_tokens, steps, seed)
     system = _system(model, len(prompts), objective=objective, direction=direction, l1=l1,
@@ -121,7 +121,7 @@ def learn_combinations(
     max_rows: int | None = None,
 ) -> list[LearnedCombination]:
     """`learn_combination` for K settings at once, in one batched forward of K × batch rows per step
-    (`ioi_superpose.batched`). `members`: K dicts of `l1`, `init`, `lr`, `gate_seed` (defaults: 1e-3,
+    (`ioi_superpose.training.batched`). `members`: K dicts of `l1`, `init`, `lr`, `gate_seed` (defaults: 1e-3,
     1.0, 0.05, `seed`); member k's result equals `learn_combination(..., **members[k])` (with
     `seed=gate_seed`) up to float rounding. `max_rows` caps the rows of one forward (None: all)."""
     if not members:

@@ -40,11 +40,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ioi_superpose.combinations import ROLES, HeadWeights, batch_roles
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.errors import ConfigError
-from ioi_superpose.interventions import ROLES, HeadWeights, batch_roles
-from ioi_superpose.models import HookedTransformer
-from ioi_superpose.runs import (
+from ioi_superpose.engine.runs import (
     BaseRun,
     Head,
     Reference,
@@ -52,7 +50,9 @@ from ioi_superpose.runs import (
     head_z,
     logit_diff,
     patched_end_logits,
-    )
+)
+from ioi_superpose.errors import ConfigError
+from ioi_superpose.models import HookedTransformer
 
 Ablation = Literal["corrupted", "resample", "mean", "zero"]
 ABLATIONS: tuple[Ablation, ...] = get_args(Ablation)

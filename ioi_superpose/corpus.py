@@ -27,9 +27,9 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ioi_superpose.data.ioi import TextEncoder
+from ioi_superpose.engine.runs import hook_name
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer
-from ioi_superpose.runs import hook_name
 
 
 def read_corpus(path: str | Path, option: str = "--data.corpus") -> list[str]:

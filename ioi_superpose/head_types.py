@@ -29,12 +29,11 @@ from collections.abc import Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import head_detector
 
 from ioi_superpose.data.ioi import IOIBatch
+from ioi_superpose.engine.runs import Head, capture, hook_name
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.models import HookedTransformer
-from ioi_superpose.runs import Head, capture, hook_name
+from ioi_superpose.models import HookedTransformer, head_detector
 
 DETECTOR_TYPES: dict[str, str] = {
     "previous_token": "previous_token_head",

@@ -48,11 +48,11 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
+from ioi_superpose.combinations.base import Combination, LearnedFamily
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.runs import Direction
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.interventions import Combination, LearnedFamily
 from ioi_superpose.models import HookedTransformer
-from ioi_superpose.runs import Direction
 
 HARD_LOGIT = 1e4
 """|mask logit| that `set_mask_` writes: σ(±1e4 / T) is exactly 1 or 0 in float32 for any T ≤ 1e3."""
@@ -251,7 +251,7 @@ class RotationCombination(LearnedFamily):
         self, model: HookedTransformer, batches: Sequence[ContrastBatch], direction: Direction, target: float
     ) -> dict[str, Any]:
         """The dimension count and the head loadings (see the module docstring), on `batches`."""
-        from ioi_superpose.pruning import mask_effects  # pruning imports the families' module
+        from ioi_superpose.training.pruning import mask_effects  # pruning imports the families' module
 
         masks = self.coefficients.detach().cpu()
         logits = self.mask_logits.detach().cpu()

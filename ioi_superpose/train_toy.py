@@ -1,69 +1,7 @@
-"""Train attention-only toy models: `python -m ioi_superpose.train_toy {fit,validate,test} --config …`.
+"""`python -m ioi_superpose.train_toy`: the toy-model training CLI (`cli/train_toy.py`);
+kept here so the documented command works."""
 
-The datamodule is chosen in the config (`data.class_path`); the model's `d_vocab`, `n_ctx` and
-`group_names` are linked from it, so a task is described once. Add the `ioi_superpose.toy.ExportToyModel`
-callback to write the trained model and its metrics when fit ends (the shipped configs in `experiments/` do).
-TensorBoard logs go to `runs/` unless the config says otherwise.
-"""
-
-from __future__ import annotations
-
-import sys
-from typing import Optional
-
-import lightning as L
-import torch
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-
-from ioi_superpose.errors import user_facing_cause
-from ioi_superpose.toy import ToyModelTraining
-
-
-class ToyCLI(LightningCLI):
-    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_argument(
-            "--torch_threads",
-            type=Optional[int],
-            default=None,
-            help="torch intra-op threads (None: torch's default). Toy models are so small that threading "
-            "overhead dominates: 1 thread ran a step in 11 ms on a busy 2-core CPU, 2 threads in 160+ ms.",
-        )
-        # The datamodule knows its vocabulary, length and groups; the model must not be told twice.
-        for name in ("d_vocab", "n_ctx", "group_names"):
-            parser.link_arguments(f"data.{name}", f"model.{name}", apply_on="instantiate")
-
-    def before_instantiate_classes(self) -> None:
-        threads = self.config[self.subcommand].torch_threads if self.subcommand else self.config.torch_threads
-        if threads is not None:
-            torch.set_num_threads(threads)
-
-
-def main(args: list[str] | None = None) -> ToyCLI:
-    """Run the CLI; a `UserFacingError` (a bad setting, a missing checkpoint), also one raised inside
-    the datamodule's instantiation, prints `error: <message>` on stderr and exits with status 1, without
-    a traceback."""
-    try:
-        return ToyCLI(
-            ToyModelTraining,
-            L.LightningDataModule,
-            subclass_mode_data=True,
-            seed_everything_default=0,
-            trainer_defaults={
-                "logger": {
-                    "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
-                    "init_args": {"save_dir": "runs", "name": "toy"},
-                },
-            },
-            save_config_kwargs={"overwrite": True},
-            args=args,
-        )
-    except Exception as error:
-        user_error = user_facing_cause(error)  # the datamodule's own errors arrive wrapped by jsonargparse
-        if user_error is None:
-            raise
-        print(f"error: {user_error}", file=sys.stderr)
-        sys.exit(1)
-
+from ioi_superpose.cli.train_toy import main
 
 if __name__ == "__main__":
     main()

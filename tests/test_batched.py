@@ -11,12 +11,12 @@ import torch
 from conftest import prompt_pairs, random_model
 
 from ioi_superpose import learn_combination, learn_combinations
-from ioi_superpose.batched import BatchedSuperposition, StackedCombination
+from ioi_superpose.combinations import FAMILIES, batch_roles, build_combination
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.runs import BaseRun, head_z, patched_end_logits
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.interventions import FAMILIES, batch_roles, build_combination
-from ioi_superpose.runs import BaseRun, head_z, patched_end_logits
-from ioi_superpose.system import HeadSuperposition
+from ioi_superpose.training.batched import BatchedSuperposition, StackedCombination
+from ioi_superpose.training.system import HeadSuperposition
 
 warnings.filterwarnings("ignore", message=".*(val_dataloader|num_workers|LightningModule.log).*")
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)

@@ -178,8 +178,8 @@ def test_model_ablation_is_the_noising_source(ablation):
     """--model.ablation: the source z are the ablation's values; α = 1 on every head is the fully ablated run
     (recovery 0), checked against TransformerLens hooks that write the same values; α = 0 is the clean run."""
     from ioi_superpose.data.batch import ContrastBatch
-    from ioi_superpose.runs import hook_name
-    from ioi_superpose.system import HeadSuperposition
+    from ioi_superpose.engine.runs import hook_name
+    from ioi_superpose.training.system import HeadSuperposition
     from tests.conftest import prompt_pairs, random_model
 
     model = random_model(n_layers=2, n_heads=2, d_model=16, seed=5)
@@ -204,7 +204,7 @@ def test_model_ablation_is_the_noising_source(ablation):
 
 
 def test_model_ablation_needs_noising():
-    from ioi_superpose.system import HeadSuperposition
+    from ioi_superpose.training.system import HeadSuperposition
     from tests.conftest import random_model
 
     with pytest.raises(ConfigError, match="--model.direction noising"):

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from ioi_superpose.train import main
+from ioi_superpose.cli.train import main
 
 SMALL = ["--data.n_train", "32", "--data.n_val", "16", "--data.n_test", "8", "--data.batch_size", "16"]
 QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -86,7 +86,7 @@ def test_missing_weights_offline_exit_with_the_fix(empty_hf_cache, tmp_path, mon
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
-    from ioi_superpose.system import HeadSuperposition
+    from ioi_superpose.training.system import HeadSuperposition
 
     original = HeadSuperposition.loss_terms
 
@@ -118,8 +118,8 @@ TOY_IOI = str(REPO / "checkpoints" / "toy_ioi.pt")
 
 def test_summary_recovery_is_what_the_saved_alpha_gives_on_the_validation_prompts(tiny_gpt2_dir, tmp_path, monkeypatch):
     from ioi_superpose.data.datamodule import IOIDataModule
+    from ioi_superpose.engine.runs import recovery_of
     from ioi_superpose.models import load_frozen_model
-    from ioi_superpose.runs import recovery_of
 
     run_cli(
         ["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "2"],
@@ -265,8 +265,8 @@ def test_ddp_with_every_main_job_callback_equals_one_process_with_exact_evaluati
     prompts, which the sampler must not pad: the α-independent clean and corrupted logit differences must
     equal those of one process over the same prompts, and every evaluation sum the one process's."""
     from ioi_superpose.data.datamodule import IOIDataModule
+    from ioi_superpose.engine.runs import end_logits, logit_diff
     from ioi_superpose.models import load_frozen_model
-    from ioi_superpose.runs import end_logits, logit_diff
 
     args = ["--config", str(REPO / "experiments" / "toy_ioi.yaml"), "--model.model_name", TOY_IOI,
             "--data.n_train", "64", "--data.n_val", "33", "--data.n_test", "16", "--trainer.max_epochs", "2",

@@ -13,8 +13,8 @@ from ioi_superpose.data.templates import (
     NAMES,
 )
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.metrics import LogitDiffMetric
 from ioi_superpose.models import gpt2_tokenizer, load_frozen_model
+from ioi_superpose.training.metrics import LogitDiffMetric
 
 ALL_TEMPLATES = IOI_TEMPLATES + LONG_TEMPLATES + DUPLICATED_IO_TEMPLATES
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 from conftest import hooks_attached, prompt_pairs
 
+from ioi_superpose.combinations import HeadCombination, HeadWeights
+from ioi_superpose.engine.fast_forward import FastRunnerWarning, resolve_runner, unsupported
+from ioi_superpose.engine.runs import BaseRun, patched_end_logits, reference_runs
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.fast_forward import FastRunnerWarning, resolve_runner, unsupported
-from ioi_superpose.interventions import HeadCombination, HeadWeights
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze
-from ioi_superpose.runs import BaseRun, patched_end_logits, reference_runs
 
 ATOL = 1e-4
 
@@ -162,11 +162,12 @@ def test_attached_hooks_make_auto_use_transformer_lens():
 
 
 def test_head_superposition_trains_on_the_fast_runner(monkeypatch):
-    from ioi_superpose import fast_forward
     from ioi_superpose.data.batch import ContrastBatch
-    from ioi_superpose.system import HeadSuperposition
+    from ioi_superpose.engine import fast_forward
+    from ioi_superpose.training.system import HeadSuperposition
 
     model = tiny("ln_gelu_new")
+    assert fast_forward.disagreement(model) is None  # the once-per-model agreement check, before counting
     calls = []
     real = fast_forward.end_residual
     monkeypatch.setattr(fast_forward, "end_residual", lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs))
@@ -178,3 +179,28 @@ def test_head_superposition_trains_on_the_fast_runner(monkeypatch):
     assert len(calls) == 2  # the reference runs (one folded forward) and the patched run
     assert system.combination.coefficients.grad.abs().sum() > 0
     assert hooks_attached(model) == 0
+
+
+def test_a_model_the_fast_runner_computes_differently_falls_back_to_transformer_lens():
+    # The allow-list reads config and classes only: a zeroed IGNORE buffer (TransformerLens then attends to
+    # future positions) passes it, so the engine must compare the two runners on the model itself.
+    model = tiny("ln_gelu_new")
+    assert unsupported(model) is None
+    for block in model.blocks:
+        block.attn.IGNORE.fill_(0.0)
+    clean, corrupted, answers = prompt_pairs(model.cfg.d_vocab)
+    end = torch.full((len(clean),), clean.shape[1] - 1)
+    with pytest.warns(FastRunnerWarning, match=r"differ from TransformerLens's by up to \d"):
+        auto = reference_runs(model, clean, corrupted, end, answers, "denoising")
+    hooks = reference_runs(model, clean, corrupted, end, answers, "denoising", runner="hooks")
+    torch.testing.assert_close(auto.source_answer_logits, hooks.source_answer_logits, atol=ATOL, rtol=0)
+    torch.testing.assert_close(auto.base_answer_logits, hooks.base_answer_logits, atol=ATOL, rtol=0)
+    with pytest.raises(ConfigError, match="runner='fast' cannot run this model: its END logits differ"):
+        reference_runs(model, clean, corrupted, end, answers, "denoising", runner="fast")
+
+
+def test_models_the_fast_runner_computes_exactly_pass_the_agreement_check():
+    from ioi_superpose.engine.fast_forward import disagreement
+
+    for name in ARCHITECTURES:
+        assert disagreement(tiny(name)) is None, name

@@ -2,7 +2,7 @@ import pytest
 import torch
 from conftest import random_model
 
-from ioi_superpose.logit_attribution import direct_logit_attribution
+from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
 
 
 @pytest.mark.parametrize("attn_only", [False, True])

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from ioi_superpose.cli.train import main as train_main
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.datamodule import IOIDataModule
+from ioi_superpose.engine.runs import end_logits, logit_diff, recovery_of
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.max_activating import CORPUS_SETS, CORRUPTIONS, build_corpus, max_activating_examples
-from ioi_superpose.runs import end_logits, logit_diff, recovery_of
-from ioi_superpose.summary import MIN_GAP
-from ioi_superpose.system import HeadSuperposition
-from ioi_superpose.train import main as train_main
+from ioi_superpose.results.max_activating import CORPUS_SETS, CORRUPTIONS, build_corpus, max_activating_examples
+from ioi_superpose.results.summary import MIN_GAP
+from ioi_superpose.training.system import HeadSuperposition
 
 TOY = str(Path(__file__).parents[1] / "checkpoints" / "toy_ioi.pt")
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import random_model
 
-from ioi_superpose.metrics import IOAccuracy, LogitDiffMetric, MeanLogitDiff, NormalisedRecovery
-from ioi_superpose.runs import logit_diff, normalised_recovery, unembed_at_end
+from ioi_superpose.engine.runs import logit_diff, normalised_recovery, unembed_at_end
+from ioi_superpose.training.metrics import IOAccuracy, LogitDiffMetric, MeanLogitDiff, NormalisedRecovery
 
 
 def answer_logits(n, seed):

@@ -12,14 +12,14 @@ import pytest
 import torch
 
 from ioi_superpose.api import learn_combination
+from ioi_superpose.combinations import HeadWeights, build_combination
+from ioi_superpose.combinations.mixing import MixingWeights, allowed_entries
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.runs import BaseRun, head_z, hook_name, patched_end_logits, reference_runs, unembed_at_end
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.interventions import HeadWeights, build_combination
-from ioi_superpose.mixing import MixingWeights, allowed_entries
-from ioi_superpose.pruning import minimal_set
-from ioi_superpose.runs import BaseRun, head_z, hook_name, patched_end_logits, reference_runs, unembed_at_end
-from ioi_superpose.system import HeadSuperposition
-from ioi_superpose.toy.planted import and_case
+from ioi_superpose.groundtruth.planted import and_case
+from ioi_superpose.training.pruning import minimal_set
+from ioi_superpose.training.system import HeadSuperposition
 from tests.conftest import prompt_pairs, random_model
 from tests.test_cli import QUIET, SMALL, TOY_IOI, run_cli
 

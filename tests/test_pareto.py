@@ -11,10 +11,10 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ioi_superpose.callbacks.baselines import top_k_curves, uniform_top_k_alphas
+from ioi_superpose.baselines.callbacks import top_k_curves, uniform_top_k_alphas
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.pareto import log_sweep, pareto_figure
-from ioi_superpose.runs import logit_diff
+from ioi_superpose.engine.runs import logit_diff
+from ioi_superpose.results.pareto import log_sweep, pareto_figure
 from tests.conftest import prompt_pairs, random_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,13 +78,13 @@ def test_each_sets_curve_is_the_recovery_of_its_top_k_heads_on_that_sets_prompts
 
 
 def test_a_run_stores_every_rankings_curve_per_set_and_logs_its_fronts(tmp_path, monkeypatch):
-    from ioi_superpose.callbacks.baselines import ActivationPatchingBaseline
+    from ioi_superpose.baselines.callbacks import ActivationPatchingBaseline
+    from ioi_superpose.baselines.patching import activation_patch
+    from ioi_superpose.cli.train import main
     from ioi_superpose.data.datamodule import IOIDataModule
+    from ioi_superpose.engine.runs import end_logits, recovery_of
     from ioi_superpose.models import load_frozen_model
-    from ioi_superpose.patching import activation_patch
-    from ioi_superpose.runs import end_logits, recovery_of
-    from ioi_superpose.summary import MIN_GAP
-    from ioi_superpose.train import main
+    from ioi_superpose.results.summary import MIN_GAP
 
     monkeypatch.chdir(tmp_path)
     sizes = {"n_train": 32, "n_val": 16, "n_test": 12}
@@ -139,7 +139,7 @@ class _System:
         self.model = model
 
     def reference(self, batch):
-        from ioi_superpose.runs import reference_runs
+        from ioi_superpose.engine.runs import reference_runs
 
         return reference_runs(self.model, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos,
                               batch.answer_tokens, "denoising")  # fmt: skip
@@ -189,7 +189,7 @@ def test_the_sweep_adds_every_sets_front_as_points_finish(tmp_path):
 
 
 def test_the_report_links_one_front_per_set(tmp_path):
-    from ioi_superpose.report import main as report_main
+    from ioi_superpose.results.report import main as report_main
 
     run = tmp_path / "run"
     run.mkdir()

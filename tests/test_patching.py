@@ -17,9 +17,10 @@ from torch import Tensor
 from transformer_lens import patching as tl_patching
 from transformer_lens import utils as tl_utils
 
-from ioi_superpose import patching, runs
-from ioi_superpose.metrics import LogitDiffMetric
+from ioi_superpose.baselines import patching
+from ioi_superpose.engine import runs
 from ioi_superpose.models import ActivationCache, HookedTransformer, HookedTransformerConfig, freeze
+from ioi_superpose.training.metrics import LogitDiffMetric
 
 ATOL = 1e-4
 

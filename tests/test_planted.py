@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
-from ioi_superpose.logit_attribution import direct_logit_attribution
-from ioi_superpose.toy.ground_truth import search_subsets
-from ioi_superpose.toy.planted import all_cases, decoy_case
+from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
+from ioi_superpose.engine.fast_forward import disagreement
+from ioi_superpose.groundtruth.exhaustive import search_subsets
+from ioi_superpose.groundtruth.planted import all_cases, decoy_case
 
 CASES = {case.name: case for case in all_cases()}
 
@@ -54,3 +57,64 @@ def test_a_feature_that_never_reaches_the_threshold_is_reported():
 def test_prompt_seeds_differ():
     case = CASES["or"]
     assert not torch.equal(case.prompts(8, 0).clean_tokens, case.prompts(8, 1).clean_tokens)
+
+
+def hooks_only_effects(model, prompts, direction):
+    """Every head subset's normalised effect, written independently of the engine: TransformerLens's own
+    forward with a hook_z replacement, full logits, no fast runner, no folding."""
+    base, source = (
+        (prompts.corrupted_tokens, prompts.clean_tokens) if direction == "denoising"
+        else (prompts.clean_tokens, prompts.corrupted_tokens)
+    )  # fmt: skip
+    rows, ends, answers = torch.arange(len(base)), prompts.end_positions, prompts.answer_tokens
+
+    def logit_diff(logits):
+        at_end = logits[rows, ends]
+        return float((at_end.gather(1, answers[:, :1]) - at_end.gather(1, answers[:, 1:])).mean())
+
+    with torch.no_grad():
+        source_logits, source_cache = model.run_with_cache(source)
+        base_ld, source_ld = logit_diff(model(base)), logit_diff(source_logits)
+        heads = [(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
+        effects = {}
+        for size in range(len(heads) + 1):
+            for subset in itertools.combinations(heads, size):
+                def patch(z, hook, subset=subset):
+                    layer = int(hook.name.split(".")[1])
+                    for patched_layer, head in subset:
+                        if patched_layer == layer:
+                            z[:, :, head] = source_cache[hook.name][:, :, head]
+                    return z
+
+                hooks = [(f"blocks.{layer}.attn.hook_z", patch) for layer in range(model.cfg.n_layers)]
+                patched = logit_diff(model.run_with_hooks(base, fwd_hooks=hooks))
+                effects[frozenset(subset)] = (patched - base_ld) / (source_ld - base_ld)
+    return effects
+
+
+@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("direction", ["denoising", "noising"])
+def test_planted_ground_truth_equals_a_hooks_only_reference(name, direction):
+    """Each planted model is causal and the fast runner computes it as TransformerLens does; the engine's
+    subset effects equal a hand-written hooks-only search, whose minimal sets are the promised ones."""
+    case = CASES[name]
+    assert all(torch.isinf(block.attn.IGNORE) for block in case.model.blocks)
+    assert disagreement(case.model) is None
+    prompts = case.prompts(16, seed=5)
+    reference = hooks_only_effects(case.model, prompts, direction)
+    engine = search_subsets(case.model, prompts, direction, threshold=0.9)
+    for subset, effect in reference.items():
+        name_ = "+".join(f"{layer}.{head}" for layer, head in sorted(subset)) or "none"
+        assert engine.subset_effect[name_] == pytest.approx(effect, abs=1e-4), name_
+    reaching = [s for s, e in reference.items() if e >= 0.9]
+    smallest = min(len(s) for s in reaching)
+    promised = case.denoising_minimal if direction == "denoising" else case.noising_minimal
+    assert {s for s in reaching if len(s) == smallest} == as_sets(promised)
+
+
+def test_superposition_f3_needs_both_heads_in_the_causal_model():
+    case = CASES["superposition_f3"]
+    for direction, alone in (("denoising", 0.70), ("noising", 0.30)):
+        effects = hooks_only_effects(case.model, case.prompts(16, seed=1), direction)
+        assert effects[frozenset({(0, 0)})] == pytest.approx(alone, abs=0.03)
+        assert effects[frozenset({(1, 0)})] == pytest.approx(alone, abs=0.03)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import ioi_superpose
-import ioi_superpose.patching
+import ioi_superpose.baselines.patching
 from ioi_superpose.data import IOIBatch, ioi_prompts, ioi_texts
 from ioi_superpose.data.templates import IOI_TEMPLATES, LONG_TEMPLATES
 from ioi_superpose.errors import ConfigError
@@ -103,7 +103,7 @@ def test_ready_for_learn_combination_and_drop_ins(toy_model):
         end = logits[:, -1]
         return (end.gather(-1, prompts.answer_tokens)[:, 0] - end.gather(-1, prompts.answer_tokens)[:, 1]).mean()
 
-    effects = ioi_superpose.patching.get_act_patch_attn_head_out_all_pos(
+    effects = ioi_superpose.baselines.patching.get_act_patch_attn_head_out_all_pos(
         toy_model, prompts.corrupted_tokens, clean_cache, metric
     )
     assert effects.shape == (2, 4) and torch.isfinite(effects).all()

@@ -12,8 +12,8 @@ import torch
 
 from ioi_superpose import learn_combination
 from ioi_superpose.data import ioi_prompts
+from ioi_superpose.engine.runs import recovery_of
 from ioi_superpose.models import load_frozen_model
-from ioi_superpose.runs import recovery_of
 
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
 

@@ -7,9 +7,9 @@ import re
 
 import pytest
 
+from ioi_superpose.cli.train import main as train_main
 from ioi_superpose.data.datamodule import OFF_DISTRIBUTION_SETS
-from ioi_superpose.report import main as report_main
-from ioi_superpose.train import main as train_main
+from ioi_superpose.results.report import main as report_main
 
 SMALL = [
     "--data.n_train",
@@ -33,7 +33,7 @@ def test_report_on_two_tiny_runs_links_every_figure_it_writes(tiny_gpt2_dir, tmp
     monkeypatch.chdir(tmp_path)
     # The denoising run writes a small max-activating table, the noising run none (per_set 0); the noising
     # run has the top-k curves (in its own direction); both have every off-distribution set.
-    curves = ["--trainer.callbacks+=ioi_superpose.callbacks.CombinationBaselines"]
+    curves = ["--trainer.callbacks+=ioi_superpose.baselines.callbacks.CombinationBaselines"]
     for direction, per_set, extra in (("denoising", "2", []), ("noising", "0", curves)):
         train_main(
             ["fit", "--model.model_name", str(tiny_gpt2_dir), "--model.direction", direction, *SMALL,

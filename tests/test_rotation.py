@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from ioi_superpose.api import learn_combination
+from ioi_superpose.combinations import HeadWeights, build_combination
+from ioi_superpose.engine.runs import BaseRun, head_z, patched_end_logits, reference_runs
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.interventions import HeadWeights, build_combination
 from ioi_superpose.rotation import RotationCombination, head_shares
-from ioi_superpose.runs import BaseRun, head_z, patched_end_logits, reference_runs
-from ioi_superpose.system import HeadSuperposition
+from ioi_superpose.training.system import HeadSuperposition
 from tests.conftest import prompt_pairs, random_model
 
 warnings.filterwarnings("ignore", message=".*val_dataloader.*")
@@ -228,7 +228,7 @@ def test_cli_fit_with_the_main_jobs_baselines_writes_the_rotation_report(tmp_pat
 
 
 def test_batched_fit_refuses_rotation(model):
-    from ioi_superpose.batched import BatchedSuperposition
+    from ioi_superpose.training.batched import BatchedSuperposition
 
     systems = [HeadSuperposition(combination="rotation", preloaded_model=model, l1=l1) for l1 in (1e-3, 1e-2)]
     with pytest.raises(ConfigError, match="batch_variants 1"):

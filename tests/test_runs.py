@@ -4,12 +4,12 @@ from conftest import hooks_attached, prompt_pairs, random_model
 from transformer_lens import patching as tl_patching
 
 from ioi_superpose import learn_combination
+from ioi_superpose.combinations import Combination, HeadCombination, HeadWeights
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.runs import BaseRun, head_z, patched_end_logits
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.interventions import Combination, HeadCombination, HeadWeights
-from ioi_superpose.metrics import LogitDiffMetric
-from ioi_superpose.runs import BaseRun, head_z, patched_end_logits
-from ioi_superpose.system import HeadSuperposition
+from ioi_superpose.training.metrics import LogitDiffMetric
+from ioi_superpose.training.system import HeadSuperposition
 
 
 def last_positions(tokens):

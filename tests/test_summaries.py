@@ -1,9 +1,14 @@
 import pytest
 import torch
 
-from ioi_superpose.callbacks.baselines import spearman, top_k_alpha, top_k_overlap
-from ioi_superpose.ioi_heads import IOI_CIRCUIT, IOI_HEAD_CLASSES, circuit_precision_recall, has_gpt2_small_shape
-from ioi_superpose.summary import top_heads
+from ioi_superpose.baselines.callbacks import spearman, top_k_alpha, top_k_overlap
+from ioi_superpose.baselines.ioi_heads import (
+    IOI_CIRCUIT,
+    IOI_HEAD_CLASSES,
+    circuit_precision_recall,
+    has_gpt2_small_shape,
+)
+from ioi_superpose.results.summary import top_heads
 
 
 def test_circuit_precision_and_recall_against_the_paper_heads():
@@ -45,7 +50,7 @@ def test_top_heads_and_top_k_alpha():
 
 
 def test_attention_weighted_alpha_patches_the_most_attending_head_fully():
-    from ioi_superpose.callbacks.baselines import attention_weighted_alpha
+    from ioi_superpose.baselines.callbacks import attention_weighted_alpha
 
     attention = torch.tensor([[0.02, 0.05], [0.01, 0.04]])
     alpha = attention_weighted_alpha(attention, k=2)
@@ -53,7 +58,7 @@ def test_attention_weighted_alpha_patches_the_most_attending_head_fully():
 
 
 def test_heatmap_numbers_are_white_on_dark_cells_and_black_on_light_ones():
-    from ioi_superpose.plots import head_heatmap
+    from ioi_superpose.results.plots import head_heatmap
 
     figure = head_heatmap(torch.tensor([[1.0, 0.0, -1.0]]), "t")
     colours = {text.get_text(): text.get_color() for text in figure.axes[0].texts}

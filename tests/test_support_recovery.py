@@ -11,18 +11,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from ioi_superpose.models import HookedTransformer
-from ioi_superpose.models.toy import load_toy_checkpoint
-from ioi_superpose.toy.batches import FeaturePrompts
-from ioi_superpose.toy.ground_truth import find_support
-from ioi_superpose.toy.skip_trigrams import SkipTrigramTask, feature_prompts
-from ioi_superpose.toy.support_scoring import (
+from ioi_superpose.groundtruth.exhaustive import find_support
+from ioi_superpose.groundtruth.support_scoring import (
     FeatureSupport,
     SupportComparison,
     compare_supports,
     micro_precision_recall,
     precision_recall,
 )
+from ioi_superpose.models import HookedTransformer
+from ioi_superpose.models.toy import load_toy_checkpoint
+from ioi_superpose.toy.batches import FeaturePrompts
+from ioi_superpose.toy.skip_trigrams import SkipTrigramTask, feature_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 # Fewer prompts and steps than the experiment script (128, 200): same supports, a third of the time.

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ioi_superpose.analysis import compare_directions, iou, stability
-from ioi_superpose.sweep import grid_points, parse_grid
+from ioi_superpose.cli.sweep import grid_points, parse_grid
+from ioi_superpose.results.analysis import compare_directions, iou, stability
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = """
@@ -37,7 +37,7 @@ def sweep_command(config: Path, out: Path) -> list[str]:
     return [
         sys.executable,
         "-m",
-        "ioi_superpose.sweep",
+        "ioi_superpose.cli.sweep",
         "--config",
         str(config),
         "--out",
@@ -124,7 +124,7 @@ def test_a_killed_sweep_resumes_skipping_finished_points(tmp_path):
 
 
 def test_batch_groups_hold_points_that_differ_only_in_batchable_keys():
-    from ioi_superpose.sweep import batch_groups
+    from ioi_superpose.cli.sweep import batch_groups
 
     points = grid_points(parse_grid(["model.direction=denoising,noising", "model.l1=0.1,0.2,0.3", "model.lr=1,2"]))
     groups = batch_groups(points, 4)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ioi_superpose.sweep import main
+from ioi_superpose.cli.sweep import main
 from tests.test_sweep import CONFIG, REPO
 
 GRID = ["--grid", "model.init=0.5,1.0"]  # two points whose α differ, so a mix-up of points cannot pass
@@ -40,7 +40,7 @@ def test_the_sweep_imports_without_ray_and_names_the_extra_when_asked_for_it(tmp
     # A Python in which `import ray` fails, as where the extra is not installed.
     script = (
         "import sys; sys.modules['ray'] = None\n"
-        "import ioi_superpose.sweep as sweep\n"
+        "import ioi_superpose.cli.sweep as sweep\n"
         f"sweep.main(['--config', {str(config)!r}, '--out', {str(tmp_path / 'out')!r}, '--scheduler', 'ray'])\n"
     )
     finished = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ioi_superpose.train import main
+from ioi_superpose.cli.train import main
 
 TOY_IOI = str(Path(__file__).resolve().parents[1] / "checkpoints" / "toy_ioi.pt")
 

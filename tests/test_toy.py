@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 from conftest import hooks_attached
 
+from ioi_superpose.cli.train_toy import main
+from ioi_superpose.groundtruth.exhaustive import find_support, head_subsets, patched_logit_diffs
 from ioi_superpose.models.toy import attn_only_config, build_toy_model, load_toy_checkpoint, save_toy_checkpoint
 from ioi_superpose.toy.batches import IGNORE_INDEX
 from ioi_superpose.toy.export import evaluate_groups
-from ioi_superpose.toy.ground_truth import find_support, head_subsets, patched_logit_diffs
 from ioi_superpose.toy.skip_trigrams import (
     SeededBatches,
     SkipTrigramDataModule,
@@ -23,7 +24,6 @@ from ioi_superpose.toy.skip_trigrams import (
     sample_batch,
 )
 from ioi_superpose.toy.training import ToyModelTraining
-from ioi_superpose.train_toy import main
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = {

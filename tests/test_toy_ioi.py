@@ -104,7 +104,7 @@ def test_ioi_datamodule_runs_on_the_toy_checkpoint():
 
 
 def test_main_job_smoke_on_the_toy_checkpoint(tmp_path, monkeypatch):
-    from ioi_superpose.train import main
+    from ioi_superpose.cli.train import main
 
     monkeypatch.chdir(tmp_path)
     torch.set_num_threads(2)  # the config's TorchThreads callback runs the job on 1 and restores this after

@@ -10,52 +10,74 @@ One job per module:
 - `name_embeddings`: the frozen random name vectors toy IOI trains with (`FrozenNameEmbeddings`).
 - `training`: the LightningModule that trains a toy model (`ToyModelTraining`, `GroupAccuracy`).
 - `export`: the callbacks that write a trained toy model and its metrics (`ExportToyModel`, `ExportToyIOIModel`).
-- `ground_truth`: exhaustive head-subset patching, each feature's head support (`find_support`).
-- `support_scoring`: learned combination vs ground-truth support, precision / recall (`compare_supports`).
 
-The core package never imports this one; `train_toy.py`, the tests and the experiments do. Loading a
-toy checkpoint file is `models/`' job (`models/toy.py`).
+The core package never imports this one; `cli/train_toy.py`, `groundtruth/`, the tests and the experiments do.
+Planted models, exhaustive subset search and support scoring are `groundtruth/`'s. Loading a
+toy checkpoint file is `models/`' job (`models/toy.py`). The names below load on first use (PEP 562), so
+`groundtruth/` can import `toy.batches` while `toy.export` imports `groundtruth.exhaustive`.
 """
 
-from ioi_superpose.toy.batches import IGNORE_INDEX, FeaturePrompts, TokenBatch
-from ioi_superpose.toy.export import ExportToyIOIModel, ExportToyModel, evaluate_groups
-from ioi_superpose.toy.ground_truth import SupportResult, find_support, head_subsets, patched_logit_diffs, subset_name
-from ioi_superpose.toy.ioi_metrics import IOIMetrics, ioi_metrics
-from ioi_superpose.toy.ioi_task import ToyIOIDataModule, io_labels, mirror_template
-from ioi_superpose.toy.ioi_vocabulary import toy_ioi_tokenizer, toy_ioi_vocabulary
-from ioi_superpose.toy.name_embeddings import FrozenNameEmbeddings, name_vectors
-from ioi_superpose.toy.skip_trigrams import SkipTrigramDataModule, SkipTrigramTask, feature_prompts, sample_batch
-from ioi_superpose.toy.support_scoring import SupportComparison, compare_supports, precision_recall
-from ioi_superpose.toy.training import GroupAccuracy, ToyModelTraining
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_MODULES: dict[str, str] = {
+    "ExportToyIOIModel": "export",
+    "ExportToyModel": "export",
+    "FeaturePrompts": "batches",
+    "FrozenNameEmbeddings": "name_embeddings",
+    "GroupAccuracy": "training",
+    "IGNORE_INDEX": "batches",
+    "SkipTrigramDataModule": "skip_trigrams",
+    "SkipTrigramTask": "skip_trigrams",
+    "TokenBatch": "batches",
+    "ToyIOIDataModule": "ioi_task",
+    "ToyModelTraining": "training",
+    "evaluate_groups": "export",
+    "feature_prompts": "skip_trigrams",
+    "io_labels": "ioi_task",
+    "mirror_template": "ioi_task",
+    "name_vectors": "name_embeddings",
+    "sample_batch": "skip_trigrams",
+    "toy_ioi_tokenizer": "ioi_vocabulary",
+    "toy_ioi_vocabulary": "ioi_vocabulary",
+}
 __all__ = [
-    "IGNORE_INDEX",
     "ExportToyIOIModel",
     "ExportToyModel",
     "FeaturePrompts",
     "FrozenNameEmbeddings",
     "GroupAccuracy",
+    "IGNORE_INDEX",
     "IOIMetrics",
     "SkipTrigramDataModule",
     "SkipTrigramTask",
-    "SupportComparison",
-    "SupportResult",
     "TokenBatch",
     "ToyIOIDataModule",
     "ToyModelTraining",
-    "compare_supports",
     "evaluate_groups",
     "feature_prompts",
-    "find_support",
-    "head_subsets",
     "io_labels",
     "ioi_metrics",
     "mirror_template",
     "name_vectors",
-    "patched_logit_diffs",
-    "precision_recall",
     "sample_batch",
-    "subset_name",
     "toy_ioi_tokenizer",
     "toy_ioi_vocabulary",
 ]
+
+# Eager: the function `ioi_metrics` shares its module's name, and a lazy attribute would be shadowed by the
+# submodule once anything imported `toy.ioi_metrics`.
+from ioi_superpose.toy.ioi_metrics import IOIMetrics, ioi_metrics  # noqa: E402
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MODULES:
+        return getattr(importlib.import_module(f"ioi_superpose.toy.{_MODULES[name]}"), name)
+    raise AttributeError(f"module 'ioi_superpose.toy' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

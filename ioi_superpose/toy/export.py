@@ -2,7 +2,7 @@
 JSON beside it.
 
 - `ExportToyModel`: any toy task (`ToyTaskData`): per-group accuracy on fresh seeded data and, for
-  tasks with known features (`GroundTruthTaskData`), each feature's head support (`toy/ground_truth.py`).
+  tasks with known features (`GroundTruthTaskData`), each feature's head support (`groundtruth/exhaustive.py`).
 - `ExportToyIOIModel`: the same plus IOI metrics per name split and template family (`ToyIOIDataModule`).
 
 Both JSON files are written atomically by `files.write_json`, which refuses NaN: numbers that can be
@@ -20,6 +20,7 @@ import lightning as L
 import torch
 
 from ioi_superpose.files import write_json
+from ioi_superpose.groundtruth.exhaustive import find_support
 from ioi_superpose.models import HookedTransformer
 from ioi_superpose.models.toy import (
     attn_only_config,
@@ -29,7 +30,6 @@ from ioi_superpose.models.toy import (
     toy_config_kwargs,
 )
 from ioi_superpose.toy.batches import FeaturePrompts, TokenBatch
-from ioi_superpose.toy.ground_truth import find_support
 from ioi_superpose.toy.ioi_metrics import ioi_metrics
 from ioi_superpose.toy.ioi_task import ToyIOIDataModule
 from ioi_superpose.toy.name_embeddings import FrozenNameEmbeddings

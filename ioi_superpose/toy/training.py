@@ -20,6 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from torchmetrics import Metric
 
+from ioi_superpose.engine.runs import hook_name
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer
 from ioi_superpose.models.toy import (
@@ -29,7 +30,6 @@ from ioi_superpose.models.toy import (
     load_toy_checkpoint,
     toy_config_kwargs,
 )
-from ioi_superpose.runs import hook_name
 from ioi_superpose.toy.batches import IGNORE_INDEX, TokenBatch
 
 

@@ -1,0 +1,1 @@
+"""Baselines: activation / attribution / path patching, direct logit attribution, and their callbacks."""

@@ -1,0 +1,35 @@
+"""`python -m ioi_superpose.benchmark`: score every head-finding method on the planted ground-truth cases.
+
+Writes experiments/reports/benchmark.md and benchmark.json; the logic is `ioi_superpose.groundtruth.benchmark`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from ioi_superpose.files import atomic_write, write_json
+from ioi_superpose.groundtruth.benchmark import markdown, run_benchmark
+
+REPORTS = Path(__file__).resolve().parents[2] / "experiments" / "reports"
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    start = time.perf_counter()
+    report = run_benchmark()
+    text = markdown(report)
+    write_json(REPORTS / "benchmark.json", report)
+    atomic_write(REPORTS / "benchmark.md", lambda name: Path(name).write_text(text))
+    print(text)
+    print(f"wall time {time.perf_counter() - start:.1f} s; wrote {REPORTS / 'benchmark.md'} and benchmark.json")
+
+
+if __name__ == "__main__":
+    main()

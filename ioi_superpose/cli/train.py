@@ -1,0 +1,200 @@
+"""`python -m ioi_superpose.train {fit,validate,test} --config experiments/….yaml`
+
+Learns a sparse head combination on IOI with a frozen model. After `fit`, the run directory (printed at
+the end) holds `summary.json`, `coefficients.pt`, `coefficients.png`, the baselines' figures, the
+max-activating examples (`max_activating.md` / `.json`, options `--max_activating.*`), checkpoints and
+TensorBoard logs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from ioi_superpose.baselines.callbacks import HeadBaseline, log_figure
+from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
+from ioi_superpose.callbacks.coefficients import CoefficientPlots
+from ioi_superpose.corpus import write_corpus_examples
+from ioi_superpose.data.datamodule import IOIDataModule
+from ioi_superpose.errors import ConfigError, UserFacingError
+from ioi_superpose.results.analysis import distribution
+from ioi_superpose.results.max_activating import MaxActivatingOptions
+from ioi_superpose.results.pareto import pareto_figures
+from ioi_superpose.results.per_prompt import per_prompt_recoveries
+from ioi_superpose.results.summary import RunWriter, build_summary
+from ioi_superpose.training.system import HeadSuperposition
+
+TRAINER_DEFAULTS = {
+    "max_epochs": 5,
+    "log_every_n_steps": 5,
+    "default_root_dir": "runs",
+    # The datamodule shards the data itself: seeded, resumable order, and no padding of evaluation sets.
+    "use_distributed_sampler": False,
+    "logger": {
+        "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": "runs", "name": "ioi_superpose"},
+    },
+}
+LINKED_MODEL_ARGUMENTS = ("test_sets",)
+"""Model arguments the CLI sets from the datamodule, never from the command line or a checkpoint."""
+
+
+class SuperposeCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # One model name for both: the datamodule tokenizes with the model's tokenizer.
+        parser.link_arguments("model.model_name", "data.model_name")
+        parser.link_arguments("data.test_set_names", "model.test_sets", apply_on="instantiate")
+        parser.add_lightning_class_args(BestAndLastCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min", "checkpoint.save_last": True})
+        parser.add_lightning_class_args(CoefficientPlots, "coefficient_plots")
+        # Options only, not a callback: the table is made once, in `after_fit`, from the final combination.
+        parser.add_class_arguments(MaxActivatingOptions, "max_activating")
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning replaces the model's settings by those stored in `--ckpt_path`, silently. Ours
+        refuses a checkpoint whose settings differ from the ones asked for, naming each difference, and
+        a file that is not a readable checkpoint."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path:
+            return
+        if not Path(ckpt_path).is_file():
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path}: no such file. Give a checkpoint written by a run, e.g. "
+                "runs/…/checkpoints/last.ckpt."
+            )
+        try:
+            checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        except Exception as error:  # truncated, not a torch file, or not ours
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path} is not a readable checkpoint ({type(error).__name__}: "
+                f"{str(error).splitlines()[0] if str(error) else 'no details'}). It may be truncated (a run "
+                "killed while saving); use another checkpoint of the run, e.g. its last.ckpt."
+            ) from None
+        saved = dict(checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {})
+        asked = self.config[subcommand]["model"]
+        differences = [
+            f"--model.{key}: the checkpoint has {value!r}, this run asks for {asked.get(key)!r}"
+            for key, value in saved.items()
+            if not key.startswith("_")
+            and key not in LINKED_MODEL_ARGUMENTS
+            and key in asked
+            and _comparable(asked.get(key)) != _comparable(value)
+        ]
+        if differences:
+            raise ConfigError(
+                f"--ckpt_path {ckpt_path} was saved by a run with other settings:\n  "
+                + "\n  ".join(differences)
+                + "\nResume with the settings the checkpoint was made with (its run's config.yaml), or start a "
+                "new run without --ckpt_path."
+            )
+
+    def before_fit(self) -> None:
+        if self.datamodule.hparams.get("corpus") and self.model.hparams.get("combination") == "rotation":
+            raise ConfigError(
+                "--data.corpus ranks positions by head weights; --model.combination rotation learns directions, "
+                "not head weights: leave --data.corpus unset for rotation runs."
+            )
+        for logger in self.trainer.loggers:
+            save_dir = getattr(logger, "save_dir", None)
+            if save_dir is not None:
+                try:
+                    Path(save_dir).mkdir(parents=True, exist_ok=True)
+                except OSError as error:
+                    raise ConfigError(
+                        f"The run directory {save_dir} cannot be created ({error.strerror}). Choose a writable "
+                        "place with --trainer.logger.init_args.save_dir (and --trainer.default_root_dir)."
+                    ) from None
+
+    def after_fit(self) -> None:
+        """Evaluate the final α on validation and every test set, then write the run's results."""
+        if self.trainer.interrupted:
+            return
+        config = self.config.get(self.config["subcommand"]).as_dict()
+        # The max-activating table reads the final combination (after pruning), like the summary.
+        write_results(self.trainer, self.model, self.datamodule, config, self._get(self.config_init, "max_activating"))
+
+
+def write_results(
+    trainer: L.Trainer,
+    model: HeadSuperposition,
+    datamodule: IOIDataModule,
+    config: dict,
+    max_activating: MaxActivatingOptions,
+) -> None:
+    """After fit: evaluate `model`'s final α on validation and every test set, write the run directory
+    (`trainer`'s log dir) and print where. Also the end of every member of a batched fit
+    (`ioi_superpose.cli.train_batched`), whose baselines were not computed by a fit of `trainer`'s: they
+    are computed here."""
+    val_metrics = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
+    test_metrics: dict[str, float] = {}
+    for per_loader in trainer.test(model, datamodule=datamodule, verbose=False):
+        test_metrics.update(per_loader)
+    run_dir = trainer.log_dir  # a collective call under DDP: every rank makes it, then rank 0 writes
+    if not trainer.is_global_zero:
+        return
+    baselines = [callback for callback in trainer.callbacks if isinstance(callback, HeadBaseline)]
+    # Each stage ends by moving the module to the CPU: the summary's own runs go back to the device.
+    model.to(trainer.strategy.root_device).eval()
+    # A batched member's trainer did not fit: its baselines (α-independent) are computed now, through the
+    # hooks a fit calls, in that order (the top-k curves of `on_train_start` read the other baselines' scores).
+    unfitted = [baseline for baseline in baselines if baseline.effect is None]
+    for hook in ("on_fit_start", "on_train_start"):
+        for baseline in unfitted:
+            getattr(baseline, hook)(trainer, model)
+    splits = datamodule.splits
+    per_prompt = {
+        name: distribution(per_prompt_recoveries(model, splits[name])) for name in ["val", *datamodule.test_set_names]
+    }
+    summary = build_summary(model, val_metrics, test_metrics, datamodule.test_set_names, config, baselines, per_prompt)
+    for set_name, figure in pareto_figures([summary]).items():  # this run's point on every set's front
+        log_figure(trainer, f"pareto/{set_name}", figure)
+    if run_dir is None:  # fast_dev_run and logger=False runs keep no files
+        print("No run directory (fast_dev_run or no logger): results not written.")
+        return
+    # Before RunWriter: its summary.json, written last, marks the run directory complete.
+    corpus_paths = (write_corpus_examples(model, datamodule.hparams.corpus, run_dir, max_activating.k)
+                    if datamodule.hparams.get("corpus") else {})  # fmt: skip
+    paths = RunWriter(run_dir).write(model, summary, baselines, max_activating.run(model, datamodule))
+    paths.update(corpus_paths)
+    recovery = summary["recovery"]
+
+    def shown(value: float | None) -> str:
+        return "n/a (clean ≈ corrupted)" if value is None else f"{value:.3f}"
+
+    print(
+        f"\nLearned α: L0 = {summary['l0']} of {summary['n_heads_total']} heads, "
+        f"val recovery {shown(recovery['val'])}; test recovery "
+        + ", ".join(f"{name} {shown(value)}" for name, value in recovery["test"].items())
+    )
+    for name, path in paths.items():
+        print(f"  {name:<15} {path}")
+    print(f"  {'tensorboard':<15} tensorboard --logdir {Path(run_dir).parent}")
+
+
+def _comparable(value: object) -> object:
+    """Config values as the parser and a checkpoint hold them (tuples become lists in YAML)."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def main(args: list[str] | None = None) -> None:
+    try:
+        SuperposeCLI(
+            HeadSuperposition,
+            IOIDataModule,
+            trainer_defaults=TRAINER_DEFAULTS,
+            seed_everything_default=0,
+            args=args,
+            parser_kwargs={"description": __doc__},
+        )
+    except UserFacingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

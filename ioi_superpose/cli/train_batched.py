@@ -1,0 +1,128 @@
+"""`python -m ioi_superpose.train_batched --member "--config X.yaml --model.l1=0.01 …" --member "…" …`
+
+K training runs that differ only in batchable settings (`batched.BATCHABLE`: `--model.l1`, `init`, `lr`,
+`gate_seed`) trained in one process, in one batched forward of the frozen model per step (K × batch
+rows; `ioi_superpose.training.batched`). Each `--member` holds the arguments of one `python -m
+ioi_superpose.cli.train fit` run (without `fit`); each member ends exactly as that run ends: its final α
+evaluated on validation and every test set, its baselines, and its run directory written by the same
+code (`train.write_results`: `summary.json`, `coefficients.pt`, figures). What a batched member does not
+leave: checkpoints (`checkpoints/*.ckpt`) and training curves in TensorBoard (the group has one fit, with
+no logger), so a group stopped part-way cannot resume: it is trained again from its first step. The
+sweep runs its groups through this (`python -m ioi_superpose.sweep … --batch_variants K`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import SaveConfigCallback
+
+from ioi_superpose.baselines.callbacks import HeadBaseline
+from ioi_superpose.callbacks.coefficients import CoefficientPlots
+from ioi_superpose.cli.train import TRAINER_DEFAULTS, SuperposeCLI, write_results
+from ioi_superpose.data.datamodule import IOIDataModule
+from ioi_superpose.errors import ConfigError, UserFacingError
+from ioi_superpose.training.batched import BatchedSuperposition
+from ioi_superpose.training.system import HeadSuperposition
+
+GROUP_TRAINER_OFF = ("logger", "callbacks", "enable_checkpointing", "enable_progress_bar", "default_root_dir")
+"""Trainer settings of the members that the group's own fit replaces (it keeps no logs or checkpoints)."""
+
+
+MEMBER_CALLBACKS = (HeadBaseline, ModelCheckpoint, CoefficientPlots, SaveConfigCallback)
+"""Callbacks that belong to each member's run (its baselines, checkpoints, α plots and config.yaml), not to
+the group's fit."""
+
+
+def member_cli(args: Sequence[str]) -> SuperposeCLI:
+    """One member's settings, parsed and instantiated as `train fit` would, without running anything."""
+    return SuperposeCLI(
+        HeadSuperposition,
+        IOIDataModule,
+        trainer_defaults=TRAINER_DEFAULTS,
+        seed_everything_default=0,
+        args=list(args),
+        run=False,
+        # A group stopped part-way is trained again from scratch: its members' config.yaml is rewritten.
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+def check_same_run(clis: Sequence[SuperposeCLI]) -> None:
+    """Members must share the data, the seed and the training schedule (the model's own settings are
+    checked by `batched.check_batchable`)."""
+    first = clis[0].config
+
+    def trainer_settings(config: object) -> dict:
+        return {k: v for k, v in config["trainer"].as_dict().items() if k not in ("logger", "default_root_dir")}
+
+    for k, cli in enumerate(clis[1:], start=1):
+        for name, mine, theirs in (
+            ("seed_everything", first["seed_everything"], cli.config["seed_everything"]),
+            ("data", first["data"].as_dict(), cli.config["data"].as_dict()),
+            ("trainer", trainer_settings(first), trainer_settings(cli.config)),
+        ):
+            if mine != theirs:
+                raise ConfigError(
+                    f"batched member {k} has other --{name} settings than member 0; only --model.l1, init, lr and "
+                    "gate_seed may differ within a group."
+                )
+
+
+def group_trainer(cli: SuperposeCLI) -> L.Trainer:
+    """A Trainer with member 0's schedule and its non-baseline callbacks (e.g. `TorchThreads`), no
+    logger and no checkpoints."""
+    settings = {k: v for k, v in cli.config["trainer"].as_dict().items() if k not in GROUP_TRAINER_OFF}
+    callbacks = [
+        callback
+        for callback in cli.config_init["trainer"].get("callbacks") or []
+        if not isinstance(callback, MEMBER_CALLBACKS)
+    ]
+    return L.Trainer(
+        **settings, callbacks=callbacks, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+
+
+def fit_group(members: Sequence[Sequence[str]]) -> None:
+    """Train the members in one batched fit, then evaluate and write each as its own run would."""
+    clis = [member_cli(args) for args in members]
+    check_same_run(clis)
+    systems = [cli.model for cli in clis]
+    for system in systems[1:]:  # one frozen model for all (each CLI loaded its own; those copies are dropped)
+        object.__setattr__(system, "frozen", systems[0].frozen)
+    for cli in clis:
+        cli.before_fit()  # the run directories can be made (a clear error otherwise)
+    L.seed_everything(clis[0].config["seed_everything"], verbose=False)  # as `train fit` seeds right before fit
+    trainer = group_trainer(clis[0])
+    trainer.fit(BatchedSuperposition(systems), datamodule=clis[0].datamodule)
+    if trainer.interrupted:
+        raise UserFacingError("the batched fit was interrupted; no member's results were written.")
+    for cli in clis:
+        write_results(cli.trainer, cli.model, cli.datamodule, cli.config.as_dict(),
+                      cli._get(cli.config_init, "max_activating"))  # fmt: skip
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m ioi_superpose.train_batched", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.add_argument(
+        "--member", action="append", required=True, metavar="ARGS",
+        help="one run's arguments, as for `python -m ioi_superpose.train fit` (quoted; repeat once per member)",
+    )  # fmt: skip
+    parsed = parser.parse_args(args)
+    try:
+        fit_group([shlex.split(member) for member in parsed.member])
+    except UserFacingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""`hard_concrete`: a stochastic L0 gate per head (Louizos et al. 2018)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ioi_superpose.combinations.base import LearnedFamily, mix
+from ioi_superpose.errors import ConfigError
+
+HARD_CONCRETE_STRETCH = (-0.1, 1.1)
+"""(γ, ζ) of the hard-concrete distribution (Louizos et al. 2018): the concrete sample in (0, 1) is
+stretched to (γ, ζ) and clamped to [0, 1], so a gate is exactly 0 or 1 with non-zero probability."""
+
+
+
+class HardConcreteCombination(LearnedFamily):
+    """`hard_concrete`: a stochastic L0 gate per head (Louizos et al. 2018; as in subnetwork probing and
+    Edge Pruning). Training samples u ~ U(0, 1) and gates g = clamp(σ((log u − log(1−u) + log α)/β)(ζ−γ)+γ,
+    0, 1) with temperature β (default 2/3) and stretch (γ, ζ) = (−0.1, 1.1); the penalty is the expected
+    number of open gates Σ σ(log α − β log(−γ/ζ)). In evaluation (`self.training` false) the gate is
+    deterministic, clamp(σ(log α)(ζ−γ)+γ, 0, 1) — `coefficients`. Sampling uses its own generator seeded
+    with `seed` (the global RNG is untouched), so a run is reproducible.
+    """
+
+    family = "hard_concrete"
+
+    def __init__(
+        self, n_layers: int, n_heads: int, init: float = 1.0, temperature: float = 2 / 3, seed: int = 0
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= init <= 1.0:
+            raise ConfigError(
+                f"--model.init={init} is outside [0, 1]; a hard_concrete gate's initial value is in [0, 1]."
+            )
+        if temperature <= 0:
+            raise ConfigError(f"--model.temperature must be > 0 (the hard-concrete temperature β), got {temperature}.")
+        self.temperature, self.seed = float(temperature), int(seed)
+        self.gamma, self.zeta = HARD_CONCRETE_STRETCH
+        # The log α whose deterministic gate is `init` (probabilities kept inside (0.001, 0.999)).
+        p = min(max((init - self.gamma) / (self.zeta - self.gamma), 1e-3), 1 - 1e-3)
+        self.log_alpha = nn.Parameter(torch.full((n_layers, n_heads), math.log(p / (1 - p))))
+        self._generator: torch.Generator | None = None
+
+    def _noise(self, shape: torch.Size, device: torch.device) -> Tensor:
+        if self._generator is None or self._generator.device != device:
+            self._generator = torch.Generator(device=device).manual_seed(self.seed)
+        return torch.rand(shape, generator=self._generator, device=device).clamp(1e-6, 1 - 1e-6)
+
+    def gates(self, log_alpha: Tensor) -> Tensor:
+        if self.training:
+            u = self._noise(log_alpha.shape, log_alpha.device)
+            s = torch.sigmoid((u.log() - (1 - u).log() + log_alpha) / self.temperature)
+        else:
+            s = torch.sigmoid(log_alpha)
+        return (s * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
+
+    @property
+    def coefficients(self) -> Tensor:
+        """The deterministic (evaluation) gates [layer, head]."""
+        return (torch.sigmoid(self.log_alpha) * (self.zeta - self.gamma) + self.gamma).clamp(0.0, 1.0)
+
+    def forward(self, layer: int, z_base: Tensor, z_source: Tensor) -> Tensor:
+        return mix(z_base, z_source, self.gates(self.log_alpha[layer])[None])
+
+    def penalty(self) -> Tensor:
+        return torch.sigmoid(self.log_alpha - self.temperature * math.log(-self.gamma / self.zeta)).sum()
+
+    @torch.no_grad()
+    def set_mask_(self, mask: Tensor) -> None:
+        self.log_alpha.copy_(torch.where(mask.bool().to(self.log_alpha.device), 10.0, -10.0))

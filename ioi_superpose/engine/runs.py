@@ -1,0 +1,487 @@
+"""Runs of a frozen model: hook names, heads, the base/source mapping, capture, and one patched run.
+
+Vocabulary used throughout the package:
+
+- **base run**: the run we intervene on; **source run**: where patched values come from. Denoising
+  (TransformerLens's convention) = base corrupted, source clean; noising = base clean, source corrupted.
+- **variant**: one patched forward of the whole batch. Variants are folded into the batch (row
+  `v * batch + b` is prompt `b` of variant `v`) and chunked to at most `max_rows` rows per forward.
+
+Every patched run of head outputs goes through `patched_end_logits` with a `Combination`
+(`ioi_superpose.combinations`): one-hot weights are single-head activation patching, 0/1 weights
+subset patching, a learned α the learned combination. Variants that leave the first layers untouched
+start from the base run's cached residual stream at their first patched layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeVar, get_args
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ioi_superpose.combinations import Combination, HeadWeights
+from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine import fast_forward
+from ioi_superpose.engine.fast_forward import Runner
+from ioi_superpose.errors import ConfigError
+from ioi_superpose.models import HookedTransformer, HookPoint
+
+Head = tuple[int, int]
+"""(layer, head)."""
+Direction = Literal["denoising", "noising"]
+DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
+Hook = tuple[str, Callable[..., Tensor | None]]
+T = TypeVar("T")
+
+DEFAULT_MAX_ROWS = 128
+"""Rows (prompts × variants) per folded forward: GPT-2-small full logits of 128 × 16 tokens are 0.4 GB."""
+
+_HOOK_NAMES: dict[str, str] = {
+    "z": "blocks.{}.attn.hook_z",
+    "q": "blocks.{}.attn.hook_q",
+    "k": "blocks.{}.attn.hook_k",
+    "v": "blocks.{}.attn.hook_v",
+    "pattern": "blocks.{}.attn.hook_pattern",
+    "resid_pre": "blocks.{}.hook_resid_pre",
+    "resid_mid": "blocks.{}.hook_resid_mid",
+    "resid_post": "blocks.{}.hook_resid_post",
+    "attn_out": "blocks.{}.hook_attn_out",
+    "mlp_out": "blocks.{}.hook_mlp_out",
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Names and the base/source mapping.
+
+
+def hook_name(activation: str, layer: int) -> str:
+    """TransformerLens hook name, e.g. `hook_name("z", 3) == "blocks.3.attn.hook_z"`."""
+    if activation not in _HOOK_NAMES:
+        raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(_HOOK_NAMES)}")
+    return _HOOK_NAMES[activation].format(layer)
+
+
+def layer_of(name: str) -> int:
+    """The layer of a `blocks.{layer}.…` hook name."""
+    return int(name.split(".")[1])
+
+
+def z_names(model: HookedTransformer) -> list[str]:
+    return [hook_name("z", layer) for layer in range(model.cfg.n_layers)]
+
+
+def check_direction(direction: str, option: str = "direction") -> Direction:
+    if direction not in DIRECTIONS:
+        raise ConfigError(f"{option} must be 'denoising' or 'noising', got {direction!r}.")
+    return direction  # type: ignore[return-value]
+
+
+def base_and_source(clean: T, corrupted: T, direction: Direction) -> tuple[T, T]:
+    """(base, source) for a direction: denoising patches clean into corrupted. Works on tokens,
+    logits or anything else that comes in a clean/corrupted pair."""
+    check_direction(direction)
+    return (corrupted, clean) if direction == "denoising" else (clean, corrupted)
+
+
+def clean_and_corrupted(base: T, source: T, direction: Direction) -> tuple[T, T]:
+    """The inverse of `base_and_source`."""
+    check_direction(direction)
+    return (source, base) if direction == "denoising" else (base, source)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading the answer at END.
+
+
+def gather_end(
+    activations: Float[Tensor, "batch pos *rest"], end_positions: Int[Tensor, " batch"]
+) -> Float[Tensor, "batch *rest"]:
+    """The activation at each prompt's END position (prompts are right-padded)."""
+    rows = torch.arange(activations.shape[0], device=activations.device)
+    return activations[rows, end_positions.to(activations.device)]
+
+
+def unembed_at_end(
+    model: HookedTransformer,
+    final_residual: Float[Tensor, "batch pos d_model"],
+    end_positions: Int[Tensor, " batch"],
+    vocab_index: Int[Tensor, "batch k"] | None = None,
+) -> Float[Tensor, "batch k"]:
+    """Logits at END only, for the `vocab_index` tokens only (the whole vocabulary when None).
+
+    Unembedding every position over 50k tokens costs about a third of a GPT-2-small forward; the
+    metrics read two logits per prompt.
+    """
+    return unembed_residual(model, gather_end(final_residual, end_positions), vocab_index)
+
+
+def unembed_residual(
+    model: HookedTransformer,
+    residual: Float[Tensor, "batch d_model"],
+    vocab_index: Int[Tensor, "batch k"] | None = None,
+) -> Float[Tensor, "batch k"]:
+    """`ln_final` and the unembedding of one residual vector per prompt (the `vocab_index` tokens, or all)."""
+    if hasattr(model, "ln_final"):  # models without normalisation have none
+        residual = model.ln_final(residual[:, None, :])[:, 0, :]
+    if vocab_index is None:
+        return residual @ model.W_U + model.b_U
+    vocab_index = vocab_index.to(residual.device)
+    unembed_columns = model.W_U.T[vocab_index]  # [batch, k, d_model]
+    return torch.einsum("bd,bkd->bk", residual, unembed_columns) + model.b_U[vocab_index]
+
+
+def check_token_ids(model: HookedTransformer, tokens: Tensor, name: str) -> None:
+    """Token ids must index the model's vocabulary (an embedding lookup would raise IndexError)."""
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= model.cfg.d_vocab):
+        raise ConfigError(
+            f"{name} holds token ids in [{int(tokens.min())}, {int(tokens.max())}], outside the model's "
+            f"vocabulary [0, {model.cfg.d_vocab - 1}]: tokenize with the model's own tokenizer."
+        )
+
+
+# --------------------------------------------------------------------------------------------------
+# The base run: embeddings once, residual prefix per layer, folded forwards from any layer.
+
+
+def fold(x: Tensor | None, variants: int) -> Tensor | None:
+    """Repeat a [batch, ...] tensor for `variants` variants, variant-major."""
+    if x is None or variants == 1:
+        return x
+    return x.repeat(variants, *([1] * (x.dim() - 1)))
+
+
+@dataclass
+class BaseRun:
+    """What every patched forward of one base batch shares: the embeddings and, when `prepare`d with
+    `prefixes`, the residual stream before every layer (so a variant patched from layer L starts at L)."""
+
+    model: HookedTransformer
+    batch: int
+    pos: int
+    embed: Float[Tensor, "batch pos d_model"]
+    shortformer_pos_embed: Float[Tensor, "batch pos d_model"] | None
+    attention_mask: Int[Tensor, "batch pos"] | None
+    acts: dict[str, Tensor]
+    """Base activations recorded by `prepare`."""
+
+    @classmethod
+    def prepare(
+        cls,
+        model: HookedTransformer,
+        tokens: Int[Tensor, "batch pos"],
+        names: Sequence[str] = (),
+        prefixes: bool = True,
+    ) -> "BaseRun":
+        """Embed the base tokens; record their residual prefixes (and `names`) in one no-grad forward."""
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be [batch, pos], got shape {tuple(tokens.shape)}")
+        check_token_ids(model, tokens, "tokens")
+        embed, _, shortformer, mask = model.input_to_embed(tokens.to(model.cfg.device))
+        run = cls(model, tokens.shape[0], tokens.shape[1], embed.detach(), shortformer, mask, {})
+        wanted = [hook_name("resid_pre", layer) for layer in range(1, model.cfg.n_layers)] if prefixes else []
+        run.acts = run.capture(list(dict.fromkeys(wanted + list(names))))
+        return run
+
+    def resid_pre(self, layer: int) -> Float[Tensor, "batch pos d_model"]:
+        return self.embed if layer == 0 else self.acts[hook_name("resid_pre", layer)]
+
+    def capture(self, names: Sequence[str]) -> dict[str, Tensor]:
+        """Activations at `names` of the unpatched run (stops after the last block needed)."""
+        return _record(self, names)
+
+    def run(
+        self,
+        resid: Float[Tensor, "rows pos d_model"],
+        start: int,
+        hooks: Sequence[Hook],
+        stop: int | None = None,
+        full_logits: bool = False,
+    ) -> Float[Tensor, "rows pos d"]:
+        """Blocks `start..stop` on a folded batch; the final residual (before ln_final) or the logits."""
+        variants = resid.shape[0] // self.batch
+        # TransformerLens computes these in input_to_embed; a start_at_layer forward needs them passed.
+        kwargs = dict(
+            shortformer_pos_embed=fold(self.shortformer_pos_embed, variants),
+            attention_mask=fold(self.attention_mask, variants),
+        )
+        with self.model.hooks(fwd_hooks=list(hooks)):
+            if full_logits:
+                return self.model(resid, start_at_layer=start, **kwargs)
+            stop = self.model.cfg.n_layers if stop is None else stop
+            return self.model(resid, start_at_layer=start, stop_at_layer=stop, **kwargs)
+
+    def end_logits(
+        self,
+        resid: Float[Tensor, "rows pos d_model"],
+        start: int,
+        hooks: Sequence[Hook],
+        end_positions: Int[Tensor, " batch"],
+        vocab_index: Int[Tensor, "batch k"] | None = None,
+        runner: Runner = "auto",
+    ) -> Float[Tensor, "variants batch k"]:
+        """Finish a folded forward from layer `start`; logits at END (the `vocab_index` tokens, or all).
+
+        When every hook is on `hook_z`, `runner` ("auto" by default, see `fast_forward`) may run them on
+        the fast runner, which calls each hook function where TransformerLens would; other hooks always
+        run in TransformerLens.
+        """
+        variants = resid.shape[0] // self.batch
+        ends, index = fold(end_positions, variants), fold(vocab_index, variants)
+        if all(name.endswith(".attn.hook_z") for name, _ in hooks) and (
+            fast_forward.resolve_runner(self.model, runner) == "fast"
+        ):
+            final = fast_forward.end_residual(
+                self.model, resid, start, ends, self._z_function(hooks),
+                fold(self.shortformer_pos_embed, variants), fold(self.attention_mask, variants),
+            )  # fmt: skip
+            return unembed_residual(self.model, final, index).view(variants, self.batch, -1)
+        final = self.run(resid, start, hooks)
+        return unembed_at_end(self.model, final, ends, index).view(variants, self.batch, -1)
+
+    def _z_function(self, hooks: Sequence[Hook]) -> fast_forward.ZFunction:
+        """The hook_z hooks as the fast runner's (layer, z) -> z, in order, with their HookPoints."""
+        by_layer: dict[int, list[Hook]] = {}
+        for name, fn in hooks:
+            by_layer.setdefault(layer_of(name), []).append((name, fn))
+
+        def z_fn(layer: int, z: Tensor) -> Tensor:
+            for name, fn in by_layer.get(layer, ()):
+                out = fn(z, self.model.hook_dict[name])
+                z = z if out is None else out
+            return z
+
+        return z_fn
+
+
+def _record(run: BaseRun, names: Sequence[str]) -> dict[str, Tensor]:
+    check_hooks_exist(run.model, names)
+    store: dict[str, Tensor] = {}
+
+    def save(act: Tensor, hook: HookPoint) -> None:
+        store[hook.name] = act.detach()
+
+    last_layer = max((layer_of(name) for name in names), default=-1)
+    if last_layer >= 0:
+        with torch.no_grad():
+            run.run(run.embed, 0, [(name, save) for name in names], stop=last_layer + 1)
+    return store
+
+
+def check_hooks_exist(model: HookedTransformer, names: Sequence[str]) -> None:
+    # Attention-only blocks still own MLP hook points, which never fire.
+    never_fire = ("hook_mlp_out", "hook_resid_mid", "hook_mlp_in") if model.cfg.attn_only else ()
+    missing = [n for n in names if n not in model.hook_dict or n.endswith(never_fire)]
+    if missing:
+        raise ValueError(f"the model has no hook point(s) {missing} (attn_only={model.cfg.attn_only})")
+
+
+def capture(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], names: Sequence[str]) -> dict[str, Tensor]:
+    """Activations at `names` of one unpatched, no-grad run of `tokens`."""
+    return BaseRun.prepare(model, tokens, names, prefixes=False).acts
+
+
+def head_z(
+    model: HookedTransformer, tokens: Int[Tensor, "batch pos"]
+) -> tuple[Float[Tensor, "layer batch pos head d_head"], Float[Tensor, "batch pos d_model"]]:
+    """Every layer's head outputs z and the final residual stream (before `ln_final`), in one run."""
+    final = hook_name("resid_post", model.cfg.n_layers - 1)
+    acts = capture(model, tokens, [*z_names(model), final])
+    return torch.stack([acts[name] for name in z_names(model)]), acts[final]
+
+
+def end_logits(
+    model: HookedTransformer,
+    tokens: Int[Tensor, "batch pos"],
+    end_positions: Int[Tensor, " batch"],
+    vocab_index: Int[Tensor, "batch k"] | None = None,
+) -> Float[Tensor, "batch k"]:
+    """Logits at END of the unpatched run (the `vocab_index` tokens, or the whole vocabulary)."""
+    check_token_ids(model, tokens, "tokens")
+    tokens = tokens.to(model.cfg.device)
+    return unembed_at_end(model, model(tokens, stop_at_layer=model.cfg.n_layers), end_positions, vocab_index)
+
+
+# --------------------------------------------------------------------------------------------------
+# The one patched run of head outputs.
+
+
+def chunks(n: int, size: int) -> Iterator[range]:
+    for start in range(0, n, size):
+        yield range(start, min(n, start + size))
+
+
+def variants_per_chunk(max_rows: int, batch: int) -> int:
+    if max_rows < 1:
+        raise ValueError(f"rows per folded forward (max_batch, max_rows) must be >= 1, got {max_rows}")
+    return max(1, max_rows // batch)
+
+
+def patched_end_logits(
+    base: BaseRun,
+    source_z: Float[Tensor, "layer batch pos head d_head"],
+    combination: Combination,
+    end_positions: Int[Tensor, " batch"],
+    vocab_index: Int[Tensor, "batch k"] | None = None,
+    *,
+    max_rows: int = DEFAULT_MAX_ROWS,
+    runner: Runner = "auto",
+) -> Float[Tensor, "variants batch k"]:
+    """Logits at END of the base run with every layer's z mixed towards `source_z` by `combination`.
+
+    Runs under the caller's grad mode: with a learned combination, gradients reach its weights. Hooks
+    live only inside the forward (TransformerLens removes them on exit, also on error). A `base`
+    prepared with prefixes lets each chunk of variants start at its first patched layer.
+
+    `runner`: "auto" uses `ioi_superpose.engine.fast_forward` (no hooks, fused kernels, the last block at END
+    only) where it supports the model and otherwise TransformerLens hooks with a warning; "fast" and
+    "hooks" force one (see `fast_forward`).
+    """
+    n_layers = base.model.cfg.n_layers
+    if tuple(source_z.shape[:2]) != (n_layers, base.batch) or source_z.shape[2] < base.pos:
+        raise ValueError(
+            f"source_z has shape {tuple(source_z.shape)}; expected [n_layers={n_layers}, batch={base.batch}, "
+            f"pos>={base.pos}, head, d_head] (clean and corrupted prompts must align)"
+        )
+    source_z = source_z[:, :, : base.pos]
+    has_prefixes = n_layers == 1 or hook_name("resid_pre", 1) in base.acts
+    per_chunk = variants_per_chunk(max_rows, base.batch)
+    outputs = []
+    for rows in chunks(combination.n_variants, per_chunk):
+        part = combination.select(rows)
+        start = min(part.first_layer(), n_layers - 1) if has_prefixes else 0
+
+        def mix(z: Tensor, hook: HookPoint, part: Combination = part, variants: int = len(rows)) -> Tensor:
+            layer = layer_of(hook.name)
+            folded = z.reshape(variants, base.batch, *z.shape[1:])  # [variant, batch, pos, head, d_head]
+            return part(layer, folded, source_z[layer]).reshape(z.shape)
+
+        hooks = [(hook_name("z", layer), mix) for layer in range(start, n_layers)]
+        resid = fold(base.resid_pre(start), len(rows))
+        outputs.append(base.end_logits(resid, start, hooks, end_positions, vocab_index, runner))
+    return torch.cat(outputs)
+
+
+# --------------------------------------------------------------------------------------------------
+# A contrast batch: the unpatched runs it is measured against, and patched runs on it.
+
+
+def logit_diff(answer_logits: Float[Tensor, "*batch 2"]) -> Float[Tensor, "*batch"]:
+    """Correct-answer logit minus incorrect-answer logit, per prompt."""
+    return answer_logits[..., 0] - answer_logits[..., 1]
+
+
+def normalised_recovery(
+    patched: Float[Tensor, "*any"], corrupted: float | Tensor, clean: float | Tensor
+) -> Float[Tensor, "*any"]:
+    """0 = the corrupted run, 1 = the clean run, >1 better than clean, <0 worse than corrupted."""
+    return (patched - corrupted) / (clean - corrupted)
+
+
+@dataclass
+class Reference:
+    """The unpatched base and source runs of one batch, in one direction. The model is frozen, so per
+    prompt these never change (`HeadSuperposition` caches them)."""
+
+    direction: Direction
+    source_z: Float[Tensor, "layer batch pos head d_head"]
+    source_answer_logits: Float[Tensor, "batch 2"]
+    base_answer_logits: Float[Tensor, "batch 2"]
+    source_log_probs: Float[Tensor, "batch vocab"] | None = None
+    """At END; only when asked for (the kl objective)."""
+
+    def clean_and_corrupted(self) -> tuple[Float[Tensor, "batch 2"], Float[Tensor, "batch 2"]]:
+        return clean_and_corrupted(self.base_answer_logits, self.source_answer_logits, self.direction)
+
+    def effect(self, patched: Float[Tensor, "*variants batch 2"]) -> Float[Tensor, "*variants"]:
+        """How far a patch moves the mean logit difference from the base run (0) to the source run (1)."""
+        base, source = logit_diff(self.base_answer_logits).mean(), logit_diff(self.source_answer_logits).mean()
+        return normalised_recovery(logit_diff(patched).mean(-1), base, source)
+
+    def recovery(self, patched: Float[Tensor, "*variants batch 2"]) -> Float[Tensor, "*variants"]:
+        """(patched − corrupted) / (clean − corrupted) of the mean logit difference, in either direction:
+        denoising aims for 1, noising for 0."""
+        clean, corrupted = self.clean_and_corrupted()
+        return normalised_recovery(logit_diff(patched).mean(-1), logit_diff(corrupted).mean(), logit_diff(clean).mean())
+
+
+@torch.no_grad()
+def reference_runs(
+    model: HookedTransformer,
+    clean_tokens: Int[Tensor, "batch pos"],
+    corrupted_tokens: Int[Tensor, "batch pos"],
+    end_positions: Int[Tensor, " batch"],
+    answer_tokens: Int[Tensor, "batch 2"],
+    direction: Direction,
+    source_log_probs: bool = False,
+    runner: Runner = "auto",
+    base_answer_logits: Float[Tensor, "batch 2"] | None = None,
+) -> Reference:
+    """The source run (its z and answer logits) and the base run (answer logits) of a contrast batch.
+
+    `runner` as in `patched_end_logits`: the fast runner does both runs in one folded forward.
+    `base_answer_logits`: the base run's answer logits when already known (a cache): its run is skipped.
+    """
+    base_tokens, source_tokens = base_and_source(clean_tokens, corrupted_tokens, direction)
+    check_token_ids(model, source_tokens, "the source tokens")
+    need_base = base_answer_logits is None
+    if fast_forward.resolve_runner(model, runner) == "fast":
+        check_token_ids(model, base_tokens, "tokens")
+        source_z, ends = _fast_reference(model, [source_tokens, *([base_tokens] if need_base else [])], end_positions)
+        source_end = ends[0]
+        if need_base:
+            base_answer_logits = unembed_residual(model, ends[1], answer_tokens)
+    else:
+        source_z, source_final = head_z(model, source_tokens)
+        source_end = gather_end(source_final, end_positions)
+        if need_base:
+            base_answer_logits = end_logits(model, base_tokens, end_positions, answer_tokens)
+    log_probs = unembed_residual(model, source_end).log_softmax(-1) if source_log_probs else None
+    return Reference(
+        direction=direction,
+        source_z=source_z,
+        source_answer_logits=unembed_residual(model, source_end, answer_tokens),
+        base_answer_logits=base_answer_logits,
+        source_log_probs=log_probs,
+    )
+
+
+def _fast_reference(
+    model: HookedTransformer, runs: Sequence[Int[Tensor, "batch pos"]], end_positions: Int[Tensor, " batch"]
+) -> tuple[Float[Tensor, "layer batch pos head d_head"], list[Float[Tensor, "batch d_model"]]]:
+    """The first run's z of every layer, and every run's final residual at END, in one folded forward."""
+    batch = runs[0].shape[0]
+    tokens = torch.cat(list(runs)).to(model.cfg.device)
+    embed, _, shortformer, mask = model.input_to_embed(tokens)
+    source_z: list[Tensor] = []
+
+    def record(layer: int, z: Tensor) -> Tensor:
+        source_z.append(z[:batch].contiguous())
+        return z
+
+    final = fast_forward.end_residual(model, embed, 0, fold(end_positions, len(runs)), record, shortformer, mask)
+    return torch.stack(source_z), list(final.split(batch))
+
+
+@torch.no_grad()
+def recovery_of(
+    model: HookedTransformer,
+    prompts: ContrastBatch,
+    alpha: Float[Tensor, "*variants n_layers n_heads"],
+    direction: Direction = "denoising",
+) -> Float[Tensor, "*variants"]:
+    """Recovery of fixed α (or of several at once, folded into one batched run) on `prompts`: every
+    head's z becomes z_base + α (z_source − z_base) at every position."""
+    device = model.cfg.device
+    prompts = prompts.to(device)
+    combination = HeadWeights(alpha.reshape(-1, *alpha.shape[-2:])).to(device)
+    reference = reference_runs(
+        model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.end_pos, prompts.answer_tokens, direction
+    )
+    base_tokens, _ = base_and_source(prompts.clean_tokens, prompts.corrupted_tokens, direction)
+    base = BaseRun.prepare(model, base_tokens, prefixes=combination.n_variants > 1)
+    patched = patched_end_logits(base, reference.source_z, combination, prompts.end_pos, prompts.answer_tokens)
+    return reference.recovery(patched).cpu().reshape(alpha.shape[:-2])

@@ -1,0 +1,1 @@
+"""Ground truth: planted models, exhaustive head-subset search, support scoring, and the head-finding benchmark."""

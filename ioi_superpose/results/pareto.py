@@ -1,0 +1,137 @@
+"""Pareto fronts: recovery against the number of heads, one figure per evaluation set (validation and
+every test set), drawn from run summaries — the same figure in the report (PNG), in a run's
+TensorBoard (its own point) and in a sweep's (every finished point).
+
+On each figure: every learned α is a point at (heads it patches, its recovery on the whole set as
+summary.json reports it), its marker the combination family and its fill the direction (denoising
+filled, noising hollow); every baseline ranking's top-k curve (`baselines.callbacks.CombinationBaselines`:
+α = 1 on the k best heads of each score, and attention-weighted) is a line, solid for denoising, dashed
+for noising, on the first `n` prompts of the same set. Curves are α-independent: each direction's come
+from its first run that has them. Undefined recovery (the set's gap below `summary.MIN_GAP`) is left out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from torch.utils.tensorboard import SummaryWriter
+
+from ioi_superpose.results.plots import nan_for_none
+
+Summary = Mapping[str, Any]
+"""A run's summary.json, as a dict."""
+
+VAL_SET = "val"
+"""The validation set's name among the evaluation sets (the test sets keep their datamodule names)."""
+FAMILY_MARKERS = {"scalar": "o", "per_position": "s", "hard_concrete": "^", "mixing": "D"}
+OTHER_FAMILY_MARKER = "P"
+DIRECTION_LINES = {"denoising": "-", "noising": "--"}
+TENSORBOARD_DIR = "tensorboard"
+"""A sweep's TensorBoard logs: OUT/tensorboard/."""
+
+
+def family(summary: Summary) -> str:
+    """The run's combination family (`--model.combination`; scalar when the config does not say)."""
+    value = summary.get("config", {}).get("model", {}).get("combination") or "scalar"
+    if isinstance(value, Mapping):  # a class_path/init_args entry
+        value = str(value.get("class_path", value)).rsplit(".", 1)[-1]
+    return str(value)
+
+
+def n_heads(summary: Summary) -> int:
+    """Heads the learned α patches: distinct (layer, head) of its support — per_position counts a head once
+    whatever its roles, mixing counts the target heads it writes (not the source heads it reads) — or L0 for
+    a summary without a support."""
+    support = summary.get("support")
+    return summary["l0"] if support is None else len({tuple(unit[:2]) for unit in support})
+
+
+def learned_recovery(summary: Summary, set_name: str) -> float | None:
+    recovery = summary["recovery"]
+    return recovery["val"] if set_name == VAL_SET else recovery["test"].get(set_name)
+
+
+def curves_by_set(summary: Summary) -> Mapping[str, Mapping[str, list[float | None]]]:
+    return summary.get("baselines", {}).get("combinations", {}).get("curves_by_set", {})
+
+
+def evaluation_sets(summaries: Sequence[Summary]) -> list[str]:
+    """Validation, then every test set any run evaluated, in first-seen order."""
+    names = {VAL_SET: None}
+    for summary in summaries:
+        names.update(dict.fromkeys(summary["recovery"]["test"]))
+        names.update(dict.fromkeys(curves_by_set(summary)))
+    return list(names)
+
+
+def pareto_figure(summaries: Sequence[Summary], set_name: str) -> Figure:
+    """Recovery on `set_name` against the number of heads: learned points and baseline curves."""
+    figure, axes = plt.subplots(figsize=(8.5, 4.2))
+    curve_colours: dict[str, str] = {}
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    drawn_any = False
+    for direction, linestyle in DIRECTION_LINES.items():
+        source = next((s for s in summaries if s["direction"] == direction and set_name in curves_by_set(s)), None)
+        if source is None:
+            continue
+        n_prompts = source["baselines"]["combinations"].get("prompts_by_set", {}).get(set_name)
+        for name, curve in curves_by_set(source)[set_name].items():
+            colour = curve_colours.setdefault(name, cycle[len(curve_colours) % len(cycle)])
+            if all(value is None for value in curve):
+                continue
+            drawn_any = True
+            label = f"top-k {name} ({direction}" + (f", {n_prompts} prompts)" if n_prompts else ")")
+            axes.plot(range(1, len(curve) + 1), nan_for_none(curve), linestyle=linestyle, marker=".",
+                      color=colour, linewidth=1, label=label)  # fmt: skip
+    seen: set[tuple[str, str]] = set()
+    for summary in summaries:
+        value = learned_recovery(summary, set_name)
+        if value is None:
+            continue
+        drawn_any = True
+        key = (family(summary), summary["direction"])
+        filled = summary["direction"] != "noising"
+        axes.scatter([n_heads(summary)], [value], marker=FAMILY_MARKERS.get(key[0], OTHER_FAMILY_MARKER), s=40,
+                     facecolors="black" if filled else "white", edgecolors="black", zorder=3,
+                     label=None if key in seen else f"learned α: {key[0]} ({key[1]})")  # fmt: skip
+        seen.add(key)
+    if not drawn_any:
+        axes.text(0.5, 0.5, "recovery n/a on this set\n(clean ≈ corrupted, or no run evaluated it)",
+                  transform=axes.transAxes, ha="center", va="center", fontsize=9)  # fmt: skip
+    axes.axhline(1.0, color="grey", linewidth=0.5)
+    axes.axhline(0.0, color="grey", linewidth=0.5)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("number of heads patched")
+    axes.set_ylabel("recovery")
+    axes.set_title(f"recovery against the number of heads: {set_name}", fontsize=10)
+    handles, labels = axes.get_legend_handles_labels()
+    if handles:
+        axes.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    figure.tight_layout()
+    return figure
+
+
+def pareto_figures(summaries: Sequence[Summary]) -> dict[str, Figure]:
+    """One Pareto figure per evaluation set, keyed by set name (`val` first)."""
+    return {name: pareto_figure(summaries, name) for name in evaluation_sets(summaries)}
+
+
+def log_sweep(out: Path, run_dirs: Sequence[Path]) -> Path:
+    """The sweep-level Pareto figure of every set, over every finished run (a directory with summary.json),
+    added to OUT/tensorboard/ at global step = the number of finished runs, under `pareto/<set>`."""
+    summaries = [json.loads(path.read_text()) for d in run_dirs if (path := Path(d) / "summary.json").is_file()]
+    directory = Path(out) / TENSORBOARD_DIR
+    if summaries:
+        writer = SummaryWriter(log_dir=str(directory))
+        try:
+            for set_name, figure in pareto_figures(summaries).items():
+                writer.add_figure(f"pareto/{set_name}", figure, global_step=len(summaries), close=True)
+        finally:
+            writer.close()
+    return directory

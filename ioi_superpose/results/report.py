@@ -1,0 +1,397 @@
+"""`python -m ioi_superpose.report RUN_OR_SWEEP_DIR … --out DIR`
+
+Turns finished runs (a directory with `summary.json`) and sweeps (a directory with `sweep.json`) into
+`DIR/report.md` with its figures: one section per question of the seed notebook that the runs can
+speak to, each saying plainly what the data does not show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+
+from ioi_superpose.errors import ConfigError
+from ioi_superpose.files import atomic_write
+from ioi_superpose.results.pareto import pareto_figures
+from ioi_superpose.results.plots import save_figure
+
+MAX_ACTIVATING = "max_activating.json"
+
+
+@dataclass
+class Run:
+    name: str
+    directory: Path
+    summary: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        s = self.summary
+        return f"{self.name} ({s['direction']}, {s['objective']}, λ={s['config']['model'].get('l1')})"
+
+
+@dataclass
+class Sweep:
+    directory: Path
+    summary: dict[str, Any]
+
+
+def load(paths: Sequence[Path]) -> tuple[list[Run], list[Sweep]]:
+    runs: list[Run] = []
+    sweeps: list[Sweep] = []
+    for path in paths:
+        if (path / "sweep.json").is_file():
+            sweep = Sweep(path, json.loads((path / "sweep.json").read_text()))
+            sweeps.append(sweep)
+            for row in sweep.summary["points"]:
+                runs.append(_run(Path(row["run_dir"]), f"{path.name}/{row['point']}"))
+        elif (path / "summary.json").is_file():
+            # `version_N` alone says nothing: name a run by its logger's name too.
+            name = f"{path.parent.name}/{path.name}" if path.name.startswith("version_") else path.name
+            runs.append(_run(path, name))
+        else:
+            raise ConfigError(f"{path} holds neither a summary.json (a finished run) nor a sweep.json (a sweep).")
+    if not runs:
+        raise ConfigError("the given directories hold no finished run.")
+    return runs, sweeps
+
+
+def _run(directory: Path, name: str) -> Run:
+    return Run(name, directory, json.loads((directory / "summary.json").read_text()))
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _heads(summary: dict[str, Any]) -> str:
+    heads = summary["top_heads"]
+    def unit(h: dict[str, Any]) -> str:  # a mixing entry names its source: target←source
+        source = f"←{h['source_layer']}.{h['source_head']}" if "source_layer" in h else ""
+        return f"{h['layer']}.{h['head']}{source} ({h['alpha']:.2f})"
+
+    return ", ".join(unit(h) for h in heads) or "none"
+
+
+class Report:
+    """Collects markdown and figures; writes them atomically into one directory."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.lines: list[str] = []
+        self.figures: list[str] = []
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def figure(self, stem: str, figure: plt.Figure, caption: str) -> None:
+        name = f"{stem}.png"
+        atomic_write(self.out / name, lambda path: save_figure(figure, path))
+        self.figures.append(name)
+        self.add(f"![{caption}]({name})", "")
+
+    def write(self) -> Path:
+        text = "\n".join(self.lines).rstrip() + "\n"
+        return atomic_write(self.out / "report.md", lambda path: Path(path).write_text(text))
+
+
+def sets_figure(runs: Sequence[Run]) -> plt.Figure:
+    """Recovery on validation and on every test set, one group of bars per run."""
+    set_names = ["val", *runs[0].summary["recovery"]["test"]]
+    figure, axes = plt.subplots(figsize=(max(6, 0.9 * len(set_names)), 3.8))
+    width = 0.8 / len(runs)
+    for index, run in enumerate(runs):
+        values = [run.summary["recovery"]["val"], *(run.summary["recovery"]["test"].get(n) for n in set_names[1:])]
+        axes.bar(
+            [i + index * width for i in range(len(set_names))],
+            [float("nan") if v is None else v for v in values],
+            width,
+            label=run.name,
+        )
+    axes.set_xticks(
+        [i + 0.4 - width / 2 for i in range(len(set_names))], set_names, rotation=30, ha="right", fontsize=8
+    )
+    axes.set_ylabel("recovery")
+    axes.axhline(1.0, color="grey", linewidth=0.5)
+    if len(runs) <= 8:
+        axes.legend(fontsize=6)
+    figure.tight_layout()
+    return figure
+
+
+def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Report:
+    report = Report(out)
+    gpt2 = [r for r in runs if r.summary.get("ioi_circuit") is not None]
+    report.add(
+        "# ioi_superpose report",
+        "",
+        f"{len(runs)} run(s): " + ", ".join(f"`{r.name}`" for r in runs) + ".",
+        "Models: " + ", ".join(sorted({f"`{r.summary['model_name']}`" for r in runs})) + ".",
+        "",
+    )
+    if not gpt2:
+        report.add(
+            "No run here is of GPT-2 small (none has its architecture), so nothing below speaks about "
+            "GPT-2's IOI circuit; the questions are answered for the models that were run.",
+            "",
+        )
+
+    report.add(
+        "## The weights of superposition (notebook question 2)",
+        "",
+        "| run | direction | objective | L0 | val recovery | heads (α) |",
+        "|---|---|---|---|---|---|",
+    )
+    for r in runs:
+        s = r.summary
+        report.add(
+            f"| {r.name} | {s['direction']} | {s['objective']} | {s['l0']} of {s['n_heads_total']} | "
+            f"{_fmt(s['recovery']['val'])} | {_heads(s)} |"
+        )
+    report.add("")
+    report.add(
+        "### Recovery against the number of heads, per evaluation set (Pareto fronts)",
+        "",
+        "Each black marker is a learned α at the number of heads it patches and its recovery on the whole set "
+        "(marker: combination family; filled: denoising, hollow: noising). Each line is a hand-made "
+        "combination of a baseline ranking, computed once on validation prompts and evaluated on the first "
+        "prompts of each set (the number is in the legend): uniform α = 1 on the top-k heads by activation, "
+        "attribution or path patching, direct logit attribution or attention from END to the IO, and the "
+        "attention-weighted combination; solid lines for denoising, dashed for noising. Denoising aims for 1, "
+        "noising for 0. Not shown: whether a smaller head set reaches the same recovery (that needs the "
+        "exhaustive or pruned minimal sets), nor how each head's weight is used downstream; a set without a "
+        "clean/corrupted gap has no points or lines.",
+        "",
+    )
+    for set_name, figure in pareto_figures([r.summary for r in runs]).items():
+        report.figure(f"pareto_{set_name}", figure, f"recovery against the number of heads on {set_name}")
+    for r in gpt2:
+        circuit = r.summary["ioi_circuit"]
+        report.add(
+            f"`{r.name}` against the IOI paper's 26 heads: precision {_fmt(circuit['precision'])}, recall "
+            f"{_fmt(circuit['recall'])}; by class "
+            + ", ".join(f"{k} {_fmt(v, 2)}" for k, v in circuit["recall_by_class"].items())
+            + ".",
+            "",
+        )
+
+    change_of_basis_section(report, runs)
+
+    report.add("## Noising against denoising: do backup heads matter? (question 3)", "")
+    if any(r.summary["config"].get("data", {}).get("corruption", "name_swap") == "name_swap" for r in runs):
+        report.add(
+            "Under the `name_swap` corruption the corrupted prompt is itself an IOI prompt with the names "
+            "swapped, so denoising a head set on (clean, corrupted) is the same forward pass as noising it on "
+            "(corrupted, clean) with the answers exchanged: over a set that holds both orders alike, the two "
+            "directions must agree up to sampling noise (`tests/test_redundant_toy.py` checks the identity). "
+            "A disagreement can only show under another corruption, e.g. `abc`.",
+            "",
+        )
+    comparisons = [(sweep, c) for sweep in sweeps for c in sweep.summary.get("noising_vs_denoising", [])]
+    if comparisons:
+        report.add(
+            "| sweep | setting | denoising heads | noising heads | only denoising | only noising | IoU |",
+            "|---|---|---|---|---|---|---|",
+        )
+        for sweep, c in comparisons:
+            report.add(
+                f"| {sweep.directory.name} | {c['setting']} | {_names(c['denoising_heads'])} | "
+                f"{_names(c['noising_heads'])} | "
+                f"{_names(c['only_denoising'])} | {_names(c['only_noising'])} | {_fmt(c['iou'], 2)} |"
+            )
+        report.add(
+            "",
+            "Heads found only by noising are necessary without being sufficient alone (backup-like); "
+            "heads found only by denoising are sufficient but have a backup. Not shown: which heads take "
+            "over when another is removed (that is a path question).",
+            "",
+        )
+    else:
+        report.add("No sweep here runs both directions with the same settings: nothing to compare.", "")
+
+    report.add("## Off distribution (the notebook's sanity check)", "")
+    report.figure("sets", sets_figure(runs), "recovery per evaluation set")
+    report.add(
+        "Recovery is n/a where the model does not tell the clean prompt from the corrupted one "
+        "(|clean − corrupted| below the summary's `min_gap_for_recovery`): there the question has no "
+        "answer. A recovery near 1 says the same heads suffice on those prompts, not that the model "
+        "solves them (see each set's clean accuracy in summary.json).",
+        "",
+    )
+
+    max_activating_section(report, runs)
+
+    report.add(
+        "## Is a recovery of 1 the best we can do? (question 7)",
+        "",
+        "| run | objective | bounded | val recovery | per-prompt mean | median | share > 1 |",
+        "|---|---|---|---|---|---|---|",
+    )
+    for r in runs:
+        dist = r.summary.get("per_prompt_recovery", {}).get("val", {})
+        report.add(
+            f"| {r.name} | {r.summary['objective']} | {r.summary['config']['model'].get('bounded')} | "
+            f"{_fmt(r.summary['recovery']['val'])} | {_fmt(dist.get('mean'))} | {_fmt(dist.get('median'))} | "
+            f"{_fmt(dist.get('share_above_1'), 2)} |"
+        )
+    report.add(
+        "",
+        "A mean above 1 with a median below it is an averaging effect of a few prompts; a median above 1 "
+        "on held-out sets would be a real improvement on the clean run. Runs with objective `maximize` ask "
+        "the question directly; the others are trained towards 1.",
+        "",
+    )
+
+    stable = [s for sweep in sweeps for s in sweep.summary.get("stability", [])]
+    report.add("## Stability across seeds", "")
+    if stable:
+        report.add("| setting | runs | heads in every run | heads in any run | IoU |", "|---|---|---|---|---|")
+        for s in stable:
+            report.add(
+                f"| {s['setting']} | {len(s['runs'])} | {_names(s['heads_in_every_run'])} | "
+                f"{_names(s['heads_in_any_run'])} | {_fmt(s['intersection_over_union'], 2)} |"
+            )
+        report.add("")
+    else:
+        report.add("No setting here was run with several seeds.", "")
+
+    report.add(
+        "## What these runs do not speak to",
+        "",
+        "- Whether the heads are a specialised use of a general head type, and what an attention-head "
+        "feature is (questions 4–6): patching recovery says which heads carry the behaviour on these "
+        "prompts, not what else they do.",
+        "",
+    )
+    return report
+
+
+def change_of_basis_section(report: Report, runs: Sequence[Run]) -> None:
+    """Question 1 from the `mixing` runs: does moving other heads' differences into a head help?"""
+    report.add("## A change of basis that puts the heads in one layer (question 1)", "")
+    mixing = [r for r in runs if r.summary["config"]["model"].get("combination") == "mixing"]
+    if not mixing:
+        report.add(
+            "No run here uses `--model.combination mixing` (a learned map across heads, within a layer and from "
+            "earlier layers into a later one): these runs do not speak to this question.",
+            "",
+        )
+        return
+    report.add(
+        "| run | direction | mixing_target | init | L0 (entries) | cross-head entries | largest cross-head |M| | "
+        "val recovery | test recovery |",
+        "|---|---|---|---|---|---|---|---|---|",
+    )
+    for r in mixing:
+        s, model = r.summary, r.summary["config"]["model"]
+        cross = [unit for unit in s["support"] if tuple(unit[:2]) != tuple(unit[2:])]
+        off_diagonal = [h for h in s["top_heads"] if (h["layer"], h["head"]) != (h["source_layer"], h["source_head"])]
+        largest = max((abs(h["alpha"]) for h in off_diagonal), default=None)
+        report.add(
+            f"| {r.name} | {s['direction']} | {model.get('mixing_target')} | {model.get('init')} | {s['l0']} | "
+            f"{len(cross)} | {_fmt(largest, 2)} | {_fmt(s['recovery']['val'])} | "
+            f"{_fmt(s['recovery']['test'].get('in_distribution'))} |"
+        )
+    report.add(
+        "",
+        "A `mixing` map adds to each head's patch a weighted share of other heads' differences (source − "
+        "current z) from its own and earlier layers; with `mixing_target` L only layer L's heads are patched. "
+        "Cross-head entries are the map's off-diagonal units above the L0 threshold. If a target layer's map "
+        "reaches the recovery of the whole model's cut with few cross-head entries, the heads it draws on act "
+        "as if they were in that layer. Not shown: a full d_head × d_head change of basis per head pair (the "
+        "map has one scalar per pair, so a moved difference is written through the target head's W_O), nor "
+        "that no sparser map exists (training is local, pruning greedy).",
+        "",
+    )
+
+
+ROWS_PER_END = 2
+"""Rows of each run's max-activating table shown in the report, at each end (the run's own table has more)."""
+
+
+def max_activating_section(report: Report, runs: Sequence[Run]) -> None:
+    """Each run's largest and smallest moves from its `max_activating.json`, and a link to its table."""
+    report.add("## Max-activating examples (off distribution)", "")
+    tables = {
+        r.name: (r, json.loads(path.read_text())) for r in runs if (path := r.directory / MAX_ACTIVATING).is_file()
+    }
+    if not tables:
+        report.add(f"No run here has a {MAX_ACTIVATING} (written after fit unless `--max_activating.per_set 0`).", "")
+        return
+    report.add(
+        "Over a seeded corpus of generated prompts (in distribution and every off-distribution set, with each "
+        "corruption the run drew), the prompts on which each run's learned combination moves the answer most and "
+        "least. "
+        "**move** = patched − base logit difference (IO − S at END): for denoising (base = corrupted prompt) "
+        "a positive move pushes towards IO; for noising (base = clean prompt) a negative one pushes towards S. "
+        "Recovery is the prompt's own (n/a where its clean and corrupted runs are closer than the minimum gap).",
+        "",
+        "| run | end | rank | set | corruption | prompt | IO / S | clean | corrupted | patched | move | recovery |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    )
+    for name, (_, table) in tables.items():
+        rows = table["rows"]
+        shown = [("top", row) for row in rows[:ROWS_PER_END]]
+        shown += [("bottom", row) for row in rows[::-1][:ROWS_PER_END] if row not in rows[:ROWS_PER_END]]
+        for end, row in shown:
+            report.add(
+                f"| {name} | {end} | {row['rank']} of {len(rows)} | {row['set_name']} | {row['corruption']} | "
+                f"{row['prompt'].replace('|', '/')} | {row['io']} / {row['s']} | {_fmt(row['clean_logit_diff'])} | "
+                f"{_fmt(row['corrupted_logit_diff'])} | {_fmt(row['patched_logit_diff'])} | {_fmt(row['move'])} | "
+                f"{_fmt(row['recovery'])} |"
+            )
+    report.add("", "Each run's full table (top and bottom k, and each set's mean move):")
+    for name, (run, _) in tables.items():
+        target = os.path.relpath(run.directory / "max_activating.md", report.out)
+        report.add(f"- `{name}`: [{Path(target).name}]({target})")
+    missing = [r.name for r in runs if r.name not in tables]
+    if missing:
+        report.add(f"- no table: {', '.join(f'`{name}`' for name in missing)}")
+    report.add(
+        "",
+        "Not shown: what the heads respond to outside these templates — the corpus is the project's own IOI-shaped "
+        "generators, not natural text; which heads make a given prompt move; and whether a large move is a "
+        "success: a patch that recovers a prompt fully moves it by exactly its clean − corrupted gap, so read "
+        "the move with the recovery, and a strongly negative move under denoising can be the patch faithfully "
+        "reproducing a clean run that itself prefers S.",
+        "",
+    )
+
+
+def _names(heads: Sequence[Sequence[int]]) -> str:
+    return ", ".join(".".join(map(str, head)) for head in heads) or "–"
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m ioi_superpose.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("paths", nargs="+", type=Path, help="run directories (summary.json) or sweep directories")
+    parser.add_argument("--out", required=True, type=Path, help="where report.md and its figures go")
+    parsed = parser.parse_args(args)
+    try:
+        runs, sweeps = load(parsed.paths)
+        path = build_report(runs, sweeps, parsed.out).write()
+    except KeyError as missing:
+        print(
+            f"error: a summary lacks {missing}: it was written by another version of ioi_superpose; run it "
+            "again with this one.",
+            file=sys.stderr,
+        )
+        sys.exit(1)
+    except (ConfigError, OSError, json.JSONDecodeError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)
+    print(f"report: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Training: the LightningModule, its reference cache, objectives, metrics and the minimal-set step."""

@@ -1,0 +1,115 @@
+"""What we measure at the END position, as torchmetrics (answer logits in, numbers out).
+
+Every state is a sum, so a value is the same however the prompts are split into batches or ranks.
+`LogitDiffMetric` is the patching metric handed to TransformerLens-style sweeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from torchmetrics import MeanMetric, Metric
+
+from ioi_superpose.engine.runs import gather_end, logit_diff, normalised_recovery
+
+
+@dataclass
+class LogitDiffMetric:
+    """A patching metric: mean logit difference at END, normalised when both reference values are set.
+
+    Usable as a generic `metric(logits)` callable (TransformerLens's patching API), and by our own
+    patching code through `from_answer_logits`, which needs only the two answer logits at END.
+    """
+
+    answer_tokens: Int[Tensor, "batch 2"]
+    end_positions: Int[Tensor, " batch"]
+    corrupted_value: float | None = None
+    clean_value: float | None = None
+
+    def __call__(self, logits: Float[Tensor, "batch pos vocab"]) -> Float[Tensor, ""]:
+        end_logits = gather_end(logits, self.end_positions)
+        return self.from_answer_logits(end_logits.gather(-1, self.answer_tokens.to(logits.device)))
+
+    def from_answer_logits(self, answer_logits: Float[Tensor, "*variants batch 2"]) -> Float[Tensor, "*variants"]:
+        mean_diff = logit_diff(answer_logits).mean(-1)
+        if self.corrupted_value is None or self.clean_value is None:
+            return mean_diff
+        return normalised_recovery(mean_diff, self.corrupted_value, self.clean_value)
+
+
+class _DoubleMean(MeanMetric):
+    """A `MeanMetric` that sums in float64 (float32 sums of thousands of logit differences drift)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.set_dtype(torch.float64)
+
+
+class MeanLogitDiff(_DoubleMean):
+    """Mean of per-prompt logit differences (correct − incorrect answer logit)."""
+
+    def update(self, answer_logits: Float[Tensor, "batch 2"]) -> None:  # type: ignore[override]
+        super().update(logit_diff(answer_logits))
+
+
+class IOAccuracy(_DoubleMean):
+    """Fraction of prompts whose correct answer (IO) out-scores the incorrect one (S)."""
+
+    def update(self, answer_logits: Float[Tensor, "batch 2"]) -> None:  # type: ignore[override]
+        super().update((logit_diff(answer_logits) > 0).to(torch.float64))
+
+
+class NormalisedRecovery(Metric):
+    """(patched − corrupted) / (clean − corrupted) of the mean logit differences over all prompts seen.
+
+    Ratios of means, not means of per-batch ratios: the states are sums.
+    """
+
+    full_state_update = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("patched", "clean", "corrupted"):
+            self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(
+        self,
+        patched: Float[Tensor, "batch 2"],
+        clean: Float[Tensor, "batch 2"],
+        corrupted: Float[Tensor, "batch 2"],
+    ) -> None:
+        self.patched += logit_diff(patched).double().sum()
+        self.clean += logit_diff(clean).double().sum()
+        self.corrupted += logit_diff(corrupted).double().sum()
+
+    def compute(self) -> Tensor:
+        return normalised_recovery(self.patched, self.corrupted, self.clean).float()
+
+
+class ObjectiveLoss(Metric):
+    """The loss of a whole evaluation set as if it were one batch: the objective of the summed per-batch
+    statistics (`Objective.statistics`) plus the L1 term. Sum states, so independent of the batching and
+    of the number of ranks — unlike a mean of per-batch losses, which for these objectives is not."""
+
+    full_state_update = False
+
+    def __init__(self, objective: "Objective") -> None:  # noqa: F821 (objectives import this module's users)
+        super().__init__()
+        self.objective = objective
+        self.add_state(
+            "statistics", default=torch.zeros(objective.n_statistics, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        self.add_state("penalty", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, statistics: Float[Tensor, " k"], penalty: Float[Tensor, ""] | float, count: int) -> None:
+        """`penalty`: λ·‖α‖₁ at this batch (the same for every batch of one evaluation), weighed by `count` prompts."""
+        self.statistics += statistics.detach().to(torch.float64)
+        self.penalty += float(penalty) * count
+        self.count += count
+
+    def compute(self) -> Tensor:
+        return (self.objective.from_statistics(self.statistics) + self.penalty / self.count).float()

@@ -1,0 +1,587 @@
+"""The LightningModule: a frozen model, a learnable head combination, loss = objective + λ·‖α‖₁."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor, nn
+from torchmetrics import MetricCollection
+
+from ioi_superpose.circuit import ABLATIONS, Ablation, ablated_reference
+from ioi_superpose.combinations import FAMILIES, SUBSPACE_FAMILIES, LearnedFamily, batch_roles, build_combination
+from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.runs import (
+    BaseRun,
+    Direction,
+    Reference,
+    base_and_source,
+    check_direction,
+    patched_end_logits,
+    recovery_of,
+    reference_runs,
+)
+from ioi_superpose.errors import ConfigError, NonFiniteLossError
+from ioi_superpose.models import HookedTransformer, describe_model, load_frozen_model
+from ioi_superpose.training.metrics import IOAccuracy, MeanLogitDiff, NormalisedRecovery, ObjectiveLoss
+from ioi_superpose.training.objectives import OBJECTIVES, Objective, ObjectiveName, across_ranks
+from ioi_superpose.training.pruning import PruneResult, minimal_set
+
+IN_DISTRIBUTION = "in_distribution"
+
+
+def metric_prefix(stage: str, set_name: str) -> str:
+    """`val/`, `test/` for the in-distribution set, `test/<set>/` for the others."""
+    return f"{stage}/" if set_name == IN_DISTRIBUTION else f"{stage}/{set_name}/"
+
+
+def contrast_metrics(prefix: str, objective: Objective) -> MetricCollection:
+    """What every evaluation set reports. Sum states: exact across batches and ranks (`loss` is the
+    objective of the whole set, as one batch, plus the L1 term)."""
+    return MetricCollection(
+        {
+            "recovery": NormalisedRecovery(),
+            "logit_diff": MeanLogitDiff(),
+            "clean_logit_diff": MeanLogitDiff(),
+            "corrupted_logit_diff": MeanLogitDiff(),
+            "accuracy": IOAccuracy(),
+            "clean_accuracy": IOAccuracy(),
+            "loss": ObjectiveLoss(objective),
+        },
+        prefix=prefix,
+        compute_groups=False,  # each metric is fed its own inputs
+    )
+
+
+CacheDType = Literal["float32", "bfloat16", "float16"]
+CacheDevice = Literal["same", "cpu"]
+
+
+class ReferenceCache:
+    """Per-prompt reference rows of the training set, keyed by `ContrastBatch.index`.
+
+    Caching the source activations turns a training step into one patched forward and backward;
+    without it (`keep_activations=False`) only the small per-prompt answer logits are kept. The head
+    outputs z (n_layers × (END+1) × n_heads × d_head per prompt) are stored as `dtype` on `device`
+    (None: the module's device), and only while their total stays within `max_bytes`: a batch with a
+    row left out is recomputed. Cleared at the start of every fit: the keys are row numbers, which
+    another dataset reuses.
+    """
+
+    def __init__(
+        self,
+        keep_activations: bool,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+        max_bytes: float | None = None,
+    ) -> None:
+        self.keep_activations = keep_activations
+        self.dtype, self.device, self.max_bytes = dtype, device, max_bytes
+        self.rows: dict[int, tuple[Tensor | None, Tensor, Tensor, Tensor | None]] = {}
+        self.z_bytes = 0
+        """Bytes of the cached z rows."""
+        self.rows_over_cap = 0
+        """Rows whose z did not fit under `max_bytes` (recomputed whenever their batch comes)."""
+
+    def clear(self) -> None:
+        self.rows.clear()
+        self.z_bytes = self.rows_over_cap = 0
+
+    def get(self, batch: ContrastBatch, direction: Direction) -> Reference | None:
+        keys = batch.index.tolist()
+        if not self.keep_activations or any(key not in self.rows or self.rows[key][0] is None for key in keys):
+            return None
+        rows = [self.rows[key] for key in keys]
+        length = batch.clean_tokens.shape[1]
+        device, dtype = rows[0][1].device, rows[0][1].dtype  # the answer logits stay as the model made them
+        source_z = torch.stack(
+            [F.pad(row[0].to(device=device, dtype=dtype), (0, 0, 0, 0, 0, length - row[0].shape[1])) for row in rows],
+            dim=1,
+        )
+        log_probs = None if rows[0][3] is None else torch.stack([row[3] for row in rows])
+        return Reference(
+            direction, source_z, torch.stack([r[1] for r in rows]), torch.stack([r[2] for r in rows]), log_probs
+        )
+
+    def base_answer_logits(self, batch: ContrastBatch) -> Tensor | None:
+        """The base run's answer logits of every row, when all are cached (the base run can be skipped)."""
+        keys = batch.index.tolist()
+        if any(key not in self.rows for key in keys):
+            return None
+        return torch.stack([self.rows[key][2] for key in keys])
+
+    def put(self, batch: ContrastBatch, reference: Reference) -> None:
+        for row, (key, end) in enumerate(zip(batch.index.tolist(), batch.end_pos.tolist())):
+            if key in self.rows and (self.rows[key][0] is not None or not self.keep_activations):
+                continue
+            was_over_cap = key in self.rows  # seen before without its z: counted once
+            z = None
+            if self.keep_activations:
+                # Positions after END never influence the END logits (causal attention): not stored.
+                source = reference.source_z[:, row, : end + 1]
+                size = source.numel() * torch.empty((), dtype=self.dtype).element_size()
+                if self.max_bytes is None or self.z_bytes + size <= self.max_bytes:
+                    z = source.to(device=self.device or source.device, dtype=self.dtype, copy=True)
+                    self.z_bytes += size
+                    self.rows_over_cap -= was_over_cap
+                elif not was_over_cap:
+                    self.rows_over_cap += 1
+            log_probs = None if reference.source_log_probs is None else reference.source_log_probs[row]
+            self.rows[key] = (z, reference.source_answer_logits[row], reference.base_answer_logits[row], log_probs)
+
+    def describe(self) -> str:
+        """The cache's size, in words, with the options that set it."""
+        line = (f"Reference cache: {self.z_bytes / 2**20:.1f} MB of source activations for "
+                f"{len(self.rows) - self.rows_over_cap} training prompts (--model.cache_dtype "
+                f"{str(self.dtype).removeprefix('torch.')}, "
+                f"--model.cache_device {self.device or 'same'}).")  # fmt: skip
+        if self.rows_over_cap:
+            line += (f" --model.cache_max_mb {self.max_bytes / 2**20:g} reached: {self.rows_over_cap} prompts are "
+                     "not cached, and their batches are recomputed at every step.")  # fmt: skip
+        return line
+
+
+class HeadSuperposition(L.LightningModule):
+    """Learn a sparse combination α[layer, head] of head outputs that carries a behaviour.
+
+    Each training step runs the base prompts with every head's z mixed towards the source prompts'
+    z by α, reads the answer logits at END only, and minimises the objective plus λ·‖α‖₁. Only α
+    trains; the model is frozen.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "gpt2-small",
+        direction: Direction = "denoising",
+        objective: ObjectiveName = "logit_diff",
+        l1: float = 1e-3,
+        l1_warmup_steps: int = 0,
+        lr: float = 0.05,
+        bounded: bool = True,
+        init: float = 1.0,
+        l0_threshold: float = 0.05,
+        cache_source_activations: bool = True,
+        cache_dtype: CacheDType = "float32",
+        cache_device: CacheDevice = "same",
+        cache_max_mb: float | None = None,
+        test_sets: Sequence[str] = (IN_DISTRIBUTION,),
+        combination: str = "scalar",
+        temperature: float = 2 / 3,
+        gate_seed: int = 0,
+        mixing_target: int | None = None,
+        rotation_layers: list[int] | None = None,
+        rotation_temperature_start: float = 1.0,
+        rotation_temperature_end: float = 0.05,
+        rotation_target: float = 0.9,
+        circuit_criteria: bool = False,
+        ablation: Ablation = "corrupted",
+        prune_target: float | None = None,
+        prune_prompts: int = 256,
+        preloaded_model: HookedTransformer | None = None,
+    ) -> None:
+        """
+        Args:
+            model_name: TransformerLens model name (gpt2-small, …), a directory holding a Hugging Face
+                GPT-2 checkpoint, or a toy checkpoint file (.pt) made by `ioi_superpose.cli.train_toy`.
+            direction: `denoising` runs the corrupted prompts and patches in the clean ones' head outputs
+                (finds heads sufficient for the behaviour); `noising` runs the clean prompts and patches
+                in the corrupted ones (finds heads necessary for it).
+            objective: `logit_diff` drives the normalised effect of the patch to 1 (for denoising: the
+                recovery of the clean logit difference); `kl` matches the source run's next-token
+                distribution at END, KL(source ‖ patched): the clean run's when denoising, the corrupted
+                run's when noising; `maximize` pushes the effect as high as it goes (can exceed 1).
+            l1: weight λ of the L1 penalty on α (sparsity). Must be >= 0.
+            l1_warmup_steps: λ rises linearly from 0 to `l1` over this many steps (0: no warm-up).
+                Training and validation losses use the same, current λ.
+            lr: Adam learning rate for α. Must be > 0.
+            bounded: keep α in [0, 1] (projected after each step); False lets α take any real value.
+            init: initial value of every α (1.0 starts from the full source run and prunes).
+            l0_threshold: a head counts towards L0 when |α| exceeds this.
+            cache_source_activations: keep each training prompt's source head outputs after first use
+                (the model is frozen, so they never change): one forward+backward per step instead of
+                two forwards and a backward, at the cost of memory for n_layers×pos×d_model per prompt
+                (590 KB for GPT-2 small at 16 tokens in float32). The run prints the cache's size once
+                the first epoch has filled it.
+            cache_dtype: dtype the cached activations are stored in (`bfloat16` / `float16` halve the
+                memory; rows are cast back to the model's dtype when used, so training is close to, not
+                exactly, float32's).
+            cache_device: `same`: the cache lives where the model does; `cpu`: in host memory (rows are
+                copied to the model's device at each step).
+            cache_max_mb: at most this many MB of cached activations (None: no cap). Rows beyond it are
+                not cached: their batches are recomputed, with the same result, and the run says so once.
+            test_sets: names of the test dataloaders, in order (the CLI links them from the datamodule).
+            combination: the family of the learned combination (`ioi_superpose.combinations`):
+                `scalar` α[layer, head] at all positions (L1); `per_position` α[layer, head, role] with roles
+                IO, S1, S1+1, S2, END, other (IOI batches; other tasks only END/other) (L1); `hard_concrete`
+                a stochastic L0 gate per head (expected-L0 penalty, deterministic gates in evaluation);
+                `mixing` a map M[layer, head, source_layer, source_head] across heads: a head's patch adds
+                M-weighted z differences of the heads of its own and earlier layers (`combinations/mixing.py`;
+                L1; identity init = `scalar`). `l1` weighs each family's own penalty.
+            temperature: hard_concrete only: the temperature β of the gates (2/3, Louizos et al. 2018).
+            gate_seed: hard_concrete only: seed of the gates' own noise generator.
+            mixing_target: mixing only: patch only this layer's heads, each receiving from every head of
+                this and earlier layers ("all the heads in one layer"; init diag(init) on that layer).
+                None: every layer receives from itself and all earlier layers.
+            rotation_layers: rotation only: the layers that get a learned rotation R and mask (None: all);
+                see `ioi_superpose.rotation`.
+            rotation_temperature_start: rotation only: the mask's temperature at the start of the fit.
+            rotation_temperature_end: rotation only: its temperature at the end (annealed geometrically over
+                the fit's optimiser steps, as boundless DAS anneals its boundaries' temperature).
+            rotation_target: rotation only: after fit, the number of rotated dimensions needed is the smallest
+                k whose hard mask on the top-k dimensions reaches this effect on the first `prune_prompts`
+                training prompts (denoising: recovery >= it; noising: recovery <= 1 - it); in summary.json.
+            circuit_criteria: after fit (and pruning), score the learned head set (the heads of the combination's
+                [layer, head] view above `l0_threshold`) with the IOI paper's faithfulness, completeness and
+                minimality under every ablation (`ioi_superpose.circuit`) on the first `prune_prompts` training
+                prompts; in summary.json under `circuit`. Not for `rotation` (its units are directions).
+            ablation: the source of a noising patch (`ioi_superpose.circuit`): `corrupted` (the paired corrupted
+                prompt, default), `resample` (another clean prompt of the batch, a seeded derangement,
+                aligned at END), `mean` (the batch's mean z per position role), `zero`. The reference "corrupted" run
+                is then the clean prompts with every head so ablated (recovery 0), the intact model recovery 1.
+                Noising only.
+            prune_target: after fit, shrink the support to a minimal set (`ioi_superpose.training.pruning`): drop
+                units one at a time while the effect on the training prompts stays >= this (denoising:
+                recovery >= R; noising: recovery <= 1 - R). Kept units get weight 1. None: no pruning.
+            prune_prompts: training prompts (the first ones of the training loader) the pruning reads.
+            preloaded_model: Python API only: an already loaded HookedTransformer, used instead of
+                loading `model_name`.
+        """
+        super().__init__()
+        if l1 < 0:
+            raise ConfigError(f"--model.l1 must be >= 0 (it weighs the L1 sparsity penalty), got {l1}.")
+        if lr <= 0:
+            raise ConfigError(f"--model.lr must be > 0, got {lr}.")
+        if l1_warmup_steps < 0:
+            raise ConfigError(f"--model.l1_warmup_steps must be >= 0, got {l1_warmup_steps}.")
+        if l0_threshold < 0:
+            raise ConfigError(f"--model.l0_threshold must be >= 0, got {l0_threshold}.")
+        check_direction(direction, "--model.direction")
+        if combination not in FAMILIES + SUBSPACE_FAMILIES:
+            raise ConfigError(
+                f"--model.combination must be one of {list(FAMILIES + SUBSPACE_FAMILIES)}, got {combination!r}."
+            )
+        if rotation_layers is not None and combination != "rotation":
+            raise ConfigError(
+                f"--model.rotation_layers={rotation_layers} only applies to --model.combination rotation "
+                f"(got {combination!r}): set the combination to rotation, or leave rotation_layers null."
+            )
+        if circuit_criteria and combination in SUBSPACE_FAMILIES:
+            raise ConfigError(
+                f"--model.circuit_criteria scores head sets; --model.combination {combination} learns directions, "
+                "not heads: set circuit_criteria false, or use a head family (scalar, per_position, …)."
+            )
+        if ablation not in ABLATIONS:
+            raise ConfigError(f"--model.ablation must be one of {list(ABLATIONS)}, got {ablation!r}.")
+        if ablation != "corrupted" and direction != "noising":
+            raise ConfigError(
+                f"--model.ablation {ablation} replaces the source of a noising patch (what a necessary head is "
+                "ablated to); denoising patches the clean run's heads in. Set --model.direction noising, or "
+                "--model.ablation corrupted."
+            )
+        if not 0.0 < rotation_target <= 1.0:
+            raise ConfigError(f"--model.rotation_target must be in (0, 1], got {rotation_target}.")
+        if temperature <= 0:
+            raise ConfigError(f"--model.temperature must be > 0 (the hard-concrete temperature), got {temperature}.")
+        if prune_target is not None and not 0.0 < prune_target <= 1.0:
+            raise ConfigError(
+                f"--model.prune_target must be in (0, 1] (the effect to keep) or null, got {prune_target}."
+            )
+        if prune_prompts < 1:
+            raise ConfigError(f"--model.prune_prompts must be >= 1, got {prune_prompts}.")
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"--model.objective must be one of {sorted(OBJECTIVES)}, got {objective!r}.")
+        cache_dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        if cache_dtype not in cache_dtypes:
+            raise ConfigError(f"--model.cache_dtype must be one of {sorted(cache_dtypes)}, got {cache_dtype!r}.")
+        if cache_device not in ("same", "cpu"):
+            raise ConfigError(f"--model.cache_device must be 'same' or 'cpu', got {cache_device!r}.")
+        if cache_max_mb is not None and cache_max_mb < 0:
+            raise ConfigError(f"--model.cache_max_mb must be >= 0 (or null: no cap), got {cache_max_mb}.")
+        self.save_hyperparameters(ignore=["preloaded_model"])
+        model = preloaded_model if preloaded_model is not None else load_frozen_model(model_name)
+        # Deliberately not a submodule: the frozen weights are never saved in our checkpoints (they
+        # hold α; the model is reloaded from `model_name`) nor wrapped or synchronised by DDP.
+        # `_apply` moves it wherever the module goes.
+        object.__setattr__(self, "frozen", model)
+        rotation = dict(layers=rotation_layers, temperature_start=rotation_temperature_start,
+                        temperature_end=rotation_temperature_end)  # fmt: skip
+        self.combination: LearnedFamily = build_combination(
+            combination, model.cfg.n_layers, model.cfg.n_heads, bounded, init, temperature, gate_seed, mixing_target,
+            d_head=model.cfg.d_head, rotation=rotation if combination == "rotation" else None,
+        )  # fmt: skip
+        self.circuit_result: dict | None = None
+        """circuit_criteria only: {ablation: the criteria (`circuit.CircuitScores.to_dict`) or {"error": why}}."""
+        self.rotation_result: dict | None = None
+        """rotation only: the dimension count and head loadings after fit (`RotationCombination.analyse`)."""
+        self.prune_result: PruneResult | None = None
+        """The minimal-set step's result after fit (when `prune_target` is set)."""
+        self.steps_trained: int | None = None
+        """Optimiser steps taken by another module's fit (`batched.BatchedSuperposition`); the λ warm-up
+        reads it instead of this module's own trainer's step count. None: trained by its own trainer."""
+        self.objective = OBJECTIVES[objective]()
+        self.reference_cache = ReferenceCache(
+            keep_activations=cache_source_activations,
+            dtype=cache_dtypes[cache_dtype],
+            device=None if cache_device == "same" else cache_device,
+            max_bytes=None if cache_max_mb is None else cache_max_mb * 2**20,
+        )
+        self._cache_described = False
+        self.val_metrics = contrast_metrics(metric_prefix("val", IN_DISTRIBUTION), self.objective)
+        self.test_metrics = nn.ModuleDict(
+            {name: contrast_metrics(metric_prefix("test", name), self.objective) for name in test_sets}
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    # the frozen model
+
+    def _apply(self, fn: Any, recurse: bool = True) -> "HeadSuperposition":
+        """Every move of the module — by Lightning's strategy, by `.to`, by the CPU move that ends each
+        Trainer stage — moves the frozen model too: one mechanism, no placement in hooks."""
+        super()._apply(fn, recurse)
+        device = self.combination.coefficients.device
+        if torch.device(self.frozen.cfg.device) != device:
+            self.frozen.to(device)  # TransformerLens's `to` also updates cfg.device, where it puts inputs
+        return self
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["frozen_model"] = describe_model(self.frozen)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved, current = checkpoint.get("frozen_model"), describe_model(self.frozen)
+        if saved is not None and saved != current:
+            raise ConfigError(
+                f"This checkpoint was trained on model {saved}, but this run uses {current}. Resume with the "
+                "model the checkpoint was made for (--model.model_name), or start a new run without --ckpt_path."
+            )
+
+    def on_fit_start(self) -> None:
+        self.reference_cache.clear()
+        self._cache_described = False
+        if hasattr(self.combination, "set_total_steps"):  # rotation: anneal the mask's temperature over this fit
+            self.combination.set_total_steps(int(self.trainer.estimated_stepping_batches))
+
+    def on_train_epoch_end(self) -> None:
+        # Every training prompt has been seen once: the cache is as full as it gets. Said once per fit.
+        if self.reference_cache.keep_activations and not self._cache_described:
+            self._cache_described = True
+            if self.trainer.is_global_zero:
+                print(
+                    self.reference_cache.describe() + (" (this process's share)" if self.trainer.world_size > 1 else "")
+                )
+
+    def on_fit_end(self) -> None:
+        """The minimal-set step (`prune_target`), on the first `prune_prompts` training prompts; for `rotation`,
+        first the dimension count and head loadings of the learned mask (before any pruning)."""
+        if self.trainer.interrupted:
+            return
+        if self.hparams.get("combination") == "rotation":
+            self.analyse_rotation_(pruning_batches(self.trainer, self.hparams.prune_prompts))
+        if self.hparams.prune_target is not None:
+            self.prune_([batch.to(self.device) for batch in pruning_batches(self.trainer, self.hparams.prune_prompts)])
+        if self.hparams.get("circuit_criteria"):
+            splits = getattr(self.trainer.datamodule, "splits", None)  # one batch of the first prune_prompts rows
+            prompts = (splits["train"][: self.hparams.prune_prompts].trimmed() if splits is not None
+                       else pruning_batches(self.trainer, self.hparams.prune_prompts)[0])  # fmt: skip
+            self.score_circuit_(prompts)
+
+    @torch.no_grad()
+    def score_circuit_(self, prompts: ContrastBatch) -> dict:
+        """The circuit criteria of the learned head set on `prompts`, under every ablation (`ioi_superpose.circuit`).
+        An ablation the prompts cannot support (resample with a single prompt) is recorded with its reason."""
+        from ioi_superpose.circuit import ABLATIONS, circuit_scores
+
+        mask = self.combination.head_coefficients().abs() > self.hparams.l0_threshold
+        heads = [tuple(int(i) for i in head) for head in mask.nonzero().tolist()]
+        result: dict = {}
+        for ablation in ABLATIONS:
+            try:
+                result[ablation] = circuit_scores(self.frozen, heads, prompts.to(self.device), ablation).to_dict()
+            except ConfigError as error:
+                result[ablation] = {"error": str(error)}
+        self.circuit_result = result
+        return result
+
+    @torch.no_grad()
+    def analyse_rotation_(self, batches: Sequence[ContrastBatch]) -> dict:
+        """`rotation`'s dimension count and head loadings on `batches` (see `ioi_superpose.rotation`)."""
+        was_training = self.combination.training
+        self.combination.eval()
+        self.rotation_result = self.combination.analyse(  # type: ignore[operator]
+            self.frozen, [batch.to(self.device) for batch in batches], self.hparams.direction,
+            float(self.hparams.rotation_target),
+        )  # fmt: skip
+        self.combination.train(was_training)
+        return self.rotation_result
+
+    @torch.no_grad()
+    def prune_(self, batches: Sequence[ContrastBatch]) -> PruneResult:
+        """Shrink the combination to a minimal set on `batches` (see `ioi_superpose.training.pruning`)."""
+        was_training = self.combination.training
+        self.combination.eval()
+        result = minimal_set(self.frozen, batches, self.hparams.direction, self.combination,
+                             float(self.hparams.prune_target), self.hparams.l0_threshold)  # fmt: skip
+        self.combination.set_mask_(result.mask)
+        self.combination.train(was_training)
+        self.prune_result = result
+        return result
+
+    # ----------------------------------------------------------------------------------------------
+    # runs
+
+    def base_and_source_tokens(self, batch: ContrastBatch) -> tuple[Tensor, Tensor]:
+        """(base, source) tokens for this direction."""
+        return base_and_source(batch.clean_tokens, batch.corrupted_tokens, self.hparams.direction)
+
+    @torch.no_grad()
+    def reference(self, batch: ContrastBatch, cached_rows: bool = False) -> Reference:
+        """The unpatched source and base runs for `batch` (no grad).
+
+        `cached_rows`: `batch` holds rows of the training set, whose per-prompt results are cached by
+        `batch.index`. Only training steps set it: rows of any other set would collide with those keys.
+        """
+        cached = self.reference_cache.get(batch, self.hparams.direction) if cached_rows else None
+        if cached is not None:
+            return cached
+        if self.hparams.get("ablation", "corrupted") != "corrupted":
+            reference = ablated_reference(self.frozen, batch, self.hparams.ablation, self.objective.full_vocab)
+            if cached_rows:
+                self.reference_cache.put(batch, reference)
+            return reference
+        reference = reference_runs(
+            self.frozen, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens,
+            self.hparams.direction, source_log_probs=self.objective.full_vocab,
+            # Without cached activations the source run is redone every step; the base run need not be.
+            base_answer_logits=self.reference_cache.base_answer_logits(batch) if cached_rows else None,
+        )  # fmt: skip
+        if cached_rows:
+            self.reference_cache.put(batch, reference)
+        return reference
+
+    def patched_end_logits(self, batch: ContrastBatch, reference: Reference) -> Float[Tensor, "batch k"]:
+        """END logits of the base run with α-mixed heads: the answer pair, or the whole vocabulary."""
+        base_tokens, _ = self.base_and_source_tokens(batch)
+        base = BaseRun.prepare(self.frozen, base_tokens, prefixes=False)
+        vocab_index = None if self.objective.full_vocab else batch.answer_tokens
+        with self.combination.using_roles(batch_roles(batch)):
+            return patched_end_logits(base, reference.source_z, self.combination, batch.end_pos, vocab_index)[0]
+
+    def loss_terms(self, batch: ContrastBatch, reference: Reference, global_batch: bool = False) -> dict[str, Tensor]:
+        """The named parts of the loss on `batch`, and the patched answer logits (the whole of a step's model work).
+
+        `global_batch`: the objective is that of the union of every DDP rank's `batch` (its statistics
+        summed across ranks; see `objectives.across_ranks` for why the gradients then come out right), so
+        N processes at batch B/N train as one at batch B. Training steps only: every rank must call it.
+        """
+        return self.terms_of(self.patched_end_logits(batch, reference), batch, reference, global_batch)
+
+    def terms_of(
+        self,
+        end_logits: Float[Tensor, "batch k"],
+        batch: ContrastBatch,
+        reference: Reference,
+        global_batch: bool = False,
+    ) -> dict[str, Tensor]:
+        """`loss_terms` from this combination's patched END logits (computed here, or in a batched forward of
+        several combinations: `batched.BatchedSuperposition`)."""
+        answer_logits = end_logits.gather(-1, batch.answer_tokens) if self.objective.full_vocab else end_logits
+        statistics = self.objective.statistics(end_logits, answer_logits, reference)
+        objective = self.objective.from_statistics(across_ranks(statistics) if global_batch else statistics)
+        l1 = self.combination.penalty()
+        return {"loss": objective + self.l1_weight() * l1, "objective": objective, "l1": l1,
+                "answer_logits": answer_logits, "statistics": statistics}  # fmt: skip
+
+    @torch.no_grad()
+    def recovery_of(
+        self, batch: ContrastBatch, alpha: Float[Tensor, "*variants layer head"]
+    ) -> Float[Tensor, "*variants"]:
+        """Recovery on `batch` with α fixed to `alpha` (one or several variants; the learned α is untouched)."""
+        return recovery_of(self.frozen, batch, alpha, self.hparams.direction)
+
+    # ----------------------------------------------------------------------------------------------
+    # training
+
+    def l1_weight(self) -> float:
+        step = self.global_step if self.steps_trained is None else self.steps_trained
+        warmup = self.hparams.l1_warmup_steps
+        ramp = 1.0 if warmup == 0 else min(1.0, step / warmup)
+        return self.hparams.l1 * ramp
+
+    def training_step(self, batch: ContrastBatch, batch_idx: int) -> Tensor:
+        reference = self.reference(batch, cached_rows=True)
+        terms = self.loss_terms(batch, reference, global_batch=True)
+        if not torch.isfinite(terms["loss"]):
+            raise NonFiniteLossError(
+                f"The loss is {terms['loss'].item()} at training step {self.global_step} (objective "
+                f"{terms['objective'].item()}, L1 {terms['l1'].item()}). Training stopped; the checkpoints saved "
+                "before this step are kept. Lower --model.lr, or use --model.bounded true."
+            )
+        self.log_dict(
+            {
+                "train/loss": terms["loss"],
+                "train/objective": terms["objective"],
+                "train/recovery": reference.recovery(terms["answer_logits"]),
+                "train/l1": terms["l1"],
+                "train/l0": float(self.combination.l0(self.hparams.l0_threshold)),
+                "train/l1_weight": self.l1_weight(),
+            },
+            batch_size=len(batch),
+        )
+        return terms["loss"]
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        self.combination.project_()
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.combination.parameters(), lr=self.hparams.lr)
+
+    # ----------------------------------------------------------------------------------------------
+    # evaluation
+
+    def _evaluate(self, batch: ContrastBatch, metrics: MetricCollection) -> None:
+        reference = self.reference(batch)
+        terms = self.loss_terms(batch, reference)
+        clean, corrupted = reference.clean_and_corrupted()
+        patched = terms["answer_logits"]
+        metrics["recovery"].update(patched, clean, corrupted)
+        metrics["logit_diff"].update(patched)
+        metrics["clean_logit_diff"].update(clean)
+        metrics["corrupted_logit_diff"].update(corrupted)
+        metrics["accuracy"].update(patched)
+        metrics["clean_accuracy"].update(clean)
+        metrics["loss"].update(terms["statistics"], self.l1_weight() * terms["l1"].detach(), len(batch))
+        # Logged as metric objects: reduced (summed states) once per epoch, so DDP ranks with unequal
+        # numbers of batches neither hang nor double-count.
+        self.log_dict(metrics, batch_size=len(batch), add_dataloader_idx=False)
+
+    def validation_step(self, batch: ContrastBatch, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics)
+
+    def test_step(self, batch: ContrastBatch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        names = list(self.test_metrics)
+        if dataloader_idx >= len(names):
+            raise ConfigError(
+                f"test dataloader {dataloader_idx} has no metrics: the module was built for test sets {names}."
+            )
+        self._evaluate(batch, self.test_metrics[names[dataloader_idx]])
+
+
+def pruning_batches(trainer: L.Trainer, n_prompts: int) -> list[ContrastBatch]:
+    """The first `n_prompts` training prompts of `trainer`'s fit, in batches: what the minimal-set step reads."""
+    splits = getattr(trainer.datamodule, "splits", None)
+    if splits is not None:
+        # The same prompts on every rank (not the rank's shard): every DDP process prunes alike.
+        prompts = splits["train"][:n_prompts]
+        size = trainer.datamodule.hparams.batch_size
+        return [prompts[start : start + size].trimmed() for start in range(0, len(prompts), size)]
+    batches, rows = [], 0  # the API: one process, one full-batch loader
+    for batch in trainer.train_dataloader:
+        batches.append(batch)
+        rows += len(batch)
+        if rows >= n_prompts:
+            break
+    return batches
