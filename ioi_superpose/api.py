@@ -43,6 +43,10 @@ class LearnedCombination:
     combination: str = "scalar"
     prune: dict | None = None
     """The minimal-set step's record (`pruning.PruneResult.to_dict`) when `prune_target` was given."""
+    circuit: dict | None = None
+    """With `circuit_criteria`: the learned head set's criteria per ablation (`circuit.CircuitScores.to_dict`)."""
+    rotation: dict | None = None
+    """rotation only: the dimension count and head loadings (`rotation.RotationCombination.analyse`)."""
 
     def top_heads(self, k: int = 10) -> list[dict[str, float | int]]:
         """The k heads of largest |α|, as {"layer", "head", "alpha"}."""
@@ -68,13 +72,21 @@ def learn_combination(
     prune_target: float | None = None,
     temperature: float = 2 / 3,
     mixing_target: int | None = None,
+    rotation_layers: Sequence[int] | None = None,
+    rotation_target: float = 0.9,
+    circuit_criteria: bool = False,
+    ablation: str = "corrupted",
 ) -> LearnedCombination:
     """Learn α[layer, head] on these prompts (full batch, `steps` Adam steps) and report its recovery.
 
     `answer_tokens` are (correct, incorrect) for the clean prompts, read at the last position. The
     model is frozen in place (eval mode, no gradients) — it is never trained. `combination` picks the
     family (`scalar`, `per_position` — here only the END/other roles, the prompts being plain token
-    rows — `hard_concrete`, gates seeded by `seed`, or `mixing`, a map across heads, with `mixing_target`);
+    rows — `hard_concrete`, gates seeded by `seed`, `mixing`, a map across heads, with `mixing_target`, or
+    `rotation`, a learned orthogonal basis of each of `rotation_layers`' z with a mask, R seeded by `seed`,
+    whose dimension count for `rotation_target` and head loadings are in the result's `rotation`);
+    `ablation` (noising only) is the patch source: `corrupted`, `resample`, `mean` or `zero` (`ioi_superpose.circuit`);
+    `circuit_criteria` scores the learned head set with `circuit.circuit_scores` under every ablation (`circuit`);
     `prune_target` R ends with the minimal-set step on
     these prompts (kept units at weight 1; effect ≥ R, see `ioi_superpose.training.pruning`).
     """
@@ -82,7 +94,10 @@ def learn_combination(
     system = _system(model, len(prompts), objective=objective, direction=direction, l1=l1,
                      l1_warmup_steps=l1_warmup_steps, lr=lr, bounded=bounded, init=init, l0_threshold=l0_threshold,
                      combination=combination, temperature=temperature, gate_seed=seed,
-                     mixing_target=mixing_target, prune_target=prune_target)  # fmt: skip
+                     mixing_target=mixing_target, prune_target=prune_target,
+                     rotation_layers=None if rotation_layers is None else list(rotation_layers),
+                     rotation_target=rotation_target, circuit_criteria=circuit_criteria,
+                     ablation=ablation)  # fmt: skip
     _trainer(model, steps).fit(system, train_dataloaders=loader)
     return evaluate_combination(system.to(_device(model)), prompts)
 
@@ -192,4 +207,6 @@ def evaluate_combination(system: HeadSuperposition, prompts: ContrastBatch) -> L
         support=system.combination.support(threshold),
         combination=system.hparams.get("combination", "scalar"),
         prune=None if system.prune_result is None else system.prune_result.to_dict(),
+        rotation=system.rotation_result,
+        circuit=system.circuit_result,
     )

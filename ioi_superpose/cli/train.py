@@ -18,6 +18,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from ioi_superpose.baselines.callbacks import HeadBaseline, log_figure
 from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
+from ioi_superpose.corpus import write_corpus_examples
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.errors import ConfigError, UserFacingError
 from ioi_superpose.results.analysis import distribution
@@ -93,6 +94,11 @@ class SuperposeCLI(LightningCLI):
             )
 
     def before_fit(self) -> None:
+        if self.datamodule.hparams.get("corpus") and self.model.hparams.get("combination") == "rotation":
+            raise ConfigError(
+                "--data.corpus ranks positions by head weights; --model.combination rotation learns directions, "
+                "not head weights: leave --data.corpus unset for rotation runs."
+            )
         for logger in self.trainer.loggers:
             save_dir = getattr(logger, "save_dir", None)
             if save_dir is not None:
@@ -150,7 +156,11 @@ def write_results(
     if run_dir is None:  # fast_dev_run and logger=False runs keep no files
         print("No run directory (fast_dev_run or no logger): results not written.")
         return
+    # Before RunWriter: its summary.json, written last, marks the run directory complete.
+    corpus_paths = (write_corpus_examples(model, datamodule.hparams.corpus, run_dir, max_activating.k)
+                    if datamodule.hparams.get("corpus") else {})  # fmt: skip
     paths = RunWriter(run_dir).write(model, summary, baselines, max_activating.run(model, datamodule))
+    paths.update(corpus_paths)
     recovery = summary["recovery"]
 
     def shown(value: float | None) -> str:

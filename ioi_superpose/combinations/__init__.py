@@ -4,7 +4,7 @@ from ioi_superpose.combinations.base import Combination, FixedVariants, HeadWeig
 from ioi_superpose.combinations.hard_concrete import HARD_CONCRETE_STRETCH, HardConcreteCombination
 from ioi_superpose.combinations.mixing import MixingCombination, MixingRun, MixingWeights, allowed_entries, identity_map
 from ioi_superpose.combinations.per_position import PerPositionCombination, PositionWeights, mix_by_role
-from ioi_superpose.combinations.registry import FAMILIES, REGISTRY, build_combination
+from ioi_superpose.combinations.registry import FAMILIES, REGISTRY, SUBSPACE_FAMILIES, build_combination
 from ioi_superpose.combinations.roles import ROLE_INDEX, ROLES, batch_roles, position_roles
 from ioi_superpose.combinations.scalar import HeadCombination, ScalarCombination
 
@@ -14,6 +14,7 @@ __all__ = [
     "REGISTRY",
     "ROLES",
     "ROLE_INDEX",
+    "SUBSPACE_FAMILIES",
     "Combination",
     "FixedVariants",
     "HardConcreteCombination",

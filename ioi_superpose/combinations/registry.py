@@ -16,13 +16,18 @@ REGISTRY: dict[str, type[LearnedFamily]] = {
     "mixing": MixingCombination,
 }
 FAMILIES: tuple[str, ...] = tuple(REGISTRY)
+"""The families whose units are heads (or head pairs / (head, role)s): the head-set benchmarks iterate over these."""
+SUBSPACE_FAMILIES: tuple[str, ...] = ("rotation",)
+"""Families whose units are directions of a learned basis of z (`ioi_superpose.rotation`), not heads."""
 
 
 def build_combination(
     family: str, n_layers: int, n_heads: int, bounded: bool = True, init: float = 1.0,
     temperature: float = 2 / 3, seed: int = 0, mixing_target: int | None = None,
+    d_head: int | None = None, rotation: dict | None = None,
 ) -> LearnedFamily:  # fmt: skip
-    """The learnable combination of `family` (`--model.combination`); `mixing_target` is `mixing`'s only."""
+    """The learnable combination of `family` (`--model.combination`); `mixing_target` is `mixing`'s only,
+    `d_head` and `rotation` (`RotationCombination`'s layers / temperature_start / temperature_end) `rotation`'s."""
     if mixing_target is not None and family != "mixing":
         raise ConfigError(
             f"--model.mixing_target={mixing_target} only applies to --model.combination mixing (got {family!r}): "
@@ -36,4 +41,10 @@ def build_combination(
         return HardConcreteCombination(n_layers, n_heads, init, temperature, seed)
     if family == "mixing":
         return MixingCombination(n_layers, n_heads, bounded, init, mixing_target)
-    raise ConfigError(f"--model.combination must be one of {list(FAMILIES)}, got {family!r}.")
+    if family == "rotation":
+        from ioi_superpose.rotation import RotationCombination  # imports this package: built on demand
+
+        if d_head is None:
+            raise ValueError("the rotation family needs the model's d_head")
+        return RotationCombination(n_layers, n_heads, d_head, init=init, seed=seed, **(rotation or {}))
+    raise ConfigError(f"--model.combination must be one of {list(FAMILIES + SUBSPACE_FAMILIES)}, got {family!r}.")

@@ -167,6 +167,7 @@ class IOIDataModule(L.LightningDataModule):
         off_distribution: tuple[OffDistributionSet, ...] = OFF_DISTRIBUTION_SETS,
         seed: int = 0,
         num_workers: int = 0,
+        corpus: str | None = None,
     ) -> None:
         """
         Args:
@@ -181,9 +182,16 @@ class IOIDataModule(L.LightningDataModule):
             off_distribution: which off-distribution test sets `test` evaluates.
             seed: fixes every prompt of every split.
             num_workers: DataLoader workers.
+            corpus: a text file, one text a line: after fit, the positions where the learned combination's head
+                outputs most raise / lower the true next token's logit (direct effect) are written to
+                `corpus_examples.md` / `.json` (`ioi_superpose.corpus`; `--max_activating.k` rows each).
         """
         super().__init__()
         self.save_hyperparameters()
+        if corpus is not None:
+            from ioi_superpose.corpus import read_corpus
+
+            read_corpus(corpus)  # a missing or empty file fails now, not after the fit
         for option, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test), ("batch_size", batch_size)):
             if value < 1:
                 raise ConfigError(f"--data.{option} must be >= 1, got {value}.")

@@ -1,6 +1,6 @@
 """The one place that talks to TransformerLens: every other module imports model types from here."""
 
-from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig
+from transformer_lens import ActivationCache, HookedTransformer, HookedTransformerConfig, head_detector
 from transformer_lens.hook_points import HookPoint
 
 from ioi_superpose.errors import ModelLoadError
@@ -18,6 +18,7 @@ __all__ = [
     "WordTokenizer",
     "describe_model",
     "freeze",
+    "head_detector",
     "gpt2_tokenizer",
     "load_frozen_model",
     "load_tokenizer",

@@ -114,10 +114,16 @@ def build_summary(
         "l0": system.combination.l0(system.hparams.l0_threshold),
         "l0_threshold": system.hparams.l0_threshold,
         "n_heads_total": cfg.n_layers * cfg.n_heads,
-        "top_heads": top_heads(alpha, threshold=system.hparams.l0_threshold),
+        # rotation's units are directions, not heads: its top heads are its [layer, head] view (dims per head).
+        "top_heads": top_heads(
+            system.combination.head_coefficients().cpu() if system.hparams.get("combination") == "rotation" else alpha,
+            threshold=system.hparams.l0_threshold,
+        ),
         "combination": system.hparams.get("combination", "scalar"),
         "support": [list(unit) for unit in system.combination.support(system.hparams.l0_threshold)],
         "prune": None if getattr(system, "prune_result", None) is None else system.prune_result.to_dict(),
+        "rotation": getattr(system, "rotation_result", None),
+        "circuit": getattr(system, "circuit_result", None),
         "val": val,
         "test": tests,
         "per_prompt_recovery": per_prompt or {},

@@ -95,6 +95,12 @@ class StackedCombination(Combination):
 def check_batchable(systems: Sequence[HeadSuperposition]) -> None:
     """Members must share the frozen model and every setting outside `BATCHABLE`."""
     first = systems[0]
+    # The rotation's temperature schedule and report, and the circuit criteria, run in a single fit's hooks only.
+    if first.hparams.get("combination") == "rotation" or first.hparams.get("circuit_criteria"):
+        raise ConfigError(
+            "--model.combination rotation and --model.circuit_criteria are not supported in a batched fit yet "
+            "(their end-of-fit reports would be missing): train these points one at a time (--batch_variants 1)."
+        )
     for k, system in enumerate(systems[1:], start=1):
         if system.frozen is not first.frozen:
             raise ConfigError(f"batched member {k} holds another frozen model; build every member on the same one.")

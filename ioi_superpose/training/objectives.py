@@ -105,7 +105,9 @@ class MaximizeObjective(_EffectObjective):
 
 
 class KLObjective(Objective):
-    """KL(source ‖ patched) of the next-token distribution at END, averaged over prompts."""
+    """KL(source ‖ patched) of the next-token distribution at END, averaged over prompts. The source is the
+    clean run when denoising and the corrupted run when noising: a noising patch is asked to make the clean
+    prompt's distribution that of the corrupted one (see `runs.base_and_source`)."""
 
     name = "kl"
     full_vocab = True

@@ -12,7 +12,8 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from ioi_superpose.combinations import FAMILIES, LearnedFamily, batch_roles, build_combination
+from ioi_superpose.circuit import ABLATIONS, Ablation, ablated_reference
+from ioi_superpose.combinations import FAMILIES, SUBSPACE_FAMILIES, LearnedFamily, batch_roles, build_combination
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.runs import (
     BaseRun,
@@ -172,6 +173,12 @@ class HeadSuperposition(L.LightningModule):
         temperature: float = 2 / 3,
         gate_seed: int = 0,
         mixing_target: int | None = None,
+        rotation_layers: list[int] | None = None,
+        rotation_temperature_start: float = 1.0,
+        rotation_temperature_end: float = 0.05,
+        rotation_target: float = 0.9,
+        circuit_criteria: bool = False,
+        ablation: Ablation = "corrupted",
         prune_target: float | None = None,
         prune_prompts: int = 256,
         preloaded_model: HookedTransformer | None = None,
@@ -185,7 +192,8 @@ class HeadSuperposition(L.LightningModule):
                 in the corrupted ones (finds heads necessary for it).
             objective: `logit_diff` drives the normalised effect of the patch to 1 (for denoising: the
                 recovery of the clean logit difference); `kl` matches the source run's next-token
-                distribution at END; `maximize` pushes the effect as high as it goes (can exceed 1).
+                distribution at END, KL(source ‖ patched): the clean run's when denoising, the corrupted
+                run's when noising; `maximize` pushes the effect as high as it goes (can exceed 1).
             l1: weight λ of the L1 penalty on α (sparsity). Must be >= 0.
             l1_warmup_steps: λ rises linearly from 0 to `l1` over this many steps (0: no warm-up).
                 Training and validation losses use the same, current λ.
@@ -218,6 +226,23 @@ class HeadSuperposition(L.LightningModule):
             mixing_target: mixing only: patch only this layer's heads, each receiving from every head of
                 this and earlier layers ("all the heads in one layer"; init diag(init) on that layer).
                 None: every layer receives from itself and all earlier layers.
+            rotation_layers: rotation only: the layers that get a learned rotation R and mask (None: all);
+                see `ioi_superpose.rotation`.
+            rotation_temperature_start: rotation only: the mask's temperature at the start of the fit.
+            rotation_temperature_end: rotation only: its temperature at the end (annealed geometrically over
+                the fit's optimiser steps, as boundless DAS anneals its boundaries' temperature).
+            rotation_target: rotation only: after fit, the number of rotated dimensions needed is the smallest
+                k whose hard mask on the top-k dimensions reaches this effect on the first `prune_prompts`
+                training prompts (denoising: recovery >= it; noising: recovery <= 1 - it); in summary.json.
+            circuit_criteria: after fit (and pruning), score the learned head set (the heads of the combination's
+                [layer, head] view above `l0_threshold`) with the IOI paper's faithfulness, completeness and
+                minimality under every ablation (`ioi_superpose.circuit`) on the first `prune_prompts` training
+                prompts; in summary.json under `circuit`. Not for `rotation` (its units are directions).
+            ablation: the source of a noising patch (`ioi_superpose.circuit`): `corrupted` (the paired corrupted
+                prompt, default), `resample` (another clean prompt of the batch, a seeded derangement,
+                aligned at END), `mean` (the batch's mean z per position role), `zero`. The reference "corrupted" run
+                is then the clean prompts with every head so ablated (recovery 0), the intact model recovery 1.
+                Noising only.
             prune_target: after fit, shrink the support to a minimal set (`ioi_superpose.training.pruning`): drop
                 units one at a time while the effect on the training prompts stays >= this (denoising:
                 recovery >= R; noising: recovery <= 1 - R). Kept units get weight 1. None: no pruning.
@@ -235,8 +260,30 @@ class HeadSuperposition(L.LightningModule):
         if l0_threshold < 0:
             raise ConfigError(f"--model.l0_threshold must be >= 0, got {l0_threshold}.")
         check_direction(direction, "--model.direction")
-        if combination not in FAMILIES:
-            raise ConfigError(f"--model.combination must be one of {list(FAMILIES)}, got {combination!r}.")
+        if combination not in FAMILIES + SUBSPACE_FAMILIES:
+            raise ConfigError(
+                f"--model.combination must be one of {list(FAMILIES + SUBSPACE_FAMILIES)}, got {combination!r}."
+            )
+        if rotation_layers is not None and combination != "rotation":
+            raise ConfigError(
+                f"--model.rotation_layers={rotation_layers} only applies to --model.combination rotation "
+                f"(got {combination!r}): set the combination to rotation, or leave rotation_layers null."
+            )
+        if circuit_criteria and combination in SUBSPACE_FAMILIES:
+            raise ConfigError(
+                f"--model.circuit_criteria scores head sets; --model.combination {combination} learns directions, "
+                "not heads: set circuit_criteria false, or use a head family (scalar, per_position, …)."
+            )
+        if ablation not in ABLATIONS:
+            raise ConfigError(f"--model.ablation must be one of {list(ABLATIONS)}, got {ablation!r}.")
+        if ablation != "corrupted" and direction != "noising":
+            raise ConfigError(
+                f"--model.ablation {ablation} replaces the source of a noising patch (what a necessary head is "
+                "ablated to); denoising patches the clean run's heads in. Set --model.direction noising, or "
+                "--model.ablation corrupted."
+            )
+        if not 0.0 < rotation_target <= 1.0:
+            raise ConfigError(f"--model.rotation_target must be in (0, 1], got {rotation_target}.")
         if temperature <= 0:
             raise ConfigError(f"--model.temperature must be > 0 (the hard-concrete temperature), got {temperature}.")
         if prune_target is not None and not 0.0 < prune_target <= 1.0:
@@ -260,9 +307,16 @@ class HeadSuperposition(L.LightningModule):
         # hold α; the model is reloaded from `model_name`) nor wrapped or synchronised by DDP.
         # `_apply` moves it wherever the module goes.
         object.__setattr__(self, "frozen", model)
+        rotation = dict(layers=rotation_layers, temperature_start=rotation_temperature_start,
+                        temperature_end=rotation_temperature_end)  # fmt: skip
         self.combination: LearnedFamily = build_combination(
-            combination, model.cfg.n_layers, model.cfg.n_heads, bounded, init, temperature, gate_seed, mixing_target
-        )
+            combination, model.cfg.n_layers, model.cfg.n_heads, bounded, init, temperature, gate_seed, mixing_target,
+            d_head=model.cfg.d_head, rotation=rotation if combination == "rotation" else None,
+        )  # fmt: skip
+        self.circuit_result: dict | None = None
+        """circuit_criteria only: {ablation: the criteria (`circuit.CircuitScores.to_dict`) or {"error": why}}."""
+        self.rotation_result: dict | None = None
+        """rotation only: the dimension count and head loadings after fit (`RotationCombination.analyse`)."""
         self.prune_result: PruneResult | None = None
         """The minimal-set step's result after fit (when `prune_target` is set)."""
         self.steps_trained: int | None = None
@@ -307,6 +361,8 @@ class HeadSuperposition(L.LightningModule):
     def on_fit_start(self) -> None:
         self.reference_cache.clear()
         self._cache_described = False
+        if hasattr(self.combination, "set_total_steps"):  # rotation: anneal the mask's temperature over this fit
+            self.combination.set_total_steps(int(self.trainer.estimated_stepping_batches))
 
     def on_train_epoch_end(self) -> None:
         # Every training prompt has been seen once: the cache is as full as it gets. Said once per fit.
@@ -318,10 +374,48 @@ class HeadSuperposition(L.LightningModule):
                 )
 
     def on_fit_end(self) -> None:
-        """The minimal-set step (`prune_target`), on the first `prune_prompts` training prompts."""
-        if self.hparams.prune_target is None or self.trainer.interrupted:
+        """The minimal-set step (`prune_target`), on the first `prune_prompts` training prompts; for `rotation`,
+        first the dimension count and head loadings of the learned mask (before any pruning)."""
+        if self.trainer.interrupted:
             return
-        self.prune_([batch.to(self.device) for batch in pruning_batches(self.trainer, self.hparams.prune_prompts)])
+        if self.hparams.get("combination") == "rotation":
+            self.analyse_rotation_(pruning_batches(self.trainer, self.hparams.prune_prompts))
+        if self.hparams.prune_target is not None:
+            self.prune_([batch.to(self.device) for batch in pruning_batches(self.trainer, self.hparams.prune_prompts)])
+        if self.hparams.get("circuit_criteria"):
+            splits = getattr(self.trainer.datamodule, "splits", None)  # one batch of the first prune_prompts rows
+            prompts = (splits["train"][: self.hparams.prune_prompts].trimmed() if splits is not None
+                       else pruning_batches(self.trainer, self.hparams.prune_prompts)[0])  # fmt: skip
+            self.score_circuit_(prompts)
+
+    @torch.no_grad()
+    def score_circuit_(self, prompts: ContrastBatch) -> dict:
+        """The circuit criteria of the learned head set on `prompts`, under every ablation (`ioi_superpose.circuit`).
+        An ablation the prompts cannot support (resample with a single prompt) is recorded with its reason."""
+        from ioi_superpose.circuit import ABLATIONS, circuit_scores
+
+        mask = self.combination.head_coefficients().abs() > self.hparams.l0_threshold
+        heads = [tuple(int(i) for i in head) for head in mask.nonzero().tolist()]
+        result: dict = {}
+        for ablation in ABLATIONS:
+            try:
+                result[ablation] = circuit_scores(self.frozen, heads, prompts.to(self.device), ablation).to_dict()
+            except ConfigError as error:
+                result[ablation] = {"error": str(error)}
+        self.circuit_result = result
+        return result
+
+    @torch.no_grad()
+    def analyse_rotation_(self, batches: Sequence[ContrastBatch]) -> dict:
+        """`rotation`'s dimension count and head loadings on `batches` (see `ioi_superpose.rotation`)."""
+        was_training = self.combination.training
+        self.combination.eval()
+        self.rotation_result = self.combination.analyse(  # type: ignore[operator]
+            self.frozen, [batch.to(self.device) for batch in batches], self.hparams.direction,
+            float(self.hparams.rotation_target),
+        )  # fmt: skip
+        self.combination.train(was_training)
+        return self.rotation_result
 
     @torch.no_grad()
     def prune_(self, batches: Sequence[ContrastBatch]) -> PruneResult:
@@ -352,6 +446,11 @@ class HeadSuperposition(L.LightningModule):
         cached = self.reference_cache.get(batch, self.hparams.direction) if cached_rows else None
         if cached is not None:
             return cached
+        if self.hparams.get("ablation", "corrupted") != "corrupted":
+            reference = ablated_reference(self.frozen, batch, self.hparams.ablation, self.objective.full_vocab)
+            if cached_rows:
+                self.reference_cache.put(batch, reference)
+            return reference
         reference = reference_runs(
             self.frozen, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens,
             self.hparams.direction, source_log_probs=self.objective.full_vocab,

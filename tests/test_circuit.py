@@ -1,0 +1,213 @@
+"""Circuit criteria: a planted model whose heads add independent, hand-computable contributions to the logit
+difference (one attention layer, uniform attention, no layer norm; head h adds w_h × the share of the answer tokens
+among the tokens it reads), so F(S) under every ablation, the incompleteness of every K (= |F(M) − F(C)|) and each
+head's minimality (= |Δ_v|) are known by construction; and checks on the toy IOI checkpoint."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ioi_superpose.circuit import (
+    ABLATIONS,
+    ablation_values,
+    all_ablations,
+    circuit_scores,
+    derangement,
+    resampled,
+)
+from ioi_superpose.data.ioi import IOIBatch
+from ioi_superpose.errors import ConfigError
+from ioi_superpose.models import HookedTransformer, HookedTransformerConfig
+
+VOCAB, N_HEADS, LENGTH, BATCH = 6, 4, 7, 10
+WEIGHTS = torch.tensor([3.0, -2.0, 1.5, 0.5])  # w_h: head h writes w_h × (token histogram) into the logits
+
+
+def additive_model() -> HookedTransformer:
+    cfg = HookedTransformerConfig(n_layers=1, n_heads=N_HEADS, d_model=VOCAB, d_head=VOCAB, d_vocab=VOCAB,
+                                  n_ctx=16, attn_only=True, normalization_type=None, act_fn=None)  # fmt: skip
+    model = HookedTransformer(cfg)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.zero_()  # Q = K = 0: uniform causal attention; all biases 0
+        model.W_E.copy_(torch.eye(VOCAB))
+        model.W_U.copy_(torch.eye(VOCAB))
+        for head in range(N_HEADS):
+            model.blocks[0].attn.W_V[head] = torch.eye(VOCAB)
+            model.blocks[0].attn.W_O[head] = WEIGHTS[head] * torch.eye(VOCAB)
+    model.eval()
+    return model
+
+
+def prompts(seed: int = 0) -> IOIBatch:
+    generator = torch.Generator().manual_seed(seed)
+    clean = torch.randint(0, VOCAB, (BATCH, LENGTH), generator=generator)
+    answers = torch.stack([torch.randperm(VOCAB, generator=generator)[:2] for _ in range(BATCH)])
+    clean[:, 1] = answers[:, 0]  # the IO position holds the correct answer: the clean share leans to A
+    # Name swap: the corrupted prompt exchanges A and B, so its share is minus the clean one.
+    a, b = answers[:, :1], answers[:, 1:]
+    corrupted = torch.where(clean == a, b, torch.where(clean == b, a, clean))
+    full = lambda value: torch.full((BATCH,), value)  # noqa: E731
+    return IOIBatch(clean_tokens=clean, corrupted_tokens=corrupted, answer_tokens=answers, end_pos=full(LENGTH - 1),
+                    index=torch.arange(BATCH), io_pos=full(1), s1_pos=full(2), s2_pos=full(4),
+                    template_id=full(0))  # fmt: skip
+
+
+def share(tokens: torch.Tensor, answers: torch.Tensor) -> torch.Tensor:
+    """Per row: (#answer A − #answer B) / length among the tokens a uniform head reads at END (all of them)."""
+    a = (tokens == answers[:, :1]).float().sum(-1)
+    b = (tokens == answers[:, 1:]).float().sum(-1)
+    return (a - b) / tokens.shape[1]
+
+
+def expected_contributions(batch: IOIBatch, ablation: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(intact, ablated) contribution of each head to the mean logit difference, from the construction alone."""
+    answers = batch.answer_tokens
+    intact = share(batch.clean_tokens, answers).mean()
+    if ablation == "zero":
+        ablated = torch.tensor(0.0)
+    elif ablation == "corrupted":
+        ablated = share(batch.corrupted_tokens, answers).mean()
+    elif ablation == "resample":
+        ablated = share(batch.clean_tokens[derangement(BATCH, 0)], answers).mean()
+    else:  # mean over the prompts' END z: the END z of a uniform head is the row's token histogram / length
+        histogram = torch.nn.functional.one_hot(batch.clean_tokens, VOCAB).float().mean(1).mean(0)  # [vocab]
+        ablated = (histogram[answers[:, 0]] - histogram[answers[:, 1]]).mean()
+    return WEIGHTS * intact, WEIGHTS * ablated
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS)
+@pytest.mark.parametrize("circuit", [[(0, 0), (0, 2)], [(0, 1)], [(0, 0), (0, 1), (0, 3)]])
+def test_additive_model_by_construction(ablation, circuit):
+    model, batch = additive_model(), prompts()
+    intact, ablated = expected_contributions(batch, ablation)
+    # The construction must tell the ablations apart, or this test could not catch one computed wrongly.
+    values = [float(expected_contributions(batch, kind)[1][0]) for kind in ABLATIONS]
+    assert min(abs(x - y) for i, x in enumerate(values) for y in values[i + 1 :]) > 0.01
+    assert abs(float(intact[0] - ablated[0])) > 0.05
+    direct = ((batch.clean_tokens[:, -1:] == batch.answer_tokens).float() @ torch.tensor([1.0, -1.0])).mean()
+    f_model = direct + intact.sum()
+    delta = ablated - intact  # change of F when head h alone is ablated
+    outside = [h for h in range(N_HEADS) if (0, h) not in circuit]
+    f_circuit = f_model + delta[outside].sum()
+    scores = circuit_scores(model, circuit, batch, ablation)
+    assert scores.model_logit_diff == pytest.approx(float(f_model), abs=1e-4)
+    assert scores.circuit_logit_diff == pytest.approx(float(f_circuit), abs=1e-4)
+    assert scores.faithfulness_gap == pytest.approx(abs(float(f_model - f_circuit)), abs=1e-4)
+    # Additive heads: every K has incompleteness |F(M) − F(C)|; the greedy search can find nothing larger.
+    assert scores.completeness["score"] == pytest.approx(abs(float(delta[outside].sum())), abs=1e-4)
+    for step in scores.completeness["trajectory"]:
+        assert step["score"] == pytest.approx(abs(float(delta[outside].sum())), abs=1e-4)
+    for layer, head in circuit:
+        assert scores.minimality[f"{layer}.{head}"]["score"] == pytest.approx(abs(float(delta[head])), abs=1e-4)
+
+
+def test_ablations_differ_and_are_as_defined():
+    """The four ablations give four different F(∅) on the planted model (the verdict can depend on the ablation)."""
+    model, batch = additive_model(), prompts()
+    empty = {a: circuit_scores(model, [], batch, a).circuit_logit_diff for a in ABLATIONS}
+    assert len({round(v, 4) for v in empty.values()}) == 4
+    zero = ablation_values(model, batch, "zero")
+    assert zero.shape == (1, BATCH, LENGTH, N_HEADS, VOCAB) and not zero.any()
+
+
+def test_derangement_has_no_fixed_point():
+    for n, seed in [(2, 0), (5, 1), (64, 3)]:
+        target = derangement(n, seed)
+        assert sorted(target.tolist()) == list(range(n)) and (target != torch.arange(n)).all()
+    assert torch.equal(derangement(9, 4), derangement(9, 4))
+
+
+def test_resample_aligns_prompts_at_end():
+    """Row b reads row π(b) at p − END_b + END_π(b): END reads END, and equal ENDs read index for index."""
+    end_pos = torch.tensor([5, 7, 5, 7, 7, 5, 9, 9])
+    z = torch.arange(8 * 10).float().view(1, 8, 10, 1, 1)  # z[b, p] = 10 b + p
+    out = resampled(z, end_pos, seed=2)
+    source = derangement(8, 2)
+    for row in range(8):
+        src = int(source[row])
+        assert out[0, row, int(end_pos[row]), 0, 0] == 10 * src + int(end_pos[src])
+        if end_pos[src] == end_pos[row]:
+            assert torch.equal(out[0, row, :, 0, 0], z[0, src, :, 0, 0])
+
+
+def test_bad_input_is_named():
+    model, batch = additive_model(), prompts()
+    with pytest.raises(ConfigError, match="ablation must be one of"):
+        circuit_scores(model, [(0, 0)], batch, "gaussian")
+    with pytest.raises(ConfigError, match="heads must be distinct"):
+        circuit_scores(model, [(0, 0), (0, 0)], batch)
+    with pytest.raises(ConfigError, match="heads must be distinct"):
+        circuit_scores(model, [(1, 0)], batch)
+    with pytest.raises(ConfigError, match="at least 2 prompts"):
+        circuit_scores(model, [(0, 0)], batch[:1], "resample")
+
+
+def test_toy_ioi_whole_model_is_faithful_and_complete():
+    """Non-exact checks on the toy IOI model: the set of all heads is the model (faithfulness 1, incompleteness 0)."""
+    from ioi_superpose.data.prompts import ioi_prompts
+    from ioi_superpose.models import load_frozen_model
+
+    model = load_frozen_model("checkpoints/toy_ioi.pt")
+    batch = ioi_prompts("checkpoints/toy_ioi.pt", n=16, seed=1)
+    every = [(layer, head) for layer in range(2) for head in range(4)]
+    scores = all_ablations(model, every, batch)
+    for result in scores.values():
+        assert result.faithfulness == pytest.approx(1.0, abs=1e-5)
+        assert result.completeness["score"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_learned_set_is_scored_after_fit(one_thread):
+    """`circuit_criteria`: the learned head set (α above the L0 threshold) is scored under every ablation."""
+    from ioi_superpose.api import learn_combination
+    from tests.conftest import prompt_pairs, random_model
+
+    model = random_model(n_layers=2, n_heads=2, d_model=16, seed=3)
+    clean, corrupted, answers = prompt_pairs(model.cfg.d_vocab, batch=6, length=6, seed=1)
+    result = learn_combination(model, clean, corrupted, answers, steps=3, circuit_criteria=True)
+    assert set(result.circuit) == set(ABLATIONS)
+    heads = sorted(tuple(h) for h in result.support)
+    for ablation, scores in result.circuit.items():
+        assert sorted(tuple(h) for h in scores["heads"]) == heads, ablation
+        assert set(scores["minimality"]) == {f"{l}.{h}" for l, h in heads}
+
+
+@pytest.mark.parametrize("ablation", ["zero", "mean"])
+def test_model_ablation_is_the_noising_source(ablation):
+    """--model.ablation: the source z are the ablation's values; α = 1 on every head is the fully ablated run
+    (recovery 0), checked against TransformerLens hooks that write the same values; α = 0 is the clean run."""
+    from ioi_superpose.data.batch import ContrastBatch
+    from ioi_superpose.engine.runs import hook_name
+    from ioi_superpose.training.system import HeadSuperposition
+    from tests.conftest import prompt_pairs, random_model
+
+    model = random_model(n_layers=2, n_heads=2, d_model=16, seed=5)
+    clean, corrupted, answers = prompt_pairs(model.cfg.d_vocab, batch=6, length=6, seed=2)
+    batch = ContrastBatch.from_tokens(clean, corrupted, answers)
+    system = HeadSuperposition(direction="noising", ablation=ablation, preloaded_model=model, init=1.0)
+    reference = system.reference(batch)
+    values = ablation_values(model, batch, ablation)
+    assert torch.equal(reference.source_z, values)
+    if ablation == "zero":
+        assert not values.any()
+    hooks = [(hook_name("z", layer), lambda z, hook, layer=layer: values[layer]) for layer in range(2)]
+    with torch.no_grad():
+        ablated = model.run_with_hooks(clean, fwd_hooks=hooks)[:, -1].gather(-1, answers)
+    assert torch.allclose(reference.source_answer_logits, ablated, atol=1e-4)
+    with torch.no_grad():
+        patched = system.patched_end_logits(batch, reference)
+        assert torch.allclose(patched, ablated, atol=1e-4)
+        assert float(reference.recovery(patched)) == pytest.approx(0.0, abs=1e-4)
+        system.combination.coefficients.zero_()
+        assert float(reference.recovery(system.patched_end_logits(batch, reference))) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_model_ablation_needs_noising():
+    from ioi_superpose.training.system import HeadSuperposition
+    from tests.conftest import random_model
+
+    with pytest.raises(ConfigError, match="--model.direction noising"):
+        HeadSuperposition(direction="denoising", ablation="zero", preloaded_model=random_model())
+    with pytest.raises(ConfigError, match="--model.ablation must be one of"):
+        HeadSuperposition(direction="noising", ablation="gauss", preloaded_model=random_model())
