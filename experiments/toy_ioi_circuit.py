@@ -22,10 +22,10 @@ from pathlib import Path
 
 import torch
 
-from ioi_superpose.circuit import ABLATIONS, circuit_scores
 from ioi_superpose.data.prompts import ioi_prompts
 from ioi_superpose.groundtruth.exhaustive import search_subsets
 from ioi_superpose.models import load_frozen_model
+from ioi_superpose.results.circuit import ABLATIONS, circuit_scores
 from ioi_superpose.toy.batches import FeaturePrompts
 
 CHECKPOINT = "checkpoints/toy_ioi.pt"

@@ -3,7 +3,7 @@ experiments/reports/toy_ioi_head_types/report.md.
 
     python experiments/toy_ioi_head_types.py      # seconds; reads the learned heads from the rotation experiment
 
-Scores (`ioi_superpose.head_types`) on 256 clean toy IOI prompts (seed 0). Highlighted: the `scalar` run's support
+Scores (`ioi_superpose.results.head_types`) on 256 clean toy IOI prompts (seed 0). Highlighted: the `scalar` run's support
 in experiments/reports/toy_ioi_rotation/summaries.json (`python experiments/toy_ioi_rotation.py`); the last column is
 the rotation run's kept dimensions per head (its `head_loading_sum`), when that file has one.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from ioi_superpose.data.prompts import ioi_prompts
-from ioi_superpose.head_types import head_types, head_types_table
 from ioi_superpose.models import load_frozen_model
+from ioi_superpose.results.head_types import head_types, head_types_table
 
 CHECKPOINT = "checkpoints/toy_ioi.pt"
 SUMMARIES = Path("experiments/reports/toy_ioi_rotation/summaries.json")

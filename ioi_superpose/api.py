@@ -85,7 +85,8 @@ def learn_combination(
     rows — `hard_concrete`, gates seeded by `seed`, `mixing`, a map across heads, with `mixing_target`, or
     `rotation`, a learned orthogonal basis of each of `rotation_layers`' z with a mask, R seeded by `seed`,
     whose dimension count for `rotation_target` and head loadings are in the result's `rotation`);
-    `ablation` (noising only) is the patch source: `corrupted`, `resample`, `mean` or `zero` (`ioi_superpose.circuit`);
+    `ablation` (noising only) is the patch source: `corrupted`, `resample`, `mean` or `zero`
+    (`ioi_superpose.results.circuit`);
     `circuit_criteria` scores the learned head set with `circuit.circuit_scores` under every ablation (`circuit`);
     `prune_target` R ends with the minimal-set step on
     these prompts (kept units at weight 1; effect ≥ R, see `ioi_superpose.training.pruning`).

@@ -8,7 +8,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ioi_superpose.circuit import (
+from ioi_superpose.data.ioi import IOIBatch
+from ioi_superpose.errors import ConfigError
+from ioi_superpose.models import HookedTransformer, HookedTransformerConfig
+from ioi_superpose.results.circuit import (
     ABLATIONS,
     ablation_values,
     all_ablations,
@@ -16,9 +19,6 @@ from ioi_superpose.circuit import (
     derangement,
     resampled,
 )
-from ioi_superpose.data.ioi import IOIBatch
-from ioi_superpose.errors import ConfigError
-from ioi_superpose.models import HookedTransformer, HookedTransformerConfig
 
 VOCAB, N_HEADS, LENGTH, BATCH = 6, 4, 7, 10
 WEIGHTS = torch.tensor([3.0, -2.0, 1.5, 0.5])  # w_h: head h writes w_h × (token histogram) into the logits

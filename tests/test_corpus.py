@@ -9,10 +9,10 @@ import json
 import pytest
 import torch
 
-from ioi_superpose.corpus import corpus_examples, direct_effects, read_corpus
 from ioi_superpose.engine.runs import hook_name
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig
+from ioi_superpose.results.corpus import corpus_examples, direct_effects, read_corpus
 from tests.conftest import random_model
 
 WEIGHTS = torch.tensor([[1.0, 0.0, 0.5]])

@@ -13,9 +13,9 @@ import torch
 
 from ioi_superpose.api import learn_combination
 from ioi_superpose.combinations import HeadWeights, build_combination
+from ioi_superpose.combinations.rotation import RotationCombination, head_shares
 from ioi_superpose.engine.runs import BaseRun, head_z, patched_end_logits, reference_runs
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.rotation import RotationCombination, head_shares
 from ioi_superpose.training.system import HeadSuperposition
 from tests.conftest import prompt_pairs, random_model
 

@@ -25,10 +25,10 @@ from importlib.metadata import version
 import torch
 from pyvene import RotatedSpaceIntervention
 
+from ioi_superpose.combinations.rotation import RotationWeights, rotate_patch
 from ioi_superpose.data.prompts import ioi_prompts
 from ioi_superpose.engine.runs import head_z
 from ioi_superpose.models import load_frozen_model
-from ioi_superpose.rotation import RotationWeights, rotate_patch
 
 CHECKPOINT = "checkpoints/toy_ioi.pt"
 LAYER, HEAD = 1, 2

@@ -18,10 +18,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from ioi_superpose.baselines.callbacks import HeadBaseline, log_figure
 from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
-from ioi_superpose.corpus import write_corpus_examples
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.errors import ConfigError, UserFacingError
 from ioi_superpose.results.analysis import distribution
+from ioi_superpose.results.corpus import write_corpus_examples
 from ioi_superpose.results.max_activating import MaxActivatingOptions
 from ioi_superpose.results.pareto import pareto_figures
 from ioi_superpose.results.per_prompt import per_prompt_recoveries

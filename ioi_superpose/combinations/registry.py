@@ -18,7 +18,7 @@ REGISTRY: dict[str, type[LearnedFamily]] = {
 FAMILIES: tuple[str, ...] = tuple(REGISTRY)
 """The families whose units are heads (or head pairs / (head, role)s): the head-set benchmarks iterate over these."""
 SUBSPACE_FAMILIES: tuple[str, ...] = ("rotation",)
-"""Families whose units are directions of a learned basis of z (`ioi_superpose.rotation`), not heads."""
+"""Families whose units are directions of a learned basis of z (`ioi_superpose.combinations.rotation`), not heads."""
 
 
 def build_combination(
@@ -42,7 +42,7 @@ def build_combination(
     if family == "mixing":
         return MixingCombination(n_layers, n_heads, bounded, init, mixing_target)
     if family == "rotation":
-        from ioi_superpose.rotation import RotationCombination  # imports this package: built on demand
+        from ioi_superpose.combinations.rotation import RotationCombination  # imports this package: built on demand
 
         if d_head is None:
             raise ValueError("the rotation family needs the model's d_head")

@@ -184,12 +184,12 @@ class IOIDataModule(L.LightningDataModule):
             num_workers: DataLoader workers.
             corpus: a text file, one text a line: after fit, the positions where the learned combination's head
                 outputs most raise / lower the true next token's logit (direct effect) are written to
-                `corpus_examples.md` / `.json` (`ioi_superpose.corpus`; `--max_activating.k` rows each).
+                `corpus_examples.md` / `.json` (`ioi_superpose.results.corpus`; `--max_activating.k` rows each).
         """
         super().__init__()
         self.save_hyperparameters()
         if corpus is not None:
-            from ioi_superpose.corpus import read_corpus
+            from ioi_superpose.results.corpus import read_corpus
 
             read_corpus(corpus)  # a missing or empty file fails now, not after the fit
         for option, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test), ("batch_size", batch_size)):

@@ -12,7 +12,6 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from ioi_superpose.circuit import ABLATIONS, Ablation, ablated_reference
 from ioi_superpose.combinations import FAMILIES, SUBSPACE_FAMILIES, LearnedFamily, batch_roles, build_combination
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.runs import (
@@ -27,6 +26,7 @@ from ioi_superpose.engine.runs import (
 )
 from ioi_superpose.errors import ConfigError, NonFiniteLossError
 from ioi_superpose.models import HookedTransformer, describe_model, load_frozen_model
+from ioi_superpose.results.circuit import ABLATIONS, Ablation, ablated_reference
 from ioi_superpose.training.metrics import IOAccuracy, MeanLogitDiff, NormalisedRecovery, ObjectiveLoss
 from ioi_superpose.training.objectives import OBJECTIVES, Objective, ObjectiveName, across_ranks
 from ioi_superpose.training.pruning import PruneResult, minimal_set
@@ -227,7 +227,7 @@ class HeadSuperposition(L.LightningModule):
                 this and earlier layers ("all the heads in one layer"; init diag(init) on that layer).
                 None: every layer receives from itself and all earlier layers.
             rotation_layers: rotation only: the layers that get a learned rotation R and mask (None: all);
-                see `ioi_superpose.rotation`.
+                see `ioi_superpose.combinations.rotation`.
             rotation_temperature_start: rotation only: the mask's temperature at the start of the fit.
             rotation_temperature_end: rotation only: its temperature at the end (annealed geometrically over
                 the fit's optimiser steps, as boundless DAS anneals its boundaries' temperature).
@@ -236,9 +236,10 @@ class HeadSuperposition(L.LightningModule):
                 training prompts (denoising: recovery >= it; noising: recovery <= 1 - it); in summary.json.
             circuit_criteria: after fit (and pruning), score the learned head set (the heads of the combination's
                 [layer, head] view above `l0_threshold`) with the IOI paper's faithfulness, completeness and
-                minimality under every ablation (`ioi_superpose.circuit`) on the first `prune_prompts` training
+                minimality under every ablation
+        (`ioi_superpose.results.circuit`).on the first `prune_prompts` training
                 prompts; in summary.json under `circuit`. Not for `rotation` (its units are directions).
-            ablation: the source of a noising patch (`ioi_superpose.circuit`): `corrupted` (the paired corrupted
+            ablation: the source of a noising patch (`ioi_superpose.results.circuit`): `corrupted` (the paired corrupted
                 prompt, default), `resample` (another clean prompt of the batch, a seeded derangement,
                 aligned at END), `mean` (the batch's mean z per position role), `zero`. The reference "corrupted" run
                 is then the clean prompts with every head so ablated (recovery 0), the intact model recovery 1.
@@ -390,9 +391,10 @@ class HeadSuperposition(L.LightningModule):
 
     @torch.no_grad()
     def score_circuit_(self, prompts: ContrastBatch) -> dict:
-        """The circuit criteria of the learned head set on `prompts`, under every ablation (`ioi_superpose.circuit`).
+        """The circuit criteria of the learned head set on `prompts`, under every ablation
+        (`ioi_superpose.results.circuit`).
         An ablation the prompts cannot support (resample with a single prompt) is recorded with its reason."""
-        from ioi_superpose.circuit import ABLATIONS, circuit_scores
+        from ioi_superpose.results.circuit import ABLATIONS, circuit_scores
 
         mask = self.combination.head_coefficients().abs() > self.hparams.l0_threshold
         heads = [tuple(int(i) for i in head) for head in mask.nonzero().tolist()]
@@ -407,7 +409,7 @@ class HeadSuperposition(L.LightningModule):
 
     @torch.no_grad()
     def analyse_rotation_(self, batches: Sequence[ContrastBatch]) -> dict:
-        """`rotation`'s dimension count and head loadings on `batches` (see `ioi_superpose.rotation`)."""
+        """`rotation`'s dimension count and head loadings on `batches` (see `ioi_superpose.combinations.rotation`)."""
         was_training = self.combination.training
         self.combination.eval()
         self.rotation_result = self.combination.analyse(  # type: ignore[operator]
