@@ -18,10 +18,12 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
+from ioi_superpose.analysis import stability
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.files import atomic_write
 from ioi_superpose.pareto import pareto_figures
 from ioi_superpose.plots import save_figure
+from ioi_superpose.sweep import SEED_KEYS
 
 MAX_ACTIVATING = "max_activating.json"
 
@@ -45,27 +47,40 @@ class Sweep:
 
 
 def load(paths: Sequence[Path]) -> tuple[list[Run], list[Sweep]]:
-    runs: list[Run] = []
+    """The runs and sweeps in `paths`; a run directory reached twice (given twice, or in two sweeps) is one run."""
+    runs: dict[Path, Run] = {}
     sweeps: list[Sweep] = []
     for path in paths:
         if (path / "sweep.json").is_file():
-            sweep = Sweep(path, json.loads((path / "sweep.json").read_text()))
+            sweep = Sweep(path, read_json(path / "sweep.json"))
             sweeps.append(sweep)
             for row in sweep.summary["points"]:
-                runs.append(_run(Path(row["run_dir"]), f"{path.name}/{row['point']}"))
+                directory = Path(row["run_dir"])
+                runs.setdefault(directory.resolve(), _run(directory, f"{path.name}/{row['point']}"))
         elif (path / "summary.json").is_file():
             # `version_N` alone says nothing: name a run by its logger's name too.
             name = f"{path.parent.name}/{path.name}" if path.name.startswith("version_") else path.name
-            runs.append(_run(path, name))
+            runs.setdefault(path.resolve(), _run(path, name))
         else:
             raise ConfigError(f"{path} holds neither a summary.json (a finished run) nor a sweep.json (a sweep).")
     if not runs:
         raise ConfigError("the given directories hold no finished run.")
-    return runs, sweeps
+    return list(runs.values()), sweeps
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A results file, or an error naming it (a truncated or hand-edited file is not a parse error without a name)."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"{path} is not valid JSON ({error}): it was cut short or edited. Run that run (or sweep) again to "
+            "rewrite it, or leave its directory out of the report."
+        ) from None
 
 
 def _run(directory: Path, name: str) -> Run:
-    return Run(name, directory, json.loads((directory / "summary.json").read_text()))
+    return Run(name, directory, read_json(directory / "summary.json"))
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -250,7 +265,8 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
         "",
     )
 
-    stable = [s for sweep in sweeps for s in sweep.summary.get("stability", [])]
+    # Recomputed from the points, not read from sweep.json: a run listed twice counts once (`stability`).
+    stable = [s for sweep in sweeps for s in stability(sweep.summary["points"], SEED_KEYS)]
     report.add("## Stability across seeds", "")
     if stable:
         report.add("| setting | runs | heads in every run | heads in any run | IoU |", "|---|---|---|---|---|")
