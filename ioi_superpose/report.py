@@ -19,6 +19,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from ioi_superpose.analysis import stability
+from ioi_superpose.caveats import INITIAL_ALPHA, is_initial, prune_shortfall
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.files import atomic_write
 from ioi_superpose.pareto import pareto_figures
@@ -172,6 +173,7 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
             f"{_fmt(s['recovery']['val'])} | {_heads(s)} |"
         )
     report.add("")
+    caveats_section(report, runs)
     report.add(
         "### Recovery against the number of heads, per evaluation set (Pareto fronts)",
         "",
@@ -290,6 +292,22 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
     return report
 
 
+def caveats_section(report: Report, runs: Sequence[Run]) -> None:
+    """Runs whose numbers are not what the table suggests: α never trained, a minimal set that missed its target."""
+    lines = []
+    for r in runs:
+        if is_initial(r.summary):
+            lines.append(
+                f"- `{r.name}`: α is the initial one ({INITIAL_ALPHA}): its numbers are those of --model.init "
+                f"= {r.summary['config']['model'].get('init')}, not of a learned combination."
+            )
+        shortfall = prune_shortfall(r.summary.get("prune"))
+        if shortfall:
+            lines.append(f"- `{r.name}`: {shortfall}")
+    if lines:
+        report.add("**Read with care:**", "", *lines, "")
+
+
 def change_of_basis_section(report: Report, runs: Sequence[Run]) -> None:
     """Question 1 from the `mixing` runs: does moving other heads' differences into a head help?"""
     report.add("## A change of basis that puts the heads in one layer (question 1)", "")
@@ -394,6 +412,8 @@ def main(args: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="where report.md and its figures go")
     parsed = parser.parse_args(args)
     try:
+        if parsed.out.exists() and not parsed.out.is_dir():
+            raise ConfigError(f"--out {parsed.out} is a file; give a directory for report.md and its figures.")
         runs, sweeps = load(parsed.paths)
         path = build_report(runs, sweeps, parsed.out).write()
     except KeyError as missing:
