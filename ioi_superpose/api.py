@@ -162,11 +162,14 @@ def _prompts(
     if len(clean_tokens) == 0:
         raise ConfigError("clean_tokens holds no prompt (batch size 0); pass at least one prompt pair.")
     same = (answer_tokens[:, 0] == answer_tokens[:, 1]).nonzero().flatten().tolist()
-    if same:
-        raise ConfigError(
-            f"answer_tokens rows {same[:8]} hold the same token as correct and incorrect answer: their logit "
-            "difference is 0 on every run. Each row must be (correct, incorrect), e.g. (IO, S)."
-        )
+    message = (
+        f"answer_tokens rows {same[:8]}{' …' if len(same) > 8 else ''} hold the same token as correct and incorrect "
+        "answer: their logit difference is 0 on every run. Each row must be (correct, incorrect), e.g. (IO, S)."
+    )
+    if len(same) == len(answer_tokens):  # no row can show an effect: recovery is 0/0
+        raise ConfigError(message)
+    if same:  # these rows only dilute the mean logit difference
+        warnings.warn(message, stacklevel=3)
     ends = end_positions_for(model, clean_tokens, corrupted_tokens, end_positions)
     prompts = ContrastBatch(
         clean_tokens=clean_tokens.cpu(), corrupted_tokens=corrupted_tokens.cpu(), answer_tokens=answer_tokens.cpu(),

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer
+from ioi_superpose.models.toy import TOY_PAD_ATTRIBUTE
 
 
 def check_token_tensor(tokens: object, name: str, dims: int = 2) -> None:
@@ -60,21 +61,16 @@ def end_positions_for(
 
 
 def padded_rows(model: HookedTransformer, tokens: Int[Tensor, "batch pos"]) -> torch.Tensor:
-    """Rows whose last token is padding: the tokenizer's pad token when the model has a tokenizer; and, with
-    or without one, a token that ends some row at least twice over (right padding of a shorter prompt — real
-    text does not end in a repeated token), wherever it ends a row."""
-    if tokens.shape[1] == 0:
+    """Rows whose last token is the pad token of the model's tokenizer: `model.tokenizer`'s, or for a toy
+    model (whose tokenizer lives in its checkpoint file) the one `load_frozen_model` recorded on it."""
+    pad = pad_token_id(model)
+    if pad is None or tokens.shape[1] == 0:
         return torch.zeros(tokens.shape[0], dtype=torch.bool)
-    last = tokens[:, -1].cpu()
-    pads: set[int] = set()
+    return tokens[:, -1].cpu() == pad
+
+
+def pad_token_id(model: HookedTransformer) -> int | None:
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is not None and getattr(tokenizer, "pad_token_id", None) is not None:
-        pads.add(int(tokenizer.pad_token_id))
-    if tokens.shape[1] >= 2:
-        repeated = tokens[:, -1] == tokens[:, -2]
-        pads.update(int(token) for token in tokens[repeated, -1].cpu().unique())
-    return (
-        torch.isin(last, torch.tensor(sorted(pads), dtype=last.dtype))
-        if pads
-        else torch.zeros_like(last, dtype=torch.bool)
-    )
+        return int(tokenizer.pad_token_id)
+    return getattr(model, TOY_PAD_ATTRIBUTE, None)

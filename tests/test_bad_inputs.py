@@ -200,6 +200,10 @@ def test_a_zero_clean_corrupted_gap_is_named(toy, equal_prompts):
     same = p.answer_tokens[:, [0, 0]]
     with pytest.raises(ConfigError, match="same token as correct and incorrect"):
         learn_combination(toy, p.clean_tokens, p.corrupted_tokens, same, steps=1)
+    some = p.answer_tokens.clone()
+    some[0, 1] = some[0, 0]
+    with pytest.warns(UserWarning, match=r"rows \[0\] hold the same token"):
+        learn_combination(toy, p.clean_tokens, p.corrupted_tokens, some, steps=1)
 
 
 @pytest.mark.parametrize("argument", ["clean_tokens", "corrupted_tokens", "answer_tokens"])
