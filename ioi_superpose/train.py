@@ -22,7 +22,7 @@ from ioi_superpose.callbacks import CoefficientPlots, HeadBaseline
 from ioi_superpose.callbacks.baselines import log_figure
 from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.callbacks.resume_hint import ResumeHint
-from ioi_superpose.caveats import INITIAL_ALPHA, prune_shortfall
+from ioi_superpose.caveats import prune_shortfall
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.errors import ConfigError, UserFacingError
 from ioi_superpose.max_activating import MaxActivatingOptions
@@ -199,7 +199,7 @@ def write_results(
     def shown(value: float | None) -> str:
         return "n/a (clean ≈ corrupted)" if value is None else f"{value:.3f}"
 
-    what = "Learned α" if steps else f"Initial α ({INITIAL_ALPHA}: every weight --model.init, not learned)"
+    what = "Learned α" if steps else "Initial α (no optimisation step taken: every weight is --model.init, not learned)"
     print(
         f"\n{what}: L0 = {summary['l0']} of {summary['n_heads_total']} heads, "
         f"val recovery {shown(recovery['val'])}; test recovery "

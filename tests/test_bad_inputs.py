@@ -262,3 +262,10 @@ def test_ctrl_c_prints_the_command_that_resumes(tmp_path, monkeypatch, capsys):
     last = next(tmp_path.rglob("last.ckpt"))
     assert "Resume exactly where the last one left off with:" in error
     assert f"--ckpt_path {last.relative_to(tmp_path)}" in error and "--trainer.max_epochs 3" in error
+
+
+def test_recovery_of_a_wrongly_shaped_alpha_names_the_shape(toy, equal_prompts):
+    from ioi_superpose import recovery_of
+
+    with pytest.raises(ConfigError, match=r"alpha must be \[..., n_layers, n_heads\] = \[..., 2, 4\]"):
+        recovery_of(toy, equal_prompts, torch.ones(3, 3))
