@@ -70,10 +70,9 @@ def run_api(case: Case, call: Callable[[], object]) -> Case:
         except Exception as error:  # the point: what a user sees
             case.exit, case.message = f"raises {type(error).__name__}", str(error).splitlines()[0]
             return case
-    ours = [str(w.message) for w in caught if "ioi_superpose" in w.filename or w.category is UserWarning]
-    ours = [
-        message for message in ours if "does not have many workers" not in message and "val_dataloader" not in message
-    ]
+    noise = ("does not have many workers", "val_dataloader", "deprecated")  # Lightning's and TransformerLens's
+    ours = [str(w.message) for w in caught if w.category is UserWarning]
+    ours = [message for message in ours if not any(text in message for text in noise)]
     case.exit = "returns, warns" if ours else "returns"
     case.message = " / ".join(ours) if ours else str(result)
     return case

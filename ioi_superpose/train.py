@@ -201,7 +201,8 @@ def write_results(
 
     what = "Learned α" if steps else "Initial α (no optimisation step taken: every weight is --model.init, not learned)"
     print(
-        f"\n{what}: L0 = {summary['l0']} of {summary['n_heads_total']} heads, "
+        f"\n{what}: L0 = {summary['l0']} {UNITS.get(summary['combination'], 'heads')} "
+        f"({summary['n_heads_total']} heads in the model), "
         f"val recovery {shown(recovery['val'])}; test recovery "
         + ", ".join(f"{name} {shown(value)}" for name, value in recovery["test"].items())
     )
@@ -211,6 +212,10 @@ def write_results(
     for name, path in paths.items():
         print(f"  {name:<15} {path}")
     print(f"  {'tensorboard':<15} tensorboard --logdir {Path(run_dir).parent}")
+
+
+UNITS = {"per_position": "(head, role) units", "mixing": "map entries (target, source head)"}
+"""What L0 counts for the families whose units are not heads (a mixing L0 can exceed the number of heads)."""
 
 
 def _comparable(value: object) -> object:
