@@ -3,6 +3,7 @@ score fixed ones (`recovery_of`, from the engine)."""
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,11 +14,14 @@ from jaxtyping import Int
 from torch import Tensor
 
 from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
-from ioi_superpose.engine.runs import Direction, check_token_ids, logit_diff, recovery_of
+from ioi_superpose.data.prompt_checks import check_token_tensor, end_positions_for
+from ioi_superpose.engine.runs import Direction, check_token_ids, end_logits, logit_diff, recovery_of
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, freeze
-from ioi_superpose.results.summary import top_heads
+from ioi_superpose.results.caveats import prune_shortfall
+from ioi_superpose.results.summary import MIN_GAP, top_heads
 from ioi_superpose.training.batched import BATCHABLE, BatchedSuperposition
+from ioi_superpose.training.non_finite import ZERO_GAP
 from ioi_superpose.training.objectives import ObjectiveName
 from ioi_superpose.training.system import HeadSuperposition
 
@@ -76,6 +80,7 @@ def learn_combination(
     rotation_target: float = 0.9,
     circuit_criteria: bool = False,
     ablation: str = "corrupted",
+    end_positions: Int[Tensor, " batch"] | None = None,
 ) -> LearnedCombination:
     """Learn α[layer, head] on these prompts (full batch, `steps` Adam steps) and report its recovery.
 
@@ -89,9 +94,14 @@ def learn_combination(
     (`ioi_superpose.results.circuit`);
     `circuit_criteria` scores the learned head set with `circuit.circuit_scores` under every ablation (`circuit`);
     `prune_target` R ends with the minimal-set step on
-    these prompts (kept units at weight 1; effect ≥ R, see `ioi_superpose.training.pruning`).
+    these prompts (kept units at weight 1; effect ≥ R, see `ioi_superpose.training.pruning`); a target it cannot
+    reach is said in a warning (and in `prune["reached"]`).
+
+    `end_positions` [batch]: each prompt's END, where the answers are read (right-padded prompts of
+    different lengths: `ioi_prompts(..., equal_length=False).end_pos`). None: the last position, and rows
+    that end in padding are refused.
     """
-    prompts, loader = _prompts(model, clean_tokens, corrupted_tokens, answer_tokens, steps, seed)
+    prompts, loader = _prompts(model, clean_tokens, corrupted_tokens, answer_tokens, steps, seed, end_positions)
     system = _system(model, len(prompts), objective=objective, direction=direction, l1=l1,
                      l1_warmup_steps=l1_warmup_steps, lr=lr, bounded=bounded, init=init, l0_threshold=l0_threshold,
                      combination=combination, temperature=temperature, gate_seed=seed,
@@ -100,7 +110,7 @@ def learn_combination(
                      rotation_target=rotation_target, circuit_criteria=circuit_criteria,
                      ablation=ablation)  # fmt: skip
     _trainer(model, steps).fit(system, train_dataloaders=loader)
-    return evaluate_combination(system.to(_device(model)), prompts)
+    return _warn_shortfall(evaluate_combination(system.to(_device(model)), prompts))
 
 
 def learn_combinations(
@@ -120,6 +130,7 @@ def learn_combinations(
     prune_target: float | None = None,
     temperature: float = 2 / 3,
     max_rows: int | None = None,
+    end_positions: Int[Tensor, " batch"] | None = None,
 ) -> list[LearnedCombination]:
     """`learn_combination` for K settings at once, in one batched forward of K × batch rows per step
     (`ioi_superpose.training.batched`). `members`: K dicts of `l1`, `init`, `lr`, `gate_seed` (defaults: 1e-3,
@@ -131,14 +142,14 @@ def learn_combinations(
         unknown = sorted(set(member) - set(BATCHABLE))
         if unknown:
             raise ConfigError(f"members[{k}] sets {unknown}; a member may only set {list(BATCHABLE)}.")
-    prompts, loader = _prompts(model, clean_tokens, corrupted_tokens, answer_tokens, steps, seed)
+    prompts, loader = _prompts(model, clean_tokens, corrupted_tokens, answer_tokens, steps, seed, end_positions)
     shared = dict(objective=objective, direction=direction, l1_warmup_steps=l1_warmup_steps, bounded=bounded,
                   l0_threshold=l0_threshold, combination=combination, temperature=temperature,
                   prune_target=prune_target)  # fmt: skip
     defaults = {"l1": 1e-3, "init": 1.0, "lr": 0.05, "gate_seed": seed}
     systems = [_system(model, len(prompts), **shared, **{**defaults, **member}) for member in members]
     _trainer(model, steps).fit(BatchedSuperposition(systems, max_rows=max_rows), train_dataloaders=loader)
-    return [evaluate_combination(system.to(_device(model)), prompts) for system in systems]
+    return [_warn_shortfall(evaluate_combination(system.to(_device(model)), prompts)) for system in systems]
 
 
 def _device(model: HookedTransformer) -> torch.device:
@@ -152,27 +163,79 @@ def _prompts(
     answer_tokens: Tensor,
     steps: int,
     seed: int,
+    end_positions: Tensor | None = None,
 ) -> tuple[ContrastBatch, torch.utils.data.DataLoader]:
     """Checked prompts and their one full-batch loader; seeds and freezes as every API fit does."""
-    if steps < 1:
-        raise ConfigError(f"steps must be >= 1, got {steps}.")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ConfigError(f"steps must be an integer >= 1 (optimisation steps), got {steps!r}.")
     for name, tokens in (
         ("clean_tokens", clean_tokens),
         ("corrupted_tokens", corrupted_tokens),
         ("answer_tokens", answer_tokens),
     ):
+        check_token_tensor(tokens, name)
         check_token_ids(model, tokens, name)
-    prompts = ContrastBatch.from_tokens(clean_tokens.cpu(), corrupted_tokens.cpu(), answer_tokens.cpu())
+    if len(clean_tokens) == 0:
+        raise ConfigError("clean_tokens holds no prompt (batch size 0); pass at least one prompt pair.")
+    same = (answer_tokens[:, 0] == answer_tokens[:, 1]).nonzero().flatten().tolist()
+    message = (
+        f"answer_tokens rows {same[:8]}{' …' if len(same) > 8 else ''} hold the same token as correct and incorrect "
+        "answer: their logit difference is 0 on every run. Each row must be (correct, incorrect), e.g. (IO, S)."
+    )
+    if len(same) == len(answer_tokens):  # no row can show an effect: recovery is 0/0
+        raise ConfigError(message)
+    if same:  # these rows only dilute the mean logit difference
+        warnings.warn(message, stacklevel=3)
+    ends = end_positions_for(model, clean_tokens, corrupted_tokens, end_positions)
+    prompts = ContrastBatch(
+        clean_tokens=clean_tokens.cpu(), corrupted_tokens=corrupted_tokens.cpu(), answer_tokens=answer_tokens.cpu(),
+        end_pos=ends, index=torch.arange(len(clean_tokens)),
+    )  # fmt: skip
     L.seed_everything(seed, verbose=False)
     freeze(model)
+    check_gap(model, prompts)
     loader = torch.utils.data.DataLoader(PromptDataset(prompts), batch_size=len(prompts), collate_fn=collate)
     return prompts, loader
 
 
 def _system(model: HookedTransformer, n_prompts: int, **settings: Any) -> HeadSuperposition:
-    return HeadSuperposition(
-        model_name=model.cfg.model_name, prune_prompts=n_prompts, preloaded_model=model, **settings
-    )
+    try:
+        system = HeadSuperposition(
+            model_name=model.cfg.model_name, prune_prompts=n_prompts, preloaded_model=model, **settings
+        )
+    except ConfigError as error:  # the module's checks name CLI flags: here the caller set API arguments
+        raise ConfigError(str(error).replace("--model.gate_seed", "seed").replace("--model.", "")) from None
+    system.api_arguments = True  # messages raised during the fit (a non-finite loss) name API arguments
+    return system
+
+
+@torch.no_grad()
+def check_gap(model: HookedTransformer, prompts: ContrastBatch) -> None:
+    """Recovery is a ratio over the clean − corrupted gap of the mean logit difference: refuse prompts
+    without one (the objective would be 0/0), warn when it is below `summary.MIN_GAP`."""
+    clean = logit_diff(end_logits(model, prompts.clean_tokens, prompts.end_pos, prompts.answer_tokens)).mean()
+    corrupted = logit_diff(end_logits(model, prompts.corrupted_tokens, prompts.end_pos, prompts.answer_tokens)).mean()
+    gap = float(clean - corrupted)
+    if abs(gap) < ZERO_GAP:
+        raise ConfigError(
+            f"The clean and corrupted prompts give the same mean logit difference ({float(clean):.4g}; gap "
+            f"{gap:.3g}): recovery, a ratio over that gap, is undefined. The corrupted prompts must change the "
+            "answer the model prefers (e.g. swap or replace the names: ioi_prompts(..., corruption='abc')), and "
+            "answer_tokens must be the clean prompt's (correct, incorrect)."
+        )
+    if abs(gap) < MIN_GAP:
+        warnings.warn(
+            f"The clean − corrupted gap of the mean logit difference is only {gap:.3g} (< {MIN_GAP}): recovery on "
+            "these prompts is mostly noise.",
+            stacklevel=3,
+        )
+
+
+def _warn_shortfall(result: LearnedCombination) -> LearnedCombination:
+    shortfall = prune_shortfall(result.prune, option="prune_target")
+    if shortfall:
+        warnings.warn(shortfall.removeprefix("warning: "), stacklevel=3)
+    return result
 
 
 def _trainer(model: HookedTransformer, steps: int) -> L.Trainer:

@@ -145,9 +145,10 @@ def test_learn_combination_is_reproducible_and_validates_input():
     assert torch.equal(first.coefficients, second.coefficients)
     with pytest.raises(ConfigError, match="same shape"):
         learn_combination(model, clean, corrupted[:, :-1], answers, steps=1)
-    with pytest.raises(ConfigError, match="--model.l1"):
+    # The API's argument names, not the CLI's flags (issue 19).
+    with pytest.raises(ConfigError, match="^l1 must be >= 0"):
         learn_combination(model, clean, corrupted, answers, steps=1, l1=-1.0)
-    with pytest.raises(ConfigError, match="--model.lr"):
+    with pytest.raises(ConfigError, match="^lr must be > 0"):
         learn_combination(model, clean, corrupted, answers, steps=1, lr=0.0)
 
 

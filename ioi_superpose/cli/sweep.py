@@ -37,10 +37,9 @@ from tqdm.auto import tqdm
 from ioi_superpose.cli.sweep_points import Point, grid_points, parse_grid, run_point
 from ioi_superpose.errors import ConfigError, UserFacingError
 from ioi_superpose.files import write_json
-from ioi_superpose.results.analysis import compare_directions, stability
+from ioi_superpose.results.analysis import SEED_KEYS, compare_directions, stability
 from ioi_superpose.results.pareto import log_sweep
 
-SEED_KEYS = ("seed_everything", "model.init", "data.seed")
 """Grid keys that change only the randomness or the start, not the question: stability is measured over them."""
 
 
@@ -191,6 +190,8 @@ def main(args: Sequence[str] | None = None) -> None:
             raise ConfigError(f"--config {parsed.config}: no such file.")
         points = grid_points(parse_grid(parsed.grid))
         extra = parsed.extra[1:] if parsed.extra[:1] == ["--"] else parsed.extra
+        if parsed.out.exists() and not parsed.out.is_dir():
+            raise ConfigError(f"--out {parsed.out} is a file; give a directory (new, or an earlier sweep's).")
         parsed.out.mkdir(parents=True, exist_ok=True)
         todo = [point for point in points if not (parsed.out / point.name / "summary.json").is_file()]
         print(f"{len(points)} points, {len(points) - len(todo)} already finished, in {parsed.out}")

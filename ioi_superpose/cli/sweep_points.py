@@ -40,8 +40,36 @@ def parse_grid(specs: Sequence[str]) -> list[tuple[str, list[str]]]:
             raise ConfigError(f"--grid {spec!r}: expected KEY=V1,V2,… (e.g. --grid model.l1=0.001,0.01).")
         if key in (k for k, _ in grid):
             raise ConfigError(f"--grid names {key!r} twice; give all its values in one --grid.")
+        repeated = _repeated_values(options)
+        if repeated:
+            # Two equal points would share one run directory: the second overwrites the first's log and a
+            # stability statistic would compare one run with itself.
+            raise ConfigError(
+                f"--grid {spec!r} repeats the value(s) {repeated}: each value of a key must be distinct (points "
+                "with equal settings share one run directory). Drop the repeats; to repeat a run with other "
+                "randomness, sweep a seed, e.g. --grid seed_everything=0,1."
+            )
         grid.append((key.strip(), options))
     return grid
+
+
+def _repeated_values(values: Sequence[str]) -> list[str]:
+    """Values equal to an earlier one, as text or as numbers (`0.001` and `1e-3` are one setting)."""
+
+    def canonical(value: str) -> object:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+    seen: set[object] = set()
+    repeated = []
+    for value in values:
+        key = canonical(value)
+        if key in seen:
+            repeated.append(value)
+        seen.add(key)
+    return repeated
 
 
 def grid_points(grid: Sequence[tuple[str, Sequence[str]]]) -> list[Point]:

@@ -9,7 +9,9 @@ TensorBoard logs.
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -18,9 +20,11 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from ioi_superpose.baselines.callbacks import HeadBaseline, log_figure
 from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
+from ioi_superpose.callbacks.resume_hint import ResumeHint
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.errors import ConfigError, UserFacingError
 from ioi_superpose.results.analysis import distribution
+from ioi_superpose.results.caveats import prune_shortfall
 from ioi_superpose.results.corpus import write_corpus_examples
 from ioi_superpose.results.max_activating import MaxActivatingOptions
 from ioi_superpose.results.pareto import pareto_figures
@@ -41,6 +45,11 @@ TRAINER_DEFAULTS = {
 }
 LINKED_MODEL_ARGUMENTS = ("test_sets",)
 """Model arguments the CLI sets from the datamodule, never from the command line or a checkpoint."""
+TRAINING_DATA_ARGUMENTS = (
+    "corruption", "n_train", "batch_size", "held_out_templates", "held_out_name_fraction", "seed",
+)  # fmt: skip
+"""Data arguments that decide the training prompts and their order: a resumed run must keep them. The others
+(n_val, n_test, off_distribution, num_workers) only change what is evaluated, or how fast."""
 
 
 class SuperposeCLI(LightningCLI):
@@ -75,7 +84,8 @@ class SuperposeCLI(LightningCLI):
                 f"{str(error).splitlines()[0] if str(error) else 'no details'}). It may be truncated (a run "
                 "killed while saving); use another checkpoint of the run, e.g. its last.ckpt."
             ) from None
-        saved = dict(checkpoint.get("hyper_parameters", {}) if isinstance(checkpoint, dict) else {})
+        stored = checkpoint if isinstance(checkpoint, dict) else {}
+        saved = dict(stored.get("hyper_parameters", {}))
         asked = self.config[subcommand]["model"]
         differences = [
             f"--model.{key}: the checkpoint has {value!r}, this run asks for {asked.get(key)!r}"
@@ -85,6 +95,15 @@ class SuperposeCLI(LightningCLI):
             and key in asked
             and _comparable(asked.get(key)) != _comparable(value)
         ]
+        # The training prompts too: resuming on other prompts would continue another run's α silently.
+        saved_data, asked_data = dict(stored.get("datamodule_hyper_parameters", {})), self.config[subcommand]["data"]
+        differences += [
+            f"--data.{key}: the checkpoint has {saved_data[key]!r}, this run asks for {asked_data.get(key)!r}"
+            for key in TRAINING_DATA_ARGUMENTS
+            if key in saved_data
+            and key in asked_data
+            and _comparable(asked_data.get(key)) != _comparable(saved_data[key])
+        ]
         if differences:
             raise ConfigError(
                 f"--ckpt_path {ckpt_path} was saved by a run with other settings:\n  "
@@ -93,7 +112,29 @@ class SuperposeCLI(LightningCLI):
                 "new run without --ckpt_path."
             )
 
+    def __init__(self, *positional: Any, args: Sequence[str] | None = None, **kwargs: Any) -> None:
+        self.argv = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:]
+        """The command line, for the resume command printed when a run is stopped (`ResumeHint`)."""
+        super().__init__(*positional, args=args, **kwargs)
+
+    def before_validate(self) -> None:
+        self._say_if_untrained("validate")
+
+    def before_test(self) -> None:
+        self._say_if_untrained("test")
+
+    def _say_if_untrained(self, subcommand: str) -> None:
+        """Without --ckpt_path, validate / test evaluate α as `--model.init` made it: say so, before the numbers."""
+        if not self.config[subcommand].get("ckpt_path"):
+            init = self.config[subcommand]["model"].get("init")
+            print(
+                f"note: {subcommand} without --ckpt_path evaluates the initial α (every weight --model.init = "
+                f"{init}; no optimisation step taken), not a learned one. Pass --ckpt_path "
+                "runs/…/checkpoints/last.ckpt to evaluate a trained α."
+            )
+
     def before_fit(self) -> None:
+        self.trainer.callbacks.append(ResumeHint(self.argv))
         if self.datamodule.hparams.get("corpus") and self.model.hparams.get("combination") == "rotation":
             raise ConfigError(
                 "--data.corpus ranks positions by head weights; --model.combination rotation learns directions, "
@@ -150,7 +191,10 @@ def write_results(
     per_prompt = {
         name: distribution(per_prompt_recoveries(model, splits[name])) for name in ["val", *datamodule.test_set_names]
     }
-    summary = build_summary(model, val_metrics, test_metrics, datamodule.test_set_names, config, baselines, per_prompt)
+    steps = trainer.global_step if model.steps_trained is None else model.steps_trained  # a batched member: its group's
+    summary = build_summary(
+        model, val_metrics, test_metrics, datamodule.test_set_names, config, baselines, per_prompt, steps=steps
+    )
     for set_name, figure in pareto_figures([summary]).items():  # this run's point on every set's front
         log_figure(trainer, f"pareto/{set_name}", figure)
     if run_dir is None:  # fast_dev_run and logger=False runs keep no files
@@ -166,14 +210,23 @@ def write_results(
     def shown(value: float | None) -> str:
         return "n/a (clean ≈ corrupted)" if value is None else f"{value:.3f}"
 
+    what = "Learned α" if steps else "Initial α (no optimisation step taken: every weight is --model.init, not learned)"
     print(
-        f"\nLearned α: L0 = {summary['l0']} of {summary['n_heads_total']} heads, "
+        f"\n{what}: L0 = {summary['l0']} {UNITS.get(summary['combination'], 'heads')} "
+        f"({summary['n_heads_total']} heads in the model), "
         f"val recovery {shown(recovery['val'])}; test recovery "
         + ", ".join(f"{name} {shown(value)}" for name, value in recovery["test"].items())
     )
+    shortfall = prune_shortfall(summary["prune"])
+    if shortfall:
+        print(shortfall)
     for name, path in paths.items():
         print(f"  {name:<15} {path}")
     print(f"  {'tensorboard':<15} tensorboard --logdir {Path(run_dir).parent}")
+
+
+UNITS = {"per_position": "(head, role) units", "mixing": "map entries (target, source head)"}
+"""What L0 counts for the families whose units are not heads (a mixing L0 can exceed the number of heads)."""
 
 
 def _comparable(value: object) -> object:

@@ -21,6 +21,7 @@ from ioi_superpose.data.ioi import (
     generate_ioi,
     single_token_words,
 )
+from ioi_superpose.data.name_split import checkpoint_name_split
 from ioi_superpose.data.templates import (
     BABA_TEMPLATES,
     DUPLICATED_IO_TEMPLATES,
@@ -179,6 +180,9 @@ class IOIDataModule(L.LightningDataModule):
             held_out_templates: indices (0–14) of BABA templates kept out of training, with their ABBA
                 mirrors; they form the `held_out_templates` test set.
             held_out_name_fraction: share of the names kept out of training (the `held_out_names` set).
+                The names are split by `seed`, except for a toy model whose checkpoint stores its own
+                train/held-out split (checkpoints/toy_ioi*.pt): that split is used whatever `seed` is, so
+                `held_out_names` are names the model never saw; a different fraction is refused.
             off_distribution: which off-distribution test sets `test` evaluates.
             seed: fixes every prompt of every split.
             num_workers: DataLoader workers.
@@ -200,6 +204,11 @@ class IOIDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"--data.held_out_templates must list indices in 0..{len(BABA_TEMPLATES) - 1} and leave at "
                 f"least one template for training, got {held_out_templates}."
+            )
+        if not held_out_templates and "held_out_templates" in off_distribution:
+            raise ConfigError(
+                "--data.held_out_templates is empty, so the held_out_templates test set has no template. List "
+                "at least one BABA template index (0–14), or leave held_out_templates out of --data.off_distribution."
             )
         if not 0.0 <= held_out_name_fraction < 1.0:
             raise ConfigError(f"--data.held_out_name_fraction must be in [0, 1), got {held_out_name_fraction}.")
@@ -264,7 +273,11 @@ class IOIDataModule(L.LightningDataModule):
             return self._specs
         hp = self.hparams
         self.encoder = load_tokenizer(hp.model_name)
-        held_out_names, train_names = split_names(default_names(self.encoder), hp.held_out_name_fraction, hp.seed)
+        # A toy model's own split, when it stored one: its held-out names are then the ones it never saw.
+        split = checkpoint_name_split(hp.model_name, hp.held_out_name_fraction)
+        held_out_names, train_names = split or split_names(
+            default_names(self.encoder), hp.held_out_name_fraction, hp.seed
+        )
         self.held_out_names, self.train_names = held_out_names, train_names
 
         held_out_ids = set(hp.held_out_templates) | {i + len(BABA_TEMPLATES) for i in hp.held_out_templates}

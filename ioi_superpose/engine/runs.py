@@ -475,6 +475,12 @@ def recovery_of(
 ) -> Float[Tensor, "*variants"]:
     """Recovery of fixed α (or of several at once, folded into one batched run) on `prompts`: every
     head's z becomes z_base + α (z_source − z_base) at every position."""
+    heads = (model.cfg.n_layers, model.cfg.n_heads)
+    if alpha.dim() < 2 or tuple(alpha.shape[-2:]) != heads:
+        raise ConfigError(
+            f"alpha must be [..., n_layers, n_heads] = [..., {heads[0]}, {heads[1]}] for this model, got "
+            f"{list(alpha.shape)}."
+        )
     device = model.cfg.device
     prompts = prompts.to(device)
     combination = HeadWeights(alpha.reshape(-1, *alpha.shape[-2:])).to(device)

@@ -230,8 +230,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Benchmark: head-finding methods on planted ground truth",
         "",
-        f"`python -m ioi_superpose.benchmark` — denoising, threshold {report['threshold']}, {report['n_prompts']} "
-        f"prompts per split; hyperparameters chosen on the dev seed, scored on the test seed "
+        f"`python -m ioi_superpose.benchmark --out experiments/reports` — denoising, threshold {report['threshold']}, "
+        f"{report['n_prompts']} prompts per split; hyperparameters chosen on the dev seed, scored on the test seed "
         f"({report['seconds']} s on our 2-core CPU). Each cell: precision / recall against the nearest minimal "
         "set, L0 (minimal L0), recovery on the test prompts. See `ioi_superpose/groundtruth/benchmark.py`.",
         "",

@@ -116,6 +116,11 @@ def _load_toy(path: Path) -> tuple[HookedTransformer, dict]:
         ) from None
 
 
+def load_toy_metadata(path: str | Path) -> dict:
+    """The metadata saved with a toy checkpoint (task, tokenizer, name split, metrics)."""
+    return _load_toy(Path(path))[1]
+
+
 def _toy_tokenizer(path: Path) -> WordTokenizer:
     _, metadata = _load_toy(path)
     description = metadata.get("tokenizer")

@@ -22,6 +22,10 @@ PositionalEmbedding = Literal["standard", "shortformer", "rotary"]
 """The positional embeddings TransformerLens 3.9 supports without extra settings (`alibi` needs more)."""
 
 CHECKPOINT_FORMAT = "ioi_superpose.toy/1"
+TOY_PAD_ATTRIBUTE = "toy_pad_token_id"
+"""Attribute a toy model loaded from a checkpoint with a tokenizer carries: the pad token id of that tokenizer
+(TransformerLens's `model.tokenizer` must be a Hugging Face tokenizer; the toy one is not), so the API can
+tell a padded prompt row (`prompt_checks.padded_rows`)."""
 
 
 def attn_only_config(
@@ -131,4 +135,12 @@ def load_toy_checkpoint(path: str | Path) -> tuple[HookedTransformer, dict[str, 
         raise ValueError(f"{path} is not a toy checkpoint of format {CHECKPOINT_FORMAT!r} (found {found!r})")
     model = HookedTransformer(attn_only_config(**payload["config"]), move_to_device=False)
     model.load_state_dict(payload["state_dict"], strict=True)
+    tokenizer = payload["metadata"].get("tokenizer") if isinstance(payload["metadata"], dict) else None
+    if isinstance(tokenizer, dict):
+        from ioi_superpose.models.word_tokenizer import WordTokenizer
+
+        try:
+            setattr(model, TOY_PAD_ATTRIBUTE, WordTokenizer.from_dict(tokenizer).pad_token_id)
+        except ValueError:  # an invalid tokenizer is reported where it is used (`load_tokenizer`), not here
+            pass
     return freeze(model), payload["metadata"]

@@ -14,6 +14,9 @@ from torch import Tensor
 
 DIRECTION_KEY = "model.direction"
 
+SEED_KEYS = ("seed_everything", "model.init", "data.seed")
+"""Grid keys whose values change only randomness: points differing in them are compared for stability."""
+
 
 def iou(a: Iterable, b: Iterable) -> float | None:
     """|a ∩ b| / |a ∪ b|; None when both are empty."""
@@ -36,9 +39,11 @@ def _group(rows: Sequence[Mapping[str, Any]], ignored: Sequence[str]) -> dict[st
 
 def stability(rows: Sequence[Mapping[str, Any]], seed_keys: Sequence[str]) -> list[dict[str, Any]]:
     """For each setting run with several seeds/inits: the heads selected by every run (intersection), by
-    any (union), their ratio, and the mean pairwise intersection over union."""
+    any (union), their ratio, and the mean pairwise intersection over union. A run (`run_dir`, else `point`)
+    listed twice counts once: a run compared with itself would fake agreement."""
     out = []
-    for setting, group in _group(rows, seed_keys).items():
+    unique = {row.get("run_dir", row["point"]): row for row in rows}
+    for setting, group in _group(list(unique.values()), seed_keys).items():
         if len(group) < 2:
             continue
         head_sets = [_heads(row) for row in group]

@@ -20,6 +20,8 @@ import matplotlib.pyplot as plt
 
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.files import atomic_write
+from ioi_superpose.results.analysis import SEED_KEYS, stability
+from ioi_superpose.results.caveats import INITIAL_ALPHA, is_initial, prune_shortfall
 from ioi_superpose.results.pareto import pareto_figures
 from ioi_superpose.results.plots import save_figure
 
@@ -45,27 +47,40 @@ class Sweep:
 
 
 def load(paths: Sequence[Path]) -> tuple[list[Run], list[Sweep]]:
-    runs: list[Run] = []
+    """The runs and sweeps in `paths`; a run directory reached twice (given twice, or in two sweeps) is one run."""
+    runs: dict[Path, Run] = {}
     sweeps: list[Sweep] = []
     for path in paths:
         if (path / "sweep.json").is_file():
-            sweep = Sweep(path, json.loads((path / "sweep.json").read_text()))
+            sweep = Sweep(path, read_json(path / "sweep.json"))
             sweeps.append(sweep)
             for row in sweep.summary["points"]:
-                runs.append(_run(Path(row["run_dir"]), f"{path.name}/{row['point']}"))
+                directory = Path(row["run_dir"])
+                runs.setdefault(directory.resolve(), _run(directory, f"{path.name}/{row['point']}"))
         elif (path / "summary.json").is_file():
             # `version_N` alone says nothing: name a run by its logger's name too.
             name = f"{path.parent.name}/{path.name}" if path.name.startswith("version_") else path.name
-            runs.append(_run(path, name))
+            runs.setdefault(path.resolve(), _run(path, name))
         else:
             raise ConfigError(f"{path} holds neither a summary.json (a finished run) nor a sweep.json (a sweep).")
     if not runs:
         raise ConfigError("the given directories hold no finished run.")
-    return runs, sweeps
+    return list(runs.values()), sweeps
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A results file, or an error naming it (a truncated or hand-edited file is not a parse error without a name)."""
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            f"{path} is not valid JSON ({error}): it was cut short or edited. Run that run (or sweep) again to "
+            "rewrite it, or leave its directory out of the report."
+        ) from None
 
 
 def _run(directory: Path, name: str) -> Run:
-    return Run(name, directory, json.loads((directory / "summary.json").read_text()))
+    return Run(name, directory, read_json(directory / "summary.json"))
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -157,6 +172,7 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
             f"{_fmt(s['recovery']['val'])} | {_heads(s)} |"
         )
     report.add("")
+    caveats_section(report, runs)
     report.add(
         "### Recovery against the number of heads, per evaluation set (Pareto fronts)",
         "",
@@ -250,7 +266,8 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
         "",
     )
 
-    stable = [s for sweep in sweeps for s in sweep.summary.get("stability", [])]
+    # Recomputed from the points, not read from sweep.json: a run listed twice counts once (`stability`).
+    stable = [s for sweep in sweeps for s in stability(sweep.summary["points"], SEED_KEYS)]
     report.add("## Stability across seeds", "")
     if stable:
         report.add("| setting | runs | heads in every run | heads in any run | IoU |", "|---|---|---|---|---|")
@@ -272,6 +289,22 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
         "",
     )
     return report
+
+
+def caveats_section(report: Report, runs: Sequence[Run]) -> None:
+    """Runs whose numbers are not what the table suggests: α never trained, a minimal set that missed its target."""
+    lines = []
+    for r in runs:
+        if is_initial(r.summary):
+            lines.append(
+                f"- `{r.name}`: α is the initial one ({INITIAL_ALPHA}): its numbers are those of --model.init "
+                f"= {r.summary['config']['model'].get('init')}, not of a learned combination."
+            )
+        shortfall = prune_shortfall(r.summary.get("prune"))
+        if shortfall:
+            lines.append(f"- `{r.name}`: {shortfall}")
+    if lines:
+        report.add("**Read with care:**", "", *lines, "")
 
 
 def change_of_basis_section(report: Report, runs: Sequence[Run]) -> None:
@@ -378,6 +411,8 @@ def main(args: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="where report.md and its figures go")
     parsed = parser.parse_args(args)
     try:
+        if parsed.out.exists() and not parsed.out.is_dir():
+            raise ConfigError(f"--out {parsed.out} is a file; give a directory for report.md and its figures.")
         runs, sweeps = load(parsed.paths)
         path = build_report(runs, sweeps, parsed.out).write()
     except KeyError as missing:

@@ -13,6 +13,7 @@ from torch import Tensor
 
 from ioi_superpose.baselines.ioi_heads import circuit_precision_recall, has_gpt2_small_shape
 from ioi_superpose.files import atomic_write, write_json
+from ioi_superpose.results.caveats import alpha_state
 from ioi_superpose.results.plots import head_heatmap, save_figure
 from ioi_superpose.training.system import IN_DISTRIBUTION, HeadSuperposition, metric_prefix
 
@@ -94,8 +95,10 @@ def build_summary(
     config: dict,
     baselines: Sequence[Baseline] = (),
     per_prompt: dict[str, dict] | None = None,
+    steps: int | None = None,
 ) -> dict[str, Any]:
-    """`per_prompt`: the distribution of each set's per-prompt recovery (`analysis.distribution`)."""
+    """`per_prompt`: the distribution of each set's per-prompt recovery (`analysis.distribution`).
+    `steps`: optimisation steps α has taken (`caveats.alpha_state`: 0 means the summary is of the initial α)."""
     alpha = system.combination.coefficients.detach().cpu()
     cfg = system.frozen.cfg
     val = stage_metrics(val_metrics, "val", IN_DISTRIBUTION)
@@ -104,6 +107,7 @@ def build_summary(
         "model_name": system.hparams.model_name,
         "direction": system.hparams.direction,
         "objective": system.hparams.objective,
+        **({} if steps is None else {"alpha": alpha_state(steps), "steps": steps}),
         "recovery": {"val": recovery_or_none(val), "test": {name: recovery_or_none(m) for name, m in tests.items()}},
         "min_gap_for_recovery": MIN_GAP,
         "clean_logit_diff": val.get("clean_logit_diff"),

@@ -28,6 +28,7 @@ from ioi_superpose.errors import ConfigError, NonFiniteLossError
 from ioi_superpose.models import HookedTransformer, describe_model, load_frozen_model
 from ioi_superpose.results.circuit import ABLATIONS, Ablation, ablated_reference
 from ioi_superpose.training.metrics import IOAccuracy, MeanLogitDiff, NormalisedRecovery, ObjectiveLoss
+from ioi_superpose.training.non_finite import non_finite_cause
 from ioi_superpose.training.objectives import OBJECTIVES, Objective, ObjectiveName, across_ranks
 from ioi_superpose.training.pruning import PruneResult, minimal_set
 
@@ -506,6 +507,13 @@ class HeadSuperposition(L.LightningModule):
     # ----------------------------------------------------------------------------------------------
     # training
 
+    api_arguments: bool = False
+    """Set by the Python API (`ioi_superpose.api`): messages then name its arguments, not the CLI flags."""
+
+    def option_name(self, name: str) -> str:
+        """How the user set the setting `name`: `--model.l1` on the command line, `l1` in the Python API."""
+        return name if self.api_arguments else f"--model.{name}"
+
     def l1_weight(self) -> float:
         step = self.global_step if self.steps_trained is None else self.steps_trained
         warmup = self.hparams.l1_warmup_steps
@@ -516,10 +524,13 @@ class HeadSuperposition(L.LightningModule):
         reference = self.reference(batch, cached_rows=True)
         terms = self.loss_terms(batch, reference, global_batch=True)
         if not torch.isfinite(terms["loss"]):
+            cause = non_finite_cause(self.hparams, self.combination.coefficients.detach(), reference,
+                                     self.global_step, self.option_name)  # fmt: skip
             raise NonFiniteLossError(
                 f"The loss is {terms['loss'].item()} at training step {self.global_step} (objective "
-                f"{terms['objective'].item()}, L1 {terms['l1'].item()}). Training stopped; the checkpoints saved "
-                "before this step are kept. Lower --model.lr, or use --model.bounded true."
+                f"{terms['objective'].item()}, L1 {terms['l1'].item()}). Training stopped"
+                + ("" if self.api_arguments else "; the checkpoints saved before this step are kept")
+                + f". Cause: {cause}"
             )
         self.log_dict(
             {

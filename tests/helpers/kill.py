@@ -23,3 +23,15 @@ class KillAtStep(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class InterruptAtStep(L.Callback):
+    """Raises KeyboardInterrupt — what Ctrl-C raises in the main thread — as the batch after step `step`
+    starts (`--trainer.callbacks+=tests.helpers.kill.InterruptAtStep --trainer.callbacks.step K`)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.step:
+            raise KeyboardInterrupt
