@@ -485,6 +485,9 @@ def where_learning_loses(report: dict[str, Any]) -> str:
         lines.append(f"**{direction.capitalize()}.** Best non-oracle row on mean F1 over all cases: "
                      f"{best_all} ({summary[best_all]['all']['mean']:.2f}); oracle "
                      f"{summary['exhaustive oracle']['all']['mean']:.2f}.")  # fmt: skip
+        if not separating:
+            lines += ["", "No separating case in this run: the rivals are not compared.", ""]
+            continue
         groups = baseline_groups(methods)
         best_variant = {}
         for group, members in groups.items():
