@@ -74,8 +74,9 @@ TRAPS = {
 def trap_case(n_weak: int = 6) -> PlantedCase:
     """The greedy trap with `n_weak` weak heads (6 or 10: 8 or 12 heads); truth {a, b} in denoising.
 
-    The noising truth is not planted (None: `PlantedCase` needs a value, so the promised sets are
-    empty) — the benchmark scores noising against its own exhaustive search."""
+    The noising truth is not planted (the promised noising sets are left empty): the benchmark scores
+    noising against its own exhaustive search — on trap_8 every set of 3 weak heads + b (20 sets), on
+    trap_12 only all 12 heads (a degenerate case there: any method keeping every head is exact)."""
     p = TRAPS[n_weak]
     extra = p.s * direction(R1) + p.e_norm * direction(O_CONST)
     b = _Builder(1, n_weak + 2, end_extra=extra)
