@@ -73,18 +73,7 @@ def test_every_entry_point_answers_help_and_refuses_unknown_arguments(module, ca
     assert exit_info.value.code != 0
 
 
-def test_the_benchmark_writes_only_to_out(tmp_path, monkeypatch):
-    import ioi_superpose.cli.benchmark as benchmark
-
-    committed = REPO / "experiments" / "reports" / "benchmark.md"
-    before = committed.stat().st_mtime_ns
-    report = {"results": {}, "seconds": 0.0}
-    monkeypatch.setattr(benchmark, "run_benchmark", lambda: report)  # the real one takes a minute
-    monkeypatch.setattr(benchmark, "markdown", lambda r: "# stub\n")
-    benchmark.main(["--out", str(tmp_path / "bench")])
-    assert json.loads((tmp_path / "bench" / "benchmark.json").read_text()) == report
-    assert (tmp_path / "bench" / "benchmark.md").read_text() == "# stub\n"
-    assert committed.stat().st_mtime_ns == before
+# The benchmark's --out: tests/test_benchmark.py::test_cli_writes_only_under_out.
 
 
 # ---- Silent 3: padded prompts ----------------------------------------------------------------------------

@@ -87,7 +87,8 @@ def test_a_run_stores_every_rankings_curve_per_set_and_logs_its_fronts(tmp_path,
     from ioi_superpose.results.summary import MIN_GAP
 
     monkeypatch.chdir(tmp_path)
-    sizes = {"n_train": 32, "n_val": 16, "n_test": 12}
+    # More validation / test prompts than the rankings' 64: the curves use every prompt, as the learned points.
+    sizes = {"n_train": 32, "n_val": 80, "n_test": 70}
     main(["fit", "--config", str(REPO / "experiments" / "toy_ioi.yaml"), "--model.model_name", TOY_IOI,
           *(f"--data.{key}={value}" for key, value in sizes.items()), "--data.batch_size", "16",
           "--data.off_distribution", "[held_out_names, objects_as_names]", "--trainer.max_epochs", "1",
@@ -100,15 +101,15 @@ def test_a_run_stores_every_rankings_curve_per_set_and_logs_its_fronts(tmp_path,
     rankings = {"activation_patching", "attribution_patching", "path_patching", "direct_logit_attribution",
                 "attention_to_io", "attention_weighted"}  # fmt: skip
     assert all(set(curves[name]) == rankings and all(len(c) == 8 for c in curves[name].values()) for name in sets)
-    assert combinations["prompts_by_set"] == {"val": 16, "in_distribution": 12, "held_out_names": 12,
-                                              "objects_as_names": 12}  # fmt: skip
+    assert combinations["prompts_by_set"] == {"val": 80, "in_distribution": 70, "held_out_names": 70,
+                                              "objects_as_names": 70}  # fmt: skip
 
-    # Independently: activation patching on the 16 validation prompts ranks the heads; its top-k, patched on
-    # the held-out-names prompts one k at a time, gives that set's curve.
+    # Independently: activation patching on the first 64 validation prompts ranks the heads; its top-k, patched
+    # on all the held-out-names prompts one k at a time, gives that set's curve.
     data = IOIDataModule(model_name=TOY_IOI, off_distribution=("held_out_names", "objects_as_names"), **sizes)
     data.setup("test")
     model = load_frozen_model(TOY_IOI)
-    val = data.splits["val"].trimmed()
+    val = data.splits["val"][:64].trimmed()
     effect = activation_patch(model, val.corrupted_tokens, val.clean_tokens,
                               ActivationPatchingBaseline().patching_metric(_System(model), val))  # fmt: skip
     held_out = data.splits["held_out_names"].trimmed()

@@ -212,7 +212,9 @@ class CombinationBaselines(HeadBaseline):
       they pick.)
 
     Rankings and attention come from the validation prompts (like the learned α, they are not refitted
-    per set); each set's curves are the recovery of those α on its first `n_prompts` prompts, null where
+    per set); each set's curves are the recovery of those α on the whole set (`curve_prompts`: its first
+    `curve_prompts` prompts instead) — the prompts summary.json's learned recoveries use, so the learned
+    points of a Pareto front and its curves are measured on the same prompts — null where
     the set's clean − corrupted gap is below `summary.MIN_GAP`. Computed at train start, once every
     other baseline's effect (computed at fit start) is known.
     """
@@ -220,16 +222,20 @@ class CombinationBaselines(HeadBaseline):
     name = "combinations"
     title = "attention from END to IO"
 
-    def __init__(self, max_heads: int = 20, n_prompts: int = 64) -> None:
+    def __init__(self, max_heads: int = 20, n_prompts: int = 64, curve_prompts: int | None = None) -> None:
         """
         Args:
             max_heads: largest k evaluated.
-            n_prompts: prompts of each set (validation and every test set) the curves are computed on.
+            n_prompts: validation prompts the attention to the IO is computed on.
+            curve_prompts: prompts of each set (validation and every test set) the curves are computed on
+                (None: all of them, as the learned recoveries in summary.json).
         """
         super().__init__(n_prompts)
         self.max_heads = max_heads
         self.curves_by_set: dict[str, dict[str, list[float | None]]] = {}
         self.prompts_by_set: dict[str, int] = {}
+        self.curve_prompts = curve_prompts
+        self.val_batch: ContrastBatch | None = None
 
     def compute(self, system: HeadSuperposition, batch: ContrastBatch) -> Tensor:
         if not isinstance(batch, IOIBatch):
@@ -254,18 +260,20 @@ class CombinationBaselines(HeadBaseline):
         alphas = {name: uniform_top_k_alphas(score, max_heads) for name, score in scores.items()}
         alphas["attention_weighted"] = torch.stack([attention_weighted_alpha(self.effect, k)
                                                     for k in range(1, max_heads + 1)])  # fmt: skip
-        batches = evaluation_batches(trainer, self.n_prompts, pl_module.device)
+        batches = evaluation_batches(trainer, self.curve_prompts, pl_module.device)
+        self.val_batch = batches[VAL_SET]
         self.prompts_by_set = {name: len(batch) for name, batch in batches.items()}
         self.curves_by_set = top_k_curves(pl_module.frozen, batches, alphas, pl_module.hparams.direction)
 
     def learned_point(self, system: HeadSuperposition) -> tuple[int, float]:
-        """(heads used, recovery) of the learned α on the baselines' prompts."""
+        """(heads used, recovery) of the learned α on the validation prompts of the curves."""
+        batch = self.batch if self.val_batch is None else self.val_batch
         combination = system.combination
         was_training = combination.training
         combination.eval()  # deterministic gates
         with torch.no_grad():
-            reference = system.reference(self.batch)
-            recovery = reference.recovery(system.loss_terms(self.batch, reference)["answer_logits"])
+            reference = system.reference(batch)
+            recovery = reference.recovery(system.loss_terms(batch, reference)["answer_logits"])
         combination.train(was_training)
         return heads_used(system), float(recovery)
 
@@ -362,9 +370,9 @@ def evaluation_batch(trainer: L.Trainer, n_prompts: int, device: torch.device) -
 
 
 def evaluation_batches(
-    trainer: L.Trainer, n_prompts: int, device: torch.device, test_sets: bool = True
+    trainer: L.Trainer, n_prompts: int | None, device: torch.device, test_sets: bool = True
 ) -> dict[str, ContrastBatch]:
-    """The first `n_prompts` prompts of validation (`val`) and, with `test_sets`, of every test set the
+    """The first `n_prompts` prompts (None: all) of validation (`val`) and, with `test_sets`, of every test set the
     run evaluates (the datamodule's `test_set_names`), on `device`."""
     datamodule = trainer.datamodule
     if not hasattr(datamodule, "splits"):

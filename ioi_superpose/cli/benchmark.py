@@ -1,11 +1,14 @@
-"""`python -m ioi_superpose.benchmark`: score every head-finding method on the planted ground-truth cases.
+"""`python -m ioi_superpose.benchmark --out DIR`: every head-finding method, with controls, on cases with
+exhaustive ground truth in both directions; writes DIR/benchmark.md and DIR/benchmark.json.
 
-Writes experiments/reports/benchmark.md and benchmark.json; the logic is `ioi_superpose.groundtruth.benchmark`.
+The logic is `ioi_superpose.groundtruth.benchmark`; the cases `ioi_superpose.groundtruth.benchmark_cases`.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -13,22 +16,47 @@ from pathlib import Path
 import torch
 
 from ioi_superpose.files import atomic_write, write_json
-from ioi_superpose.groundtruth.benchmark import markdown, run_benchmark
+from ioi_superpose.groundtruth.benchmark import Config, markdown, run_benchmark
 
-REPORTS = Path(__file__).resolve().parents[2] / "experiments" / "reports"
+DEFAULT_OUT = Path("runs") / "benchmark"
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ioi_superpose.benchmark", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"directory for benchmark.md and benchmark.json (default: {DEFAULT_OUT}, relative to "
+        "the current directory; the committed report is regenerated with --out experiments/reports)",
+    )
+    parser.add_argument("--cases", nargs="+", default=None, help="case names (default: every case)")
+    parser.add_argument("--directions", nargs="+", default=["denoising", "noising"], choices=["denoising", "noising"])
+    parser.add_argument("--seed", type=int, default=0, help="random ranking, bootstrap and fit seed (default 0)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.out.exists() and not args.out.is_dir():
+        sys.exit(f"--out {args.out} exists and is not a directory; pass a directory for benchmark.md|json")
     torch.set_num_threads(1)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     start = time.perf_counter()
-    report = run_benchmark()
+    config = Config(cases=args.cases, directions=tuple(args.directions), seed=args.seed)
+    try:
+        report = run_benchmark(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    except ValueError as error:  # unknown case names
+        sys.exit(f"--cases: {error}")
     text = markdown(report)
-    write_json(REPORTS / "benchmark.json", report)
-    atomic_write(REPORTS / "benchmark.md", lambda name: Path(name).write_text(text))
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "benchmark.json", report)
+    atomic_write(args.out / "benchmark.md", lambda name: Path(name).write_text(text))
     print(text)
-    print(f"wall time {time.perf_counter() - start:.1f} s; wrote {REPORTS / 'benchmark.md'} and benchmark.json")
+    print(f"wall time {time.perf_counter() - start:.1f} s; wrote {args.out / 'benchmark.md'} and benchmark.json")
 
 
 if __name__ == "__main__":

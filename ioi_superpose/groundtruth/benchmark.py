@@ -1,289 +1,534 @@
-"""Every head-finding method on every planted case, scored against the exhaustive ground truth.
+"""Every head-finding method, with controls, on cases with exhaustive ground truth, in both directions.
 
-Protocol (denoising, threshold 0.9): each case draws three disjoint prompt sets by seed — train (0),
-dev (1), test (2), 32 prompts each. A method's hyperparameter (threshold t, k, λ) is chosen on the dev
-prompts — fit/score on dev, pick the value with the best mean F1 to the nearest dev minimal set over all
-cases — then the method is run on the train prompts with that value and scored on the test prompts:
-precision and recall of its head set against the NEAREST minimal set of the test search (highest F1),
-its L0 against the minimal L0, and the recovery of its patch on the test prompts (a head set: weight 1;
-a learned combination without the minimal-set step: its own weights).
+Protocol (threshold 0.9; `groundtruth.benchmark_cases`: train / dev / test prompts per case). Every method
+fits, ranks or prunes on the TRAIN prompts. Ground truth is exhaustive subset search (`search_subsets`)
+in the same direction, on the dev prompts (for selection) and the test prompts (for scoring). A head set
+is scored on the test prompts: precision / recall / F1 against the NEAREST test minimal set (highest F1),
+its L0 against the minimal L0, and its effect there (denoising: recovery; noising: 1 − recovery).
 
-Methods: single-head activation patching thresholded at t (t ∈ 0.1, 0.3, 0.5 of the normalised effect);
-attribution patching and direct logit attribution (score / max score ≥ t); path patching to the logits
-(≥ t); uniform top-k by activation patching (k ∈ 1, 2, 3); attention-weighted top-k (heads attending
-most from END to the case's source position, n/a where the case has no such target); each learned family
-with λ ∈ {1e-3, 1e-2}, with and without the minimal-set step (prune target 0.9).
+Hyperparameters (threshold t, k, λ) are chosen leave-one-case-out (`toy.selection`): for case c, the
+value with the best mean dev-truth F1 over every OTHER case of the same direction; c's own data never
+enters its choice (`report["chosen"]` records the value and the cases it was chosen on).
+
+Methods (rows):
+- baselines, each from its per-head score on the train prompts (activation patching = single-head
+  effect in the direction; attribution patching and path patching to the logits, signed so that larger
+  is more important in both directions; direct logit attribution; attention from END to the case's
+  source / IO position): `(t)` the threshold rule score / max ≥ t; `top-k` (k by leave-one-case-out);
+  `smallest top-k ≥ target` (the smallest k whose top-k set reaches the target on the case's DEV prompts;
+  no ground truth used); `+ step` ordered elimination from all heads, least important first
+  (`pruning.minimal_set(order=...)`);
+- controls: `random ranking + step` (the mean over `random_orders` seeded random orders), `all heads +
+  step` (control a: α = 1 everywhere, then the greedy minimal-set step — no learning), `exhaustive
+  oracle` (the smallest set reaching the target on the train prompts: the best any method can do on them);
+- learned families (`api.learn_combinations`, one batched fit of every λ × init): `learned F` (its
+  support, patched with its own weights), `+ step` (the greedy minimal-set step from the learned
+  support), `+ restarts + step` (among the inits, the stepped set that reaches the target on the DEV
+  prompts with the fewest heads, then the highest dev effect), `+ α-ordered step` (ordered elimination
+  from all heads, smallest |α| first). λ grids are per family (hard_concrete's expected-L0 penalty is on
+  another scale than L1).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ioi_superpose.api import learn_combination
+from ioi_superpose.api import learn_combinations
 from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
 from ioi_superpose.baselines.patching import attribution_patch, path_patch_sweep
-from ioi_superpose.combinations import FAMILIES, PerPositionCombination, ScalarCombination
+from ioi_superpose.combinations import PerPositionCombination, ScalarCombination
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.runs import hook_name
+from ioi_superpose.groundtruth.benchmark_cases import BenchCase, bench_cases
 from ioi_superpose.groundtruth.exhaustive import head_subsets, search_subsets, subset_effects
-from ioi_superpose.groundtruth.planted import PlantedCase, all_cases
+from ioi_superpose.groundtruth.selection import f1, f1_of, leave_one_case_out, mean_with_interval, nearest
+from ioi_superpose.toy.batches import FeaturePrompts
 from ioi_superpose.training.metrics import LogitDiffMetric
-from ioi_superpose.training.pruning import minimal_set
+from ioi_superpose.training.pruning import mask_effects, minimal_set
 
-THRESHOLD = 0.9
-N_PROMPTS = 32
-SEEDS = {"train": 0, "dev": 1, "test": 2}
-SCORE_GRID = (0.1, 0.3, 0.5)
-K_GRID = (1, 2, 3)
-L1_GRID = (1e-3, 1e-2)
 Heads = frozenset
+SCORES = ("activation", "attribution", "dla", "path", "attention")
+THRESHOLD_SCORES = ("activation", "attribution", "dla", "path")
+TOP_K_SCORES = ("activation", "attention")
+SCORE_LABELS = {"activation": "activation patching", "attribution": "attribution patching",
+                "dla": "direct logit attribution", "path": "path patching → logits",
+                "attention": "attention to source"}  # fmt: skip
+LEARNED_VARIANTS = ("", " + step", " + restarts + step", " + α-ordered step")
 
 
-def batch_of(prompts) -> ContrastBatch:
+@dataclass
+class Config:
+    threshold: float = 0.9
+    n_planted: int = 32
+    n_trained: int = 64
+    directions: tuple[str, ...] = ("denoising", "noising")
+    cases: list[str] | None = None
+    """Case names (None: every case)."""
+    score_grid: tuple[float, ...] = (0.1, 0.3, 0.5)
+    k_grid: tuple[int, ...] = (1, 2, 3, 4)
+    families: tuple[str, ...] = ("scalar", "per_position", "hard_concrete")
+    lambda_grids: dict[str, tuple[float, ...]] = field(
+        default_factory=lambda: {
+            "scalar": (1e-3, 1e-2, 3e-2),
+            "per_position": (1e-3, 1e-2, 3e-2),
+            "hard_concrete": (3e-2, 1e-1, 3e-1),
+        }
+    )
+    inits: tuple[float, ...] = (1.0, 0.5)
+    random_orders: int = 5
+    """Seeded random rankings per case (the random control's row is their mean)."""
+    steps: int = 80
+    lr: float = 0.05
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+def batch_of(prompts: FeaturePrompts) -> ContrastBatch:
     return ContrastBatch.from_tokens(prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens)
 
 
-def nearest(heads: Heads, minimal_sets: list[list[tuple[int, int]]]) -> tuple[float, float, frozenset]:
-    """(precision, recall) against the minimal set of highest F1 with `heads`."""
-    best = (0.0, 0.0, frozenset())
-    best_f1 = -1.0
-    for m in minimal_sets:
-        m = frozenset(m)
-        hits = len(heads & m)
-        p = hits / len(heads) if heads else 0.0
-        r = hits / len(m)
-        f1 = 0.0 if p + r == 0 else 2 * p * r / (p + r)
-        if f1 > best_f1:
-            best, best_f1 = (p, r, m), f1
-    return best
+def heads_of(mask: Tensor) -> Heads:
+    return frozenset(tuple(int(i) for i in h) for h in mask.nonzero().tolist())
 
 
-def f1(heads: Heads, minimal_sets) -> float:
-    p, r, _ = nearest(heads, minimal_sets)
-    return 0.0 if p + r == 0 else 2 * p * r / (p + r)
+def mask_of(heads: Heads, n_layers: int, n_heads: int) -> Tensor:
+    mask = torch.zeros(n_layers, n_heads, dtype=torch.bool)
+    for h in heads:
+        mask[h] = True
+    return mask
 
 
-class Scores:
-    """Per-head scores of the score-based baselines on one prompt set (computed once, then thresholded)."""
-
-    def __init__(self, case: PlantedCase, prompts) -> None:
-        model = case.model
-        n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-        singles = head_subsets(n_layers, n_heads, 1)[1:]
-        self.activation = subset_effects(model, prompts, singles, "denoising").view(n_layers, n_heads)
-        ends, answers = prompts.end_positions, prompts.answer_tokens
-        with torch.no_grad():
-            metric0 = LogitDiffMetric(answers, ends)
-            clean = float(metric0(model(prompts.clean_tokens)))
-            corrupted = float(metric0(model(prompts.corrupted_tokens)))
-        metric = LogitDiffMetric(answers, ends, corrupted_value=corrupted, clean_value=clean)
-        self.attribution = attribution_patch(model, prompts.corrupted_tokens, prompts.clean_tokens, metric)
-        self.dla = direct_logit_attribution(model, prompts.clean_tokens, answers, ends).heads
-        self.path = path_patch_sweep(model, prompts.corrupted_tokens, prompts.clean_tokens, "logits", metric)
-        self.attention = None
-        if case.attention_target is not None:
-            names = [hook_name("pattern", layer) for layer in range(n_layers)]
-            _, cache = model.run_with_cache(prompts.clean_tokens, names_filter=lambda n: n in names)
-            self.attention = torch.stack([cache[n][:, :, -1, case.attention_target].mean(0) for n in names])
+def ranking(score: Tensor) -> list[tuple[int, int]]:
+    """Heads from most to least important (largest score first; ties by index)."""
+    n_heads = score.shape[1]
+    order = sorted(range(score.numel()), key=lambda i: (-float(score.flatten()[i]), i))
+    return [(i // n_heads, i % n_heads) for i in order]
 
 
 def above(score: Tensor, t: float) -> Heads:
-    """Heads whose score / max |score| ≥ t (positive scores only)."""
-    top = float(score.abs().max())
-    if top == 0:
+    """Heads whose score / max score ≥ t (nothing when no score is positive)."""
+    top = float(score.max())
+    if top <= 0:
         return frozenset()
-    return frozenset(tuple(h) for h in ((score / top) >= t).nonzero().tolist())
+    return heads_of((score / top) >= t)
 
 
-def top_k(score: Tensor, k: int) -> Heads:
-    idx = score.flatten().topk(min(k, score.numel())).indices
-    return frozenset((int(i) // score.shape[1], int(i) % score.shape[1]) for i in idx)
-
-
-SCORE_METHODS: dict[str, tuple[Callable[[Scores, Any], Heads | None], tuple]] = {
-    "activation patching (t)": (
-        lambda s, t: frozenset(tuple(h) for h in (s.activation >= t).nonzero().tolist()),
-        SCORE_GRID,
-    ),
-    "attribution patching (t)": (lambda s, t: above(s.attribution, t), SCORE_GRID),
-    "direct logit attribution (t)": (lambda s, t: above(s.dla, t), SCORE_GRID),
-    "path patching → logits (t)": (lambda s, t: above(s.path, t), SCORE_GRID),
-    "uniform top-k": (lambda s, k: top_k(s.activation, k), K_GRID),
-    "attention-weighted top-k": (lambda s, k: None if s.attention is None else top_k(s.attention, k), K_GRID),
-}
-
-
-def quiet_learn(case: PlantedCase, prompts, family: str, l1: float):
-    return learn_combination(case.model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens,
-                             combination=family, l1=l1, steps=80, seed=0)  # fmt: skip
-
-
-def learned_variants(case: PlantedCase, prompts, family: str, l1: float) -> dict[str, tuple[Heads, Tensor, Any]]:
-    """{"": (heads, coefficients, family module), "+ minimal set": ...} from one fit on `prompts`."""
-    learned = quiet_learn(case, prompts, family, l1)
-    coefficients = learned.coefficients
-    n_layers, n_heads = coefficients.shape[:2]
-    module = (PerPositionCombination if coefficients.dim() == 3 else ScalarCombination)(
-        n_layers, n_heads, bounded=False
-    )
+def all_ones(n_layers: int, n_heads: int) -> ScalarCombination:
+    module = ScalarCombination(n_layers, n_heads, bounded=False)
     with torch.no_grad():
-        module.coefficients.copy_(coefficients)
-    heads = frozenset(unit[:2] for unit in learned.support)
-    pruned = minimal_set(case.model, [batch_of(prompts)], "denoising", module, THRESHOLD, 0.05)
-    pruned_module = type(module)(n_layers, n_heads, bounded=False)
-    pruned_module.set_mask_(pruned.mask)
-    return {
-        "": (heads, coefficients, module),
-        " + minimal set": (
-            frozenset(unit[:2] for unit in pruned.support),
-            pruned_module.coefficients.detach(),
-            pruned_module,
-        ),
-    }
+        module.coefficients.fill_(1.0)
+    return module
 
 
-def recovery_of_heads(case: PlantedCase, prompts, heads: Heads) -> float:
-    mask = torch.zeros(1, case.model.cfg.n_layers, case.model.cfg.n_heads, dtype=torch.bool)
-    for h in heads:
-        mask[(0, *h)] = True
-    return float(subset_effects(case.model, prompts, mask, "denoising")[0])
+class Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def run(self, key: str, fn: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        out = fn()
+        self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
+        return out
 
 
-def recovery_of_module(case: PlantedCase, prompts, module) -> float:
-    from ioi_superpose.training.pruning import mask_effects  # the same pooled effect, with the module's own weights
+# --------------------------------------------------------------------------------------------------
+# One case in one direction: every candidate head set (per hyperparameter value), with its cost.
 
+
+def scores_of(case: BenchCase, direction: str, timer: Timer) -> dict[str, Tensor | None]:
+    """Per-head scores on the train prompts, larger = more important in `direction`."""
+    model, prompts = case.model, case.splits["train"]
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    ends, answers = prompts.end_positions, prompts.answer_tokens
+    singles = head_subsets(n_layers, n_heads, 1)[1:]
+    out: dict[str, Tensor | None] = {}
+    out["activation"] = timer.run("activation", lambda: subset_effects(model, prompts, singles, direction)
+                                  .view(n_layers, n_heads))  # fmt: skip
     with torch.no_grad():
-        weights = module.coefficients.detach()
-    # mask_effects patches 0/1 masks; pass the weights themselves (fixed variants accept any values).
-    return float(mask_effects(case.model, [batch_of(prompts)], "denoising", module, weights[None])[0])
+        metric0 = LogitDiffMetric(answers, ends)
+        clean = float(metric0(model(prompts.clean_tokens)))
+        corrupted = float(metric0(model(prompts.corrupted_tokens)))
+    metric = LogitDiffMetric(answers, ends, corrupted_value=corrupted, clean_value=clean)
+    base, source = ((prompts.corrupted_tokens, prompts.clean_tokens) if direction == "denoising"
+                    else (prompts.clean_tokens, prompts.corrupted_tokens))  # fmt: skip
+    # Noising moves the metric down: a head that matters gets a negative estimate, so the sign flips.
+    sign = 1.0 if direction == "denoising" else -1.0
+    out["attribution"] = timer.run("attribution", lambda: sign * attribution_patch(model, base, source, metric))
+    out["dla"] = timer.run("dla", lambda: direct_logit_attribution(model, prompts.clean_tokens, answers, ends).heads)
+    out["path"] = timer.run("path", lambda: sign * path_patch_sweep(model, base, source, "logits", metric))
+    out["attention"] = None
+    if case.attention_targets is not None:
+        target = case.attention_targets["train"]
+
+        def attention() -> Tensor:
+            names = [hook_name("pattern", layer) for layer in range(n_layers)]
+            _, cache = model.run_with_cache(prompts.clean_tokens, names_filter=lambda n: n in names)
+            rows = torch.arange(len(target))
+            return torch.stack([cache[n][rows, :, ends, target].mean(0) for n in names])
+
+        out["attention"] = timer.run("attention", attention)
+    return {k: None if v is None else v.detach().float().cpu() for k, v in out.items()}
 
 
-def run_benchmark() -> dict[str, Any]:
+def candidates_of(case: BenchCase, direction: str, config: Config) -> tuple[dict[str, Any], dict[str, float]]:
+    """{method: {grid value: head set (or (head set, module) for a learned combination's own weights)}},
+    and seconds per method. A method without hyperparameters has the single grid value None."""
+    model = case.model
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    train = [batch_of(case.splits["train"])]
+    dev = case.splits["dev"]
+    timer = Timer()
+    target = config.threshold
+    scores = scores_of(case, direction, timer)
+    out: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+
+    def step(order: list[tuple[int, int]] | None) -> Heads:
+        result = minimal_set(model, train, direction, all_ones(n_layers, n_heads), target, 0.05, order=order)
+        return frozenset(tuple(u) for u in result.support)
+
+    for name in SCORES:
+        score = scores[name]
+        label = SCORE_LABELS[name]
+        cost = timer.seconds.get(name, 0.0)
+        ranked = None if score is None else ranking(score)
+        if name in THRESHOLD_SCORES:
+            out[f"{label} (t)"] = {t: above(score, t) for t in config.score_grid}
+            seconds[f"{label} (t)"] = cost
+        if name in TOP_K_SCORES:
+            out[f"{label} top-k"] = {k: None if ranked is None else frozenset(ranked[:k]) for k in config.k_grid}
+            seconds[f"{label} top-k"] = cost
+        method = f"{label} smallest top-k ≥ target"
+        if ranked is None:
+            out[method] = {None: None}
+        else:
+            masks = torch.stack([mask_of(frozenset(ranked[:k]), n_layers, n_heads) for k in range(1, len(ranked) + 1)])
+            effects = timer.run(method, lambda masks=masks: subset_effects(model, dev, masks, direction))
+            reaching = (effects >= target).nonzero()
+            k = int(reaching[0]) + 1 if len(reaching) else len(ranked)
+            out[method] = {None: frozenset(ranked[:k])}
+        seconds[method] = cost + timer.seconds.get(method, 0.0)
+        method = f"{label} + step"
+        out[method] = {None: None if ranked is None else timer.run(method, lambda r=ranked: step(r[::-1]))}
+        seconds[method] = cost + timer.seconds.get(method, 0.0)
+
+    # A random order is one draw of a random variable: the row averages `random_orders` seeded draws.
+    generator = torch.Generator().manual_seed(config.seed)
+    orders = [[(int(i) // n_heads, int(i) % n_heads) for i in torch.randperm(n_layers * n_heads, generator=generator)]
+              for _ in range(config.random_orders)]  # fmt: skip
+    out["random ranking + step"] = {None: timer.run("random", lambda: [step(order) for order in orders])}
+    seconds["random ranking + step"] = timer.seconds["random"]
+    out["all heads + step (control a)"] = {None: timer.run("all", lambda: step(None))}
+    seconds["all heads + step (control a)"] = timer.seconds["all"]
+
+    def oracle() -> Heads:
+        search = search_subsets(model, case.splits["train"], direction, target)
+        if not search.minimal_sets:
+            return frozenset()
+        names = ["+".join(f"{layer}.{head}" for layer, head in s) for s in search.minimal_sets]
+        best = max(range(len(names)), key=lambda i: search.subset_effect[names[i]])
+        return frozenset(search.minimal_sets[best])
+
+    out["exhaustive oracle"] = {None: timer.run("oracle", oracle)}
+    seconds["exhaustive oracle"] = timer.seconds["oracle"]
+
+    for family in config.families:
+        learned, family_seconds = learned_candidates(case, direction, family, config)
+        out.update(learned)
+        seconds.update(family_seconds)
+    return out, seconds
+
+
+def learned_candidates(
+    case: BenchCase, direction: str, family: str, config: Config
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The four learned variants of `family`, per λ, from one batched fit of every λ × init."""
+    model = case.model
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    prompts = case.splits["train"]
+    train = [batch_of(prompts)]
+    dev = case.splits["dev"]
+    lambdas = config.lambda_grids[family]
+    members = [{"l1": lam, "init": init} for lam in lambdas for init in config.inits]
     start = time.perf_counter()
-    cases = all_cases()
-    sets = {c.name: {split: c.prompts(N_PROMPTS, seed) for split, seed in SEEDS.items()} for c in cases}
-    truth = {c.name: {split: search_subsets(c.model, sets[c.name][split], "denoising", THRESHOLD)
-                      for split in ("dev", "test")} for c in cases}  # fmt: skip
-    chosen: dict[str, Any] = {}
-    results: dict[str, dict[str, Any]] = {}
-    # Score-based baselines: choose t / k on dev, apply on train scores, score on test.
-    dev_scores = {c.name: Scores(c, sets[c.name]["dev"]) for c in cases}
-    train_scores = {c.name: Scores(c, sets[c.name]["train"]) for c in cases}
-    for method, (select, grid) in SCORE_METHODS.items():
-
-        def dev_f1(value, select=select):
-            picks = [(c, select(dev_scores[c.name], value)) for c in cases]
-            vals = [f1(h, truth[c.name]["dev"].minimal_sets) for c, h in picks if h is not None]
-            return sum(vals) / len(vals) if vals else 0.0
-
-        best = max(grid, key=dev_f1)
-        chosen[method] = best
-        for c in cases:
-            heads = select(train_scores[c.name], best)
-            results.setdefault(c.name, {})[method] = None if heads is None else score_heads(c, sets, truth, heads)
-    # Learned families.
-    # mixing's units are entries of a map across heads, not heads: no head set to score against minimal sets.
-    for family in (family for family in FAMILIES if family != "mixing"):
-        dev = {l1: {c.name: learned_variants(c, sets[c.name]["dev"], family, l1) for c in cases} for l1 in L1_GRID}
-        for suffix in ("", " + minimal set"):
-            method = f"learned {family}{suffix}"
-            best = max(L1_GRID, key=lambda l1: sum(f1(dev[l1][c.name][suffix][0], truth[c.name]["dev"].minimal_sets)
-                                                    for c in cases))  # fmt: skip
-            chosen[method] = best
-        for c in cases:
-            variants_by_l1 = {}
-            for suffix in ("", " + minimal set"):
-                method = f"learned {family}{suffix}"
-                l1 = chosen[method]
-                if l1 not in variants_by_l1:
-                    variants_by_l1[l1] = learned_variants(c, sets[c.name]["train"], family, l1)
-                heads, _, module = variants_by_l1[l1][suffix]
-                results[c.name][method] = score_heads(c, sets, truth, heads, module)
-    seconds = time.perf_counter() - start
-    return {
-        "threshold": THRESHOLD, "n_prompts": N_PROMPTS, "seeds": SEEDS, "chosen_on_dev": chosen,
-        "truth": {name: truth[name]["test"].to_dict() for name in truth}, "results": results,
-        "seconds": round(seconds, 1),
-    }  # fmt: skip
+    fits = learn_combinations(model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens, members,
+                              direction=direction, steps=config.steps, seed=config.seed,
+                              combination=family)  # fmt: skip
+    fit_seconds = time.perf_counter() - start
+    step_seconds = {variant: 0.0 for variant in LEARNED_VARIANTS}
+    out: dict[str, dict[float, Any]] = {f"learned {family}{variant}": {} for variant in LEARNED_VARIANTS}
+    for index, lam in enumerate(lambdas):
+        stepped = []
+        for offset in range(len(config.inits)):
+            fit = fits[index * len(config.inits) + offset]
+            coefficients = fit.coefficients
+            module = (PerPositionCombination if coefficients.dim() == 3 else ScalarCombination)(
+                n_layers, n_heads, bounded=False
+            )
+            with torch.no_grad():
+                module.coefficients.copy_(coefficients)
+            t0 = time.perf_counter()
+            pruned = minimal_set(model, train, direction, module, config.threshold, 0.05)
+            heads = frozenset(tuple(unit[:2]) for unit in pruned.support)
+            dev_effect = float(subset_effects(model, dev, mask_of(heads, n_layers, n_heads)[None], direction)[0])
+            stepped.append((heads, dev_effect))
+            step_seconds[" + restarts + step"] += time.perf_counter() - t0
+            if offset == 0:  # the plain variants use the first init (1.0, the default)
+                step_seconds[" + step"] += time.perf_counter() - t0
+                out[f"learned {family}"][lam] = (frozenset(tuple(u[:2]) for u in fit.support), module)
+                out[f"learned {family} + step"][lam] = heads
+                t0 = time.perf_counter()
+                per_head = coefficients.abs().flatten(2).amax(-1) if coefficients.dim() == 3 else coefficients.abs()
+                order = ranking(per_head)[::-1]
+                result = minimal_set(model, train, direction, all_ones(n_layers, n_heads), config.threshold, 0.05,
+                                     order=order)  # fmt: skip
+                out[f"learned {family} + α-ordered step"][lam] = frozenset(tuple(u) for u in result.support)
+                step_seconds[" + α-ordered step"] += time.perf_counter() - t0
+        # Restarts: keep the stepped set that reaches the target on dev with the fewest heads (then highest effect).
+        best = min(stepped, key=lambda s: (s[1] < config.threshold, len(s[0]), -s[1]))
+        out[f"learned {family} + restarts + step"][lam] = best[0]
+    seconds = {f"learned {family}{variant}": fit_seconds + step_seconds[variant] for variant in LEARNED_VARIANTS}
+    return out, seconds
 
 
-def score_heads(case, sets, truth, heads: Heads, module=None) -> dict[str, Any]:
-    test_truth = truth[case.name]["test"]
-    p, r, nearest_set = nearest(heads, test_truth.minimal_sets)
-    test = sets[case.name]["test"]
-    recovery = recovery_of_module(case, test, module) if module is not None else recovery_of_heads(case, test, heads)
+# --------------------------------------------------------------------------------------------------
+# Scoring and the whole run.
+
+
+def effect_on_test(case: BenchCase, direction: str, candidate: Any) -> float:
+    """Effect on the test prompts: a head set patched with weight 1; a learned combination with its own weights."""
+    model, test = case.model, case.splits["test"]
+    if isinstance(candidate, tuple):
+        heads, module = candidate
+        with torch.no_grad():
+            weights = module.coefficients.detach()
+        return float(mask_effects(model, [batch_of(test)], direction, module, weights[None])[0])
+    mask = mask_of(candidate, model.cfg.n_layers, model.cfg.n_heads)
+    return float(subset_effects(model, test, mask[None], direction)[0])
+
+
+def head_set(candidate: Any) -> Heads | None:
+    return candidate[0] if isinstance(candidate, tuple) else candidate
+
+
+def score(case: BenchCase, direction: str, candidate: Any, truth) -> dict[str, Any] | None:
+    """Scores of one candidate; a list of head sets (the random orders) scores as the mean of each
+    number over its sets (heads: the first set's, `draws`: every set)."""
+    if candidate is None:
+        return None
+    if isinstance(candidate, list):
+        each = [score(case, direction, c, truth) for c in candidate]
+        mean = {key: round(sum(e[key] for e in each) / len(each), 3) for key in ("precision", "recall", "f1", "l0",
+                                                                             "effect")}  # fmt: skip
+        return {**each[0], **mean, "draws": [e["heads"] for e in each]}
+    heads = head_set(candidate)
+    p, r, nearest_set = nearest(heads, truth.minimal_sets)
     return {
         "heads": sorted(list(h) for h in heads), "nearest_minimal_set": sorted(list(h) for h in nearest_set),
-        "precision": round(p, 3), "recall": round(r, 3), "l0": len(heads), "min_l0": test_truth.min_size,
-        "recovery": round(recovery, 3),
+        "precision": round(p, 3), "recall": round(r, 3), "f1": round(f1_of(p, r), 3), "l0": len(heads),
+        "min_l0": truth.min_size, "effect": round(effect_on_test(case, direction, candidate), 3),
     }  # fmt: skip
+
+
+def run_benchmark(config: Config | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    config = config or Config()
+    start = time.perf_counter()
+    cases = bench_cases(config.n_planted, config.n_trained, config.cases)
+    report: dict[str, Any] = {"config": config.to_dict(), "cases": {c.name: {"kind": c.kind, "separating": c.separating,
+                              "heads": c.model.cfg.n_layers * c.model.cfg.n_heads} for c in cases},
+                              "directions": {}}  # fmt: skip
+    for direction in config.directions:
+        truth = {c.name: {split: search_subsets(c.model, c.splits[split], direction, config.threshold)
+                          for split in ("dev", "test")} for c in cases}  # fmt: skip
+        candidates, seconds = {}, {}
+        for c in cases:
+            if progress:
+                progress(f"{direction} {c.name} ({time.perf_counter() - start:.0f} s)")
+            candidates[c.name], seconds[c.name] = candidates_of(c, direction, config)
+        methods = list(candidates[cases[0].name])
+        results: dict[str, dict[str, Any]] = {c.name: {} for c in cases}
+        chosen: dict[str, dict[str, Any]] = {c.name: {} for c in cases}
+        for method in methods:
+            grid = list(candidates[cases[0].name][method])
+            dev_f1 = {} if grid == [None] else {
+                c.name: {value: None if head_set(candidates[c.name][method][value]) is None
+                         else f1(head_set(candidates[c.name][method][value]), truth[c.name]["dev"].minimal_sets)
+                         for value in grid} for c in cases}  # fmt: skip
+            for c in cases:
+                value, used = (None, []) if grid == [None] else leave_one_case_out(dev_f1, c.name, grid)
+                chosen[c.name][method] = {"value": value, "chosen_on": used}
+                scored = score(c, direction, candidates[c.name][method][value], truth[c.name]["test"])
+                if scored is not None:
+                    scored["seconds"] = round(seconds[c.name][method], 3)
+                results[c.name][method] = scored
+        report["directions"][direction] = {
+            "truth": {name: t["test"].to_dict() | {"subset_effect": None} for name, t in truth.items()},
+            "results": results, "chosen": chosen, "summary": summarise(results, report["cases"], config.seed),
+        }  # fmt: skip
+    report["seconds"] = round(time.perf_counter() - start, 1)
+    return report
+
+
+def summarise(results: dict[str, dict[str, Any]], cases: dict[str, Any], seed: int) -> dict[str, Any]:
+    methods = list(next(iter(results.values())))
+    out = {}
+    for method in methods:
+        rows = {name: r[method] for name, r in results.items() if r[method] is not None}
+        separating = [r["f1"] for name, r in rows.items() if cases[name]["separating"]]
+        out[method] = {
+            "all": mean_with_interval([r["f1"] for r in rows.values()], seed),
+            "separating": mean_with_interval(separating, seed),
+            "exact_l0": sum(r["l0"] == r["min_l0"] for r in rows.values()),
+            "seconds": round(sum(r["seconds"] for r in rows.values()), 1),
+        }
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The report.
+
+STEP_VARIANTS = (" + step", " + restarts + step", " + α-ordered step")
+
+
+def baseline_groups(methods: list[str]) -> dict[str, list[str]]:
+    """Each baseline's variants (its threshold rule, top-k, smallest top-k, + step), and the random ranking."""
+    groups = {label: [m for m in methods if m.startswith(label)] for label in SCORE_LABELS.values()}
+    groups["random ranking"] = ["random ranking + step"]
+    return groups
+
+
+def _interval(stat: dict[str, Any]) -> str:
+    if stat["mean"] is None:
+        return "n/a"
+    interval = stat["interval"]
+    spread = "" if interval is None else f" [{interval[0]:.2f}, {interval[1]:.2f}]"
+    return f"{stat['mean']:.2f}{spread} (n={stat['n']})"
 
 
 def markdown(report: dict[str, Any]) -> str:
-    cases = list(report["results"])
-    methods = list(next(iter(report["results"].values())))
+    config = report["config"]
+    cases = report["cases"]
+    separating = [name for name, c in cases.items() if c["separating"]]
     lines = [
-        "# Benchmark: head-finding methods on planted ground truth",
+        "# Benchmark: head-finding methods, with controls, against exhaustive ground truth",
         "",
-        f"`python -m ioi_superpose.benchmark --out experiments/reports` — denoising, threshold {report['threshold']}, "
-        f"{report['n_prompts']} prompts per split; hyperparameters chosen on the dev seed, scored on the test seed "
-        f"({report['seconds']} s on our 2-core CPU). Each cell: precision / recall against the nearest minimal "
-        "set, L0 (minimal L0), recovery on the test prompts. See `ioi_superpose/groundtruth/benchmark.py`.",
+        f"`python -m ioi_superpose.benchmark --out DIR` — threshold {config['threshold']}, "
+        f"{config['n_planted']} prompts per split (planted), {config['n_trained']} (trained toy IOI), "
+        f"{len(cases)} cases, directions {', '.join(config['directions'])}; {report['seconds']} s on our shared "
+        "2-core CPU. Protocol, methods and controls: the docstring of `ioi_superpose/groundtruth/benchmark.py`. "
+        "Every method works on the train prompts; hyperparameters are chosen leave-one-case-out against the "
+        "dev-prompt ground truth of the OTHER cases; every number below is on the test prompts against their "
+        "own exhaustive search. Mean F1 over cases with a seeded bootstrap 95 % interval over cases (n = "
+        f"cases). Separating cases (built so that greedy search or baselines fail): {', '.join(separating)}. "
+        "Seconds: the method's own computation summed over cases (a learned row includes its family's whole "
+        "batched fit of every λ × init; a baseline row includes computing its score).",
         "",
-        "Ground truth (exhaustive search, test prompts): "
-        + "; ".join(f"{name}: {report['truth'][name]['minimal_sets']}" for name in cases),
+        f"Grids: t ∈ {config['score_grid']}, k ∈ {config['k_grid']}, λ per family {config['lambda_grids']}, "
+        f"inits {config['inits']}, {config['steps']} Adam steps at lr {config['lr']}.",
         "",
-        "| method (chosen on dev) | " + " | ".join(cases) + " | mean F1 |",
-        "| --- | " + " | ".join("---" for _ in cases) + " | --- |",
+        "Cases: " + "; ".join(f"`{name}` ({c['kind']}, {c['heads']} heads)" for name, c in cases.items()) + ".",
     ]
-    for method in methods:
-        cells, f1s = [], []
-        for name in cases:
-            r = report["results"][name][method]
-            if r is None:
-                cells.append("n/a")
-                continue
-            cells.append(f"{r['precision']:.2f}/{r['recall']:.2f}, L0 {r['l0']} ({r['min_l0']}), {r['recovery']:.2f}")
-            p, q = r["precision"], r["recall"]
-            f1s.append(0.0 if p + q == 0 else 2 * p * q / (p + q))
-        chosen = report["chosen_on_dev"][method]
-        lines.append(f"| {method} [{chosen}] | " + " | ".join(cells) + f" | {sum(f1s) / len(f1s):.2f} |")
-    return "\n".join(lines) + "\n" + NOTES + minimal_set_misses(report)
+    for direction, block in report["directions"].items():
+        lines += ["", f"## {direction.capitalize()}", "", "Minimal sets (test prompts): " + "; ".join(
+            f"{name}: {t['minimal_sets'] if len(t['minimal_sets']) <= 4 else str(t['minimal_sets'][:4])[:-1] + ', …]'}"
+            + ("" if len(t["minimal_sets"]) <= 4 else f" ({len(t['minimal_sets'])} sets)")
+            for name, t in block["truth"].items())]  # fmt: skip
+        lines += ["", "| method | mean F1, all cases | mean F1, separating cases | L0 = minimal L0 | seconds |",
+                  "| --- | --- | --- | --- | --- |"]  # fmt: skip
+        for method, stat in block["summary"].items():
+            lines.append(f"| {method} | {_interval(stat['all'])} | {_interval(stat['separating'])} | "
+                         f"{stat['exact_l0']} of {stat['all']['n']} | {stat['seconds']} |")  # fmt: skip
+        names = list(block["results"])
+        lines += ["", "Per case — precision/recall against the nearest minimal set, L0 (minimal L0), effect on the "
+                  "test prompts [hyperparameter chosen leave-one-case-out]:", "",
+                  "| method | " + " | ".join(names) + " |",
+                  "| --- | " + " | ".join("---" for _ in names) + " |"]  # fmt: skip
+        for method in block["summary"]:
+            cells = []
+            for name in names:
+                r = block["results"][name][method]
+                value = block["chosen"][name][method]["value"]
+                if r is None:
+                    cells.append("n/a")
+                    continue
+                chosen = "" if value is None else f" [{value:g}]"
+                cells.append(f"{r['precision']:.2f}/{r['recall']:.2f}, L0 {r['l0']} ({r['min_l0']}), "
+                             f"{r['effect']:.2f}{chosen}")  # fmt: skip
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + where_learning_loses(report)
 
 
-def minimal_set_misses(report: dict[str, Any]) -> str:
-    """Where a method with the minimal-set step is not exact in this run (a sentence for the notes)."""
-    misses = [
-        f"{method} on `{name}` (L0 {r['l0']}, minimal {r['min_l0']}, test recovery {r['recovery']:.2f})"
-        for name, by_method in report["results"].items()
-        for method, r in by_method.items()
-        if method.endswith("+ minimal set") and r is not None and (r["precision"] < 1 or r["recall"] < 1)
-    ]
-    if not misses:
-        return "\nIn this run every method with the minimal-set step is exact on every case.\n"
-    return (
-        "\nIn this run the minimal-set step is not exact here: " + "; ".join(misses) + ". The step prunes on its "
-        "own prompts: a set that reaches the target there can fall short of it, or miss a head, on the test prompts.\n"
-    )
+def _mean_f1(block: dict[str, Any], method: str, names: list[str]) -> float | None:
+    values = [block["results"][n][method]["f1"] for n in names if block["results"][n][method] is not None]
+    return sum(values) / len(values) if values else None
 
 
-NOTES = """
-## Where the learned combination loses (measured in the run that wrote this file)
-
-Without the minimal-set step every learned family over-selects where the ground truth has ties or
-decoys: on `or` scalar and per_position keep both backup heads at partial weights (L0 2, minimal 1),
-on `decoy` they keep the decoy 0.0 beside the real head 1.1 (L0 2: patching 0.0 costs nothing, its
-write is cancelled, so only the small λ pushes it out), and hard_concrete keeps 3 heads on `decoy`
-(0.0, 1.0, 1.1) and both path heads on `composition`. The minimal-set step removes these over-
-selections, but it is greedy backward elimination from the learned support, not an exhaustive search: it can
-only return a subset of what was learned and, with ties, one of the minimal sets (which one is
-arbitrary). Attribution patching is as good as the unpruned learned α on these small cases at a
-fraction of the cost; single-head activation patching and direct logit attribution miss the AND pair
-(no head alone moves the logits), and DLA and path patching to the logits pick the decoy. These cases
-are small and planted (≤ 4 heads); the benchmark covers denoising only.
-"""
+def where_learning_loses(report: dict[str, Any]) -> str:
+    """The section written from this run's numbers: the goal checked row by row, and every loss."""
+    cases = report["cases"]
+    separating = [name for name, c in cases.items() if c["separating"]]
+    lines = ["## Where the learned combination loses (computed from this run)", ""]
+    for direction, block in report["directions"].items():
+        summary = block["summary"]
+        methods = list(summary)
+        learned = [m for m in methods if m.startswith("learned")]
+        stepped = [m for m in learned if m.endswith(STEP_VARIANTS)]
+        best_all = max(methods, key=lambda m: summary[m]["all"]["mean"] if m != "exhaustive oracle" else -1)
+        lines.append(f"**{direction.capitalize()}.** Best non-oracle row on mean F1 over all cases: "
+                     f"{best_all} ({summary[best_all]['all']['mean']:.2f}); oracle "
+                     f"{summary['exhaustive oracle']['all']['mean']:.2f}.")  # fmt: skip
+        if not separating:
+            lines += ["", "No separating case in this run: the rivals are not compared.", ""]
+            continue
+        groups = baseline_groups(methods)
+        best_variant = {}
+        for group, members in groups.items():
+            scored = [m for m in members if _mean_f1(block, m, separating) is not None]
+            if scored:
+                best_variant[group] = max(scored, key=lambda m: _mean_f1(block, m, separating))
+        rivals = {"all heads + step (control a)": "all heads + step (control a)", **best_variant}
+        lines.append("")
+        lines.append(
+            "Rivals on the separating cases: control (a) and, per baseline, its variant of best mean F1 "
+            "there (chosen on the scored cases themselves — generous to the baselines): "
+            + "; ".join(f"{m} {_mean_f1(block, m, separating):.2f}" for m in rivals.values())
+            + "."
+        )
+        lines.append("")
+        for method in stepped:
+            own = _mean_f1(block, method, separating)
+            beaten_by = [m for m in rivals.values() if _mean_f1(block, m, separating) >= own]
+            losses = []
+            for name in separating:
+                mine = block["results"][name][method]
+                for rival in rivals.values():
+                    theirs = block["results"][name][rival]
+                    if theirs is not None and mine is not None and theirs["f1"] > mine["f1"]:
+                        losses.append(f"`{name}` to {rival} ({mine['f1']:.2f} < {theirs['f1']:.2f})")
+            all_rank = sorted(methods, key=lambda m: -summary[m]["all"]["mean"]).index(method) + 1
+            verdict = ("strictly better than every rival" if not beaten_by else
+                       "NOT strictly better than " + ", ".join(f"{m} ({_mean_f1(block, m, separating):.2f})"
+                                                               for m in beaten_by))  # fmt: skip
+            lines.append(f"- {method}: separating mean F1 {own:.2f}, {verdict}; rank {all_rank} of "
+                         f"{len(methods)} on all cases ({summary[method]['all']['mean']:.2f})."
+                         + (" Per-case losses: " + "; ".join(losses) + "." if losses else ""))  # fmt: skip
+        misses = []
+        for name in block["results"]:
+            for method in stepped:
+                r = block["results"][name][method]
+                if r is not None and r["f1"] < 1:
+                    misses.append(f"{method} on `{name}` (F1 {r['f1']:.2f}, L0 {r['l0']} vs {r['min_l0']}, "
+                                  f"effect {r['effect']:.2f})")  # fmt: skip
+        lines += ["", "Learned + step rows not exact: " + ("; ".join(misses) if misses else "none") + ".", ""]
+        unstepped = {m: summary[m]["all"]["mean"] for m in learned if not m.endswith(STEP_VARIANTS)}
+        lines.append("Without any step: " + "; ".join(f"{m} {v:.2f}" for m, v in unstepped.items()) + ".")
+        lines.append("")
+    return "\n".join(lines)

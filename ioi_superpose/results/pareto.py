@@ -6,7 +6,8 @@ On each figure: every learned α is a point at (heads it patches, its recovery o
 summary.json reports it), its marker the combination family and its fill the direction (denoising
 filled, noising hollow); every baseline ranking's top-k curve (`baselines.callbacks.CombinationBaselines`:
 α = 1 on the k best heads of each score, and attention-weighted) is a line, solid for denoising, dashed
-for noising, on the first `n` prompts of the same set. Curves are α-independent: each direction's come
+for noising, on the same prompts as the learned points (the whole set; `curve_prompts` of the callback
+can make them its first n, and the legend then says how many). Curves are α-independent: each direction's come
 from its first run that has them. Undefined recovery (the set's gap below `summary.MIN_GAP`) is left out.
 """
 

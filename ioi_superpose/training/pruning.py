@@ -119,12 +119,27 @@ def minimal_set(
     target: float,
     l0_threshold: float,
     max_rows: int = DEFAULT_MAX_ROWS,
+    order: Sequence[tuple[int, ...]] | None = None,
 ) -> PruneResult:
-    """Greedy backward elimination from the learned support (see the module docstring)."""
+    """Greedy backward elimination from the learned support (see the module docstring).
+
+    With `order` (units, the first tried first; units outside the support are skipped) the step is
+    *ordered* elimination instead: one pass that drops each unit in turn while the effect stays ≥
+    `target` — a ranking (a baseline's, least important first) then decides which heads are tried."""
     mask = family.coefficients.detach().abs().cpu() > l0_threshold
     effect = start = float(mask_effects(model, batches, direction, family, mask[None], max_rows)[0])
     dropped: list[dict[str, Any]] = []
-    if start >= target:
+    if start >= target and order is not None:
+        for unit in order:
+            if not mask[tuple(unit)]:
+                continue
+            candidate = mask.clone()
+            candidate[tuple(unit)] = False
+            candidate_effect = float(mask_effects(model, batches, direction, family, candidate[None], max_rows)[0])
+            if candidate_effect >= target:
+                mask, effect = candidate, candidate_effect
+                dropped.append({"unit": list(unit), "effect": round(effect, 5)})
+    elif start >= target:
         while mask.any():
             units = _units(mask)
             candidates = mask[None].repeat(len(units), *([1] * mask.dim()))

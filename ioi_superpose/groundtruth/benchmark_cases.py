@@ -1,0 +1,88 @@
+"""The benchmark's cases: a model, three disjoint prompt sets (train, dev, test) and where its carrying
+heads attend, for the planted models (`toy.planted`, `toy.planted_hard`) and the shipped toy-IOI models.
+
+Train prompts are what every method fits, ranks or prunes on; dev prompts give the dev ground truth that
+hyperparameters are chosen against (on *other* cases, `toy.selection`) and the check of the
+"smallest top-k that reaches the target" rule; test prompts give the ground truth each case is scored
+against. Planted prompts differ by filler seed; toy-IOI prompts are `data.ioi_prompts` with seeds 0 / 1 / 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from ioi_superpose.data import ioi_prompts
+from ioi_superpose.groundtruth.planted import PlantedCase, all_cases
+from ioi_superpose.groundtruth.planted_hard import hard_cases
+from ioi_superpose.models import HookedTransformer, load_frozen_model
+from ioi_superpose.toy.batches import FeaturePrompts
+
+SPLIT_SEEDS = {"train": 0, "dev": 1, "test": 2}
+CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
+TRAINED = {
+    # name: (checkpoint, corruption). toy_ioi keeps the main job's name swap (where greedy from all heads
+    # returns 4 heads and the learned α 3); the dropout-trained models use abc, under which their
+    # directions disagree (under name swap denoising is noising of the swapped pair: one experiment).
+    "toy_ioi": ("toy_ioi.pt", "name_swap"),
+    "toy_ioi_redundant": ("toy_ioi_redundant.pt", "abc"),
+    "toy_ioi_backups": ("toy_ioi_backups.pt", "abc"),
+}
+Kind = Literal["planted", "trap", "negative", "trained"]
+
+
+@dataclass
+class BenchCase:
+    name: str
+    kind: Kind
+    model: HookedTransformer
+    splits: dict[str, FeaturePrompts]
+    """train / dev / test prompts."""
+    attention_targets: dict[str, Int[Tensor, " n"]] | None
+    """Per split, the position the carrying heads attend to from END (source token; IO for toy IOI);
+    None where no such position exists (the attention-weighted baseline is then n/a)."""
+
+    @property
+    def separating(self) -> bool:
+        """Built to separate learning from greedy search and baselines (traps, trained toy-IOI models)."""
+        return self.kind in ("trap", "trained")
+
+
+def planted_bench_case(case: PlantedCase, n_prompts: int, kind: Kind = "planted") -> BenchCase:
+    splits = {split: case.prompts(n_prompts, seed) for split, seed in SPLIT_SEEDS.items()}
+    targets = None
+    if case.attention_target is not None:
+        targets = {split: torch.full((n_prompts,), case.attention_target) for split in splits}
+    return BenchCase(case.name, kind, case.model, splits, targets)
+
+
+def trained_bench_case(name: str, n_prompts: int) -> BenchCase:
+    checkpoint, corruption = TRAINED[name]
+    path = str(CHECKPOINTS / checkpoint)
+    model = load_frozen_model(path)
+    splits, targets = {}, {}
+    for split, seed in SPLIT_SEEDS.items():
+        batch = ioi_prompts(path, n=n_prompts, corruption=corruption, seed=seed)
+        splits[split] = FeaturePrompts(f"{name}_{split}", batch.clean_tokens, batch.corrupted_tokens,
+                                       batch.answer_tokens, batch.end_pos)  # fmt: skip
+        targets[split] = batch.io_pos
+    return BenchCase(name, "trained", model, splits, targets)
+
+
+def bench_cases(n_planted: int = 32, n_trained: int = 64, names: list[str] | None = None) -> list[BenchCase]:
+    """Every case (or those named), in a fixed order: planted, traps and negative heads, trained."""
+    planted = [(c, "planted") for c in all_cases()]
+    kinds = {"trap_8": "trap", "trap_12": "trap", "negative": "negative"}
+    planted += [(c, kinds[c.name]) for c in hard_cases()]
+    known = [c.name for c, _ in planted] + list(TRAINED)
+    unknown = sorted(set(names or ()) - set(known))
+    if unknown:
+        raise ValueError(f"unknown benchmark cases {unknown}; known: {known}")
+    wanted = set(known if names is None else names)
+    cases = [planted_bench_case(c, n_planted, kind) for c, kind in planted if c.name in wanted]
+    return cases + [trained_bench_case(name, n_trained) for name in TRAINED if name in wanted]
