@@ -17,6 +17,7 @@ from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, freeze
 from ioi_superpose.objectives import ObjectiveName
+from ioi_superpose.rest import Rest
 from ioi_superpose.runs import Direction, check_token_ids, logit_diff, recovery_of
 from ioi_superpose.summary import top_heads
 from ioi_superpose.system import HeadSuperposition
@@ -68,6 +69,7 @@ def learn_combination(
     prune_target: float | None = None,
     temperature: float = 2 / 3,
     mixing_target: int | None = None,
+    rest: Rest = "free",
 ) -> LearnedCombination:
     """Learn α[layer, head] on these prompts (full batch, `steps` Adam steps) and report its recovery.
 
@@ -76,13 +78,14 @@ def learn_combination(
     family (`scalar`, `per_position` — here only the END/other roles, the prompts being plain token
     rows — `hard_concrete`, gates seeded by `seed`, or `mixing`, a map across heads, with `mixing_target`);
     `prune_target` R ends with the minimal-set step on
-    these prompts (kept units at weight 1; effect ≥ R, see `ioi_superpose.pruning`).
+    these prompts (kept units at weight 1; effect ≥ R, see `ioi_superpose.pruning`). `rest`: `free` (a cut:
+    heads outside the set recompute) or `frozen` (a circuit: they keep their base-run z; `ioi_superpose.rest`).
     """
     prompts, loader = _prompts(model, clean_tokens, corrupted_tokens, answer_tokens, steps, seed)
     system = _system(model, len(prompts), objective=objective, direction=direction, l1=l1,
                      l1_warmup_steps=l1_warmup_steps, lr=lr, bounded=bounded, init=init, l0_threshold=l0_threshold,
                      combination=combination, temperature=temperature, gate_seed=seed,
-                     mixing_target=mixing_target, prune_target=prune_target)  # fmt: skip
+                     mixing_target=mixing_target, prune_target=prune_target, rest=rest)  # fmt: skip
     _trainer(model, steps).fit(system, train_dataloaders=loader)
     return evaluate_combination(system.to(_device(model)), prompts)
 
@@ -104,6 +107,7 @@ def learn_combinations(
     prune_target: float | None = None,
     temperature: float = 2 / 3,
     max_rows: int | None = None,
+    rest: Rest = "free",
 ) -> list[LearnedCombination]:
     """`learn_combination` for K settings at once, in one batched forward of K × batch rows per step
     (`ioi_superpose.batched`). `members`: K dicts of `l1`, `init`, `lr`, `gate_seed` (defaults: 1e-3,
@@ -118,7 +122,7 @@ def learn_combinations(
     prompts, loader = _prompts(model, clean_tokens, corrupted_tokens, answer_tokens, steps, seed)
     shared = dict(objective=objective, direction=direction, l1_warmup_steps=l1_warmup_steps, bounded=bounded,
                   l0_threshold=l0_threshold, combination=combination, temperature=temperature,
-                  prune_target=prune_target)  # fmt: skip
+                  prune_target=prune_target, rest=rest)  # fmt: skip
     defaults = {"l1": 1e-3, "init": 1.0, "lr": 0.05, "gate_seed": seed}
     systems = [_system(model, len(prompts), **shared, **{**defaults, **member}) for member in members]
     _trainer(model, steps).fit(BatchedSuperposition(systems, max_rows=max_rows), train_dataloaders=loader)
