@@ -116,6 +116,7 @@ def build_summary(
         "n_heads_total": cfg.n_layers * cfg.n_heads,
         "top_heads": top_heads(alpha, threshold=system.hparams.l0_threshold),
         "combination": system.hparams.get("combination", "scalar"),
+        "rest": system.hparams.get("rest", "free"),
         "support": [list(unit) for unit in system.combination.support(system.hparams.l0_threshold)],
         "prune": None if getattr(system, "prune_result", None) is None else system.prune_result.to_dict(),
         "val": val,
