@@ -194,3 +194,16 @@ def test_the_module_trains_a_circuit_and_rejects_unknown_rests():
         HeadSuperposition(preloaded_model=model, rest="open")
     with pytest.raises(ConfigError, match="'free'"):
         check_rest("cut")
+
+
+@pytest.mark.parametrize("family", ["scalar", "per_position", "hard_concrete", "mixing"])
+@pytest.mark.parametrize("rest", ["free", "frozen"])
+def test_every_family_runs_both_notions(family, rest):
+    """At init 0.25 every family is the weight 0.25 on every head (per_position: on every role; hard_concrete:
+    its deterministic gate; mixing: diag(0.25)), so each must give the chain's hand-computed value."""
+    from ioi_superpose.api import learn_combination
+
+    model, prompts = chain_model(), chain_prompts(4)
+    result = learn_combination(model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens,
+                               steps=1, lr=1e-7, l1=0.0, init=0.25, combination=family, rest=rest)  # fmt: skip
+    assert result.recovery == pytest.approx(HAND[rest][(0.25, 0.25)], abs=1e-4)
