@@ -280,9 +280,9 @@ decoys: on `or` scalar and per_position keep both backup heads at partial weight
 on `decoy` they keep the decoy 0.0 beside the real head 1.1 (L0 2: patching 0.0 costs nothing, its
 write is cancelled, so only the small λ pushes it out), and hard_concrete keeps 3 heads on `decoy`
 (0.0, 1.0, 1.1) and both path heads on `composition`. The minimal-set step removes these over-
-selections, but it is greedy backward elimination from the learned support, not an exhaustive search: it can
-only return a subset of what was learned and, with ties, one of the minimal sets (which one is
-arbitrary). Attribution patching is as good as the unpruned learned α on these small cases at a
+selections, but it removes heads from the learned support (least |α| first, in blocks, then a pass that
+leaves no single removable head), not an exhaustive search: it can only return a subset of what was learned
+and, with ties, one of the minimal sets (which one follows the |α| order). Attribution patching is as good as the unpruned learned α on these small cases at a
 fraction of the cost; single-head activation patching and direct logit attribution miss the AND pair
 (no head alone moves the logits), and DLA and path patching to the logits pick the decoy. These cases
 are small and planted (≤ 4 heads); the benchmark covers denoising only.
