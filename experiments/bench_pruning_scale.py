@@ -4,14 +4,15 @@
    random prompts (clean, and corrupted at a few positions before END; answers = the clean and corrupted
    runs' top tokens at END). The minimal-set step from all 144 heads at α = 1 (`pruning.minimal_set`) vs
    a single-head sweep (144 one-hot variants through `runs.patched_end_logits`), each with its own
-   reference runs: wall time and patched rows (prompts × variants), and their ratios.
+   reference runs: wall time and patched rows (prompts × variants), and their ratios. Then (with
+   `--learn-steps` > 0) `api.learn_combination(..., prune_target=target)` end to end: learn + prune wall time.
 2. The S = 8 toy case (`checkpoints/toy_ioi.pt`, all 8 heads at α = 1, target 0.9, the first 256 training
    prompts of `experiments/toy_ioi.yaml`'s data, in batches of 64 as `prune_prompts` reads them): the step
    here vs the step before block pruning (greedy best-first elimination, loaded from git revision
    `--old-rev`): rows, wall time, kept set.
 
     python experiments/bench_pruning_scale.py [--prompts 32] [--tokens 16] [--target 0.8] [--rest free]
-        [--old-rev ad19a75] [--skip-toy] [--threads 1]
+        [--learn-steps 100] [--l1 0.01] [--old-rev ad19a75] [--skip-toy] [--threads 1]
 """
 
 from __future__ import annotations
@@ -126,6 +127,8 @@ def main() -> None:
     parser.add_argument("--rest", choices=["free", "frozen"], default="free")
     parser.add_argument("--old-rev", default="ad19a75", help="git revision of the greedy step to compare on the toy case")
     parser.add_argument("--skip-toy", action="store_true")
+    parser.add_argument("--learn-steps", type=int, default=100, help="0: skip the learn + prune run")
+    parser.add_argument("--l1", type=float, default=0.01)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -143,6 +146,18 @@ def main() -> None:
     print(f"  prune: rows {result.rows:>7}  time {prune_s:7.2f} s")
     print(f"  sweep: rows {sweep_rows:>7}  time {sweep_s:7.2f} s   (144 single-head variants)")
     print(f"  ratio prune / sweep: rows {result.rows / sweep_rows:.2f}  time {prune_s / sweep_s:.2f}")
+    if args.learn_steps > 0:
+        from ioi_superpose.api import learn_combination
+
+        start = time.perf_counter()
+        learned = learn_combination(model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens,
+                                    steps=args.learn_steps, l1=args.l1, prune_target=args.target, rest=args.rest)
+        total = time.perf_counter() - start
+        prune = learned.prune
+        print(f"  learn ({args.learn_steps} steps, l1 {args.l1}) + prune, api.learn_combination: {total:.2f} s; "
+              f"learned support {prune['start_l0']} heads (effect {prune['start_effect']}) -> kept {prune['l0']} "
+              f"heads (effect {prune['effect']}, reached {prune['reached']}), prune rows {prune['rows']} "
+              f"({prune['rows'] / sweep_rows:.2f} × sweep)")  # fmt: skip
     if not args.skip_toy:
         toy_case(args.old_rev)
     sys.stdout.flush()

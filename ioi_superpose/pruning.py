@@ -83,6 +83,7 @@ class PruneResult:
     """Effect of the kept set on the pruning prompts (recovery for denoising, 1 − recovery for noising)."""
     start_effect: float
     """Effect of the binarised learned support before any unit was removed."""
+    start_l0: int
     reached: bool
     """Whether the kept set reaches `target` (false only when the binarised start already did not)."""
     target: float
@@ -102,7 +103,7 @@ class PruneResult:
         return {
             "target": self.target, "rest": self.rest, "support": [list(u) for u in self.support],
             "l0": len(self.support), "effect": round(self.effect, 5), "start_effect": round(self.start_effect, 5),
-            "reached": self.reached, "best_effect": round(self.best_effect, 5),
+            "start_l0": self.start_l0, "reached": self.reached, "best_effect": round(self.best_effect, 5),
             "best_reaching": None if self.best_reaching is None else [list(u) for u in self.best_reaching],
             "rows": self.rows, "evaluations": self.evaluations, "dropped": self.dropped,
         }  # fmt: skip
@@ -293,7 +294,7 @@ def minimal_set(
     best = pruner.best_reaching
     return PruneResult(
         mask=pruner.mask, support=_units(pruner.mask), effect=pruner.effect, start_effect=start,
-        reached=pruner.effect >= target, target=target, rest=rest, rows=evaluate.rows,
+        start_l0=int(mask.sum()), reached=pruner.effect >= target, target=target, rest=rest, rows=evaluate.rows,
         evaluations=evaluate.evaluations, best_effect=pruner.best_effect,
         best_reaching=None if best is None else _units(best), dropped=pruner.dropped,
     )  # fmt: skip

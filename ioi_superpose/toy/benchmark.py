@@ -282,8 +282,9 @@ write is cancelled, so only the small λ pushes it out), and hard_concrete keeps
 (0.0, 1.0, 1.1) and both path heads on `composition`. The minimal-set step removes these over-
 selections, but it removes heads from the learned support (least |α| first, in blocks, then a pass that
 leaves no single removable head), not an exhaustive search: it can only return a subset of what was learned
-and, with ties, one of the minimal sets (which one follows the |α| order). Attribution patching is as good as the unpruned learned α on these small cases at a
-fraction of the cost; single-head activation patching and direct logit attribution miss the AND pair
-(no head alone moves the logits), and DLA and path patching to the logits pick the decoy. These cases
-are small and planted (≤ 4 heads); the benchmark covers denoising only.
+and, with ties, one of the minimal sets (which one follows the |α| order). Attribution patching is as good
+as the unpruned learned α on these small cases at a fraction of the cost; single-head activation patching
+and direct logit attribution miss the AND pair (no head alone moves the logits), and DLA and path patching
+to the logits pick the decoy. These cases are small and planted (≤ 4 heads); the benchmark covers
+denoising only.
 """
