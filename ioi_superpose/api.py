@@ -15,6 +15,7 @@ from torch import Tensor
 
 from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
 from ioi_superpose.data.prompt_checks import check_token_tensor, end_positions_for
+from ioi_superpose.engine.rest import Rest
 from ioi_superpose.engine.runs import Direction, check_token_ids, end_logits, logit_diff, recovery_of
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, freeze
@@ -32,7 +33,7 @@ __all__ = ["LearnedCombination", "evaluate_combination", "learn_combination", "l
 class LearnedCombination:
     coefficients: Tensor
     """The learned weights in the family's shape: [n_layers, n_heads] (scalar; hard_concrete: the
-    deterministic gates), [n_layers, n_heads, role] (per_position, roles `interventions.ROLES`) or
+    deterministic gates), [n_layers, n_heads, role] (per_position, roles `combinations.ROLES`) or
     [n_layers, n_heads, source_layer, source_head] (mixing)."""
     recovery: float
     """(patched − corrupted) / (clean − corrupted) of the mean logit difference on the given prompts."""
@@ -81,6 +82,7 @@ def learn_combination(
     circuit_criteria: bool = False,
     ablation: str = "corrupted",
     end_positions: Int[Tensor, " batch"] | None = None,
+    rest: Rest = "free",
 ) -> LearnedCombination:
     """Learn α[layer, head] on these prompts (full batch, `steps` Adam steps) and report its recovery.
 
@@ -99,7 +101,8 @@ def learn_combination(
 
     `end_positions` [batch]: each prompt's END, where the answers are read (right-padded prompts of
     different lengths: `ioi_prompts(..., equal_length=False).end_pos`). None: the last position, and rows
-    that end in padding are refused.
+    that end in padding are refused. `rest`: `free` (a cut:
+    heads outside the set recompute) or `frozen` (a circuit: they keep their base-run z; `ioi_superpose.engine.rest`).
     """
     prompts, loader = _prompts(model, clean_tokens, corrupted_tokens, answer_tokens, steps, seed, end_positions)
     system = _system(model, len(prompts), objective=objective, direction=direction, l1=l1,
@@ -108,7 +111,7 @@ def learn_combination(
                      mixing_target=mixing_target, prune_target=prune_target,
                      rotation_layers=None if rotation_layers is None else list(rotation_layers),
                      rotation_target=rotation_target, circuit_criteria=circuit_criteria,
-                     ablation=ablation)  # fmt: skip
+                     ablation=ablation, rest=rest)  # fmt: skip
     _trainer(model, steps).fit(system, train_dataloaders=loader)
     return _warn_shortfall(evaluate_combination(system.to(_device(model)), prompts))
 
@@ -131,6 +134,7 @@ def learn_combinations(
     temperature: float = 2 / 3,
     max_rows: int | None = None,
     end_positions: Int[Tensor, " batch"] | None = None,
+    rest: Rest = "free",
 ) -> list[LearnedCombination]:
     """`learn_combination` for K settings at once, in one batched forward of K × batch rows per step
     (`ioi_superpose.training.batched`). `members`: K dicts of `l1`, `init`, `lr`, `gate_seed` (defaults: 1e-3,
@@ -145,7 +149,7 @@ def learn_combinations(
     prompts, loader = _prompts(model, clean_tokens, corrupted_tokens, answer_tokens, steps, seed, end_positions)
     shared = dict(objective=objective, direction=direction, l1_warmup_steps=l1_warmup_steps, bounded=bounded,
                   l0_threshold=l0_threshold, combination=combination, temperature=temperature,
-                  prune_target=prune_target)  # fmt: skip
+                  prune_target=prune_target, rest=rest)  # fmt: skip
     defaults = {"l1": 1e-3, "init": 1.0, "lr": 0.05, "gate_seed": seed}
     systems = [_system(model, len(prompts), **shared, **{**defaults, **member}) for member in members]
     _trainer(model, steps).fit(BatchedSuperposition(systems, max_rows=max_rows), train_dataloaders=loader)

@@ -32,7 +32,7 @@ and each head's loading on the kept subspace: for the kept rows u of R_l, the sh
 (a head's d_head coordinates), averaged over kept rows (the shares sum to 1 over heads) and summed over them
 (the number of kept dimensions "in" each head). Unchanged by any per-head rotation of z.
 
-**Units** of the family surface (`interventions.LearnedFamily`) are (layer, dimension of the rotated basis):
+**Units** of the family surface (`combinations.LearnedFamily`) are (layer, dimension of the rotated basis):
 `coefficients` is m in [n_layers, D] (0 on layers not selected); `head_coefficients` is Σ_k m_k ‖u_k|_h‖²
 [layer, head], the soft mask's dimensions per head.
 """

@@ -27,6 +27,7 @@ from ioi_superpose.combinations import Combination, HeadWeights
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine import fast_forward
 from ioi_superpose.engine.fast_forward import Runner
+from ioi_superpose.engine.rest import Rest, check_rest, run_tokens, with_rest
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, HookPoint
 
@@ -388,6 +389,8 @@ class Reference:
 
     direction: Direction
     source_z: Float[Tensor, "layer batch pos head d_head"]
+    """The z a patch mixes against: the source run's for a cut (`rest="free"`), the base run's for a circuit
+    (`rest="frozen"`, `ioi_superpose.engine.rest`)."""
     source_answer_logits: Float[Tensor, "batch 2"]
     base_answer_logits: Float[Tensor, "batch 2"]
     source_log_probs: Float[Tensor, "batch vocab"] | None = None
@@ -419,24 +422,31 @@ def reference_runs(
     source_log_probs: bool = False,
     runner: Runner = "auto",
     base_answer_logits: Float[Tensor, "batch 2"] | None = None,
+    rest: Rest = "free",
 ) -> Reference:
     """The source run (its z and answer logits) and the base run (answer logits) of a contrast batch.
 
     `runner` as in `patched_end_logits`: the fast runner does both runs in one folded forward.
     `base_answer_logits`: the base run's answer logits when already known (a cache): its run is skipped.
+    `rest` (`ioi_superpose.engine.rest`): "frozen" records the *base* run's z instead (in `Reference.source_z`, the
+    z a patch mixes against): a circuit runs on the source tokens and freezes heads at their base values.
     """
     base_tokens, source_tokens = base_and_source(clean_tokens, corrupted_tokens, direction)
     check_token_ids(model, source_tokens, "the source tokens")
-    need_base = base_answer_logits is None
+    frozen = check_rest(rest) == "frozen"
+    need_base = base_answer_logits is None or frozen
     if fast_forward.resolve_runner(model, runner) == "fast":
         check_token_ids(model, base_tokens, "tokens")
-        source_z, ends = _fast_reference(model, [source_tokens, *([base_tokens] if need_base else [])], end_positions)
-        source_end = ends[0]
+        # The first run's z is recorded: the source run's for a cut, the base run's for a circuit.
+        runs = [base_tokens, source_tokens] if frozen else [source_tokens, *([base_tokens] if need_base else [])]
+        source_z, ends = _fast_reference(model, runs, end_positions)
+        source_end = ends[1] if frozen else ends[0]
         if need_base:
-            base_answer_logits = unembed_residual(model, ends[1], answer_tokens)
+            base_answer_logits = unembed_residual(model, ends[0] if frozen else ends[1], answer_tokens)
     else:
-        source_z, source_final = head_z(model, source_tokens)
+        z, source_final = head_z(model, source_tokens)
         source_end = gather_end(source_final, end_positions)
+        source_z = head_z(model, base_tokens)[0] if frozen else z
         if need_base:
             base_answer_logits = end_logits(model, base_tokens, end_positions, answer_tokens)
     log_probs = unembed_residual(model, source_end).log_softmax(-1) if source_log_probs else None
@@ -472,9 +482,11 @@ def recovery_of(
     prompts: ContrastBatch,
     alpha: Float[Tensor, "*variants n_layers n_heads"],
     direction: Direction = "denoising",
+    rest: Rest = "free",
 ) -> Float[Tensor, "*variants"]:
     """Recovery of fixed α (or of several at once, folded into one batched run) on `prompts`: every
-    head's z becomes z_base + α (z_source − z_base) at every position."""
+    head's z becomes z_base + α (z_source − z_base) at every position (`rest="free"`), or, in a run on the
+    source tokens, z_base + α (z_current − z_base) (`rest="frozen"`, `ioi_superpose.engine.rest`)."""
     heads = (model.cfg.n_layers, model.cfg.n_heads)
     if alpha.dim() < 2 or tuple(alpha.shape[-2:]) != heads:
         raise ConfigError(
@@ -483,11 +495,12 @@ def recovery_of(
         )
     device = model.cfg.device
     prompts = prompts.to(device)
-    combination = HeadWeights(alpha.reshape(-1, *alpha.shape[-2:])).to(device)
+    combination = with_rest(HeadWeights(alpha.reshape(-1, *alpha.shape[-2:])).to(device), rest)
     reference = reference_runs(
-        model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.end_pos, prompts.answer_tokens, direction
-    )
-    base_tokens, _ = base_and_source(prompts.clean_tokens, prompts.corrupted_tokens, direction)
-    base = BaseRun.prepare(model, base_tokens, prefixes=combination.n_variants > 1)
+        model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.end_pos, prompts.answer_tokens, direction,
+        rest=rest,
+    )  # fmt: skip
+    base_tokens, source_tokens = base_and_source(prompts.clean_tokens, prompts.corrupted_tokens, direction)
+    base = BaseRun.prepare(model, run_tokens(base_tokens, source_tokens, rest), prefixes=combination.n_variants > 1)
     patched = patched_end_logits(base, reference.source_z, combination, prompts.end_pos, prompts.answer_tokens)
     return reference.recovery(patched).cpu().reshape(alpha.shape[:-2])

@@ -17,7 +17,7 @@ Methods (rows):
   source / IO position): `(t)` the threshold rule score / max ≥ t; `top-k` (k by leave-one-case-out);
   `smallest top-k ≥ target` (the smallest k whose top-k set reaches the target on the case's DEV prompts;
   no ground truth used); `+ step` ordered elimination from all heads, least important first
-  (`pruning.minimal_set(order=...)`);
+  (`pruning.minimal_set(order=pruning.order_scores(ranking))`);
 - controls: `random ranking + step` (the mean over `random_orders` seeded random orders), `all heads +
   step` (control a: α = 1 everywhere, then the greedy minimal-set step — no learning), `exhaustive
   oracle` (the smallest set reaching the target on the train prompts: the best any method can do on them);
@@ -50,7 +50,7 @@ from ioi_superpose.groundtruth.exhaustive import head_subsets, search_subsets, s
 from ioi_superpose.groundtruth.selection import f1, f1_of, leave_one_case_out, mean_with_interval, nearest
 from ioi_superpose.toy.batches import FeaturePrompts
 from ioi_superpose.training.metrics import LogitDiffMetric
-from ioi_superpose.training.pruning import mask_effects, minimal_set
+from ioi_superpose.training.pruning import mask_effects, minimal_set, order_scores
 
 Heads = frozenset
 SCORES = ("activation", "attribution", "dla", "path", "attention")
@@ -192,7 +192,8 @@ def candidates_of(case: BenchCase, direction: str, config: Config) -> tuple[dict
     seconds: dict[str, float] = {}
 
     def step(order: list[tuple[int, int]] | None) -> Heads:
-        result = minimal_set(model, train, direction, all_ones(n_layers, n_heads), target, 0.05, order=order)
+        scores = None if order is None else order_scores(order, (n_layers, n_heads))
+        result = minimal_set(model, train, direction, all_ones(n_layers, n_heads), target, 0.05, order=scores)
         return frozenset(tuple(u) for u in result.support)
 
     for name in SCORES:
@@ -289,7 +290,7 @@ def learned_candidates(
                 per_head = coefficients.abs().flatten(2).amax(-1) if coefficients.dim() == 3 else coefficients.abs()
                 order = ranking(per_head)[::-1]
                 result = minimal_set(model, train, direction, all_ones(n_layers, n_heads), config.threshold, 0.05,
-                                     order=order)  # fmt: skip
+                                     order=order_scores(order, (n_layers, n_heads)))  # fmt: skip
                 out[f"learned {family} + α-ordered step"][lam] = frozenset(tuple(u) for u in result.support)
                 step_seconds[" + α-ordered step"] += time.perf_counter() - t0
         # Restarts: keep the stepped set that reaches the target on dev with the fewest heads (then highest effect).

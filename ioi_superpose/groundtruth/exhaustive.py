@@ -23,6 +23,7 @@ from jaxtyping import Bool, Float
 from torch import Tensor
 
 from ioi_superpose.combinations import HeadWeights
+from ioi_superpose.engine.rest import Rest, check_rest, run_tokens, with_rest
 from ioi_superpose.engine.runs import (
     BaseRun,
     Head,
@@ -185,6 +186,8 @@ class SubsetSearch:
     """[layer][head] effect of patching that head alone."""
     subset_effect: dict[str, float]
     """Effect of every subset, keyed by `subset_name`."""
+    rest: str = "free"
+    """`free`: the subsets as cuts; `frozen`: as circuits (`ioi_superpose.engine.rest`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: heads as lists; a single-head effect not searched (NaN: a head outside the candidates
@@ -200,37 +203,41 @@ class SubsetSearch:
 @torch.no_grad()
 def subset_effects(
     model: HookedTransformer, prompts: FeaturePrompts, subsets: Bool[Tensor, "subsets n_layers n_heads"],
-    direction: str, max_batch_rows: int = 16_384,
+    direction: str, max_batch_rows: int = 16_384, rest: Rest = "free",
 ) -> Float[Tensor, " subsets"]:  # fmt: skip
-    """Normalised effect of patching each subset (all positions) in `direction`, pooled over prompts."""
+    """Normalised effect of patching each subset (all positions) in `direction`, pooled over prompts.
+    `rest="frozen"`: each subset as a circuit — the source run with every head outside it at its base-run z
+    (`ioi_superpose.engine.rest`)."""
     device = model.cfg.device
     answers, ends = prompts.answer_tokens.to(device), prompts.end_positions.to(device)
     clean, corrupted = prompts.clean_tokens.to(device), prompts.corrupted_tokens.to(device)
     base_tokens, source_tokens = (corrupted, clean) if direction == "denoising" else (clean, corrupted)
-    source_z, _ = head_z(model, source_tokens)
+    recorded_z, _ = head_z(model, source_tokens if check_rest(rest) == "free" else base_tokens)
     base_ld = float(logit_diff(end_logits(model, base_tokens, ends, answers)).mean())
     source_ld = float(logit_diff(end_logits(model, source_tokens, ends, answers)).mean())
     if abs(source_ld - base_ld) < 1e-6:
         raise ValueError(f"feature {prompts.feature}: clean and corrupted runs have the same logit difference")
-    base = BaseRun.prepare(model, base_tokens)
-    logits = patched_end_logits(base, source_z, HeadWeights(subsets.float()), ends, answers, max_rows=max_batch_rows)
+    run = BaseRun.prepare(model, run_tokens(base_tokens, source_tokens, rest))
+    variants = with_rest(HeadWeights(subsets.float()), rest)
+    logits = patched_end_logits(run, recorded_z, variants, ends, answers, max_rows=max_batch_rows)
     return normalised_recovery(logit_diff(logits).mean(-1), base_ld, source_ld).cpu()
 
 
 def search_subsets(
     model: HookedTransformer, prompts: FeaturePrompts, direction: str = "denoising", threshold: float = 0.9,
-    max_heads: int = 16,
+    max_heads: int = 16, rest: Rest = "free",
 ) -> SubsetSearch:  # fmt: skip
-    """Every subset of heads patched in `direction`; all smallest subsets reaching `threshold`."""
+    """Every subset of heads patched in `direction`; all smallest subsets reaching `threshold`. `rest`:
+    `free` (cuts) or `frozen` (circuits; `ioi_superpose.engine.rest`)."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     if n_layers * n_heads > max_heads:
         raise ValueError(f"exhaustive search over 2^{n_layers * n_heads} subsets exceeds max_heads={max_heads}")
-    return search_head_subsets(model, prompts, None, direction, threshold, max_heads)
+    return search_head_subsets(model, prompts, None, direction, threshold, max_heads, rest)
 
 
 def search_head_subsets(
     model: HookedTransformer, prompts: FeaturePrompts, heads: Sequence[Head] | None, direction: str = "denoising",
-    threshold: float = 0.9, max_heads: int = 16,
+    threshold: float = 0.9, max_heads: int = 16, rest: Rest = "free",
 ) -> SubsetSearch:  # fmt: skip
     """Every subset of the candidate `heads` (None: all) patched in `direction`, every other head left to
     recompute; all smallest subsets reaching `threshold`. `single_head_effect` is NaN outside `heads`."""
@@ -239,7 +246,7 @@ def search_head_subsets(
     if n_candidates > max_heads:
         raise ValueError(f"exhaustive search over 2^{n_candidates} subsets of heads exceeds max_heads={max_heads}")
     subsets = head_subsets(n_layers, n_heads, heads=heads)
-    effect = subset_effects(model, prompts, subsets, direction)
+    effect = subset_effects(model, prompts, subsets, direction, rest=rest)
     sizes = subsets.flatten(1).sum(-1)
     reaching = effect >= threshold
     min_size = int(sizes[reaching].min()) if reaching.any() else None
@@ -253,5 +260,5 @@ def search_head_subsets(
     return SubsetSearch(
         feature=prompts.feature, direction=direction, threshold=threshold, minimal_sets=minimal, min_size=min_size,
         reached=min_size is not None, single_head_effect=[[round(v, 5) for v in row] for row in single.tolist()],
-        subset_effect={subset_name(m): round(float(r), 5) for m, r in zip(subsets, effect)},
+        subset_effect={subset_name(m): round(float(r), 5) for m, r in zip(subsets, effect)}, rest=rest,
     )  # fmt: skip

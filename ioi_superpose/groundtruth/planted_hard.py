@@ -9,17 +9,16 @@ writes nothing and in the clean run it writes a fixed vector. A patched head set
 x_S = e + Σ_{h ∈ S} v_h at END, identically on every prompt: the ground truth does not depend on the
 filler seed, and the tests re-derive it by exhaustive search.
 
-- `trap_case(n_weak)`: 1 layer × (n_weak + 2) heads. Heads 0 … n_weak−1 are *weak*: each writes
-  w·R1 + (M / n_weak)·M1 (a little answer, a little "mass"). The last two heads are the *strong pair*
-  a = n_weak and b = n_weak + 1: a writes A·R1 + M·M1, b writes A·R1 − M·M1 — together 2A·R1 with no mass
-  (the minimal set {a, b}); alone each adds a mass M that the LayerNorm divides the answer by. In the
-  clean run the weak heads' masses sum to +M, so at the full set the mass is M − M + M − … : dropping a
-  removes +M and cancels the weak heads' mass exactly (the effect *rises*), while dropping a weak head
-  leaves the mass the strong pair does not cancel. Greedy backward elimination from all heads
-  (`pruning.minimal_set`, the drop that hurts least first) therefore drops a first and can never return
-  {a, b}: it ends with weak heads + b. The strong pair sits at the last indices, so ties (broken towards
-  the first index) cannot cause this. Parameters found by a small search for the widest margins
-  (see the docstrings) and rounded; `tests/test_benchmark.py` checks the trap against exhaustive search.
+- `trap_case(n_weak)`: 1 layer × (n_weak + 2) heads. The first two heads are the *strong pair* a = 0.0
+  and b = 0.1: a writes A·R1 + M·M1, b writes A·R1 − M·M1 — together 2A·R1 with no mass (the minimal set
+  {a, b}); alone each adds a mass M that the LayerNorm divides the answer by. Heads 0.2 … are *weak*: each
+  writes w·R1 + (M / n_weak)·M1 (a little answer, a little "mass"). In the clean run the weak heads'
+  masses sum to +M, so dropping a from the full set removes +M and cancels the weak heads' mass exactly
+  (the effect *rises*), while dropping a weak head leaves the mass the strong pair does not cancel. A step
+  from all heads (`pruning.minimal_set` with α = 1 everywhere, ties broken by head index, so a is tried
+  first) therefore drops a and can never return {a, b}: it ends with weak heads + b (trap_8) or weak heads
+  alone (trap_12). Parameters found by a small search for the widest margins and rounded;
+  `tests/test_benchmark.py` checks the trap against exhaustive search.
 - `negative_case()`: 1 layer × 4 heads. 0.0 writes +6·R1, 0.1 writes −4·R1 (against the answer),
   0.2 writes +2·R1, 0.3 is the filler distractor. Patching 0.0 alone overshoots the clean run (the
   negative head is not patched); noising 0.1 alone *raises* the logit difference (a negative effect).
@@ -64,7 +63,7 @@ class TrapParameters:
 
 TRAPS = {
     # n_weak: parameters. Margins (effect, exhaustive on the built model): see tests/test_benchmark.py.
-    # 6 weak heads: {a, b} reaches 1.30, every other pair ≤ 0.44; greedy from all ends with 3 weak heads + b.
+    # 6 weak heads: {a, b} reaches 1.30, every other pair ≤ 0.44; the step from all heads ends with 3 weak heads + b.
     6: TrapParameters(s=4.2, strong=6.1, weak=2.3, mass=32.0, e_norm=13.8),
     # 10 weak heads: {a, b} 0.97, other pairs ≤ 0.81; all 10 weak heads alone are sufficient (0.97).
     10: TrapParameters(s=0.3, strong=7.5, weak=2.6, mass=6.8, e_norm=4.55),
@@ -75,17 +74,18 @@ def trap_case(n_weak: int = 6) -> PlantedCase:
     """The greedy trap with `n_weak` weak heads (6 or 10: 8 or 12 heads); truth {a, b} in denoising.
 
     The noising truth is not planted (the promised noising sets are left empty): the benchmark scores
-    noising against its own exhaustive search — on trap_8 every set of 3 weak heads + b (20 sets), on
+    noising against its own exhaustive search — on trap_8 the sets of weak heads + b, on
     trap_12 only all 12 heads (a degenerate case there: any method keeping every head is exact)."""
     p = TRAPS[n_weak]
     extra = p.s * direction(R1) + p.e_norm * direction(O_CONST)
     b = _Builder(1, n_weak + 2, end_extra=extra)
-    writes = [p.weak * direction(R1) + p.mass / n_weak * direction(M1)] * n_weak
-    writes += [p.strong * direction(R1) + p.mass * direction(M1), p.strong * direction(R1) - p.mass * direction(M1)]
+    # The strong pair comes first: a step that breaks ties by head index (from all heads, α = 1) tries it first.
+    writes = [p.strong * direction(R1) + p.mass * direction(M1), p.strong * direction(R1) - p.mass * direction(M1)]
+    writes += [p.weak * direction(R1) + p.mass / n_weak * direction(M1)] * n_weak
     for head, write in enumerate(writes):
         b.attend(0, head, _end(extra), P_SRC, 30.0)
         b.copy(0, head, direction(T_X), write)
-    strong_pair = ((0, n_weak), (0, n_weak + 1))
+    strong_pair = ((0, 0), (0, 1))
     return PlantedCase(f"trap_{n_weak + 2}", b.build(), X, ANSWERS[0], None, (strong_pair,), ())
 
 

@@ -13,7 +13,7 @@ model (S = every head).
   prompts are aligned at END (position p of row b reads position p − END_b + END_π(b), clamped at 0): index for index
   when they have one length, and END always reads END;
 - `mean`: the mean of its z over a reference set (default: the clean prompts themselves) per position role (IO, S1,
-  S1+1, S2, END, other; `interventions.position_roles`): every position takes the mean of its role;
+  S1+1, S2, END, other; `combinations.position_roles`): every position takes the mean of its role;
 - `zero`: zeros.
 
 **Criteria** (for a set C of heads):

@@ -41,7 +41,7 @@ def top_heads(
 ) -> list[dict[str, Any]]:
     """The (at most k) units of largest |value| above `threshold`, largest first: heads of a
     [layer, head] tensor, (head, role) pairs of a [layer, head, role] one (role named from `roles`,
-    default `interventions.ROLES`), or (head, source head) entries of a `mixing` map [layer, head,
+    default `combinations.ROLES`), or (head, source head) entries of a `mixing` map [layer, head,
     source_layer, source_head] (layer, head: the target)."""
     from ioi_superpose.combinations import ROLES
 
@@ -124,6 +124,7 @@ def build_summary(
             threshold=system.hparams.l0_threshold,
         ),
         "combination": system.hparams.get("combination", "scalar"),
+        "rest": system.hparams.get("rest", "free"),
         "support": [list(unit) for unit in system.combination.support(system.hparams.l0_threshold)],
         "prune": None if getattr(system, "prune_result", None) is None else system.prune_result.to_dict(),
         "rotation": getattr(system, "rotation_result", None),

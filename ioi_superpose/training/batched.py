@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from ioi_superpose.combinations import Combination, LearnedFamily, ScalarCombination, batch_roles, mix
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.rest import with_rest
 from ioi_superpose.engine.runs import BaseRun, Reference, patched_end_logits
 from ioi_superpose.errors import ConfigError, NonFiniteLossError
 from ioi_superpose.training.system import HeadSuperposition, pruning_batches
@@ -163,13 +164,13 @@ class BatchedSuperposition(L.LightningModule):
 
     def patched_end_logits(self, batch: ContrastBatch, reference: Reference) -> Float[Tensor, "members batch k"]:
         """Every member's END logits in one folded forward (row k * batch + b is member k, prompt b)."""
-        base_tokens, _ = self.lead.base_and_source_tokens(batch)
-        base = BaseRun.prepare(self.lead.frozen, base_tokens, prefixes=False)
+        base = BaseRun.prepare(self.lead.frozen, self.lead.run_tokens(batch), prefixes=False)
         vocab_index = None if self.lead.objective.full_vocab else batch.answer_tokens
         max_rows = len(self.systems) * len(batch) if self.max_rows is None else self.max_rows
         with self.stack.using_roles(batch_roles(batch)):
             return patched_end_logits(
-                base, reference.source_z, self.stack, batch.end_pos, vocab_index, max_rows=max_rows
+                base, reference.source_z, with_rest(self.stack, self.lead.rest), batch.end_pos, vocab_index,
+                max_rows=max_rows,
             )
 
     def member_terms(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -14,6 +15,7 @@ from torchmetrics import MetricCollection
 
 from ioi_superpose.combinations import FAMILIES, SUBSPACE_FAMILIES, LearnedFamily, batch_roles, build_combination
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.rest import Rest, check_rest, run_tokens, with_rest
 from ioi_superpose.engine.runs import (
     BaseRun,
     Direction,
@@ -182,6 +184,7 @@ class HeadSuperposition(L.LightningModule):
         ablation: Ablation = "corrupted",
         prune_target: float | None = None,
         prune_prompts: int = 256,
+        rest: Rest = "free",
         preloaded_model: HookedTransformer | None = None,
     ) -> None:
         """
@@ -249,6 +252,11 @@ class HeadSuperposition(L.LightningModule):
                 units one at a time while the effect on the training prompts stays >= this (denoising:
                 recovery >= R; noising: recovery <= 1 - R). Kept units get weight 1. None: no pruning.
             prune_prompts: training prompts (the first ones of the training loader) the pruning reads.
+            rest: what the heads outside the set do (`ioi_superpose.engine.rest`): `free` (a cut: the base run with
+                the set's z moved towards the source run, everything else recomputes) or `frozen` (a circuit,
+                as ACDC / subnetwork probing / Edge Pruning: the source run with every head's z at
+                z_base + α (z_current − z_base), so α = 0 freezes a head at its base-run value). Training,
+                evaluation and the minimal-set step all use it.
             preloaded_model: Python API only: an already loaded HookedTransformer, used instead of
                 loading `model_name`.
         """
@@ -294,6 +302,7 @@ class HeadSuperposition(L.LightningModule):
             )
         if prune_prompts < 1:
             raise ConfigError(f"--model.prune_prompts must be >= 1, got {prune_prompts}.")
+        check_rest(rest, "--model.rest")
         if objective not in OBJECTIVES:
             raise ConfigError(f"--model.objective must be one of {sorted(OBJECTIVES)}, got {objective!r}.")
         cache_dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -426,8 +435,18 @@ class HeadSuperposition(L.LightningModule):
         was_training = self.combination.training
         self.combination.eval()
         result = minimal_set(self.frozen, batches, self.hparams.direction, self.combination,
-                             float(self.hparams.prune_target), self.hparams.l0_threshold)  # fmt: skip
-        self.combination.set_mask_(result.mask)
+                             float(self.hparams.prune_target), self.hparams.l0_threshold,
+                             rest=self.rest)  # fmt: skip
+        if result.reached:
+            self.combination.set_mask_(result.mask)
+        else:  # the learned weights stay: a 0/1 set that misses the target must not replace them
+            warnings.warn(
+                f"The minimal-set step did not reach --model.prune_target {result.target}: the binarised support "
+                f"({len(result.support)} units above --model.l0_threshold) has effect {result.start_effect:.4f} "
+                f"(best seen {result.best_effect:.4f}). The learned weights are kept unchanged; summary.json's prune "
+                "section records reached: false. Lower the target, or train closer to 0/1 weights.",
+                stacklevel=2,
+            )
         self.combination.train(was_training)
         self.prune_result = result
         return result
@@ -439,6 +458,14 @@ class HeadSuperposition(L.LightningModule):
         """(base, source) tokens for this direction."""
         return base_and_source(batch.clean_tokens, batch.corrupted_tokens, self.hparams.direction)
 
+    @property
+    def rest(self) -> Rest:
+        return self.hparams.get("rest", "free")  # checkpoints from before `rest` existed: a cut
+
+    def run_tokens(self, batch: ContrastBatch) -> Tensor:
+        """The tokens a patched forward runs on: base for a cut, source for a circuit (`ioi_superpose.engine.rest`)."""
+        return run_tokens(*self.base_and_source_tokens(batch), self.rest)
+
     @torch.no_grad()
     def reference(self, batch: ContrastBatch, cached_rows: bool = False) -> Reference:
         """The unpatched source and base runs for `batch` (no grad).
@@ -447,6 +474,7 @@ class HeadSuperposition(L.LightningModule):
         `batch.index`. Only training steps set it: rows of any other set would collide with those keys.
         """
         cached = self.reference_cache.get(batch, self.hparams.direction) if cached_rows else None
+        # (The cache's keys are prompts, its z the recorded run's: one `rest` per module, so never mixed.)
         if cached is not None:
             return cached
         if self.hparams.get("ablation", "corrupted") != "corrupted":
@@ -459,6 +487,7 @@ class HeadSuperposition(L.LightningModule):
             self.hparams.direction, source_log_probs=self.objective.full_vocab,
             # Without cached activations the source run is redone every step; the base run need not be.
             base_answer_logits=self.reference_cache.base_answer_logits(batch) if cached_rows else None,
+            rest=self.rest,
         )  # fmt: skip
         if cached_rows:
             self.reference_cache.put(batch, reference)
@@ -466,11 +495,11 @@ class HeadSuperposition(L.LightningModule):
 
     def patched_end_logits(self, batch: ContrastBatch, reference: Reference) -> Float[Tensor, "batch k"]:
         """END logits of the base run with α-mixed heads: the answer pair, or the whole vocabulary."""
-        base_tokens, _ = self.base_and_source_tokens(batch)
-        base = BaseRun.prepare(self.frozen, base_tokens, prefixes=False)
+        base = BaseRun.prepare(self.frozen, self.run_tokens(batch), prefixes=False)
         vocab_index = None if self.objective.full_vocab else batch.answer_tokens
+        combination = with_rest(self.combination, self.rest)
         with self.combination.using_roles(batch_roles(batch)):
-            return patched_end_logits(base, reference.source_z, self.combination, batch.end_pos, vocab_index)[0]
+            return patched_end_logits(base, reference.source_z, combination, batch.end_pos, vocab_index)[0]
 
     def loss_terms(self, batch: ContrastBatch, reference: Reference, global_batch: bool = False) -> dict[str, Tensor]:
         """The named parts of the loss on `batch`, and the patched answer logits (the whole of a step's model work).
@@ -502,7 +531,7 @@ class HeadSuperposition(L.LightningModule):
         self, batch: ContrastBatch, alpha: Float[Tensor, "*variants layer head"]
     ) -> Float[Tensor, "*variants"]:
         """Recovery on `batch` with α fixed to `alpha` (one or several variants; the learned α is untouched)."""
-        return recovery_of(self.frozen, batch, alpha, self.hparams.direction)
+        return recovery_of(self.frozen, batch, alpha, self.hparams.direction, self.rest)
 
     # ----------------------------------------------------------------------------------------------
     # training
