@@ -3,7 +3,7 @@ score fixed ones (`recovery_of`, from the engine)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
 from ioi_superpose.engine.runs import Direction, check_token_ids, logit_diff, recovery_of
-from ioi_superpose.errors import ConfigError
+from ioi_superpose.errors import ConfigError, SettingError
 from ioi_superpose.models import HookedTransformer, freeze
 from ioi_superpose.results.summary import top_heads
 from ioi_superpose.training.batched import BATCHABLE, BatchedSuperposition
@@ -28,7 +28,7 @@ __all__ = ["LearnedCombination", "evaluate_combination", "learn_combination", "l
 class LearnedCombination:
     coefficients: Tensor
     """The learned weights in the family's shape: [n_layers, n_heads] (scalar; hard_concrete: the
-    deterministic gates), [n_layers, n_heads, role] (per_position, roles `interventions.ROLES`) or
+    deterministic gates), [n_layers, n_heads, role] (per_position, roles `combinations.ROLES`) or
     [n_layers, n_heads, source_layer, source_head] (mixing)."""
     recovery: float
     """(patched − corrupted) / (clean − corrupted) of the mean logit difference on the given prompts."""
@@ -66,7 +66,7 @@ def learn_combination(
     l1_warmup_steps: int = 0,
     combination: str = "scalar",
     prune_target: float | None = None,
-    temperature: float = 2 / 3,
+    temperature: float | None = None,
     mixing_target: int | None = None,
 ) -> LearnedCombination:
     """Learn α[layer, head] on these prompts (full batch, `steps` Adam steps) and report its recovery.
@@ -76,12 +76,15 @@ def learn_combination(
     family (`scalar`, `per_position` — here only the END/other roles, the prompts being plain token
     rows — `hard_concrete`, gates seeded by `seed`, or `mixing`, a map across heads, with `mixing_target`);
     `prune_target` R ends with the minimal-set step on
-    these prompts (kept units at weight 1; effect ≥ R, see `ioi_superpose.training.pruning`).
+    these prompts (kept units at weight 1; effect ≥ R, see `ioi_superpose.training.pruning`). `temperature`
+    (hard_concrete, default 2/3) and `mixing_target` (mixing) belong to one family each; given with another, they
+    are refused.
     """
     prompts, loader = _prompts(model, clean_tokens, corrupted_tokens, answer_tokens, steps, seed)
-    system = _system(model, len(prompts), objective=objective, direction=direction, l1=l1,
+    gate_seed = seed if combination == "hard_concrete" else None  # `seed` seeds the gates of hard_concrete only
+    system = _system(model, len(prompts), API_NAMES, objective=objective, direction=direction, l1=l1,
                      l1_warmup_steps=l1_warmup_steps, lr=lr, bounded=bounded, init=init, l0_threshold=l0_threshold,
-                     combination=combination, temperature=temperature, gate_seed=seed,
+                     combination=combination, temperature=temperature, gate_seed=gate_seed,
                      mixing_target=mixing_target, prune_target=prune_target)  # fmt: skip
     _trainer(model, steps).fit(system, train_dataloaders=loader)
     return evaluate_combination(system.to(_device(model)), prompts)
@@ -102,7 +105,7 @@ def learn_combinations(
     l1_warmup_steps: int = 0,
     combination: str = "scalar",
     prune_target: float | None = None,
-    temperature: float = 2 / 3,
+    temperature: float | None = None,
     max_rows: int | None = None,
 ) -> list[LearnedCombination]:
     """`learn_combination` for K settings at once, in one batched forward of K × batch rows per step
@@ -119,8 +122,13 @@ def learn_combinations(
     shared = dict(objective=objective, direction=direction, l1_warmup_steps=l1_warmup_steps, bounded=bounded,
                   l0_threshold=l0_threshold, combination=combination, temperature=temperature,
                   prune_target=prune_target)  # fmt: skip
-    defaults = {"l1": 1e-3, "init": 1.0, "lr": 0.05, "gate_seed": seed}
-    systems = [_system(model, len(prompts), **shared, **{**defaults, **member}) for member in members]
+    defaults = {"l1": 1e-3, "init": 1.0, "lr": 0.05}
+    if combination == "hard_concrete":
+        defaults["gate_seed"] = seed  # `seed` seeds the gates of hard_concrete only
+    systems = [
+        _system(model, len(prompts), _member_names(k, member), **shared, **{**defaults, **member})
+        for k, member in enumerate(members)
+    ]
     _trainer(model, steps).fit(BatchedSuperposition(systems, max_rows=max_rows), train_dataloaders=loader)
     return [evaluate_combination(system.to(_device(model)), prompts) for system in systems]
 
@@ -153,10 +161,26 @@ def _prompts(
     return prompts, loader
 
 
-def _system(model: HookedTransformer, n_prompts: int, **settings: Any) -> HeadSuperposition:
-    return HeadSuperposition(
-        model_name=model.cfg.model_name, prune_prompts=n_prompts, preloaded_model=model, **settings
-    )
+API_NAMES: dict[str, str] = {"gate_seed": "seed"}
+"""Settings `learn_combination` takes under another name than the config field (`training/config.py`)."""
+
+
+def _member_names(k: int, member: Mapping[str, float]) -> Callable[[str], str]:
+    """How `learn_combinations` names a setting in an error: `members[k]['l1']` when member k set it."""
+    return lambda name: f"members[{k}][{name!r}]" if name in member else API_NAMES.get(name, name)
+
+
+def _system(
+    model: HookedTransformer, n_prompts: int, names: Mapping[str, str] | Callable[[str], str], **settings: Any
+) -> HeadSuperposition:
+    """The module of these settings; a `SettingError` names each setting as the API's caller passed it."""
+    rename = names if callable(names) else (lambda name: names.get(name, name))
+    try:
+        return HeadSuperposition(
+            model_name=model.cfg.model_name, prune_prompts=n_prompts, preloaded_model=model, **settings
+        )
+    except SettingError as error:
+        raise error.named(rename) from None
 
 
 def _trainer(model: HookedTransformer, steps: int) -> L.Trainer:

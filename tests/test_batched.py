@@ -114,7 +114,9 @@ def test_members_that_differ_in_unbatchable_settings_are_refused(model):
         StackedCombination([build_combination("scalar", 2, 4), build_combination("hard_concrete", 2, 4)])
     with pytest.raises(ConfigError, match="may only set"):
         learn_combinations(model, *prompt_pairs(model.cfg.d_vocab), members=[dict(seed=1)])
-    BatchedSuperposition([system(l1=0.0, init=0.5), system(l1=0.1, lr=0.2, gate_seed=4)])  # batchable: accepted
+    BatchedSuperposition([system(l1=0.0, init=0.5), system(l1=0.1, lr=0.2)])  # batchable: accepted
+    gates = dict(combination="hard_concrete")  # gate_seed is hard_concrete's own setting
+    BatchedSuperposition([system(**gates, init=0.5), system(**gates, l1=0.1, lr=0.2, gate_seed=4)])
 
 
 def test_hard_concrete_members_with_their_own_gate_seeds_equal_single_runs_seeded_so(model, batch):

@@ -19,7 +19,7 @@ from ioi_superpose.baselines.callbacks import HeadBaseline, log_figure
 from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.data.datamodule import IOIDataModule
-from ioi_superpose.errors import ConfigError, UserFacingError
+from ioi_superpose.errors import ConfigError, UserFacingError, cli_message
 from ioi_superpose.results.analysis import distribution
 from ioi_superpose.results.max_activating import MaxActivatingOptions
 from ioi_superpose.results.pareto import pareto_figures
@@ -182,7 +182,7 @@ def main(args: list[str] | None = None) -> None:
             parser_kwargs={"description": __doc__},
         )
     except UserFacingError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {cli_message(error)}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -26,7 +26,7 @@ from ioi_superpose.baselines.callbacks import HeadBaseline
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.cli.train import TRAINER_DEFAULTS, SuperposeCLI, write_results
 from ioi_superpose.data.datamodule import IOIDataModule
-from ioi_superpose.errors import ConfigError, UserFacingError
+from ioi_superpose.errors import ConfigError, UserFacingError, cli_message
 from ioi_superpose.training.batched import BatchedSuperposition
 from ioi_superpose.training.system import HeadSuperposition
 
@@ -120,7 +120,7 @@ def main(args: Sequence[str] | None = None) -> None:
     try:
         fit_group([shlex.split(member) for member in parsed.member])
     except UserFacingError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {cli_message(error)}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -10,12 +10,15 @@ The `mixing` family (`combinations/mixing.py`) generalises w to a map across hea
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+
+from ioi_superpose.errors import SettingError
 
 
 def mix(
@@ -26,6 +29,17 @@ def mix(
     """z_base + w ⊙ (z_source − z_base), one weight per (variant, head)."""
     w = weights.to(z_base.dtype)[:, None, None, :, None]
     return z_base + w * (z_source[None] - z_base)
+
+
+def check_init(init: float, bounded: bool, family: str) -> None:
+    """The one check of a learnable family's initial weight: finite, and in [0, 1] when the weights are bounded."""
+    if not math.isfinite(init):
+        raise SettingError("init", f"$init={init} is not a finite number; give a value in [0, 1] (1.0 starts from the "
+                           "full source run).")  # fmt: skip
+    if bounded and not 0.0 <= init <= 1.0:
+        fix = " (or set $bounded false)" if family != "hard_concrete" else " (a gate's initial value)"
+        raise SettingError("init", f"$init={init} is outside [0, 1]; a bounded {family} combination needs "
+                           f"0 <= init <= 1{fix}.")  # fmt: skip
 
 
 class Combination(nn.Module):
@@ -117,6 +131,8 @@ class LearnedFamily(Combination):
     """Base class of the learnable families (see the block comment above)."""
 
     family: str = ""
+    settings: tuple[str, ...] = ("bounded", "init")
+    """The family's own settings (`training.config.FamilyConfig` fields); any other family setting is refused."""
     roles: Tensor | None = None
     """[batch, pos] role indices of the current batch; only `per_position` reads them."""
 

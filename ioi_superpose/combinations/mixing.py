@@ -49,8 +49,8 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from ioi_superpose.combinations.base import Combination, FixedVariants, LearnedFamily
-from ioi_superpose.errors import ConfigError
+from ioi_superpose.combinations.base import Combination, FixedVariants, LearnedFamily, check_init
+from ioi_superpose.errors import SettingError
 
 
 def allowed_entries(n_layers: int, n_heads: int, target: int | None = None) -> Bool[Tensor, "layer head layer head"]:
@@ -151,19 +151,17 @@ class MixingCombination(MixingRun, LearnedFamily):
     """`mixing`: a learnable map M[layer, head, source_layer, source_head] (see the module docstring)."""
 
     family = "mixing"
+    settings = ("bounded", "init", "mixing_target")
 
     def __init__(
         self, n_layers: int, n_heads: int, bounded: bool = True, init: float = 1.0, target: int | None = None
     ) -> None:
         MixingRun.__init__(self)
-        if bounded and not 0.0 <= init <= 1.0:
-            raise ConfigError(
-                f"--model.init={init} is outside [0, 1]; a bounded combination needs 0 <= init <= 1 "
-                "(or set --model.bounded false)."
-            )
+        check_init(init, bounded, "mixing")
         if target is not None and not 0 <= target < n_layers:
-            raise ConfigError(
-                f"--model.mixing_target={target} is not a layer of this model: give one in [0, {n_layers - 1}] "
+            raise SettingError(
+                "mixing_target",
+                f"$mixing_target={target} is not a layer of this model: give one in [0, {n_layers - 1}] "
                 "(the layer whose heads receive), or null (every layer receives from itself and earlier layers)."
             )
         self.n_layers, self.bounded, self.target = n_layers, bounded, target

@@ -6,9 +6,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ioi_superpose.combinations.base import Combination, FixedVariants, LearnedFamily
+from ioi_superpose.combinations.base import Combination, FixedVariants, LearnedFamily, check_init
 from ioi_superpose.combinations.roles import ROLES
-from ioi_superpose.errors import ConfigError
 
 
 class PositionWeights(FixedVariants, Combination):
@@ -57,8 +56,7 @@ class PerPositionCombination(LearnedFamily):
 
     def __init__(self, n_layers: int, n_heads: int, bounded: bool = True, init: float = 1.0) -> None:
         super().__init__()
-        if bounded and not 0.0 <= init <= 1.0:
-            raise ConfigError(f"--model.init={init} is outside [0, 1]; a bounded combination needs 0 <= init <= 1.")
+        check_init(init, bounded, "per_position")
         self.bounded = bounded
         self.coefficients = nn.Parameter(torch.full((n_layers, n_heads, len(ROLES)), float(init)))
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from ioi_superpose.combinations.base import LearnedFamily
 from ioi_superpose.combinations.hard_concrete import HardConcreteCombination
 from ioi_superpose.combinations.mixing import MixingCombination
 from ioi_superpose.combinations.per_position import PerPositionCombination
 from ioi_superpose.combinations.scalar import ScalarCombination
-from ioi_superpose.errors import ConfigError
+from ioi_superpose.errors import SettingError
 
 REGISTRY: dict[str, type[LearnedFamily]] = {
     "scalar": ScalarCombination,
@@ -18,22 +20,45 @@ REGISTRY: dict[str, type[LearnedFamily]] = {
 FAMILIES: tuple[str, ...] = tuple(REGISTRY)
 
 
+def check_family(family: str) -> type[LearnedFamily]:
+    """The class of `family`, or an error listing the families."""
+    if family not in REGISTRY:
+        raise SettingError("combination", f"$combination must be one of {list(FAMILIES)}, got {_literal(family)}.")
+    return REGISTRY[family]
+
+
+def refuse_foreign_settings(family: str, given: Mapping[str, object]) -> None:
+    """A family setting given to a family without it is refused (it would be ignored), naming the families it
+    belongs to. `given`: the settings the caller set (not left at their default)."""
+    own = check_family(family).settings
+    for name, value in given.items():
+        if name not in own:
+            owners = [other for other, cls in REGISTRY.items() if name in cls.settings]
+            raise SettingError(
+                name,
+                f"${name}={_literal(value)} only applies to $combination {' or '.join(owners)} (got "
+                f"{_literal(family)}): set the combination to {owners[0]}, or leave {name} unset.",
+            )
+
+
+def _literal(value: object) -> str:
+    """`value` for a message template (a `$` in a user's string is not a placeholder)."""
+    return repr(value).replace("$", "$$")
+
+
 def build_combination(
     family: str, n_layers: int, n_heads: int, bounded: bool = True, init: float = 1.0,
     temperature: float = 2 / 3, seed: int = 0, mixing_target: int | None = None,
 ) -> LearnedFamily:  # fmt: skip
-    """The learnable combination of `family` (`--model.combination`); `mixing_target` is `mixing`'s only."""
-    if mixing_target is not None and family != "mixing":
-        raise ConfigError(
-            f"--model.mixing_target={mixing_target} only applies to --model.combination mixing (got {family!r}): "
-            "set the combination to mixing, or leave mixing_target null."
-        )
+    """The learnable combination of `family` (`--model.combination`) with its own settings (the others are
+    not read: `training.config.FamilyConfig` refuses them when a user sets them)."""
+    check_family(family)
+    if mixing_target is not None:
+        refuse_foreign_settings(family, {"mixing_target": mixing_target})
     if family == "scalar":
         return ScalarCombination(n_layers, n_heads, bounded, init)
     if family == "per_position":
         return PerPositionCombination(n_layers, n_heads, bounded, init)
     if family == "hard_concrete":
         return HardConcreteCombination(n_layers, n_heads, init, temperature, seed)
-    if family == "mixing":
-        return MixingCombination(n_layers, n_heads, bounded, init, mixing_target)
-    raise ConfigError(f"--model.combination must be one of {list(FAMILIES)}, got {family!r}.")
+    return MixingCombination(n_layers, n_heads, bounded, init, mixing_target)

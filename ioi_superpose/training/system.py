@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
@@ -12,25 +12,23 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from ioi_superpose.combinations import FAMILIES, LearnedFamily, batch_roles, build_combination
+from ioi_superpose.combinations import LearnedFamily, batch_roles
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.runs import (
     BaseRun,
     Direction,
     Reference,
     base_and_source,
-    check_direction,
     patched_end_logits,
     recovery_of,
     reference_runs,
 )
 from ioi_superpose.errors import ConfigError, NonFiniteLossError
 from ioi_superpose.models import HookedTransformer, describe_model, load_frozen_model
+from ioi_superpose.training.config import IN_DISTRIBUTION, CacheDevice, CacheDType, SuperpositionConfig
 from ioi_superpose.training.metrics import IOAccuracy, MeanLogitDiff, NormalisedRecovery, ObjectiveLoss
 from ioi_superpose.training.objectives import OBJECTIVES, Objective, ObjectiveName, across_ranks
 from ioi_superpose.training.pruning import PruneResult, minimal_set
-
-IN_DISTRIBUTION = "in_distribution"
 
 
 def metric_prefix(stage: str, set_name: str) -> str:
@@ -54,10 +52,6 @@ def contrast_metrics(prefix: str, objective: Objective) -> MetricCollection:
         prefix=prefix,
         compute_groups=False,  # each metric is fed its own inputs
     )
-
-
-CacheDType = Literal["float32", "bfloat16", "float16"]
-CacheDevice = Literal["same", "cpu"]
 
 
 class ReferenceCache:
@@ -169,8 +163,8 @@ class HeadSuperposition(L.LightningModule):
         cache_max_mb: float | None = None,
         test_sets: Sequence[str] = (IN_DISTRIBUTION,),
         combination: str = "scalar",
-        temperature: float = 2 / 3,
-        gate_seed: int = 0,
+        temperature: float | None = None,
+        gate_seed: int | None = None,
         mixing_target: int | None = None,
         prune_target: float | None = None,
         prune_prompts: int = 256,
@@ -213,8 +207,8 @@ class HeadSuperposition(L.LightningModule):
                 `mixing` a map M[layer, head, source_layer, source_head] across heads: a head's patch adds
                 M-weighted z differences of the heads of its own and earlier layers (`combinations/mixing.py`;
                 L1; identity init = `scalar`). `l1` weighs each family's own penalty.
-            temperature: hard_concrete only: the temperature β of the gates (2/3, Louizos et al. 2018).
-            gate_seed: hard_concrete only: seed of the gates' own noise generator.
+            temperature: hard_concrete only: the temperature β of the gates (null: 2/3, Louizos et al. 2018).
+            gate_seed: hard_concrete only: seed of the gates' own noise generator (null: 0).
             mixing_target: mixing only: patch only this layer's heads, each receiving from every head of
                 this and earlier layers ("all the heads in one layer"; init diag(init) on that layer).
                 None: every layer receives from itself and all earlier layers.
@@ -226,55 +220,29 @@ class HeadSuperposition(L.LightningModule):
                 loading `model_name`.
         """
         super().__init__()
-        if l1 < 0:
-            raise ConfigError(f"--model.l1 must be >= 0 (it weighs the L1 sparsity penalty), got {l1}.")
-        if lr <= 0:
-            raise ConfigError(f"--model.lr must be > 0, got {lr}.")
-        if l1_warmup_steps < 0:
-            raise ConfigError(f"--model.l1_warmup_steps must be >= 0, got {l1_warmup_steps}.")
-        if l0_threshold < 0:
-            raise ConfigError(f"--model.l0_threshold must be >= 0, got {l0_threshold}.")
-        check_direction(direction, "--model.direction")
-        if combination not in FAMILIES:
-            raise ConfigError(f"--model.combination must be one of {list(FAMILIES)}, got {combination!r}.")
-        if temperature <= 0:
-            raise ConfigError(f"--model.temperature must be > 0 (the hard-concrete temperature), got {temperature}.")
-        if prune_target is not None and not 0.0 < prune_target <= 1.0:
-            raise ConfigError(
-                f"--model.prune_target must be in (0, 1] (the effect to keep) or null, got {prune_target}."
-            )
-        if prune_prompts < 1:
-            raise ConfigError(f"--model.prune_prompts must be >= 1, got {prune_prompts}.")
-        if objective not in OBJECTIVES:
-            raise ConfigError(f"--model.objective must be one of {sorted(OBJECTIVES)}, got {objective!r}.")
-        cache_dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-        if cache_dtype not in cache_dtypes:
-            raise ConfigError(f"--model.cache_dtype must be one of {sorted(cache_dtypes)}, got {cache_dtype!r}.")
-        if cache_device not in ("same", "cpu"):
-            raise ConfigError(f"--model.cache_device must be 'same' or 'cpu', got {cache_device!r}.")
-        if cache_max_mb is not None and cache_max_mb < 0:
-            raise ConfigError(f"--model.cache_max_mb must be >= 0 (or null: no cap), got {cache_max_mb}.")
+        # Every check is the config's (`training/config.py`): errors name the field; the CLIs rename it to the flag.
+        self.config = SuperpositionConfig.from_settings(
+            model_name=model_name, direction=direction, objective=objective, l1=l1, l1_warmup_steps=l1_warmup_steps,
+            lr=lr, bounded=bounded, init=init, l0_threshold=l0_threshold,
+            cache_source_activations=cache_source_activations, cache_dtype=cache_dtype, cache_device=cache_device,
+            cache_max_mb=cache_max_mb, test_sets=test_sets, combination=combination, temperature=temperature,
+            gate_seed=gate_seed, mixing_target=mixing_target, prune_target=prune_target, prune_prompts=prune_prompts,
+        )  # fmt: skip
         self.save_hyperparameters(ignore=["preloaded_model"])
         model = preloaded_model if preloaded_model is not None else load_frozen_model(model_name)
         # Deliberately not a submodule: the frozen weights are never saved in our checkpoints (they
         # hold α; the model is reloaded from `model_name`) nor wrapped or synchronised by DDP.
         # `_apply` moves it wherever the module goes.
         object.__setattr__(self, "frozen", model)
-        self.combination: LearnedFamily = build_combination(
-            combination, model.cfg.n_layers, model.cfg.n_heads, bounded, init, temperature, gate_seed, mixing_target
-        )
+        self.combination: LearnedFamily = self.config.family.build(model.cfg.n_layers, model.cfg.n_heads)
         self.prune_result: PruneResult | None = None
         """The minimal-set step's result after fit (when `prune_target` is set)."""
         self.steps_trained: int | None = None
         """Optimiser steps taken by another module's fit (`batched.BatchedSuperposition`); the λ warm-up
         reads it instead of this module's own trainer's step count. None: trained by its own trainer."""
         self.objective = OBJECTIVES[objective]()
-        self.reference_cache = ReferenceCache(
-            keep_activations=cache_source_activations,
-            dtype=cache_dtypes[cache_dtype],
-            device=None if cache_device == "same" else cache_device,
-            max_bytes=None if cache_max_mb is None else cache_max_mb * 2**20,
-        )
+        cache = self.config.cache
+        self.reference_cache = ReferenceCache(cache_source_activations, cache.dtype, cache.device, cache.max_bytes)
         self._cache_described = False
         self.val_metrics = contrast_metrics(metric_prefix("val", IN_DISTRIBUTION), self.objective)
         self.test_metrics = nn.ModuleDict(
