@@ -17,7 +17,7 @@ from ioi_superpose.engine.runs import Direction, check_token_ids, logit_diff, re
 from ioi_superpose.errors import ConfigError, SettingError
 from ioi_superpose.models import HookedTransformer, freeze
 from ioi_superpose.results.summary import top_heads
-from ioi_superpose.training.batched import BATCHABLE, BatchedSuperposition
+from ioi_superpose.training.config import BATCHABLE
 from ioi_superpose.training.objectives import ObjectiveName
 from ioi_superpose.training.system import HeadSuperposition
 
@@ -109,7 +109,7 @@ def learn_combinations(
     max_rows: int | None = None,
 ) -> list[LearnedCombination]:
     """`learn_combination` for K settings at once, in one batched forward of K × batch rows per step
-    (`ioi_superpose.training.batched`). `members`: K dicts of `l1`, `init`, `lr`, `gate_seed` (defaults: 1e-3,
+    (`HeadSuperposition.batched`). `members`: K dicts of `l1`, `init`, `lr`, `gate_seed` (defaults: 1e-3,
     1.0, 0.05, `seed`); member k's result equals `learn_combination(..., **members[k])` (with
     `seed=gate_seed`) up to float rounding. `max_rows` caps the rows of one forward (None: all)."""
     if not members:
@@ -129,7 +129,7 @@ def learn_combinations(
         _system(model, len(prompts), _member_names(k, member), **shared, **{**defaults, **member})
         for k, member in enumerate(members)
     ]
-    _trainer(model, steps).fit(BatchedSuperposition(systems, max_rows=max_rows), train_dataloaders=loader)
+    _trainer(model, steps).fit(HeadSuperposition.batched(systems, max_rows=max_rows), train_dataloaders=loader)
     return [evaluate_combination(system.to(_device(model)), prompts) for system in systems]
 
 

@@ -295,7 +295,7 @@ def test_a_bfloat16_cache_halves_its_memory_and_trains_close_to_float32():
     batches = [prompts[:4], prompts[4:]]
     full, half = system_for(model, l1=0.05), system_for(model, l1=0.05, cache_dtype="bfloat16", cache_device="cpu")
     expected, trained = train_manually(full, batches, steps=6), train_manually(half, batches, steps=6)
-    row = half.reference_cache.rows[0][0]
+    row = half.reference_cache.rows[0].source_z
     assert row.dtype == torch.bfloat16 and row.device.type == "cpu"
     assert half.reference_cache.z_bytes * 2 == full.reference_cache.z_bytes == 8 * 2 * 7 * 4 * 8 * 4
     assert not torch.equal(expected, torch.ones_like(expected))

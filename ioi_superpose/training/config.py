@@ -27,6 +27,8 @@ IN_DISTRIBUTION = "in_distribution"
 CacheDType = Literal["float32", "bfloat16", "float16"]
 CacheDevice = Literal["same", "cpu"]
 CACHE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+BATCHABLE: tuple[str, ...] = ("l1", "init", "lr", "gate_seed")
+"""Settings in which the members of one batched fit may differ (`HeadSuperposition.batched`)."""
 DEFAULT_TEMPERATURE = 2 / 3
 """hard_concrete's temperature β when none is given (Louizos et al. 2018)."""
 
@@ -111,7 +113,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class CacheConfig:
-    """The reference cache of the training prompts' source activations (`system.ReferenceCache`)."""
+    """The reference cache of the training prompts' source activations (`cache.ReferenceCache`)."""
 
     cache_source_activations: bool = True
     cache_dtype: CacheDType = "float32"

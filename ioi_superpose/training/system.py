@@ -7,12 +7,12 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
 from ioi_superpose.combinations import LearnedFamily, batch_roles
+from ioi_superpose.combinations.stacked import StackedCombination
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.runs import (
     BaseRun,
@@ -25,7 +25,8 @@ from ioi_superpose.engine.runs import (
 )
 from ioi_superpose.errors import ConfigError, NonFiniteLossError
 from ioi_superpose.models import HookedTransformer, describe_model, load_frozen_model
-from ioi_superpose.training.config import IN_DISTRIBUTION, CacheDevice, CacheDType, SuperpositionConfig
+from ioi_superpose.training.cache import ReferenceCache
+from ioi_superpose.training.config import BATCHABLE, IN_DISTRIBUTION, CacheDevice, CacheDType, SuperpositionConfig
 from ioi_superpose.training.metrics import IOAccuracy, MeanLogitDiff, NormalisedRecovery, ObjectiveLoss
 from ioi_superpose.training.objectives import OBJECTIVES, Objective, ObjectiveName, across_ranks
 from ioi_superpose.training.pruning import PruneResult, minimal_set
@@ -52,90 +53,6 @@ def contrast_metrics(prefix: str, objective: Objective) -> MetricCollection:
         prefix=prefix,
         compute_groups=False,  # each metric is fed its own inputs
     )
-
-
-class ReferenceCache:
-    """Per-prompt reference rows of the training set, keyed by `ContrastBatch.index`.
-
-    Caching the source activations turns a training step into one patched forward and backward;
-    without it (`keep_activations=False`) only the small per-prompt answer logits are kept. The head
-    outputs z (n_layers × (END+1) × n_heads × d_head per prompt) are stored as `dtype` on `device`
-    (None: the module's device), and only while their total stays within `max_bytes`: a batch with a
-    row left out is recomputed. Cleared at the start of every fit: the keys are row numbers, which
-    another dataset reuses.
-    """
-
-    def __init__(
-        self,
-        keep_activations: bool,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str | None = None,
-        max_bytes: float | None = None,
-    ) -> None:
-        self.keep_activations = keep_activations
-        self.dtype, self.device, self.max_bytes = dtype, device, max_bytes
-        self.rows: dict[int, tuple[Tensor | None, Tensor, Tensor, Tensor | None]] = {}
-        self.z_bytes = 0
-        """Bytes of the cached z rows."""
-        self.rows_over_cap = 0
-        """Rows whose z did not fit under `max_bytes` (recomputed whenever their batch comes)."""
-
-    def clear(self) -> None:
-        self.rows.clear()
-        self.z_bytes = self.rows_over_cap = 0
-
-    def get(self, batch: ContrastBatch, direction: Direction) -> Reference | None:
-        keys = batch.index.tolist()
-        if not self.keep_activations or any(key not in self.rows or self.rows[key][0] is None for key in keys):
-            return None
-        rows = [self.rows[key] for key in keys]
-        length = batch.clean_tokens.shape[1]
-        device, dtype = rows[0][1].device, rows[0][1].dtype  # the answer logits stay as the model made them
-        source_z = torch.stack(
-            [F.pad(row[0].to(device=device, dtype=dtype), (0, 0, 0, 0, 0, length - row[0].shape[1])) for row in rows],
-            dim=1,
-        )
-        log_probs = None if rows[0][3] is None else torch.stack([row[3] for row in rows])
-        return Reference(
-            direction, source_z, torch.stack([r[1] for r in rows]), torch.stack([r[2] for r in rows]), log_probs
-        )
-
-    def base_answer_logits(self, batch: ContrastBatch) -> Tensor | None:
-        """The base run's answer logits of every row, when all are cached (the base run can be skipped)."""
-        keys = batch.index.tolist()
-        if any(key not in self.rows for key in keys):
-            return None
-        return torch.stack([self.rows[key][2] for key in keys])
-
-    def put(self, batch: ContrastBatch, reference: Reference) -> None:
-        for row, (key, end) in enumerate(zip(batch.index.tolist(), batch.end_pos.tolist())):
-            if key in self.rows and (self.rows[key][0] is not None or not self.keep_activations):
-                continue
-            was_over_cap = key in self.rows  # seen before without its z: counted once
-            z = None
-            if self.keep_activations:
-                # Positions after END never influence the END logits (causal attention): not stored.
-                source = reference.source_z[:, row, : end + 1]
-                size = source.numel() * torch.empty((), dtype=self.dtype).element_size()
-                if self.max_bytes is None or self.z_bytes + size <= self.max_bytes:
-                    z = source.to(device=self.device or source.device, dtype=self.dtype, copy=True)
-                    self.z_bytes += size
-                    self.rows_over_cap -= was_over_cap
-                elif not was_over_cap:
-                    self.rows_over_cap += 1
-            log_probs = None if reference.source_log_probs is None else reference.source_log_probs[row]
-            self.rows[key] = (z, reference.source_answer_logits[row], reference.base_answer_logits[row], log_probs)
-
-    def describe(self) -> str:
-        """The cache's size, in words, with the options that set it."""
-        line = (f"Reference cache: {self.z_bytes / 2**20:.1f} MB of source activations for "
-                f"{len(self.rows) - self.rows_over_cap} training prompts (--model.cache_dtype "
-                f"{str(self.dtype).removeprefix('torch.')}, "
-                f"--model.cache_device {self.device or 'same'}).")  # fmt: skip
-        if self.rows_over_cap:
-            line += (f" --model.cache_max_mb {self.max_bytes / 2**20:g} reached: {self.rows_over_cap} prompts are "
-                     "not cached, and their batches are recomputed at every step.")  # fmt: skip
-        return line
 
 
 class HeadSuperposition(L.LightningModule):
@@ -233,13 +150,17 @@ class HeadSuperposition(L.LightningModule):
         # Deliberately not a submodule: the frozen weights are never saved in our checkpoints (they
         # hold α; the model is reloaded from `model_name`) nor wrapped or synchronised by DDP.
         # `_apply` moves it wherever the module goes.
-        object.__setattr__(self, "frozen", model)
+        self.use_frozen_model(model)
         self.combination: LearnedFamily = self.config.family.build(model.cfg.n_layers, model.cfg.n_heads)
+        self.peers = nn.ModuleList()
+        """The other members of a batched fit (`batched`); empty for a run of its own (K = 1)."""
+        self.max_rows: int | None = None
+        self.vectorise: bool | None = None
         self.prune_result: PruneResult | None = None
         """The minimal-set step's result after fit (when `prune_target` is set)."""
         self.steps_trained: int | None = None
-        """Optimiser steps taken by another module's fit (`batched.BatchedSuperposition`); the λ warm-up
-        reads it instead of this module's own trainer's step count. None: trained by its own trainer."""
+        """Optimiser steps this combination took in its last fit, for every member; a peer's λ warm-up reads it
+        (set by the lead each step) instead of its own trainer's step count. None: during its own fit."""
         self.objective = OBJECTIVES[objective]()
         cache = self.config.cache
         self.reference_cache = ReferenceCache(cache_source_activations, cache.dtype, cache.device, cache.max_bytes)
@@ -248,6 +169,51 @@ class HeadSuperposition(L.LightningModule):
         self.test_metrics = nn.ModuleDict(
             {name: contrast_metrics(metric_prefix("test", name), self.objective) for name in test_sets}
         )
+
+    # ----------------------------------------------------------------------------------------------
+    # K >= 1 members
+
+    @property
+    def members(self) -> list["HeadSuperposition"]:
+        """The modules this one trains: itself, then its peers (`batched`)."""
+        return [self, *self.peers]
+
+    @classmethod
+    def batched(
+        cls, systems: Sequence["HeadSuperposition"], max_rows: int | None = None, vectorise: bool | None = None
+    ) -> "HeadSuperposition":
+        """K modules trained as one: `systems[0]` holds the others as peers and trains every member's combination
+        in one patched forward of K × batch rows per step; after fit each member is a trained module of its own
+        (its `steps_trained` set), evaluated and written as its own run would be.
+
+        One frozen model, one reference cache (member 0's), one data order, and the loss Σ_k (objective_k +
+        λ_k · penalty_k). Member k's parameters reach only its own rows and its own penalty, so its gradient is
+        that of its own loss alone, and Adam is element-wise: one optimiser with one parameter group per member
+        (its own lr) is K independent optimisers, and the K members end where K separate runs end, up to float
+        rounding. Members may differ only in `BATCHABLE` settings (λ, init, lr, the hard-concrete gate seed);
+        gradient clipping across all parameters would couple them, so a batched fit refuses it. Tested in one
+        process (CPU); the objectives are all-reduced as in single runs, but a batched fit under DDP has not
+        been run.
+
+        Args:
+            systems: the members, each built as it would be for a run of its own, on the same model (a member
+                that loaded its own copy is given member 0's).
+            max_rows: rows per folded forward (None: all K × batch rows at once; a cap chunks the members).
+            vectorise: `StackedCombination`'s path (None: vectorised for scalar members).
+        """
+        if not systems:
+            raise ConfigError("a batched fit needs at least one member.")
+        check_batchable(systems)
+        lead = systems[0]
+        for system in systems[1:]:
+            system.use_frozen_model(lead.frozen)
+        lead.peers = nn.ModuleList(systems[1:])
+        lead.max_rows, lead.vectorise = max_rows, vectorise
+        return lead
+
+    def use_frozen_model(self, model: HookedTransformer) -> None:
+        """Hold `model` as the frozen model (not a submodule, see `__init__`): batched members share one."""
+        object.__setattr__(self, "frozen", model)
 
     # ----------------------------------------------------------------------------------------------
     # the frozen model
@@ -273,23 +239,36 @@ class HeadSuperposition(L.LightningModule):
             )
 
     def on_fit_start(self) -> None:
+        if self.peers and self.trainer.gradient_clip_val:
+            raise ConfigError(
+                "gradient clipping (--trainer.gradient_clip_val) takes the norm over every member's parameters, "
+                "which would couple them: a batched fit needs it off (or --batch_variants 1)."
+            )
         self.reference_cache.clear()
         self._cache_described = False
+        for member in self.members:
+            member.steps_trained = None
 
     def on_train_epoch_end(self) -> None:
         # Every training prompt has been seen once: the cache is as full as it gets. Said once per fit.
         if self.reference_cache.keep_activations and not self._cache_described:
             self._cache_described = True
             if self.trainer.is_global_zero:
-                print(
-                    self.reference_cache.describe() + (" (this process's share)" if self.trainer.world_size > 1 else "")
-                )
+                shared = f" Shared by {len(self.members)} batched members." if self.peers else ""
+                share = " (this process's share)" if self.trainer.world_size > 1 else ""
+                print(self.reference_cache.describe() + share + shared)
 
     def on_fit_end(self) -> None:
-        """The minimal-set step (`prune_target`), on the first `prune_prompts` training prompts."""
-        if self.hparams.prune_target is None or self.trainer.interrupted:
+        """Every member's step count, then its minimal-set step (`prune_target`) on the first `prune_prompts`
+        training prompts."""
+        for member in self.members:
+            member.steps_trained = self.global_step
+        if self.trainer.interrupted:
             return
-        self.prune_([batch.to(self.device) for batch in pruning_batches(self.trainer, self.hparams.prune_prompts)])
+        for member in self.members:
+            if member.hparams.prune_target is not None:
+                batches = pruning_batches(self.trainer, member.hparams.prune_prompts)
+                member.prune_([batch.to(member.device) for batch in batches])
 
     @torch.no_grad()
     def prune_(self, batches: Sequence[ContrastBatch]) -> PruneResult:
@@ -332,11 +311,21 @@ class HeadSuperposition(L.LightningModule):
 
     def patched_end_logits(self, batch: ContrastBatch, reference: Reference) -> Float[Tensor, "batch k"]:
         """END logits of the base run with α-mixed heads: the answer pair, or the whole vocabulary."""
+        return self.folded_end_logits(batch, reference, self.combination)[0]
+
+    def folded_end_logits(
+        self, batch: ContrastBatch, reference: Reference, combination: LearnedFamily | StackedCombination
+    ) -> Float[Tensor, "variants batch k"]:
+        """The one patched forward: END logits of every variant of `combination` (this module's, or the stack of
+        all members': row k * batch + b is member k, prompt b)."""
         base_tokens, _ = self.base_and_source_tokens(batch)
         base = BaseRun.prepare(self.frozen, base_tokens, prefixes=False)
         vocab_index = None if self.objective.full_vocab else batch.answer_tokens
-        with self.combination.using_roles(batch_roles(batch)):
-            return patched_end_logits(base, reference.source_z, self.combination, batch.end_pos, vocab_index)[0]
+        max_rows = combination.n_variants * len(batch) if self.max_rows is None else self.max_rows
+        with combination.using_roles(batch_roles(batch)):
+            return patched_end_logits(
+                base, reference.source_z, combination, batch.end_pos, vocab_index, max_rows=max_rows
+            )
 
     def loss_terms(self, batch: ContrastBatch, reference: Reference, global_batch: bool = False) -> dict[str, Tensor]:
         """The named parts of the loss on `batch`, and the patched answer logits (the whole of a step's model work).
@@ -355,7 +344,7 @@ class HeadSuperposition(L.LightningModule):
         global_batch: bool = False,
     ) -> dict[str, Tensor]:
         """`loss_terms` from this combination's patched END logits (computed here, or in a batched forward of
-        several combinations: `batched.BatchedSuperposition`)."""
+        several members' combinations: `batched`)."""
         answer_logits = end_logits.gather(-1, batch.answer_tokens) if self.objective.full_vocab else end_logits
         statistics = self.objective.statistics(end_logits, answer_logits, reference)
         objective = self.objective.from_statistics(across_ranks(statistics) if global_batch else statistics)
@@ -379,15 +368,42 @@ class HeadSuperposition(L.LightningModule):
         ramp = 1.0 if warmup == 0 else min(1.0, step / warmup)
         return self.hparams.l1 * ramp
 
-    def training_step(self, batch: ContrastBatch, batch_idx: int) -> Tensor:
+    def trained_combination(self) -> LearnedFamily | StackedCombination:
+        """What a training step patches with: this module's combination, or (K > 1) the stack of every member's."""
+        if not self.peers:
+            return self.combination
+        return StackedCombination([member.combination for member in self.members], self.vectorise)
+
+    def member_terms(
+        self, batch: ContrastBatch, global_batch: bool = False
+    ) -> tuple[Reference, list[dict[str, Tensor]]]:
+        """The reference runs of a training batch and every member's `loss_terms`, from one folded forward."""
         reference = self.reference(batch, cached_rows=True)
-        terms = self.loss_terms(batch, reference, global_batch=True)
-        if not torch.isfinite(terms["loss"]):
-            raise NonFiniteLossError(
-                f"The loss is {terms['loss'].item()} at training step {self.global_step} (objective "
-                f"{terms['objective'].item()}, L1 {terms['l1'].item()}). Training stopped; the checkpoints saved "
-                "before this step are kept. Lower --model.lr, or use --model.bounded true."
-            )
+        end_logits = self.folded_end_logits(batch, reference, self.trained_combination())
+        return reference, [member.terms_of(end_logits[k], batch, reference, global_batch) for k, member in
+                           enumerate(self.members)]  # fmt: skip
+
+    def training_step(self, batch: ContrastBatch, batch_idx: int) -> Tensor:
+        for member in self.peers:
+            member.steps_trained = self.global_step  # the λ warm-up of each member reads this fit's step
+        reference, member_terms = self.member_terms(batch, global_batch=True)
+        for k, terms in enumerate(member_terms):
+            if not torch.isfinite(terms["loss"]):
+                whose = f"of batched member {k} " if self.peers else ""
+                raise NonFiniteLossError(
+                    f"The loss {whose}is {terms['loss'].item()} at training step {self.global_step} (objective "
+                    f"{terms['objective'].item()}, L1 {terms['l1'].item()}). Training stopped; the checkpoints saved "
+                    "before this step are kept. Lower --model.lr, or use --model.bounded true."
+                )
+        if self.peers:
+            total = sum(terms["loss"] for terms in member_terms)
+            logs: dict[str, float | Tensor] = {"train/loss": total}
+            for k, terms in enumerate(member_terms):
+                logs[f"train/{k}/loss"] = terms["loss"]
+                logs[f"train/{k}/recovery"] = reference.recovery(terms["answer_logits"].detach())
+            self.log_dict(logs, batch_size=len(batch))
+            return total
+        (terms,) = member_terms
         self.log_dict(
             {
                 "train/loss": terms["loss"],
@@ -403,10 +419,14 @@ class HeadSuperposition(L.LightningModule):
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
-        self.combination.project_()
+        for member in self.members:
+            member.combination.project_()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.combination.parameters(), lr=self.hparams.lr)
+        # One group per member: Adam is element-wise, so this is K independent optimisers with their own lr.
+        return torch.optim.Adam(
+            [{"params": list(member.combination.parameters()), "lr": member.hparams.lr} for member in self.members]
+        )
 
     # ----------------------------------------------------------------------------------------------
     # evaluation
@@ -454,3 +474,25 @@ def pruning_batches(trainer: L.Trainer, n_prompts: int) -> list[ContrastBatch]:
         if rows >= n_prompts:
             break
     return batches
+
+
+def check_batchable(systems: Sequence[HeadSuperposition]) -> None:
+    """Members must share the model and every setting outside `BATCHABLE`."""
+    first = systems[0]
+    for k, system in enumerate(systems[1:], start=1):
+        if system.frozen is not first.frozen and describe_model(system.frozen) != describe_model(first.frozen):
+            raise ConfigError(
+                f"batched member {k} holds another model ({describe_model(system.frozen)} vs "
+                f"{describe_model(first.frozen)}); build every member on the same one."
+            )
+        differences = [
+            f"{key}: {first.hparams[key]!r} vs {system.hparams.get(key)!r}"
+            for key in first.hparams
+            if key not in BATCHABLE and first.hparams[key] != system.hparams.get(key)
+        ]
+        if differences:
+            raise ConfigError(
+                f"batched member {k} differs from member 0 in settings that cannot be batched ("
+                + "; ".join(differences)
+                + f"). Only {list(BATCHABLE)} may differ; train the others in separate groups."
+            )
