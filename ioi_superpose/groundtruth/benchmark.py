@@ -25,14 +25,12 @@ import torch
 from torch import Tensor
 
 from ioi_superpose.api import learn_combination
-from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
-from ioi_superpose.baselines.patching import attribution_patch, path_patch_sweep
+from ioi_superpose.baselines.scorers import SCORERS
 from ioi_superpose.combinations import FAMILIES, PerPositionCombination, ScalarCombination
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.runs import hook_name
-from ioi_superpose.groundtruth.exhaustive import head_subsets, search_subsets, subset_effects
+from ioi_superpose.groundtruth.exhaustive import search_subsets, subset_effects
 from ioi_superpose.groundtruth.planted import PlantedCase, all_cases
-from ioi_superpose.training.metrics import LogitDiffMetric
 from ioi_superpose.training.pruning import minimal_set
 
 THRESHOLD = 0.9
@@ -73,18 +71,13 @@ class Scores:
 
     def __init__(self, case: PlantedCase, prompts) -> None:
         model = case.model
-        n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-        singles = head_subsets(n_layers, n_heads, 1)[1:]
-        self.activation = subset_effects(model, prompts, singles, "denoising").view(n_layers, n_heads)
-        ends, answers = prompts.end_positions, prompts.answer_tokens
-        with torch.no_grad():
-            metric0 = LogitDiffMetric(answers, ends)
-            clean = float(metric0(model(prompts.clean_tokens)))
-            corrupted = float(metric0(model(prompts.corrupted_tokens)))
-        metric = LogitDiffMetric(answers, ends, corrupted_value=corrupted, clean_value=clean)
-        self.attribution = attribution_patch(model, prompts.corrupted_tokens, prompts.clean_tokens, metric)
-        self.dla = direct_logit_attribution(model, prompts.clean_tokens, answers, ends).heads
-        self.path = path_patch_sweep(model, prompts.corrupted_tokens, prompts.clean_tokens, "logits", metric)
+        n_layers = model.cfg.n_layers
+        # The registry's scorers (`baselines/scorers.py`), as a run's baseline callbacks compute them.
+        batch = batch_of(prompts)
+        self.activation = SCORERS["activation_patching"](model, batch, "denoising")
+        self.attribution = SCORERS["attribution_patching"](model, batch, "denoising")
+        self.dla = SCORERS["direct_logit_attribution"](model, batch, "denoising")
+        self.path = SCORERS["path_patching"](model, batch, "denoising")
         self.attention = None
         if case.attention_target is not None:
             names = [hook_name("pattern", layer) for layer in range(n_layers)]
