@@ -47,10 +47,8 @@ def members(family: str, seeds: tuple[int, ...] = (0, 1, 2)) -> list:
 def run(model, batch, combination, runner, max_rows=128):
     source_z, _ = head_z(model, batch.clean_tokens)
     base = BaseRun.prepare(model, batch.corrupted_tokens, prefixes=False)
-    with combination.using_roles(batch_roles(batch)):
-        return patched_end_logits(
-            base, source_z, combination, batch.end_pos, batch.answer_tokens, max_rows=max_rows, runner=runner
-        )
+    return patched_end_logits(base, source_z, combination, batch.end_pos, batch.answer_tokens,
+                              roles=batch_roles(batch), max_rows=max_rows, runner=runner)  # fmt: skip
 
 
 @pytest.mark.parametrize("runner", ["fast", "hooks"])

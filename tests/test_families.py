@@ -36,8 +36,8 @@ def planted():
 def patched(model, batch, combination):
     source_z, _ = head_z(model, batch.clean_tokens)
     base = BaseRun.prepare(model, batch.corrupted_tokens, prefixes=False)
-    with combination.using_roles(batch_roles(batch)):
-        return patched_end_logits(base, source_z, combination, batch.end_pos, batch.answer_tokens)[0]
+    return patched_end_logits(base, source_z, combination, batch.end_pos, batch.answer_tokens,
+                              roles=batch_roles(batch))[0]  # fmt: skip
 
 
 @pytest.mark.parametrize("family", HEAD_FAMILIES)

@@ -173,10 +173,13 @@ def test_a_forward_must_start_where_the_map_reads_and_see_every_layer(model, pro
     z = head_z(model, clean)[0]
     combination = build_combination("mixing", N_LAYERS, N_HEADS)
     with pytest.raises(ValueError, match="started at layer 1"):
-        combination(1, z[1][None], z[1])
-    combination(0, z[0][None], z[0])
+        combination.bind(z)(1, z[1])
+    forward = combination.bind(z)  # one forward's function: its record of differences lives in it
+    forward(0, z[0])
     with pytest.raises(ValueError, match="every layer in order"):
-        combination(2, z[2][None], z[2])
+        forward(2, z[2])
+    with pytest.raises(TypeError, match="bind"):  # the module itself holds no per-forward state to call
+        combination(0, z[0][None], z[0])
     with pytest.raises(ValueError, match="later layer"):
         MixingWeights(torch.ones(N_LAYERS, N_HEADS, N_LAYERS, N_HEADS))
 

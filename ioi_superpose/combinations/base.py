@@ -11,11 +11,10 @@ The `mixing` family (`combinations/mixing.py`) generalises w to a map across hea
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from ioi_superpose.errors import SettingError
@@ -42,8 +41,18 @@ def check_init(init: float, bounded: bool, family: str) -> None:
                            f"0 <= init <= 1{fix}.")  # fmt: skip
 
 
+ZFunction = Callable[[int, Float[Tensor, "rows pos head d_head"]], Float[Tensor, "rows pos head d_head"]]
+"""One patched forward's replacement of each layer's z: (layer, z of the folded rows) -> z (the engine's only
+hook protocol; the TransformerLens runner turns it into `hook_z` hooks once)."""
+
+
 class Combination(nn.Module):
-    """Base class. `forward(layer, z_base, z_source)` returns the patched z of `layer` per variant."""
+    """Base class. `forward(layer, z_base, z_source)` returns the patched z of `layer` per variant (with
+    `reads_roles`, `forward(layer, z_base, z_source, roles)`); `bind(source_z, roles)` is that for one forward,
+    with everything the forward needs held by the returned function, none by the module."""
+
+    reads_roles: bool = False
+    """Whether `forward` takes the batch's position roles (`per_position`)."""
 
     @property
     def n_variants(self) -> int:
@@ -66,6 +75,21 @@ class Combination(nn.Module):
         z_source: Float[Tensor, "batch pos head d_head"],
     ) -> Float[Tensor, "variants batch pos head d_head"]:
         raise NotImplementedError
+
+    def bind(
+        self, source_z: Float[Tensor, "layer batch pos head d_head"], roles: Int[Tensor, "batch pos"] | None = None
+    ) -> ZFunction:
+        """This combination's z function for one forward of its variants folded into the batch (row
+        `v * batch + b`): the source run's z and the batch's position roles (`roles.batch_roles`; only
+        `per_position` reads them) are bound here, not held by the module."""
+        batch = source_z.shape[1]
+        extra = (roles,) if self.reads_roles else ()
+
+        def z_fn(layer: int, z: Tensor) -> Tensor:
+            folded = z.reshape(-1, batch, *z.shape[1:])  # [variant, batch, pos, head, d_head]
+            return self(layer, folded, source_z[layer], *extra).reshape(z.shape)
+
+        return z_fn
 
 
 class FixedVariants:
@@ -133,18 +157,6 @@ class LearnedFamily(Combination):
     family: str = ""
     settings: tuple[str, ...] = ("bounded", "init")
     """The family's own settings (`training.config.FamilyConfig` fields); any other family setting is refused."""
-    roles: Tensor | None = None
-    """[batch, pos] role indices of the current batch; only `per_position` reads them."""
-
-    @contextmanager
-    def using_roles(self, roles: Tensor | None) -> Iterator[None]:
-        """Set the batch's position roles for the duration of one run (never left set)."""
-        previous, self.roles = self.roles, roles
-        try:
-            yield
-        finally:
-            self.roles = previous
-
     coefficients: Tensor
     """The weights in the family's shape (a Parameter, or a property derived from one)."""
 

@@ -6,14 +6,13 @@ makes K members the K variants, so K settings train in one forward and backward 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ioi_superpose.combinations.base import Combination, LearnedFamily, mix
+from ioi_superpose.combinations.base import Combination, LearnedFamily, ZFunction, mix
 from ioi_superpose.combinations.scalar import ScalarCombination
 from ioi_superpose.errors import ConfigError
 
@@ -49,22 +48,31 @@ class StackedCombination(Combination):
     def first_layer(self) -> int:
         return min(member.first_layer() for member in self.members)
 
-    @contextmanager
-    def using_roles(self, roles: Tensor | None) -> Iterator[None]:
-        """Every member's `using_roles` (only `per_position` reads them)."""
-        with ExitStack() as stack:
-            for member in self.members:
-                stack.enter_context(member.using_roles(roles))
-            yield
+    def bind(
+        self, source_z: Float[Tensor, "layer batch pos head d_head"], roles: Tensor | None = None
+    ) -> ZFunction:
+        """Variant k of the folded rows is member k: the vectorised `mix` of every member's α, or each member's
+        own bound function on its slice (any family, including ones added later)."""
+        batch, members = source_z.shape[1], list(self.members)
+        if self.vectorise:
+            return Combination.bind(self, source_z, roles)
+        member_fns = [member.bind(source_z, roles) for member in members]
+
+        def z_fn(layer: int, z: Tensor) -> Tensor:
+            if z.shape[0] != len(members) * batch:
+                raise ValueError(f"z has {z.shape[0]} rows; this stack has {len(members)} members x {batch} prompts")
+            return torch.cat([fn(layer, z[k * batch : (k + 1) * batch]) for k, fn in enumerate(member_fns)])
+
+        return z_fn
 
     def forward(
         self,
         layer: int,
         z_base: Float[Tensor, "variants batch pos head d_head"],
         z_source: Float[Tensor, "batch pos head d_head"],
+        roles: Tensor | None = None,
     ) -> Float[Tensor, "variants batch pos head d_head"]:
+        """The vectorised path (scalar members): every member's α in one `mix`."""
         if z_base.shape[0] != len(self.members):
             raise ValueError(f"z_base has {z_base.shape[0]} variants; this stack has {len(self.members)} members")
-        if self.vectorise:
-            return mix(z_base, z_source, torch.stack([member.coefficients[layer] for member in self.members]))
-        return torch.cat([member(layer, z_base[k : k + 1], z_source) for k, member in enumerate(self.members)])
+        return mix(z_base, z_source, torch.stack([member.coefficients[layer] for member in self.members]))

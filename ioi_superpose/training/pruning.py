@@ -93,10 +93,9 @@ def mask_effects(
         )
         base_tokens, _ = base_and_source(batch.clean_tokens, batch.corrupted_tokens, direction)
         base = BaseRun.prepare(model, base_tokens, prefixes=masks.shape[0] > 1)
-        with family.using_roles(batch_roles(batch)):
-            variants = family.fixed(family.mask_weights(masks.to(device)))
-            logits = patched_end_logits(base, reference.source_z, variants, batch.end_pos, batch.answer_tokens,
-                                        max_rows=max_rows)  # fmt: skip
+        variants = family.fixed(family.mask_weights(masks.to(device)))
+        logits = patched_end_logits(base, reference.source_z, variants, batch.end_pos, batch.answer_tokens,
+                                    roles=batch_roles(batch), max_rows=max_rows)  # fmt: skip
         patched_sum += logit_diff(logits).sum(-1)
         base_sum += float(logit_diff(reference.base_answer_logits).sum())
         source_sum += float(logit_diff(reference.source_answer_logits).sum())

@@ -322,10 +322,10 @@ class HeadSuperposition(L.LightningModule):
         base = BaseRun.prepare(self.frozen, base_tokens, prefixes=False)
         vocab_index = None if self.objective.full_vocab else batch.answer_tokens
         max_rows = combination.n_variants * len(batch) if self.max_rows is None else self.max_rows
-        with combination.using_roles(batch_roles(batch)):
-            return patched_end_logits(
-                base, reference.source_z, combination, batch.end_pos, vocab_index, max_rows=max_rows
-            )
+        return patched_end_logits(
+            base, reference.source_z, combination, batch.end_pos, vocab_index, roles=batch_roles(batch),
+            max_rows=max_rows,
+        )  # fmt: skip
 
     def loss_terms(self, batch: ContrastBatch, reference: Reference, global_batch: bool = False) -> dict[str, Tensor]:
         """The named parts of the loss on `batch`, and the patched answer logits (the whole of a step's model work).
