@@ -1,6 +1,6 @@
 """Time per variant of training K combinations in one batched forward, against K separate single runs.
 
-A training step of K members (`ioi_superpose.training.batched.BatchedSuperposition`: one patched forward of
+A training step of K members (`HeadSuperposition.batched`: one patched forward of
 K × batch rows, the summed loss, one backward, Adam with a group per member, projection) against K
 steps of K single `HeadSuperposition`s (each its own patched forward, backward, Adam, projection), for
 K = 1, 2, 4, 8, on the toy IOI model (checkpoints/toy_ioi.pt, the main job's batch of 64 prompts) and
@@ -32,7 +32,6 @@ from bench_train_step import quartiles, seconds
 from ioi_superpose.data import ioi_prompts
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze, load_frozen_model
-from ioi_superpose.training.batched import BatchedSuperposition
 from ioi_superpose.training.system import HeadSuperposition
 
 TOY = Path(__file__).resolve().parents[1] / "checkpoints" / "toy_ioi.pt"
@@ -68,13 +67,13 @@ def single_steps(
         system.combination.project_()
 
 
-def batched_step(batched: BatchedSuperposition, optimizer: torch.optim.Optimizer, batch: ContrastBatch) -> None:
-    """One training step of all K members in one folded forward (what `BatchedSuperposition` trains)."""
+def batched_step(batched: HeadSuperposition, optimizer: torch.optim.Optimizer, batch: ContrastBatch) -> None:
+    """One training step of all K members in one folded forward (what `HeadSuperposition.batched` trains)."""
     _, terms = batched.member_terms(batch)
     sum(member["loss"] for member in terms).backward()
     optimizer.step()
     optimizer.zero_grad()
-    for system in batched.systems:
+    for system in batched.members:
         system.combination.project_()
 
 
@@ -83,7 +82,9 @@ def bench_model(name: str, model: HookedTransformer, batch: ContrastBatch, args:
     for k in args.ks:
         singles = members(model, k, args.family, args.device)
         optimizers = [torch.optim.Adam(s.combination.parameters(), lr=s.hparams.lr) for s in singles]
-        batched = BatchedSuperposition(members(model, k, args.family, args.device), vectorise=not args.generic or None)
+        batched = HeadSuperposition.batched(
+            members(model, k, args.family, args.device), vectorise=not args.generic or None
+        )
         pairs[k] = (
             functools.partial(batched_step, batched, batched.configure_optimizers(), batch),
             functools.partial(single_steps, singles, optimizers, batch),

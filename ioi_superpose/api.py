@@ -4,7 +4,7 @@ score fixed ones (`recovery_of`, from the engine)."""
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +17,11 @@ from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
 from ioi_superpose.data.prompt_checks import check_token_tensor, end_positions_for
 from ioi_superpose.engine.rest import Rest
 from ioi_superpose.engine.runs import Direction, check_token_ids, end_logits, logit_diff, recovery_of
-from ioi_superpose.errors import ConfigError
+from ioi_superpose.errors import ConfigError, SettingError
 from ioi_superpose.models import HookedTransformer, freeze
 from ioi_superpose.results.caveats import prune_shortfall
 from ioi_superpose.results.summary import MIN_GAP, top_heads
-from ioi_superpose.training.batched import BATCHABLE, BatchedSuperposition
+from ioi_superpose.training.config import BATCHABLE
 from ioi_superpose.training.non_finite import ZERO_GAP
 from ioi_superpose.training.objectives import ObjectiveName
 from ioi_superpose.training.system import HeadSuperposition
@@ -75,10 +75,10 @@ def learn_combination(
     l1_warmup_steps: int = 0,
     combination: str = "scalar",
     prune_target: float | None = None,
-    temperature: float = 2 / 3,
+    temperature: float | None = None,
     mixing_target: int | None = None,
     rotation_layers: Sequence[int] | None = None,
-    rotation_target: float = 0.9,
+    rotation_target: float | None = None,
     circuit_criteria: bool = False,
     ablation: str = "corrupted",
     end_positions: Int[Tensor, " batch"] | None = None,
@@ -103,11 +103,15 @@ def learn_combination(
     different lengths: `ioi_prompts(..., equal_length=False).end_pos`). None: the last position, and rows
     that end in padding are refused. `rest`: `free` (a cut:
     heads outside the set recompute) or `frozen` (a circuit: they keep their base-run z; `ioi_superpose.engine.rest`).
+    `temperature` (hard_concrete, default 2/3), `mixing_target` (mixing) and the `rotation_*` settings belong to
+    one family each; given with another, they are refused.
     """
     prompts, loader = _prompts(model, clean_tokens, corrupted_tokens, answer_tokens, steps, seed, end_positions)
-    system = _system(model, len(prompts), objective=objective, direction=direction, l1=l1,
+    # `seed` seeds hard_concrete's gates and rotation's random start; the other families draw nothing.
+    gate_seed = seed if combination in ("hard_concrete", "rotation") else None
+    system = _system(model, len(prompts), API_NAMES, objective=objective, direction=direction, l1=l1,
                      l1_warmup_steps=l1_warmup_steps, lr=lr, bounded=bounded, init=init, l0_threshold=l0_threshold,
-                     combination=combination, temperature=temperature, gate_seed=seed,
+                     combination=combination, temperature=temperature, gate_seed=gate_seed,
                      mixing_target=mixing_target, prune_target=prune_target,
                      rotation_layers=None if rotation_layers is None else list(rotation_layers),
                      rotation_target=rotation_target, circuit_criteria=circuit_criteria,
@@ -131,13 +135,13 @@ def learn_combinations(
     l1_warmup_steps: int = 0,
     combination: str = "scalar",
     prune_target: float | None = None,
-    temperature: float = 2 / 3,
+    temperature: float | None = None,
     max_rows: int | None = None,
     end_positions: Int[Tensor, " batch"] | None = None,
     rest: Rest = "free",
 ) -> list[LearnedCombination]:
     """`learn_combination` for K settings at once, in one batched forward of K × batch rows per step
-    (`ioi_superpose.training.batched`). `members`: K dicts of `l1`, `init`, `lr`, `gate_seed` (defaults: 1e-3,
+    (`HeadSuperposition.batched`). `members`: K dicts of `l1`, `init`, `lr`, `gate_seed` (defaults: 1e-3,
     1.0, 0.05, `seed`); member k's result equals `learn_combination(..., **members[k])` (with
     `seed=gate_seed`) up to float rounding. `max_rows` caps the rows of one forward (None: all)."""
     if not members:
@@ -150,9 +154,14 @@ def learn_combinations(
     shared = dict(objective=objective, direction=direction, l1_warmup_steps=l1_warmup_steps, bounded=bounded,
                   l0_threshold=l0_threshold, combination=combination, temperature=temperature,
                   prune_target=prune_target, rest=rest)  # fmt: skip
-    defaults = {"l1": 1e-3, "init": 1.0, "lr": 0.05, "gate_seed": seed}
-    systems = [_system(model, len(prompts), **shared, **{**defaults, **member}) for member in members]
-    _trainer(model, steps).fit(BatchedSuperposition(systems, max_rows=max_rows), train_dataloaders=loader)
+    defaults = {"l1": 1e-3, "init": 1.0, "lr": 0.05}
+    if combination == "hard_concrete":
+        defaults["gate_seed"] = seed  # `seed` seeds the gates of hard_concrete only
+    systems = [
+        _system(model, len(prompts), _member_names(k, member), **shared, **{**defaults, **member})
+        for k, member in enumerate(members)
+    ]
+    _trainer(model, steps).fit(HeadSuperposition.batched(systems, max_rows=max_rows), train_dataloaders=loader)
     return [_warn_shortfall(evaluate_combination(system.to(_device(model)), prompts)) for system in systems]
 
 
@@ -202,13 +211,26 @@ def _prompts(
     return prompts, loader
 
 
-def _system(model: HookedTransformer, n_prompts: int, **settings: Any) -> HeadSuperposition:
+API_NAMES: dict[str, str] = {"gate_seed": "seed"}
+"""Settings `learn_combination` takes under another name than the config field (`training/config.py`)."""
+
+
+def _member_names(k: int, member: Mapping[str, float]) -> Callable[[str], str]:
+    """How `learn_combinations` names a setting in an error: `members[k]['l1']` when member k set it."""
+    return lambda name: f"members[{k}][{name!r}]" if name in member else API_NAMES.get(name, name)
+
+
+def _system(
+    model: HookedTransformer, n_prompts: int, names: Mapping[str, str] | Callable[[str], str], **settings: Any
+) -> HeadSuperposition:
+    """The module of these settings; a `SettingError` names each setting as the API's caller passed it."""
+    rename = names if callable(names) else (lambda name: names.get(name, name))
     try:
         system = HeadSuperposition(
             model_name=model.cfg.model_name, prune_prompts=n_prompts, preloaded_model=model, **settings
         )
-    except ConfigError as error:  # the module's checks name CLI flags: here the caller set API arguments
-        raise ConfigError(str(error).replace("--model.gate_seed", "seed").replace("--model.", "")) from None
+    except SettingError as error:
+        raise error.named(rename) from None
     system.api_arguments = True  # messages raised during the fit (a non-finite loss) name API arguments
     return system
 

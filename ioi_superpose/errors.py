@@ -4,6 +4,11 @@ Each message names the problem and the fix. The CLIs catch `UserFacingError`; an
 keeps its traceback.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from string import Template
+
 
 class UserFacingError(Exception):
     """An error caused by the user's input or environment; its message says how to fix it."""
@@ -11,6 +16,52 @@ class UserFacingError(Exception):
 
 class ConfigError(UserFacingError, ValueError):
     """A setting is invalid; the message names the option and how to fix it."""
+
+
+class SettingError(ConfigError):
+    """A setting (a field of a config dataclass, `training/config.py`) is invalid.
+
+    The message is a `string.Template` whose `$field` placeholders name settings. `str()` names them as the
+    Python API and the dataclasses do (`l1`); `named(rename)` names them as a caller's user knows them: the
+    CLIs give `--model.l1`, `learn_combination` its own argument names (`seed` for `gate_seed`).
+    """
+
+    def __init__(self, field: str, template: str, rename: Callable[[str], str] | None = None) -> None:
+        self.field, self.template, self.rename = field, template, rename or (lambda name: name)
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        return Template(self.template).safe_substitute(_Names(self.rename))
+
+    def __str__(self) -> str:
+        return self._render()
+
+    def named(self, rename: Callable[[str], str]) -> "SettingError":
+        """The same error with every setting named by `rename` (applied to the field names)."""
+        error = SettingError(self.field, self.template, rename)
+        error.__cause__, error.__traceback__ = self.__cause__, self.__traceback__
+        return error
+
+
+class _Names(dict):
+    """Every `$name` of a message template, named by `rename`."""
+
+    def __init__(self, rename: Callable[[str], str]) -> None:
+        super().__init__()
+        self.rename = rename
+
+    def __missing__(self, key: str) -> str:
+        return self.rename(key)
+
+
+def cli_flag(field: str) -> str:
+    """How the training CLIs name a model setting."""
+    return f"--model.{field}"
+
+
+def cli_message(error: UserFacingError) -> str:
+    """`error`'s message as a training CLI prints it: settings named by their `--model.*` flags."""
+    return str(error.named(cli_flag)) if isinstance(error, SettingError) else str(error)
 
 
 class ModelLoadError(UserFacingError, RuntimeError):

@@ -11,11 +11,10 @@ import torch
 from conftest import prompt_pairs, random_model
 
 from ioi_superpose import learn_combination, learn_combinations
-from ioi_superpose.combinations import FAMILIES, batch_roles, build_combination
+from ioi_superpose.combinations import FAMILIES, StackedCombination, batch_roles, build_combination
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.runs import BaseRun, head_z, patched_end_logits
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.training.batched import BatchedSuperposition, StackedCombination
 from ioi_superpose.training.system import HeadSuperposition
 
 warnings.filterwarnings("ignore", message=".*(val_dataloader|num_workers|LightningModule.log).*")
@@ -48,10 +47,8 @@ def members(family: str, seeds: tuple[int, ...] = (0, 1, 2)) -> list:
 def run(model, batch, combination, runner, max_rows=128):
     source_z, _ = head_z(model, batch.clean_tokens)
     base = BaseRun.prepare(model, batch.corrupted_tokens, prefixes=False)
-    with combination.using_roles(batch_roles(batch)):
-        return patched_end_logits(
-            base, source_z, combination, batch.end_pos, batch.answer_tokens, max_rows=max_rows, runner=runner
-        )
+    return patched_end_logits(base, source_z, combination, batch.end_pos, batch.answer_tokens,
+                              roles=batch_roles(batch), max_rows=max_rows, runner=runner)  # fmt: skip
 
 
 @pytest.mark.parametrize("runner", ["fast", "hooks"])
@@ -109,12 +106,14 @@ def test_members_that_differ_in_unbatchable_settings_are_refused(model):
         return HeadSuperposition(model_name="tiny", preloaded_model=model, **settings)
 
     with pytest.raises(ConfigError, match="direction"):
-        BatchedSuperposition([system(), system(direction="noising")])
+        HeadSuperposition.batched([system(), system(direction="noising")])
     with pytest.raises(ConfigError, match="family"):
         StackedCombination([build_combination("scalar", 2, 4), build_combination("hard_concrete", 2, 4)])
     with pytest.raises(ConfigError, match="may only set"):
         learn_combinations(model, *prompt_pairs(model.cfg.d_vocab), members=[dict(seed=1)])
-    BatchedSuperposition([system(l1=0.0, init=0.5), system(l1=0.1, lr=0.2, gate_seed=4)])  # batchable: accepted
+    HeadSuperposition.batched([system(l1=0.0, init=0.5), system(l1=0.1, lr=0.2)])  # batchable: accepted
+    gates = dict(combination="hard_concrete")  # gate_seed is hard_concrete's own setting
+    HeadSuperposition.batched([system(**gates, init=0.5), system(**gates, l1=0.1, lr=0.2, gate_seed=4)])
 
 
 def test_hard_concrete_members_with_their_own_gate_seeds_equal_single_runs_seeded_so(model, batch):

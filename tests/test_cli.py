@@ -88,15 +88,15 @@ def test_missing_weights_offline_exit_with_the_fix(empty_hf_cache, tmp_path, mon
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
     from ioi_superpose.training.system import HeadSuperposition
 
-    original = HeadSuperposition.loss_terms
+    original = HeadSuperposition.terms_of  # what every training step's loss comes from (K >= 1 members)
 
-    def poisoned(self, batch, reference, **options):
-        terms = original(self, batch, reference, **options)
+    def poisoned(self, *args, **options):
+        terms = original(self, *args, **options)
         if self.training and self.global_step >= 3:
             terms["loss"] = terms["loss"] * float("nan")
         return terms
 
-    monkeypatch.setattr(HeadSuperposition, "loss_terms", poisoned)
+    monkeypatch.setattr(HeadSuperposition, "terms_of", poisoned)
     with pytest.raises(SystemExit) as exit_info:
         run_cli(
             ["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "3"],

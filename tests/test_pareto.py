@@ -78,13 +78,13 @@ def test_each_sets_curve_is_the_recovery_of_its_top_k_heads_on_that_sets_prompts
 
 
 def test_a_run_stores_every_rankings_curve_per_set_and_logs_its_fronts(tmp_path, monkeypatch):
-    from ioi_superpose.baselines.callbacks import ActivationPatchingBaseline
     from ioi_superpose.baselines.patching import activation_patch
     from ioi_superpose.cli.train import main
     from ioi_superpose.data.datamodule import IOIDataModule
-    from ioi_superpose.engine.runs import end_logits, recovery_of
+    from ioi_superpose.engine.runs import end_logits, recovery_of, reference_runs
     from ioi_superpose.models import load_frozen_model
     from ioi_superpose.results.summary import MIN_GAP
+    from ioi_superpose.training.metrics import LogitDiffMetric
 
     monkeypatch.chdir(tmp_path)
     # More validation / test prompts than the rankings' 64: the curves use every prompt, as the learned points.
@@ -109,9 +109,13 @@ def test_a_run_stores_every_rankings_curve_per_set_and_logs_its_fronts(tmp_path,
     data = IOIDataModule(model_name=TOY_IOI, off_distribution=("held_out_names", "objects_as_names"), **sizes)
     data.setup("test")
     model = load_frozen_model(TOY_IOI)
-    val = data.splits["val"][:64].trimmed()
-    effect = activation_patch(model, val.corrupted_tokens, val.clean_tokens,
-                              ActivationPatchingBaseline().patching_metric(_System(model), val))  # fmt: skip
+    val = data.splits["val"].trimmed()
+    reference = reference_runs(model, val.clean_tokens, val.corrupted_tokens, val.end_pos, val.answer_tokens,
+                               "denoising")  # fmt: skip
+    metric = LogitDiffMetric(val.answer_tokens, val.end_pos,  # normalised: 0 = corrupted run, 1 = clean run
+                             corrupted_value=float(logit_diff(reference.base_answer_logits).mean()),
+                             clean_value=float(logit_diff(reference.source_answer_logits).mean()))  # fmt: skip
+    effect = activation_patch(model, val.corrupted_tokens, val.clean_tokens, metric)
     held_out = data.splits["held_out_names"].trimmed()
     expected = []
     for k in range(1, 9):
@@ -131,19 +135,6 @@ def test_a_run_stores_every_rankings_curve_per_set_and_logs_its_fronts(tmp_path,
     tags = image_tags(summary_path.parent)
     assert {f"pareto/{name}" for name in sets} <= set(tags)
     assert len(tags["pareto/val"]) == 1  # once, at fit end
-
-
-class _System:
-    """What `HeadBaseline.patching_metric` reads of a system: its reference runs, denoising."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-
-    def reference(self, batch):
-        from ioi_superpose.engine.runs import reference_runs
-
-        return reference_runs(self.model, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos,
-                              batch.answer_tokens, "denoising")  # fmt: skip
 
 
 def fake_summary(direction: str, family: str, val: float | None, support: list[list[int]]) -> dict:

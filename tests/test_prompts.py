@@ -8,7 +8,7 @@ import ioi_superpose.baselines.patching
 from ioi_superpose.data import IOIBatch, ioi_prompts, ioi_texts
 from ioi_superpose.data.templates import IOI_TEMPLATES, LONG_TEMPLATES
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.models import gpt2_tokenizer, load_frozen_model
+from ioi_superpose.models import WordTokenizer, gpt2_tokenizer, load_frozen_model
 from tests.conftest import random_model
 
 TOY = "checkpoints/toy_ioi.pt"
@@ -87,8 +87,17 @@ def test_model_with_tokenizer_and_toy_model(toy_model):
     model = random_model(d_vocab=len(gpt2_tokenizer()))
     model.set_tokenizer(gpt2_tokenizer())
     assert torch.equal(ioi_prompts(model, n=8).clean_tokens, ioi_prompts("gpt2-small", n=8).clean_tokens)
+    # A loaded toy-IOI model carries the tokenizer its checkpoint stores (issue 17): the model a researcher
+    # holds is accepted and gives the prompts its path gives.
+    assert isinstance(toy_model.tokenizer, WordTokenizer)
+    from_model, from_path = ioi_prompts(toy_model, n=8), ioi_prompts(TOY, n=8)
+    assert torch.equal(from_model.clean_tokens, from_path.clean_tokens)
+    assert torch.equal(from_model.corrupted_tokens, from_path.corrupted_tokens)
+    assert torch.equal(from_model.answer_tokens, from_path.answer_tokens)
+    skip_trigrams = load_frozen_model("checkpoints/toy_superposition_single.pt")  # stores no tokenizer
+    assert skip_trigrams.tokenizer is None
     with pytest.raises(ConfigError, match="no tokenizer.*name or path"):
-        ioi_prompts(toy_model)
+        ioi_prompts(skip_trigrams)
 
 
 def test_ready_for_learn_combination_and_drop_ins(toy_model):

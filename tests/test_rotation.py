@@ -228,11 +228,9 @@ def test_cli_fit_with_the_main_jobs_baselines_writes_the_rotation_report(tmp_pat
 
 
 def test_batched_fit_refuses_rotation(model):
-    from ioi_superpose.training.batched import BatchedSuperposition
-
     systems = [HeadSuperposition(combination="rotation", preloaded_model=model, l1=l1) for l1 in (1e-3, 1e-2)]
     with pytest.raises(ConfigError, match="batch_variants 1"):
-        BatchedSuperposition(systems)
+        HeadSuperposition.batched(systems)
 
 
 def test_state_dict_round_trip_restores_rotation_mask_and_schedule():

@@ -1,6 +1,7 @@
 """Patching baselines as callbacks: each computes a [layer × head] effect once, at fit start, on
-validation prompts, logs its heatmap to TensorBoard, and hands its figures and its comparison with the
-learned α to the run's summary (`ioi_superpose.results.summary.RunWriter` writes both).
+validation prompts (the registry's scorer of its name, `baselines/scorers.py`), logs its heatmap to
+TensorBoard, and hands its figures and its comparison with the learned α to the run's summary
+(`ioi_superpose.results.summary.RunWriter` writes both).
 
 Enable them in the YAML config under `trainer.callbacks` (see experiments/*.yaml).
 """
@@ -20,11 +21,13 @@ from torch import Tensor
 from torchmetrics.functional import spearman_corrcoef
 
 from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
-from ioi_superpose.baselines.patching import (
-    activation_patch,
-    attribution_agreement,
-    attribution_patch,
-    path_patch_sweep,
+from ioi_superpose.baselines.patching import attribution_agreement
+from ioi_superpose.baselines.scorers import (
+    SCORERS,
+    activation_patching,
+    attribution_patching,
+    patching_metric,
+    path_patching,
 )
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.ioi import IOIBatch
@@ -72,7 +75,8 @@ class HeadBaseline(L.Callback):
         self.extras: dict = {}
 
     def compute(self, system: HeadSuperposition, batch: ContrastBatch) -> Float[Tensor, "n_layers n_heads"]:
-        raise NotImplementedError
+        """The registry's scorer of this name (`baselines/scorers.py`), in the direction the system trains in."""
+        return SCORERS[self.name](system.frozen, batch, system.hparams.direction)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: HeadSuperposition) -> None:
         if not trainer.is_global_zero:
@@ -88,10 +92,7 @@ class HeadBaseline(L.Callback):
 
     def patching_metric(self, system: HeadSuperposition, batch: ContrastBatch) -> LogitDiffMetric:
         """Normalised logit difference: 0 = the base run, 1 = the source run."""
-        reference = system.reference(batch)
-        base = float(logit_diff(reference.base_answer_logits).mean())
-        source = float(logit_diff(reference.source_answer_logits).mean())
-        return LogitDiffMetric(batch.answer_tokens, batch.end_pos, corrupted_value=base, clean_value=source)
+        return patching_metric(system.frozen, batch, system.hparams.direction)
 
     def summary(self, system: HeadSuperposition) -> dict:
         if self.effect is None:
@@ -112,10 +113,6 @@ class ActivationPatchingBaseline(HeadBaseline):
     name = "activation_patching"
     title = "activation patching (normalised effect)"
 
-    def compute(self, system: HeadSuperposition, batch: ContrastBatch) -> Tensor:
-        base_tokens, source_tokens = system.base_and_source_tokens(batch)
-        return activation_patch(system.frozen, base_tokens, source_tokens, self.patching_metric(system, batch))
-
 
 class AttributionPatchingBaseline(HeadBaseline):
     """Attribution patching (one forward and one backward for all heads), and its agreement (Pearson r)
@@ -125,11 +122,10 @@ class AttributionPatchingBaseline(HeadBaseline):
     title = "attribution patching (normalised effect)"
 
     def compute(self, system: HeadSuperposition, batch: ContrastBatch) -> Tensor:
-        base_tokens, source_tokens = system.base_and_source_tokens(batch)
+        model, direction = system.frozen, system.hparams.direction
         metric = self.patching_metric(system, batch)
-        # attribution_patch sums over the batch; the metric is a batch mean, so this is its estimate.
-        attribution = attribution_patch(system.frozen, base_tokens, source_tokens, metric)
-        exact = activation_patch(system.frozen, base_tokens, source_tokens, metric)
+        attribution = attribution_patching(model, batch, direction, metric)
+        exact = activation_patching(model, batch, direction, metric)
         self.extras["pearson_with_exact_patching"] = attribution_agreement(attribution, exact)
         return attribution
 
@@ -159,11 +155,7 @@ class PathPatchingBaseline(HeadBaseline):
         self.title = f"path patching → {target}"
 
     def compute(self, system: HeadSuperposition, batch: ContrastBatch) -> Tensor:
-        base_tokens, source_tokens = system.base_and_source_tokens(batch)
-        return path_patch_sweep(
-            system.frozen, base_tokens, source_tokens, self.receivers, self.patching_metric(system, batch),
-            receiver_input=self.receiver_input,
-        )  # fmt: skip
+        return path_patching(system.frozen, batch, system.hparams.direction, self.receivers, self.receiver_input)
 
 
 class DirectLogitAttribution(HeadBaseline):
@@ -252,9 +244,9 @@ class CombinationBaselines(HeadBaseline):
             if isinstance(callback, HeadBaseline) and callback is not self and callback.effect is not None
         }
         if "activation_patching" not in scores:
-            base_tokens, source_tokens = pl_module.base_and_source_tokens(self.batch)
-            metric = self.patching_metric(pl_module, self.batch)
-            scores["activation_patching"] = activation_patch(pl_module.frozen, base_tokens, source_tokens, metric).cpu()
+            scores["activation_patching"] = activation_patching(
+                pl_module.frozen, self.batch, pl_module.hparams.direction
+            ).cpu()
         scores["attention_to_io"] = self.effect
         max_heads = min(self.max_heads, self.effect.numel())
         alphas = {name: uniform_top_k_alphas(score, max_heads) for name, score in scores.items()}

@@ -44,7 +44,7 @@ from ioi_superpose.results.pareto import log_sweep
 
 
 BATCHABLE_KEYS = ("model.l1", "model.init", "model.lr", "model.gate_seed")
-"""Grid keys whose points can train together in one batched forward (`--batch_variants`, `batched.BATCHABLE`)."""
+"""Grid keys whose points can train together in one batched forward (`--batch_variants`, `config.BATCHABLE`)."""
 
 
 def batch_groups(points: Sequence[Point], size: int) -> list[list[Point]]:

@@ -22,7 +22,7 @@ from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.callbacks.resume_hint import ResumeHint
 from ioi_superpose.data.datamodule import IOIDataModule
-from ioi_superpose.errors import ConfigError, UserFacingError
+from ioi_superpose.errors import ConfigError, UserFacingError, cli_message
 from ioi_superpose.results.analysis import distribution
 from ioi_superpose.results.caveats import prune_shortfall
 from ioi_superpose.results.corpus import write_corpus_examples
@@ -245,7 +245,7 @@ def main(args: list[str] | None = None) -> None:
             parser_kwargs={"description": __doc__},
         )
     except UserFacingError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {cli_message(error)}", file=sys.stderr)
         sys.exit(1)
 
 

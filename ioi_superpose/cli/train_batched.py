@@ -1,8 +1,8 @@
 """`python -m ioi_superpose.train_batched --member "--config X.yaml --model.l1=0.01 …" --member "…" …`
 
-K training runs that differ only in batchable settings (`batched.BATCHABLE`: `--model.l1`, `init`, `lr`,
+K training runs that differ only in batchable settings (`config.BATCHABLE`: `--model.l1`, `init`, `lr`,
 `gate_seed`) trained in one process, in one batched forward of the frozen model per step (K × batch
-rows; `ioi_superpose.training.batched`). Each `--member` holds the arguments of one `python -m
+rows; `HeadSuperposition.batched`). Each `--member` holds the arguments of one `python -m
 ioi_superpose.cli.train fit` run (without `fit`); each member ends exactly as that run ends: its final α
 evaluated on validation and every test set, its baselines, and its run directory written by the same
 code (`train.write_results`: `summary.json`, `coefficients.pt`, figures). What a batched member does not
@@ -26,8 +26,7 @@ from ioi_superpose.baselines.callbacks import HeadBaseline
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.cli.train import TRAINER_DEFAULTS, SuperposeCLI, write_results
 from ioi_superpose.data.datamodule import IOIDataModule
-from ioi_superpose.errors import ConfigError, UserFacingError
-from ioi_superpose.training.batched import BatchedSuperposition
+from ioi_superpose.errors import ConfigError, UserFacingError, cli_message
 from ioi_superpose.training.system import HeadSuperposition
 
 GROUP_TRAINER_OFF = ("logger", "callbacks", "enable_checkpointing", "enable_progress_bar", "default_root_dir")
@@ -55,7 +54,7 @@ def member_cli(args: Sequence[str]) -> SuperposeCLI:
 
 def check_same_run(clis: Sequence[SuperposeCLI]) -> None:
     """Members must share the data, the seed and the training schedule (the model's own settings are
-    checked by `batched.check_batchable`)."""
+    checked by `system.check_batchable`)."""
     first = clis[0].config
 
     def trainer_settings(config: object) -> dict:
@@ -76,8 +75,10 @@ def check_same_run(clis: Sequence[SuperposeCLI]) -> None:
 
 def group_trainer(cli: SuperposeCLI) -> L.Trainer:
     """A Trainer with member 0's schedule and its non-baseline callbacks (e.g. `TorchThreads`), no
-    logger and no checkpoints."""
+    logger, no checkpoints and no validation during the fit (each member is evaluated after it, by its own
+    trainer; the group module is member 0 and would otherwise validate it alone every epoch)."""
     settings = {k: v for k, v in cli.config["trainer"].as_dict().items() if k not in GROUP_TRAINER_OFF}
+    settings.update(limit_val_batches=0, num_sanity_val_steps=0)
     callbacks = [
         callback
         for callback in cli.config_init["trainer"].get("callbacks") or []
@@ -92,14 +93,13 @@ def fit_group(members: Sequence[Sequence[str]]) -> None:
     """Train the members in one batched fit, then evaluate and write each as its own run would."""
     clis = [member_cli(args) for args in members]
     check_same_run(clis)
-    systems = [cli.model for cli in clis]
-    for system in systems[1:]:  # one frozen model for all (each CLI loaded its own; those copies are dropped)
-        object.__setattr__(system, "frozen", systems[0].frozen)
+    # One frozen model for all: `batched` gives every member member 0's (the copies the other CLIs loaded are dropped).
+    group = HeadSuperposition.batched([cli.model for cli in clis])
     for cli in clis:
         cli.before_fit()  # the run directories can be made (a clear error otherwise)
     L.seed_everything(clis[0].config["seed_everything"], verbose=False)  # as `train fit` seeds right before fit
     trainer = group_trainer(clis[0])
-    trainer.fit(BatchedSuperposition(systems), datamodule=clis[0].datamodule)
+    trainer.fit(group, datamodule=clis[0].datamodule)
     if trainer.interrupted:
         raise UserFacingError("the batched fit was interrupted; no member's results were written.")
     for cli in clis:
@@ -120,7 +120,7 @@ def main(args: Sequence[str] | None = None) -> None:
     try:
         fit_group([shlex.split(member) for member in parsed.member])
     except UserFacingError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {cli_message(error)}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -7,6 +7,7 @@ from ioi_superpose.combinations.per_position import PerPositionCombination, Posi
 from ioi_superpose.combinations.registry import FAMILIES, REGISTRY, SUBSPACE_FAMILIES, build_combination
 from ioi_superpose.combinations.roles import ROLE_INDEX, ROLES, batch_roles, position_roles
 from ioi_superpose.combinations.scalar import HeadCombination, ScalarCombination
+from ioi_superpose.combinations.stacked import StackedCombination
 
 __all__ = [
     "FAMILIES",
@@ -27,6 +28,7 @@ __all__ = [
     "PerPositionCombination",
     "PositionWeights",
     "ScalarCombination",
+    "StackedCombination",
     "allowed_entries",
     "batch_roles",
     "build_combination",

@@ -10,12 +10,14 @@ The `mixing` family (`combinations/mixing.py`) generalises w to a map across hea
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import math
+from collections.abc import Callable
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor, nn
+
+from ioi_superpose.errors import SettingError
 
 
 def mix(
@@ -28,8 +30,29 @@ def mix(
     return z_base + w * (z_source[None] - z_base)
 
 
+def check_init(init: float, bounded: bool, family: str) -> None:
+    """The one check of a learnable family's initial weight: finite, and in [0, 1] when the weights are bounded."""
+    if not math.isfinite(init):
+        raise SettingError("init", f"$init={init} is not a finite number; give a value in [0, 1] (1.0 starts from the "
+                           "full source run).")  # fmt: skip
+    if bounded and not 0.0 <= init <= 1.0:
+        fix = " (or set $bounded false)" if family != "hard_concrete" else " (a gate's initial value)"
+        raise SettingError("init", f"$init={init} is outside [0, 1]; a bounded {family} combination needs "
+                           f"0 <= init <= 1{fix}.")  # fmt: skip
+
+
+ZFunction = Callable[[int, Float[Tensor, "rows pos head d_head"]], Float[Tensor, "rows pos head d_head"]]
+"""One patched forward's replacement of each layer's z: (layer, z of the folded rows) -> z (the engine's only
+hook protocol; the TransformerLens runner turns it into `hook_z` hooks once)."""
+
+
 class Combination(nn.Module):
-    """Base class. `forward(layer, z_base, z_source)` returns the patched z of `layer` per variant."""
+    """Base class. `forward(layer, z_base, z_source)` returns the patched z of `layer` per variant (with
+    `reads_roles`, `forward(layer, z_base, z_source, roles)`); `bind(source_z, roles)` is that for one forward,
+    with everything the forward needs held by the returned function, none by the module."""
+
+    reads_roles: bool = False
+    """Whether `forward` takes the batch's position roles (`per_position`)."""
 
     @property
     def n_variants(self) -> int:
@@ -52,6 +75,21 @@ class Combination(nn.Module):
         z_source: Float[Tensor, "batch pos head d_head"],
     ) -> Float[Tensor, "variants batch pos head d_head"]:
         raise NotImplementedError
+
+    def bind(
+        self, source_z: Float[Tensor, "layer batch pos head d_head"], roles: Int[Tensor, "batch pos"] | None = None
+    ) -> ZFunction:
+        """This combination's z function for one forward of its variants folded into the batch (row
+        `v * batch + b`): the source run's z and the batch's position roles (`roles.batch_roles`; only
+        `per_position` reads them) are bound here, not held by the module."""
+        batch = source_z.shape[1]
+        extra = (roles,) if self.reads_roles else ()
+
+        def z_fn(layer: int, z: Tensor) -> Tensor:
+            folded = z.reshape(-1, batch, *z.shape[1:])  # [variant, batch, pos, head, d_head]
+            return self(layer, folded, source_z[layer], *extra).reshape(z.shape)
+
+        return z_fn
 
 
 class FixedVariants:
@@ -117,18 +155,8 @@ class LearnedFamily(Combination):
     """Base class of the learnable families (see the block comment above)."""
 
     family: str = ""
-    roles: Tensor | None = None
-    """[batch, pos] role indices of the current batch; only `per_position` reads them."""
-
-    @contextmanager
-    def using_roles(self, roles: Tensor | None) -> Iterator[None]:
-        """Set the batch's position roles for the duration of one run (never left set)."""
-        previous, self.roles = self.roles, roles
-        try:
-            yield
-        finally:
-            self.roles = previous
-
+    settings: tuple[str, ...] = ("bounded", "init")
+    """The family's own settings (`training.config.FamilyConfig` fields); any other family setting is refused."""
     coefficients: Tensor
     """The weights in the family's shape (a Parameter, or a property derived from one)."""
 

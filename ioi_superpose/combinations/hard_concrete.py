@@ -7,8 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ioi_superpose.combinations.base import LearnedFamily, mix
-from ioi_superpose.errors import ConfigError
+from ioi_superpose.combinations.base import LearnedFamily, check_init, mix
+from ioi_superpose.errors import SettingError
 
 HARD_CONCRETE_STRETCH = (-0.1, 1.1)
 """(γ, ζ) of the hard-concrete distribution (Louizos et al. 2018): the concrete sample in (0, 1) is
@@ -26,17 +26,18 @@ class HardConcreteCombination(LearnedFamily):
     """
 
     family = "hard_concrete"
+    settings = ("init", "temperature", "gate_seed")
 
     def __init__(
         self, n_layers: int, n_heads: int, init: float = 1.0, temperature: float = 2 / 3, seed: int = 0
     ) -> None:
         super().__init__()
-        if not 0.0 <= init <= 1.0:
-            raise ConfigError(
-                f"--model.init={init} is outside [0, 1]; a hard_concrete gate's initial value is in [0, 1]."
-            )
-        if temperature <= 0:
-            raise ConfigError(f"--model.temperature must be > 0 (the hard-concrete temperature β), got {temperature}.")
+        check_init(init, True, "hard_concrete")
+        if not temperature > 0 or not math.isfinite(temperature):  # `not >`: NaN fails too
+            raise SettingError(
+                "temperature", f"$temperature must be a finite number > 0 (the hard-concrete temperature β), got "
+                f"{temperature}."
+            )  # fmt: skip
         self.temperature, self.seed = float(temperature), int(seed)
         self.gamma, self.zeta = HARD_CONCRETE_STRETCH
         # The log α whose deterministic gate is `init` (probabilities kept inside (0.001, 0.999)).

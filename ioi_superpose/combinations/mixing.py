@@ -35,22 +35,23 @@ any target uses that head's difference with (for `scalar`: α itself). **Pruning
 values on the kept entries (`mask_weights`): weight 1 would flip negative entries and has no
 "set of heads" meaning off the diagonal.
 
-**State.** A forward records Δ of every layer it passes. Runs call a combination per layer in increasing
-layer order (`runs.patched_end_logits`, both runners), so a call at a layer no later than the last one
-seen starts a new forward; the record is dropped after the last layer (no tensor outlives the forward).
-A forward must start at `first_layer()` or earlier: layer 0 for the learned map (every allowed entry,
-zero or not, needs its source's Δ for its gradient), the first source layer with a non-zero entry for
-fixed variants.
+**State.** One forward's function (`bind(source_z)`) records Δ of every layer it passes; the record lives in
+that function, not on the module, and goes with it when the forward ends. Runs call it per layer in
+increasing layer order (`runs.patched_end_logits`, both runners); a layer out of order is an error. A
+forward must start at `first_layer()` or earlier: layer 0 for the learned map (every allowed entry, zero or
+not, needs its source's Δ for its gradient), the first source layer with a non-zero entry for fixed variants.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from ioi_superpose.combinations.base import Combination, FixedVariants, LearnedFamily
-from ioi_superpose.errors import ConfigError
+from ioi_superpose.combinations.base import Combination, FixedVariants, LearnedFamily, check_init
+from ioi_superpose.errors import SettingError
 
 
 def allowed_entries(n_layers: int, n_heads: int, target: int | None = None) -> Bool[Tensor, "layer head layer head"]:
@@ -77,12 +78,6 @@ class MixingRun(Combination):
 
     n_layers: int
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._deltas: list[Tensor] = []
-        """Δ of layers `_start`, `_start + 1`, … of the current forward."""
-        self._start = 0
-
     def maps(self) -> Float[Tensor, "variants layer head layer head"]:
         """The map of each variant, disallowed entries 0."""
         raise NotImplementedError
@@ -91,34 +86,43 @@ class MixingRun(Combination):
         """Whether `layer`'s heads may be patched at all (False: z passes unchanged, Δ is still recorded)."""
         return True
 
-    def forward(
-        self,
-        layer: int,
-        z_base: Float[Tensor, "variants batch pos head d_head"],
-        z_source: Float[Tensor, "batch pos head d_head"],
-    ) -> Float[Tensor, "variants batch pos head d_head"]:
-        if not self._deltas or layer < self._start + len(self._deltas):  # a new forward
-            if layer > self.first_layer():
+    def forward(self, *args: object, **kwargs: object) -> Tensor:
+        raise TypeError("a mixing map reads every earlier layer's difference: run it through bind(source_z), "
+                        "which holds one forward's record of them.")  # fmt: skip
+
+    def bind(
+        self, source_z: Float[Tensor, "layer batch pos head d_head"], roles: Tensor | None = None
+    ) -> Callable[[int, Tensor], Tensor]:
+        """One forward's z function: it records Δ of every layer it passes (the record lives in the function
+        and goes with it) and adds the map's share of every recorded Δ."""
+        batch, deltas = source_z.shape[1], []
+        start: list[int] = []  # the forward's first layer, once seen
+
+        def z_fn(layer: int, z: Tensor) -> Tensor:
+            if not start:
+                if layer > self.first_layer():
+                    raise ValueError(
+                        f"a mixing forward started at layer {layer}, but its map reads the differences of layer "
+                        f"{self.first_layer()}: start the run at layer <= first_layer() (runs.patched_end_logits "
+                        "does)."
+                    )
+                start.append(layer)
+            elif layer != start[0] + len(deltas):
                 raise ValueError(
-                    f"a mixing forward started at layer {layer}, but its map reads the differences of layer "
-                    f"{self.first_layer()}: start the run at layer <= first_layer() (runs.patched_end_logits does)."
+                    f"a mixing combination must see every layer in order: got layer {layer} after layer "
+                    f"{start[0] + len(deltas) - 1}."
                 )
-            self._deltas, self._start = [], layer
-        elif layer != self._start + len(self._deltas):
-            raise ValueError(
-                f"a mixing combination must see every layer in order: got layer {layer} after layer "
-                f"{self._start + len(self._deltas) - 1}."
-            )
-        self._deltas.append(z_source[None].to(z_base.dtype) - z_base)
-        out = z_base
-        if self.receives(layer):
-            weights = self.maps()[:, layer].to(z_base.device, z_base.dtype)  # [variant, head, layer, head]
-            for source_layer, delta in enumerate(self._deltas, start=self._start):
-                # target head t of every variant v takes Σ_s M[v, t, source_layer, s] · Δ[v, …, s, :]
-                out = out + torch.einsum("vts,vbpsd->vbptd", weights[:, :, source_layer], delta)
-        if layer == self.n_layers - 1:
-            self._deltas = []  # the forward is over: keep nothing alive
-        return out
+            z_base = z.reshape(-1, batch, *z.shape[1:])  # [variant, batch, pos, head, d_head]
+            deltas.append(source_z[layer][None].to(z_base.dtype) - z_base)
+            out = z_base
+            if self.receives(layer):
+                weights = self.maps()[:, layer].to(z_base.device, z_base.dtype)  # [variant, head, layer, head]
+                for source_layer, delta in enumerate(deltas, start=start[0]):
+                    # target head t of every variant v takes Σ_s M[v, t, source_layer, s] · Δ[v, …, s, :]
+                    out = out + torch.einsum("vts,vbpsd->vbptd", weights[:, :, source_layer], delta)
+            return out.reshape(z.shape)
+
+        return z_fn
 
 
 class MixingWeights(FixedVariants, MixingRun):
@@ -151,19 +155,17 @@ class MixingCombination(MixingRun, LearnedFamily):
     """`mixing`: a learnable map M[layer, head, source_layer, source_head] (see the module docstring)."""
 
     family = "mixing"
+    settings = ("bounded", "init", "mixing_target")
 
     def __init__(
         self, n_layers: int, n_heads: int, bounded: bool = True, init: float = 1.0, target: int | None = None
     ) -> None:
         MixingRun.__init__(self)
-        if bounded and not 0.0 <= init <= 1.0:
-            raise ConfigError(
-                f"--model.init={init} is outside [0, 1]; a bounded combination needs 0 <= init <= 1 "
-                "(or set --model.bounded false)."
-            )
+        check_init(init, bounded, "mixing")
         if target is not None and not 0 <= target < n_layers:
-            raise ConfigError(
-                f"--model.mixing_target={target} is not a layer of this model: give one in [0, {n_layers - 1}] "
+            raise SettingError(
+                "mixing_target",
+                f"$mixing_target={target} is not a layer of this model: give one in [0, {n_layers - 1}] "
                 "(the layer whose heads receive), or null (every layer receives from itself and earlier layers)."
             )
         self.n_layers, self.bounded, self.target = n_layers, bounded, target

@@ -6,32 +6,29 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ioi_superpose.combinations.base import Combination, FixedVariants, LearnedFamily
+from ioi_superpose.combinations.base import Combination, FixedVariants, LearnedFamily, check_init
 from ioi_superpose.combinations.roles import ROLES
-from ioi_superpose.errors import ConfigError
 
 
 class PositionWeights(FixedVariants, Combination):
     """Fixed weights w[variant, layer, head, role]; each position takes its role's weight (`roles` [batch, pos])."""
 
-    def __init__(self, weights: Float[Tensor, "variants layer head role"], roles: Tensor | None) -> None:
+    reads_roles = True
+
+    def __init__(self, weights: Float[Tensor, "variants layer head role"]) -> None:
         super().__init__()
         if weights.dim() == 3:
             weights = weights[None]
         if weights.dim() != 4:
             raise ValueError(f"weights must be [variants, layer, head, role], got {tuple(weights.shape)}")
         self.register_buffer("weights", weights.detach().float())
-        self.roles = roles
-
-    def with_weights(self, weights: Tensor) -> "PositionWeights":
-        return PositionWeights(weights, self.roles)
 
     def first_layer(self) -> int:
         touched = (self.weights != 0).flatten(2).any(-1).any(0).nonzero()
         return int(touched[0]) if len(touched) else self.weights.shape[1]
 
-    def forward(self, layer: int, z_base: Tensor, z_source: Tensor) -> Tensor:
-        return mix_by_role(z_base, z_source, self.weights[:, layer], self.roles)
+    def forward(self, layer: int, z_base: Tensor, z_source: Tensor, roles: Tensor | None = None) -> Tensor:
+        return mix_by_role(z_base, z_source, self.weights[:, layer], roles)
 
 
 def mix_by_role(
@@ -42,7 +39,7 @@ def mix_by_role(
 ) -> Float[Tensor, "variants batch pos head d_head"]:
     """z_base + w[role(position)] ⊙ (z_source − z_base)."""
     if roles is None:
-        raise ValueError("a per_position combination needs the batch's position roles (set with using_roles)")
+        raise ValueError("a per_position combination needs the batch's position roles (bind(source_z, roles))")
     roles = roles[:, : z_base.shape[2]].to(z_base.device)
     w = weights.to(z_base.device, z_base.dtype)[:, :, roles]  # [variants, head, batch, pos]
     w = w.permute(0, 2, 3, 1)[..., None]  # [variants, batch, pos, head, 1]
@@ -54,19 +51,19 @@ class PerPositionCombination(LearnedFamily):
     bounded to [0, 1] by `project_()` like `scalar`."""
 
     family = "per_position"
+    reads_roles = True
 
     def __init__(self, n_layers: int, n_heads: int, bounded: bool = True, init: float = 1.0) -> None:
         super().__init__()
-        if bounded and not 0.0 <= init <= 1.0:
-            raise ConfigError(f"--model.init={init} is outside [0, 1]; a bounded combination needs 0 <= init <= 1.")
+        check_init(init, bounded, "per_position")
         self.bounded = bounded
         self.coefficients = nn.Parameter(torch.full((n_layers, n_heads, len(ROLES)), float(init)))
 
     def unit_names(self) -> tuple[str, ...]:
         return ("layer", "head", "role")
 
-    def forward(self, layer: int, z_base: Tensor, z_source: Tensor) -> Tensor:
-        return mix_by_role(z_base, z_source, self.coefficients[layer][None], self.roles)
+    def forward(self, layer: int, z_base: Tensor, z_source: Tensor, roles: Tensor | None = None) -> Tensor:
+        return mix_by_role(z_base, z_source, self.coefficients[layer][None], roles)
 
     def penalty(self) -> Tensor:
         return self.coefficients.abs().sum()
@@ -75,7 +72,7 @@ class PerPositionCombination(LearnedFamily):
         return self.coefficients.detach().abs().amax(-1)
 
     def fixed(self, weights: Tensor) -> Combination:
-        return PositionWeights(weights, self.roles)
+        return PositionWeights(weights)
 
     @torch.no_grad()
     def project_(self) -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Mapping
+
 from ioi_superpose.combinations.base import LearnedFamily
 from ioi_superpose.combinations.hard_concrete import HardConcreteCombination
 from ioi_superpose.combinations.mixing import MixingCombination
 from ioi_superpose.combinations.per_position import PerPositionCombination
 from ioi_superpose.combinations.scalar import ScalarCombination
-from ioi_superpose.errors import ConfigError
+from ioi_superpose.errors import SettingError
 
 REGISTRY: dict[str, type[LearnedFamily]] = {
     "scalar": ScalarCombination,
@@ -19,6 +22,38 @@ FAMILIES: tuple[str, ...] = tuple(REGISTRY)
 """The families whose units are heads (or head pairs / (head, role)s): the head-set benchmarks iterate over these."""
 SUBSPACE_FAMILIES: tuple[str, ...] = ("rotation",)
 """Families whose units are directions of a learned basis of z (`ioi_superpose.combinations.rotation`), not heads."""
+ALL_FAMILIES: tuple[str, ...] = FAMILIES + SUBSPACE_FAMILIES
+_SUBSPACE_MODULES = {"rotation": ("ioi_superpose.combinations.rotation", "RotationCombination")}
+"""Imported on first use: `rotation` imports this package."""
+
+
+def check_family(family: str) -> type[LearnedFamily]:
+    """The class of `family`, or an error listing the families."""
+    if family in REGISTRY:
+        return REGISTRY[family]
+    if family in _SUBSPACE_MODULES:
+        module, name = _SUBSPACE_MODULES[family]
+        return getattr(importlib.import_module(module), name)
+    raise SettingError("combination", f"$combination must be one of {list(ALL_FAMILIES)}, got {_literal(family)}.")
+
+
+def refuse_foreign_settings(family: str, given: Mapping[str, object]) -> None:
+    """A family setting given to a family without it is refused (it would be ignored), naming the families it
+    belongs to. `given`: the settings the caller set (not left at their default)."""
+    own = check_family(family).settings
+    for name, value in given.items():
+        if name not in own:
+            owners = [other for other in ALL_FAMILIES if name in check_family(other).settings]
+            raise SettingError(
+                name,
+                f"${name}={_literal(value)} only applies to $combination {' or '.join(owners)} (got "
+                f"{_literal(family)}): set the combination to {owners[0]}, or leave {name} unset.",
+            )
+
+
+def _literal(value: object) -> str:
+    """`value` for a message template (a `$` in a user's string is not a placeholder)."""
+    return repr(value).replace("$", "$$")
 
 
 def build_combination(
@@ -26,13 +61,12 @@ def build_combination(
     temperature: float = 2 / 3, seed: int = 0, mixing_target: int | None = None,
     d_head: int | None = None, rotation: dict | None = None,
 ) -> LearnedFamily:  # fmt: skip
-    """The learnable combination of `family` (`--model.combination`); `mixing_target` is `mixing`'s only,
-    `d_head` and `rotation` (`RotationCombination`'s layers / temperature_start / temperature_end) `rotation`'s."""
-    if mixing_target is not None and family != "mixing":
-        raise ConfigError(
-            f"--model.mixing_target={mixing_target} only applies to --model.combination mixing (got {family!r}): "
-            "set the combination to mixing, or leave mixing_target null."
-        )
+    """The learnable combination of `family` (`--model.combination`) with its own settings (the others are
+    not read: `training.config.FamilyConfig` refuses them when a user sets them); `d_head` and `rotation`
+    (`RotationCombination`'s layers / temperature_start / temperature_end) are `rotation`'s."""
+    check_family(family)
+    if mixing_target is not None:
+        refuse_foreign_settings(family, {"mixing_target": mixing_target})
     if family == "scalar":
         return ScalarCombination(n_layers, n_heads, bounded, init)
     if family == "per_position":
@@ -41,10 +75,6 @@ def build_combination(
         return HardConcreteCombination(n_layers, n_heads, init, temperature, seed)
     if family == "mixing":
         return MixingCombination(n_layers, n_heads, bounded, init, mixing_target)
-    if family == "rotation":
-        from ioi_superpose.combinations.rotation import RotationCombination  # imports this package: built on demand
-
-        if d_head is None:
-            raise ValueError("the rotation family needs the model's d_head")
-        return RotationCombination(n_layers, n_heads, d_head, init=init, seed=seed, **(rotation or {}))
-    raise ConfigError(f"--model.combination must be one of {list(FAMILIES + SUBSPACE_FAMILIES)}, got {family!r}.")
+    if d_head is None:
+        raise ValueError("the rotation family needs the model's d_head")
+    return check_family("rotation")(n_layers, n_heads, d_head, init=init, seed=seed, **(rotation or {}))

@@ -126,6 +126,9 @@ class RotationCombination(LearnedFamily):
     """`rotation`: an orthogonal R_l and a mask m_l per selected layer (see the module docstring)."""
 
     family = "rotation"
+    settings = ("init", "gate_seed", "rotation_layers", "rotation_temperature_start", "rotation_temperature_end",
+                "rotation_target")  # fmt: skip
+    """`gate_seed` seeds R's random start."""
 
     def __init__(
         self,

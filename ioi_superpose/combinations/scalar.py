@@ -6,8 +6,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ioi_superpose.combinations.base import Combination, LearnedFamily, mix
-from ioi_superpose.errors import ConfigError
+from ioi_superpose.combinations.base import Combination, LearnedFamily, check_init, mix
 
 
 class HeadCombination(Combination):
@@ -20,11 +19,7 @@ class HeadCombination(Combination):
 
     def __init__(self, n_layers: int, n_heads: int, bounded: bool = True, init: float = 1.0) -> None:
         super().__init__()
-        if bounded and not 0.0 <= init <= 1.0:
-            raise ConfigError(
-                f"--model.init={init} is outside [0, 1]; a bounded combination needs 0 <= init <= 1 "
-                "(or set --model.bounded false)."
-            )
+        check_init(init, bounded, "scalar")
         self.bounded = bounded
         self.coefficients = nn.Parameter(torch.full((n_layers, n_heads), float(init)))
 

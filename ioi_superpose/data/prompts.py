@@ -136,8 +136,8 @@ def _encoder_and_model(model_or_name: ModelOrName, caller: str) -> tuple[TextEnc
     if isinstance(model_or_name, HookedTransformer):
         if model_or_name.tokenizer is None:
             raise ConfigError(
-                f"{caller}: this model has no tokenizer (model.tokenizer is None; toy checkpoints keep theirs "
-                f"in the file). Pass the name or path you loaded it from instead, e.g. "
+                f"{caller}: this model has no tokenizer (model.tokenizer is None; `load_frozen_model` attaches "
+                f"the one a toy-IOI checkpoint stores). Pass the name or path you loaded it from instead, e.g. "
                 f'{caller}("checkpoints/toy_ioi.pt", ...).'
             )
         return model_or_name.tokenizer, model_or_name

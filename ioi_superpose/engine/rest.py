@@ -48,10 +48,11 @@ from __future__ import annotations
 from typing import Literal, TypeVar, get_args
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from ioi_superpose.combinations import Combination, HeadWeights, PositionWeights
+from ioi_superpose.combinations.base import ZFunction
 from ioi_superpose.errors import ConfigError
 
 Rest = Literal["free", "frozen"]
@@ -103,6 +104,21 @@ class FrozenRest(Combination):
             touched = (weights != 1).flatten(2).any(-1).any(0).nonzero()
             return int(touched[0]) if len(touched) else weights.shape[1]
         return 0
+
+    def bind(
+        self, source_z: Float[Tensor, "layer batch pos head d_head"], roles: Int[Tensor, "batch pos"] | None = None
+    ) -> ZFunction:
+        """As `forward`, for every layer of a folded run: `inner` bound to a zero source (and the roles) mixes
+        z_recorded − z_current towards 0, which is the same identity."""
+        mix_towards_zero = self.inner.bind(torch.zeros_like(source_z), roles)
+        batch = source_z.shape[1]
+
+        def z_fn(layer: int, z: Tensor) -> Tensor:
+            folded = z.reshape(-1, batch, *z.shape[1:])
+            difference = (source_z[layer][None].to(z.dtype) - folded).reshape(z.shape)
+            return z + mix_towards_zero(layer, difference)
+
+        return z_fn
 
     def forward(
         self,

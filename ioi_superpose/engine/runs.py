@@ -243,6 +243,27 @@ class BaseRun:
         final = self.run(resid, start, hooks)
         return unembed_at_end(self.model, final, ends, index).view(variants, self.batch, -1)
 
+    def z_patched_end_logits(
+        self,
+        resid: Float[Tensor, "rows pos d_model"],
+        start: int,
+        z_fn: fast_forward.ZFunction,
+        end_positions: Int[Tensor, " batch"],
+        vocab_index: Int[Tensor, "batch k"] | None = None,
+        runner: Runner = "auto",
+    ) -> Float[Tensor, "variants batch k"]:
+        """`end_logits` with every layer's z from `start` on replaced by `z_fn(layer, z)`: the fast runner calls
+        it directly; the TransformerLens runner gets it as `hook_z` hooks, made here once."""
+        variants = resid.shape[0] // self.batch
+        if fast_forward.resolve_runner(self.model, runner) == "fast":
+            final = fast_forward.end_residual(
+                self.model, resid, start, fold(end_positions, variants), z_fn,
+                fold(self.shortformer_pos_embed, variants), fold(self.attention_mask, variants),
+            )  # fmt: skip
+            return unembed_residual(self.model, final, fold(vocab_index, variants)).view(variants, self.batch, -1)
+        hooks = [(hook_name("z", layer), _z_hook(z_fn, layer)) for layer in range(start, self.model.cfg.n_layers)]
+        return self.end_logits(resid, start, hooks, end_positions, vocab_index, runner="hooks")
+
     def _z_function(self, hooks: Sequence[Hook]) -> fast_forward.ZFunction:
         """The hook_z hooks as the fast runner's (layer, z) -> z, in order, with their HookPoints."""
         by_layer: dict[int, list[Hook]] = {}
@@ -256,6 +277,15 @@ class BaseRun:
             return z
 
         return z_fn
+
+
+def _z_hook(z_fn: fast_forward.ZFunction, layer: int) -> Callable[[Tensor, HookPoint], Tensor]:
+    """`z_fn` at `layer` as a TransformerLens hook on that layer's `hook_z`."""
+
+    def hook(z: Tensor, hook: HookPoint) -> Tensor:
+        return z_fn(layer, z)
+
+    return hook
 
 
 def _record(run: BaseRun, names: Sequence[str]) -> dict[str, Tensor]:
@@ -328,10 +358,14 @@ def patched_end_logits(
     end_positions: Int[Tensor, " batch"],
     vocab_index: Int[Tensor, "batch k"] | None = None,
     *,
+    roles: Int[Tensor, "batch pos"] | None = None,
     max_rows: int = DEFAULT_MAX_ROWS,
     runner: Runner = "auto",
 ) -> Float[Tensor, "variants batch k"]:
     """Logits at END of the base run with every layer's z mixed towards `source_z` by `combination`.
+
+    `roles`: the batch's position roles (`combinations.batch_roles`), for `per_position` combinations. Each
+    chunk's forward binds them and `source_z` to the combination (`Combination.bind`): nothing is held on it.
 
     Runs under the caller's grad mode: with a learned combination, gradients reach its weights. Hooks
     live only inside the forward (TransformerLens removes them on exit, also on error). A `base`
@@ -354,15 +388,9 @@ def patched_end_logits(
     for rows in chunks(combination.n_variants, per_chunk):
         part = combination.select(rows)
         start = min(part.first_layer(), n_layers - 1) if has_prefixes else 0
-
-        def mix(z: Tensor, hook: HookPoint, part: Combination = part, variants: int = len(rows)) -> Tensor:
-            layer = layer_of(hook.name)
-            folded = z.reshape(variants, base.batch, *z.shape[1:])  # [variant, batch, pos, head, d_head]
-            return part(layer, folded, source_z[layer]).reshape(z.shape)
-
-        hooks = [(hook_name("z", layer), mix) for layer in range(start, n_layers)]
         resid = fold(base.resid_pre(start), len(rows))
-        outputs.append(base.end_logits(resid, start, hooks, end_positions, vocab_index, runner))
+        z_fn = part.bind(source_z, roles)
+        outputs.append(base.z_patched_end_logits(resid, start, z_fn, end_positions, vocab_index, runner))
     return torch.cat(outputs)
 
 

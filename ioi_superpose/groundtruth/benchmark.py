@@ -40,24 +40,23 @@ import torch
 from torch import Tensor
 
 from ioi_superpose.api import learn_combinations
-from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
-from ioi_superpose.baselines.patching import attribution_patch, path_patch_sweep
+from ioi_superpose.baselines.scorers import SCORERS
 from ioi_superpose.combinations import PerPositionCombination, ScalarCombination
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.runs import hook_name
 from ioi_superpose.groundtruth.benchmark_cases import BenchCase, bench_cases
-from ioi_superpose.groundtruth.exhaustive import head_subsets, search_subsets, subset_effects
+from ioi_superpose.groundtruth.exhaustive import search_subsets, subset_effects
 from ioi_superpose.groundtruth.selection import f1, f1_of, leave_one_case_out, mean_with_interval, nearest
 from ioi_superpose.toy.batches import FeaturePrompts
-from ioi_superpose.training.metrics import LogitDiffMetric
 from ioi_superpose.training.pruning import mask_effects, minimal_set, order_scores
 
 Heads = frozenset
-SCORES = ("activation", "attribution", "dla", "path", "attention")
-THRESHOLD_SCORES = ("activation", "attribution", "dla", "path")
+SCORES = ("activation", "attribution", "eap_ig", "dla", "path", "acdc", "attention")
+THRESHOLD_SCORES = ("activation", "attribution", "eap_ig", "dla", "path", "acdc")
 TOP_K_SCORES = ("activation", "attention")
 SCORE_LABELS = {"activation": "activation patching", "attribution": "attribution patching",
-                "dla": "direct logit attribution", "path": "path patching → logits",
+                "eap_ig": "EAP-IG", "dla": "direct logit attribution", "path": "path patching → logits",
+                "acdc": "ACDC (heads, τ 0.01)",
                 "attention": "attention to source"}  # fmt: skip
 LEARNED_VARIANTS = ("", " + step", " + restarts + step", " + α-ordered step")
 
@@ -146,24 +145,16 @@ class Timer:
 def scores_of(case: BenchCase, direction: str, timer: Timer) -> dict[str, Tensor | None]:
     """Per-head scores on the train prompts, larger = more important in `direction`."""
     model, prompts = case.model, case.splits["train"]
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    n_layers = model.cfg.n_layers
     ends, answers = prompts.end_positions, prompts.answer_tokens
-    singles = head_subsets(n_layers, n_heads, 1)[1:]
+    batch = ContrastBatch(prompts.clean_tokens, prompts.corrupted_tokens, answers, ends, torch.arange(len(ends)))
     out: dict[str, Tensor | None] = {}
-    out["activation"] = timer.run("activation", lambda: subset_effects(model, prompts, singles, direction)
-                                  .view(n_layers, n_heads))  # fmt: skip
-    with torch.no_grad():
-        metric0 = LogitDiffMetric(answers, ends)
-        clean = float(metric0(model(prompts.clean_tokens)))
-        corrupted = float(metric0(model(prompts.corrupted_tokens)))
-    metric = LogitDiffMetric(answers, ends, corrupted_value=corrupted, clean_value=clean)
-    base, source = ((prompts.corrupted_tokens, prompts.clean_tokens) if direction == "denoising"
-                    else (prompts.clean_tokens, prompts.corrupted_tokens))  # fmt: skip
-    # Noising moves the metric down: a head that matters gets a negative estimate, so the sign flips.
-    sign = 1.0 if direction == "denoising" else -1.0
-    out["attribution"] = timer.run("attribution", lambda: sign * attribution_patch(model, base, source, metric))
-    out["dla"] = timer.run("dla", lambda: direct_logit_attribution(model, prompts.clean_tokens, answers, ends).heads)
-    out["path"] = timer.run("path", lambda: sign * path_patch_sweep(model, base, source, "logits", metric))
+    # The registry's scorers (`baselines/scorers.py`), as a run's baseline callbacks compute them: each a
+    # normalised effect from the base run (0) towards the source run (1), larger = more important.
+    for name, scorer in (("activation", "activation_patching"), ("attribution", "attribution_patching"),
+                         ("eap_ig", "eap_ig"), ("dla", "direct_logit_attribution"), ("path", "path_patching"),
+                         ("acdc", "acdc")):  # fmt: skip
+        out[name] = timer.run(name, lambda scorer=scorer: SCORERS[scorer](model, batch, direction))
     out["attention"] = None
     if case.attention_targets is not None:
         target = case.attention_targets["train"]

@@ -56,10 +56,13 @@ def load_frozen_model(
     the local Hugging Face cache or the hub, a directory holding a Hugging Face GPT-2 checkpoint
     (`config.json` + weights, as written by `GPT2LMHeadModel.save_pretrained`), loaded fully offline,
     or a toy checkpoint file (`*.pt`, see `models/toy.py`), loaded as saved (`process_weights` does not
-    apply: toy models are small enough to read raw).
+    apply: toy models are small enough to read raw) with the tokenizer it stores, if any, as `model.tokenizer`.
     """
     if is_toy_checkpoint_path(name_or_path):
-        model, _ = _load_toy(Path(name_or_path))
+        model, metadata = _load_toy(Path(name_or_path))
+        if metadata.get("tokenizer") is not None:
+            # Attached as GPT-2 loaded by name has its own: every API taking a model then accepts the loaded one.
+            model.tokenizer = _stored_tokenizer(Path(name_or_path), metadata)
         return freeze(model.to(torch.device(device)).to(dtype))
     if Path(name_or_path).is_dir():
         model = _load_local_gpt2(Path(name_or_path), device, dtype, process_weights)
@@ -130,8 +133,12 @@ def _toy_tokenizer(path: Path) -> WordTokenizer:
             "only toy-IOI checkpoints can build IOI prompts. Use checkpoints/toy_ioi.pt "
             f"({_REGENERATE['toy_ioi.pt']})."
         )
+    return _stored_tokenizer(path, metadata)
+
+
+def _stored_tokenizer(path: Path, metadata: dict) -> WordTokenizer:
     try:
-        return WordTokenizer.from_dict(description)
+        return WordTokenizer.from_dict(metadata["tokenizer"])
     except ValueError as error:
         raise ModelLoadError(f"The tokenizer stored in {path} is invalid: {error}. {_regenerate_hint(path)}") from None
 

@@ -36,6 +36,10 @@ class WordTokenizer:
     rebuild its tokenizer.
     """
 
+    padding_side = "right"
+    """Prompts are padded after END (`data.ioi`); TransformerLens reads this of a model's attached tokenizer
+    (`load_frozen_model` attaches a toy checkpoint's) on every forward."""
+
     def __init__(self, vocab: Sequence[str]) -> None:
         vocab = list(vocab)
         if vocab[:2] != [BOS, PAD]:

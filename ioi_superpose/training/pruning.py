@@ -151,11 +151,10 @@ class MaskEffects:
     def __call__(self, masks: Bool[Tensor, "variants *shape"]) -> Float[Tensor, " variants"]:
         patched_sum = None
         for batch, recorded_z, run, roles in self.prepared:
-            with self.family.using_roles(roles):
-                fixed = self.family.fixed(self.family.mask_weights(masks.to(recorded_z.device)))
-                variants = with_rest(fixed, self.rest)
-                logits = patched_end_logits(run, recorded_z, variants, batch.end_pos, batch.answer_tokens,
-                                            max_rows=self.max_rows, runner=self.runner)  # fmt: skip
+            fixed = self.family.fixed(self.family.mask_weights(masks.to(recorded_z.device)))
+            variants = with_rest(fixed, self.rest)
+            logits = patched_end_logits(run, recorded_z, variants, batch.end_pos, batch.answer_tokens, roles=roles,
+                                        max_rows=self.max_rows, runner=self.runner)  # fmt: skip
             total = logit_diff(logits).sum(-1)
             patched_sum = total if patched_sum is None else patched_sum + total
         self.rows += masks.shape[0] * self.n_prompts

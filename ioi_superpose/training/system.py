@@ -4,37 +4,35 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from ioi_superpose.combinations import FAMILIES, SUBSPACE_FAMILIES, LearnedFamily, batch_roles, build_combination
+from ioi_superpose.combinations import LearnedFamily, batch_roles
+from ioi_superpose.combinations.stacked import StackedCombination
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.rest import Rest, check_rest, run_tokens, with_rest
+from ioi_superpose.engine.rest import Rest, run_tokens, with_rest
 from ioi_superpose.engine.runs import (
     BaseRun,
     Direction,
     Reference,
     base_and_source,
-    check_direction,
     patched_end_logits,
     recovery_of,
     reference_runs,
 )
 from ioi_superpose.errors import ConfigError, NonFiniteLossError
 from ioi_superpose.models import HookedTransformer, describe_model, load_frozen_model
-from ioi_superpose.results.circuit import ABLATIONS, Ablation, ablated_reference
+from ioi_superpose.training.cache import ReferenceCache
+from ioi_superpose.training.config import BATCHABLE, IN_DISTRIBUTION, CacheDevice, CacheDType, SuperpositionConfig
 from ioi_superpose.training.metrics import IOAccuracy, MeanLogitDiff, NormalisedRecovery, ObjectiveLoss
 from ioi_superpose.training.non_finite import non_finite_cause
 from ioi_superpose.training.objectives import OBJECTIVES, Objective, ObjectiveName, across_ranks
 from ioi_superpose.training.pruning import PruneResult, minimal_set
-
-IN_DISTRIBUTION = "in_distribution"
 
 
 def metric_prefix(stage: str, set_name: str) -> str:
@@ -58,94 +56,6 @@ def contrast_metrics(prefix: str, objective: Objective) -> MetricCollection:
         prefix=prefix,
         compute_groups=False,  # each metric is fed its own inputs
     )
-
-
-CacheDType = Literal["float32", "bfloat16", "float16"]
-CacheDevice = Literal["same", "cpu"]
-
-
-class ReferenceCache:
-    """Per-prompt reference rows of the training set, keyed by `ContrastBatch.index`.
-
-    Caching the source activations turns a training step into one patched forward and backward;
-    without it (`keep_activations=False`) only the small per-prompt answer logits are kept. The head
-    outputs z (n_layers × (END+1) × n_heads × d_head per prompt) are stored as `dtype` on `device`
-    (None: the module's device), and only while their total stays within `max_bytes`: a batch with a
-    row left out is recomputed. Cleared at the start of every fit: the keys are row numbers, which
-    another dataset reuses.
-    """
-
-    def __init__(
-        self,
-        keep_activations: bool,
-        dtype: torch.dtype = torch.float32,
-        device: torch.device | str | None = None,
-        max_bytes: float | None = None,
-    ) -> None:
-        self.keep_activations = keep_activations
-        self.dtype, self.device, self.max_bytes = dtype, device, max_bytes
-        self.rows: dict[int, tuple[Tensor | None, Tensor, Tensor, Tensor | None]] = {}
-        self.z_bytes = 0
-        """Bytes of the cached z rows."""
-        self.rows_over_cap = 0
-        """Rows whose z did not fit under `max_bytes` (recomputed whenever their batch comes)."""
-
-    def clear(self) -> None:
-        self.rows.clear()
-        self.z_bytes = self.rows_over_cap = 0
-
-    def get(self, batch: ContrastBatch, direction: Direction) -> Reference | None:
-        keys = batch.index.tolist()
-        if not self.keep_activations or any(key not in self.rows or self.rows[key][0] is None for key in keys):
-            return None
-        rows = [self.rows[key] for key in keys]
-        length = batch.clean_tokens.shape[1]
-        device, dtype = rows[0][1].device, rows[0][1].dtype  # the answer logits stay as the model made them
-        source_z = torch.stack(
-            [F.pad(row[0].to(device=device, dtype=dtype), (0, 0, 0, 0, 0, length - row[0].shape[1])) for row in rows],
-            dim=1,
-        )
-        log_probs = None if rows[0][3] is None else torch.stack([row[3] for row in rows])
-        return Reference(
-            direction, source_z, torch.stack([r[1] for r in rows]), torch.stack([r[2] for r in rows]), log_probs
-        )
-
-    def base_answer_logits(self, batch: ContrastBatch) -> Tensor | None:
-        """The base run's answer logits of every row, when all are cached (the base run can be skipped)."""
-        keys = batch.index.tolist()
-        if any(key not in self.rows for key in keys):
-            return None
-        return torch.stack([self.rows[key][2] for key in keys])
-
-    def put(self, batch: ContrastBatch, reference: Reference) -> None:
-        for row, (key, end) in enumerate(zip(batch.index.tolist(), batch.end_pos.tolist())):
-            if key in self.rows and (self.rows[key][0] is not None or not self.keep_activations):
-                continue
-            was_over_cap = key in self.rows  # seen before without its z: counted once
-            z = None
-            if self.keep_activations:
-                # Positions after END never influence the END logits (causal attention): not stored.
-                source = reference.source_z[:, row, : end + 1]
-                size = source.numel() * torch.empty((), dtype=self.dtype).element_size()
-                if self.max_bytes is None or self.z_bytes + size <= self.max_bytes:
-                    z = source.to(device=self.device or source.device, dtype=self.dtype, copy=True)
-                    self.z_bytes += size
-                    self.rows_over_cap -= was_over_cap
-                elif not was_over_cap:
-                    self.rows_over_cap += 1
-            log_probs = None if reference.source_log_probs is None else reference.source_log_probs[row]
-            self.rows[key] = (z, reference.source_answer_logits[row], reference.base_answer_logits[row], log_probs)
-
-    def describe(self) -> str:
-        """The cache's size, in words, with the options that set it."""
-        line = (f"Reference cache: {self.z_bytes / 2**20:.1f} MB of source activations for "
-                f"{len(self.rows) - self.rows_over_cap} training prompts (--model.cache_dtype "
-                f"{str(self.dtype).removeprefix('torch.')}, "
-                f"--model.cache_device {self.device or 'same'}).")  # fmt: skip
-        if self.rows_over_cap:
-            line += (f" --model.cache_max_mb {self.max_bytes / 2**20:g} reached: {self.rows_over_cap} prompts are "
-                     "not cached, and their batches are recomputed at every step.")  # fmt: skip
-        return line
 
 
 class HeadSuperposition(L.LightningModule):
@@ -173,15 +83,15 @@ class HeadSuperposition(L.LightningModule):
         cache_max_mb: float | None = None,
         test_sets: Sequence[str] = (IN_DISTRIBUTION,),
         combination: str = "scalar",
-        temperature: float = 2 / 3,
-        gate_seed: int = 0,
+        temperature: float | None = None,
+        gate_seed: int | None = None,
         mixing_target: int | None = None,
         rotation_layers: list[int] | None = None,
-        rotation_temperature_start: float = 1.0,
-        rotation_temperature_end: float = 0.05,
-        rotation_target: float = 0.9,
+        rotation_temperature_start: float | None = None,
+        rotation_temperature_end: float | None = None,
+        rotation_target: float | None = None,
         circuit_criteria: bool = False,
-        ablation: Ablation = "corrupted",
+        ablation: str = "corrupted",
         prune_target: float | None = None,
         prune_prompts: int = 256,
         rest: Rest = "free",
@@ -224,33 +134,35 @@ class HeadSuperposition(L.LightningModule):
                 a stochastic L0 gate per head (expected-L0 penalty, deterministic gates in evaluation);
                 `mixing` a map M[layer, head, source_layer, source_head] across heads: a head's patch adds
                 M-weighted z differences of the heads of its own and earlier layers (`combinations/mixing.py`;
-                L1; identity init = `scalar`). `l1` weighs each family's own penalty.
-            temperature: hard_concrete only: the temperature β of the gates (2/3, Louizos et al. 2018).
-            gate_seed: hard_concrete only: seed of the gates' own noise generator.
+                L1; identity init = `scalar`); `rotation` a learned orthogonal basis of each layer's concatenated
+                z with a sigmoid mask (boundless DAS, `combinations/rotation.py`; penalty Σ mask). `l1` weighs each
+                family's own penalty.
+            temperature: hard_concrete only: the temperature β of the gates (null: 2/3, Louizos et al. 2018).
+            gate_seed: hard_concrete only: seed of the gates' own noise generator (null: 0).
             mixing_target: mixing only: patch only this layer's heads, each receiving from every head of
                 this and earlier layers ("all the heads in one layer"; init diag(init) on that layer).
                 None: every layer receives from itself and all earlier layers.
-            rotation_layers: rotation only: the layers that get a learned rotation R and mask (None: all);
-                see `ioi_superpose.combinations.rotation`.
-            rotation_temperature_start: rotation only: the mask's temperature at the start of the fit.
-            rotation_temperature_end: rotation only: its temperature at the end (annealed geometrically over
-                the fit's optimiser steps, as boundless DAS anneals its boundaries' temperature).
+            rotation_layers: rotation only: the layers that get a learned rotation R and mask (null: all).
+            rotation_temperature_start: rotation only: the mask's temperature at the start of the fit (null: 1).
+            rotation_temperature_end: rotation only: its temperature at the end (null: 0.05), annealed
+                geometrically over the fit's optimiser steps, as boundless DAS anneals its boundaries'.
             rotation_target: rotation only: after fit, the number of rotated dimensions needed is the smallest
-                k whose hard mask on the top-k dimensions reaches this effect on the first `prune_prompts`
-                training prompts (denoising: recovery >= it; noising: recovery <= 1 - it); in summary.json.
+                k whose hard mask on the top-k dimensions reaches this effect (null: 0.9) on the first
+                `prune_prompts` training prompts; in summary.json.
             circuit_criteria: after fit (and pruning), score the learned head set (the heads of the combination's
                 [layer, head] view above `l0_threshold`) with the IOI paper's faithfulness, completeness and
-                minimality under every ablation
-        (`ioi_superpose.results.circuit`).on the first `prune_prompts` training
-                prompts; in summary.json under `circuit`. Not for `rotation` (its units are directions).
-            ablation: the source of a noising patch (`ioi_superpose.results.circuit`): `corrupted` (the paired corrupted
-                prompt, default), `resample` (another clean prompt of the batch, a seeded derangement,
-                aligned at END), `mean` (the batch's mean z per position role), `zero`. The reference "corrupted" run
-                is then the clean prompts with every head so ablated (recovery 0), the intact model recovery 1.
-                Noising only.
+                minimality under every ablation (`ioi_superpose.results.circuit`) on the first `prune_prompts`
+                training prompts; in summary.json under `circuit`. Not for `rotation` (its units are directions).
+            ablation: the source of a noising patch (`ioi_superpose.results.circuit`): `corrupted` (the paired
+                corrupted prompt, default), `resample` (another clean prompt of the batch, a seeded derangement,
+                aligned at END), `mean` (the batch's mean z per position role), `zero`. The reference "corrupted"
+                run is then the clean prompts with every head so ablated (recovery 0), the intact model
+                recovery 1. Noising only.
             prune_target: after fit, shrink the support to a minimal set (`ioi_superpose.training.pruning`): drop
-                units one at a time while the effect on the training prompts stays >= this (denoising:
-                recovery >= R; noising: recovery <= 1 - R). Kept units get weight 1. None: no pruning.
+                units in blocks (with back-off) while the effect on the training prompts stays >= this (denoising:
+                recovery >= R; noising: recovery <= 1 - R), then a 1-minimality pass. Kept units get weight 1.
+                A target the learned support misses leaves α as learned (a warning; `reached: false`). None: no
+                pruning.
             prune_prompts: training prompts (the first ones of the training loader) the pruning reads.
             rest: what the heads outside the set do (`ioi_superpose.engine.rest`): `free` (a cut: the base run with
                 the set's z moved towards the source run, everything else recomputes) or `frozen` (a circuit,
@@ -261,90 +173,91 @@ class HeadSuperposition(L.LightningModule):
                 loading `model_name`.
         """
         super().__init__()
-        if l1 < 0:
-            raise ConfigError(f"--model.l1 must be >= 0 (it weighs the L1 sparsity penalty), got {l1}.")
-        if lr <= 0:
-            raise ConfigError(f"--model.lr must be > 0, got {lr}.")
-        if l1_warmup_steps < 0:
-            raise ConfigError(f"--model.l1_warmup_steps must be >= 0, got {l1_warmup_steps}.")
-        if l0_threshold < 0:
-            raise ConfigError(f"--model.l0_threshold must be >= 0, got {l0_threshold}.")
-        check_direction(direction, "--model.direction")
-        if combination not in FAMILIES + SUBSPACE_FAMILIES:
-            raise ConfigError(
-                f"--model.combination must be one of {list(FAMILIES + SUBSPACE_FAMILIES)}, got {combination!r}."
-            )
-        if rotation_layers is not None and combination != "rotation":
-            raise ConfigError(
-                f"--model.rotation_layers={rotation_layers} only applies to --model.combination rotation "
-                f"(got {combination!r}): set the combination to rotation, or leave rotation_layers null."
-            )
-        if circuit_criteria and combination in SUBSPACE_FAMILIES:
-            raise ConfigError(
-                f"--model.circuit_criteria scores head sets; --model.combination {combination} learns directions, "
-                "not heads: set circuit_criteria false, or use a head family (scalar, per_position, …)."
-            )
-        if ablation not in ABLATIONS:
-            raise ConfigError(f"--model.ablation must be one of {list(ABLATIONS)}, got {ablation!r}.")
-        if ablation != "corrupted" and direction != "noising":
-            raise ConfigError(
-                f"--model.ablation {ablation} replaces the source of a noising patch (what a necessary head is "
-                "ablated to); denoising patches the clean run's heads in. Set --model.direction noising, or "
-                "--model.ablation corrupted."
-            )
-        if not 0.0 < rotation_target <= 1.0:
-            raise ConfigError(f"--model.rotation_target must be in (0, 1], got {rotation_target}.")
-        if temperature <= 0:
-            raise ConfigError(f"--model.temperature must be > 0 (the hard-concrete temperature), got {temperature}.")
-        if prune_target is not None and not 0.0 < prune_target <= 1.0:
-            raise ConfigError(
-                f"--model.prune_target must be in (0, 1] (the effect to keep) or null, got {prune_target}."
-            )
-        if prune_prompts < 1:
-            raise ConfigError(f"--model.prune_prompts must be >= 1, got {prune_prompts}.")
-        check_rest(rest, "--model.rest")
-        if objective not in OBJECTIVES:
-            raise ConfigError(f"--model.objective must be one of {sorted(OBJECTIVES)}, got {objective!r}.")
-        cache_dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-        if cache_dtype not in cache_dtypes:
-            raise ConfigError(f"--model.cache_dtype must be one of {sorted(cache_dtypes)}, got {cache_dtype!r}.")
-        if cache_device not in ("same", "cpu"):
-            raise ConfigError(f"--model.cache_device must be 'same' or 'cpu', got {cache_device!r}.")
-        if cache_max_mb is not None and cache_max_mb < 0:
-            raise ConfigError(f"--model.cache_max_mb must be >= 0 (or null: no cap), got {cache_max_mb}.")
+        # Every check is the config's (`training/config.py`): errors name the field; the CLIs rename it to the flag.
+        self.config = SuperpositionConfig.from_settings(
+            model_name=model_name, direction=direction, objective=objective, l1=l1, l1_warmup_steps=l1_warmup_steps,
+            lr=lr, bounded=bounded, init=init, l0_threshold=l0_threshold,
+            cache_source_activations=cache_source_activations, cache_dtype=cache_dtype, cache_device=cache_device,
+            cache_max_mb=cache_max_mb, test_sets=test_sets, combination=combination, temperature=temperature,
+            gate_seed=gate_seed, mixing_target=mixing_target, prune_target=prune_target, prune_prompts=prune_prompts,
+            rotation_layers=None if rotation_layers is None else tuple(rotation_layers),
+            rotation_temperature_start=rotation_temperature_start, rotation_temperature_end=rotation_temperature_end,
+            rotation_target=rotation_target, circuit_criteria=circuit_criteria, ablation=ablation, rest=rest,
+        )  # fmt: skip
         self.save_hyperparameters(ignore=["preloaded_model"])
         model = preloaded_model if preloaded_model is not None else load_frozen_model(model_name)
         # Deliberately not a submodule: the frozen weights are never saved in our checkpoints (they
         # hold α; the model is reloaded from `model_name`) nor wrapped or synchronised by DDP.
         # `_apply` moves it wherever the module goes.
-        object.__setattr__(self, "frozen", model)
-        rotation = dict(layers=rotation_layers, temperature_start=rotation_temperature_start,
-                        temperature_end=rotation_temperature_end)  # fmt: skip
-        self.combination: LearnedFamily = build_combination(
-            combination, model.cfg.n_layers, model.cfg.n_heads, bounded, init, temperature, gate_seed, mixing_target,
-            d_head=model.cfg.d_head, rotation=rotation if combination == "rotation" else None,
-        )  # fmt: skip
+        self.use_frozen_model(model)
+        self.combination: LearnedFamily = self.config.family.build(model.cfg.n_layers, model.cfg.n_heads,
+                                                                   model.cfg.d_head)  # fmt: skip
         self.circuit_result: dict | None = None
         """circuit_criteria only: {ablation: the criteria (`circuit.CircuitScores.to_dict`) or {"error": why}}."""
         self.rotation_result: dict | None = None
         """rotation only: the dimension count and head loadings after fit (`RotationCombination.analyse`)."""
+        self.peers = nn.ModuleList()
+        """The other members of a batched fit (`batched`); empty for a run of its own (K = 1)."""
+        self.max_rows: int | None = None
+        self.vectorise: bool | None = None
         self.prune_result: PruneResult | None = None
         """The minimal-set step's result after fit (when `prune_target` is set)."""
         self.steps_trained: int | None = None
-        """Optimiser steps taken by another module's fit (`batched.BatchedSuperposition`); the λ warm-up
-        reads it instead of this module's own trainer's step count. None: trained by its own trainer."""
+        """Optimiser steps this combination took in its last fit, for every member; a peer's λ warm-up reads it
+        (set by the lead each step) instead of its own trainer's step count. None: during its own fit."""
         self.objective = OBJECTIVES[objective]()
-        self.reference_cache = ReferenceCache(
-            keep_activations=cache_source_activations,
-            dtype=cache_dtypes[cache_dtype],
-            device=None if cache_device == "same" else cache_device,
-            max_bytes=None if cache_max_mb is None else cache_max_mb * 2**20,
-        )
+        cache = self.config.cache
+        self.reference_cache = ReferenceCache(cache_source_activations, cache.dtype, cache.device, cache.max_bytes)
         self._cache_described = False
         self.val_metrics = contrast_metrics(metric_prefix("val", IN_DISTRIBUTION), self.objective)
         self.test_metrics = nn.ModuleDict(
             {name: contrast_metrics(metric_prefix("test", name), self.objective) for name in test_sets}
         )
+
+    # ----------------------------------------------------------------------------------------------
+    # K >= 1 members
+
+    @property
+    def members(self) -> list["HeadSuperposition"]:
+        """The modules this one trains: itself, then its peers (`batched`)."""
+        return [self, *self.peers]
+
+    @classmethod
+    def batched(
+        cls, systems: Sequence["HeadSuperposition"], max_rows: int | None = None, vectorise: bool | None = None
+    ) -> "HeadSuperposition":
+        """K modules trained as one: `systems[0]` holds the others as peers and trains every member's combination
+        in one patched forward of K × batch rows per step; after fit each member is a trained module of its own
+        (its `steps_trained` set), evaluated and written as its own run would be.
+
+        One frozen model, one reference cache (member 0's), one data order, and the loss Σ_k (objective_k +
+        λ_k · penalty_k). Member k's parameters reach only its own rows and its own penalty, so its gradient is
+        that of its own loss alone, and Adam is element-wise: one optimiser with one parameter group per member
+        (its own lr) is K independent optimisers, and the K members end where K separate runs end, up to float
+        rounding. Members may differ only in `BATCHABLE` settings (λ, init, lr, the hard-concrete gate seed);
+        gradient clipping across all parameters would couple them, so a batched fit refuses it. Tested in one
+        process (CPU); the objectives are all-reduced as in single runs, but a batched fit under DDP has not
+        been run.
+
+        Args:
+            systems: the members, each built as it would be for a run of its own, on the same model (a member
+                that loaded its own copy is given member 0's).
+            max_rows: rows per folded forward (None: all K × batch rows at once; a cap chunks the members).
+            vectorise: `StackedCombination`'s path (None: vectorised for scalar members).
+        """
+        if not systems:
+            raise ConfigError("a batched fit needs at least one member.")
+        check_batchable(systems)
+        lead = systems[0]
+        for system in systems[1:]:
+            system.use_frozen_model(lead.frozen)
+        lead.peers = nn.ModuleList(systems[1:])
+        lead.max_rows, lead.vectorise = max_rows, vectorise
+        return lead
+
+    def use_frozen_model(self, model: HookedTransformer) -> None:
+        """Hold `model` as the frozen model (not a submodule, see `__init__`): batched members share one."""
+        object.__setattr__(self, "frozen", model)
 
     # ----------------------------------------------------------------------------------------------
     # the frozen model
@@ -370,41 +283,52 @@ class HeadSuperposition(L.LightningModule):
             )
 
     def on_fit_start(self) -> None:
+        if self.peers and self.trainer.gradient_clip_val:
+            raise ConfigError(
+                "gradient clipping (--trainer.gradient_clip_val) takes the norm over every member's parameters, "
+                "which would couple them: a batched fit needs it off (or --batch_variants 1)."
+            )
         self.reference_cache.clear()
         self._cache_described = False
-        if hasattr(self.combination, "set_total_steps"):  # rotation: anneal the mask's temperature over this fit
-            self.combination.set_total_steps(int(self.trainer.estimated_stepping_batches))
+        for member in self.members:
+            member.steps_trained = None
+            if hasattr(member.combination, "set_total_steps"):  # rotation: anneal the mask's temperature over the fit
+                member.combination.set_total_steps(int(self.trainer.estimated_stepping_batches))
 
     def on_train_epoch_end(self) -> None:
         # Every training prompt has been seen once: the cache is as full as it gets. Said once per fit.
         if self.reference_cache.keep_activations and not self._cache_described:
             self._cache_described = True
             if self.trainer.is_global_zero:
-                print(
-                    self.reference_cache.describe() + (" (this process's share)" if self.trainer.world_size > 1 else "")
-                )
+                shared = f" Shared by {len(self.members)} batched members." if self.peers else ""
+                share = " (this process's share)" if self.trainer.world_size > 1 else ""
+                print(self.reference_cache.describe() + share + shared)
 
     def on_fit_end(self) -> None:
-        """The minimal-set step (`prune_target`), on the first `prune_prompts` training prompts; for `rotation`,
-        first the dimension count and head loadings of the learned mask (before any pruning)."""
+        """Every member's step count, then on the first `prune_prompts` training prompts: for `rotation` the
+        dimension count and head loadings of the learned mask, the minimal-set step (`prune_target`), and the
+        circuit criteria of the resulting head set (`circuit_criteria`)."""
+        for member in self.members:
+            member.steps_trained = self.global_step
         if self.trainer.interrupted:
             return
-        if self.hparams.get("combination") == "rotation":
-            self.analyse_rotation_(pruning_batches(self.trainer, self.hparams.prune_prompts))
-        if self.hparams.prune_target is not None:
-            self.prune_([batch.to(self.device) for batch in pruning_batches(self.trainer, self.hparams.prune_prompts)])
-        if self.hparams.get("circuit_criteria"):
-            splits = getattr(self.trainer.datamodule, "splits", None)  # one batch of the first prune_prompts rows
-            prompts = (splits["train"][: self.hparams.prune_prompts].trimmed() if splits is not None
-                       else pruning_batches(self.trainer, self.hparams.prune_prompts)[0])  # fmt: skip
-            self.score_circuit_(prompts)
+        for member in self.members:
+            batches = [batch.to(member.device) for batch in pruning_batches(self.trainer, member.hparams.prune_prompts)]
+            if member.hparams.combination == "rotation":
+                member.analyse_rotation_(batches)
+            if member.hparams.prune_target is not None:
+                member.prune_(batches)
+            if member.hparams.circuit_criteria:
+                splits = getattr(self.trainer.datamodule, "splits", None)  # one batch of the first prune_prompts rows
+                member.score_circuit_(splits["train"][: member.hparams.prune_prompts].trimmed() if splits is not None
+                                      else batches[0])  # fmt: skip
 
     @torch.no_grad()
     def score_circuit_(self, prompts: ContrastBatch) -> dict:
         """The circuit criteria of the learned head set on `prompts`, under every ablation
-        (`ioi_superpose.results.circuit`).
-        An ablation the prompts cannot support (resample with a single prompt) is recorded with its reason."""
-        from ioi_superpose.results.circuit import ABLATIONS, circuit_scores
+        (`ioi_superpose.results.circuit`); an ablation the prompts cannot support (resample with a single
+        prompt) is recorded with its reason."""
+        from ioi_superpose.results.circuit import ABLATIONS, circuit_scores  # the criteria need the whole engine
 
         mask = self.combination.head_coefficients().abs() > self.hparams.l0_threshold
         heads = [tuple(int(i) for i in head) for head in mask.nonzero().tolist()]
@@ -419,12 +343,12 @@ class HeadSuperposition(L.LightningModule):
 
     @torch.no_grad()
     def analyse_rotation_(self, batches: Sequence[ContrastBatch]) -> dict:
-        """`rotation`'s dimension count and head loadings on `batches` (see `ioi_superpose.combinations.rotation`)."""
+        """`rotation`'s dimension count and head loadings on `batches` (`ioi_superpose.combinations.rotation`)."""
         was_training = self.combination.training
         self.combination.eval()
         self.rotation_result = self.combination.analyse(  # type: ignore[operator]
             self.frozen, [batch.to(self.device) for batch in batches], self.hparams.direction,
-            float(self.hparams.rotation_target),
+            float(self.config.family.rotation("rotation_target")),
         )  # fmt: skip
         self.combination.train(was_training)
         return self.rotation_result
@@ -435,16 +359,16 @@ class HeadSuperposition(L.LightningModule):
         was_training = self.combination.training
         self.combination.eval()
         result = minimal_set(self.frozen, batches, self.hparams.direction, self.combination,
-                             float(self.hparams.prune_target), self.hparams.l0_threshold,
-                             rest=self.rest)  # fmt: skip
+                             float(self.hparams.prune_target), self.hparams.l0_threshold, rest=self.rest)  # fmt: skip
         if result.reached:
             self.combination.set_mask_(result.mask)
         else:  # the learned weights stay: a 0/1 set that misses the target must not replace them
             warnings.warn(
-                f"The minimal-set step did not reach --model.prune_target {result.target}: the binarised support "
-                f"({len(result.support)} units above --model.l0_threshold) has effect {result.start_effect:.4f} "
-                f"(best seen {result.best_effect:.4f}). The learned weights are kept unchanged; summary.json's prune "
-                "section records reached: false. Lower the target, or train closer to 0/1 weights.",
+                f"The minimal-set step did not reach {self.option_name('prune_target')} {result.target}: the "
+                f"binarised support ({len(result.support)} units above {self.option_name('l0_threshold')}) has "
+                f"effect {result.start_effect:.4f} (best seen {result.best_effect:.4f}). The learned weights are "
+                "kept unchanged; summary.json's prune section records reached: false. Lower the target, or train "
+                "closer to 0/1 weights.",
                 stacklevel=2,
             )
         self.combination.train(was_training)
@@ -478,6 +402,8 @@ class HeadSuperposition(L.LightningModule):
         if cached is not None:
             return cached
         if self.hparams.get("ablation", "corrupted") != "corrupted":
+            from ioi_superpose.results.circuit import ablated_reference  # the ablations need the whole engine
+
             reference = ablated_reference(self.frozen, batch, self.hparams.ablation, self.objective.full_vocab)
             if cached_rows:
                 self.reference_cache.put(batch, reference)
@@ -495,11 +421,20 @@ class HeadSuperposition(L.LightningModule):
 
     def patched_end_logits(self, batch: ContrastBatch, reference: Reference) -> Float[Tensor, "batch k"]:
         """END logits of the base run with α-mixed heads: the answer pair, or the whole vocabulary."""
+        return self.folded_end_logits(batch, reference, self.combination)[0]
+
+    def folded_end_logits(
+        self, batch: ContrastBatch, reference: Reference, combination: LearnedFamily | StackedCombination
+    ) -> Float[Tensor, "variants batch k"]:
+        """The one patched forward: END logits of every variant of `combination` (this module's, or the stack of
+        all members': row k * batch + b is member k, prompt b)."""
         base = BaseRun.prepare(self.frozen, self.run_tokens(batch), prefixes=False)
         vocab_index = None if self.objective.full_vocab else batch.answer_tokens
-        combination = with_rest(self.combination, self.rest)
-        with self.combination.using_roles(batch_roles(batch)):
-            return patched_end_logits(base, reference.source_z, combination, batch.end_pos, vocab_index)[0]
+        max_rows = combination.n_variants * len(batch) if self.max_rows is None else self.max_rows
+        return patched_end_logits(
+            base, reference.source_z, with_rest(combination, self.rest), batch.end_pos, vocab_index,
+            roles=batch_roles(batch), max_rows=max_rows,
+        )  # fmt: skip
 
     def loss_terms(self, batch: ContrastBatch, reference: Reference, global_batch: bool = False) -> dict[str, Tensor]:
         """The named parts of the loss on `batch`, and the patched answer logits (the whole of a step's model work).
@@ -518,7 +453,7 @@ class HeadSuperposition(L.LightningModule):
         global_batch: bool = False,
     ) -> dict[str, Tensor]:
         """`loss_terms` from this combination's patched END logits (computed here, or in a batched forward of
-        several combinations: `batched.BatchedSuperposition`)."""
+        several members' combinations: `batched`)."""
         answer_logits = end_logits.gather(-1, batch.answer_tokens) if self.objective.full_vocab else end_logits
         statistics = self.objective.statistics(end_logits, answer_logits, reference)
         objective = self.objective.from_statistics(across_ranks(statistics) if global_batch else statistics)
@@ -549,18 +484,46 @@ class HeadSuperposition(L.LightningModule):
         ramp = 1.0 if warmup == 0 else min(1.0, step / warmup)
         return self.hparams.l1 * ramp
 
-    def training_step(self, batch: ContrastBatch, batch_idx: int) -> Tensor:
+    def trained_combination(self) -> LearnedFamily | StackedCombination:
+        """What a training step patches with: this module's combination, or (K > 1) the stack of every member's."""
+        if not self.peers:
+            return self.combination
+        return StackedCombination([member.combination for member in self.members], self.vectorise)
+
+    def member_terms(
+        self, batch: ContrastBatch, global_batch: bool = False
+    ) -> tuple[Reference, list[dict[str, Tensor]]]:
+        """The reference runs of a training batch and every member's `loss_terms`, from one folded forward."""
         reference = self.reference(batch, cached_rows=True)
-        terms = self.loss_terms(batch, reference, global_batch=True)
-        if not torch.isfinite(terms["loss"]):
-            cause = non_finite_cause(self.hparams, self.combination.coefficients.detach(), reference,
-                                     self.global_step, self.option_name)  # fmt: skip
-            raise NonFiniteLossError(
-                f"The loss is {terms['loss'].item()} at training step {self.global_step} (objective "
-                f"{terms['objective'].item()}, L1 {terms['l1'].item()}). Training stopped"
-                + ("" if self.api_arguments else "; the checkpoints saved before this step are kept")
-                + f". Cause: {cause}"
-            )
+        end_logits = self.folded_end_logits(batch, reference, self.trained_combination())
+        return reference, [member.terms_of(end_logits[k], batch, reference, global_batch) for k, member in
+                           enumerate(self.members)]  # fmt: skip
+
+    def training_step(self, batch: ContrastBatch, batch_idx: int) -> Tensor:
+        for member in self.peers:
+            member.steps_trained = self.global_step  # the λ warm-up of each member reads this fit's step
+        reference, member_terms = self.member_terms(batch, global_batch=True)
+        for k, terms in enumerate(member_terms):
+            if not torch.isfinite(terms["loss"]):
+                whose = f"of batched member {k} " if self.peers else ""
+                member = self.members[k]
+                cause = non_finite_cause(member.hparams, member.combination.coefficients.detach(), reference,
+                                         self.global_step, member.option_name)  # fmt: skip
+                raise NonFiniteLossError(
+                    f"The loss {whose}is {terms['loss'].item()} at training step {self.global_step} (objective "
+                    f"{terms['objective'].item()}, L1 {terms['l1'].item()}). Training stopped"
+                    + ("" if self.api_arguments else "; the checkpoints saved before this step are kept")
+                    + f". Cause: {cause}"
+                )
+        if self.peers:
+            total = sum(terms["loss"] for terms in member_terms)
+            logs: dict[str, float | Tensor] = {"train/loss": total}
+            for k, terms in enumerate(member_terms):
+                logs[f"train/{k}/loss"] = terms["loss"]
+                logs[f"train/{k}/recovery"] = reference.recovery(terms["answer_logits"].detach())
+            self.log_dict(logs, batch_size=len(batch))
+            return total
+        (terms,) = member_terms
         self.log_dict(
             {
                 "train/loss": terms["loss"],
@@ -576,10 +539,14 @@ class HeadSuperposition(L.LightningModule):
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
-        self.combination.project_()
+        for member in self.members:
+            member.combination.project_()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.combination.parameters(), lr=self.hparams.lr)
+        # One group per member: Adam is element-wise, so this is K independent optimisers with their own lr.
+        return torch.optim.Adam(
+            [{"params": list(member.combination.parameters()), "lr": member.hparams.lr} for member in self.members]
+        )
 
     # ----------------------------------------------------------------------------------------------
     # evaluation
@@ -627,3 +594,31 @@ def pruning_batches(trainer: L.Trainer, n_prompts: int) -> list[ContrastBatch]:
         if rows >= n_prompts:
             break
     return batches
+
+
+def check_batchable(systems: Sequence[HeadSuperposition]) -> None:
+    """Members must share the model and every setting outside `BATCHABLE`."""
+    first = systems[0]
+    # The rotation's temperature schedule and report, and the circuit criteria, are written for single runs.
+    if first.hparams.get("combination") == "rotation" or first.hparams.get("circuit_criteria"):
+        raise ConfigError(
+            "--model.combination rotation and --model.circuit_criteria are not supported in a batched fit yet: "
+            "train these points one at a time (--batch_variants 1)."
+        )
+    for k, system in enumerate(systems[1:], start=1):
+        if system.frozen is not first.frozen and describe_model(system.frozen) != describe_model(first.frozen):
+            raise ConfigError(
+                f"batched member {k} holds another model ({describe_model(system.frozen)} vs "
+                f"{describe_model(first.frozen)}); build every member on the same one."
+            )
+        differences = [
+            f"{key}: {first.hparams[key]!r} vs {system.hparams.get(key)!r}"
+            for key in first.hparams
+            if key not in BATCHABLE and first.hparams[key] != system.hparams.get(key)
+        ]
+        if differences:
+            raise ConfigError(
+                f"batched member {k} differs from member 0 in settings that cannot be batched ("
+                + "; ".join(differences)
+                + f"). Only {list(BATCHABLE)} may differ; train the others in separate groups."
+            )

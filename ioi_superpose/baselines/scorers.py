@@ -1,0 +1,84 @@
+"""The head scorers: one function per baseline, `scorer(model, batch, direction) -> [layer, head]`, by name.
+
+One registry (`SCORERS`) serves the baseline callbacks of a run (`baselines/callbacks.py`) and the ground-truth
+benchmark (`groundtruth/benchmark.py`), so a baseline is computed one way wherever it is compared. The patching
+scores are normalised effects in the run's direction: 0 = the base run, 1 = the source run (`patching_metric`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+from jaxtyping import Float
+from torch import Tensor
+
+from ioi_superpose.baselines.circuit import acdc_head_scores, eap_ig_scores
+from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
+from ioi_superpose.baselines.patching import activation_patch, attribution_patch, path_patch_sweep
+from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.runs import Direction, base_and_source, logit_diff, reference_runs
+from ioi_superpose.models import HookedTransformer
+from ioi_superpose.training.metrics import LogitDiffMetric
+
+Scorer = Callable[[HookedTransformer, ContrastBatch, Direction], Float[Tensor, "layer head"]]
+
+
+def patching_metric(model: HookedTransformer, batch: ContrastBatch, direction: Direction) -> LogitDiffMetric:
+    """Normalised logit difference at END: 0 = the base run, 1 = the source run."""
+    reference = reference_runs(
+        model, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens, direction
+    )
+    base = float(logit_diff(reference.base_answer_logits).mean())
+    source = float(logit_diff(reference.source_answer_logits).mean())
+    return LogitDiffMetric(batch.answer_tokens, batch.end_pos, corrupted_value=base, clean_value=source)
+
+
+def activation_patching(
+    model: HookedTransformer, batch: ContrastBatch, direction: Direction, metric: LogitDiffMetric | None = None
+) -> Float[Tensor, "layer head"]:
+    """Exact per-head activation patching of z (all positions): the normalised effect of each head alone."""
+    base_tokens, source_tokens = base_and_source(batch.clean_tokens, batch.corrupted_tokens, direction)
+    return activation_patch(model, base_tokens, source_tokens, metric or patching_metric(model, batch, direction))
+
+
+def attribution_patching(
+    model: HookedTransformer, batch: ContrastBatch, direction: Direction, metric: LogitDiffMetric | None = None
+) -> Float[Tensor, "layer head"]:
+    """Attribution patching: one forward and one backward for all heads (the linear estimate of the above)."""
+    base_tokens, source_tokens = base_and_source(batch.clean_tokens, batch.corrupted_tokens, direction)
+    # attribution_patch sums over the batch; the metric is a batch mean, so this is its estimate.
+    return attribution_patch(model, base_tokens, source_tokens, metric or patching_metric(model, batch, direction))
+
+
+def path_patching(
+    model: HookedTransformer,
+    batch: ContrastBatch,
+    direction: Direction,
+    receivers: list[tuple[int, int]] | Literal["logits"] = "logits",
+    receiver_input: Literal["q", "k", "v"] = "q",
+) -> Float[Tensor, "layer head"]:
+    """Exact path patching from each head to `receivers` (heads' q/k/v inputs, or the logits)."""
+    base_tokens, source_tokens = base_and_source(batch.clean_tokens, batch.corrupted_tokens, direction)
+    return path_patch_sweep(
+        model, base_tokens, source_tokens, receivers, patching_metric(model, batch, direction),
+        receiver_input=receiver_input,
+    )  # fmt: skip
+
+
+def direct_logit_attribution_of_heads(
+    model: HookedTransformer, batch: ContrastBatch, direction: Direction
+) -> Float[Tensor, "layer head"]:
+    """Each head's direct contribution to the clean logit difference at END (the direction does not apply)."""
+    return direct_logit_attribution(model, batch.clean_tokens, batch.answer_tokens, batch.end_pos).heads
+
+
+SCORERS: dict[str, Scorer] = {
+    "activation_patching": activation_patching,
+    "attribution_patching": attribution_patching,
+    "path_patching": path_patching,
+    "direct_logit_attribution": direct_logit_attribution_of_heads,
+    "eap_ig": eap_ig_scores,
+    "acdc": acdc_head_scores,
+}
+"""The head scorers by name (the names are the baseline callbacks' `name`s and their summary keys)."""
