@@ -14,7 +14,7 @@ from ioi_superpose import learn_combination
 from ioi_superpose.cli.sweep_points import parse_grid
 from ioi_superpose.cli.train import main as train_main
 from ioi_superpose.data.prompts import ioi_prompts
-from ioi_superpose.errors import ConfigError, NonFiniteLossError
+from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import load_frozen_model
 from ioi_superpose.results.analysis import stability
 
@@ -174,10 +174,11 @@ def fit(model, prompts, **settings):
 
 
 def test_a_nan_l1_or_init_is_named_not_the_learning_rate(toy, equal_prompts):
-    with pytest.raises(NonFiniteLossError, match="Cause: l1 is nan") as error:
+    # Refused before any step (the config's finite check), naming the setting, not the learning rate.
+    with pytest.raises(ConfigError, match="^l1=nan is not a finite number") as error:
         fit(toy, equal_prompts, steps=1, l1=float("nan"))
     assert "lr" not in str(error.value)
-    with pytest.raises(NonFiniteLossError, match="init is nan") as error:
+    with pytest.raises(ConfigError, match="^init=nan is not a finite number") as error:
         fit(toy, equal_prompts, steps=1, init=float("nan"), bounded=False)
     assert "lr" not in str(error.value)
 

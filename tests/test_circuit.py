@@ -207,7 +207,7 @@ def test_model_ablation_needs_noising():
     from ioi_superpose.training.system import HeadSuperposition
     from tests.conftest import random_model
 
-    with pytest.raises(ConfigError, match="--model.direction noising"):
+    with pytest.raises(ConfigError, match="Set direction noising"):
         HeadSuperposition(direction="denoising", ablation="zero", preloaded_model=random_model())
-    with pytest.raises(ConfigError, match="--model.ablation must be one of"):
+    with pytest.raises(ConfigError, match="^ablation must be one of"):
         HeadSuperposition(direction="noising", ablation="gauss", preloaded_model=random_model())

@@ -77,7 +77,7 @@ def test_cli_writes_the_corpus_table(tmp_path, monkeypatch):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(texts) + "\n")
     args = ["fit", "--config", str(REPO / "experiments" / "toy_ioi_rotation.yaml"), "--model.model_name", TOY_IOI,
-            *SMALL, *QUIET, "--trainer.max_epochs", "1", "--model.combination", "scalar", "--data.corpus", str(corpus),
+            *SMALL, *QUIET, "--trainer.max_epochs", "1", "--model.combination", "scalar", "--model.rotation_target", "null", "--data.corpus", str(corpus),
             "--data.off_distribution", "[]", "--max_activating.k", "4"]  # fmt: skip
     run_cli(args, tmp_path, monkeypatch)
     (run_dir,) = (tmp_path / "runs" / "toy_ioi_rotation").iterdir()

@@ -160,11 +160,6 @@ def test_the_corpus_is_deterministic_covers_every_set_and_is_fresh():
     for part in corpus.parts:
         if part.corruption == "name_swap":
             assert not torch.equal(part.prompts.clean_tokens, datamodule.splits[part.set_name].clean_tokens)
-    none_held_out = build_corpus(
-        IOIDataModule(model_name=TOY, held_out_name_fraction=0.0, off_distribution=("baba_only",)), per_set=2
-    )
-    assert "held_out_names" not in {p.set_name for p in none_held_out.parts}
-    assert "held_out_name_fraction" in none_held_out.skipped["held_out_names"]
 
 
 def test_bad_corpus_options_name_the_option():

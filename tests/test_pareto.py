@@ -109,7 +109,7 @@ def test_a_run_stores_every_rankings_curve_per_set_and_logs_its_fronts(tmp_path,
     data = IOIDataModule(model_name=TOY_IOI, off_distribution=("held_out_names", "objects_as_names"), **sizes)
     data.setup("test")
     model = load_frozen_model(TOY_IOI)
-    val = data.splits["val"].trimmed()
+    val = data.splits["val"][:64].trimmed()  # the rankings' prompts (the curves then use every prompt)
     reference = reference_runs(model, val.clean_tokens, val.corrupted_tokens, val.end_pos, val.answer_tokens,
                                "denoising")  # fmt: skip
     metric = LogitDiffMetric(val.answer_tokens, val.end_pos,  # normalised: 0 = corrupted run, 1 = clean run

@@ -190,7 +190,7 @@ def test_the_module_trains_a_circuit_and_rejects_unknown_rests():
                                steps=60, l1=1e-3, rest="frozen", prune_target=0.9)  # fmt: skip
     assert result.prune["rest"] == "frozen" and result.prune["support"] == [[0, 0], [1, 0]]
     assert result.recovery == pytest.approx(1.0, abs=1e-4)  # the pruned circuit, evaluated as a circuit
-    with pytest.raises(ConfigError, match="--model.rest"):
+    with pytest.raises(ConfigError, match="^rest must be one of"):
         HeadSuperposition(preloaded_model=model, rest="open")
     with pytest.raises(ConfigError, match="'free'"):
         check_rest("cut")
