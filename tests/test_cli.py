@@ -3,15 +3,7 @@ import json
 import pytest
 import torch
 
-from ioi_superpose.cli.train import main
-
-SMALL = ["--data.n_train", "32", "--data.n_val", "16", "--data.n_test", "8", "--data.batch_size", "16"]
-QUIET = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
-
-
-def run_cli(args, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    main(args)
+from tests.helpers import QUIET, REPO, SMALL, TOY_IOI, run_cli
 
 
 def test_fast_dev_run_trains_one_step_and_writes_nothing(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
@@ -112,8 +104,6 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tiny_gp
     assert not (run_dir / "summary.json").exists()
 
 
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
-TOY_IOI = str(REPO / "checkpoints" / "toy_ioi.pt")
 
 
 def test_summary_recovery_is_what_the_saved_alpha_gives_on_the_validation_prompts(tiny_gpt2_dir, tmp_path, monkeypatch):

@@ -14,9 +14,7 @@ from ioi_superpose import learn_combination
 from ioi_superpose.data import ioi_prompts
 from ioi_superpose.engine.runs import recovery_of
 from ioi_superpose.models import load_frozen_model
-
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
-
+from tests.helpers import CHECKPOINTS
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
 

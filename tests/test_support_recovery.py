@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,8 +22,8 @@ from ioi_superpose.models import HookedTransformer
 from ioi_superpose.models.toy import load_toy_checkpoint
 from ioi_superpose.toy.batches import FeaturePrompts
 from ioi_superpose.toy.skip_trigrams import SkipTrigramTask, feature_prompts
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 # Fewer prompts and steps than the experiment script (128, 200): same supports, a third of the time.
 FAST = dict(n_prompts=64, seed=0, learn_kwargs=dict(steps=100))
 

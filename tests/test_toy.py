@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import hooks_attached
 
 from ioi_superpose.cli.train_toy import main
 from ioi_superpose.groundtruth.exhaustive import find_support, head_subsets, patched_logit_diffs
@@ -24,8 +22,8 @@ from ioi_superpose.toy.skip_trigrams import (
     sample_batch,
 )
 from ioi_superpose.toy.training import ToyModelTraining
+from tests.helpers import REPO, hooks_attached
 
-REPO = Path(__file__).resolve().parents[1]
 SHIPPED = {
     "single": REPO / "checkpoints" / "toy_superposition_single.pt",
     "conjunction": REPO / "checkpoints" / "toy_superposition_conjunction.pt",

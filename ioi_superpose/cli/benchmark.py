@@ -5,6 +5,7 @@ Writes experiments/reports/benchmark.md and benchmark.json; the logic is `ioi_su
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 import warnings
@@ -12,13 +13,20 @@ from pathlib import Path
 
 import torch
 
+from ioi_superpose.cli.entry import user_facing_main
 from ioi_superpose.files import atomic_write, write_json
 from ioi_superpose.groundtruth.benchmark import markdown, run_benchmark
 
 REPORTS = Path(__file__).resolve().parents[2] / "experiments" / "reports"
 
 
-def main() -> None:
+@user_facing_main
+def main(args: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m ioi_superpose.benchmark", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    parser.parse_args(args)  # no options yet: `--help` answers, anything else is refused
     torch.set_num_threads(1)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")

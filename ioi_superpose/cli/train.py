@@ -8,7 +8,6 @@ TensorBoard logs.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -18,8 +17,9 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from ioi_superpose.baselines.callbacks import HeadBaseline, log_figure
 from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
+from ioi_superpose.cli.entry import user_facing_main
 from ioi_superpose.data.datamodule import IOIDataModule
-from ioi_superpose.errors import ConfigError, UserFacingError
+from ioi_superpose.errors import ConfigError
 from ioi_superpose.results.analysis import distribution
 from ioi_superpose.results.max_activating import MaxActivatingOptions
 from ioi_superpose.results.pareto import pareto_figures
@@ -151,15 +151,15 @@ def write_results(
         print("No run directory (fast_dev_run or no logger): results not written.")
         return
     paths = RunWriter(run_dir).write(model, summary, baselines, max_activating.run(model, datamodule))
-    recovery = summary["recovery"]
+    recovery = summary.recovery
 
     def shown(value: float | None) -> str:
         return "n/a (clean ≈ corrupted)" if value is None else f"{value:.3f}"
 
     print(
-        f"\nLearned α: L0 = {summary['l0']} of {summary['n_heads_total']} heads, "
-        f"val recovery {shown(recovery['val'])}; test recovery "
-        + ", ".join(f"{name} {shown(value)}" for name, value in recovery["test"].items())
+        f"\nLearned α: L0 = {summary.l0} of {summary.n_heads_total} heads, "
+        f"val recovery {shown(recovery.val)}; test recovery "
+        + ", ".join(f"{name} {shown(value)}" for name, value in recovery.test.items())
     )
     for name, path in paths.items():
         print(f"  {name:<15} {path}")
@@ -171,19 +171,16 @@ def _comparable(value: object) -> object:
     return list(value) if isinstance(value, tuple) else value
 
 
+@user_facing_main
 def main(args: list[str] | None = None) -> None:
-    try:
-        SuperposeCLI(
-            HeadSuperposition,
-            IOIDataModule,
-            trainer_defaults=TRAINER_DEFAULTS,
-            seed_everything_default=0,
-            args=args,
-            parser_kwargs={"description": __doc__},
-        )
-    except UserFacingError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    SuperposeCLI(
+        HeadSuperposition,
+        IOIDataModule,
+        trainer_defaults=TRAINER_DEFAULTS,
+        seed_everything_default=0,
+        args=args,
+        parser_kwargs={"description": __doc__},
+    )
 
 
 if __name__ == "__main__":
