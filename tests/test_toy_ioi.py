@@ -73,6 +73,7 @@ def test_slotwise_tokenization_equals_whole_string(template):
 # --- the shipped checkpoint -----------------------------------------------------------------------
 
 
+@pytest.mark.claims  # a finding pinned from one seed's run, not a unit test
 def test_shipped_checkpoint_does_ioi_on_held_out_names():
     model = load_frozen_model(str(CHECKPOINT))
     tokenizer = load_tokenizer(str(CHECKPOINT))
