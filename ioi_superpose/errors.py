@@ -6,8 +6,11 @@ keeps its traceback.
 
 from __future__ import annotations
 
+import functools
+import sys
 from collections.abc import Callable
 from string import Template
+from typing import ParamSpec, TypeVar
 
 
 class UserFacingError(Exception):
@@ -94,3 +97,24 @@ def user_facing_cause(error: BaseException) -> UserFacingError | None:
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def user_facing_main(main: Callable[P, R]) -> Callable[P, R]:
+    """Wrap an entry point's `main`: a user's error is one line on stderr and exit 1; nothing else is caught."""
+
+    @functools.wraps(main)
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return main(*args, **kwargs)
+        except Exception as error:
+            user_error = user_facing_cause(error)  # jsonargparse wraps what a class raises while it instantiates
+            if user_error is None:
+                raise
+            print(f"error: {cli_message(user_error)}", file=sys.stderr)
+            sys.exit(1)
+
+    return wrapped

@@ -1,4 +1,6 @@
-"""Shared fixtures: tiny random models, built offline and seeded."""
+"""Shared fixtures: tiny random models, built offline and seeded. Plain helpers (and the repository root)
+are `tests.helpers`, which every test module imports as `from tests.helpers import …`; no test module imports
+another, nor this file."""
 
 from __future__ import annotations
 
@@ -13,51 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze
-
-
-def random_model(
-    n_layers: int = 2,
-    n_heads: int = 4,
-    d_model: int = 32,
-    d_vocab: int = 50,
-    attn_only: bool = False,
-    seed: int = 0,
-    scale: float = 3.0,
-) -> HookedTransformer:
-    """A frozen random HookedTransformer whose weights are scaled up so patches have visible effects."""
-    cfg = HookedTransformerConfig(
-        n_layers=n_layers,
-        n_heads=n_heads,
-        d_model=d_model,
-        d_head=d_model // n_heads,
-        d_mlp=None if attn_only else 2 * d_model,
-        d_vocab=d_vocab,
-        n_ctx=32,
-        act_fn=None if attn_only else "gelu",
-        attn_only=attn_only,
-        normalization_type="LN",
-        seed=seed,
-    )
-    model = HookedTransformer(cfg)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.ndim > 1:
-                parameter.mul_(scale)
-    return freeze(model)
-
-
-def prompt_pairs(
-    d_vocab: int, batch: int = 6, length: int = 7, seed: int = 0, share_last: bool = True
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random clean/corrupted token pairs with answer tokens (correct, incorrect)."""
-    generator = torch.Generator().manual_seed(seed)
-    clean = torch.randint(0, d_vocab, (batch, length), generator=generator)
-    corrupted = torch.randint(0, d_vocab, (batch, length), generator=generator)
-    if share_last:
-        corrupted[:, -1] = clean[:, -1]
-    answers = torch.randint(0, d_vocab, (batch, 2), generator=generator)
-    return clean, corrupted, answers
+from ioi_superpose.models import HookedTransformer
+from tests.helpers import random_model
 
 
 @pytest.fixture
@@ -86,10 +45,6 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = GPT2Config(n_layer=2, n_head=4, n_embd=64, n_positions=64, vocab_size=50257)
     GPT2LMHeadModel(config).save_pretrained(directory)
     return directory
-
-
-def hooks_attached(model: HookedTransformer) -> int:
-    return sum(len(point.fwd_hooks) + len(point.bwd_hooks) for point in model.hook_dict.values())
 
 
 @pytest.fixture

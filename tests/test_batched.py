@@ -8,7 +8,6 @@ import warnings
 
 import pytest
 import torch
-from conftest import prompt_pairs, random_model
 
 from ioi_superpose import learn_combination, learn_combinations
 from ioi_superpose.combinations import FAMILIES, StackedCombination, batch_roles, build_combination
@@ -16,6 +15,7 @@ from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.runs import BaseRun, head_z, patched_end_logits
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.training.system import HeadSuperposition
+from tests.helpers import prompt_pairs, random_model
 
 warnings.filterwarnings("ignore", message=".*(val_dataloader|num_workers|LightningModule.log).*")
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)

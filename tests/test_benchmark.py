@@ -141,7 +141,7 @@ def _tree_snapshot() -> dict[str, float]:
     return {str(p): p.stat().st_mtime for p in (REPO / "experiments" / "reports").glob("benchmark.*")}
 
 
-def test_cli_writes_only_under_out(tmp_path, monkeypatch):
+def test_cli_writes_only_under_out(tmp_path, monkeypatch, capsys):
     """--out is respected; without it the default is under the current directory (runs/benchmark), never
     the source tree; bad flags exit with a message naming them."""
     monkeypatch.setattr(cli, "Config", lambda **kw: Config(**{**TINY, **kw, "directions": ("denoising",)}))
@@ -153,6 +153,8 @@ def test_cli_writes_only_under_out(tmp_path, monkeypatch):
     cli.main(["--cases", "or", "and", "--directions", "denoising"])
     assert sorted(os.listdir(tmp_path / "runs" / "benchmark")) == ["benchmark.json", "benchmark.md"]
     assert _tree_snapshot() == before
-    with pytest.raises(SystemExit, match="--cases"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
         cli.main(["--out", str(tmp_path / "bad"), "--cases", "no_such_case"])
+    assert exit_.value.code == 1 and "--cases: unknown benchmark cases ['no_such_case']" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()

@@ -15,6 +15,7 @@ from ioi_superpose.data.templates import (
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import gpt2_tokenizer, load_frozen_model
 from ioi_superpose.training.metrics import LogitDiffMetric
+from tests.helpers import REPO
 
 ALL_TEMPLATES = IOI_TEMPLATES + LONG_TEMPLATES + DUPLICATED_IO_TEMPLATES
 
@@ -178,12 +179,11 @@ def test_the_training_order_is_a_function_of_seed_and_epoch():
 
 @pytest.mark.parametrize("model_name", ["gpt2-small", "checkpoints/toy_ioi.pt"])
 def test_off_distribution_sets_beyond_ioi_shape(model_name):
-    from pathlib import Path
 
     from ioi_superpose.data.templates import BABA_TEMPLATES, OBJECTS
     from ioi_superpose.models import load_tokenizer
 
-    name = model_name if model_name == "gpt2-small" else str(Path(__file__).resolve().parents[1] / model_name)
+    name = model_name if model_name == "gpt2-small" else str(REPO / model_name)
     data = IOIDataModule(model_name=name, n_test=32)
     data.setup("test")
     encoder = load_tokenizer(name)

@@ -3,6 +3,7 @@ minimal-set step, and the must-show OR results."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import warnings
 
@@ -41,12 +42,14 @@ def patched(model, batch, combination):
 
 
 @pytest.mark.parametrize("family", HEAD_FAMILIES)
-def test_shapes(family):
-    combination = build_combination(family, 2, 3)
+def test_shapes_initial_values_and_support(family):
+    combination = build_combination(family, 2, 3, init=0.3).eval()
     expected = (2, 3, len(ROLES)) if family == "per_position" else (2, 3)
     assert tuple(combination.coefficients.shape) == expected
-    assert tuple(combination.head_coefficients().shape) == (2, 3)
-    assert len(combination.support(0.5)) == combination.l0(0.5) == combination.coefficients.numel()
+    torch.testing.assert_close(combination.head_coefficients(), torch.full((2, 3), 0.3))  # every unit starts at init
+    assert combination.l0(0.5) == 0 and list(combination.support(0.5)) == []  # none above a higher threshold
+    units = sorted(itertools.product(*map(range, expected)))  # every (layer, head[, role]) above a lower one
+    assert sorted(map(tuple, combination.support(0.2))) == units and combination.l0(0.2) == len(units)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -71,11 +74,34 @@ def test_gradients_reach_only_the_combination(planted, family):
     assert all(not p.requires_grad for p in case.model.parameters())
 
 
+def hooks_reference(model, batch, gates):
+    """TransformerLens hooks alone: every head's z at every position moved from the corrupted run towards the
+    clean one by its gate [layer, head]; the answers' logits at END."""
+    _, clean_cache = model.run_with_cache(batch.clean_tokens)
+
+    def move(z, hook):
+        return z + gates[hook.layer()][None, None, :, None] * (clean_cache[hook.name] - z)
+
+    with torch.no_grad():
+        logits = model.run_with_hooks(batch.corrupted_tokens, fwd_hooks=[(lambda name: name.endswith("hook_z"), move)])
+    return logits[torch.arange(len(logits)), batch.end_pos].gather(-1, batch.answer_tokens)
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_evaluation_is_deterministic(planted, family):
+    """Two combinations built alike (the global RNG moved in between) evaluate alike, run after run; a head
+    family's evaluation is the hooks reference at its deterministic gates."""
     case, batch = planted
-    combination = build_combination(family, 1, 3, init=0.5).eval()
-    torch.testing.assert_close(patched(case.model, batch, combination), patched(case.model, batch, combination))
+    torch.manual_seed(1)
+    first = build_combination(family, 1, 3, init=0.5).eval()
+    torch.manual_seed(2)
+    second = build_combination(family, 1, 3, init=0.5).eval()
+    out = patched(case.model, batch, first)
+    torch.testing.assert_close(patched(case.model, batch, second), out, rtol=0, atol=0)
+    torch.testing.assert_close(patched(case.model, batch, first), out, rtol=0, atol=0)
+    if family in HEAD_FAMILIES:  # uniform init: per_position's roles agree, so one gate per head
+        reference = hooks_reference(case.model, batch, first.head_coefficients())
+        torch.testing.assert_close(out, reference, atol=1e-4, rtol=1e-4)
 
 
 def test_hard_concrete_sampling_is_seeded_and_stochastic(planted):

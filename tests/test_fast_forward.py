@@ -4,13 +4,13 @@ import warnings
 
 import pytest
 import torch
-from conftest import hooks_attached, prompt_pairs
 
 from ioi_superpose.combinations import HeadCombination, HeadWeights
 from ioi_superpose.engine.fast_forward import FastRunnerWarning, resolve_runner, unsupported
 from ioi_superpose.engine.runs import BaseRun, patched_end_logits, reference_runs
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze
+from tests.helpers import hooks_attached, prompt_pairs
 
 ATOL = 1e-4
 

@@ -9,12 +9,12 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import hooks_attached
 
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.toy.batches import IGNORE_INDEX
 from ioi_superpose.toy.skip_trigrams import SkipTrigramDataModule
 from ioi_superpose.toy.training import ToyModelTraining, head_dropout_hooks, head_keep_mask
+from tests.helpers import hooks_attached
 
 
 def _module(head_dropout: float, data: SkipTrigramDataModule) -> ToyModelTraining:

@@ -1,8 +1,8 @@
 import pytest
 import torch
-from conftest import random_model
 
 from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
+from tests.helpers import random_model
 
 
 @pytest.mark.parametrize("attn_only", [False, True])

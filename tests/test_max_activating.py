@@ -4,7 +4,6 @@ texts, the corpus, known answers (α = 0 moves nothing, α = 1 moves every promp
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,8 +16,7 @@ from ioi_superpose.errors import ConfigError
 from ioi_superpose.results.max_activating import CORPUS_SETS, CORRUPTIONS, build_corpus, max_activating_examples
 from ioi_superpose.results.summary import MIN_GAP
 from ioi_superpose.training.system import HeadSuperposition
-
-TOY = str(Path(__file__).parents[1] / "checkpoints" / "toy_ioi.pt")
+from tests.helpers import TOY_IOI as TOY
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@ import copy
 
 import pytest
 import torch
-from conftest import random_model
 
 from ioi_superpose.engine.runs import logit_diff, normalised_recovery, unembed_at_end
 from ioi_superpose.training.metrics import IOAccuracy, LogitDiffMetric, MeanLogitDiff, NormalisedRecovery
+from tests.helpers import random_model
 
 
 def answer_logits(n, seed):

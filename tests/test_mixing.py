@@ -20,8 +20,7 @@ from ioi_superpose.errors import ConfigError
 from ioi_superpose.groundtruth.planted import and_case
 from ioi_superpose.training.pruning import minimal_set
 from ioi_superpose.training.system import HeadSuperposition
-from tests.conftest import prompt_pairs, random_model
-from tests.test_cli import QUIET, SMALL, TOY_IOI, run_cli
+from tests.helpers import QUIET, REPO, SMALL, TOY_IOI, prompt_pairs, random_model, run_cli
 
 warnings.filterwarnings("ignore", message=".*val_dataloader.*")
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -243,7 +242,6 @@ def test_pruning_keeps_learned_values_on_a_minimal_support():
 
 
 def test_cli_fit_writes_the_family_shaped_map(tmp_path, monkeypatch):
-    from tests.test_cli import REPO
 
     args = ["fit", "--config", str(REPO / "experiments" / "toy_ioi.yaml"), "--model.model_name", TOY_IOI, *SMALL,
             *QUIET, "--trainer.max_epochs", "1", "--model.combination", "mixing", "--model.mixing_target", "1"]  # fmt: skip

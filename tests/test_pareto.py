@@ -15,10 +15,8 @@ from ioi_superpose.baselines.callbacks import top_k_curves, uniform_top_k_alphas
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.runs import logit_diff
 from ioi_superpose.results.pareto import log_sweep, pareto_figure
-from tests.conftest import prompt_pairs, random_model
-
-REPO = Path(__file__).resolve().parents[1]
-TOY_IOI = str(REPO / "checkpoints" / "toy_ioi.pt")
+from ioi_superpose.results.schema import RunSummary
+from tests.helpers import REPO, TOY_IOI, fake_summary, prompt_pairs, random_model
 
 
 def image_tags(directory: Path) -> dict[str, list[int]]:
@@ -137,26 +135,15 @@ def test_a_run_stores_every_rankings_curve_per_set_and_logs_its_fronts(tmp_path,
     assert len(tags["pareto/val"]) == 1  # once, at fit end
 
 
-def fake_summary(direction: str, family: str, val: float | None, support: list[list[int]]) -> dict:
-    return {
-        "direction": direction,
-        "l0": len(support),
-        "support": support,
-        "recovery": {"val": val, "test": {"held_out_names": None}},
-        "config": {"model": {"combination": family}},
-        "baselines": {"combinations": {"curves_by_set": {"val": {"activation_patching": [0.3, 0.9]},
-                                                         "held_out_names": {"activation_patching": [None, None]}},
-                                       "prompts_by_set": {"val": 64, "held_out_names": 64}}},
-    }  # fmt: skip
 
 
 def test_the_front_draws_each_learned_alpha_by_family_and_direction():
-    summaries = [
+    summaries = [RunSummary.from_dict(summary) for summary in [
         fake_summary("denoising", "scalar", 0.95, [[0, 1], [0, 2]]),
         # per_position: one head with two roles counts once.
         fake_summary("noising", "per_position", 0.1, [[1, 0, 2], [1, 0, 4], [0, 3, 4]]),
         fake_summary("denoising", "hard_concrete", None, [[0, 0]]),  # no recovery on val: not drawn
-    ]
+    ]]  # fmt: skip
     axes = pareto_figure(summaries, "val").axes[0]
     points = [(c.get_offsets().tolist(), c.get_facecolors().tolist()) for c in axes.collections]
     assert points == [([[2.0, 0.95]], [[0.0, 0.0, 0.0, 1.0]]), ([[2.0, 0.1]], [[1.0, 1.0, 1.0, 1.0]])]
@@ -185,8 +172,7 @@ def test_the_report_links_one_front_per_set(tmp_path):
 
     run = tmp_path / "run"
     run.mkdir()
-    summary = fake_summary("denoising", "scalar", 0.95, [[0, 1]])
-    summary.update(objective="logit_diff", model_name="toy", n_heads_total=8, top_heads=[], test={})
+    summary = fake_summary("denoising", "scalar", 0.95, [[0, 1]], top_heads=[])
     (run / "summary.json").write_text(json.dumps(summary))
     report_main([str(run), "--out", str(tmp_path / "report")])
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (tmp_path / "report" / "report.md").read_text())

@@ -9,7 +9,6 @@ from functools import partial
 
 import pytest
 import torch
-from conftest import prompt_pairs, random_model
 from torch import Tensor
 
 # The reference implementation our drop-ins must equal (the package itself touches TransformerLens
@@ -21,6 +20,7 @@ from ioi_superpose.baselines import patching
 from ioi_superpose.engine import runs
 from ioi_superpose.models import ActivationCache, HookedTransformer, HookedTransformerConfig, freeze
 from ioi_superpose.training.metrics import LogitDiffMetric
+from tests.helpers import prompt_pairs, random_model
 
 ATOL = 1e-4
 

@@ -9,7 +9,7 @@ from ioi_superpose.data import IOIBatch, ioi_prompts, ioi_texts
 from ioi_superpose.data.templates import IOI_TEMPLATES, LONG_TEMPLATES
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import WordTokenizer, gpt2_tokenizer, load_frozen_model
-from tests.conftest import random_model
+from tests.helpers import random_model
 
 TOY = "checkpoints/toy_ioi.pt"
 NAMES = {"gpt2-small": "gpt2-small", "toy": TOY}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import pytest
+import torch
+
+from tests.helpers import REPO as ROOT
 
 
 def readme_snippet(heading: str = "## In a notebook") -> str:
@@ -29,4 +31,26 @@ def test_readme_notebook_snippet_runs(monkeypatch, capsys):
     assert result.coefficients.shape == (2, 4)
     assert result.recovery >= 0.9
     assert {head["layer"] for head in result.top_heads(5)} == {0}  # the layer-0 cut (see the walkthrough)
-    assert "tensor" in capsys.readouterr().out
+    # Its last three lines are the result: α, the recovery, the top heads (loading messages come before).
+    out = capsys.readouterr().out
+    assert out.endswith(f"\n{result.coefficients}\n{result.recovery}\n{result.top_heads(5)}\n")
+    # The recovery it reports, re-derived with TransformerLens hooks alone: every head's z moved from the
+    # corrupted run towards the clean one by its α, the mean logit difference at END (the last position).
+    model, prompts = namespace["model"], namespace["prompts"]
+    _, clean_cache = model.run_with_cache(prompts.clean_tokens)
+    alpha = result.coefficients.to(torch.float32)
+
+    def move(z, hook):
+        return z + alpha[hook.layer()][None, None, :, None] * (clean_cache[hook.name] - z)
+
+    def mean_logit_diff(logits):
+        end = logits[:, -1]
+        return (end.gather(-1, prompts.answer_tokens[:, :1]) - end.gather(-1, prompts.answer_tokens[:, 1:])).mean()
+
+    with torch.no_grad():
+        clean = mean_logit_diff(model(prompts.clean_tokens))
+        corrupted = mean_logit_diff(model(prompts.corrupted_tokens))
+        patched = mean_logit_diff(
+            model.run_with_hooks(prompts.corrupted_tokens, fwd_hooks=[(lambda name: name.endswith("hook_z"), move)])
+        )
+    assert float((patched - corrupted) / (clean - corrupted)) == pytest.approx(result.recovery, abs=1e-4)

@@ -14,9 +14,7 @@ from ioi_superpose import learn_combination
 from ioi_superpose.data import ioi_prompts
 from ioi_superpose.engine.runs import recovery_of
 from ioi_superpose.models import load_frozen_model
-
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "checkpoints"
-
+from tests.helpers import CHECKPOINTS
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
 
@@ -54,6 +52,7 @@ def _layer_single_head_effects(path: Path, layer: int, seed: int) -> tuple[torch
     return recovery_of(model, prompts, alone, "denoising"), 1 - recovery_of(model, prompts, alone, "noising")
 
 
+@pytest.mark.claims  # a finding pinned from one seed's run, not a unit test
 def test_the_redundant_model_has_backups_where_the_plain_one_has_fewer():
     """Redundancy (OR-like heads) shows as super-additive denoising and sub-additive noising: each head
     alone restores much (the single-head recoveries of a layer sum above the layer's whole, ~1), while
@@ -71,6 +70,7 @@ def test_the_redundant_model_has_backups_where_the_plain_one_has_fewer():
     assert gap > plain_gap + 0.15, (gap, plain_gap)
 
 
+@pytest.mark.claims  # a finding pinned from one seed's run, not a unit test
 def test_on_the_backups_model_noising_finds_the_layer_0_heads_denoising_misses():
     """toy_ioi_backups.pt was trained with dropout 0.5 on layer 0's heads. Under abc its layer-0 heads are
     necessary together but not one by one (corrupting any one costs < 0.2 of the behaviour, all four ~all of

@@ -10,6 +10,7 @@ import pytest
 from ioi_superpose.cli.train import main as train_main
 from ioi_superpose.data.datamodule import OFF_DISTRIBUTION_SETS
 from ioi_superpose.results.report import main as report_main
+from tests.helpers import REPO
 
 SMALL = [
     "--data.n_train",
@@ -54,19 +55,28 @@ def test_report_on_two_tiny_runs_links_every_figure_it_writes(tiny_gpt2_dir, tmp
         assert f"| {names[0]} | " in section and f"| {row['rank']} of {n} | {row['set_name']} |" in section
         assert f"| {row['prompt']} | {row['io']} / {row['s']} |" in section
         assert f"| {row['move']:.3f} |" in section
-    (link,) = re.findall(r"(?<!!)\[max_activating.md\]\(([^)]+)\)", section)
-    assert (tmp_path / "report" / link).resolve() == (runs[0] / "max_activating.md").resolve()
+    # The link points at a copy next to the report (a committed report carries no link into runs/).
+    (link,) = re.findall(r"(?<!!)\[[^\]]+\]\(([^)]+)\)", section)
+    assert link == "max_activating/ioi_superpose__version_0.md"
+    assert (tmp_path / "report" / link).read_text() == (runs[0] / "max_activating.md").read_text()
     assert not (runs[1] / "max_activating.json").exists()
     assert f"no table: `{names[1]}`" in section
-    assert "Not shown:" in section
     linked = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
     assert linked == [*(f"pareto_{name}.png" for name in sets), "sets.png"]  # one Pareto front per set
     for name in linked:
         assert (tmp_path / "report" / name).stat().st_size > 1000
-    for name in names:
-        assert f"| {name} | " in text  # every run has its row
+    for name, run in zip(names, runs):  # every run's row carries its own direction, L0 and recovery
+        summary = json.loads((run / "summary.json").read_text())
+        val = summary["recovery"]["val"]
+        shown = "n/a" if val is None else f"{val:.3f}"
+        assert (
+            f"| {name} | {summary['direction']} | {summary['objective']} | {summary['l0']} of "
+            f"{summary['n_heads_total']} | {shown} | "
+        ) in text
+        dist = summary["per_prompt_recovery"]["val"]
+        mean = "n/a" if dist["mean"] is None else f"{dist['mean']:.3f}"
+        assert f"| {name} | {summary['objective']} | " in text and f"| {shown} | {mean} | " in text
     assert "No run here is of GPT-2 small" in text  # a 2-layer GPT-2-shaped model is not GPT-2 small
-    assert "noising" in text and "denoising" in text
 
 
 def test_report_refuses_a_directory_without_runs(tmp_path, capsys):
@@ -74,3 +84,10 @@ def test_report_refuses_a_directory_without_runs(tmp_path, capsys):
         report_main([str(tmp_path), "--out", str(tmp_path / "report")])
     assert exit_info.value.code == 1
     assert "neither a summary.json" in capsys.readouterr().err
+
+
+def test_committed_reports_link_only_files_in_the_repository():
+    for report in (REPO / "experiments" / "reports").rglob("*.md"):
+        for target in re.findall(r"\]\(([^)#]+)\)", report.read_text()):
+            if not target.startswith(("http://", "https://")):
+                assert (report.parent / target).is_file(), f"{report} links {target}, which is not in the repository"

@@ -1,6 +1,5 @@
 import pytest
 import torch
-from conftest import hooks_attached, prompt_pairs, random_model
 from transformer_lens import patching as tl_patching
 
 from ioi_superpose import learn_combination
@@ -10,6 +9,7 @@ from ioi_superpose.engine.runs import BaseRun, head_z, patched_end_logits
 from ioi_superpose.errors import ConfigError, cli_flag
 from ioi_superpose.training.metrics import LogitDiffMetric
 from ioi_superpose.training.system import HeadSuperposition
+from tests.helpers import hooks_attached, prompt_pairs, random_model
 
 
 def last_positions(tokens):

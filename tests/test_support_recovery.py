@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 from functools import partial
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,8 +22,8 @@ from ioi_superpose.models import HookedTransformer
 from ioi_superpose.models.toy import load_toy_checkpoint
 from ioi_superpose.toy.batches import FeaturePrompts
 from ioi_superpose.toy.skip_trigrams import SkipTrigramTask, feature_prompts
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 # Fewer prompts and steps than the experiment script (128, 200): same supports, a third of the time.
 FAST = dict(n_prompts=64, seed=0, learn_kwargs=dict(steps=100))
 
@@ -114,6 +113,7 @@ def single() -> SupportComparison:
     return _compare("single", [0, 1])
 
 
+@pytest.mark.claims  # a finding pinned from one seed's run, not a unit test
 def test_conjunction_learned_support_is_both_heads(conjunction):
     model, task = _load("conjunction")
     assert [r.feature for r in conjunction.records] == ["A0_B2_C5", "A0_B3_C6"]
@@ -127,6 +127,7 @@ def test_conjunction_learned_support_is_both_heads(conjunction):
     assert conjunction.precision == 1.0 and conjunction.recall == 1.0 and conjunction.n_exact == 2
 
 
+@pytest.mark.claims  # a finding pinned from one seed's run, not a unit test
 def test_single_source_learned_support_is_the_one_carrying_head(single):
     model, task = _load("single")
     expected = {"A0_B1_C6": {(0, 0)}, "A0_B2_C7": {(0, 1)}}
@@ -138,6 +139,7 @@ def test_single_source_learned_support_is_the_one_carrying_head(single):
     assert single.precision == 1.0 and single.recall == 1.0
 
 
+@pytest.mark.claims  # a finding pinned from one seed's run, not a unit test
 def test_comparison_serialises_to_json(conjunction):
     data = json.loads(json.dumps(conjunction.to_dict()))
     assert data["precision"] == 1.0 and data["n_features"] == 2

@@ -15,22 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ioi_superpose.cli.sweep import grid_points, parse_grid
 from ioi_superpose.results.analysis import compare_directions, iou, stability
-
-REPO = Path(__file__).resolve().parents[1]
-CONFIG = """
-seed_everything: 0
-trainer:
-  max_epochs: 1
-  accelerator: cpu
-  devices: 1
-  enable_model_summary: false
-  logger:
-    class_path: lightning.pytorch.loggers.TensorBoardLogger
-    init_args: {save_dir: runs}
-model:
-  model_name: MODEL
-data: {n_train: 32, n_val: 16, n_test: 8, batch_size: 16, off_distribution: [held_out_names]}
-"""
+from tests.helpers import REPO, SWEEP_CONFIG
 
 
 def sweep_command(config: Path, out: Path) -> list[str]:
@@ -83,7 +68,7 @@ def test_stability_and_direction_comparison():
 
 def test_a_killed_sweep_resumes_skipping_finished_points(tmp_path):
     config = tmp_path / "sweep.yaml"
-    config.write_text(CONFIG.replace("MODEL", str(REPO / "checkpoints" / "toy_ioi.pt")))
+    config.write_text(SWEEP_CONFIG.replace("MODEL", str(REPO / "checkpoints" / "toy_ioi.pt")))
     out = tmp_path / "sweep"
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     # Kill the whole sweep (its process group: the runner and the point it runs) once the first point is done.
@@ -136,7 +121,7 @@ def test_batch_groups_hold_points_that_differ_only_in_batchable_keys():
 
 def test_a_batched_sweep_writes_the_summaries_of_unbatched_points(tmp_path):
     config = tmp_path / "sweep.yaml"
-    config.write_text(CONFIG.replace("MODEL", str(REPO / "checkpoints" / "toy_ioi.pt")))
+    config.write_text(SWEEP_CONFIG.replace("MODEL", str(REPO / "checkpoints" / "toy_ioi.pt")))
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     grid = ["--grid", "model.l1=0.001,0.03"]
     for k in (1, 2):

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from ioi_superpose.cli.sweep import main
-from tests.test_sweep import CONFIG, REPO
+from tests.helpers import REPO, SWEEP_CONFIG
 
 GRID = ["--grid", "model.init=0.5,1.0"]  # two points whose α differ, so a mix-up of points cannot pass
 
@@ -27,7 +27,7 @@ def sweep_command(config: Path, out: Path, *options: str) -> list[str]:
 
 def test_ray_options_are_refused_with_the_local_scheduler(tmp_path, capsys):
     config = tmp_path / "sweep.yaml"
-    config.write_text(CONFIG)
+    config.write_text(SWEEP_CONFIG)
     with pytest.raises(SystemExit) as exit_info:
         main(["--config", str(config), "--out", str(tmp_path / "out"), "--cpus_per_trial", "2"])
     assert exit_info.value.code == 1
@@ -36,7 +36,7 @@ def test_ray_options_are_refused_with_the_local_scheduler(tmp_path, capsys):
 
 def test_the_sweep_imports_without_ray_and_names_the_extra_when_asked_for_it(tmp_path):
     config = tmp_path / "sweep.yaml"
-    config.write_text(CONFIG)
+    config.write_text(SWEEP_CONFIG)
     # A Python in which `import ray` fails, as where the extra is not installed.
     script = (
         "import sys; sys.modules['ray'] = None\n"
@@ -63,7 +63,7 @@ def running_with(marker: str) -> list[int]:
 
 def test_a_killed_ray_sweep_resumes_and_matches_the_local_runner(tmp_path):
     config = tmp_path / "sweep.yaml"
-    config.write_text(CONFIG.replace("MODEL", str(REPO / "checkpoints" / "toy_ioi.pt")))
+    config.write_text(SWEEP_CONFIG.replace("MODEL", str(REPO / "checkpoints" / "toy_ioi.pt")))
     # Ray's sockets live in its temp dir, whose path must stay short (AF_UNIX paths: 107 bytes).
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     try:

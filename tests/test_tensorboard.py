@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from ioi_superpose.cli.train import main
-
-TOY_IOI = str(Path(__file__).resolve().parents[1] / "checkpoints" / "toy_ioi.pt")
+from tests.helpers import TOY_IOI
 
 
 def get(base: str, path: str, **query: str) -> bytes:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import hooks_attached
 
 from ioi_superpose.cli.train_toy import main
 from ioi_superpose.groundtruth.exhaustive import find_support, head_subsets, patched_logit_diffs
@@ -24,8 +22,8 @@ from ioi_superpose.toy.skip_trigrams import (
     sample_batch,
 )
 from ioi_superpose.toy.training import ToyModelTraining
+from tests.helpers import REPO, hooks_attached
 
-REPO = Path(__file__).resolve().parents[1]
 SHIPPED = {
     "single": REPO / "checkpoints" / "toy_superposition_single.pt",
     "conjunction": REPO / "checkpoints" / "toy_superposition_conjunction.pt",
@@ -260,12 +258,23 @@ data:
     assert any((tmp_path / "runs").rglob("events.out.tfevents.*"))  # TensorBoard by default
 
 
-def test_cli_help_documents_the_arguments(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--help"])
-    assert exit_info.value.code == 0
-    text = capsys.readouterr().out
-    assert "AdamW decoupled weight decay" in text and "--torch_threads" in text
+def test_cli_options_reach_torch_and_the_optimiser(tmp_path, monkeypatch, one_thread):
+    """--torch_threads sets torch's threads before training; --model.weight_decay / --model.betas are the
+    AdamW the fit steps with (not just documented in --help)."""
+    monkeypatch.chdir(tmp_path)
+    torch.set_num_threads(2)  # one_thread restores the setting afterwards
+    cli = main([
+        "fit", "--torch_threads", "1", *SKIP_TRIGRAMS, "--data.init_args.batch_size", "8",
+        "--data.init_args.train_batches", "1", "--data.init_args.eval_batches", "1",
+        "--model.n_heads", "2", "--model.d_model", "16", "--model.d_head", "4",
+        "--model.weight_decay", "0.25", "--model.betas", "[0.8, 0.9]", "--trainer.fast_dev_run", "true",
+        "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+    ])  # fmt: skip
+    assert torch.get_num_threads() == 1
+    (optimiser,) = cli.trainer.optimizers
+    assert type(optimiser) is torch.optim.AdamW
+    assert optimiser.param_groups[0]["weight_decay"] == 0.25 and tuple(optimiser.param_groups[0]["betas"]) == (0.8, 0.9)
+    assert cli.trainer.global_step == 1  # it trained with them
 
 
 SKIP_TRIGRAMS = ["--data", "ioi_superpose.toy.SkipTrigramDataModule", "--data.init_args.kind", "two_source_conjunction"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import lightning as L
 import pytest
@@ -20,8 +19,8 @@ from ioi_superpose.toy.ioi_task import ToyIOIDataModule, mirror_template
 from ioi_superpose.toy.ioi_vocabulary import toy_ioi_tokenizer
 from ioi_superpose.toy.name_embeddings import FrozenNameEmbeddings, name_vectors
 from ioi_superpose.toy.training import ToyModelTraining
+from tests.helpers import REPO as ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "checkpoints" / "toy_ioi.pt"
 ALL_TEMPLATES = IOI_TEMPLATES + LONG_TEMPLATES + DUPLICATED_IO_TEMPLATES
 
@@ -74,6 +73,7 @@ def test_slotwise_tokenization_equals_whole_string(template):
 # --- the shipped checkpoint -----------------------------------------------------------------------
 
 
+@pytest.mark.claims  # a finding pinned from one seed's run, not a unit test
 def test_shipped_checkpoint_does_ioi_on_held_out_names():
     model = load_frozen_model(str(CHECKPOINT))
     tokenizer = load_tokenizer(str(CHECKPOINT))

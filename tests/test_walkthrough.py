@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import nbclient
 import nbformat
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO as ROOT
+
 NOTEBOOK = ROOT / "experiments" / "walkthrough.ipynb"
 
 

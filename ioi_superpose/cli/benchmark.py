@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ioi_superpose.errors import ConfigError, user_facing_main
 from ioi_superpose.files import atomic_write, write_json
 from ioi_superpose.groundtruth.benchmark import Config, markdown, run_benchmark
 
@@ -37,20 +38,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@user_facing_main
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.out.exists() and not args.out.is_dir():
-        sys.exit(f"--out {args.out} exists and is not a directory; pass a directory for benchmark.md|json")
+        raise ConfigError(f"--out {args.out} exists and is not a directory; pass a directory for benchmark.md|json.")
     torch.set_num_threads(1)
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     start = time.perf_counter()
     config = Config(cases=args.cases, directions=tuple(args.directions), seed=args.seed)
-    try:
-        report = run_benchmark(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
-    except ValueError as error:  # unknown case names
-        sys.exit(f"--cases: {error}")
+    report = run_benchmark(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     text = markdown(report)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "benchmark.json", report)

@@ -25,6 +25,7 @@ from typing import Any
 
 from ioi_superpose.cli.sweep_points import Point, run_point
 from ioi_superpose.errors import UserFacingError
+from ioi_superpose.results.schema import RunSummary
 
 INSTALL_HINT = 'pip install -e ".[ray]"'
 
@@ -56,8 +57,8 @@ def _trial(
         # Tune moves each trial into its own directory; the point trains where the sweep was started,
         # so relative paths in the config and the extra options mean what they mean to the local runner.
         run_point(point, config, out, extra, cwd=cwd)
-    summary = json.loads(summary_path.read_text())
-    tune.report({"val_recovery": summary["recovery"]["val"], "l0": summary["l0"], "skipped": skipped})
+    summary = RunSummary.read(summary_path)
+    tune.report({"val_recovery": summary.recovery.val, "l0": summary.l0, "skipped": skipped})
 
 
 def run_with_ray(

@@ -24,21 +24,20 @@ by an earlier unbatched attempt at one of its points is not read).
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from tqdm.auto import tqdm
 
 from ioi_superpose.cli.sweep_points import Point, grid_points, parse_grid, run_point
-from ioi_superpose.errors import ConfigError, UserFacingError
+from ioi_superpose.errors import ConfigError, UserFacingError, user_facing_main
 from ioi_superpose.files import write_json
 from ioi_superpose.results.analysis import SEED_KEYS, compare_directions, stability
 from ioi_superpose.results.pareto import log_sweep
+from ioi_superpose.results.schema import DirectionComparison, RunSummary, Stability, SweepPoint, SweepSummary
 
 """Grid keys that change only the randomness or the start, not the question: stability is measured over them."""
 
@@ -88,30 +87,33 @@ def run_group(points: Sequence[Point], config: Path, out: Path, extra: Sequence[
         )
 
 
-def sweep_summary(points: Sequence[Point], out: Path) -> dict[str, Any]:
+def sweep_summary(points: Sequence[Point], out: Path) -> SweepSummary:
     """What the finished points found, as written to `sweep.json`."""
     rows = []
     for point in points:
         summary_path = out / point.name / "summary.json"
         if not summary_path.is_file():
             continue
-        summary = json.loads(summary_path.read_text())
-        rows.append({
-            "point": point.name,
-            "settings": dict(point.settings),
-            "run_dir": str(out / point.name),
-            "val_recovery": summary["recovery"]["val"],
-            "test_recovery": summary["recovery"]["test"],
-            "l0": summary["l0"],
-            "heads": sorted([head["layer"], head["head"]] for head in summary["top_heads"]),
-        })  # fmt: skip
-    return {
-        "n_points": len(points),
-        "n_finished": len(rows),
-        "points": rows,
-        "stability": stability(rows, SEED_KEYS),
-        "noising_vs_denoising": compare_directions(rows),
-    }
+        summary = RunSummary.read(summary_path)
+        rows.append(SweepPoint(
+            point=point.name,
+            settings=dict(point.settings),
+            run_dir=str(out / point.name),
+            val_recovery=summary.recovery.val,
+            test_recovery=summary.recovery.test,
+            l0=summary.l0,
+            heads=sorted([unit.layer, unit.head] for unit in summary.top_heads),
+        ))  # fmt: skip
+    as_dicts = [row.to_dict() for row in rows]
+    return SweepSummary(
+        n_points=len(points),
+        n_finished=len(rows),
+        points=rows,
+        stability=[Stability.from_dict(row, "stability") for row in stability(as_dicts, SEED_KEYS)],
+        noising_vs_denoising=[
+            DirectionComparison.from_dict(row, "compare_directions") for row in compare_directions(as_dicts)
+        ],
+    )
 
 
 def run_ray_sweep(parsed: argparse.Namespace, points: Sequence[Point], extra: Sequence[str]) -> list[str]:
@@ -127,6 +129,7 @@ def run_ray_sweep(parsed: argparse.Namespace, points: Sequence[Point], extra: Se
     )
 
 
+@user_facing_main
 def main(args: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m ioi_superpose.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -198,11 +201,11 @@ def main(args: Sequence[str] | None = None) -> None:
         if parsed.scheduler == "local":
             for group in tqdm(batch_groups(todo, parsed.batch_variants), desc="sweep"):
                 run_group(group, parsed.config, parsed.out, extra)
-                write_json(parsed.out / "sweep.json", sweep_summary(points, parsed.out))
+                write_json(parsed.out / "sweep.json", sweep_summary(points, parsed.out).to_dict())
                 log_sweep(parsed.out, [parsed.out / p.name for p in points])  # OUT/tensorboard: Pareto fronts
         elif todo:  # every point finished: nothing for Ray to schedule
             failed = run_ray_sweep(parsed, points, extra)
-            write_json(parsed.out / "sweep.json", sweep_summary(points, parsed.out))
+            write_json(parsed.out / "sweep.json", sweep_summary(points, parsed.out).to_dict())
             log_sweep(parsed.out, [parsed.out / p.name for p in points])  # OUT/tensorboard: the fronts, once
             if failed:
                 raise UserFacingError(
@@ -210,11 +213,10 @@ def main(args: Sequence[str] | None = None) -> None:
                     f"{parsed.out}/<point>/sweep_point.log. Fix it and run the same command again: finished "
                     "points are kept."
                 )
-        path = write_json(parsed.out / "sweep.json", sweep_summary(points, parsed.out))
+        path = write_json(parsed.out / "sweep.json", sweep_summary(points, parsed.out).to_dict())
         print(f"sweep summary: {path}")
-    except (UserFacingError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    except OSError as error:  # an unwritable --out, a point's log that cannot be opened
+        raise UserFacingError(f"{error}; check --out and the config's paths.") from error
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.callbacks.resume_hint import ResumeHint
 from ioi_superpose.data.datamodule import IOIDataModule
-from ioi_superpose.errors import ConfigError, UserFacingError, cli_message
+from ioi_superpose.errors import ConfigError, user_facing_main
 from ioi_superpose.results.analysis import distribution
 from ioi_superpose.results.caveats import prune_shortfall
 from ioi_superpose.results.corpus import write_corpus_examples
@@ -205,19 +205,19 @@ def write_results(
                     if datamodule.hparams.get("corpus") else {})  # fmt: skip
     paths = RunWriter(run_dir).write(model, summary, baselines, max_activating.run(model, datamodule))
     paths.update(corpus_paths)
-    recovery = summary["recovery"]
+    recovery = summary.recovery
 
     def shown(value: float | None) -> str:
         return "n/a (clean ≈ corrupted)" if value is None else f"{value:.3f}"
 
     what = "Learned α" if steps else "Initial α (no optimisation step taken: every weight is --model.init, not learned)"
     print(
-        f"\n{what}: L0 = {summary['l0']} {UNITS.get(summary['combination'], 'heads')} "
-        f"({summary['n_heads_total']} heads in the model), "
-        f"val recovery {shown(recovery['val'])}; test recovery "
-        + ", ".join(f"{name} {shown(value)}" for name, value in recovery["test"].items())
+        f"\n{what}: L0 = {summary.l0} {UNITS.get(summary.combination, 'heads')} "
+        f"({summary.n_heads_total} heads in the model), "
+        f"val recovery {shown(recovery.val)}; test recovery "
+        + ", ".join(f"{name} {shown(value)}" for name, value in recovery.test.items())
     )
-    shortfall = prune_shortfall(summary["prune"])
+    shortfall = prune_shortfall(summary.prune)
     if shortfall:
         print(shortfall)
     for name, path in paths.items():
@@ -234,19 +234,16 @@ def _comparable(value: object) -> object:
     return list(value) if isinstance(value, tuple) else value
 
 
+@user_facing_main
 def main(args: list[str] | None = None) -> None:
-    try:
-        SuperposeCLI(
-            HeadSuperposition,
-            IOIDataModule,
-            trainer_defaults=TRAINER_DEFAULTS,
-            seed_everything_default=0,
-            args=args,
-            parser_kwargs={"description": __doc__},
-        )
-    except UserFacingError as error:
-        print(f"error: {cli_message(error)}", file=sys.stderr)
-        sys.exit(1)
+    SuperposeCLI(
+        HeadSuperposition,
+        IOIDataModule,
+        trainer_defaults=TRAINER_DEFAULTS,
+        seed_everything_default=0,
+        args=args,
+        parser_kwargs={"description": __doc__},
+    )
 
 
 if __name__ == "__main__":

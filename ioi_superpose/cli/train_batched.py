@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from collections.abc import Sequence
 
 import lightning as L
@@ -26,7 +25,7 @@ from ioi_superpose.baselines.callbacks import HeadBaseline
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.cli.train import TRAINER_DEFAULTS, SuperposeCLI, write_results
 from ioi_superpose.data.datamodule import IOIDataModule
-from ioi_superpose.errors import ConfigError, UserFacingError, cli_message
+from ioi_superpose.errors import ConfigError, UserFacingError, user_facing_main
 from ioi_superpose.training.system import HeadSuperposition
 
 GROUP_TRAINER_OFF = ("logger", "callbacks", "enable_checkpointing", "enable_progress_bar", "default_root_dir")
@@ -107,6 +106,7 @@ def fit_group(members: Sequence[Sequence[str]]) -> None:
                       cli._get(cli.config_init, "max_activating"))  # fmt: skip
 
 
+@user_facing_main
 def main(args: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m ioi_superpose.train_batched", description=__doc__,
@@ -117,11 +117,7 @@ def main(args: Sequence[str] | None = None) -> None:
         help="one run's arguments, as for `python -m ioi_superpose.train fit` (quoted; repeat once per member)",
     )  # fmt: skip
     parsed = parser.parse_args(args)
-    try:
-        fit_group([shlex.split(member) for member in parsed.member])
-    except UserFacingError as error:
-        print(f"error: {cli_message(error)}", file=sys.stderr)
-        sys.exit(1)
+    fit_group([shlex.split(member) for member in parsed.member])
 
 
 if __name__ == "__main__":

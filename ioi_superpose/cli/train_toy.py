@@ -8,14 +8,13 @@ TensorBoard logs go to `runs/` unless the config says otherwise.
 
 from __future__ import annotations
 
-import sys
 from typing import Optional
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from ioi_superpose.errors import user_facing_cause
+from ioi_superpose.errors import user_facing_main
 from ioi_superpose.toy import ToyModelTraining
 
 
@@ -38,12 +37,12 @@ class ToyCLI(LightningCLI):
             torch.set_num_threads(threads)
 
 
+@user_facing_main
 def main(args: list[str] | None = None) -> ToyCLI:
     """Run the CLI; a `UserFacingError` (a bad setting, a missing checkpoint), also one raised inside
     the datamodule's instantiation, prints `error: <message>` on stderr and exits with status 1, without
-    a traceback."""
-    try:
-        return ToyCLI(
+    a traceback (`cli.entry.user_facing_main`)."""
+    return ToyCLI(
             ToyModelTraining,
             L.LightningDataModule,
             subclass_mode_data=True,
@@ -57,12 +56,6 @@ def main(args: list[str] | None = None) -> ToyCLI:
             save_config_kwargs={"overwrite": True},
             args=args,
         )
-    except Exception as error:
-        user_error = user_facing_cause(error)  # the datamodule's own errors arrive wrapped by jsonargparse
-        if user_error is None:
-            raise
-        print(f"error: {user_error}", file=sys.stderr)
-        sys.exit(1)
 
 
 if __name__ == "__main__":

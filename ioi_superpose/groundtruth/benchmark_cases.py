@@ -18,6 +18,7 @@ from jaxtyping import Int
 from torch import Tensor
 
 from ioi_superpose.data import ioi_prompts
+from ioi_superpose.errors import ConfigError
 from ioi_superpose.groundtruth.planted import PlantedCase, all_cases
 from ioi_superpose.groundtruth.planted_hard import hard_cases
 from ioi_superpose.models import HookedTransformer, load_frozen_model
@@ -82,7 +83,7 @@ def bench_cases(n_planted: int = 32, n_trained: int = 64, names: list[str] | Non
     known = [c.name for c, _ in planted] + list(TRAINED)
     unknown = sorted(set(names or ()) - set(known))
     if unknown:
-        raise ValueError(f"unknown benchmark cases {unknown}; known: {known}")
+        raise ConfigError(f"--cases: unknown benchmark cases {unknown}; known: {known}.")
     wanted = set(known if names is None else names)
     cases = [planted_bench_case(c, n_planted, kind) for c, kind in planted if c.name in wanted]
     return cases + [trained_bench_case(name, n_trained) for name in TRAINED if name in wanted]

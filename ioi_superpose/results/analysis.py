@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from jaxtyping import Float
-from torch import Tensor
+if TYPE_CHECKING:  # the report reads these statistics of JSON files without loading torch
+    from jaxtyping import Float
+    from torch import Tensor
 
 DIRECTION_KEY = "model.direction"
 
@@ -94,6 +94,8 @@ def per_prompt_recovery(
 def distribution(values: Float[Tensor, " n"]) -> dict[str, float | int | None]:
     """What a per-prompt recovery distribution looks like: mean against median (a mean above 1 with a median
     below it is an averaging effect of a few prompts), the share above 1, and quantiles."""
+    import torch
+
     values = values.double()
     finite = values[torch.isfinite(values)]
     if len(finite) == 0:

@@ -19,10 +19,6 @@ def alpha_state(steps: int) -> str:
     return INITIAL_ALPHA if steps < 1 else f"learned ({steps} steps)"
 
 
-def is_initial(summary: Mapping[str, Any]) -> bool:
-    return summary.get("alpha") == INITIAL_ALPHA
-
-
 def prune_shortfall(prune: Mapping[str, Any] | None, option: str = "--model.prune_target") -> str | None:
     """A warning line when the minimal-set step missed its target (None when it reached it or did not run).
 

@@ -13,20 +13,15 @@ from its first run that has them. Undefined recovery (the set's gap below `summa
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from torch.utils.tensorboard import SummaryWriter
 
 from ioi_superpose.results.plots import nan_for_none
-
-Summary = Mapping[str, Any]
-"""A run's summary.json, as a dict."""
+from ioi_superpose.results.schema import RunSummary
 
 VAL_SET = "val"
 """The validation set's name among the evaluation sets (the test sets keep their datamodule names)."""
@@ -37,52 +32,27 @@ TENSORBOARD_DIR = "tensorboard"
 """A sweep's TensorBoard logs: OUT/tensorboard/."""
 
 
-def family(summary: Summary) -> str:
-    """The run's combination family (`--model.combination`; scalar when the config does not say)."""
-    value = summary.get("config", {}).get("model", {}).get("combination") or "scalar"
-    if isinstance(value, Mapping):  # a class_path/init_args entry
-        value = str(value.get("class_path", value)).rsplit(".", 1)[-1]
-    return str(value)
-
-
-def n_heads(summary: Summary) -> int:
-    """Heads the learned α patches: distinct (layer, head) of its support — per_position counts a head once
-    whatever its roles, mixing counts the target heads it writes (not the source heads it reads) — or L0 for
-    a summary without a support."""
-    support = summary.get("support")
-    return summary["l0"] if support is None else len({tuple(unit[:2]) for unit in support})
-
-
-def learned_recovery(summary: Summary, set_name: str) -> float | None:
-    recovery = summary["recovery"]
-    return recovery["val"] if set_name == VAL_SET else recovery["test"].get(set_name)
-
-
-def curves_by_set(summary: Summary) -> Mapping[str, Mapping[str, list[float | None]]]:
-    return summary.get("baselines", {}).get("combinations", {}).get("curves_by_set", {})
-
-
-def evaluation_sets(summaries: Sequence[Summary]) -> list[str]:
+def evaluation_sets(summaries: Sequence[RunSummary]) -> list[str]:
     """Validation, then every test set any run evaluated, in first-seen order."""
     names = {VAL_SET: None}
     for summary in summaries:
-        names.update(dict.fromkeys(summary["recovery"]["test"]))
-        names.update(dict.fromkeys(curves_by_set(summary)))
+        names.update(dict.fromkeys(summary.recovery.test))
+        names.update(dict.fromkeys(summary.curves_by_set))
     return list(names)
 
 
-def pareto_figure(summaries: Sequence[Summary], set_name: str) -> Figure:
+def pareto_figure(summaries: Sequence[RunSummary], set_name: str) -> Figure:
     """Recovery on `set_name` against the number of heads: learned points and baseline curves."""
     figure, axes = plt.subplots(figsize=(8.5, 4.2))
     curve_colours: dict[str, str] = {}
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     drawn_any = False
     for direction, linestyle in DIRECTION_LINES.items():
-        source = next((s for s in summaries if s["direction"] == direction and set_name in curves_by_set(s)), None)
+        source = next((s for s in summaries if s.direction == direction and set_name in s.curves_by_set), None)
         if source is None:
             continue
-        n_prompts = source["baselines"]["combinations"].get("prompts_by_set", {}).get(set_name)
-        for name, curve in curves_by_set(source)[set_name].items():
+        n_prompts = source.prompts_by_set.get(set_name)
+        for name, curve in source.curves_by_set[set_name].items():
             colour = curve_colours.setdefault(name, cycle[len(curve_colours) % len(cycle)])
             if all(value is None for value in curve):
                 continue
@@ -92,13 +62,13 @@ def pareto_figure(summaries: Sequence[Summary], set_name: str) -> Figure:
                       color=colour, linewidth=1, label=label)  # fmt: skip
     seen: set[tuple[str, str]] = set()
     for summary in summaries:
-        value = learned_recovery(summary, set_name)
+        value = summary.recovery.on(set_name)
         if value is None:
             continue
         drawn_any = True
-        key = (family(summary), summary["direction"])
-        filled = summary["direction"] != "noising"
-        axes.scatter([n_heads(summary)], [value], marker=FAMILY_MARKERS.get(key[0], OTHER_FAMILY_MARKER), s=40,
+        key = (summary.family, summary.direction)
+        filled = summary.direction != "noising"
+        axes.scatter([summary.n_heads], [value], marker=FAMILY_MARKERS.get(key[0], OTHER_FAMILY_MARKER), s=40,
                      facecolors="black" if filled else "white", edgecolors="black", zorder=3,
                      label=None if key in seen else f"learned α: {key[0]} ({key[1]})")  # fmt: skip
         seen.add(key)
@@ -118,7 +88,7 @@ def pareto_figure(summaries: Sequence[Summary], set_name: str) -> Figure:
     return figure
 
 
-def pareto_figures(summaries: Sequence[Summary]) -> dict[str, Figure]:
+def pareto_figures(summaries: Sequence[RunSummary]) -> dict[str, Figure]:
     """One Pareto figure per evaluation set, keyed by set name (`val` first)."""
     return {name: pareto_figure(summaries, name) for name in evaluation_sets(summaries)}
 
@@ -126,7 +96,9 @@ def pareto_figures(summaries: Sequence[Summary]) -> dict[str, Figure]:
 def log_sweep(out: Path, run_dirs: Sequence[Path]) -> Path:
     """The sweep-level Pareto figure of every set, over every finished run (a directory with summary.json),
     added to OUT/tensorboard/ at global step = the number of finished runs, under `pareto/<set>`."""
-    summaries = [json.loads(path.read_text()) for d in run_dirs if (path := Path(d) / "summary.json").is_file()]
+    from torch.utils.tensorboard import SummaryWriter  # torch only here: the report draws fronts without it
+
+    summaries = [RunSummary.read(path) for d in run_dirs if (path := Path(d) / "summary.json").is_file()]
     directory = Path(out) / TENSORBOARD_DIR
     if summaries:
         writer = SummaryWriter(log_dir=str(directory))

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")  # headless: figures go to files and TensorBoard, never to a window
 
 import matplotlib.pyplot as plt
-from jaxtyping import Float
 from matplotlib.figure import Figure
-from torch import Tensor
+
+if TYPE_CHECKING:  # annotations only: the report draws its figures without loading torch
+    from jaxtyping import Float
+    from torch import Tensor
 
 
 def head_heatmap(values: Float[Tensor, "n_layers n_heads"], title: str, diverging: bool = True) -> Figure:

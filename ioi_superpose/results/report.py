@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,32 +17,36 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
-from ioi_superpose.errors import ConfigError
+from ioi_superpose.errors import ConfigError, user_facing_main
 from ioi_superpose.files import atomic_write
 from ioi_superpose.results.analysis import SEED_KEYS, stability
-from ioi_superpose.results.caveats import INITIAL_ALPHA, is_initial, prune_shortfall
+from ioi_superpose.results.caveats import INITIAL_ALPHA, prune_shortfall
 from ioi_superpose.results.pareto import pareto_figures
 from ioi_superpose.results.plots import save_figure
+from ioi_superpose.results.schema import RunSummary, Stability, SweepSummary, Unit
 
 MAX_ACTIVATING = "max_activating.json"
+TABLES_DIR = "max_activating"
+"""Each run's full max-activating table is copied into OUT/max_activating/, so the report links only files that
+lie next to it (a report committed without its runs has no dangling links)."""
 
 
 @dataclass
 class Run:
     name: str
     directory: Path
-    summary: dict[str, Any]
+    summary: RunSummary
 
     @property
     def label(self) -> str:
         s = self.summary
-        return f"{self.name} ({s['direction']}, {s['objective']}, λ={s['config']['model'].get('l1')})"
+        return f"{self.name} ({s.direction}, {s.objective}, λ={s.setting('model', 'l1')})"
 
 
 @dataclass
 class Sweep:
     directory: Path
-    summary: dict[str, Any]
+    summary: SweepSummary
 
 
 def load(paths: Sequence[Path]) -> tuple[list[Run], list[Sweep]]:
@@ -52,11 +55,11 @@ def load(paths: Sequence[Path]) -> tuple[list[Run], list[Sweep]]:
     sweeps: list[Sweep] = []
     for path in paths:
         if (path / "sweep.json").is_file():
-            sweep = Sweep(path, read_json(path / "sweep.json"))
+            sweep = Sweep(path, SweepSummary.read(path / "sweep.json"))
             sweeps.append(sweep)
-            for row in sweep.summary["points"]:
-                directory = Path(row["run_dir"])
-                runs.setdefault(directory.resolve(), _run(directory, f"{path.name}/{row['point']}"))
+            for point in sweep.summary.points:
+                directory = Path(point.run_dir)
+                runs.setdefault(directory.resolve(), _run(directory, f"{path.name}/{point.point}"))
         elif (path / "summary.json").is_file():
             # `version_N` alone says nothing: name a run by its logger's name too.
             name = f"{path.parent.name}/{path.name}" if path.name.startswith("version_") else path.name
@@ -80,20 +83,19 @@ def read_json(path: Path) -> dict[str, Any]:
 
 
 def _run(directory: Path, name: str) -> Run:
-    return Run(name, directory, read_json(directory / "summary.json"))
+    return Run(name, directory, RunSummary.read(directory / "summary.json"))
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
-def _heads(summary: dict[str, Any]) -> str:
-    heads = summary["top_heads"]
-    def unit(h: dict[str, Any]) -> str:  # a mixing entry names its source: target←source
-        source = f"←{h['source_layer']}.{h['source_head']}" if "source_layer" in h else ""
-        return f"{h['layer']}.{h['head']}{source} ({h['alpha']:.2f})"
+def _heads(summary: RunSummary) -> str:
+    def unit(h: Unit) -> str:  # a mixing entry names its source: target←source
+        source = f"←{h.source_layer}.{h.source_head}" if h.source_layer is not None else ""
+        return f"{h.layer}.{h.head}{source} ({h.alpha:.2f})"
 
-    return ", ".join(unit(h) for h in heads) or "none"
+    return ", ".join(unit(h) for h in summary.top_heads) or "none"
 
 
 class Report:
@@ -113,6 +115,11 @@ class Report:
         self.figures.append(name)
         self.add(f"![{caption}]({name})", "")
 
+    def copy(self, source: Path, name: str) -> str:
+        """Copy `source` to OUT/`name` (atomically) and return `name`, the link the report uses."""
+        atomic_write(self.out / name, lambda path: shutil.copyfile(source, path))
+        return name
+
     def write(self) -> Path:
         text = "\n".join(self.lines).rstrip() + "\n"
         return atomic_write(self.out / "report.md", lambda path: Path(path).write_text(text))
@@ -120,11 +127,11 @@ class Report:
 
 def sets_figure(runs: Sequence[Run]) -> plt.Figure:
     """Recovery on validation and on every test set, one group of bars per run."""
-    set_names = ["val", *runs[0].summary["recovery"]["test"]]
+    set_names = ["val", *runs[0].summary.recovery.test]
     figure, axes = plt.subplots(figsize=(max(6, 0.9 * len(set_names)), 3.8))
     width = 0.8 / len(runs)
     for index, run in enumerate(runs):
-        values = [run.summary["recovery"]["val"], *(run.summary["recovery"]["test"].get(n) for n in set_names[1:])]
+        values = [run.summary.recovery.on(name) for name in set_names]
         axes.bar(
             [i + index * width for i in range(len(set_names))],
             [float("nan") if v is None else v for v in values],
@@ -144,12 +151,12 @@ def sets_figure(runs: Sequence[Run]) -> plt.Figure:
 
 def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Report:
     report = Report(out)
-    gpt2 = [r for r in runs if r.summary.get("ioi_circuit") is not None]
+    gpt2 = [r for r in runs if r.summary.ioi_circuit is not None]
     report.add(
         "# ioi_superpose report",
         "",
         f"{len(runs)} run(s): " + ", ".join(f"`{r.name}`" for r in runs) + ".",
-        "Models: " + ", ".join(sorted({f"`{r.summary['model_name']}`" for r in runs})) + ".",
+        "Models: " + ", ".join(sorted({f"`{r.summary.model_name}`" for r in runs})) + ".",
         "",
     )
     if not gpt2:
@@ -168,8 +175,8 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
     for r in runs:
         s = r.summary
         report.add(
-            f"| {r.name} | {s['direction']} | {s['objective']} | {s['l0']} of {s['n_heads_total']} | "
-            f"{_fmt(s['recovery']['val'])} | {_heads(s)} |"
+            f"| {r.name} | {s.direction} | {s.objective} | {s.l0} of {s.n_heads_total} | "
+            f"{_fmt(s.recovery.val)} | {_heads(s)} |"
         )
     report.add("")
     caveats_section(report, runs)
@@ -190,11 +197,12 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
     for set_name, figure in pareto_figures([r.summary for r in runs]).items():
         report.figure(f"pareto_{set_name}", figure, f"recovery against the number of heads on {set_name}")
     for r in gpt2:
-        circuit = r.summary["ioi_circuit"]
+        circuit = r.summary.ioi_circuit
+        assert circuit is not None  # `gpt2` holds the runs that have one
         report.add(
-            f"`{r.name}` against the IOI paper's 26 heads: precision {_fmt(circuit['precision'])}, recall "
-            f"{_fmt(circuit['recall'])}; by class "
-            + ", ".join(f"{k} {_fmt(v, 2)}" for k, v in circuit["recall_by_class"].items())
+            f"`{r.name}` against the IOI paper's 26 heads: precision {_fmt(circuit.precision)}, recall "
+            f"{_fmt(circuit.recall)}; by class "
+            + ", ".join(f"{k} {_fmt(v, 2)}" for k, v in circuit.recall_by_class.items())
             + ".",
             "",
         )
@@ -202,7 +210,7 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
     change_of_basis_section(report, runs)
 
     report.add("## Noising against denoising: do backup heads matter? (question 3)", "")
-    if any(r.summary["config"].get("data", {}).get("corruption", "name_swap") == "name_swap" for r in runs):
+    if any(r.summary.setting("data", "corruption", "name_swap") == "name_swap" for r in runs):
         report.add(
             "Under the `name_swap` corruption the corrupted prompt is itself an IOI prompt with the names "
             "swapped, so denoising a head set on (clean, corrupted) is the same forward pass as noising it on "
@@ -211,7 +219,7 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
             "A disagreement can only show under another corruption, e.g. `abc`.",
             "",
         )
-    comparisons = [(sweep, c) for sweep in sweeps for c in sweep.summary.get("noising_vs_denoising", [])]
+    comparisons = [(sweep, c) for sweep in sweeps for c in sweep.summary.noising_vs_denoising]
     if comparisons:
         report.add(
             "| sweep | setting | denoising heads | noising heads | only denoising | only noising | IoU |",
@@ -219,9 +227,8 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
         )
         for sweep, c in comparisons:
             report.add(
-                f"| {sweep.directory.name} | {c['setting']} | {_names(c['denoising_heads'])} | "
-                f"{_names(c['noising_heads'])} | "
-                f"{_names(c['only_denoising'])} | {_names(c['only_noising'])} | {_fmt(c['iou'], 2)} |"
+                f"| {sweep.directory.name} | {c.setting} | {_names(c.denoising_heads)} | {_names(c.noising_heads)} | "
+                f"{_names(c.only_denoising)} | {_names(c.only_noising)} | {_fmt(c.iou, 2)} |"
             )
         report.add(
             "",
@@ -252,11 +259,11 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
         "|---|---|---|---|---|---|---|",
     )
     for r in runs:
-        dist = r.summary.get("per_prompt_recovery", {}).get("val", {})
+        dist = r.summary.per_prompt_recovery.get("val")
+        mean, median, above = (None, None, None) if dist is None else (dist.mean, dist.median, dist.share_above_1)
         report.add(
-            f"| {r.name} | {r.summary['objective']} | {r.summary['config']['model'].get('bounded')} | "
-            f"{_fmt(r.summary['recovery']['val'])} | {_fmt(dist.get('mean'))} | {_fmt(dist.get('median'))} | "
-            f"{_fmt(dist.get('share_above_1'), 2)} |"
+            f"| {r.name} | {r.summary.objective} | {r.summary.setting('model', 'bounded')} | "
+            f"{_fmt(r.summary.recovery.val)} | {_fmt(mean)} | {_fmt(median)} | {_fmt(above, 2)} |"
         )
     report.add(
         "",
@@ -267,14 +274,15 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
     )
 
     # Recomputed from the points, not read from sweep.json: a run listed twice counts once (`stability`).
-    stable = [s for sweep in sweeps for s in stability(sweep.summary["points"], SEED_KEYS)]
+    stable = [Stability.from_dict(s, str(sweep.directory)) for sweep in sweeps
+              for s in stability([point.to_dict() for point in sweep.summary.points], SEED_KEYS)]  # fmt: skip
     report.add("## Stability across seeds", "")
     if stable:
         report.add("| setting | runs | heads in every run | heads in any run | IoU |", "|---|---|---|---|---|")
         for s in stable:
             report.add(
-                f"| {s['setting']} | {len(s['runs'])} | {_names(s['heads_in_every_run'])} | "
-                f"{_names(s['heads_in_any_run'])} | {_fmt(s['intersection_over_union'], 2)} |"
+                f"| {s.setting} | {len(s.runs)} | {_names(s.heads_in_every_run)} | "
+                f"{_names(s.heads_in_any_run)} | {_fmt(s.intersection_over_union, 2)} |"
             )
         report.add("")
     else:
@@ -295,12 +303,12 @@ def caveats_section(report: Report, runs: Sequence[Run]) -> None:
     """Runs whose numbers are not what the table suggests: α never trained, a minimal set that missed its target."""
     lines = []
     for r in runs:
-        if is_initial(r.summary):
+        if r.summary.alpha == INITIAL_ALPHA:
             lines.append(
                 f"- `{r.name}`: α is the initial one ({INITIAL_ALPHA}): its numbers are those of --model.init "
-                f"= {r.summary['config']['model'].get('init')}, not of a learned combination."
+                f"= {r.summary.setting('model', 'init')}, not of a learned combination."
             )
-        shortfall = prune_shortfall(r.summary.get("prune"))
+        shortfall = prune_shortfall(r.summary.prune)
         if shortfall:
             lines.append(f"- `{r.name}`: {shortfall}")
     if lines:
@@ -310,7 +318,7 @@ def caveats_section(report: Report, runs: Sequence[Run]) -> None:
 def change_of_basis_section(report: Report, runs: Sequence[Run]) -> None:
     """Question 1 from the `mixing` runs: does moving other heads' differences into a head help?"""
     report.add("## A change of basis that puts the heads in one layer (question 1)", "")
-    mixing = [r for r in runs if r.summary["config"]["model"].get("combination") == "mixing"]
+    mixing = [r for r in runs if r.summary.setting("model", "combination") == "mixing"]
     if not mixing:
         report.add(
             "No run here uses `--model.combination mixing` (a learned map across heads, within a layer and from "
@@ -324,14 +332,12 @@ def change_of_basis_section(report: Report, runs: Sequence[Run]) -> None:
         "|---|---|---|---|---|---|---|---|---|",
     )
     for r in mixing:
-        s, model = r.summary, r.summary["config"]["model"]
-        cross = [unit for unit in s["support"] if tuple(unit[:2]) != tuple(unit[2:])]
-        off_diagonal = [h for h in s["top_heads"] if (h["layer"], h["head"]) != (h["source_layer"], h["source_head"])]
-        largest = max((abs(h["alpha"]) for h in off_diagonal), default=None)
+        s = r.summary
+        largest = max((abs(h.alpha) for h in s.top_heads if h.is_cross_head), default=None)
         report.add(
-            f"| {r.name} | {s['direction']} | {model.get('mixing_target')} | {model.get('init')} | {s['l0']} | "
-            f"{len(cross)} | {_fmt(largest, 2)} | {_fmt(s['recovery']['val'])} | "
-            f"{_fmt(s['recovery']['test'].get('in_distribution'))} |"
+            f"| {r.name} | {s.direction} | {s.setting('model', 'mixing_target')} | {s.setting('model', 'init')} | "
+            f"{s.l0} | {len(s.cross_head_support)} | {_fmt(largest, 2)} | {_fmt(s.recovery.val)} | "
+            f"{_fmt(s.recovery.on('in_distribution'))} |"
         )
     report.add(
         "",
@@ -381,10 +387,14 @@ def max_activating_section(report: Report, runs: Sequence[Run]) -> None:
                 f"{_fmt(row['corrupted_logit_diff'])} | {_fmt(row['patched_logit_diff'])} | {_fmt(row['move'])} | "
                 f"{_fmt(row['recovery'])} |"
             )
-    report.add("", "Each run's full table (top and bottom k, and each set's mean move):")
+    report.add("", f"Each run's full table (top and bottom k, and each set's mean move), copied into {TABLES_DIR}/:")
     for name, (run, _) in tables.items():
-        target = os.path.relpath(run.directory / "max_activating.md", report.out)
-        report.add(f"- `{name}`: [{Path(target).name}]({target})")
+        source = run.directory / "max_activating.md"
+        if not source.is_file():
+            report.add(f"- `{name}`: its run directory has no max_activating.md")
+            continue
+        target = report.copy(source, f"{TABLES_DIR}/{_file_name(name)}.md")
+        report.add(f"- `{name}`: [{target}]({target})")
     missing = [r.name for r in runs if r.name not in tables]
     if missing:
         report.add(f"- no table: {', '.join(f'`{name}`' for name in missing)}")
@@ -399,10 +409,16 @@ def max_activating_section(report: Report, runs: Sequence[Run]) -> None:
     )
 
 
+def _file_name(run_name: str) -> str:
+    """A run's name as one file name: `sweep/point` becomes `sweep__point`."""
+    return run_name.replace("/", "__")
+
+
 def _names(heads: Sequence[Sequence[int]]) -> str:
     return ", ".join(".".join(map(str, head)) for head in heads) or "–"
 
 
+@user_facing_main
 def main(args: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m ioi_superpose.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -415,16 +431,8 @@ def main(args: Sequence[str] | None = None) -> None:
             raise ConfigError(f"--out {parsed.out} is a file; give a directory for report.md and its figures.")
         runs, sweeps = load(parsed.paths)
         path = build_report(runs, sweeps, parsed.out).write()
-    except KeyError as missing:
-        print(
-            f"error: a summary lacks {missing}: it was written by another version of ioi_superpose; run it "
-            "again with this one.",
-            file=sys.stderr,
-        )
-        sys.exit(1)
-    except (ConfigError, OSError, json.JSONDecodeError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    except OSError as error:  # an unreadable run directory or an unwritable --out
+        raise ConfigError(f"{error}") from error
     print(f"report: {path}")
 
 

@@ -15,6 +15,7 @@ from ioi_superpose.baselines.ioi_heads import circuit_precision_recall, has_gpt2
 from ioi_superpose.files import atomic_write, write_json
 from ioi_superpose.results.caveats import alpha_state
 from ioi_superpose.results.plots import head_heatmap, save_figure
+from ioi_superpose.results.schema import Distribution, IOICircuit, Recovery, RunSummary, Unit
 from ioi_superpose.training.system import IN_DISTRIBUTION, HeadSuperposition, metric_prefix
 
 
@@ -96,50 +97,52 @@ def build_summary(
     baselines: Sequence[Baseline] = (),
     per_prompt: dict[str, dict] | None = None,
     steps: int | None = None,
-) -> dict[str, Any]:
+) -> RunSummary:
     """`per_prompt`: the distribution of each set's per-prompt recovery (`analysis.distribution`).
     `steps`: optimisation steps α has taken (`caveats.alpha_state`: 0 means the summary is of the initial α)."""
     alpha = system.combination.coefficients.detach().cpu()
     cfg = system.frozen.cfg
     val = stage_metrics(val_metrics, "val", IN_DISTRIBUTION)
     tests = {name: stage_metrics(test_metrics, "test", name) for name in test_set_names}
-    return {
-        "model_name": system.hparams.model_name,
-        "direction": system.hparams.direction,
-        "objective": system.hparams.objective,
-        **({} if steps is None else {"alpha": alpha_state(steps), "steps": steps}),
-        "recovery": {"val": recovery_or_none(val), "test": {name: recovery_or_none(m) for name, m in tests.items()}},
-        "min_gap_for_recovery": MIN_GAP,
-        "clean_logit_diff": val.get("clean_logit_diff"),
-        "corrupted_logit_diff": val.get("corrupted_logit_diff"),
-        "patched_logit_diff": val.get("logit_diff"),
-        "clean_accuracy": val.get("clean_accuracy"),
-        "patched_accuracy": val.get("accuracy"),
-        "l0": system.combination.l0(system.hparams.l0_threshold),
-        "l0_threshold": system.hparams.l0_threshold,
-        "n_heads_total": cfg.n_layers * cfg.n_heads,
+    circuit = (
+        circuit_precision_recall(system.combination.head_coefficients().cpu(), system.hparams.l0_threshold)
+        if has_gpt2_small_shape(cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_vocab)
+        else None
+    )
+    return RunSummary(
+        model_name=system.hparams.model_name,
+        direction=system.hparams.direction,
+        objective=system.hparams.objective,
+        alpha=None if steps is None else alpha_state(steps),
+        steps=steps,
+        recovery=Recovery(val=recovery_or_none(val), test={name: recovery_or_none(m) for name, m in tests.items()}),
+        min_gap_for_recovery=MIN_GAP,
+        clean_logit_diff=val.get("clean_logit_diff"),
+        corrupted_logit_diff=val.get("corrupted_logit_diff"),
+        patched_logit_diff=val.get("logit_diff"),
+        clean_accuracy=val.get("clean_accuracy"),
+        patched_accuracy=val.get("accuracy"),
+        l0=system.combination.l0(system.hparams.l0_threshold),
+        l0_threshold=system.hparams.l0_threshold,
+        n_heads_total=cfg.n_layers * cfg.n_heads,
         # rotation's units are directions, not heads: its top heads are its [layer, head] view (dims per head).
-        "top_heads": top_heads(
+        top_heads=[Unit(**row) for row in top_heads(
             system.combination.head_coefficients().cpu() if system.hparams.get("combination") == "rotation" else alpha,
             threshold=system.hparams.l0_threshold,
-        ),
-        "combination": system.hparams.get("combination", "scalar"),
-        "rest": system.hparams.get("rest", "free"),
-        "support": [list(unit) for unit in system.combination.support(system.hparams.l0_threshold)],
-        "prune": None if getattr(system, "prune_result", None) is None else system.prune_result.to_dict(),
-        "rotation": getattr(system, "rotation_result", None),
-        "circuit": getattr(system, "circuit_result", None),
-        "val": val,
-        "test": tests,
-        "per_prompt_recovery": per_prompt or {},
-        "baselines": {baseline.name: baseline.summary(system) for baseline in baselines},
-        "ioi_circuit": (
-            circuit_precision_recall(system.combination.head_coefficients().cpu(), system.hparams.l0_threshold)
-            if has_gpt2_small_shape(cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.d_vocab)
-            else None
-        ),
-        "config": config,
-    }
+        )],  # fmt: skip
+        combination=system.hparams.get("combination", "scalar"),
+        rest=system.hparams.get("rest", "free"),
+        support=[list(unit) for unit in system.combination.support(system.hparams.l0_threshold)],
+        prune=None if getattr(system, "prune_result", None) is None else system.prune_result.to_dict(),
+        rotation=getattr(system, "rotation_result", None),
+        circuit=getattr(system, "circuit_result", None),
+        val=val,
+        test=tests,
+        per_prompt_recovery={name: Distribution.from_dict(d) for name, d in (per_prompt or {}).items()},
+        baselines={baseline.name: baseline.summary(system) for baseline in baselines},
+        ioi_circuit=None if circuit is None else IOICircuit.from_dict(circuit, "circuit_precision_recall"),
+        config=config,
+    )
 
 
 class RunWriter:
@@ -151,7 +154,7 @@ class RunWriter:
     def write(
         self,
         system: HeadSuperposition,
-        summary: dict[str, Any],
+        summary: RunSummary,
         baselines: Sequence[Baseline] = (),
         max_activating: ExamplesTable | None = None,
     ) -> dict[str, Path]:
@@ -163,13 +166,16 @@ class RunWriter:
             "coefficients": self.run_dir / "coefficients.pt",
             "heatmap": self.run_dir / "coefficients.png",
         }
-        payload = {"coefficients": alpha, **{k: summary[k] for k in ("model_name", "direction", "objective")}}
+        payload = {
+            "coefficients": alpha, "model_name": summary.model_name, "direction": summary.direction,
+            "objective": summary.objective,
+        }  # fmt: skip
         atomic_write(paths["coefficients"], lambda name: torch.save(payload, name))
         self._figure(
             paths["heatmap"],
             head_heatmap(
                 system.combination.head_coefficients().cpu(),
-                f"learned α ({system.hparams.model_name}, L0 = {summary['l0']})",
+                f"learned α ({system.hparams.model_name}, L0 = {summary.l0})",
             ),
         )
         for baseline in baselines:
@@ -183,7 +189,7 @@ class RunWriter:
                 self.run_dir / "max_activating.md", lambda name: Path(name).write_text(text)
             )
             paths["max_act_json"] = write_json(self.run_dir / "max_activating.json", max_activating.to_dict())
-        paths["summary"] = write_json(self.run_dir / "summary.json", summary)
+        paths["summary"] = write_json(self.run_dir / "summary.json", summary.to_dict())
         return paths
 
     @staticmethod
