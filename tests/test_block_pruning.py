@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import random_model
 
 import ioi_superpose.training.pruning as pruning
 from ioi_superpose.combinations import ScalarCombination
@@ -18,6 +17,7 @@ from ioi_superpose.groundtruth.planted import all_cases
 from ioi_superpose.models import load_frozen_model
 from ioi_superpose.training.pruning import minimal_set
 from ioi_superpose.training.system import HeadSuperposition
+from tests.helpers import random_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TOY_IOI = Path(__file__).resolve().parents[1] / "checkpoints" / "toy_ioi.pt"

@@ -161,7 +161,7 @@ def test_toy_ioi_whole_model_is_faithful_and_complete():
 def test_learned_set_is_scored_after_fit(one_thread):
     """`circuit_criteria`: the learned head set (α above the L0 threshold) is scored under every ablation."""
     from ioi_superpose.api import learn_combination
-    from tests.conftest import prompt_pairs, random_model
+    from tests.helpers import prompt_pairs, random_model
 
     model = random_model(n_layers=2, n_heads=2, d_model=16, seed=3)
     clean, corrupted, answers = prompt_pairs(model.cfg.d_vocab, batch=6, length=6, seed=1)
@@ -180,7 +180,7 @@ def test_model_ablation_is_the_noising_source(ablation):
     from ioi_superpose.data.batch import ContrastBatch
     from ioi_superpose.engine.runs import hook_name
     from ioi_superpose.training.system import HeadSuperposition
-    from tests.conftest import prompt_pairs, random_model
+    from tests.helpers import prompt_pairs, random_model
 
     model = random_model(n_layers=2, n_heads=2, d_model=16, seed=5)
     clean, corrupted, answers = prompt_pairs(model.cfg.d_vocab, batch=6, length=6, seed=2)
@@ -205,7 +205,7 @@ def test_model_ablation_is_the_noising_source(ablation):
 
 def test_model_ablation_needs_noising():
     from ioi_superpose.training.system import HeadSuperposition
-    from tests.conftest import random_model
+    from tests.helpers import random_model
 
     with pytest.raises(ConfigError, match="Set direction noising"):
         HeadSuperposition(direction="denoising", ablation="zero", preloaded_model=random_model())

@@ -15,7 +15,7 @@ from ioi_superpose.groundtruth.planted import and_case, composition_case, or_cas
 from ioi_superpose.models import freeze
 from ioi_superpose.models.toy import attn_only_config, build_toy_model
 from ioi_superpose.training.metrics import LogitDiffMetric
-from tests.conftest import hooks_attached, prompt_pairs, random_model
+from tests.helpers import hooks_attached, prompt_pairs, random_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
 DIRECTIONS = ("denoising", "noising")

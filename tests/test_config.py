@@ -12,8 +12,7 @@ from ioi_superpose.api import learn_combination, learn_combinations
 from ioi_superpose.errors import ConfigError, SettingError, cli_flag
 from ioi_superpose.training.config import FamilyConfig, OptimConfig, SuperpositionConfig
 from ioi_superpose.training.system import HeadSuperposition
-from tests.conftest import prompt_pairs, random_model
-from tests.test_cli import SMALL, run_cli
+from tests.helpers import SMALL, prompt_pairs, random_model, run_cli
 
 
 @pytest.fixture(scope="module")

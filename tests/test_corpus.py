@@ -13,7 +13,7 @@ from ioi_superpose.engine.runs import hook_name
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig
 from ioi_superpose.results.corpus import corpus_examples, direct_effects, read_corpus
-from tests.conftest import random_model
+from tests.helpers import random_model
 
 WEIGHTS = torch.tensor([[1.0, 0.0, 0.5]])
 
@@ -71,7 +71,7 @@ def test_cli_writes_the_corpus_table(tmp_path, monkeypatch):
     over every position of the file, recomputed here from the saved α."""
     from ioi_superpose.data.prompts import ioi_prompts, ioi_texts
     from ioi_superpose.models import load_frozen_model, load_tokenizer
-    from tests.test_cli import QUIET, REPO, SMALL, TOY_IOI, run_cli
+    from tests.helpers import QUIET, REPO, SMALL, TOY_IOI, run_cli
 
     texts = ioi_texts(ioi_prompts(TOY_IOI, n=12, seed=7, equal_length=False), TOY_IOI)
     corpus = tmp_path / "corpus.txt"
@@ -93,7 +93,7 @@ def test_cli_writes_the_corpus_table(tmp_path, monkeypatch):
 
 
 def test_cli_refuses_corpus_with_rotation(tmp_path, monkeypatch, capsys):
-    from tests.test_cli import QUIET, REPO, SMALL, TOY_IOI, run_cli
+    from tests.helpers import QUIET, REPO, SMALL, TOY_IOI, run_cli
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("Then , Mary and John went to the store .\n")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import random_model
 
 from ioi_superpose.combinations import HeadWeights, ScalarCombination
 from ioi_superpose.data.batch import ContrastBatch
@@ -17,6 +16,7 @@ from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, fre
 from ioi_superpose.toy.batches import FeaturePrompts
 from ioi_superpose.training.pruning import minimal_set
 from ioi_superpose.training.system import HeadSuperposition
+from tests.helpers import random_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -17,7 +17,7 @@ from ioi_superpose.combinations.rotation import RotationCombination, head_shares
 from ioi_superpose.engine.runs import BaseRun, head_z, patched_end_logits, reference_runs
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.training.system import HeadSuperposition
-from tests.conftest import prompt_pairs, random_model
+from tests.helpers import prompt_pairs, random_model
 
 warnings.filterwarnings("ignore", message=".*val_dataloader.*")
 logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
@@ -210,7 +210,7 @@ def test_cli_fit_with_the_main_jobs_baselines_writes_the_rotation_report(tmp_pat
     """The main toy job (its baselines and max-activating table included) with --model.combination rotation."""
     import json
 
-    from tests.test_cli import QUIET, REPO, SMALL, TOY_IOI, run_cli
+    from tests.helpers import QUIET, REPO, SMALL, TOY_IOI, run_cli
 
     args = ["fit", "--config", str(REPO / "experiments" / "toy_ioi.yaml"), "--model.model_name", TOY_IOI, *SMALL,
             *QUIET, "--trainer.max_epochs", "1", "--model.combination", "rotation", "--model.rotation_layers", "[1]",
