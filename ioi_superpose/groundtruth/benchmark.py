@@ -6,26 +6,27 @@ in the same direction, on the dev prompts (for selection) and the test prompts (
 is scored on the test prompts: precision / recall / F1 against the NEAREST test minimal set (highest F1),
 its L0 against the minimal L0, and its effect there (denoising: recovery; noising: 1 − recovery).
 
-Hyperparameters (threshold t, k, λ) are chosen leave-one-case-out (`toy.selection`): for case c, the
+Hyperparameters (threshold t, k, λ) are chosen leave-one-case-out (`groundtruth.selection`): for case c, the
 value with the best mean dev-truth F1 over every OTHER case of the same direction; c's own data never
 enters its choice (`report["chosen"]` records the value and the cases it was chosen on).
 
 Methods (rows):
-- baselines, each from its per-head score on the train prompts (activation patching = single-head
-  effect in the direction; attribution patching and path patching to the logits, signed so that larger
-  is more important in both directions; direct logit attribution; attention from END to the case's
-  source / IO position): `(t)` the threshold rule score / max ≥ t; `top-k` (k by leave-one-case-out);
+- baselines, each from its per-head score on the train prompts, through the scorer registry
+  (`baselines/scorers.py`: activation patching, attribution patching, EAP-IG, path patching to the logits —
+  each a normalised effect from the base run towards the source run, larger = more important in both
+  directions —, direct logit attribution, head-level ACDC's kept set as 0/1; and attention from END to the
+  case's source / IO position): `(t)` the threshold rule score / max ≥ t; `top-k` (k by leave-one-case-out);
   `smallest top-k ≥ target` (the smallest k whose top-k set reaches the target on the case's DEV prompts;
-  no ground truth used); `+ step` ordered elimination from all heads, least important first
-  (`pruning.minimal_set(order=pruning.order_scores(ranking))`);
+  no ground truth used); `+ step` the minimal-set step from all heads, its blocks taken in the ranking's
+  order, least important first (`pruning.minimal_set(order=pruning.order_scores(ranking))`);
 - controls: `random ranking + step` (the mean over `random_orders` seeded random orders), `all heads +
-  step` (control a: α = 1 everywhere, then the greedy minimal-set step — no learning), `exhaustive
+  step` (control a: α = 1 everywhere, then the minimal-set step, ties in head order — no learning), `exhaustive
   oracle` (the smallest set reaching the target on the train prompts: the best any method can do on them);
 - learned families (`api.learn_combinations`, one batched fit of every λ × init): `learned F` (its
-  support, patched with its own weights), `+ step` (the greedy minimal-set step from the learned
-  support), `+ restarts + step` (among the inits, the stepped set that reaches the target on the DEV
-  prompts with the fewest heads, then the highest dev effect), `+ α-ordered step` (ordered elimination
-  from all heads, smallest |α| first). λ grids are per family (hard_concrete's expected-L0 penalty is on
+  support, patched with its own weights), `+ step` (the minimal-set step from the learned support, smallest
+  |α| first), `+ restarts + step` (among the inits, the stepped set that reaches the target on the DEV
+  prompts with the fewest heads, then the highest dev effect), `+ α-ordered step` (the step from all
+  heads, smallest |α| first). λ grids are per family (hard_concrete's expected-L0 penalty is on
   another scale than L1).
 """
 
@@ -419,7 +420,7 @@ def markdown(report: dict[str, Any]) -> str:
         "Every method works on the train prompts; hyperparameters are chosen leave-one-case-out against the "
         "dev-prompt ground truth of the OTHER cases; every number below is on the test prompts against their "
         "own exhaustive search. Mean F1 over cases with a seeded bootstrap 95 % interval over cases (n = "
-        f"cases). Separating cases (built so that greedy search or baselines fail): {', '.join(separating)}. "
+        f"cases). Separating cases (built so that the step from all heads or the baselines fail): {', '.join(separating)}. "
         "Seconds: the method's own computation summed over cases (a learned row includes its family's whole "
         "batched fit of every λ × init; a baseline row includes computing its score).",
         "",
