@@ -111,6 +111,13 @@ def cli_cases(work: Path) -> list[Case]:
     cli("5", [*fit, "--model.l1", "0.01", "--ckpt_path", str(last)])
     cli("6", [*fit, "--data.held_out_name_fraction", "0.3"])
     cli("7", [*fit, "--model.combination", "mixing", "--model.mixing_target", "1", "--model.prune_target", "1.0"])
+    cli("8", [*fit, "--model.temperature", "0.5"])
+    cli("8", [*fit, "--model.mixing_target", "1"])
+    cli("8", [*fit, "--model.rotation_layers", "[0]"])
+    nan_config = work / "nan.yaml"
+    nan_config.write_text("model:\n  l1: .nan\n")
+    cli("9", [*fit, "--config", str(nan_config)])
+    cli("9", [*fit, "--model.prune_target", "inf"])
     cli("unclear", [*fit, "--data.off_distribution", "[held_out_templates]", "--data.held_out_templates", "[]"])
     cli("unclear", [*fit, "--model.l1", "nan"])
     cli("unclear", [*fit, "--model.init", "nan", "--model.bounded", "false"])
@@ -245,10 +252,9 @@ def markdown(cases: list[Case], seconds: float) -> str:
         "# Bad inputs: what each one does today (issue 19)",
         "",
         f"Written by `python experiments/bad_inputs.py` ({seconds:.0f} s): every row was run, the message is the "
-        "one the user sees. Item: the issue-19 item the row checks (1–7 silent results, unclear messages, also), "
+        "one the user sees. Item: the issue-19 item the row checks (1–9 silent results, unclear messages, also), "
         "or `extra` for our own. Items 8 and 9 (settings of another family, non-finite numbers in a "
-        "configuration) are fixed on another branch; the `nan` rows here show only that the training step names "
-        "the non-finite setting.",
+        "configuration) are refused by the config dataclasses (`training/config.py`) before anything runs.",
         "",
         "| # | item | input | exit | message |",
         "|---|---|---|---|---|",

@@ -420,7 +420,8 @@ def markdown(report: dict[str, Any]) -> str:
         "Every method works on the train prompts; hyperparameters are chosen leave-one-case-out against the "
         "dev-prompt ground truth of the OTHER cases; every number below is on the test prompts against their "
         "own exhaustive search. Mean F1 over cases with a seeded bootstrap 95 % interval over cases (n = "
-        f"cases). Separating cases (built so that the step from all heads or the baselines fail): {', '.join(separating)}. "
+        "cases). Separating cases (built so that the step from all heads or the baselines fail): "
+        f"{', '.join(separating)}. "
         "Seconds: the method's own computation summed over cases (a learned row includes its family's whole "
         "batched fit of every λ × init; a baseline row includes computing its score).",
         "",
