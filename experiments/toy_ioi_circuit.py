@@ -50,7 +50,8 @@ def learned_noising_sets() -> dict[str, dict]:
     out = {}
     for ablation in ("corrupted", "resample", "mean", "zero"):
         command = [sys.executable, "-m", "ioi_superpose.train", "fit", "--config", "experiments/toy_ioi_rotation.yaml",
-                   "--model.combination", "scalar", "--model.direction", "noising", "--model.ablation", ablation,
+                   "--model.combination", "scalar", "--model.rotation_target", "null", "--model.direction", "noising",
+                   "--model.ablation", ablation,
                    "--model.init", "1.0", "--trainer.max_epochs", "5", "--data.off_distribution", "[]"]  # fmt: skip
         output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
         run_dir = re.search(r"summary\s+(\S+)/summary\.json", output).group(1)

@@ -48,7 +48,7 @@ def main() -> None:
         "pattern); `copying`: Σλ/Σ|λ| of W_E[names] W_V W_O W_U[:, names] (+1 copies names, −1 suppresses them); "
         "`copying_top5`: share of names whose own logit is in that circuit row's top 5; `attn_end_*`: mean attention "
         "from END to IO, S1, S2; `rotation_dims`: the learned rotation's kept dimensions per head "
-        "(experiments/reports/toy_ioi_rotation). Definitions: `ioi_superpose/head_types.py`.",
+        "(experiments/reports/toy_ioi_rotation). Definitions: `ioi_superpose/results/head_types.py`.",
         "",
         head_types_table(scores, selected),
         "",

@@ -21,8 +21,8 @@ RUNS = {
     "rotation, layers 0 and 1": ["--model.combination", "rotation"],
     "rotation, layer 0": ["--model.combination", "rotation", "--model.rotation_layers", "[0]"],
     "rotation, layer 1": ["--model.combination", "rotation", "--model.rotation_layers", "[1]"],
-    "scalar": ["--model.combination", "scalar"],
-    "mixing": ["--model.combination", "mixing"],
+    "scalar": ["--model.combination", "scalar", "--model.rotation_target", "null"],
+    "mixing": ["--model.combination", "mixing", "--model.rotation_target", "null"],
 }
 
 
