@@ -11,6 +11,7 @@ from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
 from ioi_superpose.engine.fast_forward import disagreement
 from ioi_superpose.groundtruth.exhaustive import search_subsets
 from ioi_superpose.groundtruth.planted import all_cases, decoy_case
+from tests.helpers import hooks_only
 
 CASES = {case.name: case for case in all_cases()}
 
@@ -60,36 +61,12 @@ def test_prompt_seeds_differ():
 
 
 def hooks_only_effects(model, prompts, direction):
-    """Every head subset's normalised effect, written independently of the engine: TransformerLens's own
-    forward with a hook_z replacement, full logits, no fast runner, no folding."""
-    base, source = (
-        (prompts.corrupted_tokens, prompts.clean_tokens) if direction == "denoising"
-        else (prompts.clean_tokens, prompts.corrupted_tokens)
-    )  # fmt: skip
-    rows, ends, answers = torch.arange(len(base)), prompts.end_positions, prompts.answer_tokens
-
-    def logit_diff(logits):
-        at_end = logits[rows, ends]
-        return float((at_end.gather(1, answers[:, :1]) - at_end.gather(1, answers[:, 1:])).mean())
-
-    with torch.no_grad():
-        source_logits, source_cache = model.run_with_cache(source)
-        base_ld, source_ld = logit_diff(model(base)), logit_diff(source_logits)
-        heads = [(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
-        effects = {}
-        for size in range(len(heads) + 1):
-            for subset in itertools.combinations(heads, size):
-                def patch(z, hook, subset=subset):
-                    layer = int(hook.name.split(".")[1])
-                    for patched_layer, head in subset:
-                        if patched_layer == layer:
-                            z[:, :, head] = source_cache[hook.name][:, :, head]
-                    return z
-
-                hooks = [(f"blocks.{layer}.attn.hook_z", patch) for layer in range(model.cfg.n_layers)]
-                patched = logit_diff(model.run_with_hooks(base, fwd_hooks=hooks))
-                effects[frozenset(subset)] = (patched - base_ld) / (source_ld - base_ld)
-    return effects
+    """Every head subset's normalised effect from the hand-written hooks-only reference (`hooks_only`)."""
+    heads = [(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
+    return {
+        frozenset(subset): hooks_only(model, prompts, subset, direction)
+        for size in range(len(heads) + 1) for subset in itertools.combinations(heads, size)
+    }
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -125,3 +125,38 @@ def fake_summary(
     }  # fmt: skip
     summary.update(fields)
     return summary
+
+
+def hooks_only(model, prompts, subset, direction, capture=False):
+    """Normalised effect of patching `subset` (TransformerLens's forward, a hook_z replacement, full
+    logits, no fast runner), and with `capture` every layer's z of the patched run."""
+    base, source = (
+        (prompts.corrupted_tokens, prompts.clean_tokens) if direction == "denoising"
+        else (prompts.clean_tokens, prompts.corrupted_tokens)
+    )  # fmt: skip
+    rows, ends, answers = torch.arange(len(base)), prompts.end_positions, prompts.answer_tokens
+
+    def logit_diff(logits):
+        at_end = logits[rows, ends]
+        return float((at_end.gather(1, answers[:, :1]) - at_end.gather(1, answers[:, 1:])).mean())
+
+    patched_z = {}
+    with torch.no_grad():
+        source_logits, cache = model.run_with_cache(source)
+
+        def patch(z, hook):
+            layer = int(hook.name.split(".")[1])
+            for patched_layer, head in subset:
+                if patched_layer == layer:
+                    z[:, :, head] = cache[hook.name][:, :, head]
+            patched_z[layer] = z.clone()
+            return z
+
+        hooks = [(f"blocks.{layer}.attn.hook_z", patch) for layer in range(model.cfg.n_layers)]
+        patched = logit_diff(model.run_with_hooks(base, fwd_hooks=hooks))
+        base_ld, source_ld = logit_diff(model(base)), logit_diff(source_logits)
+    effect = (patched - base_ld) / (source_ld - base_ld)
+    if not capture:
+        return effect
+    source_z = torch.stack([cache[f"blocks.{layer}.attn.hook_z"] for layer in range(model.cfg.n_layers)])
+    return effect, torch.stack([patched_z[layer] for layer in range(model.cfg.n_layers)]), source_z
