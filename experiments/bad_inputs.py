@@ -157,6 +157,7 @@ def cli_cases(work: Path) -> list[Case]:
                   "--grid", "model.l1=2"])  # fmt: skip
     cli("extra", ["ioi_superpose.report", str(work / "empty"), "--out", "report"])
     cli("extra", ["ioi_superpose.train_batched", "--member", "--model.l1 0.01"])
+    cli("extra", ["ioi_superpose.train", "fit", "--model.l1", "-1", "--config", str(config)])
     # Two at a time (two cores); each case in a directory of its own, so runs never share a version number.
     for number in range(len(todo)):
         (work / str(number)).mkdir()

@@ -238,6 +238,27 @@ def test_out_pointing_at_a_file_names_the_option(tmp_path, capsys):
         assert f"--out {a_file} is a file" in capsys.readouterr().err
 
 
+# ---- Also: a flag given before --config ----------------------------------------------------------------------
+
+
+def test_a_flag_the_config_would_replace_is_refused(tmp_path, monkeypatch, capsys):
+    # jsonargparse applies arguments in order: the YAML's l1 (0.001) replaced -1 and the run trained, exit 0.
+    config = str(REPO / "experiments" / "toy_ioi.yaml")
+    error = train_fails(["fit", "--model.l1=-1", "--config", config], tmp_path, monkeypatch, capsys)
+    assert f"--model.l1 is given before --config {config}, which also sets model.l1" in error
+    assert not list(tmp_path.iterdir())  # refused before anything is written
+
+
+def test_a_flag_before_a_config_that_does_not_set_it_is_kept(tmp_path):
+    from ioi_superpose.cli.flag_order import refuse_flags_replaced_by_config
+
+    config = tmp_path / "config.yaml"
+    config.write_text("model:\n  l1: 0.001\n")
+    refuse_flags_replaced_by_config(["fit", "--model.lr", "0.1", "--config", str(config), "--model.l1", "0.5"])
+    with pytest.raises(ConfigError, match="--model.l1 is given before"):
+        refuse_flags_replaced_by_config(["fit", "--model.l1", "0.5", f"--config={config}"])
+
+
 # ---- Also: Ctrl-C prints the resume command ----------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from ioi_superpose.baselines.callbacks import HeadBaseline, log_figure
 from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.callbacks.resume_hint import ResumeHint
+from ioi_superpose.cli.flag_order import refuse_flags_replaced_by_config
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.errors import ConfigError, user_facing_main
 from ioi_superpose.results.analysis import distribution
@@ -115,6 +116,7 @@ class SuperposeCLI(LightningCLI):
     def __init__(self, *positional: Any, args: Sequence[str] | None = None, **kwargs: Any) -> None:
         self.argv = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:]
         """The command line, for the resume command printed when a run is stopped (`ResumeHint`)."""
+        refuse_flags_replaced_by_config(self.argv)
         super().__init__(*positional, args=args, **kwargs)
 
     def before_validate(self) -> None:

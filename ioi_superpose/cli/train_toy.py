@@ -8,17 +8,24 @@ TensorBoard logs go to `runs/` unless the config says otherwise.
 
 from __future__ import annotations
 
-from typing import Optional
+import sys
+from collections.abc import Sequence
+from typing import Any, Optional
 
 import lightning as L
 import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from ioi_superpose.cli.flag_order import refuse_flags_replaced_by_config
 from ioi_superpose.errors import user_facing_main
 from ioi_superpose.toy import ToyModelTraining
 
 
 class ToyCLI(LightningCLI):
+    def __init__(self, *positional: Any, args: Sequence[str] | None = None, **kwargs: Any) -> None:
+        refuse_flags_replaced_by_config(list(args) if isinstance(args, (list, tuple)) else sys.argv[1:])
+        super().__init__(*positional, args=args, **kwargs)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument(
             "--torch_threads",
