@@ -25,8 +25,8 @@ import time
 from pathlib import Path
 
 import torch
-from ioi_superpose.interventions import HeadWeights, ScalarCombination
 
+from ioi_superpose.combinations import HeadWeights, ScalarCombination
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.engine.rest import run_tokens, with_rest
