@@ -3,10 +3,11 @@ score fixed ones (`recovery_of`, from the engine)."""
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import lightning as L
 import torch
@@ -26,7 +27,9 @@ from ioi_superpose.training.non_finite import ZERO_GAP
 from ioi_superpose.training.objectives import ObjectiveName
 from ioi_superpose.training.system import HeadSuperposition
 
-__all__ = ["LearnedCombination", "evaluate_combination", "learn_combination", "learn_combinations", "recovery_of"]
+__all__ = ["FitSettings", "LearnedCombination", "evaluate_combination", "learn_combination", "learn_combinations",
+           "recovery_of"]  # fmt: skip
+R = TypeVar("R")
 
 
 @dataclass
@@ -58,87 +61,134 @@ class LearnedCombination:
         return top_heads(self.coefficients, k=k)
 
 
+class FitSettings(TypedDict, total=False):
+    """Settings `learn_combination` and `learn_combinations` share: keyword arguments of both.
+
+    objective: `logit_diff` (default) drives the normalised effect of the patch to 1, `kl` matches the source
+        run's next-token distribution at END, `maximize` pushes the effect as high as it goes
+        (`ioi_superpose.training.objectives`).
+    direction: `denoising` (default) runs the corrupted prompts and patches in the clean ones' head outputs
+        (heads sufficient for the behaviour); `noising` the reverse (heads necessary for it).
+    steps: Adam steps on the full batch of prompts (default 200).
+    bounded: keep every weight in [0, 1], projected after each step (default True).
+    seed: seeds the run; also hard_concrete's gates and rotation's random start (default 0).
+    l0_threshold: a unit counts towards L0 and the support when |weight| exceeds this (default 0.05).
+    l1_warmup_steps: λ rises linearly from 0 to `l1` over this many steps (default 0: no warm-up).
+    combination: the family: `scalar` (default) α[layer, head]; `per_position` α[layer, head, role] — here only
+        the END/other roles, the prompts being plain token rows; `hard_concrete` a stochastic gate per head,
+        seeded by `seed`; `mixing` a map across heads (`mixing_target`); `rotation` (`learn_combination` only)
+        a learned orthogonal basis of each of `rotation_layers`' z with a mask.
+    prune_target: R: end with the minimal-set step on these prompts (kept units at weight 1, effect ≥ R;
+        `ioi_superpose.training.pruning`); a target it cannot reach is said in a warning and in
+        `prune["reached"]` (default None: no step).
+    temperature: hard_concrete only: the gates' temperature β (default None: 2/3).
+    mixing_target: mixing only: patch only this layer's heads, each receiving from every head of this and
+        earlier layers (default None: every layer receives from itself and all earlier layers).
+    ablation: noising only: the patch source, `corrupted` (default), `resample`, `mean` or `zero`
+        (`ioi_superpose.results.circuit`).
+    end_positions: [batch] each prompt's END, where the answers are read (right-padded prompts of different
+        lengths: `ioi_prompts(..., equal_length=False).end_pos`). Default None: the last position, and rows that
+        end in padding are refused.
+    rest: `free` (default; a cut: heads outside the set recompute) or `frozen` (a circuit: they keep their
+        base-run z; `ioi_superpose.engine.rest`).
+
+    A family's own settings (`temperature`, `mixing_target`, `rotation_*`) given with another family are refused.
+    """
+
+    objective: ObjectiveName
+    direction: Direction
+    steps: int
+    bounded: bool
+    seed: int
+    l0_threshold: float
+    l1_warmup_steps: int
+    combination: str
+    prune_target: float | None
+    temperature: float | None
+    mixing_target: int | None
+    ablation: str
+    end_positions: Int[Tensor, " batch"] | None
+    rest: Rest
+
+
+FIT_DEFAULTS: FitSettings = {
+    "objective": "logit_diff", "direction": "denoising", "steps": 200, "bounded": True, "seed": 0,
+    "l0_threshold": 0.05, "l1_warmup_steps": 0, "combination": "scalar", "prune_target": None, "temperature": None,
+    "mixing_target": None, "ablation": "corrupted", "end_positions": None, "rest": "free",
+}  # fmt: skip
+"""The shared settings' defaults (`FitSettings` documents each)."""
+
+
+def _takes_fit_settings(function: Callable[..., R]) -> Callable[..., R]:
+    """`function`'s signature and help list the shared settings as its own keyword arguments, with their types
+    and defaults, and its docstring ends with their documentation (`FitSettings`)."""
+    signature = inspect.signature(function)
+    own = [parameter for parameter in signature.parameters.values() if parameter.kind is not parameter.VAR_KEYWORD]
+    # TypedDict keeps this module's string annotations as ForwardRefs: shown as their text, like the others.
+    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=FIT_DEFAULTS[name],
+                                annotation=getattr(kind, "__forward_arg__", kind))
+              for name, kind in FitSettings.__annotations__.items()]  # fmt: skip
+    function.__signature__ = signature.replace(parameters=[*own, *shared])  # type: ignore[attr-defined]
+    # Both docstrings are indented as module-level code's: the joined text dedents as one (`inspect.getdoc`).
+    function.__doc__ = f"{(function.__doc__ or '').rstrip()}\n\n    {(FitSettings.__doc__ or '').strip()}\n"
+    return function
+
+
+def _fit_settings(function: str, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The shared settings with their defaults; an unknown keyword is refused as Python refuses one."""
+    unknown = sorted(set(given) - set(FIT_DEFAULTS))
+    if unknown:
+        raise TypeError(f"{function}() got an unexpected keyword argument {unknown[0]!r}")
+    return {**FIT_DEFAULTS, **given}
+
+
+@_takes_fit_settings
 def learn_combination(
     model: HookedTransformer,
     clean_tokens: Int[Tensor, "batch pos"],
     corrupted_tokens: Int[Tensor, "batch pos"],
     answer_tokens: Int[Tensor, "batch 2"],
-    objective: ObjectiveName = "logit_diff",
-    direction: Direction = "denoising",
+    *,
     l1: float = 1e-3,
-    steps: int = 200,
     lr: float = 0.05,
-    bounded: bool = True,
-    seed: int = 0,
     init: float = 1.0,
-    l0_threshold: float = 0.05,
-    l1_warmup_steps: int = 0,
-    combination: str = "scalar",
-    prune_target: float | None = None,
-    temperature: float | None = None,
-    mixing_target: int | None = None,
     rotation_layers: Sequence[int] | None = None,
     rotation_target: float | None = None,
     circuit_criteria: bool = False,
-    ablation: str = "corrupted",
-    end_positions: Int[Tensor, " batch"] | None = None,
-    rest: Rest = "free",
+    **settings: Unpack[FitSettings],
 ) -> LearnedCombination:
     """Learn α[layer, head] on these prompts (full batch, `steps` Adam steps) and report its recovery.
 
-    `answer_tokens` are (correct, incorrect) for the clean prompts, read at the last position. The
-    model is frozen in place (eval mode, no gradients) — it is never trained. `combination` picks the
-    family (`scalar`, `per_position` — here only the END/other roles, the prompts being plain token
-    rows — `hard_concrete`, gates seeded by `seed`, `mixing`, a map across heads, with `mixing_target`, or
-    `rotation`, a learned orthogonal basis of each of `rotation_layers`' z with a mask, R seeded by `seed`,
-    whose dimension count for `rotation_target` and head loadings are in the result's `rotation`);
-    `ablation` (noising only) is the patch source: `corrupted`, `resample`, `mean` or `zero`
-    (`ioi_superpose.results.circuit`);
-    `circuit_criteria` scores the learned head set with `circuit.circuit_scores` under every ablation (`circuit`);
-    `prune_target` R ends with the minimal-set step on
-    these prompts (kept units at weight 1; effect ≥ R, see `ioi_superpose.training.pruning`); a target it cannot
-    reach is said in a warning (and in `prune["reached"]`).
+    `answer_tokens` are (correct, incorrect) for the clean prompts, read at END (the last position unless
+    `end_positions`). The model is frozen in place (eval mode, no gradients) — it is never trained.
 
-    `end_positions` [batch]: each prompt's END, where the answers are read (right-padded prompts of
-    different lengths: `ioi_prompts(..., equal_length=False).end_pos`). None: the last position, and rows
-    that end in padding are refused. `rest`: `free` (a cut:
-    heads outside the set recompute) or `frozen` (a circuit: they keep their base-run z; `ioi_superpose.engine.rest`).
-    `temperature` (hard_concrete, default 2/3), `mixing_target` (mixing) and the `rotation_*` settings belong to
-    one family each; given with another, they are refused.
+    l1: weight λ of the family's sparsity penalty (L1; hard_concrete: expected L0; rotation: Σ mask).
+    lr: Adam learning rate.
+    init: every weight's initial value (1.0 starts from the full source run and prunes).
+    rotation_layers: rotation only: the layers with a learned rotation (None: all).
+    rotation_target: rotation only: the effect its dimension count is read for (the result's `rotation`
+        holds that count and the head loadings).
+    circuit_criteria: score the learned head set with `circuit.circuit_scores` under every ablation (`circuit`).
     """
-    prompts, loader = _prompts(model, clean_tokens, corrupted_tokens, answer_tokens, steps, seed, end_positions)
+    shared = _fit_settings("learn_combination", settings)
     # `seed` seeds hard_concrete's gates and rotation's random start; the other families draw nothing.
-    gate_seed = seed if combination in ("hard_concrete", "rotation") else None
-    system = _system(model, len(prompts), API_NAMES, objective=objective, direction=direction, l1=l1,
-                     l1_warmup_steps=l1_warmup_steps, lr=lr, bounded=bounded, init=init, l0_threshold=l0_threshold,
-                     combination=combination, temperature=temperature, gate_seed=gate_seed,
-                     mixing_target=mixing_target, prune_target=prune_target,
-                     rotation_layers=None if rotation_layers is None else list(rotation_layers),
-                     rotation_target=rotation_target, circuit_criteria=circuit_criteria,
-                     ablation=ablation, rest=rest)  # fmt: skip
-    _trainer(model, steps).fit(system, train_dataloaders=loader)
-    return _warn_shortfall(evaluate_combination(system.to(_device(model)), prompts))
+    gate_seed = shared["seed"] if shared["combination"] in ("hard_concrete", "rotation") else None
+    member = dict(l1=l1, lr=lr, init=init, gate_seed=gate_seed, circuit_criteria=circuit_criteria,
+                  rotation_layers=None if rotation_layers is None else list(rotation_layers),
+                  rotation_target=rotation_target)  # fmt: skip
+    return _learn(model, (clean_tokens, corrupted_tokens, answer_tokens), [member], lambda k: API_NAMES, shared)[0]
 
 
+@_takes_fit_settings
 def learn_combinations(
     model: HookedTransformer,
     clean_tokens: Int[Tensor, "batch pos"],
     corrupted_tokens: Int[Tensor, "batch pos"],
     answer_tokens: Int[Tensor, "batch 2"],
     members: Sequence[Mapping[str, float]],
-    objective: ObjectiveName = "logit_diff",
-    direction: Direction = "denoising",
-    steps: int = 200,
-    bounded: bool = True,
-    seed: int = 0,
-    l0_threshold: float = 0.05,
-    l1_warmup_steps: int = 0,
-    combination: str = "scalar",
-    prune_target: float | None = None,
-    temperature: float | None = None,
+    *,
     max_rows: int | None = None,
-    end_positions: Int[Tensor, " batch"] | None = None,
-    rest: Rest = "free",
+    **settings: Unpack[FitSettings],
 ) -> list[LearnedCombination]:
     """`learn_combination` for K settings at once, in one batched forward of K × batch rows per step
     (`HeadSuperposition.batched`). `members`: K dicts of `l1`, `init`, `lr`, `gate_seed` (defaults: 1e-3,
@@ -150,18 +200,32 @@ def learn_combinations(
         unknown = sorted(set(member) - set(BATCHABLE))
         if unknown:
             raise ConfigError(f"members[{k}] sets {unknown}; a member may only set {list(BATCHABLE)}.")
-    prompts, loader = _prompts(model, clean_tokens, corrupted_tokens, answer_tokens, steps, seed, end_positions)
-    shared = dict(objective=objective, direction=direction, l1_warmup_steps=l1_warmup_steps, bounded=bounded,
-                  l0_threshold=l0_threshold, combination=combination, temperature=temperature,
-                  prune_target=prune_target, rest=rest)  # fmt: skip
+    shared = _fit_settings("learn_combinations", settings)
     defaults = {"l1": 1e-3, "init": 1.0, "lr": 0.05}
-    if combination == "hard_concrete":
-        defaults["gate_seed"] = seed  # `seed` seeds the gates of hard_concrete only
-    systems = [
-        _system(model, len(prompts), _member_names(k, member), **shared, **{**defaults, **member})
-        for k, member in enumerate(members)
-    ]
-    _trainer(model, steps).fit(HeadSuperposition.batched(systems, max_rows=max_rows), train_dataloaders=loader)
+    if shared["combination"] == "hard_concrete":
+        defaults["gate_seed"] = shared["seed"]  # `seed` seeds the gates of hard_concrete only
+    tokens = (clean_tokens, corrupted_tokens, answer_tokens)
+    return _learn(model, tokens, [{**defaults, **member} for member in members],
+                  lambda k: _member_names(k, members[k]), shared, batched=True, max_rows=max_rows)  # fmt: skip
+
+
+def _learn(
+    model: HookedTransformer,
+    tokens: tuple[Tensor, Tensor, Tensor],
+    members: Sequence[Mapping[str, Any]],
+    names: Callable[[int], Mapping[str, str] | Callable[[str], str]],
+    shared: dict[str, Any],
+    batched: bool = False,
+    max_rows: int | None = None,
+) -> list[LearnedCombination]:
+    """Fit one module per member (`batched`: all in one `HeadSuperposition.batched` fit; otherwise the one member
+    alone) on the checked prompts, and evaluate each. `names(k)`: how member k's errors name its settings."""
+    settings = dict(shared)
+    steps, seed, end_positions = settings.pop("steps"), settings.pop("seed"), settings.pop("end_positions")
+    prompts, loader = _prompts(model, *tokens, steps, seed, end_positions)
+    systems = [_system(model, len(prompts), names(k), **settings, **member) for k, member in enumerate(members)]
+    module = HeadSuperposition.batched(systems, max_rows=max_rows) if batched else systems[0]
+    _trainer(model, steps).fit(module, train_dataloaders=loader)
     return [_warn_shortfall(evaluate_combination(system.to(_device(model)), prompts)) for system in systems]
 
 
@@ -198,7 +262,7 @@ def _prompts(
     if len(same) == len(answer_tokens):  # no row can show an effect: recovery is 0/0
         raise ConfigError(message)
     if same:  # these rows only dilute the mean logit difference
-        warnings.warn(message, stacklevel=3)
+        warnings.warn(message, stacklevel=4)  # _prompts ← _learn ← learn_combination(s) ← the caller
     ends = end_positions_for(model, clean_tokens, corrupted_tokens, end_positions)
     prompts = ContrastBatch(
         clean_tokens=clean_tokens.cpu(), corrupted_tokens=corrupted_tokens.cpu(), answer_tokens=answer_tokens.cpu(),
@@ -260,7 +324,7 @@ def check_gap(model: HookedTransformer, prompts: ContrastBatch) -> None:
 def _warn_shortfall(result: LearnedCombination) -> LearnedCombination:
     shortfall = prune_shortfall(result.prune, option="prune_target")
     if shortfall:
-        warnings.warn(shortfall.removeprefix("warning: "), stacklevel=3)
+        warnings.warn(shortfall.removeprefix("warning: "), stacklevel=4)  # ← _learn ← learn_combination(s) ← caller
     return result
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from ioi_superpose.baselines.callbacks import top_k_curves, uniform_top_k_alphas
+from ioi_superpose.baselines.top_k import top_k_curves, uniform_top_k_alphas
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.runs import logit_diff
 from ioi_superpose.results.pareto import log_sweep, pareto_figure

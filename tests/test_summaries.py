@@ -1,13 +1,14 @@
 import pytest
 import torch
 
-from ioi_superpose.baselines.callbacks import spearman, top_k_alpha, top_k_overlap
+from ioi_superpose.baselines.compute import spearman, top_k_overlap
 from ioi_superpose.baselines.ioi_heads import (
     IOI_CIRCUIT,
     IOI_HEAD_CLASSES,
     circuit_precision_recall,
     has_gpt2_small_shape,
 )
+from ioi_superpose.baselines.top_k import top_k_alpha
 from ioi_superpose.results.summary import top_heads
 
 
@@ -50,7 +51,7 @@ def test_top_heads_and_top_k_alpha():
 
 
 def test_attention_weighted_alpha_patches_the_most_attending_head_fully():
-    from ioi_superpose.baselines.callbacks import attention_weighted_alpha
+    from ioi_superpose.baselines.top_k import attention_weighted_alpha
 
     attention = torch.tensor([[0.02, 0.05], [0.01, 0.04]])
     alpha = attention_weighted_alpha(attention, k=2)

@@ -17,7 +17,8 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from ioi_superpose.baselines.callbacks import HeadBaseline, log_figure
+from ioi_superpose.baselines.callbacks import Baselines, join_baselines, log_baselines, log_figure
+from ioi_superpose.baselines.compute import BaselineResult
 from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.callbacks.resume_hint import ResumeHint
@@ -63,6 +64,13 @@ class SuperposeCLI(LightningCLI):
         parser.add_lightning_class_args(CoefficientPlots, "coefficient_plots")
         # Options only, not a callback: the table is made once, in `after_fit`, from the final combination.
         parser.add_class_arguments(MaxActivatingOptions, "max_activating")
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """The Trainer, with the baselines the config lists one by one joined into one callback
+        (`join_baselines`): the combinations' rankings are the other baselines' scores of the same call."""
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.callbacks[:] = join_baselines(trainer.callbacks)
+        return trainer
 
     def _parse_ckpt_path(self) -> None:
         """Lightning replaces the model's settings by those stored in `--ckpt_path`, silently. Ours
@@ -157,9 +165,7 @@ class SuperposeCLI(LightningCLI):
         """Evaluate the final α on validation and every test set, then write the run's results."""
         if self.trainer.interrupted:
             return
-        config = self.config.get(self.config["subcommand"]).as_dict()
-        # The max-activating table reads the final combination (after pruning), like the summary.
-        write_results(self.trainer, self.model, self.datamodule, config, self._get(self.config_init, "max_activating"))
+        write_results(self.trainer, self.model, self.datamodule, self.config[self.subcommand].as_dict())
 
 
 def write_results(
@@ -167,12 +173,14 @@ def write_results(
     model: HeadSuperposition,
     datamodule: IOIDataModule,
     config: dict,
-    max_activating: MaxActivatingOptions,
+    baselines: Sequence[BaselineResult] | None = None,
 ) -> None:
     """After fit: evaluate `model`'s final α on validation and every test set, write the run directory
-    (`trainer`'s log dir) and print where. Also the end of every member of a batched fit
-    (`ioi_superpose.cli.train_batched`), whose baselines were not computed by a fit of `trainer`'s: they
-    are computed here."""
+    (`trainer`'s log dir) and print where. `config`: the run's parsed settings (`--max_activating.*` among them).
+
+    `baselines`: the run's baseline results; None: those its `Baselines` callback computed at fit start. A
+    member of a batched fit (`ioi_superpose.cli.train_batched`), whose trainer did not fit, is given its
+    group's (`compute.compute_baselines`, once per group); their figures go to its TensorBoard here."""
     val_metrics = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
     test_metrics: dict[str, float] = {}
     for per_loader in trainer.test(model, datamodule=datamodule, verbose=False):
@@ -180,15 +188,12 @@ def write_results(
     run_dir = trainer.log_dir  # a collective call under DDP: every rank makes it, then rank 0 writes
     if not trainer.is_global_zero:
         return
-    baselines = [callback for callback in trainer.callbacks if isinstance(callback, HeadBaseline)]
+    if baselines is None:
+        baselines = fitted_baselines(trainer)
+    else:
+        log_baselines(trainer, baselines)
     # Each stage ends by moving the module to the CPU: the summary's own runs go back to the device.
     model.to(trainer.strategy.root_device).eval()
-    # A batched member's trainer did not fit: its baselines (α-independent) are computed now, through the
-    # hooks a fit calls, in that order (the top-k curves of `on_train_start` read the other baselines' scores).
-    unfitted = [baseline for baseline in baselines if baseline.effect is None]
-    for hook in ("on_fit_start", "on_train_start"):
-        for baseline in unfitted:
-            getattr(baseline, hook)(trainer, model)
     splits = datamodule.splits
     per_prompt = {
         name: distribution(per_prompt_recoveries(model, splits[name])) for name in ["val", *datamodule.test_set_names]
@@ -202,6 +207,8 @@ def write_results(
     if run_dir is None:  # fast_dev_run and logger=False runs keep no files
         print("No run directory (fast_dev_run or no logger): results not written.")
         return
+    # The table reads the final combination (after pruning), like the summary.
+    max_activating = MaxActivatingOptions(**config["max_activating"])
     # Before RunWriter: its summary.json, written last, marks the run directory complete.
     corpus_paths = (write_corpus_examples(model, datamodule.hparams.corpus, run_dir, max_activating.k)
                     if datamodule.hparams.get("corpus") else {})  # fmt: skip
@@ -225,6 +232,14 @@ def write_results(
     for name, path in paths.items():
         print(f"  {name:<15} {path}")
     print(f"  {'tensorboard':<15} tensorboard --logdir {Path(run_dir).parent}")
+
+
+def fitted_baselines(trainer: L.Trainer) -> list[BaselineResult]:
+    """The results the trainer's `Baselines` callbacks computed at fit start, in order."""
+    callbacks = [callback for callback in trainer.callbacks if isinstance(callback, Baselines)]
+    if any(callback.results is None for callback in callbacks):
+        raise RuntimeError("write_results after a trainer that did not fit: pass the run's baselines.")
+    return [result for callback in callbacks for result in callback.results or ()]
 
 
 UNITS = {"per_position": "(head, role) units", "mixing": "map entries (target, source head)"}

@@ -21,7 +21,8 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 
-from ioi_superpose.baselines.callbacks import HeadBaseline
+from ioi_superpose.baselines.callbacks import Baselines, baseline_specs, evaluation_sets
+from ioi_superpose.baselines.compute import BaselineResult, compute_baselines
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.cli.train import TRAINER_DEFAULTS, SuperposeCLI, write_results
 from ioi_superpose.data.datamodule import IOIDataModule
@@ -32,7 +33,7 @@ GROUP_TRAINER_OFF = ("logger", "callbacks", "enable_checkpointing", "enable_prog
 """Trainer settings of the members that the group's own fit replaces (it keeps no logs or checkpoints)."""
 
 
-MEMBER_CALLBACKS = (HeadBaseline, ModelCheckpoint, CoefficientPlots, SaveConfigCallback)
+MEMBER_CALLBACKS = (Baselines, ModelCheckpoint, CoefficientPlots, SaveConfigCallback)
 """Callbacks that belong to each member's run (its baselines, checkpoints, α plots and config.yaml), not to
 the group's fit."""
 
@@ -101,9 +102,20 @@ def fit_group(members: Sequence[Sequence[str]]) -> None:
     trainer.fit(group, datamodule=clis[0].datamodule)
     if trainer.interrupted:
         raise UserFacingError("the batched fit was interrupted; no member's results were written.")
+    baselines = group_baselines(clis[0])
     for cli in clis:
-        write_results(cli.trainer, cli.model, cli.datamodule, cli.config.as_dict(),
-                      cli._get(cli.config_init, "max_activating"))  # fmt: skip
+        write_results(cli.trainer, cli.model, cli.datamodule, cli.config.as_dict(), baselines)
+
+
+def group_baselines(cli: SuperposeCLI) -> list[BaselineResult]:
+    """The baselines member 0's config lists, computed once for the whole group: they do not depend on α, and
+    the members share model, prompts and direction (`check_same_run`, `system.check_batchable`). Rank 0 only,
+    as a fit's `Baselines` callback computes them."""
+    if not cli.trainer.is_global_zero:
+        return []
+    model = cli.model.to(cli.trainer.strategy.root_device)
+    specs = baseline_specs(cli.trainer.callbacks)
+    return compute_baselines(model.frozen, evaluation_sets(cli.datamodule), model.hparams.direction, specs)
 
 
 @user_facing_main

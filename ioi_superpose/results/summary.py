@@ -20,7 +20,7 @@ from ioi_superpose.training.system import IN_DISTRIBUTION, HeadSuperposition, me
 
 
 class Baseline(Protocol):
-    """What the writer reads of a baseline callback (`baselines.callbacks.HeadBaseline`)."""
+    """What the writer reads of a baseline's result (`baselines.compute.HeadScores`, `CombinationCurves`)."""
 
     name: str
 

@@ -1,0 +1,296 @@
+"""The baselines of a run, computed by one pure function: `compute_baselines(model, sets, direction, specs)`.
+
+A spec says what to compute (`ScoreSpec`: a head score of the registry, `baselines/scorers.py`;
+`CombinationsSpec`: the top-k curves of every ranking); a result holds what was computed, α-independent
+(`HeadScores`, `CombinationCurves`), and compares itself with a learned α on demand (`summary(system)`,
+`figures(system)`). The baseline callback of a fit (`baselines/callbacks.py`) and the members of a batched
+fit (`cli/train.py::write_results`) call the same function, the latter once per group: the baselines do not
+depend on α, and the members of a group share model, prompts and direction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from matplotlib.figure import Figure
+from torch import Tensor
+from torchmetrics.functional import spearman_corrcoef
+
+from ioi_superpose.baselines.logit_attribution import LogitAttribution, direct_logit_attribution
+from ioi_superpose.baselines.patching import attribution_agreement
+from ioi_superpose.baselines.scorers import SCORERS, activation_patching, attribution_patching, patching_metric
+from ioi_superpose.baselines.top_k import attention_to_io, attention_weighted_alpha, top_k_curves, uniform_top_k_alphas
+from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.data.ioi import IOIBatch
+from ioi_superpose.engine.runs import Direction
+from ioi_superpose.errors import ConfigError
+from ioi_superpose.models import HookedTransformer
+from ioi_superpose.results.pareto import VAL_SET
+from ioi_superpose.results.plots import head_heatmap, line_plot, recovery_curves
+from ioi_superpose.results.summary import top_heads
+from ioi_superpose.training.system import HeadSuperposition
+
+TITLES = {
+    "activation_patching": "activation patching (normalised effect)",
+    "attribution_patching": "attribution patching (normalised effect)",
+    "direct_logit_attribution": "direct logit attribution per head (clean prompts)",
+}
+"""Heatmap titles of the scores (a score without one is titled by its name)."""
+
+
+@dataclass(frozen=True)
+class ScoreSpec:
+    """A head score of the registry (`SCORERS[name]`) on the first `n_prompts` validation prompts."""
+
+    name: str
+    """The scorer's name in `SCORERS`; also the result's summary key and figure stem."""
+    n_prompts: int = 64
+    title: str | None = None
+    """The heatmap's title (None: `TITLES`' for the name)."""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """Further keyword arguments of the scorer (path patching: `receivers`, `receiver_input`)."""
+
+    def __post_init__(self) -> None:
+        if self.name not in SCORERS:
+            raise ConfigError(f"no head scorer {self.name!r}; the registry (baselines/scorers.py) has "
+                              f"{sorted(SCORERS)}.")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CombinationsSpec:
+    """The top-k curves of every ranking of the same call (see `CombinationCurves`)."""
+
+    max_heads: int = 20
+    """Largest k evaluated."""
+    n_prompts: int = 64
+    """Validation prompts the attention to the IO (and an absent activation patching) is computed on."""
+    curve_prompts: int | None = None
+    """Prompts of each set the curves are computed on (None: all, as the learned recoveries in summary.json)."""
+
+
+BaselineSpec = ScoreSpec | CombinationsSpec
+
+
+def spearman(a: Tensor, b: Tensor) -> float | None:
+    """Spearman rank correlation of two flattened tensors (average ranks for ties); None when either is
+    constant (e.g. an all-zero α), where the correlation is undefined."""
+    a, b = a.flatten().double(), b.flatten().double()
+    if bool((a == a[0]).all()) or bool((b == b[0]).all()):
+        return None
+    return float(spearman_corrcoef(a, b))
+
+
+def top_k_overlap(a: Tensor, b: Tensor, k: int) -> float:
+    """Share of the k largest entries of `a` that are also among the k largest of `b`."""
+    top_a = set(a.flatten().topk(k).indices.tolist())
+    top_b = set(b.flatten().topk(k).indices.tolist())
+    return len(top_a & top_b) / k
+
+
+def heads_used(system: HeadSuperposition) -> int:
+    """Heads of the learned combination's [layer, head] view above the L0 threshold. Heads, not units:
+    per_position's (head, role) pairs and mixing's map entries can outnumber the heads."""
+    return int((system.combination.head_coefficients().abs() > system.hparams.l0_threshold).sum())
+
+
+@dataclass
+class HeadScores:
+    """One head score [layer, head] and what came with it."""
+
+    name: str
+    title: str
+    effect: Float[Tensor, "n_layers n_heads"]
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Added to the summary as they are: attribution patching's Pearson r with exact patching, direct logit
+    attribution's logit difference and its decomposition per component."""
+    logit_attribution: LogitAttribution | None = None
+    """Direct logit attribution only: the whole decomposition (its line plots)."""
+
+    def summary(self, system: HeadSuperposition) -> dict[str, Any]:
+        """The score against `system`'s learned α: rank correlation, top-k overlap (k = heads α uses), top heads."""
+        alpha = system.combination.head_coefficients().cpu()  # [layer, head] (largest over roles)
+        k = max(heads_used(system), 1)
+        return {
+            "spearman_abs_alpha_vs_abs_effect": spearman(alpha.abs(), self.effect.abs()),
+            f"top_{k}_overlap": top_k_overlap(alpha.abs(), self.effect.abs(), k),
+            "top_heads": top_heads(self.effect, k=5, key="value"),
+            **self.extras,
+        }
+
+    def figures(self, system: HeadSuperposition | None = None) -> dict[str, Figure]:
+        """PNG-ready figures keyed by file stem (none depends on α: `system` is not read)."""
+        figures = {self.name: head_heatmap(self.effect, self.title)}
+        result = self.logit_attribution
+        if result is not None:
+            figures[f"{self.name}_accumulated"] = line_plot(
+                result.accumulated, result.accumulated_labels, "logit lens: accumulated residual", "logit difference"
+            )
+            figures[f"{self.name}_decomposed"] = line_plot(
+                result.decomposed, result.decomposed_labels, "logit difference per component", "logit difference"
+            )
+        return figures
+
+
+@dataclass
+class CombinationCurves:
+    """Hand-made combinations against the number of heads k (the Pareto fronts the learned α is drawn
+    against), on validation and on every test set:
+
+    - one uniform curve per ranking: α = 1 on the k heads of largest score, for every head score computed in
+      the same call (single-head activation patching is computed when no spec asked for it) and
+      `attention_to_io`. Scores are signed: a head whose patch moves the answer the wrong way ranks last;
+    - `attention_weighted`: the k heads that attend most from END to the IO (mean over the clean prompts),
+      each with α = its attention divided by the largest attention among the k (`top_k.attention_weighted_alpha`).
+
+    Rankings and attention come from the validation prompts (like the learned α, they are not refitted per
+    set); each set's curves are the recovery of those α on the set's first `curve_prompts` prompts (all by
+    default: the prompts summary.json's learned recoveries use, so the learned points of a Pareto front and
+    its curves are measured on the same prompts), null where the set's clean − corrupted gap is below
+    `summary.MIN_GAP`.
+    """
+
+    attention: Float[Tensor, "n_layers n_heads"]
+    """Attention from END to the IO per head (its heatmap; the attention-weighted curve)."""
+    curves_by_set: dict[str, dict[str, list[float | None]]]
+    prompts_by_set: dict[str, int]
+    val_batch: ContrastBatch
+    """The validation prompts of the curves: the learned α's point is measured on them."""
+    name: str = "combinations"
+    title: str = "attention from END to IO"
+
+    def learned_point(self, system: HeadSuperposition) -> tuple[int, float]:
+        """(heads used, recovery) of `system`'s learned α on the validation prompts of the curves."""
+        batch = self.val_batch.to(system.device)
+        combination = system.combination
+        was_training = combination.training
+        combination.eval()  # deterministic gates
+        with torch.no_grad():
+            reference = system.reference(batch)
+            recovery = reference.recovery(system.loss_terms(batch, reference)["answer_logits"])
+        combination.train(was_training)
+        return heads_used(system), float(recovery)
+
+    def summary(self, system: HeadSuperposition) -> dict[str, Any]:
+        l0, learned = self.learned_point(system)
+        val = self.curves_by_set[VAL_SET]
+        k = min(max(l0, 1), len(next(iter(val.values()))))
+        return {
+            "k": k,
+            "learned_recovery": learned,
+            "recovery_at_k": {name: curve[k - 1] for name, curve in val.items()},
+            "curves_by_set": self.curves_by_set,
+            "prompts_by_set": self.prompts_by_set,
+            "top_heads_by_attention_to_io": top_heads(self.attention, k=5, key="value"),
+        }
+
+    def figures(self, system: HeadSuperposition | None = None) -> dict[str, Figure]:
+        """The attention heatmap and, given a `system`, the validation curves with its learned α's point."""
+        figures = {self.name: head_heatmap(self.attention, self.title)}
+        if system is not None:
+            figures[f"{self.name}_recovery"] = recovery_curves(
+                self.curves_by_set[VAL_SET], {"learned α": self.learned_point(system)}
+            )
+        return figures
+
+
+BaselineResult = HeadScores | CombinationCurves
+
+
+def compute_baselines(
+    model: HookedTransformer,
+    sets: Mapping[str, ContrastBatch],
+    direction: Direction,
+    specs: Sequence[BaselineSpec],
+) -> list[BaselineResult]:
+    """Every spec's result, in the order of `specs`.
+
+    `sets`: the run's evaluation sets, whole (validation under `results.pareto.VAL_SET`, then every test set;
+    each spec takes its first prompts); `direction`: the run's. The combinations' rankings are the head scores
+    of this call. Exact activation patching is computed once per prompt count and shared by the activation
+    baseline, attribution patching's agreement and the combinations' ranking. No collective calls: under DDP,
+    call it on rank 0 only.
+    """
+    device = next(model.parameters()).device
+
+    def first(n_prompts: int | None, set_name: str = VAL_SET) -> ContrastBatch:
+        return sets[set_name][:n_prompts].trimmed().to(device)
+
+    exact: dict[int, Tensor] = {}
+
+    def activation(n_prompts: int) -> Tensor:
+        if n_prompts not in exact:
+            exact[n_prompts] = activation_patching(model, first(n_prompts), direction).detach().float().cpu()
+        return exact[n_prompts]
+
+    results: dict[int, BaselineResult] = {}
+    for i, spec in enumerate(specs):  # the scores first: the combinations rank heads by them
+        if isinstance(spec, ScoreSpec):
+            results[i] = head_scores(model, first(spec.n_prompts), direction, spec, activation)
+    for i, spec in enumerate(specs):
+        if isinstance(spec, CombinationsSpec):
+            scores = [result for result in results.values() if isinstance(result, HeadScores)]
+            results[i] = combination_curves(model, sets, direction, spec, scores, activation, first)
+    return [results[i] for i in range(len(specs))]
+
+
+def head_scores(
+    model: HookedTransformer,
+    batch: ContrastBatch,
+    direction: Direction,
+    spec: ScoreSpec,
+    activation: Callable[[int], Tensor],
+) -> HeadScores:
+    """`spec`'s score on `batch`, with attribution patching's and direct logit attribution's extras."""
+    title = spec.title or TITLES.get(spec.name, spec.name)
+    if spec.name == "activation_patching":
+        return HeadScores(spec.name, title, activation(spec.n_prompts))
+    if spec.name == "attribution_patching":
+        # Attribution patching is the linear estimate of exact patching: its agreement is the point of it.
+        effect = _cpu(attribution_patching(model, batch, direction, patching_metric(model, batch, direction)))
+        agreement = attribution_agreement(effect, activation(spec.n_prompts))
+        return HeadScores(spec.name, title, effect, {"pearson_with_exact_patching": agreement})
+    if spec.name == "direct_logit_attribution":
+        result = direct_logit_attribution(model, batch.clean_tokens, batch.answer_tokens, batch.end_pos)
+        extras = {"logit_diff": result.logit_diff,
+                  "per_component": dict(zip(result.decomposed_labels, result.decomposed.tolist()))}  # fmt: skip
+        return HeadScores(spec.name, title, _cpu(result.heads), extras, logit_attribution=result)
+    return HeadScores(spec.name, title, _cpu(SCORERS[spec.name](model, batch, direction, **spec.options)))
+
+
+def combination_curves(
+    model: HookedTransformer,
+    sets: Mapping[str, ContrastBatch],
+    direction: Direction,
+    spec: CombinationsSpec,
+    scores: Sequence[HeadScores],
+    activation: Callable[[int], Tensor],
+    first: Callable[..., ContrastBatch],
+) -> CombinationCurves:
+    """The top-k curves of `scores`' rankings, activation patching's (when absent) and the attention to the IO."""
+    batch = first(spec.n_prompts)
+    if not isinstance(batch, IOIBatch):
+        raise TypeError("The combinations baseline needs IOI prompts (the attention to the IO position).")
+    attention = attention_to_io(model, batch).detach().float().cpu()
+    rankings = {score.name: score.effect for score in scores}
+    if "activation_patching" not in rankings:
+        rankings["activation_patching"] = activation(spec.n_prompts)
+    rankings["attention_to_io"] = attention
+    max_heads = min(spec.max_heads, attention.numel())
+    alphas = {name: uniform_top_k_alphas(score, max_heads) for name, score in rankings.items()}
+    alphas["attention_weighted"] = torch.stack([attention_weighted_alpha(attention, k)
+                                                for k in range(1, max_heads + 1)])  # fmt: skip
+    batches = {name: first(spec.curve_prompts, name) for name in sets}
+    return CombinationCurves(
+        attention=attention,
+        curves_by_set=top_k_curves(model, batches, alphas, direction),
+        prompts_by_set={name: len(batch) for name, batch in batches.items()},
+        val_batch=batches[VAL_SET],
+    )
+
+
+def _cpu(effect: Tensor) -> Tensor:
+    return effect.detach().float().cpu()
