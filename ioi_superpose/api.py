@@ -79,6 +79,7 @@ def learn_combination(
     mixing_target: int | None = None,
     rotation_layers: Sequence[int] | None = None,
     rotation_target: float | None = None,
+    rotation_joint: bool | None = None,
     circuit_criteria: bool = False,
     ablation: str = "corrupted",
     end_positions: Int[Tensor, " batch"] | None = None,
@@ -91,7 +92,8 @@ def learn_combination(
     family (`scalar`, `per_position` — here only the END/other roles, the prompts being plain token
     rows — `hard_concrete`, gates seeded by `seed`, `mixing`, a map across heads, with `mixing_target`, or
     `rotation`, a learned orthogonal basis of each of `rotation_layers`' z with a mask, R seeded by `seed`,
-    whose dimension count for `rotation_target` and head loadings are in the result's `rotation`);
+    whose dimension count for `rotation_target` and head loadings are in the result's `rotation`;
+    `rotation_joint`: one R over all of them, patched from fixed activations — `combinations/rotation_joint.py`);
     `ablation` (noising only) is the patch source: `corrupted`, `resample`, `mean` or `zero`
     (`ioi_superpose.results.circuit`);
     `circuit_criteria` scores the learned head set with `circuit.circuit_scores` under every ablation (`circuit`);
@@ -114,7 +116,7 @@ def learn_combination(
                      combination=combination, temperature=temperature, gate_seed=gate_seed,
                      mixing_target=mixing_target, prune_target=prune_target,
                      rotation_layers=None if rotation_layers is None else list(rotation_layers),
-                     rotation_target=rotation_target, circuit_criteria=circuit_criteria,
+                     rotation_target=rotation_target, rotation_joint=rotation_joint, circuit_criteria=circuit_criteria,
                      ablation=ablation, rest=rest)  # fmt: skip
     _trainer(model, steps).fit(system, train_dataloaders=loader)
     return _warn_shortfall(evaluate_combination(system.to(_device(model)), prompts))
