@@ -23,8 +23,13 @@ dimensions), weighed by `--model.l1`.
 
 **Orthogonality** comes from `torch.nn.utils.parametrizations.orthogonal` (a matrix exponential of a skew matrix
 times a base that is re-initialised to the current R), never from a hand-written projection. R starts as a
-random orthogonal matrix drawn with the family's own seeded generator (at R = I and a uniform mask,
-Rᵀ m I R = m I does not depend on R and R would get no gradient).
+random orthogonal matrix drawn with the family's own seeded generator, in float64 so that it does not depend on the
+thread count (`haar_orthogonal`) (at R = I and a uniform mask, Rᵀ m I R = m I does not depend on R and R would get
+no gradient).
+
+**Across layers**: one R per layer here, each patched where its layer runs (a later layer recomputes from an
+earlier one's patch). One R over several layers together is `rotation_joint.JointRotationCombination`
+(`--model.rotation_joint`), a fixed-activation intervention with its causal caveat.
 
 **What a run reports** (`RotationCombination.analyse`): the number of mask dimensions needed — dimensions sorted
 by m, the smallest k whose hard 0/1 mask on the top k reaches the target effect, found by evaluating every k —
