@@ -217,3 +217,18 @@ def test_fit_reports_loadings_across_layers(model, prompts, one_thread):
         # loadings summed over kept directions add up to the number of kept directions.
         assert sum(layer["layer_share"] for layer in layers) == pytest.approx(1.0, abs=1e-3)
         assert sum(sum(layer["head_loading_sum"]) for layer in layers) == pytest.approx(report["dims_needed"], abs=1e-2)
+
+
+def test_state_dict_round_trip_restores_the_joint_rotation_and_mask():
+    """What a checkpoint restores: the joint R, the mask, the annealing step (a fresh module of another seed)."""
+    trained = joint(seed=1)
+    with torch.no_grad():
+        trained.mask_logits.normal_(generator=torch.Generator().manual_seed(2))
+    trained.set_total_steps(10)
+    for _ in range(3):
+        trained.project_()
+    fresh = joint(seed=9)
+    fresh.set_total_steps(10)
+    fresh.load_state_dict(trained.state_dict())
+    assert torch.allclose(fresh.joint_rotation(), trained.joint_rotation(), atol=1e-6)
+    assert torch.equal(fresh.coefficients, trained.coefficients) and int(fresh.step) == 3
