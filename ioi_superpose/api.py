@@ -154,6 +154,7 @@ def learn_combination(
     init: float = 1.0,
     rotation_layers: Sequence[int] | None = None,
     rotation_target: float | None = None,
+    rotation_joint: bool | None = None,
     circuit_criteria: bool = False,
     **settings: Unpack[FitSettings],
 ) -> LearnedCombination:
@@ -168,6 +169,8 @@ def learn_combination(
     rotation_layers: rotation only: the layers with a learned rotation (None: all).
     rotation_target: rotation only: the effect its dimension count is read for (the result's `rotation`
         holds that count and the head loadings).
+    rotation_joint: rotation only: one R over all of `rotation_layers`, patched from fixed activations
+        (`combinations/rotation_joint.py` says why that is not a causal patch of the later layers).
     circuit_criteria: score the learned head set with `circuit.circuit_scores` under every ablation (`circuit`).
     """
     shared = _fit_settings("learn_combination", settings)
@@ -175,7 +178,7 @@ def learn_combination(
     gate_seed = shared["seed"] if shared["combination"] in ("hard_concrete", "rotation") else None
     member = dict(l1=l1, lr=lr, init=init, gate_seed=gate_seed, circuit_criteria=circuit_criteria,
                   rotation_layers=None if rotation_layers is None else list(rotation_layers),
-                  rotation_target=rotation_target)  # fmt: skip
+                  rotation_target=rotation_target, rotation_joint=rotation_joint)  # fmt: skip
     return _learn(model, (clean_tokens, corrupted_tokens, answer_tokens), [member], lambda k: API_NAMES, shared)[0]
 
 

@@ -274,3 +274,20 @@ def test_a_resumed_fit_continues_the_temperature_schedule(model, prompts, tmp_pa
     resumed, _ = fit(8, ckpt=str(path))
     assert int(resumed.combination.step) == 8
     assert resumed.combination.temperature() == pytest.approx(0.05, rel=1e-5)
+
+
+def test_random_start_does_not_depend_on_the_thread_count():
+    """R's start is drawn when the module is built, before the TorchThreads callback sets the fit's thread count,
+    so it ran at the shell's count: LAPACK's QR of the toy's 64 × 64 draw rounded 1e-7 differently with 1 and 2
+    threads, and that alone moved the toy layer-0 fit from val recovery 0.925 to 0.993 (OMP_NUM_THREADS=1 vs 2).
+    The start must be bitwise the same at any thread count."""
+    threads = torch.get_num_threads()
+    starts = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            combination = RotationCombination(2, 4, 16, seed=0)  # the toy IOI model's shape: D = 64
+            starts.append(torch.stack([combination.rotation(slot).detach() for slot in range(2)]))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(starts[0], other) for other in starts[1:])

@@ -63,7 +63,8 @@ def build_combination(
 ) -> LearnedFamily:  # fmt: skip
     """The learnable combination of `family` (`--model.combination`) with its own settings (the others are
     not read: `training.config.FamilyConfig` refuses them when a user sets them); `d_head` and `rotation`
-    (`RotationCombination`'s layers / temperature_start / temperature_end) are `rotation`'s."""
+    (`RotationCombination`'s layers / temperature_start / temperature_end, and joint: one R over all of them,
+    `JointRotationCombination`) are `rotation`'s."""
     check_family(family)
     if mixing_target is not None:
         refuse_foreign_settings(family, {"mixing_target": mixing_target})
@@ -77,4 +78,9 @@ def build_combination(
         return MixingCombination(n_layers, n_heads, bounded, init, mixing_target)
     if d_head is None:
         raise ValueError("the rotation family needs the model's d_head")
-    return check_family("rotation")(n_layers, n_heads, d_head, init=init, seed=seed, **(rotation or {}))
+    settings = dict(rotation or {})
+    if settings.pop("joint", False):  # one R over all selected layers (rotation_joint)
+        from ioi_superpose.combinations.rotation_joint import JointRotationCombination
+
+        return JointRotationCombination(n_layers, n_heads, d_head, init=init, seed=seed, **settings)
+    return check_family("rotation")(n_layers, n_heads, d_head, init=init, seed=seed, **settings)

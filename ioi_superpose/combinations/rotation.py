@@ -23,8 +23,13 @@ dimensions), weighed by `--model.l1`.
 
 **Orthogonality** comes from `torch.nn.utils.parametrizations.orthogonal` (a matrix exponential of a skew matrix
 times a base that is re-initialised to the current R), never from a hand-written projection. R starts as a
-random orthogonal matrix drawn with the family's own seeded generator (at R = I and a uniform mask,
-Rᵀ m I R = m I does not depend on R and R would get no gradient).
+random orthogonal matrix drawn with the family's own seeded generator, in float64 so that it does not depend on the
+thread count (`haar_orthogonal`) (at R = I and a uniform mask, Rᵀ m I R = m I does not depend on R and R would get
+no gradient).
+
+**Across layers**: one R per layer here, each patched where its layer runs (a later layer recomputes from an
+earlier one's patch). One R over several layers together is `rotation_joint.JointRotationCombination`
+(`--model.rotation_joint`), a fixed-activation intervention with its causal caveat.
 
 **What a run reports** (`RotationCombination.analyse`): the number of mask dimensions needed — dimensions sorted
 by m, the smallest k whose hard 0/1 mask on the top k reaches the target effect, found by evaluating every k —
@@ -77,6 +82,17 @@ def head_shares(rotation: Float[Tensor, "dim dim"], n_heads: int) -> Float[Tenso
     return rotation.detach().view(rotation.shape[0], n_heads, -1).pow(2).sum(-1)
 
 
+def haar_orthogonal(dim: int, generator: torch.Generator) -> Float[Tensor, "dim dim"]:
+    """A random orthogonal matrix (QR of a Gaussian, signs fixed so the draw is Haar), in float32.
+
+    Drawn and decomposed in float64: the family is built before the fit's thread count is set (TorchThreads), and
+    LAPACK's float32 QR rounds differently with 1 and 2 threads (1e-7 at dim 64) — enough to move the toy layer-0
+    fit from val recovery 0.925 to 0.993. In float64 the thread-dependent error is ~1e-16, far below float32's
+    rounding step, so the rounded start is the same at any thread count (tested)."""
+    q, r = torch.linalg.qr(torch.randn(dim, dim, generator=generator, dtype=torch.float64))
+    return (q * torch.sign(torch.diagonal(r))[None, :]).float()
+
+
 def check_layers(layers: Sequence[int] | None, n_layers: int) -> tuple[int, ...]:
     if layers is None:
         return tuple(range(n_layers))
@@ -126,8 +142,10 @@ class RotationCombination(LearnedFamily):
     """`rotation`: an orthogonal R_l and a mask m_l per selected layer (see the module docstring)."""
 
     family = "rotation"
+    joint = False
+    """Whether one R spans all selected layers (`rotation_joint.JointRotationCombination`)."""
     settings = ("init", "gate_seed", "rotation_layers", "rotation_temperature_start", "rotation_temperature_end",
-                "rotation_target")  # fmt: skip
+                "rotation_target", "rotation_joint")  # fmt: skip
     """`gate_seed` seeds R's random start."""
 
     def __init__(
@@ -161,10 +179,7 @@ class RotationCombination(LearnedFamily):
         for _ in self.layers:
             linear = nn.Linear(self.dim, self.dim, bias=False)
             parametrizations.orthogonal(linear)
-            # A random orthogonal start (QR of a Gaussian, signs fixed so the draw is Haar), assigned through the
-            # parametrization's right inverse.
-            q, r = torch.linalg.qr(torch.randn(self.dim, self.dim, generator=generator))
-            linear.weight = q * torch.sign(torch.diagonal(r))[None, :]
+            linear.weight = haar_orthogonal(self.dim, generator)  # through the parametrization's right inverse
             self.rotations.append(linear)
         self.register_buffer("initial_rotations", torch.stack([linear.weight.detach() for linear in self.rotations]))
         """R at the start: how far training moved R is part of the report (loadings of an unmoved random R say
@@ -269,6 +284,18 @@ class RotationCombination(LearnedFamily):
         reaching = (effects >= target).nonzero()
         needed = int(reaching[0]) if len(reaching) else None
         kept = prefixes[needed] if needed is not None else masks > 0.5
+        return {
+            "target": target,
+            "dims_needed": needed,
+            "kept_by": "top dims_needed of the sorted mask" if needed is not None else "mask > 0.5 (target missed)",
+            "effect_of_top_k": [round(float(e), 5) for e in effects],
+            "joint": self.joint,
+            "layers": self.layer_report(kept, masks),
+            "temperature": round(self.temperature(), 5),
+        }
+
+    def layer_report(self, kept: Tensor, masks: Tensor) -> dict[str, Any]:
+        """Per selected layer: its kept rows' head loadings, mask size and how far its R moved."""
         layers = {}
         for slot, layer in enumerate(self.layers):
             shares = head_shares(self.rotation(slot), self.n_heads).cpu()  # [dim, head]
@@ -286,11 +313,4 @@ class RotationCombination(LearnedFamily):
                     float((self.rotation(slot).detach() - self.initial_rotations[slot]).norm() / math.sqrt(self.dim)), 4
                 ),
             }  # fmt: skip
-        return {
-            "target": target,
-            "dims_needed": needed,
-            "kept_by": "top dims_needed of the sorted mask" if needed is not None else "mask > 0.5 (target missed)",
-            "effect_of_top_k": [round(float(e), 5) for e in effects],
-            "layers": layers,
-            "temperature": round(self.temperature(), 5),
-        }
+        return layers

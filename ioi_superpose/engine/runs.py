@@ -190,6 +190,15 @@ class BaseRun:
     def resid_pre(self, layer: int) -> Float[Tensor, "batch pos d_model"]:
         return self.embed if layer == 0 else self.acts[hook_name("resid_pre", layer)]
 
+    def recorded_z(self) -> Float[Tensor, "layer batch pos head d_head"]:
+        """The unpatched base run's z of every layer (recorded on first use, kept in `acts`): what a combination
+        that patches from fixed activations reads (`reads_base_z`, e.g. the joint rotation)."""
+        names = z_names(self.model)
+        missing = [name for name in names if name not in self.acts]
+        if missing:
+            self.acts.update(self.capture(missing))
+        return torch.stack([self.acts[name] for name in names])
+
     def capture(self, names: Sequence[str]) -> dict[str, Tensor]:
         """Activations at `names` of the unpatched run (stops after the last block needed)."""
         return _record(self, names)
@@ -384,12 +393,14 @@ def patched_end_logits(
     source_z = source_z[:, :, : base.pos]
     has_prefixes = n_layers == 1 or hook_name("resid_pre", 1) in base.acts
     per_chunk = variants_per_chunk(max_rows, base.batch)
+    # A combination that patches from fixed activations also reads the unpatched base run's z (`reads_base_z`).
+    base_z = {"base_z": base.recorded_z()} if getattr(combination, "reads_base_z", False) else {}
     outputs = []
     for rows in chunks(combination.n_variants, per_chunk):
         part = combination.select(rows)
         start = min(part.first_layer(), n_layers - 1) if has_prefixes else 0
         resid = fold(base.resid_pre(start), len(rows))
-        z_fn = part.bind(source_z, roles)
+        z_fn = part.bind(source_z, roles, **base_z)
         outputs.append(base.z_patched_end_logits(resid, start, z_fn, end_positions, vocab_index, runner))
     return torch.cat(outputs)
 

@@ -76,6 +76,9 @@ class FamilyConfig:
     rotation_temperature_end: float | None = None
     rotation_target: float | None = None
     """rotation only (None: `DEFAULT_ROTATION`)."""
+    rotation_joint: bool | None = None
+    """rotation only: one R over all `rotation_layers` together, patched from fixed activations
+    (`combinations/rotation_joint.py`, with its causal caveat). None: false, one R per layer."""
 
     def __post_init__(self) -> None:
         check_family(self.combination)
@@ -85,7 +88,8 @@ class FamilyConfig:
         # A setting of another family would be ignored: refused, naming its family (issue 19, item 8). `bounded`
         # counts as set when false (true is what every family's weights are by default, hard_concrete's gates too).
         given = {name: getattr(self, name) for name in ("temperature", "gate_seed", "mixing_target", "rotation_layers",
-                 "rotation_temperature_start", "rotation_temperature_end", "rotation_target")}  # fmt: skip
+                 "rotation_temperature_start", "rotation_temperature_end", "rotation_target",
+                 "rotation_joint")}  # fmt: skip
         given = {name: value for name, value in given.items() if value is not None}
         if not self.bounded:
             given["bounded"] = False
@@ -114,7 +118,8 @@ class FamilyConfig:
         if self.combination == "rotation":
             rotation = dict(layers=None if self.rotation_layers is None else list(self.rotation_layers),
                             temperature_start=self.rotation("rotation_temperature_start"),
-                            temperature_end=self.rotation("rotation_temperature_end"))  # fmt: skip
+                            temperature_end=self.rotation("rotation_temperature_end"),
+                            joint=bool(self.rotation_joint))  # fmt: skip
         return build_combination(self.combination, n_layers, n_heads, self.bounded, self.init, temperature, seed,
                                  self.mixing_target, d_head=d_head, rotation=rotation)  # fmt: skip
 
@@ -233,6 +238,10 @@ class SuperpositionConfig:
         return cls(model_name=model_name, test_sets=test_sets, **groups)
 
     def __post_init__(self) -> None:
+        if self.family.rotation_joint and self.optim.rest == "frozen":
+            raise SettingError("rotation_joint", "$rotation_joint patches every selected layer from the unpatched "
+                               "base and source runs (a cut); $rest frozen runs the source tokens instead: set "
+                               "$rest free, or $rotation_joint false.")  # fmt: skip
         if self.prune.circuit_criteria and self.family.combination in SUBSPACE_FAMILIES:
             raise SettingError("circuit_criteria", f"$circuit_criteria scores head sets; $combination "
                                f"{self.family.combination} learns directions, not heads: set circuit_criteria "

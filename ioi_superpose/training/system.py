@@ -90,6 +90,7 @@ class HeadSuperposition(L.LightningModule):
         rotation_temperature_start: float | None = None,
         rotation_temperature_end: float | None = None,
         rotation_target: float | None = None,
+        rotation_joint: bool | None = None,
         circuit_criteria: bool = False,
         ablation: str = "corrupted",
         prune_target: float | None = None,
@@ -149,6 +150,10 @@ class HeadSuperposition(L.LightningModule):
             rotation_target: rotation only: after fit, the number of rotated dimensions needed is the smallest
                 k whose hard mask on the top-k dimensions reaches this effect (null: 0.9) on the first
                 `prune_prompts` training prompts; in summary.json.
+            rotation_joint: rotation only: one R and mask over the concatenated z of all `rotation_layers` (null:
+                false, one per layer), patched from fixed activations: every selected layer's z is set from the
+                unpatched base and source runs, so a later selected layer does not recompute from the earlier
+                one's patch (the causal caveat: `combinations/rotation_joint.py`). Needs rest free.
             circuit_criteria: after fit (and pruning), score the learned head set (the heads of the combination's
                 [layer, head] view above `l0_threshold`) with the IOI paper's faithfulness, completeness and
                 minimality under every ablation (`ioi_superpose.results.circuit`) on the first `prune_prompts`
@@ -182,7 +187,8 @@ class HeadSuperposition(L.LightningModule):
             gate_seed=gate_seed, mixing_target=mixing_target, prune_target=prune_target, prune_prompts=prune_prompts,
             rotation_layers=None if rotation_layers is None else tuple(rotation_layers),
             rotation_temperature_start=rotation_temperature_start, rotation_temperature_end=rotation_temperature_end,
-            rotation_target=rotation_target, circuit_criteria=circuit_criteria, ablation=ablation, rest=rest,
+            rotation_target=rotation_target, rotation_joint=rotation_joint, circuit_criteria=circuit_criteria,
+            ablation=ablation, rest=rest,
         )  # fmt: skip
         self.save_hyperparameters(ignore=["preloaded_model"])
         model = preloaded_model if preloaded_model is not None else load_frozen_model(model_name)
