@@ -189,7 +189,7 @@ def main() -> None:
     baseline_gpt2 = uniform_baseline(prompts.clean_tokens, prompts.end_positions)
     lines += ["", "## The 144-head suite (planted_gpt2.py): planted heads", "",
               f"Uniform causal attention on these 8-token prompts scores {baseline_gpt2}. Rows: each case's own planted heads, "
-              "heads (the other cases' planted heads are read with their own signal).", "", *HEADER]  # fmt: skip
+              "scored on that case's prompts.", "", *HEADER]  # fmt: skip
     distractor_stats = []
     for case in gpt2_cases:
         prompts = case.prompts(32, seed=0)
