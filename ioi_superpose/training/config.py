@@ -194,6 +194,8 @@ class PruneConfig:
     prune_prompts: int = 256
     circuit_criteria: bool = False
     """After fit (and pruning): the IOI paper's criteria of the learned head set (`results/circuit.py`)."""
+    head_types: bool = False
+    """After fit (and pruning): every head's type scores (`results/head_types.py`), the learned heads listed."""
 
     def __post_init__(self) -> None:
         check_finite("prune_target", self.prune_target)
