@@ -225,7 +225,8 @@ def main() -> None:
             f"{s['mean duplicate_token']:.2f} | {s['max induction']:.2f} / {s['mean induction']:.2f} | "
             f"{s['copying range'][0]:.2f} … {s['copying range'][1]:.2f} | {s['n detected prev/dup/ind']} |")  # fmt: skip
     all_records = records["small"] + records["gpt2"]
-    mismatches = [f"{r['case']} {r['head']}" for r in all_records if not r["match"]]
+    mismatches = [f"{suite} {r['case']} {r['head']}" for suite, rs in (("small", records["small"]),
+                  ("144-head", records["gpt2"])) for r in rs if not r["match"]]  # fmt: skip
     lines += ["", "## Summary", "",
               f"Planted heads matching their construction in every check: {len(all_records) - len(mismatches)} of "
               f"{len(all_records)}." + (" Mismatches: " + "; ".join(mismatches) + "." if mismatches else ""), "",
