@@ -6,7 +6,8 @@ ablation kind; writes experiments/reports/toy_ioi_circuit/report.md (and circuit
 Prompts: 256 equal-length clean/corrupted toy IOI pairs (name_swap, seed 1; `ioi_prompts`). Sets: every smallest
 head set whose denoising patch reaches 0.9 recovery (exhaustive search over the 256 subsets, `toy.ground_truth`), the
 learned `scalar` set (experiments/reports/toy_ioi_rotation/summaries.json), layer 1's heads, each exhaustive set with
-layer 1 added, and every head.
+layer 1 added, and every head. Then the exhaustive ground truth itself per ablation: every smallest set whose
+*noising* patch (source z = the ablation's values, `search_subsets(..., ablation=...)`) reaches effect 0.9.
 Criteria and ablations: `ioi_superpose/circuit.py`. Verdict thresholds (ours, not the IOI paper's, which gives
 none): faithful if F(C)/F(M) ≥ 0.9; complete if the worst greedy incompleteness ≤ 0.1·|F(M)|; minimal if every
 head's minimality score ≥ 0.05·|F(C)|.
@@ -60,6 +61,36 @@ def learned_noising_sets() -> dict[str, dict]:
     return out
 
 
+def exhaustive_noising_table(model, prompts) -> list[str]:
+    """The exhaustive noising ground truth under each ablation: every smallest set reaching effect 0.9, and every
+    head's effect alone (the activation-patching scorer's number under that ablation)."""
+    searches = {a: search_subsets(model, prompts, "noising", 0.9, ablation=a) for a in ABLATIONS}
+    lines = [
+        "",
+        "## Exhaustive noising ground truth per ablation",
+        "",
+        "`search_subsets(model, prompts, 'noising', 0.9, ablation=...)` over all 256 subsets, the IOI prompts above "
+        "(the mean ablation per IOI role, the resample a derangement with seed 0). Effect 0 = the clean run; 1 = the "
+        "corrupted run (corrupted) or the clean run with every head ablated (the other three).",
+        "",
+        "| ablation | smallest size | every minimal set (effect) | effect of {0.0, 0.1, 0.2} | single heads 0.0–0.3 "
+        "| single heads 1.0–1.3 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for ablation, search in searches.items():
+        sets = ", ".join(f"{name(s)} ({search.subset_effect['+'.join(f'{l}.{h}' for l, h in s)]:.3f})"
+                         for s in search.minimal_sets) or "none reaches 0.9"  # fmt: skip
+        singles = [" ".join(f"{v:.2f}" for v in row) for row in search.single_head_effect]
+        lines.append(f"| {ablation} | {search.min_size} | {sets} | {search.subset_effect['0.0+0.1+0.2']:.3f} | "
+                     f"{singles[0]} | {singles[1]} |")  # fmt: skip
+    distinct = {frozenset(map(frozenset, s.minimal_sets)) for s in searches.values()}
+    lines += ["", "Does the ground truth change with the ablation? " + (
+        "No: every ablation gives the same minimal sets." if len(distinct) == 1 else
+        f"Yes: {len(distinct)} different collections of minimal sets over the four ablations (table).")]  # fmt: skip
+    (OUT / "exhaustive_noising.json").write_text(json.dumps({a: s.to_dict() for a, s in searches.items()}, indent=1))
+    return lines
+
+
 def main() -> None:
     torch.set_num_threads(1)
     model = load_frozen_model(CHECKPOINT)
@@ -108,6 +139,7 @@ def main() -> None:
     lines += ["", "Does the verdict change with the ablation? " + (
         "Yes, for: " + "; ".join(changes) + "." if changes else "No: every set gets the same three verdicts under all "
         "four ablations.")]  # fmt: skip
+    lines += exhaustive_noising_table(model, prompts)
     learned = learned_noising_sets()
     lines += [
         "",

@@ -211,3 +211,127 @@ def test_model_ablation_needs_noising():
         HeadSuperposition(direction="denoising", ablation="zero", preloaded_model=random_model())
     with pytest.raises(ConfigError, match="^ablation must be one of"):
         HeadSuperposition(direction="noising", ablation="gauss", preloaded_model=random_model())
+
+
+# --------------------------------------------------------------------------------------------------
+# Ablation kinds as the source of the ground truth's and the activation-patching scorer's noising patches.
+
+
+def test_exhaustive_zero_ablation_by_construction():
+    """Zero ablation on the additive model: removing head h moves F by −w_h × the clean share (its contribution
+    vanishes), removing every head by −Σ w × share, so the noising effect of S is Σ_S w / Σ w — from the weights
+    alone. (The corrupted source normalises by the corrupted run, whose direct path differs: not this ratio.)"""
+    from ioi_superpose.groundtruth.exhaustive import head_subsets, search_subsets, subset_effects
+
+    model, batch = additive_model(), prompts()
+    subsets = head_subsets(1, N_HEADS)
+    expected = torch.stack([WEIGHTS[mask[0]].sum() for mask in subsets]) / WEIGHTS.sum()
+    zero = subset_effects(model, batch, subsets, "noising", ablation="zero")
+    assert torch.allclose(zero, expected, atol=1e-4)
+    corrupted = subset_effects(model, batch, subsets, "noising")
+    assert (corrupted - expected).abs().max() > 0.05  # the ablation argument changes what is computed
+    search = search_subsets(model, batch, "noising", 0.9, ablation="zero")
+    # Σ w = 3: {0} alone reaches 1.0 (w_0 = 3); nothing else of size 1 reaches 0.9.
+    assert search.minimal_sets == [[(0, 0)]] and search.ablation == "zero"
+    assert search.single_head_effect[0] == pytest.approx((WEIGHTS / WEIGHTS.sum()).tolist(), abs=1e-4)
+
+
+def ioi_like_batch(d_vocab: int) -> IOIBatch:
+    """Random equal-length prompts with IOI roles at fixed columns (IO 1, S1 2, S1+1 3, S2 4, END 6)."""
+    from tests.helpers import prompt_pairs
+
+    clean, corrupted, answers = prompt_pairs(d_vocab, batch=8, length=7, seed=4)
+    full = lambda value: torch.full((8,), value)  # noqa: E731
+    return IOIBatch(clean_tokens=clean, corrupted_tokens=corrupted, answer_tokens=answers, end_pos=full(6),
+                    index=torch.arange(8), io_pos=full(1), s1_pos=full(2), s2_pos=full(4),
+                    template_id=full(0))  # fmt: skip
+
+
+def hand_ablation_values(model: HookedTransformer, batch: IOIBatch, ablation: str) -> torch.Tensor:
+    """[layer, batch, pos, head, d_head] from the definitions, written independently of `ablation_values`: with
+    one END column the resample needs no alignment, and each IOI role is one column (other: columns 0 and 5)."""
+    with torch.no_grad():
+        _, cache = model.run_with_cache(batch.clean_tokens)
+    z = torch.stack([cache[f"blocks.{layer}.attn.hook_z"] for layer in range(model.cfg.n_layers)])
+    if ablation == "zero":
+        return torch.zeros_like(z)
+    if ablation == "resample":
+        return z[:, derangement(len(batch), 0)]
+    out = torch.empty_like(z)
+    for column in (1, 2, 3, 4, 6):
+        out[:, :, column] = z[:, :, column].mean(1, keepdim=True)
+    out[:, :, [0, 5]] = z[:, :, [0, 5]].flatten(1, 2).mean(1)[:, None, None]
+    return out
+
+
+def hooked_noising_effect(model: HookedTransformer, batch: IOIBatch, values: torch.Tensor, heads: list) -> float:
+    """TransformerLens forward of the clean prompts with `heads`' z set to `values`: 0 = clean, 1 = every head."""
+
+    def logit_diff(ablated: list) -> float:
+        def hook(z, hook):
+            layer = int(hook.name.split(".")[1])
+            for patched_layer, head in ablated:
+                if patched_layer == layer:
+                    z[:, :, head] = values[layer][:, :, head]
+            return z
+
+        names = [f"blocks.{layer}.attn.hook_z" for layer in range(model.cfg.n_layers)]
+        with torch.no_grad():
+            logits = model.run_with_hooks(batch.clean_tokens, fwd_hooks=[(n, hook) for n in names])[:, -1]
+        at_answers = logits.gather(-1, batch.answer_tokens)
+        return float((at_answers[:, 0] - at_answers[:, 1]).mean())
+
+    every = [(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]
+    clean, ablated = logit_diff([]), logit_diff(every)
+    return (logit_diff(heads) - clean) / (ablated - clean)
+
+
+@pytest.mark.parametrize("ablation", ["resample", "mean", "zero"])
+def test_ablation_sources_agree_with_direct_hooks(ablation):
+    """A two-layer model with MLPs and LayerNorm (nothing additive): the exhaustive search's subset effects and
+    the activation-patching scorer's single-head effects equal a plain TransformerLens forward whose hook sets
+    the patched heads' z to the ablation's values computed by hand."""
+    from ioi_superpose.baselines.scorers import activation_patching
+    from ioi_superpose.groundtruth.exhaustive import head_subsets, subset_effects
+    from tests.helpers import random_model
+
+    model = random_model(n_layers=2, n_heads=4, seed=7)
+    batch = ioi_like_batch(model.cfg.d_vocab)
+    values = hand_ablation_values(model, batch, ablation)
+    subsets = head_subsets(2, 4)
+    effects = subset_effects(model, batch, subsets, "noising", ablation=ablation)
+    for index in (1, 6, 30, 100, 200, 255):  # singles, pairs, and every head (effect 1 by definition)
+        heads = [tuple(h) for h in subsets[index].nonzero().tolist()]
+        assert float(effects[index]) == pytest.approx(hooked_noising_effect(model, batch, values, heads), abs=2e-4)
+    scores = activation_patching(model, batch, "noising", ablation=ablation)
+    expected = torch.tensor([[hooked_noising_effect(model, batch, values, [(layer, head)]) for head in range(4)]
+                             for layer in range(2)])  # fmt: skip
+    assert torch.allclose(scores.cpu(), expected, atol=2e-4)
+    # The default source is still the paired corrupted prompt, and it is a different patch.
+    assert (activation_patching(model, batch, "noising").cpu() - expected).abs().max() > 0.01
+
+
+def test_ablation_refused_where_it_makes_no_sense():
+    from ioi_superpose.baselines.scorers import activation_patching
+    from ioi_superpose.groundtruth.exhaustive import search_subsets
+
+    model, batch = additive_model(), prompts()
+    with pytest.raises(ConfigError, match="Pass direction='noising'"):
+        search_subsets(model, batch, "denoising", ablation="zero")
+    with pytest.raises(ConfigError, match="no source tokens for rest='frozen'"):
+        search_subsets(model, batch, "noising", rest="frozen", ablation="mean")
+    with pytest.raises(ConfigError, match="Pass direction='noising'"):
+        activation_patching(model, batch, "denoising", ablation="resample")
+    with pytest.raises(ConfigError, match="ablation must be one of"):
+        activation_patching(model, batch, "noising", ablation="gaussian")
+
+
+def test_model_ablation_needs_a_cut():
+    """--model.ablation with --model.rest frozen used to train silently on a meaningless mix (a circuit runs on the
+    source prompt, which an ablation has none of: α = 1 on every head read recovery 6.4 on a random model)."""
+    from ioi_superpose.training.system import HeadSuperposition
+    from tests.helpers import random_model
+
+    with pytest.raises(ConfigError, match="has no source prompt for rest frozen"):
+        HeadSuperposition(direction="noising", ablation="zero", rest="frozen", preloaded_model=random_model())
+    HeadSuperposition(direction="noising", ablation="corrupted", rest="frozen", preloaded_model=random_model())

@@ -17,8 +17,9 @@ from ioi_superpose.baselines.circuit import acdc_head_scores, eap_ig_scores
 from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
 from ioi_superpose.baselines.patching import activation_patch, attribution_patch, path_patch_sweep
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.runs import Direction, base_and_source, logit_diff, reference_runs
+from ioi_superpose.engine.runs import Direction, base_and_source, hook_name, logit_diff, reference_runs
 from ioi_superpose.models import HookedTransformer
+from ioi_superpose.results.circuit import Ablation, ablated_reference, check_ablation
 from ioi_superpose.training.metrics import LogitDiffMetric
 
 Scorer = Callable[[HookedTransformer, ContrastBatch, Direction], Float[Tensor, "layer head"]]
@@ -35,11 +36,26 @@ def patching_metric(model: HookedTransformer, batch: ContrastBatch, direction: D
 
 
 def activation_patching(
-    model: HookedTransformer, batch: ContrastBatch, direction: Direction, metric: LogitDiffMetric | None = None
-) -> Float[Tensor, "layer head"]:
-    """Exact per-head activation patching of z (all positions): the normalised effect of each head alone."""
-    base_tokens, source_tokens = base_and_source(batch.clean_tokens, batch.corrupted_tokens, direction)
-    return activation_patch(model, base_tokens, source_tokens, metric or patching_metric(model, batch, direction))
+    model: HookedTransformer, batch: ContrastBatch, direction: Direction, metric: LogitDiffMetric | None = None,
+    *, ablation: Ablation = "corrupted",
+) -> Float[Tensor, "layer head"]:  # fmt: skip
+    """Exact per-head activation patching of z (all positions): the normalised effect of each head alone.
+
+    `ablation` (`ioi_superpose.results.circuit`): the source z of a *noising* patch — `corrupted` (the paired
+    prompt), `resample`, `mean` or `zero`; for the last three the default metric reads 1 for the clean run with
+    every head ablated (`circuit.ablated_reference`, as `--model.ablation`). Refused with `direction="denoising"`:
+    denoising patches the clean run's z into the corrupted run, and an ablation is what a removed head's z becomes.
+    """
+    if ablation == "corrupted":
+        base_tokens, source_tokens = base_and_source(batch.clean_tokens, batch.corrupted_tokens, direction)
+        return activation_patch(model, base_tokens, source_tokens, metric or patching_metric(model, batch, direction))
+    reference = ablated_reference(model, batch, check_ablation(ablation, direction, "free"))
+    if metric is None:
+        base, source = (float(logit_diff(r).mean()) for r in (reference.base_answer_logits,
+                                                              reference.source_answer_logits))  # fmt: skip
+        metric = LogitDiffMetric(batch.answer_tokens, batch.end_pos, corrupted_value=base, clean_value=source)
+    source_z = {hook_name("z", layer): z for layer, z in enumerate(reference.source_z)}
+    return activation_patch(model, batch.clean_tokens, source_z, metric)
 
 
 def attribution_patching(

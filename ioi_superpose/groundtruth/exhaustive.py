@@ -8,6 +8,19 @@ recovery). All subsets of a chunk run as one batch: a toy model's 2^heads forwar
 In a one-layer attention-only model without LayerNorm the logits are the direct path plus a sum of
 per-head terms, so recovery is additive over heads; with LayerNorm or more layers it is not, which is
 why the search patches subsets instead of adding single-head numbers.
+
+**Ablations** (`ablation=`, noising only; `ioi_superpose.results.circuit` defines them): the source z of the
+patched heads is the paired corrupted prompt's (`corrupted`, the default and the only source with tokens of its
+own), another clean prompt's (`resample`), the mean per position role (`mean`, over the prompts themselves) or zero
+(`zero`), computed by `circuit.ablation_values`. Effect 0 is the clean run; effect 1 is the corrupted run for
+`corrupted` and, for the other three (which have no source prompt), the clean run with *every* head ablated — the
+normalisation of `circuit.ablated_reference`, as the learned families' `--model.ablation`. Refused: any ablation but
+`corrupted` with `direction="denoising"` (denoising patches the clean run's z *into* a base run; an ablation says
+what a removed head's z becomes, a question of the noising direction, as `OptimConfig` refuses it) and with
+`rest="frozen"` (a circuit runs on the *source* tokens, which an ablation has none of; the circuit question under
+an ablation is the noising cut of the set's complement — `rest.py`'s duality — or `circuit.circuit_scores`).
+Prompts may be `FeaturePrompts` or any `ContrastBatch`; the `mean` ablation's roles are IOI's for an IOI batch,
+only END and other for `FeaturePrompts` (`combinations.position_roles`).
 """
 
 from __future__ import annotations
@@ -16,13 +29,14 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Union
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
 from ioi_superpose.combinations import HeadWeights
+from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.rest import Rest, check_rest, run_tokens, with_rest
 from ioi_superpose.engine.runs import (
     BaseRun,
@@ -34,7 +48,19 @@ from ioi_superpose.engine.runs import (
     patched_end_logits,
 )
 from ioi_superpose.models import HookedTransformer
+from ioi_superpose.results.circuit import Ablation, ablated_reference, check_ablation
 from ioi_superpose.toy.batches import FeaturePrompts
+
+Prompts = Union[FeaturePrompts, ContrastBatch]
+
+
+def as_contrast_batch(prompts: Prompts) -> ContrastBatch:
+    """`prompts` as a `ContrastBatch` (what `circuit.ablation_values` reads): a `ContrastBatch` (an IOI batch keeps
+    its roles) as it is, `FeaturePrompts` with its END positions and row indices."""
+    if isinstance(prompts, ContrastBatch):
+        return prompts
+    return ContrastBatch(prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens, prompts.end_positions,
+                         torch.arange(len(prompts.clean_tokens)))  # fmt: skip
 
 
 def head_subsets(
@@ -188,6 +214,8 @@ class SubsetSearch:
     """Effect of every subset, keyed by `subset_name`."""
     rest: str = "free"
     """`free`: the subsets as cuts; `frozen`: as circuits (`ioi_superpose.engine.rest`)."""
+    ablation: str = "corrupted"
+    """The patch source (noising only; module docstring)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: heads as lists; a single-head effect not searched (NaN: a head outside the candidates
@@ -202,21 +230,35 @@ class SubsetSearch:
 
 @torch.no_grad()
 def subset_effects(
-    model: HookedTransformer, prompts: FeaturePrompts, subsets: Bool[Tensor, "subsets n_layers n_heads"],
-    direction: str, max_batch_rows: int = 16_384, rest: Rest = "free",
+    model: HookedTransformer, prompts: Prompts, subsets: Bool[Tensor, "subsets n_layers n_heads"],
+    direction: str, max_batch_rows: int = 16_384, rest: Rest = "free", *, ablation: Ablation = "corrupted",
+    seed: int = 0,
 ) -> Float[Tensor, " subsets"]:  # fmt: skip
     """Normalised effect of patching each subset (all positions) in `direction`, pooled over prompts.
     `rest="frozen"`: each subset as a circuit — the source run with every head outside it at its base-run z
-    (`ioi_superpose.engine.rest`)."""
+    (`ioi_superpose.engine.rest`). `ablation` (noising, `rest="free"` only): the patched heads' source z, and
+    effect 1 = every head ablated (module docstring); `seed`: the resample ablation's derangement."""
     device = model.cfg.device
-    answers, ends = prompts.answer_tokens.to(device), prompts.end_positions.to(device)
-    clean, corrupted = prompts.clean_tokens.to(device), prompts.corrupted_tokens.to(device)
+    batch = as_contrast_batch(prompts).to(device)
+    answers, ends = batch.answer_tokens, batch.end_pos
+    feature = getattr(prompts, "feature", "prompts")
+    if check_ablation(ablation, direction, rest) != "corrupted":
+        reference = ablated_reference(model, batch, ablation, seed=seed)
+        base_ld = float(logit_diff(reference.base_answer_logits).mean())
+        source_ld = float(logit_diff(reference.source_answer_logits).mean())
+        if abs(source_ld - base_ld) < 1e-6:
+            raise ValueError(f"{feature}: ablating every head ({ablation}) leaves the logit difference unchanged")
+        run = BaseRun.prepare(model, batch.clean_tokens)
+        logits = patched_end_logits(run, reference.source_z, HeadWeights(subsets.float()), ends, answers,
+                                    max_rows=max_batch_rows)  # fmt: skip
+        return normalised_recovery(logit_diff(logits).mean(-1), base_ld, source_ld).cpu()
+    clean, corrupted = batch.clean_tokens, batch.corrupted_tokens
     base_tokens, source_tokens = (corrupted, clean) if direction == "denoising" else (clean, corrupted)
     recorded_z, _ = head_z(model, source_tokens if check_rest(rest) == "free" else base_tokens)
     base_ld = float(logit_diff(end_logits(model, base_tokens, ends, answers)).mean())
     source_ld = float(logit_diff(end_logits(model, source_tokens, ends, answers)).mean())
     if abs(source_ld - base_ld) < 1e-6:
-        raise ValueError(f"feature {prompts.feature}: clean and corrupted runs have the same logit difference")
+        raise ValueError(f"feature {feature}: clean and corrupted runs have the same logit difference")
     run = BaseRun.prepare(model, run_tokens(base_tokens, source_tokens, rest))
     variants = with_rest(HeadWeights(subsets.float()), rest)
     logits = patched_end_logits(run, recorded_z, variants, ends, answers, max_rows=max_batch_rows)
@@ -224,29 +266,34 @@ def subset_effects(
 
 
 def search_subsets(
-    model: HookedTransformer, prompts: FeaturePrompts, direction: str = "denoising", threshold: float = 0.9,
-    max_heads: int = 16, rest: Rest = "free",
+    model: HookedTransformer, prompts: Prompts, direction: str = "denoising", threshold: float = 0.9,
+    max_heads: int = 16, rest: Rest = "free", *, ablation: Ablation = "corrupted", seed: int = 0,
 ) -> SubsetSearch:  # fmt: skip
     """Every subset of heads patched in `direction`; all smallest subsets reaching `threshold`. `rest`:
-    `free` (cuts) or `frozen` (circuits; `ioi_superpose.engine.rest`)."""
+    `free` (cuts) or `frozen` (circuits; `ioi_superpose.engine.rest`). `ablation`, `seed`: the noising patch's
+    source (module docstring)."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     if n_layers * n_heads > max_heads:
         raise ValueError(f"exhaustive search over 2^{n_layers * n_heads} subsets exceeds max_heads={max_heads}")
-    return search_head_subsets(model, prompts, None, direction, threshold, max_heads, rest)
+    return search_head_subsets(
+        model, prompts, None, direction, threshold, max_heads, rest, ablation=ablation, seed=seed
+    )
 
 
 def search_head_subsets(
-    model: HookedTransformer, prompts: FeaturePrompts, heads: Sequence[Head] | None, direction: str = "denoising",
-    threshold: float = 0.9, max_heads: int = 16, rest: Rest = "free",
+    model: HookedTransformer, prompts: Prompts, heads: Sequence[Head] | None, direction: str = "denoising",
+    threshold: float = 0.9, max_heads: int = 16, rest: Rest = "free", *, ablation: Ablation = "corrupted",
+    seed: int = 0,
 ) -> SubsetSearch:  # fmt: skip
     """Every subset of the candidate `heads` (None: all) patched in `direction`, every other head left to
-    recompute; all smallest subsets reaching `threshold`. `single_head_effect` is NaN outside `heads`."""
+    recompute; all smallest subsets reaching `threshold`. `single_head_effect` is NaN outside `heads`.
+    `ablation`, `seed`: the noising patch's source (module docstring)."""
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     n_candidates = n_layers * n_heads if heads is None else len(set(map(tuple, heads)))
     if n_candidates > max_heads:
         raise ValueError(f"exhaustive search over 2^{n_candidates} subsets of heads exceeds max_heads={max_heads}")
     subsets = head_subsets(n_layers, n_heads, heads=heads)
-    effect = subset_effects(model, prompts, subsets, direction, rest=rest)
+    effect = subset_effects(model, prompts, subsets, direction, rest=rest, ablation=ablation, seed=seed)
     sizes = subsets.flatten(1).sum(-1)
     reaching = effect >= threshold
     min_size = int(sizes[reaching].min()) if reaching.any() else None
@@ -258,7 +305,9 @@ def search_head_subsets(
     for mask, value in zip(subsets[sizes == 1], effect[sizes == 1]):
         single[mask] = value
     return SubsetSearch(
-        feature=prompts.feature, direction=direction, threshold=threshold, minimal_sets=minimal, min_size=min_size,
+        feature=getattr(prompts, "feature", "prompts"), direction=direction, threshold=threshold,
+        minimal_sets=minimal, min_size=min_size,
         reached=min_size is not None, single_head_effect=[[round(v, 5) for v in row] for row in single.tolist()],
         subset_effect={subset_name(m): round(float(r), 5) for m, r in zip(subsets, effect)}, rest=rest,
+        ablation=ablation,
     )  # fmt: skip

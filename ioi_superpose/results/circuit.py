@@ -58,6 +58,28 @@ Ablation = Literal["corrupted", "resample", "mean", "zero"]
 ABLATIONS: tuple[Ablation, ...] = get_args(Ablation)
 
 
+def check_ablation(ablation: str, direction: str, rest: str) -> Ablation:
+    """`ablation` if it is one of `ABLATIONS` and makes sense as the source of a patch in `direction` with `rest`
+    (`engine/rest.py`): any ablation in a noising cut, only `corrupted` otherwise — denoising patches the clean
+    run's z in (an ablation is what a *removed* head's z becomes; `OptimConfig` refuses it the same way), and a
+    circuit (`rest="frozen"`) runs on the source prompt, which only `corrupted` has."""
+    if ablation not in ABLATIONS:
+        raise ConfigError(f"ablation must be one of {list(ABLATIONS)}, got {ablation!r}.")
+    if ablation != "corrupted" and direction != "noising":
+        raise ConfigError(
+            f"ablation={ablation!r} replaces the source of a noising patch (what a removed head's z becomes); "
+            f"direction={direction!r} patches the clean run's z into the corrupted run. Pass direction='noising', "
+            "or ablation='corrupted'."
+        )
+    if ablation != "corrupted" and rest != "free":
+        raise ConfigError(
+            f"ablation={ablation!r} has no source tokens for rest={rest!r} (a circuit runs on the source prompt). "
+            "Pass rest='free' (the set's complement ablated is the circuit question: engine/rest.py), or "
+            "ablation='corrupted'."
+        )
+    return ablation  # type: ignore[return-value]
+
+
 def derangement(n: int, seed: int) -> Tensor:
     """A seeded permutation of range(n) with no fixed point (n >= 2): a random cycle order, each row to the next."""
     if n < 2:

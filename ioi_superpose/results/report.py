@@ -208,6 +208,9 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
         )
 
     change_of_basis_section(report, runs)
+    rotation_section(report, runs)
+    circuit_criteria_section(report, runs)
+    head_types_section(report, runs)
 
     report.add("## Noising against denoising: do backup heads matter? (question 3)", "")
     if any(r.summary.setting("data", "corruption", "name_swap") == "name_swap" for r in runs):
@@ -291,9 +294,9 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
     report.add(
         "## What these runs do not speak to",
         "",
-        "- Whether the heads are a specialised use of a general head type, and what an attention-head "
-        "feature is (questions 4–6): patching recovery says which heads carry the behaviour on these "
-        "prompts, not what else they do.",
+        "- What an attention-head feature is (questions 5–6), and whether the heads are a specialised use of a "
+        "general head type (question 4) beyond the type scores above, where a run stored them: patching recovery "
+        "says which heads carry the behaviour on these prompts, not what else they do.",
         "",
     )
     return report
@@ -350,6 +353,133 @@ def change_of_basis_section(report: Report, runs: Sequence[Run]) -> None:
         "that no sparser map exists (training is local, pruning greedy).",
         "",
     )
+
+
+def rotation_section(report: Report, runs: Sequence[Run]) -> None:
+    """`rotation` runs: the dimensions needed to reach the target, and each head's loading on the kept subspace."""
+    rotated = [r for r in runs if r.summary.rotation is not None]
+    if not rotated:
+        return
+    report.add(
+        "### The learned rotation: dimensions and head loadings",
+        "",
+        "`--model.combination rotation` learns an orthogonal R over a layer's concatenated z and a mask on its "
+        "dimensions. **dims needed**: the fewest top-mask dimensions whose hard mask reaches the target effect on "
+        "the training prompts; per layer, **dims kept** and each head's **loading** (the kept directions' squared "
+        "norm falling in that head, summed: the loadings of a layer add to its dims kept). A subspace that lives "
+        "in one head loads on that head alone. Not shown: what the directions mean, nor that no smaller subspace "
+        "reaches the target with another R (training is local).",
+        "",
+        "| run | direction | target | dims needed | layer | dims kept | mask > 0.5 | head loadings | R moved |",
+        "|---|---|---|---|---|---|---|---|---|",
+    )
+    for r in rotated:
+        rotation = r.summary.rotation or {}
+        for layer, record in sorted((rotation.get("layers") or {}).items(), key=lambda item: int(item[0])):
+            loadings = " ".join(f"{layer}.{head}: {_fmt(value, 2)}"
+                                for head, value in enumerate(record.get("head_loading_sum") or []))  # fmt: skip
+            report.add(
+                f"| {r.name} | {r.summary.direction} | {_fmt(rotation.get('target'), 2)} | "
+                f"{_fmt(rotation.get('dims_needed'))} | {layer} | {_fmt(record.get('dims_kept'))} | "
+                f"{_fmt(record.get('mask_above_half'))} | {loadings} | {_fmt(record.get('rotation_moved'), 3)} |"
+            )
+    report.add("")
+
+
+FAITHFUL, COMPLETE, MINIMAL = 0.9, 0.1, 0.05
+"""Verdict thresholds (ours; the IOI paper gives none): faithful if F(C)/F(M) ≥ 0.9, complete if the worst greedy
+incompleteness ≤ 0.1·|F(M)|, minimal if every head's minimality ≥ 0.05·|F(C)| (as experiments/toy_ioi_circuit.py)."""
+
+
+def circuit_verdict(scores: dict[str, Any]) -> tuple[bool, bool, bool]:
+    """(faithful, complete, minimal) of one ablation's `CircuitScores.to_dict()`."""
+    faithfulness = scores.get("faithfulness")
+    faithful = isinstance(faithfulness, (int, float)) and faithfulness >= FAITHFUL
+    complete = scores["completeness"]["relative"] <= COMPLETE
+    minimal = all(v["relative"] >= MINIMAL for v in scores["minimality"].values())
+    return faithful, complete, minimal
+
+
+def circuit_criteria_section(report: Report, runs: Sequence[Run]) -> None:
+    """`circuit_criteria` runs: the learned head set's faithfulness, completeness and minimality per ablation."""
+    scored = [r for r in runs if r.summary.circuit]
+    if not scored:
+        return
+    report.add(
+        "### Is the learned head set a circuit? (the IOI paper's criteria, per ablation)",
+        "",
+        "F(S): the clean prompts' mean logit difference with every head outside S ablated (its z set to the "
+        "ablation's value: the paired corrupted prompt, another clean prompt, the mean per position role, or zero); "
+        "M: every head, C: the learned set. **faithfulness** F(C)/F(M); **incompleteness** the worst "
+        "|F(C∖K) − F(M∖K)| over K ⊆ C found greedily (relative to |F(M)|); **minimality** per head v the largest "
+        "|F(C∖(K∪v)) − F(C∖K)| (relative to |F(C)|; the least-needed head shown). Verdicts (thresholds ours): "
+        f"faithful if F(C)/F(M) ≥ {FAITHFUL}, complete if the relative incompleteness ≤ {COMPLETE}, minimal if every "
+        f"head's relative minimality ≥ {MINIMAL}. Not shown: sets other than the learned one (the exhaustive sets are "
+        "in experiments/reports/toy_ioi_circuit), and path-level criteria (these are knockouts of whole heads).",
+        "",
+        "| run | heads | ablation | F(M) | F(C) | F(C)/F(M) | worst incompleteness (relative) | least-needed head: "
+        "minimality (relative) | faithful | complete | minimal |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    )
+    yes = {True: "yes", False: "**no**"}
+    for r in scored:
+        changes = set()
+        for ablation, scores in (r.summary.circuit or {}).items():
+            if "error" in scores:
+                report.add(f"| {r.name} | | {ablation} | not scored: {scores['error']} | | | | | | | |")
+                continue
+            heads = _names(scores.get("heads") or [])
+            least = min(scores["minimality"].items(), key=lambda item: item[1]["score"], default=None)
+            least_text = "–" if least is None else (
+                f"{least[0]}: {_fmt(least[1]['score'], 2)} ({_fmt(least[1]['relative'], 3)})")  # fmt: skip
+            verdict = circuit_verdict(scores)
+            changes.add(verdict)
+            report.add(
+                f"| {r.name} | {heads} | {ablation} | {_fmt(scores['model_logit_diff'], 2)} | "
+                f"{_fmt(scores['circuit_logit_diff'], 2)} | {_fmt(scores['faithfulness'])} | "
+                f"{_fmt(scores['completeness']['score'], 2)} ({_fmt(scores['completeness']['relative'], 3)}) | "
+                f"{least_text} | {' | '.join(yes[v] for v in verdict)} |"
+            )
+        if len(changes) > 1:
+            report.add(f"| {r.name} | | the verdict changes with the ablation | | | | | | | | |")
+    report.add("")
+
+
+HEAD_TYPE_COLUMNS = ("previous_token", "duplicate_token", "induction", "copying", "copying_top5", "attn_end_io",
+                     "attn_end_s1", "attn_end_s2")  # fmt: skip
+
+
+def head_types_section(report: Report, runs: Sequence[Run]) -> None:
+    """`head_types` runs: the type scores of the learned heads (`results/head_types.py`)."""
+    typed = [r for r in runs if r.summary.head_types is not None]
+    if not typed:
+        return
+    report.add(
+        "### Which head types are the learned heads? (question 4)",
+        "",
+        "Scores of each learned head (`--model.head_types true`; on the run's first training prompts): "
+        "TransformerLens's previous-token, duplicate-token and induction detector scores (the share of attention on "
+        "the pattern), copying Σλ/Σ|λ| of the OV circuit over the prompts' names (+1 copies names, −1 suppresses "
+        "them; scale-free: read it with the head's other scores), copying_top5 (names whose own logit is in the "
+        "circuit row's top 5), and the mean attention from END to IO, S1 and S2. Not shown: whether a type is why a "
+        "head was learned (a score is a property of the head on these prompts, not of its role in the behaviour).",
+        "",
+        "| run | head | " + " | ".join(HEAD_TYPE_COLUMNS) + " |",
+        "|---|---|" + "---|" * len(HEAD_TYPE_COLUMNS),
+    )
+    for r in typed:
+        record = r.summary.head_types or {}
+        heads = record.get("heads") or []
+        if "error" in record:
+            report.add(f"| {r.name} | {_names(heads)} | not scored: {record['error']} |" + " |" * 7)
+            continue
+        scores = record.get("scores") or {}
+        if not heads:
+            report.add(f"| {r.name} | none | " + " | ".join("–" for _ in HEAD_TYPE_COLUMNS) + " |")
+        for layer, head in heads:
+            cells = [_fmt(scores[name][layer][head], 2) if name in scores else "n/a" for name in HEAD_TYPE_COLUMNS]
+            report.add(f"| {r.name} | {layer}.{head} | " + " | ".join(cells) + " |")
+    report.add("")
 
 
 ROWS_PER_END = 2

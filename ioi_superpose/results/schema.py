@@ -200,6 +200,10 @@ class RunSummary:
     """`rotation` runs: the dimension count and head loadings (`RotationCombination.analyse`)."""
     circuit: dict[str, Any] | None = None
     """`circuit_criteria` runs: the IOI paper's criteria under every ablation (`results/circuit.py`)."""
+    head_types: dict[str, Any] | None = None
+    """`head_types` runs: {"prompts": n, "heads": the learned heads [[layer, head], …], "scores": {type: [layer][head]}}
+    (`results/head_types.py`; every head scored, the learned ones listed), or {"error": why, "heads": …}. Written
+    only when present, so summaries without it keep their shape."""
     schema_version: int = SCHEMA_VERSION
 
     def setting(self, section: str, name: str, default: Any = None) -> Any:
@@ -259,6 +263,7 @@ class RunSummary:
             "prune": self.prune,
             "rotation": self.rotation,
             "circuit": self.circuit,
+            **({} if self.head_types is None else {"head_types": self.head_types}),
             "val": self.val,
             "test": self.test,
             "per_prompt_recovery": {name: d.to_dict() for name, d in self.per_prompt_recovery.items()},
@@ -291,7 +296,7 @@ class RunSummary:
             },
             ioi_circuit=None if circuit is None else IOICircuit.from_dict(circuit, source),
             alpha=data.get("alpha"), steps=data.get("steps"), rest=data.get("rest", "free"),
-            rotation=data.get("rotation"), circuit=data.get("circuit"),
+            rotation=data.get("rotation"), circuit=data.get("circuit"), head_types=data.get("head_types"),
             schema_version=data["schema_version"],
         )
 

@@ -136,6 +136,7 @@ def build_summary(
         prune=None if getattr(system, "prune_result", None) is None else system.prune_result.to_dict(),
         rotation=getattr(system, "rotation_result", None),
         circuit=getattr(system, "circuit_result", None),
+        head_types=getattr(system, "head_types_result", None),
         val=val,
         test=tests,
         per_prompt_recovery={name: Distribution.from_dict(d) for name, d in (per_prompt or {}).items()},

@@ -148,6 +148,13 @@ class OptimConfig:
             raise SettingError("ablation", f"$ablation {self.ablation} replaces the source of a noising patch (what a "
                                "necessary head is ablated to); denoising patches the clean run's heads in. Set "
                                "direction noising, or ablation corrupted.")  # fmt: skip
+        if self.ablation != "corrupted" and self.rest != "free":
+            # A circuit (rest frozen) runs on the source prompt and freezes heads at base-run values; an ablation
+            # has no source prompt, so the run would mix ablated values into the corrupted run (a number, no meaning).
+            raise SettingError("ablation", f"$ablation {self.ablation} has no source prompt for $rest {self.rest} "
+                               "(a circuit runs on the source prompt). Set rest free (the circuit question under an "
+                               "ablation is the noising cut of the set's complement), or ablation "
+                               "corrupted.")  # fmt: skip
         for name in ("l1", "lr", "l0_threshold"):
             check_finite(name, getattr(self, name))
         if self.l1 < 0:
@@ -199,6 +206,8 @@ class PruneConfig:
     prune_prompts: int = 256
     circuit_criteria: bool = False
     """After fit (and pruning): the IOI paper's criteria of the learned head set (`results/circuit.py`)."""
+    head_types: bool = False
+    """After fit (and pruning): every head's type scores (`results/head_types.py`), the learned heads listed."""
 
     def __post_init__(self) -> None:
         check_finite("prune_target", self.prune_target)

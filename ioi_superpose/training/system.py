@@ -34,6 +34,9 @@ from ioi_superpose.training.non_finite import non_finite_cause
 from ioi_superpose.training.objectives import OBJECTIVES, Objective, ObjectiveName, across_ranks
 from ioi_superpose.training.pruning import PruneResult, minimal_set
 
+HEAD_TYPE_PROMPTS = 64
+"""`head_types`: the training prompts the head types are scored on (the detectors loop in Python per prompt)."""
+
 
 def metric_prefix(stage: str, set_name: str) -> str:
     """`val/`, `test/` for the in-distribution set, `test/<set>/` for the others."""
@@ -92,6 +95,7 @@ class HeadSuperposition(L.LightningModule):
         rotation_target: float | None = None,
         rotation_joint: bool | None = None,
         circuit_criteria: bool = False,
+        head_types: bool = False,
         ablation: str = "corrupted",
         prune_target: float | None = None,
         prune_prompts: int = 256,
@@ -158,6 +162,11 @@ class HeadSuperposition(L.LightningModule):
                 [layer, head] view above `l0_threshold`) with the IOI paper's faithfulness, completeness and
                 minimality under every ablation (`ioi_superpose.results.circuit`) on the first `prune_prompts`
                 training prompts; in summary.json under `circuit`. Not for `rotation` (its units are directions).
+            head_types: after fit (and pruning), score every head's type (previous-token, duplicate-token,
+                induction, copying, attention from END to IO/S1/S2: `ioi_superpose.results.head_types`) on the first
+                `HEAD_TYPE_PROMPTS` (64) of the first `prune_prompts` training prompts, and list the learned heads
+                (the [layer, head] view above `l0_threshold`); in summary.json under `head_types`. IOI prompts only
+                (other prompts: the reason is recorded).
             ablation: the source of a noising patch (`ioi_superpose.results.circuit`): `corrupted` (the paired
                 corrupted prompt, default), `resample` (another clean prompt of the batch, a seeded derangement,
                 aligned at END), `mean` (the batch's mean z per position role), `zero`. The reference "corrupted"
@@ -188,6 +197,7 @@ class HeadSuperposition(L.LightningModule):
             rotation_layers=None if rotation_layers is None else tuple(rotation_layers),
             rotation_temperature_start=rotation_temperature_start, rotation_temperature_end=rotation_temperature_end,
             rotation_target=rotation_target, rotation_joint=rotation_joint, circuit_criteria=circuit_criteria,
+            head_types=head_types,
             ablation=ablation, rest=rest,
         )  # fmt: skip
         self.save_hyperparameters(ignore=["preloaded_model"])
@@ -202,6 +212,8 @@ class HeadSuperposition(L.LightningModule):
         """circuit_criteria only: {ablation: the criteria (`circuit.CircuitScores.to_dict`) or {"error": why}}."""
         self.rotation_result: dict | None = None
         """rotation only: the dimension count and head loadings after fit (`RotationCombination.analyse`)."""
+        self.head_types_result: dict | None = None
+        """head_types only: the head-type scores after fit (`score_head_types_`)."""
         self.peers = nn.ModuleList()
         """The other members of a batched fit (`batched`); empty for a run of its own (K = 1)."""
         self.max_rows: int | None = None
@@ -324,10 +336,14 @@ class HeadSuperposition(L.LightningModule):
                 member.analyse_rotation_(batches)
             if member.hparams.prune_target is not None:
                 member.prune_(batches)
-            if member.hparams.circuit_criteria:
+            if member.hparams.circuit_criteria or member.hparams.get("head_types", False):
                 splits = getattr(self.trainer.datamodule, "splits", None)  # one batch of the first prune_prompts rows
-                member.score_circuit_(splits["train"][: member.hparams.prune_prompts].trimmed() if splits is not None
-                                      else batches[0])  # fmt: skip
+                prompts = (splits["train"][: member.hparams.prune_prompts].trimmed() if splits is not None
+                           else batches[0])  # fmt: skip
+                if member.hparams.circuit_criteria:
+                    member.score_circuit_(prompts)
+                if member.hparams.get("head_types", False):
+                    member.score_head_types_(prompts[:HEAD_TYPE_PROMPTS].trimmed())
 
     @torch.no_grad()
     def score_circuit_(self, prompts: ContrastBatch) -> dict:
@@ -345,6 +361,23 @@ class HeadSuperposition(L.LightningModule):
             except ConfigError as error:
                 result[ablation] = {"error": str(error)}
         self.circuit_result = result
+        return result
+
+    @torch.no_grad()
+    def score_head_types_(self, prompts: ContrastBatch) -> dict:
+        """Every head's type scores on `prompts` (`ioi_superpose.results.head_types`), with the learned heads listed;
+        prompts without IOI roles are recorded with the reason."""
+        from ioi_superpose.results.head_types import head_types  # TransformerLens's head detector
+
+        mask = self.combination.head_coefficients().abs() > self.hparams.l0_threshold
+        result: dict = {"prompts": len(prompts), "heads": mask.nonzero().tolist()}
+        try:
+            scores = head_types(self.frozen, prompts.to(self.device))  # type: ignore[arg-type]
+            result["scores"] = {name: [[round(float(v), 4) for v in row] for row in value.tolist()]
+                                for name, value in scores.items()}  # fmt: skip
+        except ConfigError as error:
+            result["error"] = str(error)
+        self.head_types_result = result
         return result
 
     @torch.no_grad()
