@@ -498,10 +498,11 @@ def markdown(report: dict[str, Any]) -> str:
     cases = report["cases"]
     separating = [name for name, c in cases.items() if c["separating"]]
     gpt2 = config.get("suite") == "gpt2"
-    command = ("python -m ioi_superpose.benchmark --suite gpt2 --rest both --out DIR" if gpt2
-               else "python -m ioi_superpose.benchmark --out DIR")  # fmt: skip
+    rest_flag = "both" if sorted(config["rests"]) == ["free", "frozen"] else config["rests"][0]
+    command = "python -m ioi_superpose.benchmark " + ("--suite gpt2 " if gpt2 else "") + f"--rest {rest_flag} --out DIR"
     prompts = f"{config['n_planted']} prompts per split" + (
         "" if gpt2 else f" (planted), {config['n_trained']} (trained toy IOI)")  # fmt: skip
+    grids = {family: list(values) for family, values in config["lambda_grids"].items()}  # the same after a JSON reload
     lines = [
         "# Benchmark: head-finding methods, with controls, against exhaustive ground truth"
         + (" — the 144-head GPT-2-scale suite" if gpt2 else ""),
@@ -518,7 +519,7 @@ def markdown(report: dict[str, Any]) -> str:
         "Seconds: the method's own computation summed over cases (a learned row includes its family's whole "
         "batched fit of every λ × init; a baseline row includes computing its score).",
         "",
-        f"Grids: t ∈ {config['score_grid']}, k ∈ {config['k_grid']}, λ per family {config['lambda_grids']}, "
+        f"Grids: t ∈ {config['score_grid']}, k ∈ {config['k_grid']}, λ per family {grids}, "
         f"inits {config['inits']}, {config['steps']} Adam steps at lr {config['lr']}, "
         f"{config['random_orders']} random orders, smallest top-k up to k = {config.get('max_top_k') or 'all'}.",
         "",
