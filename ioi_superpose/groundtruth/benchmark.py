@@ -555,7 +555,31 @@ def markdown(report: dict[str, Any]) -> str:
                 cells.append(f"{r['precision']:.2f}/{r['recall']:.2f}, L0 {r['l0']} ({r['min_l0']}), "
                              f"{r['effect']:.2f}{chosen}")  # fmt: skip
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n" + where_learning_loses(report)
+    return "\n".join(lines) + "\n\n" + across_blocks(report) + where_learning_loses(report)
+
+
+def across_blocks(report: dict[str, Any]) -> str:
+    """What holds over every block of this run: the methods exact everywhere, and where the notions' truths differ."""
+    every = blocks(report)
+    methods = list(every[0][1]["summary"])
+    exact = [m for m in methods if all(r[m] is None or r[m]["f1"] == 1.0
+                                       for _, block in every for r in block["results"].values())]  # fmt: skip
+    lines = ["## Across every block (computed from this run)", "",
+             f"Rows with F1 1 on every case in every block ({len(every)} blocks): "
+             + (", ".join(exact) if exact else "none") + "."]  # fmt: skip
+    rests = report["rests"]
+    if set(rests) == {"free", "frozen"}:
+        for direction in rests["free"]:
+            differ = [
+                f"{name} (cut {t['minimal_sets']}, circuit {rests['frozen'][direction]['truth'][name]['minimal_sets']})"
+                for name, t in rests["free"][direction]["truth"].items()
+                if sorted(map(sorted, t["minimal_sets"]))
+                != sorted(map(sorted, rests["frozen"][direction]["truth"][name]["minimal_sets"]))
+            ]
+            lines.append("")
+            lines.append(f"{direction.capitalize()}: minimal sets that differ between the notions (test prompts): "
+                         + ("; ".join(differ) if differ else "none") + ".")  # fmt: skip
+    return "\n".join(lines) + "\n\n"
 
 
 def truth_lines(block: dict[str, Any]) -> list[str]:
