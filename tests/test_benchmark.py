@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
 
 TINY = dict(score_grid=(0.1, 0.5), k_grid=(1, 2), families=("scalar",), lambda_grids={"scalar": (1e-3, 3e-2)},
-            inits=(1.0,), steps=20, directions=("denoising",))  # fmt: skip
+            inits=(1.0,), steps=20, directions=("denoising",), rests=("free",))  # fmt: skip
 
 
 def all_heads(n_heads: int) -> ScalarCombination:
@@ -106,7 +106,7 @@ def test_benchmark_run_has_every_control_and_never_selects_on_the_scored_case(mo
 
     monkeypatch.setattr(bench, "leave_one_case_out", instrumented)
     report = run_benchmark(Config(cases=["or", "and", "trap_8"], **TINY))
-    block = report["directions"]["denoising"]
+    block = report["rests"]["free"]["denoising"]
     controls = ["all heads + step (control a)", "random ranking + step", "exhaustive oracle",
                 "activation patching + step", "attribution patching smallest top-k ≥ target",
                 "learned scalar", "learned scalar + step"]  # fmt: skip
@@ -144,7 +144,8 @@ def _tree_snapshot() -> dict[str, float]:
 def test_cli_writes_only_under_out(tmp_path, monkeypatch, capsys):
     """--out is respected; without it the default is under the current directory (runs/benchmark), never
     the source tree; bad flags exit with a message naming them."""
-    monkeypatch.setattr(cli, "Config", lambda **kw: Config(**{**TINY, **kw, "directions": ("denoising",)}))
+    only = {"directions": ("denoising",), "rests": ("free",)}
+    monkeypatch.setattr(cli, "Config", lambda **kw: Config(**{**TINY, **kw, **only}))
     before = _tree_snapshot()
     out = tmp_path / "explicit"
     cli.main(["--out", str(out), "--cases", "or", "and", "--directions", "denoising"])

@@ -16,8 +16,18 @@ from torch import Tensor
 from ioi_superpose.baselines.circuit import acdc_head_scores, eap_ig_scores
 from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
 from ioi_superpose.baselines.patching import activation_patch, attribution_patch, path_patch_sweep
+from ioi_superpose.combinations import HeadWeights
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.runs import Direction, base_and_source, hook_name, logit_diff, reference_runs
+from ioi_superpose.engine.rest import Rest, check_rest, run_tokens, with_rest
+from ioi_superpose.engine.runs import (
+    BaseRun,
+    Direction,
+    base_and_source,
+    hook_name,
+    logit_diff,
+    patched_end_logits,
+    reference_runs,
+)
 from ioi_superpose.models import HookedTransformer
 from ioi_superpose.results.circuit import Ablation, ablated_reference, check_ablation
 from ioi_superpose.training.metrics import LogitDiffMetric
@@ -36,26 +46,53 @@ def patching_metric(model: HookedTransformer, batch: ContrastBatch, direction: D
 
 
 def activation_patching(
-    model: HookedTransformer, batch: ContrastBatch, direction: Direction, metric: LogitDiffMetric | None = None,
-    *, ablation: Ablation = "corrupted",
-) -> Float[Tensor, "layer head"]:  # fmt: skip
+    model: HookedTransformer,
+    batch: ContrastBatch,
+    direction: Direction,
+    metric: LogitDiffMetric | None = None,
+    *,
+    ablation: Ablation = "corrupted",
+    rest: Rest = "free",
+) -> Float[Tensor, "layer head"]:
     """Exact per-head activation patching of z (all positions): the normalised effect of each head alone.
 
     `ablation` (`ioi_superpose.results.circuit`): the source z of a *noising* patch — `corrupted` (the paired
     prompt), `resample`, `mean` or `zero`; for the last three the default metric reads 1 for the clean run with
     every head ablated (`circuit.ablated_reference`, as `--model.ablation`). Refused with `direction="denoising"`:
     denoising patches the clean run's z into the corrupted run, and an ablation is what a removed head's z becomes.
+    `rest="frozen"` (`ioi_superpose.engine.rest`): each head alone as a circuit — the source run with every
+    other head held at its base-run z (`metric` is then not used: the effect is normalised by the two runs);
+    it takes only the corrupted source.
     """
+    check_ablation(ablation, direction, check_rest(rest))
+    if rest == "frozen":
+        return _single_head_circuits(model, batch, direction)
     if ablation == "corrupted":
         base_tokens, source_tokens = base_and_source(batch.clean_tokens, batch.corrupted_tokens, direction)
         return activation_patch(model, base_tokens, source_tokens, metric or patching_metric(model, batch, direction))
-    reference = ablated_reference(model, batch, check_ablation(ablation, direction, "free"))
+    reference = ablated_reference(model, batch, ablation)
     if metric is None:
         base, source = (float(logit_diff(r).mean()) for r in (reference.base_answer_logits,
                                                               reference.source_answer_logits))  # fmt: skip
         metric = LogitDiffMetric(batch.answer_tokens, batch.end_pos, corrupted_value=base, clean_value=source)
     source_z = {hook_name("z", layer): z for layer, z in enumerate(reference.source_z)}
     return activation_patch(model, batch.clean_tokens, source_z, metric)
+
+
+def _single_head_circuits(
+    model: HookedTransformer, batch: ContrastBatch, direction: Direction
+) -> Float[Tensor, "layer head"]:
+    """One folded run of every one-head circuit (`FrozenRest` of the one-hot head weights)."""
+    reference = reference_runs(model, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens,
+                               direction, rest="frozen")  # fmt: skip
+    base_tokens, source_tokens = base_and_source(batch.clean_tokens, batch.corrupted_tokens, direction)
+    run = BaseRun.prepare(model, run_tokens(base_tokens, source_tokens, "frozen"))
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    variants = with_rest(HeadWeights.single_heads(n_layers, n_heads), "frozen")
+    logits = patched_end_logits(run, reference.source_z, variants, batch.end_pos, batch.answer_tokens)
+    base = float(logit_diff(reference.base_answer_logits).mean())
+    source = float(logit_diff(reference.source_answer_logits).mean())
+    return ((logit_diff(logits).mean(-1) - base) / (source - base)).view(n_layers, n_heads)
 
 
 def attribution_patching(

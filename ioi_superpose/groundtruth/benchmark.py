@@ -1,10 +1,21 @@
-"""Every head-finding method, with controls, on cases with exhaustive ground truth, in both directions.
+"""Every head-finding method, with controls, on cases with exhaustive ground truth, in both directions and
+both notions of a head set (`rest`: "free", a cut; "frozen", a circuit — `ioi_superpose.engine.rest`).
+
+Suites (`Config.suite`): "small" (planted models of 2–12 heads and the trained toy-IOI models) and "gpt2"
+(the 144-head suite `groundtruth.planted_gpt2`: 12 layers × 12 heads with MLPs and LayerNorm). At 144 heads
+the ground truth and the oracle search the case's planted heads (`BenchCase.candidates`); the report
+carries `benchmark_truth.distractor_checks` in each notion, which measure that no distractor matters.
+Every method, set, step and effect of a block runs in that block's notion (`rest`): the learned fits,
+the minimal-set step, the smallest-top-k check, the test effects and the ground truth; the activation
+patching score is the single-head circuit under "frozen"; the other baseline scores have one definition.
 
 Protocol (threshold 0.9; `groundtruth.benchmark_cases`: train / dev / test prompts per case). Every method
 fits, ranks or prunes on the TRAIN prompts. Ground truth is exhaustive subset search (`search_subsets`)
 in the same direction, on the dev prompts (for selection) and the test prompts (for scoring). A head set
 is scored on the test prompts: precision / recall / F1 against the NEAREST test minimal set (highest F1),
 its L0 against the minimal L0, and its effect there (denoising: recovery; noising: 1 − recovery).
+"Smallest top-k ≥ target" tries k up to `Config.max_top_k` (None: every head) and takes every head when
+none reaches the target.
 
 Hyperparameters (threshold t, k, λ) are chosen leave-one-case-out (`groundtruth.selection`): for case c, the
 value with the best mean dev-truth F1 over every OTHER case of the same direction; c's own data never
@@ -44,9 +55,11 @@ from ioi_superpose.api import learn_combinations
 from ioi_superpose.baselines.scorers import SCORERS
 from ioi_superpose.combinations import PerPositionCombination, ScalarCombination
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.rest import RESTS, Rest, check_rest
 from ioi_superpose.engine.runs import hook_name
 from ioi_superpose.groundtruth.benchmark_cases import BenchCase, bench_cases
-from ioi_superpose.groundtruth.exhaustive import search_subsets, subset_effects
+from ioi_superpose.groundtruth.benchmark_truth import distractor_checks, search_truth
+from ioi_superpose.groundtruth.exhaustive import subset_effects
 from ioi_superpose.groundtruth.selection import f1, f1_of, leave_one_case_out, mean_with_interval, nearest
 from ioi_superpose.toy.batches import FeaturePrompts
 from ioi_superpose.training.pruning import mask_effects, minimal_set, order_scores
@@ -68,6 +81,10 @@ class Config:
     n_planted: int = 32
     n_trained: int = 64
     directions: tuple[str, ...] = ("denoising", "noising")
+    rests: tuple[str, ...] = ("free", "frozen")
+    """The notions of a head set to run (`engine.rest`): every block is one direction in one notion."""
+    suite: str = "small"
+    """"small" (the 13 cases) or "gpt2" (the 144-head suite)."""
     cases: list[str] | None = None
     """Case names (None: every case)."""
     score_grid: tuple[float, ...] = (0.1, 0.3, 0.5)
@@ -86,6 +103,22 @@ class Config:
     steps: int = 80
     lr: float = 0.05
     seed: int = 0
+    max_top_k: int | None = None
+    """The largest k the "smallest top-k ≥ target" rule tries (None: every head)."""
+    truth_check_prompts: int = 8
+    """Test prompts of the distractor checks (`benchmark_truth`; cases with candidate heads only; 0: none)."""
+
+    @classmethod
+    def gpt2(cls, **overrides: Any) -> "Config":
+        """The 144-head configuration, shrunk to run both directions and notions of the 9 cases in about half an
+        hour on 2 shared CPU cores: 32 prompts per split (8 tokens: the suite's n_ctx), 40 Adam steps, λ
+        grids of two values, 3 random orders, smallest top-k up to 16, hard_concrete left out."""
+        settings: dict[str, Any] = dict(
+            suite="gpt2", n_planted=32, steps=40, families=("scalar", "per_position"),
+            lambda_grids={"scalar": (1e-3, 3e-2), "per_position": (1e-3, 3e-2), "hard_concrete": (3e-2, 3e-1)},
+            random_orders=3, max_top_k=16,
+        )  # fmt: skip
+        return cls(**{**settings, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
@@ -143,8 +176,9 @@ class Timer:
 # One case in one direction: every candidate head set (per hyperparameter value), with its cost.
 
 
-def scores_of(case: BenchCase, direction: str, timer: Timer) -> dict[str, Tensor | None]:
-    """Per-head scores on the train prompts, larger = more important in `direction`."""
+def scores_of(case: BenchCase, direction: str, timer: Timer, rest: Rest = "free") -> dict[str, Tensor | None]:
+    """Per-head scores on the train prompts, larger = more important in `direction` (activation patching in
+    `rest`'s notion; the others have one definition)."""
     model, prompts = case.model, case.splits["train"]
     n_layers = model.cfg.n_layers
     ends, answers = prompts.end_positions, prompts.answer_tokens
@@ -155,7 +189,8 @@ def scores_of(case: BenchCase, direction: str, timer: Timer) -> dict[str, Tensor
     for name, scorer in (("activation", "activation_patching"), ("attribution", "attribution_patching"),
                          ("eap_ig", "eap_ig"), ("dla", "direct_logit_attribution"), ("path", "path_patching"),
                          ("acdc", "acdc")):  # fmt: skip
-        out[name] = timer.run(name, lambda scorer=scorer: SCORERS[scorer](model, batch, direction))
+        kwargs = {"rest": rest} if name == "activation" and rest != "free" else {}
+        out[name] = timer.run(name, lambda scorer=scorer, kw=kwargs: SCORERS[scorer](model, batch, direction, **kw))
     out["attention"] = None
     if case.attention_targets is not None:
         target = case.attention_targets["train"]
@@ -170,22 +205,25 @@ def scores_of(case: BenchCase, direction: str, timer: Timer) -> dict[str, Tensor
     return {k: None if v is None else v.detach().float().cpu() for k, v in out.items()}
 
 
-def candidates_of(case: BenchCase, direction: str, config: Config) -> tuple[dict[str, Any], dict[str, float]]:
+def candidates_of(
+    case: BenchCase, direction: str, config: Config, rest: Rest = "free"
+) -> tuple[dict[str, Any], dict[str, float]]:
     """{method: {grid value: head set (or (head set, module) for a learned combination's own weights)}},
-    and seconds per method. A method without hyperparameters has the single grid value None."""
+    and seconds per method, in `rest`'s notion. A method without hyperparameters has the single grid value None."""
     model = case.model
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     train = [batch_of(case.splits["train"])]
     dev = case.splits["dev"]
     timer = Timer()
     target = config.threshold
-    scores = scores_of(case, direction, timer)
+    scores = scores_of(case, direction, timer, rest)
     out: dict[str, Any] = {}
     seconds: dict[str, float] = {}
 
     def step(order: list[tuple[int, int]] | None) -> Heads:
         scores = None if order is None else order_scores(order, (n_layers, n_heads))
-        result = minimal_set(model, train, direction, all_ones(n_layers, n_heads), target, 0.05, order=scores)
+        result = minimal_set(model, train, direction, all_ones(n_layers, n_heads), target, 0.05, order=scores,
+                             rest=rest)  # fmt: skip
         return frozenset(tuple(u) for u in result.support)
 
     for name in SCORES:
@@ -203,8 +241,9 @@ def candidates_of(case: BenchCase, direction: str, config: Config) -> tuple[dict
         if ranked is None:
             out[method] = {None: None}
         else:
-            masks = torch.stack([mask_of(frozenset(ranked[:k]), n_layers, n_heads) for k in range(1, len(ranked) + 1)])
-            effects = timer.run(method, lambda masks=masks: subset_effects(model, dev, masks, direction))
+            largest = len(ranked) if config.max_top_k is None else min(config.max_top_k, len(ranked))
+            masks = torch.stack([mask_of(frozenset(ranked[:k]), n_layers, n_heads) for k in range(1, largest + 1)])
+            effects = timer.run(method, lambda masks=masks: subset_effects(model, dev, masks, direction, rest=rest))
             reaching = (effects >= target).nonzero()
             k = int(reaching[0]) + 1 if len(reaching) else len(ranked)
             out[method] = {None: frozenset(ranked[:k])}
@@ -223,7 +262,7 @@ def candidates_of(case: BenchCase, direction: str, config: Config) -> tuple[dict
     seconds["all heads + step (control a)"] = timer.seconds["all"]
 
     def oracle() -> Heads:
-        search = search_subsets(model, case.splits["train"], direction, target)
+        search = search_truth(case, case.splits["train"], direction, target, rest)
         if not search.minimal_sets:
             return frozenset()
         names = ["+".join(f"{layer}.{head}" for layer, head in s) for s in search.minimal_sets]
@@ -234,14 +273,14 @@ def candidates_of(case: BenchCase, direction: str, config: Config) -> tuple[dict
     seconds["exhaustive oracle"] = timer.seconds["oracle"]
 
     for family in config.families:
-        learned, family_seconds = learned_candidates(case, direction, family, config)
+        learned, family_seconds = learned_candidates(case, direction, family, config, rest)
         out.update(learned)
         seconds.update(family_seconds)
     return out, seconds
 
 
 def learned_candidates(
-    case: BenchCase, direction: str, family: str, config: Config
+    case: BenchCase, direction: str, family: str, config: Config, rest: Rest = "free"
 ) -> tuple[dict[str, Any], dict[str, float]]:
     """The four learned variants of `family`, per λ, from one batched fit of every λ × init."""
     model = case.model
@@ -254,7 +293,7 @@ def learned_candidates(
     start = time.perf_counter()
     fits = learn_combinations(model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens, members,
                               direction=direction, steps=config.steps, seed=config.seed,
-                              combination=family)  # fmt: skip
+                              combination=family, rest=rest)  # fmt: skip
     fit_seconds = time.perf_counter() - start
     step_seconds = {variant: 0.0 for variant in LEARNED_VARIANTS}
     out: dict[str, dict[float, Any]] = {f"learned {family}{variant}": {} for variant in LEARNED_VARIANTS}
@@ -269,9 +308,10 @@ def learned_candidates(
             with torch.no_grad():
                 module.coefficients.copy_(coefficients)
             t0 = time.perf_counter()
-            pruned = minimal_set(model, train, direction, module, config.threshold, 0.05)
+            pruned = minimal_set(model, train, direction, module, config.threshold, 0.05, rest=rest)
             heads = frozenset(tuple(unit[:2]) for unit in pruned.support)
-            dev_effect = float(subset_effects(model, dev, mask_of(heads, n_layers, n_heads)[None], direction)[0])
+            dev_effect = float(subset_effects(model, dev, mask_of(heads, n_layers, n_heads)[None], direction,
+                                              rest=rest)[0])  # fmt: skip
             stepped.append((heads, dev_effect))
             step_seconds[" + restarts + step"] += time.perf_counter() - t0
             if offset == 0:  # the plain variants use the first init (1.0, the default)
@@ -282,7 +322,7 @@ def learned_candidates(
                 per_head = coefficients.abs().flatten(2).amax(-1) if coefficients.dim() == 3 else coefficients.abs()
                 order = ranking(per_head)[::-1]
                 result = minimal_set(model, train, direction, all_ones(n_layers, n_heads), config.threshold, 0.05,
-                                     order=order_scores(order, (n_layers, n_heads)))  # fmt: skip
+                                     order=order_scores(order, (n_layers, n_heads)), rest=rest)  # fmt: skip
                 out[f"learned {family} + α-ordered step"][lam] = frozenset(tuple(u) for u in result.support)
                 step_seconds[" + α-ordered step"] += time.perf_counter() - t0
         # Restarts: keep the stepped set that reaches the target on dev with the fewest heads (then highest effect).
@@ -296,29 +336,29 @@ def learned_candidates(
 # Scoring and the whole run.
 
 
-def effect_on_test(case: BenchCase, direction: str, candidate: Any) -> float:
+def effect_on_test(case: BenchCase, direction: str, candidate: Any, rest: Rest = "free") -> float:
     """Effect on the test prompts: a head set patched with weight 1; a learned combination with its own weights."""
     model, test = case.model, case.splits["test"]
     if isinstance(candidate, tuple):
         heads, module = candidate
         with torch.no_grad():
             weights = module.coefficients.detach()
-        return float(mask_effects(model, [batch_of(test)], direction, module, weights[None])[0])
+        return float(mask_effects(model, [batch_of(test)], direction, module, weights[None], rest=rest)[0])
     mask = mask_of(candidate, model.cfg.n_layers, model.cfg.n_heads)
-    return float(subset_effects(model, test, mask[None], direction)[0])
+    return float(subset_effects(model, test, mask[None], direction, rest=rest)[0])
 
 
 def head_set(candidate: Any) -> Heads | None:
     return candidate[0] if isinstance(candidate, tuple) else candidate
 
 
-def score(case: BenchCase, direction: str, candidate: Any, truth) -> dict[str, Any] | None:
+def score(case: BenchCase, direction: str, candidate: Any, truth, rest: Rest = "free") -> dict[str, Any] | None:
     """Scores of one candidate; a list of head sets (the random orders) scores as the mean of each
     number over its sets (heads: the first set's, `draws`: every set)."""
     if candidate is None:
         return None
     if isinstance(candidate, list):
-        each = [score(case, direction, c, truth) for c in candidate]
+        each = [score(case, direction, c, truth, rest) for c in candidate]
         mean = {key: round(sum(e[key] for e in each) / len(each), 3) for key in ("precision", "recall", "f1", "l0",
                                                                              "effect")}  # fmt: skip
         return {**each[0], **mean, "draws": [e["heads"] for e in each]}
@@ -327,47 +367,84 @@ def score(case: BenchCase, direction: str, candidate: Any, truth) -> dict[str, A
     return {
         "heads": sorted(list(h) for h in heads), "nearest_minimal_set": sorted(list(h) for h in nearest_set),
         "precision": round(p, 3), "recall": round(r, 3), "f1": round(f1_of(p, r), 3), "l0": len(heads),
-        "min_l0": truth.min_size, "effect": round(effect_on_test(case, direction, candidate), 3),
+        "min_l0": truth.min_size, "effect": round(effect_on_test(case, direction, candidate, rest), 3),
     }  # fmt: skip
 
 
 def run_benchmark(config: Config | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """The whole table: `report["rests"][rest][direction]` is one block (truth, results, chosen, summary)."""
     config = config or Config()
+    for rest in config.rests:
+        check_rest(rest, "rests")
+    if not config.rests:
+        raise ValueError(f"rests must name at least one of {list(RESTS)}")
     start = time.perf_counter()
-    cases = bench_cases(config.n_planted, config.n_trained, config.cases)
+    cases = bench_cases(config.n_planted, config.n_trained, config.cases, config.suite)
     report: dict[str, Any] = {"config": config.to_dict(), "cases": {c.name: {"kind": c.kind, "separating": c.separating,
-                              "heads": c.model.cfg.n_layers * c.model.cfg.n_heads} for c in cases},
-                              "directions": {}}  # fmt: skip
-    for direction in config.directions:
-        truth = {c.name: {split: search_subsets(c.model, c.splits[split], direction, config.threshold)
-                          for split in ("dev", "test")} for c in cases}  # fmt: skip
-        candidates, seconds = {}, {}
-        for c in cases:
+                              "heads": c.model.cfg.n_layers * c.model.cfg.n_heads,
+                              "searched": None if c.candidates is None else sorted(list(h) for h in c.candidates)}
+                              for c in cases}, "rests": {}}  # fmt: skip
+    for rest in config.rests:
+        report["rests"][rest] = {}
+        for direction in config.directions:
             if progress:
-                progress(f"{direction} {c.name} ({time.perf_counter() - start:.0f} s)")
-            candidates[c.name], seconds[c.name] = candidates_of(c, direction, config)
-        methods = list(candidates[cases[0].name])
-        results: dict[str, dict[str, Any]] = {c.name: {} for c in cases}
-        chosen: dict[str, dict[str, Any]] = {c.name: {} for c in cases}
-        for method in methods:
-            grid = list(candidates[cases[0].name][method])
-            dev_f1 = {} if grid == [None] else {
-                c.name: {value: None if head_set(candidates[c.name][method][value]) is None
-                         else f1(head_set(candidates[c.name][method][value]), truth[c.name]["dev"].minimal_sets)
-                         for value in grid} for c in cases}  # fmt: skip
-            for c in cases:
-                value, used = (None, []) if grid == [None] else leave_one_case_out(dev_f1, c.name, grid)
-                chosen[c.name][method] = {"value": value, "chosen_on": used}
-                scored = score(c, direction, candidates[c.name][method][value], truth[c.name]["test"])
-                if scored is not None:
-                    scored["seconds"] = round(seconds[c.name][method], 3)
-                results[c.name][method] = scored
-        report["directions"][direction] = {
-            "truth": {name: t["test"].to_dict() | {"subset_effect": None} for name, t in truth.items()},
-            "results": results, "chosen": chosen, "summary": summarise(results, report["cases"], config.seed),
-        }  # fmt: skip
+                progress(f"{direction} rest={rest} ({time.perf_counter() - start:.0f} s)")
+            report["rests"][rest][direction] = run_block(cases, direction, rest, config, progress, start)
     report["seconds"] = round(time.perf_counter() - start, 1)
     return report
+
+
+def run_block(
+    cases: list[BenchCase], direction: str, rest: Rest, config: Config, progress: Callable[[str], None] | None,
+    start: float,
+) -> dict[str, Any]:  # fmt: skip
+    """Every method on every case in one direction and one notion, scored against that notion's truth."""
+    truth = {c.name: {split: search_truth(c, c.splits[split], direction, config.threshold, rest)
+                      for split in ("dev", "test")} for c in cases}  # fmt: skip
+    checks = {}
+    for c in cases:
+        if c.candidates is not None and config.truth_check_prompts > 0:
+            test = c.splits["test"]
+            few = type(test)(test.feature, *(t[: config.truth_check_prompts] for t in (
+                test.clean_tokens, test.corrupted_tokens, test.answer_tokens, test.end_positions)))  # fmt: skip
+            few_truth = search_truth(c, few, direction, config.threshold, rest)
+            checks[c.name] = distractor_checks(c, few, direction, rest, few_truth.minimal_sets) | {
+                "minimal_sets_on_these_prompts": [[list(h) for h in m] for m in few_truth.minimal_sets]}
+    candidates, seconds = {}, {}
+    for c in cases:
+        if progress:
+            progress(f"  {direction} rest={rest} {c.name} ({time.perf_counter() - start:.0f} s)")
+        candidates[c.name], seconds[c.name] = candidates_of(c, direction, config, rest)
+    methods = list(candidates[cases[0].name])
+    results: dict[str, dict[str, Any]] = {c.name: {} for c in cases}
+    chosen: dict[str, dict[str, Any]] = {c.name: {} for c in cases}
+    for method in methods:
+        grid = list(candidates[cases[0].name][method])
+        dev_f1 = {} if grid == [None] else {
+            c.name: {value: None if head_set(candidates[c.name][method][value]) is None
+                     else f1(head_set(candidates[c.name][method][value]), truth[c.name]["dev"].minimal_sets)
+                     for value in grid} for c in cases}  # fmt: skip
+        for c in cases:
+            value, used = (None, []) if grid == [None] else leave_one_case_out(dev_f1, c.name, grid)
+            chosen[c.name][method] = {"value": value, "chosen_on": used}
+            scored = score(c, direction, candidates[c.name][method][value], truth[c.name]["test"], rest)
+            if scored is not None:
+                scored["seconds"] = round(seconds[c.name][method], 3)
+            results[c.name][method] = scored
+    block_truth = {}
+    for name, t in truth.items():
+        # Small: the per-subset effects of the test search are dropped (None); at 144 heads, the single-head
+        # effects too (NaN outside the planted heads: 144 mostly-null numbers per case).
+        entry = t["test"].to_dict() | {"subset_effect": None}
+        if name in checks:
+            entry |= {"single_head_effect": None, "distractor_checks": checks[name]}
+        case = next(c for c in cases if c.name == name)
+        if case.promised is not None and rest == "free":
+            promised = {frozenset(map(tuple, m)) for m in case.promised[direction]}
+            entry["promised_free"] = promised == {frozenset(map(tuple, m)) for m in t["test"].minimal_sets}
+        block_truth[name] = entry
+    return {"truth": block_truth, "results": results, "chosen": chosen,
+            "summary": summarise(results, {c.name: {"separating": c.separating} for c in cases}, config.seed)}
 
 
 def summarise(results: dict[str, dict[str, Any]], cases: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -406,16 +483,33 @@ def _interval(stat: dict[str, Any]) -> str:
     return f"{stat['mean']:.2f}{spread} (n={stat['n']})"
 
 
+REST_TITLES = {"free": "rest free (cuts: heads outside the set recompute)",
+               "frozen": "rest frozen (circuits: heads outside the set keep their base-run z)"}
+
+
+def blocks(report: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(title, block) for every notion and direction of the report, in run order."""
+    return [(f"{direction.capitalize()}, {REST_TITLES[rest]}", block)
+            for rest, by_direction in report["rests"].items() for direction, block in by_direction.items()]  # fmt: skip
+
+
 def markdown(report: dict[str, Any]) -> str:
     config = report["config"]
     cases = report["cases"]
     separating = [name for name, c in cases.items() if c["separating"]]
+    gpt2 = config.get("suite") == "gpt2"
+    rest_flag = "both" if sorted(config["rests"]) == ["free", "frozen"] else config["rests"][0]
+    command = "python -m ioi_superpose.benchmark " + ("--suite gpt2 " if gpt2 else "") + f"--rest {rest_flag} --out DIR"
+    prompts = f"{config['n_planted']} prompts per split" + (
+        "" if gpt2 else f" (planted), {config['n_trained']} (trained toy IOI)")  # fmt: skip
+    grids = {family: list(values) for family, values in config["lambda_grids"].items()}  # the same after a JSON reload
     lines = [
-        "# Benchmark: head-finding methods, with controls, against exhaustive ground truth",
+        "# Benchmark: head-finding methods, with controls, against exhaustive ground truth"
+        + (" — the 144-head GPT-2-scale suite" if gpt2 else ""),
         "",
-        f"`python -m ioi_superpose.benchmark --out DIR` — threshold {config['threshold']}, "
-        f"{config['n_planted']} prompts per split (planted), {config['n_trained']} (trained toy IOI), "
-        f"{len(cases)} cases, directions {', '.join(config['directions'])}; {report['seconds']} s on our shared "
+        f"`{command}` — threshold {config['threshold']}, {prompts}, "
+        f"{len(cases)} cases, directions {', '.join(config['directions'])}, notions {', '.join(config['rests'])}; "
+        f"{report['seconds']} s on our shared "
         "2-core CPU. Protocol, methods and controls: the docstring of `ioi_superpose/groundtruth/benchmark.py`. "
         "Every method works on the train prompts; hyperparameters are chosen leave-one-case-out against the "
         "dev-prompt ground truth of the OTHER cases; every number below is on the test prompts against their "
@@ -425,16 +519,20 @@ def markdown(report: dict[str, Any]) -> str:
         "Seconds: the method's own computation summed over cases (a learned row includes its family's whole "
         "batched fit of every λ × init; a baseline row includes computing its score).",
         "",
-        f"Grids: t ∈ {config['score_grid']}, k ∈ {config['k_grid']}, λ per family {config['lambda_grids']}, "
-        f"inits {config['inits']}, {config['steps']} Adam steps at lr {config['lr']}.",
+        f"Grids: t ∈ {config['score_grid']}, k ∈ {config['k_grid']}, λ per family {grids}, "
+        f"inits {config['inits']}, {config['steps']} Adam steps at lr {config['lr']}, "
+        f"{config['random_orders']} random orders, smallest top-k up to k = {config.get('max_top_k') or 'all'}.",
         "",
-        "Cases: " + "; ".join(f"`{name}` ({c['kind']}, {c['heads']} heads)" for name, c in cases.items()) + ".",
+        "Cases: " + "; ".join(f"`{name}` ({c['kind']}, {c['heads']} heads"
+                              + (f", searched over {len(c['searched'])} planted" if c.get("searched") else "")
+                              + ")" for name, c in cases.items()) + ".",  # fmt: skip
     ]
-    for direction, block in report["directions"].items():
-        lines += ["", f"## {direction.capitalize()}", "", "Minimal sets (test prompts): " + "; ".join(
+    for title, block in blocks(report):
+        lines += ["", f"## {title}", "", "Minimal sets (test prompts): " + "; ".join(
             f"{name}: {t['minimal_sets'] if len(t['minimal_sets']) <= 4 else str(t['minimal_sets'][:4])[:-1] + ', …]'}"
             + ("" if len(t["minimal_sets"]) <= 4 else f" ({len(t['minimal_sets'])} sets)")
             for name, t in block["truth"].items())]  # fmt: skip
+        lines += truth_lines(block)
         lines += ["", "| method | mean F1, all cases | mean F1, separating cases | L0 = minimal L0 | seconds |",
                   "| --- | --- | --- | --- | --- |"]  # fmt: skip
         for method, stat in block["summary"].items():
@@ -457,7 +555,48 @@ def markdown(report: dict[str, Any]) -> str:
                 cells.append(f"{r['precision']:.2f}/{r['recall']:.2f}, L0 {r['l0']} ({r['min_l0']}), "
                              f"{r['effect']:.2f}{chosen}")  # fmt: skip
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\n" + where_learning_loses(report)
+    return "\n".join(lines) + "\n\n" + across_blocks(report) + where_learning_loses(report)
+
+
+def across_blocks(report: dict[str, Any]) -> str:
+    """What holds over every block of this run: the methods exact everywhere, and where the notions' truths differ."""
+    every = blocks(report)
+    methods = list(every[0][1]["summary"])
+    exact = [m for m in methods if all(r[m] is None or r[m]["f1"] == 1.0
+                                       for _, block in every for r in block["results"].values())]  # fmt: skip
+    lines = ["## Across every block (computed from this run)", "",
+             f"Rows with F1 1 on every case in every block ({len(every)} blocks): "
+             + (", ".join(exact) if exact else "none") + "."]  # fmt: skip
+    rests = report["rests"]
+    if set(rests) == {"free", "frozen"}:
+        for direction in rests["free"]:
+            differ = [
+                f"{name} (cut {t['minimal_sets']}, circuit {rests['frozen'][direction]['truth'][name]['minimal_sets']})"
+                for name, t in rests["free"][direction]["truth"].items()
+                if sorted(map(sorted, t["minimal_sets"]))
+                != sorted(map(sorted, rests["frozen"][direction]["truth"][name]["minimal_sets"]))
+            ]
+            lines.append("")
+            lines.append(f"{direction.capitalize()}: minimal sets that differ between the notions (test prompts): "
+                         + ("; ".join(differ) if differ else "none") + ".")  # fmt: skip
+    return "\n".join(lines) + "\n\n"
+
+
+def truth_lines(block: dict[str, Any]) -> list[str]:
+    """At 144 heads: whether the found sets are the promised ones (cuts) and the distractor checks."""
+    promised = {name: t["promised_free"] for name, t in block["truth"].items() if "promised_free" in t}
+    checks = {name: t["distractor_checks"] for name, t in block["truth"].items() if "distractor_checks" in t}
+    lines = []
+    if promised:
+        lines += ["", "Equal to the suite's promised minimal sets: " + "; ".join(
+            f"{name} {'yes' if ok else 'NO'}" for name, ok in promised.items()) + "."]  # fmt: skip
+    if checks:
+        prompts = next(iter(checks.values()))["prompts"]
+        lines += ["", f"Distractor checks ({prompts} test prompts, this notion): |all distractors at once| and max "
+                  "|single distractor added to a minimal set| — " + "; ".join(
+                      f"{name} {c['all_distractors']:.1e} / {c['max_single_addition']:.1e}"
+                      + ("" if c["ok"] else " (ABOVE 0.01)") for name, c in checks.items()) + "."]  # fmt: skip
+    return lines
 
 
 def _mean_f1(block: dict[str, Any], method: str, names: list[str]) -> float | None:
@@ -465,20 +604,42 @@ def _mean_f1(block: dict[str, Any], method: str, names: list[str]) -> float | No
     return sum(values) / len(values) if values else None
 
 
+CONTROL_A = "all heads + step (control a)"
+
+
+def control_a_lines(block: dict[str, Any], stepped: list[str]) -> str:
+    """Per learned + step row: on how many cases control (a) (no learning) has the same F1, a higher one, a
+    lower one; naming the cases where it is not lower."""
+    parts = []
+    for method in stepped:
+        same, better, worse = [], [], []
+        for name, row in block["results"].items():
+            mine, theirs = row[method], row[CONTROL_A]
+            if mine is None or theirs is None:
+                continue
+            (same if theirs["f1"] == mine["f1"] else better if theirs["f1"] > mine["f1"] else worse).append(name)
+        parts.append(f"{method}: control (a) matches it on {len(same)} cases, beats it on {len(better)}"
+                     + (f" ({', '.join(better)})" if better else "") + f", loses on {len(worse)}"
+                     + (f" ({', '.join(worse)})" if worse else ""))  # fmt: skip
+    return "Control (a) (all heads + step, no learning) against learning, case by case on F1: " + "; ".join(parts) + "."
+
+
 def where_learning_loses(report: dict[str, Any]) -> str:
     """The section written from this run's numbers: the goal checked row by row, and every loss."""
     cases = report["cases"]
     separating = [name for name, c in cases.items() if c["separating"]]
     lines = ["## Where the learned combination loses (computed from this run)", ""]
-    for direction, block in report["directions"].items():
+    for title, block in blocks(report):
         summary = block["summary"]
         methods = list(summary)
         learned = [m for m in methods if m.startswith("learned")]
         stepped = [m for m in learned if m.endswith(STEP_VARIANTS)]
         best_all = max(methods, key=lambda m: summary[m]["all"]["mean"] if m != "exhaustive oracle" else -1)
-        lines.append(f"**{direction.capitalize()}.** Best non-oracle row on mean F1 over all cases: "
+        lines.append(f"**{title}.** Best non-oracle row on mean F1 over all cases: "
                      f"{best_all} ({summary[best_all]['all']['mean']:.2f}); oracle "
                      f"{summary['exhaustive oracle']['all']['mean']:.2f}.")  # fmt: skip
+        lines.append("")
+        lines.append(control_a_lines(block, stepped))
         if not separating:
             lines += ["", "No separating case in this run: the rivals are not compared.", ""]
             continue
