@@ -45,7 +45,8 @@ class Baselines(L.Callback):
         if not trainer.is_global_zero:
             return
         sets = evaluation_sets(trainer.datamodule)
-        self.results = compute_baselines(pl_module.frozen, sets, pl_module.hparams.direction, self.specs)
+        self.results = compute_baselines(pl_module.frozen, sets, pl_module.hparams.direction, self.specs,
+                                         rest=pl_module.rest, ablation=pl_module.ablation)  # fmt: skip
         log_baselines(trainer, self.results)
 
 

@@ -26,9 +26,11 @@ from ioi_superpose.baselines.scorers import SCORERS, activation_patching, attrib
 from ioi_superpose.baselines.top_k import attention_to_io, attention_weighted_alpha, top_k_curves, uniform_top_k_alphas
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.ioi import IOIBatch
+from ioi_superpose.engine.rest import Rest
 from ioi_superpose.engine.runs import Direction
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer
+from ioi_superpose.results.circuit import Ablation, check_ablation
 from ioi_superpose.results.pareto import VAL_SET
 from ioi_superpose.results.plots import head_heatmap, line_plot, recovery_curves
 from ioi_superpose.results.summary import top_heads
@@ -205,26 +207,35 @@ def compute_baselines(
     sets: Mapping[str, ContrastBatch],
     direction: Direction,
     specs: Sequence[BaselineSpec],
+    *,
+    rest: Rest = "free",
+    ablation: Ablation = "corrupted",
 ) -> list[BaselineResult]:
     """Every spec's result, in the order of `specs`.
 
     `sets`: the run's evaluation sets, whole (validation under `results.pareto.VAL_SET`, then every test set;
-    each spec takes its first prompts); `direction`: the run's. The combinations' rankings are the head scores
-    of this call. Exact activation patching is computed once per prompt count and shared by the activation
-    baseline, attribution patching's agreement and the combinations' ranking. No collective calls: under DDP,
-    call it on rank 0 only.
+    each spec takes its first prompts); `direction`, `rest` and `ablation`: the run's, so exact activation
+    patching and the top-k curves answer the question its learned α answers (a cut or a circuit; the patch
+    source). The combinations' rankings are the head scores of this call. Exact activation patching is computed
+    once per prompt count and shared by the activation baseline and the combinations' ranking. Attribution
+    patching, the linear estimate of the paired-prompt cut, is compared with exact patching of that cut. No
+    collective calls: under DDP, call it on rank 0 only.
     """
     device = next(model.parameters()).device
+    check_ablation(ablation, direction, rest)
 
     def first(n_prompts: int | None, set_name: str = VAL_SET) -> ContrastBatch:
         return sets[set_name][:n_prompts].trimmed().to(device)
 
-    exact: dict[int, Tensor] = {}
+    exact: dict[tuple[int, str, str], Tensor] = {}
 
-    def activation(n_prompts: int) -> Tensor:
-        if n_prompts not in exact:
-            exact[n_prompts] = activation_patching(model, first(n_prompts), direction).detach().float().cpu()
-        return exact[n_prompts]
+    def activation(n_prompts: int, as_run: bool = True) -> Tensor:
+        """Exact activation patching in the run's notion, or (`as_run=False`) of the paired-prompt cut."""
+        notion = (rest, ablation) if as_run else ("free", "corrupted")
+        if (n_prompts, *notion) not in exact:
+            effect = activation_patching(model, first(n_prompts), direction, rest=notion[0], ablation=notion[1])
+            exact[(n_prompts, *notion)] = _cpu(effect)
+        return exact[(n_prompts, *notion)]
 
     results: dict[int, BaselineResult] = {}
     for i, spec in enumerate(specs):  # the scores first: the combinations rank heads by them
@@ -233,7 +244,7 @@ def compute_baselines(
     for i, spec in enumerate(specs):
         if isinstance(spec, CombinationsSpec):
             scores = [result for result in results.values() if isinstance(result, HeadScores)]
-            results[i] = combination_curves(model, sets, direction, spec, scores, activation, first)
+            results[i] = combination_curves(model, sets, direction, spec, scores, activation, first, rest, ablation)
     return [results[i] for i in range(len(specs))]
 
 
@@ -242,7 +253,7 @@ def head_scores(
     batch: ContrastBatch,
     direction: Direction,
     spec: ScoreSpec,
-    activation: Callable[[int], Tensor],
+    activation: Callable[..., Tensor],
 ) -> HeadScores:
     """`spec`'s score on `batch`, with attribution patching's and direct logit attribution's extras."""
     title = spec.title or TITLES.get(spec.name, spec.name)
@@ -251,7 +262,7 @@ def head_scores(
     if spec.name == "attribution_patching":
         # Attribution patching is the linear estimate of exact patching: its agreement is the point of it.
         effect = _cpu(attribution_patching(model, batch, direction, patching_metric(model, batch, direction)))
-        agreement = attribution_agreement(effect, activation(spec.n_prompts))
+        agreement = attribution_agreement(effect, activation(spec.n_prompts, as_run=False))
         return HeadScores(spec.name, title, effect, {"pearson_with_exact_patching": agreement})
     if spec.name == "direct_logit_attribution":
         result = direct_logit_attribution(model, batch.clean_tokens, batch.answer_tokens, batch.end_pos)
@@ -267,8 +278,10 @@ def combination_curves(
     direction: Direction,
     spec: CombinationsSpec,
     scores: Sequence[HeadScores],
-    activation: Callable[[int], Tensor],
+    activation: Callable[..., Tensor],
     first: Callable[..., ContrastBatch],
+    rest: Rest = "free",
+    ablation: Ablation = "corrupted",
 ) -> CombinationCurves:
     """The top-k curves of `scores`' rankings, activation patching's (when absent) and the attention to the IO."""
     batch = first(spec.n_prompts)
@@ -286,7 +299,7 @@ def combination_curves(
     batches = {name: first(spec.curve_prompts, name) for name in sets}
     return CombinationCurves(
         attention=attention,
-        curves_by_set=top_k_curves(model, batches, alphas, direction),
+        curves_by_set=top_k_curves(model, batches, alphas, direction, rest=rest, ablation=ablation),
         prompts_by_set={name: len(batch) for name, batch in batches.items()},
         val_batch=batches[VAL_SET],
     )

@@ -11,8 +11,10 @@ from torch import Tensor
 
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.ioi import IOIBatch
-from ioi_superpose.engine.runs import Direction, end_logits, hook_name, logit_diff, recovery_of
+from ioi_superpose.engine.rest import Rest
+from ioi_superpose.engine.runs import Direction, hook_name, logit_diff, recovery_of
 from ioi_superpose.models import HookedTransformer
+from ioi_superpose.results.circuit import Ablation, notion_reference
 from ioi_superpose.results.summary import has_gap
 
 
@@ -55,9 +57,14 @@ def top_k_curves(
     batches: Mapping[str, ContrastBatch],
     alphas: Mapping[str, Float[Tensor, "k n_layers n_heads"]],
     direction: Direction,
+    *,
+    rest: Rest = "free",
+    ablation: Ablation = "corrupted",
 ) -> dict[str, dict[str, list[float | None]]]:
     """`curves[set][name][k - 1]`: the recovery of `alphas[name][k - 1]` on `batches[set]`, or None for a set
     whose clean − corrupted gap is below `summary.MIN_GAP` (there recovery is noise, as in summary.json).
+    `rest` and `ablation`: the run's notion and patch source, so the curves are measured as its learned α is
+    (`results.circuit.notion_reference`).
 
     One folded run per set for every curve together; α that several curves share (e.g. the same top
     heads) run once.
@@ -69,10 +76,12 @@ def top_k_curves(
     curves = {}
     for set_name, batch in batches.items():
         batch = batch.to(model.cfg.device)
-        clean, corrupted = (float(logit_diff(end_logits(model, tokens, batch.end_pos, batch.answer_tokens)).mean())
-                            for tokens in (batch.clean_tokens, batch.corrupted_tokens))  # fmt: skip
+        reference = notion_reference(model, batch, direction, rest, ablation)
+        clean, corrupted = (float(logit_diff(logits).mean()) for logits in reference.clean_and_corrupted())
         if has_gap(clean, corrupted):
-            values: list[float | None] = recovery_of(model, batch, unique, direction)[inverse].tolist()
+            values: list[float | None] = recovery_of(model, batch, unique, direction, rest, reference=reference)[
+                inverse
+            ].tolist()
         else:
             values = [None] * len(inverse)
         curves[set_name] = {name: values[sum(lengths[:i]) : sum(lengths[: i + 1])] for i, name in enumerate(names)}

@@ -115,7 +115,8 @@ def group_baselines(cli: SuperposeCLI) -> list[BaselineResult]:
         return []
     model = cli.model.to(cli.trainer.strategy.root_device)
     specs = baseline_specs(cli.trainer.callbacks)
-    return compute_baselines(model.frozen, evaluation_sets(cli.datamodule), model.hparams.direction, specs)
+    return compute_baselines(model.frozen, evaluation_sets(cli.datamodule), model.hparams.direction, specs,
+                             rest=model.rest, ablation=model.ablation)  # fmt: skip
 
 
 @user_facing_main

@@ -522,10 +522,14 @@ def recovery_of(
     alpha: Float[Tensor, "*variants n_layers n_heads"],
     direction: Direction = "denoising",
     rest: Rest = "free",
+    *,
+    reference: Reference | None = None,
 ) -> Float[Tensor, "*variants"]:
     """Recovery of fixed α (or of several at once, folded into one batched run) on `prompts`: every
     head's z becomes z_base + α (z_source − z_base) at every position (`rest="free"`), or, in a run on the
-    source tokens, z_base + α (z_current − z_base) (`rest="frozen"`, `ioi_superpose.engine.rest`)."""
+    source tokens, z_base + α (z_current − z_base) (`rest="frozen"`, `ioi_superpose.engine.rest`).
+    `reference`: the prompts' reference runs when they are not the paired prompts' (an ablation's:
+    `results.circuit.notion_reference`); None: `reference_runs` of the prompts."""
     heads = (model.cfg.n_layers, model.cfg.n_heads)
     if alpha.dim() < 2 or tuple(alpha.shape[-2:]) != heads:
         raise ConfigError(
@@ -535,10 +539,11 @@ def recovery_of(
     device = model.cfg.device
     prompts = prompts.to(device)
     combination = with_rest(HeadWeights(alpha.reshape(-1, *alpha.shape[-2:])).to(device), rest)
-    reference = reference_runs(
-        model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.end_pos, prompts.answer_tokens, direction,
-        rest=rest,
-    )  # fmt: skip
+    if reference is None:
+        reference = reference_runs(
+            model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.end_pos, prompts.answer_tokens, direction,
+            rest=rest,
+        )  # fmt: skip
     base_tokens, source_tokens = base_and_source(prompts.clean_tokens, prompts.corrupted_tokens, direction)
     base = BaseRun.prepare(model, run_tokens(base_tokens, source_tokens, rest), prefixes=combination.n_variants > 1)
     patched = patched_end_logits(base, reference.source_z, combination, prompts.end_pos, prompts.answer_tokens)

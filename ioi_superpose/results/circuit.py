@@ -42,14 +42,17 @@ from torch import Tensor
 
 from ioi_superpose.combinations import ROLES, HeadWeights, batch_roles
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.rest import Rest
 from ioi_superpose.engine.runs import (
     BaseRun,
+    Direction,
     Head,
     Reference,
     end_logits,
     head_z,
     logit_diff,
     patched_end_logits,
+    reference_runs,
 )
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer
@@ -159,6 +162,22 @@ def ablated_reference(
         base_answer_logits=end_logits(model, batch.clean_tokens, batch.end_pos, batch.answer_tokens),
         source_log_probs=source_logits.log_softmax(-1) if full_vocab else None,
     )
+
+
+def notion_reference(
+    model: HookedTransformer,
+    batch: ContrastBatch,
+    direction: Direction,
+    rest: Rest = "free",
+    ablation: Ablation = "corrupted",
+) -> Reference:
+    """The reference runs a patch with this source (`ablation`) and notion (`rest`) is measured against: the paired
+    prompts' (`reference_runs`), or a noising ablation's (`ablated_reference`); what `check_ablation` refuses is
+    refused."""
+    if check_ablation(ablation, direction, rest) != "corrupted":
+        return ablated_reference(model, batch, ablation)
+    return reference_runs(model, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens,
+                          direction, rest=rest)  # fmt: skip
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import torch
@@ -33,6 +33,9 @@ from ioi_superpose.training.metrics import IOAccuracy, MeanLogitDiff, Normalised
 from ioi_superpose.training.non_finite import non_finite_cause
 from ioi_superpose.training.objectives import OBJECTIVES, Objective, ObjectiveName, across_ranks
 from ioi_superpose.training.pruning import PruneResult, minimal_set
+
+if TYPE_CHECKING:
+    from ioi_superpose.results.circuit import Ablation
 
 HEAD_TYPE_PROMPTS = 64
 """`head_types`: the training prompts the head types are scored on (the detectors loop in Python per prompt)."""
@@ -425,6 +428,10 @@ class HeadSuperposition(L.LightningModule):
     def rest(self) -> Rest:
         return self.hparams.get("rest", "free")  # checkpoints from before `rest` existed: a cut
 
+    @property
+    def ablation(self) -> Ablation:
+        return self.hparams.get("ablation", "corrupted")  # checkpoints from before `ablation`: the paired prompt
+
     def run_tokens(self, batch: ContrastBatch) -> Tensor:
         """The tokens a patched forward runs on: base for a cut, source for a circuit (`ioi_superpose.engine.rest`)."""
         return run_tokens(*self.base_and_source_tokens(batch), self.rest)
@@ -440,10 +447,10 @@ class HeadSuperposition(L.LightningModule):
         # (The cache's keys are prompts, its z the recorded run's: one `rest` per module, so never mixed.)
         if cached is not None:
             return cached
-        if self.hparams.get("ablation", "corrupted") != "corrupted":
+        if self.ablation != "corrupted":
             from ioi_superpose.results.circuit import ablated_reference  # the ablations need the whole engine
 
-            reference = ablated_reference(self.frozen, batch, self.hparams.ablation, self.objective.full_vocab)
+            reference = ablated_reference(self.frozen, batch, self.ablation, self.objective.full_vocab)
             if cached_rows:
                 self.reference_cache.put(batch, reference)
             return reference
@@ -504,8 +511,11 @@ class HeadSuperposition(L.LightningModule):
     def recovery_of(
         self, batch: ContrastBatch, alpha: Float[Tensor, "*variants layer head"]
     ) -> Float[Tensor, "*variants"]:
-        """Recovery on `batch` with α fixed to `alpha` (one or several variants; the learned α is untouched)."""
-        return recovery_of(self.frozen, batch, alpha, self.hparams.direction, self.rest)
+        """Recovery on `batch` with α fixed to `alpha` (one or several variants; the learned α is untouched), against
+        this module's reference runs (its `rest` and `ablation`)."""
+        batch = batch.to(self.device)
+        reference = self.reference(batch)
+        return recovery_of(self.frozen, batch, alpha, self.hparams.direction, self.rest, reference=reference)
 
     # ----------------------------------------------------------------------------------------------
     # training
