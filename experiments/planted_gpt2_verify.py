@@ -3,7 +3,7 @@
 For every case, both directions (denoising, noising), recovery threshold 0.9:
 
 1. the fast runner agrees with TransformerLens on the model (`fast_forward.disagreement`);
-2. patching ALL of the case's distractors at once (every head outside its planted heads: the 128 random
+2. patching ALL of the case's distractors at once (every head outside its planted heads: the random
    heads and the other features' planted heads): |effect| must be < 0.01;
 3. exhaustive search over the case's planted heads only (2^|planted| subsets, distractors recompute) must
    give the promised minimal sets;
@@ -114,14 +114,19 @@ def main() -> int:
     start = time.perf_counter()
     cases = gpt2_cases(args.seed)
     built = time.perf_counter() - start
-    model = cases[0].model
-    n_random = len(set(cases[0].distractors) - {h for c in cases for h in c.heads})
-    print(f"model: {model.cfg.n_layers} layers × {model.cfg.n_heads} heads, d_model {model.cfg.d_model}, "
-          f"d_mlp {model.cfg.d_mlp}, n_ctx {model.cfg.n_ctx}; {n_random} random distractor heads; "
-          f"built in {built:.2f} s")  # fmt: skip
-    reason = disagreement(model)
-    print(f"fast runner vs TransformerLens: {'agree (1e-4)' if reason is None else reason}")
-    failures = [] if reason is None else [f"disagreement: {reason}"]
+    failures = []
+    models = {id(case.model): case.model for case in cases}  # the circuits' model and the trap's
+    for model in models.values():
+        planted = {head for case in cases if case.model is model for head in case.heads}
+        n_random = model.cfg.n_layers * model.cfg.n_heads - len(planted)
+        names = ", ".join(case.name for case in cases if case.model is model)
+        print(f"model ({names}): {model.cfg.n_layers} layers × {model.cfg.n_heads} heads, d_model "
+              f"{model.cfg.d_model}, d_mlp {model.cfg.d_mlp}, n_ctx {model.cfg.n_ctx}; {n_random} random distractor "
+              f"heads")  # fmt: skip
+        reason = disagreement(model)
+        print(f"fast runner vs TransformerLens: {'agree (1e-4)' if reason is None else reason}")
+        failures += [] if reason is None else [f"disagreement: {reason}"]
+    print(f"{len(models)} models built in {built:.2f} s")
     worst_distractors, worst_addition = 0.0, 0.0
     for case in cases:
         t0 = time.perf_counter()

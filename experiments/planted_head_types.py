@@ -79,6 +79,8 @@ GPT2: dict[str, dict[tuple[int, int], tuple[str, str, str]]] = {
     "superposition_f1": {(4, 4): (SRC, "+", "signal"), (11, 0): (SRC, "0", "signal")},
     "superposition_f2": {(4, 4): (SRC, "0", "signal"), (11, 0): (SRC, "+", "signal")},
     "superposition_f3": {(4, 4): (SRC, "+", "signal"), (11, 0): (SRC, "+", "signal")},
+    # Every trap head copies the signal into R (the strong pair with ±mass, the weak heads with +mass/6).
+    "trap_8": {(0, head): (SRC, "+", "signal") for head in range(8)},
 }
 
 
@@ -183,8 +185,11 @@ def main() -> None:
             records["small"].append(record)
             lines.append(row(name, record))
     gpt2_cases = planted_gpt2.gpt2_cases(0)
-    planted_heads = {head for case in gpt2_cases for head in case.heads}
-    distractors = [(layer, head) for layer in range(12) for head in range(12) if (layer, head) not in planted_heads]
+    planted_on = {}  # model id -> its planted heads (the circuits' model; the trap's own model)
+    for case in gpt2_cases:
+        planted_on.setdefault(id(case.model), set()).update(case.heads)
+    every_head = [(layer, head) for layer in range(12) for head in range(12)]
+    n_random = " and ".join(str(144 - len(heads)) for heads in planted_on.values())
     prompts = gpt2_cases[0].prompts(32, seed=0)
     baseline_gpt2 = uniform_baseline(prompts.clean_tokens, prompts.end_positions)
     lines += ["", "## The 144-head suite (planted_gpt2.py): planted heads", "",
@@ -199,7 +204,7 @@ def main() -> None:
             record = judge(scores, head, want) | {"case": case.name}
             records["gpt2"].append(record)
             lines.append(row(case.name, record))
-        rows, cols = zip(*distractors)
+        rows, cols = zip(*[head for head in every_head if head not in planted_on[id(case.model)]])
         pick = lambda name: scores[name][list(rows), list(cols)]  # noqa: E731
         distractor_stats.append({
             "case": case.name,
@@ -211,7 +216,7 @@ def main() -> None:
             "n detected prev/dup/ind": int(sum((pick(t) >= DETECTED).sum() for t in
                                                ("previous_token", "duplicate_token", "induction"))),
         })  # fmt: skip
-    lines += ["", f"## The 144-head suite: the {len(distractors)} random distractor heads", "",
+    lines += ["", f"## The 144-head suite: the random distractor heads ({n_random} in its two models)", "",
               "By construction they attend only to the quiet positions 1–6 (never to the source or END: weight "
               "< 1e-6), read and write only the D subspace (ov_answer 0: the signal and answer tokens live in C), and "
               "have random queries (no designed previous-token, duplicate or induction pattern).", "",

@@ -133,6 +133,22 @@ def test_the_planted_roles_single_head_methods_get_wrong():
     assert top == decoy.heads[0] and top not in decoy.denoising_minimal[0]
 
 
+def test_the_trap_defeats_the_minimal_set_step_from_all_heads():
+    """At 144 heads too: the step from all heads with α = 1 (no learning; the benchmark's control a) keeps the
+    strong pair's second head and weak heads, never the minimal {0.0, 0.1}."""
+    from ioi_superpose.groundtruth.benchmark import all_ones
+    from ioi_superpose.groundtruth.exhaustive import as_contrast_batch
+    from ioi_superpose.training.pruning import minimal_set
+
+    case = CASES["trap_8"]
+    prompts = as_contrast_batch(case.prompts(16, seed=0))
+    result = minimal_set(case.model, [prompts], "denoising", all_ones(12, 12), 0.9, 0.05)
+    kept = {tuple(unit) for unit in result.support}
+    assert result.reached
+    assert (0, 0) not in kept and (0, 1) in kept and len(kept) >= 3
+    assert kept < set(case.heads)
+
+
 def test_search_head_subsets_searches_only_the_candidates():
     case = or_case()
     prompts = case.prompts(16, seed=0)

@@ -40,9 +40,10 @@ TRAINED = {
 }
 Kind = Literal["planted", "trap", "negative", "trained"]
 SUITES = ("small", "gpt2")
-GPT2_SEPARATING = ("and", "backup", "negative", "decoy")
+GPT2_SEPARATING = ("and", "backup", "negative", "decoy", "trap_8")
 """The 144-head cases built against single-head patching (the AND pair, the backup only noising reveals),
-direct logit attribution (the decoy) and single-head effects of the wrong sign (the negative head)."""
+direct logit attribution (the decoy), single-head effects of the wrong sign (the negative head) and the minimal-set
+step from all heads without learning (the trap)."""
 
 
 @dataclass

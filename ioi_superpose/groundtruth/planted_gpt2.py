@@ -53,6 +53,13 @@ Cases (`gpt2_cases`; one model hosts all, each case its own signal token and ans
 - `superposition_f1/f2/f3`: 4.4 carries X1 and X3 (writes R1), 11.0 carries X2 and X3 (writes R2);
   X3's answer reads (R1 + R2)/√2, so X3 needs both heads (each alone: 0.65 denoising, 0.23–0.35
   noising). Minimal {4.4}, {11.0}, {4.4, 11.0} for f1, f2, f3, both directions.
+- `trap_8` (its own model, `trap_model`: the same embeddings and distractor construction, with the small
+  suite's greedy trap, `groundtruth/planted_hard.py`, planted in layer 0 instead of the circuits above):
+  the strong pair 0.0 and 0.1 write A·R ± M·S (together 2A·R, no mass), six weak heads 0.2–0.7 each
+  w·R + (M/6)·S; END carries a constant s·R + e·F2 that sets its norm. Dropping 0.0 from all heads cancels
+  the weak heads' mass (the effect rises), so the minimal-set step from all heads with α = 1 (ties in
+  head order: 0.0 first) cannot return {0.0, 0.1}: it keeps 0.1 and three weak heads. Denoising {0.0, 0.1}
+  (1.41; every other pair ≤ 0.41); noising {0.1} (0.92: removing it leaves 0.0's mass uncancelled).
 """
 
 from __future__ import annotations
@@ -320,6 +327,34 @@ def _plant(b: _SuiteBuilder) -> None:
     b.source_copier(l2, h2, c["X_s2"] + c["X_s3"], 6.0 * c["R_s2"], read_norm=math.sqrt(2 + 36))
 
 
+TRAP_HEADS = tuple((0, head) for head in range(8))  # the strong pair 0.0, 0.1, then six weak heads
+TRAP_STRONG, TRAP_WEAK, TRAP_MASS, TRAP_END_ANSWER, TRAP_END_NORM = 6.1, 2.1, 32.0, 4.2, 12.5
+"""A, w, M, s, e of the `trap_8` docstring: the small trap_8's (`planted_hard.TRAPS[6]`) with w and e lowered
+(from 2.3 and 13.8) so that the noising truth has a margin too; chosen among 9 (e, w) pairs by exhaustive search
+(noising at 13.3 / 2.3 was 0.1 and three or four weak heads, depending on the prompts); the tests re-check it."""
+
+
+def _plant_trap(b: _SuiteBuilder) -> None:
+    c = b.c
+    b.p("embed.W_E")[END] += TRAP_END_ANSWER * c["R_or"] + TRAP_END_NORM * c["F2"]
+    n_weak = len(TRAP_HEADS) - 2
+    writes = [TRAP_STRONG * c["R_or"] + TRAP_MASS * c["S"], TRAP_STRONG * c["R_or"] - TRAP_MASS * c["S"]]
+    writes += [TRAP_WEAK * c["R_or"] + TRAP_MASS / n_weak * c["S"]] * n_weak
+    for (layer, head), write in zip(TRAP_HEADS, writes):  # one layer: each reads position 0 before any writes
+        b.source_copier(layer, head, c["X_or"], write)
+
+
+def trap_model(seed: int = 0) -> HookedTransformer:
+    """The `trap_8` case's model: the suite's embeddings and distractors, with only the trap planted (it
+    reuses the `or` feature's signal and answer tokens, and the S and F2 directions, which nothing else
+    here reads)."""
+    b = _SuiteBuilder(seed)
+    b.embed()
+    _plant_trap(b)
+    b.distractors()
+    return b.build()
+
+
 def suite_model(seed: int = 0) -> HookedTransformer:
     """The suite's model: every planted circuit and 129 random distractor heads (deterministic in `seed`)."""
     b = _SuiteBuilder(seed)
@@ -329,11 +364,15 @@ def suite_model(seed: int = 0) -> HookedTransformer:
     return b.build()
 
 
+def _case(model: HookedTransformer, name: str, feature: str, heads, denoising, noising) -> SuiteCase:  # noqa: ANN001
+    everyone = [(layer, head) for layer in range(N_LAYERS) for head in range(N_HEADS)]
+    return SuiteCase(name, model, SIGNAL[feature], ANSWERS[feature], tuple(heads), tuple(denoising),
+                     tuple(noising), tuple(h for h in everyone if h not in heads))  # fmt: skip
+
+
 def _cases_of(model: HookedTransformer) -> list[SuiteCase]:
     def case(name: str, feature: str, heads, denoising, noising) -> SuiteCase:  # noqa: ANN001
-        everyone = [(layer, head) for layer in range(N_LAYERS) for head in range(N_HEADS)]
-        return SuiteCase(name, model, SIGNAL[feature], ANSWERS[feature], tuple(heads), denoising, noising,
-                         tuple(h for h in everyone if h not in heads))  # fmt: skip
+        return _case(model, name, feature, heads, denoising, noising)
 
     o1, o2 = OR_HEADS
     a1, a2 = AND_HEADS
@@ -355,9 +394,16 @@ def _cases_of(model: HookedTransformer) -> list[SuiteCase]:
     ]
 
 
+def trap_case(seed: int = 0) -> SuiteCase:
+    """`trap_8` on `trap_model(seed)`: denoising {0.0, 0.1}; noising {0.1}."""
+    a, b = TRAP_HEADS[:2]
+    return _case(trap_model(seed), "trap_8", "or", TRAP_HEADS, [(a, b)], [(b,)])
+
+
 def gpt2_cases(seed: int = 0) -> list[SuiteCase]:
-    """Every case of the suite, in a fixed order, all on one `suite_model(seed)`."""
-    return _cases_of(suite_model(seed))
+    """Every case of the suite, in a fixed order: the circuits on one `suite_model(seed)`, then the trap on its
+    own `trap_model(seed)`."""
+    return [*_cases_of(suite_model(seed)), trap_case(seed)]
 
 
 def case_mask(heads: tuple[Head, ...] | list[Head]) -> Bool[Tensor, "n_layers n_heads"]:
