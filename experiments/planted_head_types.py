@@ -25,10 +25,12 @@ planted modules), and compared with the scores:
 - previous-token, duplicate-token, induction: no planted head is built as one (their queries at non-END positions
   read nothing but the sink, so they attend uniformly there); detected if the score ≥ 0.5 (our threshold; the
   uniform-attention baseline of these 6- and 8-token prompts is printed for comparison);
-- copying (Σλ/Σ|λ| over the case's tokens): no planted head copies a token's *identity* (the planted models embed
-  the signal and ANS tokens, whose unembeddings are 0 in the small suites and random in the 144-head suite, where
-  only the answer tokens are read out by design); expected no copying type: detected copying if the score is
-  ≥ 0.5, anti-copying if ≤ −0.5. The table gives the circuit's largest |λ| beside it (the score is scale-free).
+- copying over the case's tokens: no planted head copies a token's *identity* (the planted models embed the signal
+  and ANS tokens, whose unembeddings are 0 in the small suites and random in the 144-head suite, where only the
+  answer tokens are read out by design); expected no copying type: detected copying if `copying_cosine` (the
+  circuit's cosine with the identity) is ≥ 0.5, anti-copying if ≤ −0.5. The eigenvalue score Σλ/Σ|λ| (`copying`)
+  is judged the same way in a row of its own that does not count towards a match, with the circuit's largest |λ|
+  beside it (that score is scale-free within the circuit).
 """
 
 from __future__ import annotations
@@ -131,20 +133,23 @@ def judge(scores: dict, head: tuple[int, int], expected: tuple[str, str, str]) -
     ov = value("ov_answer_signal" if read == "signal" else "ov_answer_ans")
     detected_sign = "0" if abs(ov) < ZERO else ("+" if ov > 0 else "-")
     types = [t for t in ("previous_token", "duplicate_token", "induction") if value(t) >= DETECTED]
-    copying = ["copying"] * (value("copying") >= DETECTED) + ["anti-copying"] * (value("copying") <= -DETECTED)
+    def copying(score: str) -> list[str]:
+        return ["copying"] * (value(score) >= DETECTED) + ["anti-copying"] * (value(score) <= -DETECTED)
+
     checks = {
         "attention": detected_attends == attends and attention[attends] >= 0.9,
         "ov_sign": detected_sign == sign,
         "not prev/dup/induction": not types,
-        "not copying": not copying,
+        "not copying (cosine)": not copying("copying_cosine"),
     }
-    types += copying
+    types += copying("copying_cosine")
     return {"head": f"{layer}.{h}", "expected": {"attends": attends, "ov_sign": sign, "reads": read},
             "detected": {"attends": detected_attends, "attention": round(attention[detected_attends], 4),
                          "ov_answer": round(ov, 4), "ov_sign": detected_sign, "types": types},
             "scores": {t: round(value(t), 4) for t in ("previous_token", "duplicate_token", "induction", "copying",
-                                                       "copying_top5", "copying_max_eig")},
-            "checks": checks, "match": all(checks.values())}  # fmt: skip
+                                                       "copying_cosine", "copying_top5", "copying_max_eig")},
+            "checks": checks, "match": all(checks.values()),
+            "not copying (eigenvalues)": not copying("copying")}  # fmt: skip
 
 
 def row(case: str, record: dict) -> str:
@@ -152,13 +157,14 @@ def row(case: str, record: dict) -> str:
     mark = "yes" if record["match"] else "**no** (" + ", ".join(k for k, v in record["checks"].items() if not v) + ")"
     return (f"| {case} | {record['head']} | {e['attends']} / {e['ov_sign']} ({e['reads']}) | {d['attends']} "
             f"{d['attention']:.3f} | {d['ov_answer']:+.3f} | {s['previous_token']:.2f} | {s['duplicate_token']:.2f} | "
-            f"{s['induction']:.2f} | {s['copying']:+.2f} ({s['copying_max_eig']:.2g}) | {mark} |")  # fmt: skip
+            f"{s['induction']:.2f} | {s['copying_cosine']:+.2f} | {s['copying']:+.2f} ({s['copying_max_eig']:.2g}) | "
+            f"{mark} |")  # fmt: skip
 
 
 HEADER = [
     "| case | head | expected: END attends / OV sign (token) | detected END attention | ov_answer | prev-token | "
-    "dup-token | induction | copying (max abs λ) | matches |",
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    "dup-token | induction | copying cosine | copying Σλ/Σ|λ| (max abs λ) | matches |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
 ]
 
 
@@ -240,17 +246,23 @@ def main() -> None:
         passing = {suite: sum(r["checks"][check] for r in rs) for suite, rs in records.items()}
         lines.append(f"| {check} | {passing['small']} of {len(records['small'])} | "
                      f"{passing['gpt2']} of {len(records['gpt2'])} |")
+    eigen = {suite: sum(r["not copying (eigenvalues)"] for r in rs) for suite, rs in records.items()}
+    lines.append(f"| not copying (eigenvalues; not counted) | {eigen['small']} of {len(records['small'])} | "
+                 f"{eigen['gpt2']} of {len(records['gpt2'])} |")
+    max_eig = [r["scores"]["copying_max_eig"] for r in records["gpt2"] if not r["not copying (eigenvalues)"]]
     lines += ["", "Reading: where END attends and the OV circuit's sign on the token a head is built to read are "
               "recovered for every planted head but decoy 1.1 of the small suite, whose END attention to the source "
               "is 0.87 (the largest target, below our 0.9: its query was built for an END residual without layer "
               "0's writes, which the LayerNorm then shrinks). No head scores as previous-token, duplicate-token or "
-              "induction (every score near the uniform-attention baseline). The copying score is the weak one: "
-              "Σλ/Σ|λ| is scale-free, and in the 144-head suite, whose non-answer tokens have random unembeddings, "
-              "a planted head's circuit over the case's tokens has one non-zero eigenvalue — the signal token's own "
-              "logit through its random unembedding (max |λ| column, 0.01–3.1) — so the score is ±1 for any head "
-              "that reads the signal, a copier or anti-copier by the score that copies nothing by construction. "
-              "In the small suites those unembeddings are 0 and the score is 0. A magnitude gate on the "
-              "eigenvalues (relative to the head's output norm) is not part of `head_types`."]
+              "induction (every score near the uniform-attention baseline). The eigenvalue copying score Σλ/Σ|λ| "
+              "is the weak one: it is scale-free within the circuit, and in the 144-head suite, whose non-answer "
+              "tokens have random unembeddings, a planted head's circuit over the case's tokens has one non-zero "
+              "eigenvalue — the signal token's own logit through its random unembedding (max |λ| "
+              f"{min(max_eig, default=0):.2g}–{max(max_eig, default=0):.2g} where it fires) — so it is ±1 for a head "
+              "that only reads the signal and writes the answer direction: a copier or anti-copier by that score "
+              "that copies nothing by construction. The cosine of the circuit with the identity "
+              "(`copying_cosine`, what the match counts) weighs that eigenvalue against the whole circuit and calls "
+              "none of them a copier. In the small suites those unembeddings are 0 and both scores are 0."]
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "head_types.json").write_text(json.dumps(
         {"planted": records, "gpt2_distractors": distractor_stats,

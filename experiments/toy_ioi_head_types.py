@@ -46,6 +46,7 @@ def main() -> None:
         f"★ / bold: the heads of the learned `scalar` combination (denoising, name_swap: {selected}). Columns: "
         "TransformerLens's previous-token, duplicate-token and induction detector scores (share of attention on the "
         "pattern); `copying`: Σλ/Σ|λ| of W_E[names] W_V W_O W_U[:, names] (+1 copies names, −1 suppresses them); "
+        "`copying_cosine`: that circuit's cosine with the identity (near 0 for a head that only reads names); "
         "`copying_top5`: share of names whose own logit is in that circuit row's top 5; `attn_end_*`: mean attention "
         "from END to IO, S1, S2; `rotation_dims`: the learned rotation's kept dimensions per head "
         "(experiments/reports/toy_ioi_rotation). Definitions: `ioi_superpose/results/head_types.py`.",

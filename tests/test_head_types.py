@@ -71,11 +71,25 @@ def test_types_by_construction():
     assert float(scores["duplicate_token"][0, 0]) == pytest.approx(0.0, abs=1e-3)
     # Copying: M = +I (head 0), −I (head 1), 0 (head 2) over the 6 names.
     assert scores["copying"][0].tolist() == pytest.approx([1.0, -1.0, 0.0], abs=1e-5)
+    assert scores["copying_cosine"][0].tolist() == pytest.approx([1.0, -1.0, 0.0], abs=1e-5)
     assert scores["copying_top5"][0, 0] == 1.0 and scores["copying_top5"][0, 1] == 0.0
     # END (position 7) → S2 (position 6) is the previous token: head 0 looks at S2, not at IO or S1.
     assert float(scores["attn_end_s2"][0, 0]) == pytest.approx(1.0, abs=1e-3)
     assert float(scores["attn_end_io"][0, 0]) == pytest.approx(0.0, abs=1e-3)
     assert float(scores["attn_end_s1"][0, 2]) == pytest.approx(1 / length, abs=1e-4)
+
+
+def test_a_head_that_only_reads_one_name_is_no_copier_by_its_cosine():
+    """One non-zero row (name 0 moved into what names 1 and 2 read, a tiny own logit): the eigenvalue score is +1
+    (its only non-zero eigenvalue is the diagonal entry), the cosine with the identity about 0."""
+    from ioi_superpose.results.head_types import copying_cosines, copying_scores
+
+    reader = torch.zeros(1, 1, 3, 3)
+    reader[0, 0, 0] = torch.tensor([0.01, 5.0, -5.0])
+    copier = 2.0 * torch.eye(3)[None, None]
+    assert float(copying_scores(reader)) == pytest.approx(1.0, abs=1e-5)
+    assert float(copying_cosines(reader)) == pytest.approx(0.01 / (3**0.5 * (0.01**2 + 50) ** 0.5), abs=1e-6)
+    assert float(copying_cosines(copier)) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_table_marks_selected_heads():

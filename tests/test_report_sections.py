@@ -56,8 +56,8 @@ def test_the_verdict_thresholds_are_inclusive_and_read_the_relative_scores(tmp_p
 
 
 def test_head_types_of_the_learned_heads(tmp_path):
-    types = ("previous_token", "duplicate_token", "induction", "copying", "copying_top5", "attn_end_io",
-             "attn_end_s1", "attn_end_s2")  # fmt: skip
+    types = ("previous_token", "duplicate_token", "induction", "copying", "copying_cosine", "copying_top5",
+             "attn_end_io", "attn_end_s1", "attn_end_s2")  # fmt: skip
     # Distinct values per (type, layer, head): t.lh → 0.1·t + 0.01·(4·layer + head) (type t from 0).
     scores = {name: [[round(0.1 * t + 0.01 * (4 * layer + head), 4) for head in range(4)] for layer in range(2)]
               for t, name in enumerate(types)}  # fmt: skip

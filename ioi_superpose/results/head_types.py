@@ -17,6 +17,13 @@ score per head and type. `head_types(model, prompts)` returns [n_layers, n_heads
   Framework for Transformer Circuits", §"Copying / positive eigenvalues") taken over name tokens, the copying
   property the IOI paper (Wang et al. 2022, §3.1) checks for name movers (their own test, top-5 logits of the OV
   output after the first MLP, is `copying_top5` below without the MLP step). Raw weights: no layer norm, no MLP.
+- `copying_cosine`: tr(M) / (√n ‖M‖_F), the cosine between M and the identity. Σλ/Σ|λ| is scale-free *within* M:
+  a circuit that moves one name into a direction the names do not read (a rank-1 M, one non-zero row, whose only
+  non-zero eigenvalue is that name's own, possibly tiny, diagonal entry) scores ±1 as if it copied every name. As
+  tr(M) = Σλ and Σ|λ| ≤ √n ‖M‖_F, this score is ≤ the eigenvalue score in size, equal to it (±1) for M = ±c·I,
+  and near 0 for a circuit whose mass lies off the diagonal. Use it to tell copiers from heads that only *read*
+  names (`experiments/planted_head_types.py`: the eigenvalue score calls 24 of the 144-head suite's 27 planted
+  heads copiers or anti-copiers; none copies by construction).
 - `copying_top5`: share of names whose own token is among the 5 largest of (W_E[name] W_V W_O) W_U over the names.
 - `attn_end_io`, `attn_end_s1`, `attn_end_s2`: mean attention probability from END to the IO, S1 and S2 positions of
   the clean prompts (IOI batches only: their `io_pos`, `s1_pos`, `s2_pos`).
@@ -40,7 +47,8 @@ DETECTOR_TYPES: dict[str, str] = {
     "duplicate_token": "duplicate_token_head",
     "induction": "induction_head",
 }
-TYPES: tuple[str, ...] = (*DETECTOR_TYPES, "copying", "copying_top5", "attn_end_io", "attn_end_s1", "attn_end_s2")
+TYPES: tuple[str, ...] = (*DETECTOR_TYPES, "copying", "copying_cosine", "copying_top5", "attn_end_io", "attn_end_s1",
+                          "attn_end_s2")  # fmt: skip
 
 
 @torch.no_grad()
@@ -89,6 +97,14 @@ def copying_scores(circuits: Float[Tensor, "layer head name name"]) -> Float[Ten
     return (eigenvalues.real.sum(-1) / eigenvalues.abs().sum(-1).clamp_min(1e-12)).float()
 
 
+def copying_cosines(circuits: Float[Tensor, "layer head name name"]) -> Float[Tensor, "layer head"]:
+    """tr(M) / (√n ‖M‖_F): the cosine of each circuit with the identity (+1: copies every name alike)."""
+    circuits = circuits.double()
+    trace = circuits.diagonal(dim1=-2, dim2=-1).sum(-1)
+    size = circuits.flatten(-2).norm(dim=-1) * circuits.shape[-1] ** 0.5
+    return (trace / size.clamp_min(1e-12)).float()
+
+
 def copying_top_k(circuits: Float[Tensor, "layer head name name"], k: int = 5) -> Float[Tensor, "layer head"]:
     """Share of names i whose own logit is among the k largest of row i (the IOI paper's copy test, without MLP0)."""
     k = min(k, circuits.shape[-1])
@@ -134,6 +150,7 @@ def head_types(
     scores = detector_scores(patterns, tokens, prompts.end_pos, exclude_bos)
     circuits = name_circuits(model, names)
     scores["copying"] = copying_scores(circuits)
+    scores["copying_cosine"] = copying_cosines(circuits)
     scores["copying_top5"] = copying_top_k(circuits)
     scores.update(end_attention(patterns, prompts))
     return {name: scores[name] for name in TYPES}

@@ -445,8 +445,8 @@ def circuit_criteria_section(report: Report, runs: Sequence[Run]) -> None:
     report.add("")
 
 
-HEAD_TYPE_COLUMNS = ("previous_token", "duplicate_token", "induction", "copying", "copying_top5", "attn_end_io",
-                     "attn_end_s1", "attn_end_s2")  # fmt: skip
+HEAD_TYPE_COLUMNS = ("previous_token", "duplicate_token", "induction", "copying", "copying_cosine", "copying_top5",
+                     "attn_end_io", "attn_end_s1", "attn_end_s2")  # fmt: skip
 
 
 def head_types_section(report: Report, runs: Sequence[Run]) -> None:
@@ -460,7 +460,8 @@ def head_types_section(report: Report, runs: Sequence[Run]) -> None:
         "Scores of each learned head (`--model.head_types true`; on the run's first training prompts): "
         "TransformerLens's previous-token, duplicate-token and induction detector scores (the share of attention on "
         "the pattern), copying Σλ/Σ|λ| of the OV circuit over the prompts' names (+1 copies names, −1 suppresses "
-        "them; scale-free: read it with the head's other scores), copying_top5 (names whose own logit is in the "
+        "them; scale-free within the circuit), copying_cosine (the circuit's cosine with the identity: near 0 for a "
+        "head that only reads names), copying_top5 (names whose own logit is in the "
         "circuit row's top 5), and the mean attention from END to IO, S1 and S2. Not shown: whether a type is why a "
         "head was learned (a score is a property of the head on these prompts, not of its role in the behaviour).",
         "",
@@ -471,7 +472,8 @@ def head_types_section(report: Report, runs: Sequence[Run]) -> None:
         record = r.summary.head_types or {}
         heads = record.get("heads") or []
         if "error" in record:
-            report.add(f"| {r.name} | {_names(heads)} | not scored: {record['error']} |" + " |" * 7)
+            padding = " |" * (len(HEAD_TYPE_COLUMNS) - 1)
+            report.add(f"| {r.name} | {_names(heads)} | not scored: {record['error']} |" + padding)
             continue
         scores = record.get("scores") or {}
         if not heads:
