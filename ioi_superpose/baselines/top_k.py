@@ -79,9 +79,8 @@ def top_k_curves(
         reference = notion_reference(model, batch, direction, rest, ablation)
         clean, corrupted = (float(logit_diff(logits).mean()) for logits in reference.clean_and_corrupted())
         if has_gap(clean, corrupted):
-            values: list[float | None] = recovery_of(model, batch, unique, direction, rest, reference=reference)[
-                inverse
-            ].tolist()
+            recoveries = recovery_of(model, batch, unique, direction, rest, reference=reference)
+            values: list[float | None] = recoveries[inverse].tolist()
         else:
             values = [None] * len(inverse)
         curves[set_name] = {name: values[sum(lengths[:i]) : sum(lengths[: i + 1])] for i, name in enumerate(names)}
