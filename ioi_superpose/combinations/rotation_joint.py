@@ -84,13 +84,16 @@ def joint_rotate_patch(
 
 def joint_z_function(
     layers: Sequence[int],
-    base_z: Float[Tensor, "layer batch pos head d_head"],
+    base_z: Float[Tensor, "layer batch pos head d_head"] | None,
     source_z: Float[Tensor, "layer batch pos head d_head"],
     rotation: Float[Tensor, "dim dim"],
     mask: Float[Tensor, "variants dim"],
 ) -> ZFunction:
     """One forward's z function: the joint patch, computed once from the fixed runs, replaces each selected
-    layer's z (the forward's own z there is discarded: the caveat in the module docstring)."""
+    layer's z (the forward's own z there is discarded: the caveat in the module docstring). `base_z` None (a
+    caller that does not record the base run) is refused."""
+    if base_z is None:
+        raise ConfigError(NEEDS_BASE_Z)
     index = list(layers)
     patched = joint_rotate_patch(base_z[index], source_z[index], rotation, mask)
 
@@ -134,8 +137,6 @@ class JointRotationWeights(Combination):
         roles: Int[Tensor, "batch pos"] | None = None,
         base_z: Float[Tensor, "layer batch pos head d_head"] | None = None,
     ) -> ZFunction:
-        if base_z is None:
-            raise ConfigError(NEEDS_BASE_Z)
         mask = self.weights[:, list(self.layers)].flatten(1)
         return joint_z_function(self.layers, base_z, source_z, self.rotation, mask)
 
@@ -191,8 +192,6 @@ class JointRotationCombination(RotationCombination):
         roles: Int[Tensor, "batch pos"] | None = None,
         base_z: Float[Tensor, "layer batch pos head d_head"] | None = None,
     ) -> ZFunction:
-        if base_z is None:
-            raise ConfigError(NEEDS_BASE_Z)
         return joint_z_function(self.layers, base_z, source_z, self.joint_rotation(), self.masks().flatten()[None])
 
     def shares(self) -> Float[Tensor, "dim slot head"]:

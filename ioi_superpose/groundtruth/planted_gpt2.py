@@ -64,6 +64,7 @@ Cases (`gpt2_cases`; one model hosts all, each case its own signal token and ans
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -371,8 +372,7 @@ def _case(model: HookedTransformer, name: str, feature: str, heads, denoising, n
 
 
 def _cases_of(model: HookedTransformer) -> list[SuiteCase]:
-    def case(name: str, feature: str, heads, denoising, noising) -> SuiteCase:  # noqa: ANN001
-        return _case(model, name, feature, heads, denoising, noising)
+    case = functools.partial(_case, model)
 
     o1, o2 = OR_HEADS
     a1, a2 = AND_HEADS
