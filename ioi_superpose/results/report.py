@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,11 @@ import matplotlib.pyplot as plt
 
 from ioi_superpose.errors import ConfigError, user_facing_main
 from ioi_superpose.files import atomic_write
-from ioi_superpose.results.analysis import SEED_KEYS, stability
+from ioi_superpose.results.analysis import SEED_KEYS, compare_directions, identical_alpha, stability
 from ioi_superpose.results.caveats import INITIAL_ALPHA, prune_shortfall
 from ioi_superpose.results.pareto import pareto_figures
 from ioi_superpose.results.plots import save_figure
-from ioi_superpose.results.schema import RunSummary, Stability, SweepSummary, Unit
+from ioi_superpose.results.schema import DirectionComparison, RunSummary, Stability, SweepSummary, Unit
 
 MAX_ACTIVATING = "max_activating.json"
 TABLES_DIR = "max_activating"
@@ -50,15 +51,24 @@ class Sweep:
 
 
 def load(paths: Sequence[Path]) -> tuple[list[Run], list[Sweep]]:
-    """The runs and sweeps in `paths`; a run directory reached twice (given twice, or in two sweeps) is one run."""
+    """The runs and sweeps in `paths`, each once: a run directory reached twice (given twice, spelled otherwise, or
+    in two sweeps) is one run, a sweep given twice one sweep. Runs are named by their directory (`_unique_names`)."""
     runs: dict[Path, Run] = {}
-    sweeps: list[Sweep] = []
+    sweeps: dict[Path, Sweep] = {}
     for path in paths:
         if (path / "sweep.json").is_file():
+            if path.resolve() in sweeps:
+                continue
             sweep = Sweep(path, SweepSummary.read(path / "sweep.json"))
-            sweeps.append(sweep)
+            sweeps[path.resolve()] = sweep
             for point in sweep.summary.points:
-                directory = Path(point.run_dir)
+                directory = point.directory(path)
+                if not (directory / "summary.json").is_file():
+                    raise ConfigError(
+                        f"{path}/sweep.json lists the point {point.point} at {directory}, which holds no summary.json: "
+                        "the sweep was moved without its points, or a point was removed. Run the sweep again to "
+                        "rewrite sweep.json, or leave the sweep out of the report."
+                    )
                 runs.setdefault(directory.resolve(), _run(directory, f"{path.name}/{point.point}"))
         elif (path / "summary.json").is_file():
             # `version_N` alone says nothing: name a run by its logger's name too.
@@ -68,7 +78,22 @@ def load(paths: Sequence[Path]) -> tuple[list[Run], list[Sweep]]:
             raise ConfigError(f"{path} holds neither a summary.json (a finished run) nor a sweep.json (a sweep).")
     if not runs:
         raise ConfigError("the given directories hold no finished run.")
-    return list(runs.values()), sweeps
+    return _unique_names(list(runs.values())), list(sweeps.values())
+
+
+def _unique_names(runs: list[Run]) -> list[Run]:
+    """Runs whose names collide (two loggers' `name/version_0` in different places) are named by as much of their
+    directory's path as tells them apart: every table row, figure legend and copied file is then one run's."""
+    for _ in range(64):  # each round lengthens the colliding names by one directory
+        counts = Counter(run.name for run in runs)
+        colliding = [run for run in runs if counts[run.name] > 1]
+        if not colliding:
+            return runs
+        for run in colliding:
+            parts = run.directory.resolve().parts
+            depth = run.name.count("/") + 2
+            run.name = "/".join(parts[-depth:]) if depth <= len(parts) else str(run.directory.resolve())
+    return runs
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -159,6 +184,7 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
         "Models: " + ", ".join(sorted({f"`{r.summary.model_name}`" for r in runs})) + ".",
         "",
     )
+    sweeps_section(report, sweeps)
     if not gpt2:
         report.add(
             "No run here is of GPT-2 small (none has its architecture), so nothing below speaks about "
@@ -222,7 +248,9 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
             "A disagreement can only show under another corruption, e.g. `abc`.",
             "",
         )
-    comparisons = [(sweep, c) for sweep in sweeps for c in sweep.summary.noising_vs_denoising]
+    # Recomputed from the points, as stability below: a pair of identical runs is no comparison (`compare_directions`).
+    comparisons = [(sweep, DirectionComparison.from_dict(c, str(sweep.directory))) for sweep in sweeps
+                   for c in compare_directions([point.to_dict() for point in sweep.summary.points])]  # fmt: skip
     if comparisons:
         report.add(
             "| sweep | setting | denoising heads | noising heads | only denoising | only noising | IoU |",
@@ -280,6 +308,16 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
     stable = [Stability.from_dict(s, str(sweep.directory)) for sweep in sweeps
               for s in stability([point.to_dict() for point in sweep.summary.points], SEED_KEYS)]  # fmt: skip
     report.add("## Stability across seeds", "")
+    identical = [(sweep, group) for sweep in sweeps
+                 for group in identical_alpha([point.to_dict() for point in sweep.summary.points])]  # fmt: skip
+    for sweep, group in identical:
+        report.add(
+            f"- `{sweep.directory.name}`: the points {', '.join(f'`{name}`' for name in group)} learned identical α "
+            "(every value equal): their runs did not differ, so they are one run here, not an agreement (a grid "
+            "value that changes nothing for this setting, e.g. a seed the family does not use)."
+        )
+    if identical:
+        report.add("")
     if stable:
         report.add("| setting | runs | heads in every run | heads in any run | IoU |", "|---|---|---|---|---|")
         for s in stable:
@@ -289,7 +327,7 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
             )
         report.add("")
     else:
-        report.add("No setting here was run with several seeds.", "")
+        report.add("No setting here was run with several seeds whose runs differ.", "")
 
     report.add(
         "## What these runs do not speak to",
@@ -300,6 +338,21 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
         "",
     )
     return report
+
+
+def sweeps_section(report: Report, sweeps: Sequence[Sweep]) -> None:
+    """Each sweep's size, and the points of an unfinished one (the tables below hold only finished points)."""
+    for sweep in sweeps:
+        summary = sweep.summary
+        line = f"Sweep `{sweep.directory.name}`: {summary.n_finished} of {summary.n_points} points finished"
+        if summary.n_finished >= summary.n_points:
+            report.add(line + ".", "")
+        elif summary.missing is None:
+            report.add(line + f"; {summary.n_points - summary.n_finished} missing (its sweep.json, written by an "
+                       "older version, does not name them). Run the sweep's command again to finish them.", "")
+        else:
+            report.add(line + "; **missing**: " + ", ".join(f"`{name}`" for name in summary.missing) + ". Nothing "
+                       "below speaks for them: run the sweep's command again to finish them.", "")
 
 
 def caveats_section(report: Report, runs: Sequence[Run]) -> None:

@@ -316,20 +316,36 @@ class SweepPoint:
     point: str
     settings: dict[str, Any]
     run_dir: str
+    """The point's run directory relative to the sweep's (its point name); older sweeps wrote an absolute path
+    (`directory` reads both)."""
     val_recovery: float | None
     test_recovery: dict[str, float | None]
     l0: int
     heads: list[list[int]]
+    alpha_digest: str | None = None
+    """A hash of the learned α's values (`coefficients.pt`): equal digests are identical runs, which no stability
+    or agreement figure may compare. None in a sweep.json written before it was recorded."""
+
+    def directory(self, sweep_dir: str | Path) -> Path:
+        """The run directory of this point, in the sweep directory where it is now (a copied or moved sweep is read
+        where it lies, never from the place it was written in)."""
+        run_dir = Path(self.run_dir)
+        if not run_dir.is_absolute():
+            return Path(sweep_dir) / run_dir
+        inside = Path(sweep_dir) / run_dir.name  # an older, absolute run_dir: the point's directory is OUT/<point>/
+        return inside if inside.is_dir() or not run_dir.is_dir() else run_dir
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "point": self.point, "settings": self.settings, "run_dir": self.run_dir, "val_recovery": self.val_recovery,
             "test_recovery": self.test_recovery, "l0": self.l0, "heads": self.heads,
+            **({} if self.alpha_digest is None else {"alpha_digest": self.alpha_digest}),
         }  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> SweepPoint:
-        return cls(**{f.name: _take(data, f.name, source) for f in fields(cls)})
+        return cls(**{f.name: _take(data, f.name, source) for f in fields(cls) if f.name != "alpha_digest"},
+                   alpha_digest=data.get("alpha_digest"))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -373,13 +389,19 @@ class DirectionComparison:
 
 @dataclass
 class SweepSummary:
-    """A sweep's `sweep.json`: every finished point, stability across seeds, noising against denoising."""
+    """A sweep's `sweep.json`: every finished point, stability across seeds, noising against denoising, the points
+    that learned identical α, and the points not finished."""
 
     n_points: int
     n_finished: int
     points: list[SweepPoint]
     stability: list[Stability] = field(default_factory=list)
     noising_vs_denoising: list[DirectionComparison] = field(default_factory=list)
+    identical_alpha: list[list[str]] | None = None
+    """Groups of finished points whose α are identical (`alpha_digest`): counted once by stability and agreement.
+    None in a sweep.json written before it was recorded."""
+    missing: list[str] | None = None
+    """The points not finished (no summary.json); None in a sweep.json written before it was recorded."""
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -387,9 +409,11 @@ class SweepSummary:
             "schema_version": self.schema_version,
             "n_points": self.n_points,
             "n_finished": self.n_finished,
+            **({} if self.missing is None else {"missing": self.missing}),
             "points": [point.to_dict() for point in self.points],
             "stability": [row.to_dict() for row in self.stability],
             "noising_vs_denoising": [row.to_dict() for row in self.noising_vs_denoising],
+            **({} if self.identical_alpha is None else {"identical_alpha": self.identical_alpha}),
         }
 
     @classmethod
@@ -403,6 +427,8 @@ class SweepSummary:
             noising_vs_denoising=[
                 DirectionComparison.from_dict(row, source) for row in _take(data, "noising_vs_denoising", source)
             ],
+            identical_alpha=None if data.get("identical_alpha") is None else [list(g) for g in data["identical_alpha"]],
+            missing=data.get("missing"),
             schema_version=data["schema_version"],
         )
 
