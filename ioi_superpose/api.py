@@ -20,7 +20,7 @@ from ioi_superpose.engine.rest import Rest
 from ioi_superpose.engine.runs import Direction, check_token_ids, end_logits, logit_diff, recovery_of
 from ioi_superpose.errors import ConfigError, SettingError
 from ioi_superpose.models import HookedTransformer, freeze
-from ioi_superpose.results.caveats import prune_shortfall
+from ioi_superpose.results.caveats import prune_caveat
 from ioi_superpose.results.summary import MIN_GAP, top_heads
 from ioi_superpose.training.config import BATCHABLE
 from ioi_superpose.training.non_finite import ZERO_GAP
@@ -325,7 +325,7 @@ def check_gap(model: HookedTransformer, prompts: ContrastBatch) -> None:
 
 
 def _warn_shortfall(result: LearnedCombination) -> LearnedCombination:
-    shortfall = prune_shortfall(result.prune, option="prune_target")
+    shortfall = prune_caveat(result.prune, option="prune_target")
     if shortfall:
         warnings.warn(shortfall.removeprefix("warning: "), stacklevel=4)  # ← _learn ← learn_combination(s) ← caller
     return result

@@ -24,6 +24,7 @@ from ioi_superpose.baselines.compute import (
     ScoreSpec,
     compute_baselines,
 )
+from ioi_superpose.baselines.patching import check_receivers
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.results.pareto import VAL_SET
@@ -40,6 +41,13 @@ class Baselines(L.Callback):
         self.specs = list(specs)
         self.results: list[BaselineResult] | None = None
         """The results of the last fit start (None before it, and on ranks other than 0)."""
+
+    def setup(self, trainer: L.Trainer, pl_module: HeadSuperposition, stage: str) -> None:
+        """Settings that depend on the model (path patching's receivers) are checked here, before any step."""
+        cfg = pl_module.frozen.cfg
+        for spec in self.specs:
+            if isinstance(spec, ScoreSpec) and "receivers" in spec.options:
+                check_receivers(spec.options["receivers"], cfg.n_layers, cfg.n_heads)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: HeadSuperposition) -> None:
         if not trainer.is_global_zero:

@@ -18,7 +18,7 @@ has no next token and is not ranked. `rotation` is refused: its units are direct
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,20 +43,25 @@ def read_corpus(path: str | Path, option: str = "--data.corpus") -> list[str]:
     return texts
 
 
-def tokenize(model: HookedTransformer, tokenizer: TextEncoder, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-    """Right-padded token rows (BOS first when the tokenizer has one, cut at the model's context) and lengths."""
-    rows = []
-    for text in texts:
+def tokenize(
+    model: HookedTransformer, tokenizer: TextEncoder, texts: Sequence[str]
+) -> tuple[Tensor, Tensor, list[int]]:
+    """Right-padded token rows (BOS first when the tokenizer has one, cut at the model's context), their lengths, and
+    the indices of the texts that were cut (longer than the context)."""
+    rows, cut = [], []
+    for index, text in enumerate(texts):
         ids = tokenizer.encode(text, add_special_tokens=False)
         if tokenizer.bos_token_id is not None:
             ids = [tokenizer.bos_token_id, *ids]
+        if len(ids) > model.cfg.n_ctx:
+            cut.append(index)
         rows.append(ids[: model.cfg.n_ctx])
     lengths = torch.tensor([len(row) for row in rows])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     tokens = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
     for i, row in enumerate(rows):
         tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return tokens, lengths
+    return tokens, lengths, cut
 
 
 @torch.no_grad()
@@ -102,10 +107,23 @@ class CorpusExamples:
     top: list[CorpusExample]
     bottom: list[CorpusExample]
     n_positions: int
+    cut: list[int] = field(default_factory=list)
+    """Texts (the `line` numbers of the tables) longer than the model's context: only their first `n_ctx` tokens
+    were ranked."""
+    n_ctx: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n_positions": self.n_positions, "top": [asdict(e) for e in self.top],
-                "bottom": [asdict(e) for e in self.bottom]}  # fmt: skip
+        return {"n_positions": self.n_positions, "cut": self.cut, "n_ctx": self.n_ctx,
+                "top": [asdict(e) for e in self.top], "bottom": [asdict(e) for e in self.bottom]}  # fmt: skip
+
+    def cut_note(self) -> str | None:
+        """The line that says which texts were cut at the context, or None."""
+        if not self.cut:
+            return None
+        shown = ", ".join(map(str, self.cut[:10])) + (" …" if len(self.cut) > 10 else "")
+        return (f"note: {len(self.cut)} corpus text(s) are longer than the model's context ({self.n_ctx} tokens) and "
+                f"were cut: only their first {self.n_ctx} tokens are ranked (line {shown}, counted as the tables' "
+                "line column). Split such texts into lines of at most that length to rank all of them.")  # fmt: skip
 
     def to_markdown(self) -> str:
         lines = [
@@ -114,6 +132,8 @@ class CorpusExamples:
             "Effect: direct effect of the learned combination's weighted head outputs on the logit of the true next "
             "token (`ioi_superpose/corpus.py`). Top: pushes it up most; bottom: down most.",
         ]
+        if self.cut_note():
+            lines += ["", str(self.cut_note())]
         for title, rows in (("Top", self.top), ("Bottom", self.bottom)):
             lines += ["", f"## {title}", "", "| rank | line | pos | context | next | effect |",
                       "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
@@ -141,8 +161,10 @@ def corpus_examples(
         )
     entries: list[tuple[float, int, int]] = []
     token_rows: list[list[int]] = []
+    cut: list[int] = []
     for start in range(0, len(texts), batch_size):
-        tokens, lengths = tokenize(model, tokenizer, texts[start : start + batch_size])
+        tokens, lengths, batch_cut = tokenize(model, tokenizer, texts[start : start + batch_size])
+        cut += [start + index for index in batch_cut]
         effects = direct_effects(model, tokens, weights)
         for row in range(len(tokens)):
             token_rows.append(tokens[row, : int(lengths[row])].tolist())
@@ -161,7 +183,7 @@ def corpus_examples(
 
     top = [example(i + 1, e) for i, e in enumerate(entries[:k])]
     bottom = [example(len(entries) - i, e) for i, e in enumerate(reversed(entries[-k:]))]
-    return CorpusExamples(top=top, bottom=bottom, n_positions=len(entries))
+    return CorpusExamples(top=top, bottom=bottom, n_positions=len(entries), cut=cut, n_ctx=model.cfg.n_ctx)
 
 
 def write_corpus_examples(system: Any, corpus: str | Path, run_dir: str | Path, k: int = 10) -> dict[str, Path]:
@@ -178,6 +200,8 @@ def write_corpus_examples(system: Any, corpus: str | Path, run_dir: str | Path, 
     tokenizer = load_tokenizer(system.hparams.model_name)
     examples = corpus_examples(system.frozen, tokenizer, read_corpus(corpus), system.combination.head_coefficients(), k)
     run_dir = Path(run_dir)
+    if examples.cut_note():
+        print(examples.cut_note())
     text = examples.to_markdown()
     return {
         "corpus_examples": atomic_write(run_dir / "corpus_examples.md", lambda name: Path(name).write_text(text)),

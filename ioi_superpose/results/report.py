@@ -19,13 +19,14 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from ioi_superpose.errors import ConfigError, user_facing_main
-from ioi_superpose.files import atomic_write
+from ioi_superpose.files import atomic_write, check_writable_dir, staged_directory
 from ioi_superpose.results.analysis import SEED_KEYS, compare_directions, identical_alpha, stability
-from ioi_superpose.results.caveats import INITIAL_ALPHA, prune_shortfall
+from ioi_superpose.results.caveats import is_initial, prune_caveat
 from ioi_superpose.results.pareto import pareto_figures
 from ioi_superpose.results.plots import save_figure
 from ioi_superpose.results.schema import DirectionComparison, RunSummary, Stability, SweepSummary, Unit
 
+REPORT = "report.md"
 MAX_ACTIVATING = "max_activating.json"
 TABLES_DIR = "max_activating"
 """Each run's full max-activating table is copied into OUT/max_activating/, so the report links only files that
@@ -147,7 +148,7 @@ class Report:
 
     def write(self) -> Path:
         text = "\n".join(self.lines).rstrip() + "\n"
-        return atomic_write(self.out / "report.md", lambda path: Path(path).write_text(text))
+        return atomic_write(self.out / REPORT, lambda path: Path(path).write_text(text))
 
 
 def sets_figure(runs: Sequence[Run]) -> plt.Figure:
@@ -359,12 +360,14 @@ def caveats_section(report: Report, runs: Sequence[Run]) -> None:
     """Runs whose numbers are not what the table suggests: α never trained, a minimal set that missed its target."""
     lines = []
     for r in runs:
-        if r.summary.alpha == INITIAL_ALPHA:
+        if is_initial(r.summary.alpha):
             lines.append(
-                f"- `{r.name}`: α is the initial one ({INITIAL_ALPHA}): its numbers are those of --model.init "
-                f"= {r.summary.setting('model', 'init')}, not of a learned combination."
+                f"- `{r.name}`: α is the initial one ({r.summary.alpha}): its numbers are those of --model.init "
+                f"= {r.summary.setting('model', 'init')}"
+                + (", pruned to a minimal set" if r.summary.prune and r.summary.prune.get("reached") else "")
+                + ", not of a learned combination."
             )
-        shortfall = prune_shortfall(r.summary.prune)
+        shortfall = prune_caveat(r.summary.prune)
         if shortfall:
             lines.append(f"- `{r.name}`: {shortfall}")
     if lines:
@@ -612,13 +615,15 @@ def main(args: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="where report.md and its figures go")
     parsed = parser.parse_args(args)
     try:
-        if parsed.out.exists() and not parsed.out.is_dir():
-            raise ConfigError(f"--out {parsed.out} is a file; give a directory for report.md and its figures.")
+        check_writable_dir(parsed.out, "--out")
         runs, sweeps = load(parsed.paths)
-        path = build_report(runs, sweeps, parsed.out).write()
+        # All or nothing: the report and its figures are written aside and moved into --out once complete, so a
+        # failure leaves an earlier report there whole (report.md last: it links the others).
+        with staged_directory(parsed.out, last=(REPORT,)) as stage:
+            build_report(runs, sweeps, stage).write()
     except OSError as error:  # an unreadable run directory or an unwritable --out
         raise ConfigError(f"{error}") from error
-    print(f"report: {path}")
+    print(f"report: {parsed.out / REPORT}")
 
 
 if __name__ == "__main__":

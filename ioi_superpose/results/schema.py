@@ -63,6 +63,58 @@ def _read_json(path: str | Path) -> dict[str, Any]:
 
 Head = tuple[int, int]
 
+SUMMARY_CHOICES: dict[str, tuple[str, ...]] = {
+    "direction": ("denoising", "noising"),
+    "objective": ("logit_diff", "kl", "maximize"),
+    "rest": ("free", "frozen"),
+    "combination": ("scalar", "per_position", "hard_concrete", "mixing", "rotation"),
+}
+"""The values a summary's named fields can hold: the engine's `DIRECTIONS`, `OBJECTIVES`, `RESTS` and the family
+`REGISTRY`, spelled out because this module loads no torch (tests/test_report_validation.py keeps them equal)."""
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+class _Check:
+    """Field checks of one results file: each failure names the file, the field, what it holds and what it must."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def __call__(self, ok: bool, field: str, value: Any, expected: str) -> None:
+        if not ok:
+            raise SchemaError(
+                f"{self.source}: {field} is {value!r}, not {expected}: the file was edited by hand or damaged. Run "
+                "that run (or sweep) again to rewrite it, or leave it out."
+            )
+
+    def number(self, value: Any, field: str, optional: bool = False) -> None:
+        self(_number(value) or (optional and value is None), field, value, "a number" + (" or null" * optional))
+
+    def count(self, value: Any, field: str) -> None:
+        self(_count(value), field, value, "a whole number >= 0")
+
+    def mapping(self, value: Any, field: str, optional: bool = False) -> None:
+        self(isinstance(value, Mapping) or (optional and value is None), field, value,
+             "an object" + (" or null" * optional))  # fmt: skip
+
+    def choice(self, value: Any, field: str) -> None:
+        allowed = SUMMARY_CHOICES[field]
+        self(value in allowed, field, value, f"one of {list(allowed)}")
+
+    def heads(self, value: Any, field: str, width: int = 2) -> None:
+        """A list of [layer, head, …] entries whose first `width` items are whole numbers >= 0."""
+        self(isinstance(value, list), field, value, "a list")
+        for entry in value:
+            ok = isinstance(entry, (list, tuple)) and len(entry) >= width and all(_count(x) for x in entry[:width])
+            self(ok, field, entry, f"an entry [layer, head{', …' if width == 2 else ''}] of whole numbers >= 0")
+
 
 @dataclass(frozen=True)
 class Recovery:
@@ -104,6 +156,11 @@ class Unit:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> Unit:
+        check = _Check(source)
+        check.mapping(data, "top_heads entry")
+        check.count(_take(data, "layer", source), "top_heads layer")
+        check.count(_take(data, "head", source), "top_heads head")
+        check.number(_take(data, "alpha", source), "top_heads alpha")
         return cls(
             layer=_take(data, "layer", source), head=_take(data, "head", source), alpha=_take(data, "alpha", source),
             role=data.get("role"), source_layer=data.get("source_layer"), source_head=data.get("source_head"),
@@ -274,8 +331,9 @@ class RunSummary:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "the summary") -> RunSummary:
-        """`source` names the file in errors."""
+        """`source` names the file in errors; every field is checked (`_validate`)."""
         _require_version(data, source)
+        cls._validate(data, source)
         recovery = _take(data, "recovery", source)
         circuit = _take(data, "ioi_circuit", source)
         scalars = {
@@ -299,6 +357,41 @@ class RunSummary:
             rotation=data.get("rotation"), circuit=data.get("circuit"), head_types=data.get("head_types"),
             schema_version=data["schema_version"],
         )
+
+    @staticmethod
+    def _validate(data: Mapping[str, Any], source: str) -> None:
+        """Every field the report reads has its type, and a named choice one of its values: a hand-edited or damaged
+        summary (a direction that does not exist, a count written as text) is refused, naming the field, instead
+        of being shown as if valid."""
+        check = _Check(source)
+        check(isinstance(_take(data, "model_name", source), str), "model_name", data["model_name"], "a string")
+        for name in ("direction", "objective", "combination"):
+            check.choice(_take(data, name, source), name)
+        check.choice(data.get("rest", "free"), "rest")
+        recovery = _take(data, "recovery", source)
+        check.mapping(recovery, "recovery")
+        check.number(_take(recovery, "val", source), "recovery.val", optional=True)
+        check.mapping(_take(recovery, "test", source), "recovery.test")
+        for set_name, value in recovery["test"].items():
+            check.number(value, f"recovery.test.{set_name}", optional=True)
+        check.number(_take(data, "min_gap_for_recovery", source), "min_gap_for_recovery")
+        for name in ("clean_logit_diff", "corrupted_logit_diff", "patched_logit_diff", "clean_accuracy",
+                     "patched_accuracy"):  # fmt: skip
+            check.number(_take(data, name, source), name, optional=True)
+        check.count(_take(data, "l0", source), "l0")
+        check.number(_take(data, "l0_threshold", source), "l0_threshold")
+        check(_count(_take(data, "n_heads_total", source)) and data["n_heads_total"] > 0, "n_heads_total",
+              data["n_heads_total"], "a whole number >= 1")  # fmt: skip
+        check.heads(_take(data, "support", source), "support")
+        check(isinstance(_take(data, "top_heads", source), list), "top_heads", data["top_heads"], "a list")
+        for name in ("val", "test", "baselines", "config", "per_prompt_recovery"):
+            check.mapping(_take(data, name, source), name)
+        for set_name, dist in data["per_prompt_recovery"].items():
+            check.mapping(dist, f"per_prompt_recovery.{set_name}")
+        for name in ("prune", "rotation", "circuit", "head_types"):
+            check.mapping(data.get(name), name, optional=True)
+        check(data.get("steps") is None or _count(data["steps"]), "steps", data.get("steps"), "a whole number >= 0")
+        check(data.get("alpha") is None or isinstance(data["alpha"], str), "alpha", data.get("alpha"), "a string")
 
     @classmethod
     def read(cls, path: str | Path) -> RunSummary:
@@ -344,6 +437,15 @@ class SweepPoint:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str) -> SweepPoint:
+        check = _Check(source)
+        check.mapping(data, "points entry")
+        check(isinstance(_take(data, "point", source), str), "point", data["point"], "a string")
+        check(isinstance(_take(data, "run_dir", source), str), "run_dir", data["run_dir"], "a string")
+        check.mapping(_take(data, "settings", source), "settings")
+        check.number(_take(data, "val_recovery", source), "val_recovery", optional=True)
+        check.mapping(_take(data, "test_recovery", source), "test_recovery")
+        check.count(_take(data, "l0", source), "l0")
+        check.heads(_take(data, "heads", source), "heads")
         return cls(**{f.name: _take(data, f.name, source) for f in fields(cls) if f.name != "alpha_digest"},
                    alpha_digest=data.get("alpha_digest"))  # fmt: skip
 
@@ -419,6 +521,14 @@ class SweepSummary:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "the sweep summary") -> SweepSummary:
         _require_version(data, source)
+        check = _Check(source)
+        check.count(_take(data, "n_points", source), "n_points")
+        check.count(_take(data, "n_finished", source), "n_finished")
+        check(data["n_finished"] <= data["n_points"], "n_finished", data["n_finished"], "at most n_points")
+        check(isinstance(_take(data, "points", source), list), "points", data["points"], "a list")
+        missing = data.get("missing")
+        check(missing is None or (isinstance(missing, list) and all(isinstance(m, str) for m in missing)), "missing",
+              missing, "a list of point names")  # fmt: skip
         return cls(
             n_points=_take(data, "n_points", source),
             n_finished=_take(data, "n_finished", source),

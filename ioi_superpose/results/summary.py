@@ -101,6 +101,7 @@ def build_summary(
     """`per_prompt`: the distribution of each set's per-prompt recovery (`analysis.distribution`).
     `steps`: optimisation steps α has taken (`caveats.alpha_state`: 0 means the summary is of the initial α)."""
     alpha = system.combination.coefficients.detach().cpu()
+    prune = None if getattr(system, "prune_result", None) is None else system.prune_result.to_dict()
     cfg = system.frozen.cfg
     val = stage_metrics(val_metrics, "val", IN_DISTRIBUTION)
     tests = {name: stage_metrics(test_metrics, "test", name) for name in test_set_names}
@@ -113,7 +114,7 @@ def build_summary(
         model_name=system.hparams.model_name,
         direction=system.hparams.direction,
         objective=system.hparams.objective,
-        alpha=None if steps is None else alpha_state(steps),
+        alpha=None if steps is None else alpha_state(steps, pruned=prune is not None and prune["reached"]),
         steps=steps,
         recovery=Recovery(val=recovery_or_none(val), test={name: recovery_or_none(m) for name, m in tests.items()}),
         min_gap_for_recovery=MIN_GAP,
@@ -133,7 +134,7 @@ def build_summary(
         combination=system.hparams.get("combination", "scalar"),
         rest=system.hparams.get("rest", "free"),
         support=[list(unit) for unit in system.combination.support(system.hparams.l0_threshold)],
-        prune=None if getattr(system, "prune_result", None) is None else system.prune_result.to_dict(),
+        prune=prune,
         rotation=getattr(system, "rotation_result", None),
         circuit=getattr(system, "circuit_result", None),
         head_types=getattr(system, "head_types_result", None),

@@ -30,6 +30,7 @@ from ioi_superpose.models.toy import (
     load_toy_checkpoint,
     toy_config_kwargs,
 )
+from ioi_superpose.seeds import check_seed
 from ioi_superpose.toy.batches import IGNORE_INDEX, TokenBatch
 
 
@@ -134,6 +135,7 @@ class ToyModelTraining(L.LightningModule):
                 f"--model.head_dropout must be in [0, 1) (the probability that a head's z is dropped in "
                 f"training), got {head_dropout}; use 0 to turn it off."
             )
+        check_seed("--model.model_seed", model_seed)
         if head_dropout_layers is not None and not all(0 <= layer < n_layers for layer in head_dropout_layers):
             raise ConfigError(
                 f"--model.head_dropout_layers {head_dropout_layers} names a layer outside [0, {n_layers - 1}]; "

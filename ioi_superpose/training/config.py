@@ -27,6 +27,7 @@ from ioi_superpose.combinations.registry import (
 from ioi_superpose.engine.rest import RESTS, Rest
 from ioi_superpose.engine.runs import DIRECTIONS, Direction
 from ioi_superpose.errors import SettingError
+from ioi_superpose.seeds import seed_rule, valid_seed
 from ioi_superpose.training.objectives import OBJECTIVES, ObjectiveName
 
 IN_DISTRIBUTION = "in_distribution"
@@ -40,6 +41,9 @@ DEFAULT_TEMPERATURE = 2 / 3
 DEFAULT_ROTATION = {"rotation_temperature_start": 1.0, "rotation_temperature_end": 0.05, "rotation_target": 0.9}
 """rotation's settings when none are given: the mask's temperature annealed from 1 to 0.05 over the fit; its
 dimension count is for effect 0.9."""
+PRUNE_TARGET_MIN = 1e-3
+"""The smallest `prune_target`: the effect of patching no unit is 0 only up to float rounding (~1e-6 of the gap), and
+a target below that would be "reached" by the empty set."""
 ABLATIONS = ("corrupted", "resample", "mean", "zero")
 """The sources of a noising patch (`results.circuit.ABLATIONS`)."""
 
@@ -94,6 +98,11 @@ class FamilyConfig:
         if not self.bounded:
             given["bounded"] = False
         refuse_foreign_settings(self.combination, given)
+        if self.gate_seed is not None and not valid_seed(self.gate_seed):
+            raise SettingError("gate_seed", f"$gate_seed {seed_rule(self.gate_seed)}.")
+        if self.rotation_layers is not None and len(set(self.rotation_layers)) != len(self.rotation_layers):
+            raise SettingError("rotation_layers", f"$rotation_layers lists a layer more than once "
+                               f"({list(self.rotation_layers)}); give each layer once.")  # fmt: skip
         check_init(self.init, self.bounded, self.combination)
         if self.temperature is not None and not self.temperature > 0:
             raise SettingError("temperature", f"$temperature must be > 0 (the hard-concrete temperature β), got "
@@ -211,9 +220,10 @@ class PruneConfig:
 
     def __post_init__(self) -> None:
         check_finite("prune_target", self.prune_target)
-        if self.prune_target is not None and not 0.0 < self.prune_target <= 1.0:
-            raise SettingError("prune_target", f"$prune_target must be in (0, 1] (the effect to keep) or null, got "
-                               f"{self.prune_target}.")  # fmt: skip
+        if self.prune_target is not None and not PRUNE_TARGET_MIN <= self.prune_target <= 1.0:
+            raise SettingError("prune_target", f"$prune_target must be in [{PRUNE_TARGET_MIN}, 1] (the effect to keep; "
+                               "below it, the float rounding of a run that patches nothing can reach it) or null, "
+                               f"got {self.prune_target}.")  # fmt: skip
         if self.prune_prompts < 1:
             raise SettingError("prune_prompts", f"$prune_prompts must be >= 1, got {self.prune_prompts}.")
 
@@ -251,6 +261,12 @@ class SuperpositionConfig:
             raise SettingError("rotation_joint", "$rotation_joint patches every selected layer from the unpatched "
                                "base and source runs (a cut); $rest frozen runs the source tokens instead: set "
                                "$rest free, or $rotation_joint false.")  # fmt: skip
+        if self.family.bounded and self.optim.l0_threshold >= 1:
+            # Bounded weights lie in [0, 1] (mixing's off-diagonal in [-1, 1]): none exceeds such a threshold, so L0
+            # would be 0 and the support empty whatever was learned, next to a recovery of 1.
+            raise SettingError("l0_threshold", f"$l0_threshold must be < 1 with $bounded true (every weight is at "
+                               f"most 1 in size, so none would count), got {self.optim.l0_threshold}. Lower it "
+                               "(default 0.05), or set $bounded false.")  # fmt: skip
         if self.prune.circuit_criteria and self.family.combination in SUBSPACE_FAMILIES:
             raise SettingError("circuit_criteria", f"$circuit_criteria scores head sets; $combination "
                                f"{self.family.combination} learns directions, not heads: set circuit_criteria "
