@@ -208,3 +208,14 @@ def test_the_toy_cli_checks_the_same_settings(args, named, tmp_path, monkeypatch
     error = capsys.readouterr().err
     assert named in error and "Traceback" not in error
 
+
+
+def test_the_other_entry_points_check_their_seeds(tmp_path, monkeypatch, capsys):
+    import ioi_superpose.cli.benchmark as benchmark_cli
+
+    monkeypatch.setattr(benchmark_cli, "run_benchmark", lambda *args, **kwargs: pytest.fail("the benchmark ran"))
+    with pytest.raises(SystemExit):
+        benchmark_cli.main(["--out", str(tmp_path / "out"), "--seed", "-1"])
+    assert "--seed must be a whole number in [0, 4294967295], got -1" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="seed must be a whole number"):
+        ioi_prompts(TOY_IOI, n=4, seed=-1)

@@ -108,8 +108,7 @@ def test_the_documented_regeneration_commands_pass_the_replace_flag():
     """Every shipped config exports over its checkpoint in checkpoints/: each command that documents it says so."""
     repo = Path(__file__).resolve().parents[1]
     documents = [repo / "README.md", repo / "checkpoints" / "README.md", *(repo / "experiments").glob("*.yaml"),
-                 *(repo / "experiments").glob("*.py"), *(repo / "ioi_superpose").rglob("*.py"),
-                 *(repo / "docs").rglob("*.md")]  # fmt: skip
+                 *(repo / "ioi_superpose").rglob("*.py"), *(repo / "docs").rglob("*.md")]  # fmt: skip
     joined = {path.name: re.sub(r"\"\s*\n\s*\"", "", path.read_text()) for path in documents}  # "…" "…" strings
     commands = [(name, line) for name, text in joined.items() for line in text.splitlines()
                 if "train_toy fit --config experiments/" in line]  # fmt: skip
@@ -177,6 +176,17 @@ def test_a_failed_report_leaves_the_earlier_report_whole(tmp_path, monkeypatch, 
     fails(report_main, [str(run), "--out", str(out)], capsys)
     assert snapshot(out) == before
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []  # no staging left behind
+
+
+def test_a_damaged_max_activating_table_is_named_and_the_earlier_report_kept(tmp_path, capsys):
+    run = fake_run(tmp_path / "run")
+    out = tmp_path / "report"
+    report_main([str(run), "--out", str(out)])
+    before = snapshot(out)
+    (run / "max_activating.json").write_text('{"rows": [')
+    error = fails(report_main, [str(run), "--out", str(out)], capsys)
+    assert str(run / "max_activating.json") in error and "Traceback" not in error
+    assert snapshot(out) == before
 
 
 def test_a_failed_first_report_leaves_no_directory(tmp_path, monkeypatch, capsys):

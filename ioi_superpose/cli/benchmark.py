@@ -20,6 +20,7 @@ import torch
 from ioi_superpose.errors import ConfigError, user_facing_main
 from ioi_superpose.files import atomic_write, check_writable_dir, staged_directory, write_json
 from ioi_superpose.groundtruth.benchmark import Config, markdown, run_benchmark
+from ioi_superpose.seeds import check_seed
 
 DEFAULT_OUT = Path("runs") / "benchmark"
 
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     # Before any work (the gpt2 suite runs for half an hour): a place the report can be written, and nothing fuller
     # there that it would replace.
+    check_seed("--seed", args.seed)
     check_writable_dir(args.out, "--out")
     stem = "benchmark" if args.suite == "small" else "benchmark_gpt2"
     rest = args.rest or ("both" if args.suite == "gpt2" else "free")

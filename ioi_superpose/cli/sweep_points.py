@@ -113,12 +113,19 @@ def run_point(point: Point, config: Path, out: Path, extra: Sequence[str], cwd: 
 def record_or_refuse(points: Sequence[Point], config: Path, out: Path, extra: Sequence[str]) -> None:
     """Record each point's settings in its directory (`POINT_RECORD`), or, where a directory holds a point already,
     refuse it when it was made with other settings, naming each difference: it would be reused (finished) or
-    resumed (stopped) as if it had been run with these."""
+    resumed (stopped) as if it had been run with these. Every point is checked before any record is written."""
+    records = {}
     for point in points:
         run_dir = out / point.name
         now = point_settings(config, point.settings, extra)
         record = run_dir / POINT_RECORD
-        if record.is_file():
+        attempted = run_dir.is_dir() and any(path.name not in KEPT_ON_RESTART for path in run_dir.iterdir())
+        if attempted and not record.is_file():
+            raise ConfigError(
+                f"{run_dir} holds a run without the record of its settings ({POINT_RECORD}; an older sweep, or not a "
+                "sweep's): it cannot be told whether it ran with these settings. Move it away, or give another --out."
+            )
+        if attempted:
             try:
                 before = json.loads(record.read_text())["settings"]
             except (json.JSONDecodeError, KeyError, TypeError):
@@ -132,14 +139,11 @@ def record_or_refuse(points: Sequence[Point], config: Path, out: Path, extra: Se
                     + "\nRun it with the settings it was made with (the same --config content and options after "
                     "--), or give another --out."
                 )
-        elif run_dir.is_dir() and any(path.name != "sweep_point.log" for path in run_dir.iterdir()):
-            raise ConfigError(
-                f"{run_dir} holds a run without the record of its settings ({POINT_RECORD}; an older sweep, or not a "
-                "sweep's): it cannot be told whether it ran with these settings. Move it away, or give another --out."
-            )
-        else:
-            write_json(record, {"settings": now, "config": str(config), "grid": dict(point.settings),
-                                "extra": list(extra)})  # fmt: skip
+        else:  # nothing ran there yet: this command's settings are the point's
+            records[record] = {"settings": now, "config": str(config), "grid": dict(point.settings),
+                               "extra": list(extra)}  # fmt: skip
+    for record, content in records.items():
+        write_json(record, content)
 
 
 KEPT_ON_RESTART = ("sweep_point.log", POINT_RECORD)

@@ -547,9 +547,13 @@ ROWS_PER_END = 2
 def max_activating_section(report: Report, runs: Sequence[Run]) -> None:
     """Each run's largest and smallest moves from its `max_activating.json`, and a link to its table."""
     report.add("## Max-activating examples (off distribution)", "")
-    tables = {
-        r.name: (r, json.loads(path.read_text())) for r in runs if (path := r.directory / MAX_ACTIVATING).is_file()
-    }
+    tables = {r.name: (r, read_json(path)) for r in runs if (path := r.directory / MAX_ACTIVATING).is_file()}
+    for run, table in tables.values():
+        if not isinstance(table, dict) or not isinstance(table.get("rows"), list):
+            raise ConfigError(
+                f"{run.directory / MAX_ACTIVATING} holds no table (a 'rows' list): it was edited by hand or damaged. "
+                "Run that run again, or leave it out of the report."
+            )
     if not tables:
         report.add(f"No run here has a {MAX_ACTIVATING} (written after fit unless `--max_activating.per_set 0`).", "")
         return
