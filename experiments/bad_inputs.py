@@ -85,7 +85,8 @@ def cli_cases(work: Path) -> list[Case]:
 
     def cli(item: str, args: list[str], shown: str | None = None) -> None:
         shown = shown or "python -m " + " ".join(a if a != TOY else "checkpoints/toy_ioi.pt" for a in args)
-        todo.append((Case(item, shown.replace(" ".join(TINY[2:]), "<tiny>").replace(str(work), "TMP")), args))
+        shown = shown.replace(" ".join(TINY[2:]), "<tiny>").replace(str(work), "TMP").replace(f"{REPO}/", "")
+        todo.append((Case(item, shown), args))
 
     fit = ["ioi_superpose.train", "fit", *TINY]
     # A finished run to resume from (in a directory of its own), a truncated summary and a plain file for --out.
@@ -224,11 +225,12 @@ def issue24_cases(work: Path) -> list[Case]:
     killing = work / "sweep_kill.yaml"
     killing.write_text(SWEEP_YAML.replace("MODEL", TOY).replace(
         "enable_model_summary: false,", "enable_model_summary: false, callbacks: [{class_path: "
-        f"tests.helpers.kill.KillOnceAtStep, init_args: {{step: 3, marker: {work / 'killed'}}}}}],"))  # fmt: skip
+        f"tests.helpers.kill.KillOnceAtStep, init_args: {{step: 3, marker: {work / 'kill_marker'}}}}}],"))  # fmt: skip
 
     def run(item: str, args: list[str], shown: str | None = None, then: Callable[[Case], None] | None = None) -> None:
         shown = shown or "python -m " + " ".join(args)
-        case = run_cli(Case(item, shown.replace(str(work), "TMP").replace(TOY, "checkpoints/toy_ioi.pt")), args, work)
+        shown = shown.replace(str(work), "TMP").replace(TOY, "checkpoints/toy_ioi.pt").replace(f"{REPO}/", "")
+        case = run_cli(Case(item, shown), args, work)
         if then is not None:
             then(case)
         cases.append(case)
