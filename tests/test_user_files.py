@@ -213,6 +213,16 @@ def test_a_sweep_given_twice_is_one_sweep(tmp_path):
     assert sum(line.startswith("| sweep | all |") and line.endswith("| 0.50 |") for line in section.splitlines()) == 1
 
 
+def test_a_run_given_twice_is_one_row(tmp_path):
+    """The issue's literal instance (RUN and RUN/). It passed before the fix as well: runs were already counted once;
+    the sweep given twice (above) is what doubled rows. Kept so the shared de-duplication covers both."""
+    run = fake_run(tmp_path / "runs" / "ioi_superpose" / "version_0", val=0.625)
+    report_main([str(run), f"{run}/", "--out", str(tmp_path / "report")])
+    text = (tmp_path / "report" / "report.md").read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| ioi_superpose/version_0 |")]
+    assert rows and len(rows) == len(set(rows))  # one row in each table that lists runs, not two
+
+
 def test_runs_with_the_same_logger_name_keep_their_own_rows_and_tables(tmp_path):
     runs = []
     for place, val in (("a", 0.25), ("b", 0.75)):
