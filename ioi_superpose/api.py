@@ -14,17 +14,20 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from ioi_superpose.analyses.post_fit import AfterFit, after_fit
 from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
 from ioi_superpose.data.prompt_checks import check_token_tensor, end_positions_for
+from ioi_superpose.engine.metric import MIN_GAP, logit_diff
 from ioi_superpose.engine.rest import Rest
-from ioi_superpose.engine.runs import Direction, check_token_ids, end_logits, logit_diff, recovery_of
+from ioi_superpose.engine.runs import check_token_ids, end_logits, recovery_of
+from ioi_superpose.engine.vocabulary import Direction
 from ioi_superpose.errors import ConfigError, SettingError
+from ioi_superpose.fitting.objectives import ObjectiveName
+from ioi_superpose.fitting.settings import BATCHABLE
 from ioi_superpose.models import HookedTransformer, freeze
 from ioi_superpose.results.caveats import prune_shortfall
-from ioi_superpose.results.summary import MIN_GAP, top_heads
-from ioi_superpose.training.config import BATCHABLE
+from ioi_superpose.results.units import top_heads
 from ioi_superpose.training.non_finite import ZERO_GAP
-from ioi_superpose.training.objectives import ObjectiveName
 from ioi_superpose.training.system import HeadSuperposition
 
 __all__ = ["FitSettings", "LearnedCombination", "evaluate_combination", "learn_combination", "learn_combinations",
@@ -66,7 +69,7 @@ class FitSettings(TypedDict, total=False):
 
     objective: `logit_diff` (default) drives the normalised effect of the patch to 1, `kl` matches the source
         run's next-token distribution at END, `maximize` pushes the effect as high as it goes
-        (`ioi_superpose.training.objectives`).
+        (`ioi_superpose.fitting.objectives`).
     direction: `denoising` (default) runs the corrupted prompts and patches in the clean ones' head outputs
         (heads sufficient for the behaviour); `noising` the reverse (heads necessary for it).
     steps: Adam steps on the full batch of prompts (default 200).
@@ -79,13 +82,13 @@ class FitSettings(TypedDict, total=False):
         seeded by `seed`; `mixing` a map across heads (`mixing_target`); `rotation` (`learn_combination` only)
         a learned orthogonal basis of each of `rotation_layers`' z with a mask.
     prune_target: R: end with the minimal-set step on these prompts (kept units at weight 1, effect ≥ R;
-        `ioi_superpose.training.pruning`); a target it cannot reach is said in a warning and in
+        `ioi_superpose.analyses.pruning`); a target it cannot reach is said in a warning and in
         `prune["reached"]` (default None: no step).
     temperature: hard_concrete only: the gates' temperature β (default None: 2/3).
     mixing_target: mixing only: patch only this layer's heads, each receiving from every head of this and
         earlier layers (default None: every layer receives from itself and all earlier layers).
     ablation: noising only: the patch source, `corrupted` (default), `resample`, `mean` or `zero`
-        (`ioi_superpose.results.circuit`).
+        (`ioi_superpose.engine.ablations`).
     end_positions: [batch] each prompt's END, where the answers are read (right-padded prompts of different
         lengths: `ioi_prompts(..., equal_length=False).end_pos`). Default None: the last position, and rows that
         end in padding are refused.
@@ -229,7 +232,13 @@ def _learn(
     systems = [_system(model, len(prompts), names(k), **settings, **member) for k, member in enumerate(members)]
     module = HeadSuperposition.batched(systems, max_rows=max_rows) if batched else systems[0]
     _trainer(model, steps).fit(module, train_dataloaders=loader)
-    return [_warn_shortfall(evaluate_combination(system.to(_device(model)), prompts)) for system in systems]
+    results = []
+    for system in systems:
+        system.to(_device(model))
+        # The work that follows a fit (pruning, criteria, rotation's count) on these prompts, as one batch.
+        after = after_fit(system.fitted(), prompts, batch_size=len(prompts))
+        results.append(_warn_shortfall(evaluate_combination(system, prompts, after)))
+    return results
 
 
 def _device(model: HookedTransformer) -> torch.device:
@@ -279,7 +288,7 @@ def _prompts(
 
 
 API_NAMES: dict[str, str] = {"gate_seed": "seed"}
-"""Settings `learn_combination` takes under another name than the config field (`training/config.py`)."""
+"""Settings `learn_combination` takes under another name than the config field (`fitting/settings.py`)."""
 
 
 def _member_names(k: int, member: Mapping[str, float]) -> Callable[[str], str]:
@@ -346,24 +355,28 @@ def _trainer(model: HookedTransformer, steps: int) -> L.Trainer:
 
 
 @torch.no_grad()
-def evaluate_combination(system: HeadSuperposition, prompts: ContrastBatch) -> LearnedCombination:
-    """Recovery and logit differences of `system`'s current α on `prompts` (one batch)."""
+def evaluate_combination(
+    system: HeadSuperposition, prompts: ContrastBatch, after: AfterFit | None = None
+) -> LearnedCombination:
+    """Recovery and logit differences of `system`'s current α on `prompts` (one batch). `after`: what ran after its
+    fit (`analyses.post_fit.after_fit`: the minimal-set step, criteria, rotation's count), recorded in the result."""
     system.eval()
+    fitted = system.fitted()
     prompts = prompts.to(system.device)
-    reference = system.reference(prompts)
-    patched = system.loss_terms(prompts, reference)["answer_logits"]
+    reference = fitted.reference(prompts)
+    patched = fitted.answer_logits(prompts, reference)
     clean, corrupted = reference.clean_and_corrupted()
-    threshold = system.hparams.l0_threshold
+    after = AfterFit() if after is None else after
     return LearnedCombination(
-        coefficients=system.combination.coefficients.detach().cpu().clone(),
+        coefficients=fitted.combination.coefficients.detach().cpu().clone(),
         recovery=float(reference.recovery(patched)),
         clean_logit_diff=float(logit_diff(clean).mean()),
         corrupted_logit_diff=float(logit_diff(corrupted).mean()),
         patched_logit_diff=float(logit_diff(patched).mean()),
-        l0=system.combination.l0(threshold),
-        support=system.combination.support(threshold),
-        combination=system.hparams.get("combination", "scalar"),
-        prune=None if system.prune_result is None else system.prune_result.to_dict(),
-        rotation=system.rotation_result,
-        circuit=system.circuit_result,
+        l0=fitted.combination.l0(fitted.l0_threshold),
+        support=fitted.combination.support(fitted.l0_threshold),
+        combination=fitted.family,
+        prune=None if after.prune is None else after.prune.to_dict(),
+        rotation=after.rotation,
+        circuit=after.circuit,
     )

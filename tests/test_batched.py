@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from ioi_superpose import learn_combination, learn_combinations
-from ioi_superpose.combinations import FAMILIES, StackedCombination, batch_roles, build_combination
+from ioi_superpose.combinations import FAMILIES, StackedCombination, build_combination
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.data.roles import batch_roles
 from ioi_superpose.engine.runs import BaseRun, head_z, patched_end_logits
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.training.system import HeadSuperposition

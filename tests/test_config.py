@@ -1,4 +1,4 @@
-"""The settings as validated dataclasses (`training/config.py`): errors name the field, the CLI renames it to its
+"""The settings as validated dataclasses (`fitting/settings.py`): errors name the field, the CLI renames it to its
 flag and the API to its argument; a family's own settings are refused for another family (issue 19, item 8);
 NaN and ±inf are refused for every float setting (issue 19, item 9)."""
 
@@ -10,7 +10,7 @@ import pytest
 
 from ioi_superpose.api import learn_combination, learn_combinations
 from ioi_superpose.errors import ConfigError, SettingError, cli_flag
-from ioi_superpose.training.config import FamilyConfig, OptimConfig, SuperpositionConfig
+from ioi_superpose.fitting.settings import FamilyConfig, OptimConfig, SuperpositionConfig
 from ioi_superpose.training.system import HeadSuperposition
 from tests.helpers import SMALL, prompt_pairs, random_model, run_cli
 

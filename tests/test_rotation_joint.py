@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from ioi_superpose.api import learn_combination
-from ioi_superpose.combinations import HeadWeights, build_combination
+from ioi_superpose.combinations import build_combination
 from ioi_superpose.combinations.rotation_joint import JointRotationCombination
+from ioi_superpose.engine.patch import HeadWeights
 from ioi_superpose.engine.runs import BaseRun, head_z, patched_end_logits
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.training.system import HeadSuperposition

@@ -28,21 +28,18 @@ from torch import Tensor
 from torchmetrics.functional import pearson_corrcoef
 from tqdm.auto import tqdm
 
+from ioi_superpose.engine.metric import LogitDiffMetric
 from ioi_superpose.engine.runs import (
     DEFAULT_MAX_ROWS,
     BaseRun,
-    Head,
-    Hook,
     capture,
     check_hooks_exist,
     chunks,
     fold,
-    hook_name,
-    layer_of,
     variants_per_chunk,
 )
+from ioi_superpose.engine.vocabulary import Head, Hook, hook_name, layer_of
 from ioi_superpose.models import ActivationCache, HookedTransformer, HookPoint
-from ioi_superpose.training.metrics import LogitDiffMetric
 
 Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, ""]]
 Source = Union[ActivationCache, Mapping[str, Tensor], Int[Tensor, "batch pos"]]

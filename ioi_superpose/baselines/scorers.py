@@ -16,21 +16,14 @@ from torch import Tensor
 from ioi_superpose.baselines.circuit import acdc_head_scores, eap_ig_scores
 from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
 from ioi_superpose.baselines.patching import activation_patch, attribution_patch, path_patch_sweep
-from ioi_superpose.combinations import HeadWeights
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.ablations import Ablation, ablated_reference, check_ablation
+from ioi_superpose.engine.metric import LogitDiffMetric, logit_diff
+from ioi_superpose.engine.patch import HeadWeights
 from ioi_superpose.engine.rest import Rest, check_rest, run_tokens, with_rest
-from ioi_superpose.engine.runs import (
-    BaseRun,
-    Direction,
-    base_and_source,
-    hook_name,
-    logit_diff,
-    patched_end_logits,
-    reference_runs,
-)
+from ioi_superpose.engine.runs import BaseRun, patched_end_logits, reference_runs
+from ioi_superpose.engine.vocabulary import Direction, base_and_source, hook_name
 from ioi_superpose.models import HookedTransformer
-from ioi_superpose.results.circuit import Ablation, ablated_reference, check_ablation
-from ioi_superpose.training.metrics import LogitDiffMetric
 
 Scorer = Callable[[HookedTransformer, ContrastBatch, Direction], Float[Tensor, "layer head"]]
 
@@ -56,7 +49,7 @@ def activation_patching(
 ) -> Float[Tensor, "layer head"]:
     """Exact per-head activation patching of z (all positions): the normalised effect of each head alone.
 
-    `ablation` (`ioi_superpose.results.circuit`): the source z of a *noising* patch — `corrupted` (the paired
+    `ablation` (`ioi_superpose.engine.ablations`): the source z of a *noising* patch — `corrupted` (the paired
     prompt), `resample`, `mean` or `zero`; for the last three the default metric reads 1 for the clean run with
     every head ablated (`circuit.ablated_reference`, as `--model.ablation`). Refused with `direction="denoising"`:
     denoising patches the clean run's z into the corrupted run, and an ablation is what a removed head's z becomes.

@@ -113,10 +113,10 @@ def group_baselines(cli: SuperposeCLI) -> list[BaselineResult]:
     as a fit's `Baselines` callback computes them."""
     if not cli.trainer.is_global_zero:
         return []
-    model = cli.model.to(cli.trainer.strategy.root_device)
+    fitted = cli.model.to(cli.trainer.strategy.root_device).fitted()
     specs = baseline_specs(cli.trainer.callbacks)
-    return compute_baselines(model.frozen, evaluation_sets(cli.datamodule), model.hparams.direction, specs,
-                             rest=model.rest, ablation=model.ablation)  # fmt: skip
+    return compute_baselines(fitted.model, evaluation_sets(cli.datamodule), fitted.direction, specs,
+                             rest=fitted.rest, ablation=fitted.ablation)  # fmt: skip
 
 
 @user_facing_main

@@ -7,7 +7,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ioi_superpose.combinations.base import LearnedFamily, check_init, mix
+from ioi_superpose.combinations.base import LearnedFamily, check_init
+from ioi_superpose.engine.patch import mix
 from ioi_superpose.errors import SettingError
 
 HARD_CONCRETE_STRETCH = (-0.1, 1.1)

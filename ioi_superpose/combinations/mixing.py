@@ -50,7 +50,8 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from ioi_superpose.combinations.base import Combination, FixedVariants, LearnedFamily, check_init
+from ioi_superpose.combinations.base import LearnedFamily, check_init
+from ioi_superpose.engine.patch import Combination, FixedVariants
 from ioi_superpose.errors import SettingError
 
 

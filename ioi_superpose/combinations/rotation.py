@@ -31,8 +31,8 @@ no gradient).
 earlier one's patch). One R over several layers together is `rotation_joint.JointRotationCombination`
 (`--model.rotation_joint`), a fixed-activation intervention with its causal caveat.
 
-**What a run reports** (`RotationCombination.analyse`): the number of mask dimensions needed — dimensions sorted
-by m, the smallest k whose hard 0/1 mask on the top k reaches the target effect, found by evaluating every k —
+**What a run reports** (`analyses.rotation.rotation_dimensions`): the number of mask dimensions needed — dimensions
+sorted by m, the smallest k whose hard 0/1 mask on the top k reaches the target effect, found by evaluating every k —
 and each head's loading on the kept subspace: for the kept rows u of R_l, the share ‖u restricted to head h‖²
 (a head's d_head coordinates), averaged over kept rows (the shares sum to 1 over heads) and summed over them
 (the number of kept dimensions "in" each head). Unchanged by any per-head rotation of z.
@@ -53,11 +53,9 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
-from ioi_superpose.combinations.base import Combination, LearnedFamily
-from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.runs import Direction
+from ioi_superpose.combinations.base import LearnedFamily
+from ioi_superpose.engine.patch import Combination
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.models import HookedTransformer
 
 HARD_LOGIT = 1e4
 """|mask logit| that `set_mask_` writes: σ(±1e4 / T) is exactly 1 or 0 in float32 for any T ≤ 1e3."""
@@ -262,37 +260,7 @@ class RotationCombination(LearnedFamily):
         self.mask_logits.copy_(torch.where(chosen, HARD_LOGIT, -HARD_LOGIT))
 
     # ---------------------------------------------------------------------------------------------
-    # the report
-
-    @torch.no_grad()
-    def analyse(
-        self, model: HookedTransformer, batches: Sequence[ContrastBatch], direction: Direction, target: float
-    ) -> dict[str, Any]:
-        """The dimension count and the head loadings (see the module docstring), on `batches`."""
-        from ioi_superpose.training.pruning import mask_effects  # pruning imports the families' module
-
-        masks = self.coefficients.detach().cpu()
-        logits = self.mask_logits.detach().cpu()
-        units = [(layer, dim) for layer in self.layers for dim in range(self.dim)]
-        # By the logits, not by m: at a low temperature many m are 1.0 in float32, their logits still differ.
-        order = sorted(units, key=lambda unit: -float(logits[self.layers.index(unit[0]), unit[1]]))
-        # Variant k keeps the top k dimensions (k = 0 … all), hard 0/1.
-        prefixes = torch.zeros(len(order) + 1, self.n_layers, self.dim, dtype=torch.bool)
-        for k, unit in enumerate(order, start=1):
-            prefixes[k:, unit[0], unit[1]] = True
-        effects = mask_effects(model, batches, direction, self, prefixes)
-        reaching = (effects >= target).nonzero()
-        needed = int(reaching[0]) if len(reaching) else None
-        kept = prefixes[needed] if needed is not None else masks > 0.5
-        return {
-            "target": target,
-            "dims_needed": needed,
-            "kept_by": "top dims_needed of the sorted mask" if needed is not None else "mask > 0.5 (target missed)",
-            "effect_of_top_k": [round(float(e), 5) for e in effects],
-            "joint": self.joint,
-            "layers": self.layer_report(kept, masks),
-            "temperature": round(self.temperature(), 5),
-        }
+    # the report (`analyses.rotation.rotation_dimensions` runs the model; this reads R and the mask)
 
     def layer_report(self, kept: Tensor, masks: Tensor) -> dict[str, Any]:
         """Per selected layer: its kept rows' head loadings, mask size and how far its R moved."""

@@ -57,8 +57,8 @@ from jaxtyping import Float, Int
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
-from ioi_superpose.combinations.base import Combination, ZFunction
 from ioi_superpose.combinations.rotation import RotationCombination, haar_orthogonal, head_shares
+from ioi_superpose.engine.patch import Combination, ZFunction
 from ioi_superpose.errors import ConfigError
 
 NEEDS_BASE_Z = (
@@ -211,7 +211,7 @@ class JointRotationCombination(RotationCombination):
         return JointRotationWeights(self.layers, self.joint_rotation().detach(), weights.to(self.mask_logits.device))
 
     def layer_report(self, kept: Tensor, masks: Tensor) -> dict[str, Any]:
-        """Per selected layer: the kept joint directions' loadings on that layer's heads (see `analyse`)."""
+        """Per selected layer: the kept joint directions' loadings on that layer's heads (see `analyses.rotation`)."""
         rows = kept[list(self.layers)].flatten()  # joint dimensions kept
         shares = self.shares().cpu()[rows]  # [kept, slot, head]
         moved = (self.joint_rotation().detach() - self.initial_rotations[0]).norm() / math.sqrt(self.joint_dim)

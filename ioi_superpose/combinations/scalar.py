@@ -6,7 +6,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ioi_superpose.combinations.base import Combination, LearnedFamily, check_init, mix
+from ioi_superpose.combinations.base import LearnedFamily, check_init
+from ioi_superpose.engine.patch import Combination, mix
 
 
 class HeadCombination(Combination):

@@ -51,18 +51,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ioi_superpose.analyses.exhaustive import subset_effects
+from ioi_superpose.analyses.pruning import mask_effects, minimal_set, order_scores
 from ioi_superpose.api import learn_combinations
 from ioi_superpose.baselines.scorers import SCORERS
 from ioi_superpose.combinations import PerPositionCombination, ScalarCombination
-from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.rest import RESTS, Rest, check_rest
-from ioi_superpose.engine.runs import hook_name
+from ioi_superpose.engine.vocabulary import hook_name
 from ioi_superpose.groundtruth.benchmark_cases import BenchCase, bench_cases
 from ioi_superpose.groundtruth.benchmark_truth import distractor_checks, search_truth
-from ioi_superpose.groundtruth.exhaustive import subset_effects
 from ioi_superpose.groundtruth.selection import f1, f1_of, leave_one_case_out, mean_with_interval, nearest
-from ioi_superpose.toy.batches import FeaturePrompts
-from ioi_superpose.training.pruning import mask_effects, minimal_set, order_scores
 
 Heads = frozenset
 SCORES = ("activation", "attribution", "eap_ig", "dla", "path", "acdc", "attention")
@@ -124,10 +122,6 @@ class Config:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
 
 
-def batch_of(prompts: FeaturePrompts) -> ContrastBatch:
-    return ContrastBatch.from_tokens(prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens)
-
-
 def heads_of(mask: Tensor) -> Heads:
     return frozenset(tuple(int(i) for i in h) for h in mask.nonzero().tolist())
 
@@ -179,10 +173,8 @@ class Timer:
 def scores_of(case: BenchCase, direction: str, timer: Timer, rest: Rest = "free") -> dict[str, Tensor | None]:
     """Per-head scores on the train prompts, larger = more important in `direction` (activation patching in
     `rest`'s notion; the others have one definition)."""
-    model, prompts = case.model, case.splits["train"]
+    model, batch = case.model, case.splits["train"]
     n_layers = model.cfg.n_layers
-    ends, answers = prompts.end_positions, prompts.answer_tokens
-    batch = ContrastBatch(prompts.clean_tokens, prompts.corrupted_tokens, answers, ends, torch.arange(len(ends)))
     out: dict[str, Tensor | None] = {}
     # The registry's scorers (`baselines/scorers.py`), as a run's baseline callbacks compute them: each a
     # normalised effect from the base run (0) towards the source run (1), larger = more important.
@@ -197,9 +189,9 @@ def scores_of(case: BenchCase, direction: str, timer: Timer, rest: Rest = "free"
 
         def attention() -> Tensor:
             names = [hook_name("pattern", layer) for layer in range(n_layers)]
-            _, cache = model.run_with_cache(prompts.clean_tokens, names_filter=lambda n: n in names)
+            _, cache = model.run_with_cache(batch.clean_tokens, names_filter=lambda n: n in names)
             rows = torch.arange(len(target))
-            return torch.stack([cache[n][rows, :, ends, target].mean(0) for n in names])
+            return torch.stack([cache[n][rows, :, batch.end_pos, target].mean(0) for n in names])
 
         out["attention"] = timer.run("attention", attention)
     return {k: None if v is None else v.detach().float().cpu() for k, v in out.items()}
@@ -212,7 +204,7 @@ def candidates_of(
     and seconds per method, in `rest`'s notion. A method without hyperparameters has the single grid value None."""
     model = case.model
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
-    train = [batch_of(case.splits["train"])]
+    train = [case.splits["train"]]
     dev = case.splits["dev"]
     timer = Timer()
     target = config.threshold
@@ -286,7 +278,7 @@ def learned_candidates(
     model = case.model
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     prompts = case.splits["train"]
-    train = [batch_of(prompts)]
+    train = [prompts]
     dev = case.splits["dev"]
     lambdas = config.lambda_grids[family]
     members = [{"l1": lam, "init": init} for lam in lambdas for init in config.inits]
@@ -343,7 +335,7 @@ def effect_on_test(case: BenchCase, direction: str, candidate: Any, rest: Rest =
         heads, module = candidate
         with torch.no_grad():
             weights = module.coefficients.detach()
-        return float(mask_effects(model, [batch_of(test)], direction, module, weights[None], rest=rest)[0])
+        return float(mask_effects(model, [test], direction, module, weights[None], rest=rest)[0])
     mask = mask_of(candidate, model.cfg.n_layers, model.cfg.n_heads)
     return float(subset_effects(model, test, mask[None], direction, rest=rest)[0])
 
@@ -405,8 +397,7 @@ def run_block(
     for c in cases:
         if c.candidates is not None and config.truth_check_prompts > 0:
             test = c.splits["test"]
-            few = type(test)(test.feature, *(t[: config.truth_check_prompts] for t in (
-                test.clean_tokens, test.corrupted_tokens, test.answer_tokens, test.end_positions)))  # fmt: skip
+            few = test[: config.truth_check_prompts]
             few_truth = search_truth(c, few, direction, config.threshold, rest)
             checks[c.name] = distractor_checks(c, few, direction, rest, few_truth.minimal_sets) | {
                 "minimal_sets_on_these_prompts": [[list(h) for h in m] for m in few_truth.minimal_sets]}

@@ -197,12 +197,12 @@ class RunSummary:
     rest: str = "free"
     """A head set as a cut (`free`) or a circuit (`frozen`), `engine/rest.py`."""
     rotation: dict[str, Any] | None = None
-    """`rotation` runs: the dimension count and head loadings (`RotationCombination.analyse`)."""
+    """`rotation` runs: the dimension count and head loadings (`analyses.rotation.rotation_dimensions`)."""
     circuit: dict[str, Any] | None = None
-    """`circuit_criteria` runs: the IOI paper's criteria under every ablation (`results/circuit.py`)."""
+    """`circuit_criteria` runs: the IOI paper's criteria under every ablation (`analyses/circuit.py`)."""
     head_types: dict[str, Any] | None = None
     """`head_types` runs: {"prompts": n, "heads": the learned heads [[layer, head], …], "scores": {type: [layer][head]}}
-    (`results/head_types.py`; every head scored, the learned ones listed), or {"error": why, "heads": …}. Written
+    (`analyses/head_types.py`; every head scored, the learned ones listed), or {"error": why, "heads": …}. Written
     only when present, so summaries without it keep their shape."""
     schema_version: int = SCHEMA_VERSION
 

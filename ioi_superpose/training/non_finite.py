@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ioi_superpose.engine.runs import Reference, logit_diff
+from ioi_superpose.engine.metric import logit_diff
+from ioi_superpose.engine.runs import Reference
 
 ZERO_GAP = 1e-6
 """|mean clean − mean corrupted logit difference| below this: the normalised effect is 0/0 or x/0."""

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning as L
 import torch
@@ -12,38 +11,22 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from ioi_superpose.combinations import LearnedFamily, batch_roles
+from ioi_superpose.combinations import LearnedFamily
 from ioi_superpose.combinations.stacked import StackedCombination
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.rest import Rest, run_tokens, with_rest
-from ioi_superpose.engine.runs import (
-    BaseRun,
-    Direction,
-    Reference,
-    base_and_source,
-    patched_end_logits,
-    recovery_of,
-    reference_runs,
-)
+from ioi_superpose.data.splits import IN_DISTRIBUTION, metric_prefix
+from ioi_superpose.engine.ablations import Ablation, ablated_reference
+from ioi_superpose.engine.rest import Rest
+from ioi_superpose.engine.runs import Reference, notion_end_logits, recovery_of, reference_runs
+from ioi_superpose.engine.vocabulary import Direction
 from ioi_superpose.errors import ConfigError, NonFiniteLossError
+from ioi_superpose.fitting.fitted import FittedCombination
+from ioi_superpose.fitting.objectives import OBJECTIVES, Objective, ObjectiveName, across_ranks
+from ioi_superpose.fitting.settings import BATCHABLE, CacheDevice, CacheDType, SuperpositionConfig
 from ioi_superpose.models import HookedTransformer, describe_model, load_frozen_model
 from ioi_superpose.training.cache import ReferenceCache
-from ioi_superpose.training.config import BATCHABLE, IN_DISTRIBUTION, CacheDevice, CacheDType, SuperpositionConfig
 from ioi_superpose.training.metrics import IOAccuracy, MeanLogitDiff, NormalisedRecovery, ObjectiveLoss
 from ioi_superpose.training.non_finite import non_finite_cause
-from ioi_superpose.training.objectives import OBJECTIVES, Objective, ObjectiveName, across_ranks
-from ioi_superpose.training.pruning import PruneResult, minimal_set
-
-if TYPE_CHECKING:
-    from ioi_superpose.results.circuit import Ablation
-
-HEAD_TYPE_PROMPTS = 64
-"""`head_types`: the training prompts the head types are scored on (the detectors loop in Python per prompt)."""
-
-
-def metric_prefix(stage: str, set_name: str) -> str:
-    """`val/`, `test/` for the in-distribution set, `test/<set>/` for the others."""
-    return f"{stage}/" if set_name == IN_DISTRIBUTION else f"{stage}/{set_name}/"
 
 
 def contrast_metrics(prefix: str, objective: Objective) -> MetricCollection:
@@ -163,19 +146,19 @@ class HeadSuperposition(L.LightningModule):
                 one's patch (the causal caveat: `combinations/rotation_joint.py`). Needs rest free.
             circuit_criteria: after fit (and pruning), score the learned head set (the heads of the combination's
                 [layer, head] view above `l0_threshold`) with the IOI paper's faithfulness, completeness and
-                minimality under every ablation (`ioi_superpose.results.circuit`) on the first `prune_prompts`
+                minimality under every ablation (`ioi_superpose.analyses.circuit`) on the first `prune_prompts`
                 training prompts; in summary.json under `circuit`. Not for `rotation` (its units are directions).
             head_types: after fit (and pruning), score every head's type (previous-token, duplicate-token,
-                induction, copying, attention from END to IO/S1/S2: `ioi_superpose.results.head_types`) on the first
+                induction, copying, attention from END to IO/S1/S2: `ioi_superpose.analyses.head_types`) on the first
                 `HEAD_TYPE_PROMPTS` (64) of the first `prune_prompts` training prompts, and list the learned heads
                 (the [layer, head] view above `l0_threshold`); in summary.json under `head_types`. IOI prompts only
                 (other prompts: the reason is recorded).
-            ablation: the source of a noising patch (`ioi_superpose.results.circuit`): `corrupted` (the paired
+            ablation: the source of a noising patch (`ioi_superpose.engine.ablations`): `corrupted` (the paired
                 corrupted prompt, default), `resample` (another clean prompt of the batch, a seeded derangement,
                 aligned at END), `mean` (the batch's mean z per position role), `zero`. The reference "corrupted"
                 run is then the clean prompts with every head so ablated (recovery 0), the intact model
                 recovery 1. Noising only.
-            prune_target: after fit, shrink the support to a minimal set (`ioi_superpose.training.pruning`): drop
+            prune_target: after fit, shrink the support to a minimal set (`ioi_superpose.analyses.pruning`): drop
                 units in blocks (with back-off) while the effect on the training prompts stays >= this (denoising:
                 recovery >= R; noising: recovery <= 1 - R), then a 1-minimality pass. Kept units get weight 1.
                 A target the learned support misses leaves α as learned (a warning; `reached: false`). None: no
@@ -190,7 +173,7 @@ class HeadSuperposition(L.LightningModule):
                 loading `model_name`.
         """
         super().__init__()
-        # Every check is the config's (`training/config.py`): errors name the field; the CLIs rename it to the flag.
+        # Every check is the config's (`fitting/settings.py`): errors name the field; the CLIs rename it to the flag.
         self.config = SuperpositionConfig.from_settings(
             model_name=model_name, direction=direction, objective=objective, l1=l1, l1_warmup_steps=l1_warmup_steps,
             lr=lr, bounded=bounded, init=init, l0_threshold=l0_threshold,
@@ -211,18 +194,10 @@ class HeadSuperposition(L.LightningModule):
         self.use_frozen_model(model)
         self.combination: LearnedFamily = self.config.family.build(model.cfg.n_layers, model.cfg.n_heads,
                                                                    model.cfg.d_head)  # fmt: skip
-        self.circuit_result: dict | None = None
-        """circuit_criteria only: {ablation: the criteria (`circuit.CircuitScores.to_dict`) or {"error": why}}."""
-        self.rotation_result: dict | None = None
-        """rotation only: the dimension count and head loadings after fit (`RotationCombination.analyse`)."""
-        self.head_types_result: dict | None = None
-        """head_types only: the head-type scores after fit (`score_head_types_`)."""
         self.peers = nn.ModuleList()
         """The other members of a batched fit (`batched`); empty for a run of its own (K = 1)."""
         self.max_rows: int | None = None
         self.vectorise: bool | None = None
-        self.prune_result: PruneResult | None = None
-        """The minimal-set step's result after fit (when `prune_target` is set)."""
         self.steps_trained: int | None = None
         """Optimiser steps this combination took in its last fit, for every member; a peer's λ warm-up reads it
         (set by the lead each step) instead of its own trainer's step count. None: during its own fit."""
@@ -326,115 +301,27 @@ class HeadSuperposition(L.LightningModule):
                 print(self.reference_cache.describe() + share + shared)
 
     def on_fit_end(self) -> None:
-        """Every member's step count, then on the first `prune_prompts` training prompts: for `rotation` the
-        dimension count and head loadings of the learned mask, the minimal-set step (`prune_target`), and the
-        circuit criteria of the resulting head set (`circuit_criteria`)."""
+        """Every member's step count (a batched member's λ warm-up and summary read it). The work that follows a fit
+        (pruning, the circuit criteria, head types, rotation's dimension count) is not the module's: the CLI and the
+        API run it once the fit has ended (`analyses.post_fit.after_fit`)."""
         for member in self.members:
             member.steps_trained = self.global_step
-        if self.trainer.interrupted:
-            return
-        for member in self.members:
-            batches = [batch.to(member.device) for batch in pruning_batches(self.trainer, member.hparams.prune_prompts)]
-            if member.hparams.combination == "rotation":
-                member.analyse_rotation_(batches)
-            if member.hparams.prune_target is not None:
-                member.prune_(batches)
-            if member.hparams.circuit_criteria or member.hparams.get("head_types", False):
-                splits = getattr(self.trainer.datamodule, "splits", None)  # one batch of the first prune_prompts rows
-                prompts = (splits["train"][: member.hparams.prune_prompts].trimmed() if splits is not None
-                           else batches[0])  # fmt: skip
-                if member.hparams.circuit_criteria:
-                    member.score_circuit_(prompts)
-                if member.hparams.get("head_types", False):
-                    member.score_head_types_(prompts[:HEAD_TYPE_PROMPTS].trimmed())
-
-    @torch.no_grad()
-    def score_circuit_(self, prompts: ContrastBatch) -> dict:
-        """The circuit criteria of the learned head set on `prompts`, under every ablation
-        (`ioi_superpose.results.circuit`); an ablation the prompts cannot support (resample with a single
-        prompt) is recorded with its reason."""
-        from ioi_superpose.results.circuit import ABLATIONS, circuit_scores  # the criteria need the whole engine
-
-        mask = self.combination.head_coefficients().abs() > self.hparams.l0_threshold
-        heads = [tuple(int(i) for i in head) for head in mask.nonzero().tolist()]
-        result: dict = {}
-        for ablation in ABLATIONS:
-            try:
-                result[ablation] = circuit_scores(self.frozen, heads, prompts.to(self.device), ablation).to_dict()
-            except ConfigError as error:
-                result[ablation] = {"error": str(error)}
-        self.circuit_result = result
-        return result
-
-    @torch.no_grad()
-    def score_head_types_(self, prompts: ContrastBatch) -> dict:
-        """Every head's type scores on `prompts` (`ioi_superpose.results.head_types`), with the learned heads listed;
-        prompts without IOI roles are recorded with the reason."""
-        from ioi_superpose.results.head_types import head_types  # TransformerLens's head detector
-
-        mask = self.combination.head_coefficients().abs() > self.hparams.l0_threshold
-        result: dict = {"prompts": len(prompts), "heads": mask.nonzero().tolist()}
-        try:
-            scores = head_types(self.frozen, prompts.to(self.device))  # type: ignore[arg-type]
-            result["scores"] = {name: [[round(float(v), 4) for v in row] for row in value.tolist()]
-                                for name, value in scores.items()}  # fmt: skip
-        except ConfigError as error:
-            result["error"] = str(error)
-        self.head_types_result = result
-        return result
-
-    @torch.no_grad()
-    def analyse_rotation_(self, batches: Sequence[ContrastBatch]) -> dict:
-        """`rotation`'s dimension count and head loadings on `batches` (`ioi_superpose.combinations.rotation`)."""
-        was_training = self.combination.training
-        self.combination.eval()
-        self.rotation_result = self.combination.analyse(  # type: ignore[operator]
-            self.frozen, [batch.to(self.device) for batch in batches], self.hparams.direction,
-            float(self.config.family.rotation("rotation_target")),
-        )  # fmt: skip
-        self.combination.train(was_training)
-        return self.rotation_result
-
-    @torch.no_grad()
-    def prune_(self, batches: Sequence[ContrastBatch]) -> PruneResult:
-        """Shrink the combination to a minimal set on `batches` (see `ioi_superpose.training.pruning`)."""
-        was_training = self.combination.training
-        self.combination.eval()
-        result = minimal_set(self.frozen, batches, self.hparams.direction, self.combination,
-                             float(self.hparams.prune_target), self.hparams.l0_threshold, rest=self.rest)  # fmt: skip
-        if result.reached:
-            self.combination.set_mask_(result.mask)
-        else:  # the learned weights stay: a 0/1 set that misses the target must not replace them
-            warnings.warn(
-                f"The minimal-set step did not reach {self.option_name('prune_target')} {result.target}: the "
-                f"binarised support ({len(result.support)} units above {self.option_name('l0_threshold')}) has "
-                f"effect {result.start_effect:.4f} (best seen {result.best_effect:.4f}). The learned weights are "
-                "kept unchanged; summary.json's prune section records reached: false. Lower the target, or train "
-                "closer to 0/1 weights.",
-                stacklevel=2,
-            )
-        self.combination.train(was_training)
-        self.prune_result = result
-        return result
 
     # ----------------------------------------------------------------------------------------------
     # runs
 
-    def base_and_source_tokens(self, batch: ContrastBatch) -> tuple[Tensor, Tensor]:
-        """(base, source) tokens for this direction."""
-        return base_and_source(batch.clean_tokens, batch.corrupted_tokens, self.hparams.direction)
+    def fitted(self) -> FittedCombination:
+        """This module's combination, model and settings as the analyses, baselines and results read them."""
+        return FittedCombination(self.frozen, self.combination, self.config)
 
     @property
     def rest(self) -> Rest:
-        return self.hparams.get("rest", "free")  # checkpoints from before `rest` existed: a cut
+        # A checkpoint from before `rest` (or `ablation`) existed rebuilds the module with its default.
+        return self.config.optim.rest
 
     @property
     def ablation(self) -> Ablation:
-        return self.hparams.get("ablation", "corrupted")  # checkpoints from before `ablation`: the paired prompt
-
-    def run_tokens(self, batch: ContrastBatch) -> Tensor:
-        """The tokens a patched forward runs on: base for a cut, source for a circuit (`ioi_superpose.engine.rest`)."""
-        return run_tokens(*self.base_and_source_tokens(batch), self.rest)
+        return self.config.optim.ablation  # type: ignore[return-value]
 
     @torch.no_grad()
     def reference(self, batch: ContrastBatch, cached_rows: bool = False) -> Reference:
@@ -448,8 +335,6 @@ class HeadSuperposition(L.LightningModule):
         if cached is not None:
             return cached
         if self.ablation != "corrupted":
-            from ioi_superpose.results.circuit import ablated_reference  # the ablations need the whole engine
-
             reference = ablated_reference(self.frozen, batch, self.ablation, self.objective.full_vocab)
             if cached_rows:
                 self.reference_cache.put(batch, reference)
@@ -474,13 +359,8 @@ class HeadSuperposition(L.LightningModule):
     ) -> Float[Tensor, "variants batch k"]:
         """The one patched forward: END logits of every variant of `combination` (this module's, or the stack of
         all members': row k * batch + b is member k, prompt b)."""
-        base = BaseRun.prepare(self.frozen, self.run_tokens(batch), prefixes=False)
         vocab_index = None if self.objective.full_vocab else batch.answer_tokens
-        max_rows = combination.n_variants * len(batch) if self.max_rows is None else self.max_rows
-        return patched_end_logits(
-            base, reference.source_z, with_rest(combination, self.rest), batch.end_pos, vocab_index,
-            roles=batch_roles(batch), max_rows=max_rows,
-        )  # fmt: skip
+        return notion_end_logits(self.frozen, batch, reference, combination, self.rest, vocab_index, self.max_rows)
 
     def loss_terms(self, batch: ContrastBatch, reference: Reference, global_batch: bool = False) -> dict[str, Tensor]:
         """The named parts of the loss on `batch`, and the patched answer logits (the whole of a step's model work).
@@ -626,23 +506,6 @@ class HeadSuperposition(L.LightningModule):
                 f"test dataloader {dataloader_idx} has no metrics: the module was built for test sets {names}."
             )
         self._evaluate(batch, self.test_metrics[names[dataloader_idx]])
-
-
-def pruning_batches(trainer: L.Trainer, n_prompts: int) -> list[ContrastBatch]:
-    """The first `n_prompts` training prompts of `trainer`'s fit, in batches: what the minimal-set step reads."""
-    splits = getattr(trainer.datamodule, "splits", None)
-    if splits is not None:
-        # The same prompts on every rank (not the rank's shard): every DDP process prunes alike.
-        prompts = splits["train"][:n_prompts]
-        size = trainer.datamodule.hparams.batch_size
-        return [prompts[start : start + size].trimmed() for start in range(0, len(prompts), size)]
-    batches, rows = [], 0  # the API: one process, one full-batch loader
-    for batch in trainer.train_dataloader:
-        batches.append(batch)
-        rows += len(batch)
-        if rows >= n_prompts:
-            break
-    return batches
 
 
 def check_batchable(systems: Sequence[HeadSuperposition]) -> None:

@@ -26,37 +26,12 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ioi_superpose.data.ioi import TextEncoder
-from ioi_superpose.engine.runs import hook_name
+from ioi_superpose.data.corpus import read_corpus, tokenize
+from ioi_superpose.engine.vocabulary import hook_name
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.models import HookedTransformer
-
-
-def read_corpus(path: str | Path, option: str = "--data.corpus") -> list[str]:
-    """The non-empty lines of a UTF-8 text file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{option}={str(path)!r} is not a file: give a text file with one text a line.")
-    texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not texts:
-        raise ConfigError(f"{option}={str(path)!r} holds no text: give a file with one text a line.")
-    return texts
-
-
-def tokenize(model: HookedTransformer, tokenizer: TextEncoder, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-    """Right-padded token rows (BOS first when the tokenizer has one, cut at the model's context) and lengths."""
-    rows = []
-    for text in texts:
-        ids = tokenizer.encode(text, add_special_tokens=False)
-        if tokenizer.bos_token_id is not None:
-            ids = [tokenizer.bos_token_id, *ids]
-        rows.append(ids[: model.cfg.n_ctx])
-    lengths = torch.tensor([len(row) for row in rows])
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    tokens = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
-    for i, row in enumerate(rows):
-        tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return tokens, lengths
+from ioi_superpose.files import atomic_write, write_json
+from ioi_superpose.fitting.fitted import FittedCombination
+from ioi_superpose.models import HookedTransformer, load_tokenizer
 
 
 @torch.no_grad()
@@ -164,19 +139,18 @@ def corpus_examples(
     return CorpusExamples(top=top, bottom=bottom, n_positions=len(entries))
 
 
-def write_corpus_examples(system: Any, corpus: str | Path, run_dir: str | Path, k: int = 10) -> dict[str, Path]:
-    """`corpus_examples` of a trained `HeadSuperposition` on the file `corpus`, written atomically into `run_dir`
-    as corpus_examples.md and .json (`--data.corpus`)."""
-    from ioi_superpose.files import atomic_write, write_json
-    from ioi_superpose.models import load_tokenizer
-
-    if system.hparams.get("combination") == "rotation":
+def write_corpus_examples(
+    fitted: FittedCombination, corpus: str | Path, run_dir: str | Path, k: int = 10
+) -> dict[str, Path]:
+    """`corpus_examples` of a fitted combination on the file `corpus`, written atomically into `run_dir` as
+    corpus_examples.md and .json (`--data.corpus`)."""
+    if fitted.family == "rotation":
         raise ConfigError(
             "--data.corpus ranks positions by head weights; --model.combination rotation learns directions, not "
             "head weights: leave --data.corpus unset for rotation runs."
         )
-    tokenizer = load_tokenizer(system.hparams.model_name)
-    examples = corpus_examples(system.frozen, tokenizer, read_corpus(corpus), system.combination.head_coefficients(), k)
+    tokenizer = load_tokenizer(fitted.model_name)
+    examples = corpus_examples(fitted.model, tokenizer, read_corpus(corpus), fitted.combination.head_coefficients(), k)
     run_dir = Path(run_dir)
     text = examples.to_markdown()
     return {

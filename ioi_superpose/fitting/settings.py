@@ -24,12 +24,13 @@ from ioi_superpose.combinations.registry import (
     check_family,
     refuse_foreign_settings,
 )
+from ioi_superpose.data.splits import IN_DISTRIBUTION
+from ioi_superpose.engine.ablations import ABLATIONS
 from ioi_superpose.engine.rest import RESTS, Rest
-from ioi_superpose.engine.runs import DIRECTIONS, Direction
+from ioi_superpose.engine.vocabulary import DIRECTIONS, Direction
 from ioi_superpose.errors import SettingError
-from ioi_superpose.training.objectives import OBJECTIVES, ObjectiveName
+from ioi_superpose.fitting.objectives import OBJECTIVES, ObjectiveName
 
-IN_DISTRIBUTION = "in_distribution"
 CacheDType = Literal["float32", "bfloat16", "float16"]
 CacheDevice = Literal["same", "cpu"]
 CACHE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -40,8 +41,6 @@ DEFAULT_TEMPERATURE = 2 / 3
 DEFAULT_ROTATION = {"rotation_temperature_start": 1.0, "rotation_temperature_end": 0.05, "rotation_target": 0.9}
 """rotation's settings when none are given: the mask's temperature annealed from 1 to 0.05 over the fit; its
 dimension count is for effect 0.9."""
-ABLATIONS = ("corrupted", "resample", "mean", "zero")
-"""The sources of a noising patch (`results.circuit.ABLATIONS`)."""
 
 
 def check_finite(name: str, value: float | None) -> None:
@@ -137,7 +136,7 @@ class OptimConfig:
     rest: Rest = "free"
     """A head set as a cut (`free`) or a circuit (`frozen`): `engine/rest.py`."""
     ablation: str = "corrupted"
-    """The source of a noising patch (`results/circuit.py`); noising only."""
+    """The source of a noising patch (`engine/ablations.py`); noising only."""
 
     def __post_init__(self) -> None:
         _choice("objective", self.objective, sorted(OBJECTIVES))
@@ -200,14 +199,14 @@ class CacheConfig:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """The minimal-set step after fit (`training/pruning.py`)."""
+    """The minimal-set step after fit (`analyses/pruning.py`)."""
 
     prune_target: float | None = None
     prune_prompts: int = 256
     circuit_criteria: bool = False
-    """After fit (and pruning): the IOI paper's criteria of the learned head set (`results/circuit.py`)."""
+    """After fit (and pruning): the IOI paper's criteria of the learned head set (`analyses/circuit.py`)."""
     head_types: bool = False
-    """After fit (and pruning): every head's type scores (`results/head_types.py`), the learned heads listed."""
+    """After fit (and pruning): every head's type scores (`analyses/head_types.py`), the learned heads listed."""
 
     def __post_init__(self) -> None:
         check_finite("prune_target", self.prune_target)

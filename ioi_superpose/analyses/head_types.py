@@ -38,7 +38,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ioi_superpose.data.ioi import IOIBatch
-from ioi_superpose.engine.runs import Head, capture, hook_name
+from ioi_superpose.engine.runs import capture
+from ioi_superpose.engine.vocabulary import Head, hook_name
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, head_detector
 
