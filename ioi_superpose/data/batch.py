@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import TypeVar
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from ioi_superpose.errors import ConfigError
@@ -17,18 +17,24 @@ B = TypeVar("B", bound="ContrastBatch")
 
 @dataclass
 class ContrastBatch:
-    """Clean and corrupted prompts, right-padded, with the answer pair read at each prompt's END.
+    """Clean and corrupted prompts, right-padded, with the answers read at each prompt's END.
 
     Clean and corrupted prompts have the same length. `answer_tokens` are (correct, incorrect) for the
-    clean prompt and are read at `end_pos` in every run.
+    clean prompt and are read at `end_pos` in every run. A task whose answers are sets (greater-than: every
+    year above YY is correct) gives `answer_tokens` [batch, k] with `answer_weights` [batch, k]: +1/|correct|
+    on each correct token, −1/|incorrect| on each incorrect one, 0 on padding, so the logit difference
+    mean(correct) − mean(incorrect) is Σ weights · logits (`data.answer_metrics`). Without weights the pair
+    is weighted (+1, −1), as every caller that reads `answer_tokens[:, 0] − answer_tokens[:, 1]` assumes.
     """
 
     clean_tokens: Int[Tensor, "batch pos"]
     corrupted_tokens: Int[Tensor, "batch pos"]
-    answer_tokens: Int[Tensor, "batch 2"]
+    answer_tokens: Int[Tensor, "batch k"]
     end_pos: Int[Tensor, " batch"]
     index: Int[Tensor, " batch"]
     """Row of each prompt in the set it was drawn from (keys the per-prompt caches of a run)."""
+    answer_weights: Float[Tensor, "batch k"] | None = field(default=None, kw_only=True)
+    """Weight of each answer token (see the class docstring); None: the pair (correct, incorrect), (+1, −1)."""
     name: str = field(default="", kw_only=True)
     """What the prompts are of, for records and messages (a toy task's feature, a benchmark split); may be empty."""
 
@@ -38,25 +44,45 @@ class ContrastBatch:
                 f"Clean tokens {tuple(self.clean_tokens.shape)} and corrupted tokens "
                 f"{tuple(self.corrupted_tokens.shape)} must have the same shape [batch, pos]."
             )
-        expected = (*self.clean_tokens.shape[:-1], 2)
-        if tuple(self.answer_tokens.shape) != expected:
+        if self.answer_weights is None:
+            expected = (*self.clean_tokens.shape[:-1], 2)
+            if tuple(self.answer_tokens.shape) != expected:
+                raise ConfigError(
+                    f"answer_tokens must be [batch, 2] = {list(expected)} (correct, incorrect), "
+                    f"got {list(self.answer_tokens.shape)}; answer sets need answer_weights [batch, k]."
+                )
+            return
+        if self.answer_tokens.shape[:-1] != self.clean_tokens.shape[:-1] or self.answer_tokens.dim() < 1:
             raise ConfigError(
-                f"answer_tokens must be [batch, 2] = {list(expected)} (correct, incorrect), "
-                f"got {list(self.answer_tokens.shape)}."
+                f"answer_tokens {list(self.answer_tokens.shape)} must be [batch, k] with the tokens' batch "
+                f"{list(self.clean_tokens.shape[:-1])}."
+            )
+        if self.answer_weights.shape != self.answer_tokens.shape or not self.answer_weights.is_floating_point():
+            raise ConfigError(
+                f"answer_weights must be floats of the answer_tokens' shape {list(self.answer_tokens.shape)}, got "
+                f"{self.answer_weights.dtype} {list(self.answer_weights.shape)}."
             )
 
     def __len__(self) -> int:
         return self.clean_tokens.shape[0]
 
-    def tensors(self) -> dict[str, Tensor]:
-        """Every per-prompt field (all but `name`), by field name."""
+    def tensors(self) -> dict[str, Tensor | None]:
+        """Every per-prompt field (all but `name`) by field name; None where an optional one is unset."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name"}
 
     def __getitem__(self: B, index: int | slice | Tensor) -> B:
-        return replace(self, **{name: value[index] for name, value in self.tensors().items()})
+        return replace(self, **{name: None if v is None else v[index] for name, v in self.tensors().items()})
 
     def to(self: B, device: torch.device | str) -> B:
-        return replace(self, **{name: value.to(device) for name, value in self.tensors().items()})
+        return replace(self, **{name: None if v is None else v.to(device) for name, v in self.tensors().items()})
+
+    @property
+    def weights(self) -> Float[Tensor, "batch k"]:
+        """`answer_weights`, or (+1, −1) for every (correct, incorrect) pair when none are set."""
+        if self.answer_weights is not None:
+            return self.answer_weights
+        pair = torch.tensor([1.0, -1.0], device=self.answer_tokens.device)
+        return pair.expand(*self.answer_tokens.shape[:-1], 2)
 
     def trimmed(self: B) -> B:
         """Without the padding columns that no prompt in the batch reaches."""
@@ -91,7 +117,9 @@ def collate(examples: list[B]) -> B:
     """Stack single-prompt batches (as a `PromptDataset` yields them) into one, trimmed."""
     if len(examples[0].clean_tokens.shape) != 1:
         raise ConfigError("collate expects single prompts (rows of a batch).")
-    stacked = {name: torch.stack([example.tensors()[name] for example in examples]) for name in examples[0].tensors()}
+    rows = examples[0].tensors()
+    stacked = {name: None if value is None else torch.stack([example.tensors()[name] for example in examples])
+               for name, value in rows.items()}  # fmt: skip
     return replace(examples[0], **stacked).trimmed()
 
 
