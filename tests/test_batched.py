@@ -37,7 +37,7 @@ def members(family: str, seeds: tuple[int, ...] = (0, 1, 2)) -> list:
     """Members with different weights (and, for hard_concrete, gate seeds), in training mode (gates sample)."""
     built = []
     for k, seed in enumerate(seeds):
-        member = build_combination(family, 2, 4, bounded=False, seed=seed)
+        member = build_combination(family, 2, 4, bounded=False, gate_seed=seed)
         with torch.no_grad():
             for parameter in member.parameters():
                 parameter.copy_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(10 + k)))

@@ -16,6 +16,7 @@ from ioi_superpose.analyses.exhaustive import search_subsets
 from ioi_superpose.analyses.pruning import minimal_set, order_scores
 from ioi_superpose.combinations import ScalarCombination
 from ioi_superpose.groundtruth.benchmark import Config, run_benchmark
+from ioi_superpose.groundtruth.benchmark_report import markdown
 from ioi_superpose.groundtruth.planted_hard import negative_case, trap_case
 from ioi_superpose.groundtruth.selection import bootstrap_interval, leave_one_case_out
 
@@ -123,7 +124,7 @@ def test_benchmark_run_has_every_control_and_never_selects_on_the_scored_case(mo
     assert block["results"]["trap_8"]["exhaustive oracle"]["f1"] == 1.0
     summary = block["summary"]["exhaustive oracle"]
     assert summary["all"]["n"] == 3 and summary["separating"]["n"] == 1
-    text = bench.markdown(report)
+    text = markdown(report)
     assert "## Where the learned combination loses (computed from this run)" in text
     assert "all heads + step (control a)" in text
 

@@ -107,7 +107,7 @@ def test_the_config_groups_flat_settings_and_gives_them_back():
     settings = dict(model_name="m", l1=0.1, lr=0.2, combination="hard_concrete", temperature=0.4, gate_seed=2,
                     cache_dtype="bfloat16", cache_max_mb=5.0, prune_target=0.9, prune_prompts=8, test_sets=("a", "b"))  # fmt: skip
     config = SuperpositionConfig.from_settings(**settings)
-    assert (config.optim.l1, config.family.temperature, config.cache.max_bytes) == (0.1, 0.4, 5.0 * 2**20)
+    assert (config.optim.l1, config.family.own.temperature, config.cache.max_bytes) == (0.1, 0.4, 5.0 * 2**20)
     assert {key: config.settings()[key] for key in settings} == settings
     with pytest.raises(TypeError, match="unknown settings"):
         SuperpositionConfig.from_settings(l2=0.1)

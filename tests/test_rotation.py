@@ -46,7 +46,7 @@ def patched(model, base_tokens, source_tokens, answers, ends, combination):
 
 
 def rotation(layers=None, seed=0) -> RotationCombination:
-    return build_combination("rotation", N_LAYERS, N_HEADS, d_head=D_HEAD, seed=seed, rotation={"layers": layers})
+    return build_combination("rotation", N_LAYERS, N_HEADS, d_head=D_HEAD, gate_seed=seed, rotation_layers=layers)
 
 
 def test_rotation_is_orthogonal_and_random(one_thread):

@@ -60,7 +60,7 @@ def after_fit(
     if isinstance(fitted.combination, RotationCombination):
         with fitted.evaluating():
             rotation = rotation_dimensions(fitted.model, fitted.combination, batches, fitted.direction,
-                                           float(settings.family.rotation("rotation_target")))  # fmt: skip
+                                           float(settings.family.own.rotation_target))  # fmt: skip
     if settings.prune.prune_target is not None:
         prune = prune_fitted(fitted, batches, name)
     if settings.prune.circuit_criteria or settings.prune.head_types:

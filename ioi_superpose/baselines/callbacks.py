@@ -110,6 +110,19 @@ class DirectLogitAttribution(Baselines):
         super().__init__([ScoreSpec("direct_logit_attribution", n_prompts)])
 
 
+class RegistryBaseline(Baselines):
+    """Any head score of the registry by its name (`baselines/scorers.py`: `eap_ig`, `acdc`, … and every baseline
+    added there): a new baseline needs no callback of its own."""
+
+    def __init__(self, name: str, n_prompts: int = 64) -> None:
+        """
+        Args:
+            name: the scorer's name in the registry (`baselines.scorers.SCORERS`).
+            n_prompts: validation prompts the score is computed on.
+        """
+        super().__init__([ScoreSpec(name, n_prompts)])
+
+
 class CombinationBaselines(Baselines):
     """Hand-made combinations against the number of heads k, on validation and every test set of the run:
     α = 1 on the k heads of largest score for every other baseline of the run (and single-head activation

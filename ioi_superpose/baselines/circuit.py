@@ -92,7 +92,7 @@ def eap_ig_scores(
       −(k + 1) · gap · score for `steps=k + 1, endpoint=True` (its loss is −M unnormalised, and it sums
       over its k + 1 points where we average).
 
-    At α = 0 both are plain attribution patching (`patching.attribution_patch` of z, normalised metric), so
+    At α = 0 both are plain attribution patching (`attribution_patching.attribution_patch` of z, normalised metric), so
     `steps=1` reproduces it. On a model whose metric is linear in z (one attention layer, no LayerNorm) every
     gradient is the same constant and the score is the exact single-head patching effect at any `steps`.
     """

@@ -18,8 +18,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ioi_superpose.baselines.attribution_patching import attribution_agreement
 from ioi_superpose.baselines.logit_attribution import LogitAttribution, direct_logit_attribution
-from ioi_superpose.baselines.patching import attribution_agreement
 from ioi_superpose.baselines.scorers import SCORERS, activation_patching, attribution_patching, patching_metric
 from ioi_superpose.baselines.top_k import attention_to_io, attention_weighted_alpha, top_k_curves, uniform_top_k_alphas
 from ioi_superpose.data.batch import ContrastBatch
@@ -32,13 +32,6 @@ from ioi_superpose.errors import ConfigError
 from ioi_superpose.fitting.fitted import FittedCombination
 from ioi_superpose.models import HookedTransformer
 
-TITLES = {
-    "activation_patching": "activation patching (normalised effect)",
-    "attribution_patching": "attribution patching (normalised effect)",
-    "direct_logit_attribution": "direct logit attribution per head (clean prompts)",
-}
-"""Heatmap titles of the scores (a score without one is titled by its name)."""
-
 
 @dataclass(frozen=True)
 class ScoreSpec:
@@ -48,7 +41,7 @@ class ScoreSpec:
     """The scorer's name in `SCORERS`; also the result's summary key and figure stem."""
     n_prompts: int = 64
     title: str | None = None
-    """The heatmap's title (None: `TITLES`' for the name)."""
+    """The heatmap's title (None: the registry's for the name)."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Further keyword arguments of the scorer (path patching: `receivers`, `receiver_input`)."""
 
@@ -178,7 +171,7 @@ def head_scores(
     activation: Callable[..., Tensor],
 ) -> HeadScores:
     """`spec`'s score on `batch`, with attribution patching's and direct logit attribution's extras."""
-    title = spec.title or TITLES.get(spec.name, spec.name)
+    title = spec.title or SCORERS[spec.name].title or spec.name
     if spec.name == "activation_patching":
         return HeadScores(spec.name, title, activation(spec.n_prompts))
     if spec.name == "attribution_patching":
@@ -191,7 +184,7 @@ def head_scores(
         extras = {"logit_diff": result.logit_diff,
                   "per_component": dict(zip(result.decomposed_labels, result.decomposed.tolist()))}  # fmt: skip
         return HeadScores(spec.name, title, _cpu(result.heads), extras, logit_attribution=result)
-    return HeadScores(spec.name, title, _cpu(SCORERS[spec.name](model, batch, direction, **spec.options)))
+    return HeadScores(spec.name, title, _cpu(SCORERS[spec.name].score(model, batch, direction, **spec.options)))
 
 
 def combination_curves(

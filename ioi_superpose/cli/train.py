@@ -34,7 +34,7 @@ from ioi_superpose.results.analysis import distribution
 from ioi_superpose.results.caveats import prune_shortfall
 from ioi_superpose.results.pareto import pareto_figures
 from ioi_superpose.results.summary import RunWriter, build_summary
-from ioi_superpose.training.system import HeadSuperposition
+from ioi_superpose.training.system import HeadSuperposition, superposition_module
 
 TRAINER_DEFAULTS = {
     "max_epochs": 5,
@@ -262,7 +262,7 @@ def _comparable(value: object) -> object:
 @user_facing_main
 def main(args: list[str] | None = None) -> None:
     SuperposeCLI(
-        HeadSuperposition,
+        superposition_module,
         IOIDataModule,
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ioi_superpose.combinations.base import LearnedFamily, check_init
+from ioi_superpose.combinations.base import BoundedSettings, LearnedFamily, check_init
 from ioi_superpose.data.roles import ROLES
 from ioi_superpose.engine.patch import Combination, PositionWeights, mix_by_role
 
@@ -15,6 +15,9 @@ class PerPositionCombination(LearnedFamily):
     bounded to [0, 1] by `project_()` like `scalar`."""
 
     family = "per_position"
+    Settings = BoundedSettings
+    description = ("α[layer, head, role] with roles IO, S1, S1+1, S2, END, other (IOI batches; other tasks only "
+                   "END/other) (L1)")  # fmt: skip
     reads_roles = True
 
     def __init__(self, n_layers: int, n_heads: int, bounded: bool = True, init: float = 1.0) -> None:
@@ -22,6 +25,12 @@ class PerPositionCombination(LearnedFamily):
         check_init(init, bounded, "per_position")
         self.bounded = bounded
         self.coefficients = nn.Parameter(torch.full((n_layers, n_heads, len(ROLES)), float(init)))
+
+    @classmethod
+    def build(
+        cls, n_layers: int, n_heads: int, d_head: int, init: float, settings: BoundedSettings
+    ) -> "PerPositionCombination":
+        return cls(n_layers, n_heads, settings.bounded, init)
 
     def unit_names(self) -> tuple[str, ...]:
         return ("layer", "head", "role")
