@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from ioi_superpose.analyses.head_types import head_types, head_types_table
+from ioi_superpose.analyses.head_types import head_types
 from ioi_superpose.data.prompts import ioi_prompts
 from ioi_superpose.models import load_frozen_model
+from ioi_superpose.results.tables import head_types_table
 
 CHECKPOINT = "checkpoints/toy_ioi.pt"
 SUMMARIES = Path("experiments/reports/toy_ioi_rotation/summaries.json")

@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ioi_superpose.analyses.head_types import TYPES, head_types, head_types_table
+from ioi_superpose.analyses.head_types import TYPES, head_types
 from ioi_superpose.data.ioi import IOIBatch
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig
+from ioi_superpose.results.tables import head_types_table
 
 VOCAB, CTX = 12, 10
 D_MODEL = VOCAB + CTX  # token one-hot, then position one-hot

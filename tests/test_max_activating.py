@@ -15,6 +15,7 @@ from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.engine.metric import MIN_GAP, logit_diff
 from ioi_superpose.engine.runs import end_logits, recovery_of
 from ioi_superpose.errors import ConfigError
+from ioi_superpose.results.tables import max_activating_markdown
 from ioi_superpose.training.system import HeadSuperposition
 from tests.helpers import TOY_IOI as TOY
 
@@ -92,7 +93,7 @@ def test_ranking_is_by_move_and_complete(toy_corpus):
     by_move = sorted(moves)
     assert [row.move for row in table.top()] == by_move[::-1][:4]
     assert [row.move for row in table.bottom()] == by_move[:4]
-    markdown = table.to_markdown()
+    markdown = max_activating_markdown(table)
     for row in [*table.top(), *table.bottom()]:
         assert f"| {row.rank} | {row.set_name} | {row.corruption} | {row.prompt} |" in markdown
     everything = max_activating_examples(system.fitted(), toy_corpus, k=10_000)

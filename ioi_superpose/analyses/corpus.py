@@ -12,26 +12,23 @@ direct logit attribution). Positive: the weighted heads push the true next token
 has no next token and is not ranked. `rotation` is refused: its units are directions, not head weights.
 
     examples = corpus_examples(model, tokenizer, read_corpus("texts.txt"), weights, k=10)
-    examples.to_markdown()
+    corpus_markdown(examples)                                         # results.tables
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ioi_superpose.data.corpus import read_corpus, tokenize
+from ioi_superpose.data.corpus import tokenize
 from ioi_superpose.engine.vocabulary import hook_name
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.files import atomic_write, write_json
-from ioi_superpose.fitting.fitted import FittedCombination
-from ioi_superpose.models import HookedTransformer, load_tokenizer
+from ioi_superpose.models import HookedTransformer
 
 
 @torch.no_grad()
@@ -82,21 +79,6 @@ class CorpusExamples:
         return {"n_positions": self.n_positions, "top": [asdict(e) for e in self.top],
                 "bottom": [asdict(e) for e in self.bottom]}  # fmt: skip
 
-    def to_markdown(self) -> str:
-        lines = [
-            f"# Max-activating positions on the corpus ({self.n_positions} positions)",
-            "",
-            "Effect: direct effect of the learned combination's weighted head outputs on the logit of the true next "
-            "token (`ioi_superpose/corpus.py`). Top: pushes it up most; bottom: down most.",
-        ]
-        for title, rows in (("Top", self.top), ("Bottom", self.bottom)):
-            lines += ["", f"## {title}", "", "| rank | line | pos | context | next | effect |",
-                      "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-            for e in rows:
-                context = e.context.replace("|", "\\|")
-                lines.append(f"| {e.rank} | {e.text} | {e.position} | {context} | {e.next_token} | {e.effect:.3f} |")
-        return "\n".join(lines) + "\n"
-
 
 def corpus_examples(
     model: HookedTransformer,
@@ -137,23 +119,3 @@ def corpus_examples(
     top = [example(i + 1, e) for i, e in enumerate(entries[:k])]
     bottom = [example(len(entries) - i, e) for i, e in enumerate(reversed(entries[-k:]))]
     return CorpusExamples(top=top, bottom=bottom, n_positions=len(entries))
-
-
-def write_corpus_examples(
-    fitted: FittedCombination, corpus: str | Path, run_dir: str | Path, k: int = 10
-) -> dict[str, Path]:
-    """`corpus_examples` of a fitted combination on the file `corpus`, written atomically into `run_dir` as
-    corpus_examples.md and .json (`--data.corpus`)."""
-    if fitted.family == "rotation":
-        raise ConfigError(
-            "--data.corpus ranks positions by head weights; --model.combination rotation learns directions, not "
-            "head weights: leave --data.corpus unset for rotation runs."
-        )
-    tokenizer = load_tokenizer(fitted.model_name)
-    examples = corpus_examples(fitted.model, tokenizer, read_corpus(corpus), fitted.combination.head_coefficients(), k)
-    run_dir = Path(run_dir)
-    text = examples.to_markdown()
-    return {
-        "corpus_examples": atomic_write(run_dir / "corpus_examples.md", lambda name: Path(name).write_text(text)),
-        "corpus_json": write_json(run_dir / "corpus_examples.json", examples.to_dict()),
-    }

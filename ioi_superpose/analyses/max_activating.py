@@ -19,7 +19,7 @@ the bottom rows (most negative) are where it breaks the behaviour most, the top 
 
     corpus = build_corpus("checkpoints/toy_ioi.pt", per_set=64)       # or build_corpus(datamodule)
     table = max_activating_examples(fitted, corpus, k=10)             # system.fitted() of a trained module
-    table.top(), table.bottom(), table.to_markdown()
+    table.top(), table.bottom()           # its markdown: results.tables.max_activating_markdown(table)
 
 After `fit`, `python -m ioi_superpose.train` writes `max_activating.md` and `max_activating.json` into the
 run directory (options `--max_activating.k`, `--max_activating.per_set`, `--max_activating.corruptions`).
@@ -207,64 +207,6 @@ class MaxActivating:
             "by_set": self.by_set(),
             "rows": [asdict(row) for row in self.rows],
         }
-
-    def to_markdown(self) -> str:
-        lines = [
-            "# Max-activating examples of the learned combination",
-            "",
-            f"Model `{self.model_name}`, {self.direction}, combination `{self.combination}`. Corpus: {len(self.rows)} "
-            f"prompts, {self.per_set} per set and corruption, drawn by the datamodule's generators with seeds named "
-            f"`{SEED_PREFIX}/<set>/<corruption>` from seed {self.corpus_seed} (fresh prompts, not the test sets).",
-            "",
-            "**move** = patched − base logit difference (IO − S at END; IO and S are the clean prompt's answers). "
-            + self.sign_convention(),
-            "",
-            f"**recovery** = (patched − corrupted) / (clean − corrupted) of the prompt's own logit differences; n/a "
-            f"where |clean − corrupted| < {MIN_GAP}. Corrupted prompts are in max_activating.json.",
-            "",
-        ]
-        for title, rows in (
-            (f"Top {len(self.top())} (largest move)", self.top()),
-            (f"Bottom {len(self.bottom())} (smallest move, smallest first)", self.bottom()),
-        ):
-            lines += [f"## {title}", "", *markdown_table(rows), ""]
-        lines += [
-            "## By set",
-            "",
-            "| set | corruption | prompts | mean move | min move | max move | median recovery | recovery n/a |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for g in self.by_set():
-            lines.append(
-                f"| {g['set']} | {g['corruption']} | {g['prompts']} | {g['mean_move']:.3f} | {g['min_move']:.3f} | "
-                f"{g['max_move']:.3f} | {_number(g['median_recovery'])} | {g['no_recovery']} |"
-            )
-        for set_name, why in self.skipped.items():
-            lines += ["", f"Skipped `{set_name}`: {why}."]
-        return "\n".join(lines) + "\n"
-
-
-def markdown_table(rows: Sequence[Example]) -> list[str]:
-    """The rows as a markdown table (rank, set, prompt, answers, logit differences, move, recovery)."""
-    lines = [
-        "| rank | set | corruption | prompt | IO / S | clean | corrupted | patched | move | recovery |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r.rank} | {r.set_name} | {r.corruption} | {_cell(r.prompt)} | {_cell(r.io)} / {_cell(r.s)} | "
-            f"{r.clean_logit_diff:.3f} | {r.corrupted_logit_diff:.3f} | {r.patched_logit_diff:.3f} | "
-            f"{r.move:.3f} | {_number(r.recovery)} |"
-        )
-    return lines
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
 
 
 @torch.no_grad()

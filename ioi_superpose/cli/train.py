@@ -17,7 +17,6 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from ioi_superpose.analyses.corpus import write_corpus_examples
 from ioi_superpose.analyses.max_activating import MaxActivatingOptions
 from ioi_superpose.analyses.per_prompt import per_prompt_recoveries
 from ioi_superpose.analyses.post_fit import after_fit
@@ -33,7 +32,7 @@ from ioi_superpose.errors import ConfigError, cli_flag, user_facing_main
 from ioi_superpose.results.analysis import distribution
 from ioi_superpose.results.caveats import prune_shortfall
 from ioi_superpose.results.pareto import pareto_figures
-from ioi_superpose.results.summary import RunWriter, build_summary
+from ioi_superpose.results.summary import RunWriter, build_summary, write_corpus_examples
 from ioi_superpose.training.system import HeadSuperposition, superposition_module
 
 TRAINER_DEFAULTS = {

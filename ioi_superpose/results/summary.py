@@ -5,32 +5,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
 
 import torch
 from matplotlib.figure import Figure
 
+from ioi_superpose.analyses.corpus import corpus_examples
+from ioi_superpose.analyses.max_activating import MaxActivating
 from ioi_superpose.analyses.post_fit import AfterFit
 from ioi_superpose.baselines.compute import BaselineResult
 from ioi_superpose.baselines.figures import baseline_figures
 from ioi_superpose.baselines.ioi_heads import circuit_precision_recall, has_gpt2_small_shape
+from ioi_superpose.data.corpus import read_corpus
 from ioi_superpose.data.splits import IN_DISTRIBUTION, metric_prefix
 from ioi_superpose.engine.metric import MIN_GAP, has_gap
+from ioi_superpose.errors import ConfigError
 from ioi_superpose.files import atomic_write, write_json
 from ioi_superpose.fitting.fitted import FittedCombination
+from ioi_superpose.models import load_tokenizer
 from ioi_superpose.plots import head_heatmap, save_figure
 from ioi_superpose.results.baselines import baseline_summary
 from ioi_superpose.results.caveats import alpha_state
 from ioi_superpose.results.schema import Distribution, IOICircuit, Recovery, RunSummary, Unit
+from ioi_superpose.results.tables import corpus_markdown, max_activating_markdown
 from ioi_superpose.results.units import top_heads
-
-
-class ExamplesTable(Protocol):
-    """What the writer reads of the max-activating examples (`max_activating.MaxActivating`)."""
-
-    def to_markdown(self) -> str: ...
-
-    def to_dict(self) -> dict[str, Any]: ...
 
 
 def stage_metrics(metrics: dict[str, float], stage: str, set_name: str) -> dict[str, float]:
@@ -120,7 +117,7 @@ class RunWriter:
         fitted: FittedCombination,
         summary: RunSummary,
         baselines: Sequence[BaselineResult] = (),
-        max_activating: ExamplesTable | None = None,
+        max_activating: MaxActivating | None = None,
     ) -> dict[str, Path]:
         """coefficients.pt (α and what it was learned for), coefficients.png, baselines/*.png,
         max_activating.md / .json (when given), and summary.json last: a run directory with a summary.json
@@ -147,7 +144,7 @@ class RunWriter:
         if baselines:
             paths["baselines"] = self.run_dir / "baselines"
         if max_activating is not None:
-            text = max_activating.to_markdown()
+            text = max_activating_markdown(max_activating)
             paths["max_activating"] = atomic_write(
                 self.run_dir / "max_activating.md", lambda name: Path(name).write_text(text)
             )
@@ -158,3 +155,23 @@ class RunWriter:
     @staticmethod
     def _figure(path: Path, figure: Figure) -> None:
         atomic_write(path, lambda name: save_figure(figure, name))
+
+
+def write_corpus_examples(
+    fitted: FittedCombination, corpus: str | Path, run_dir: str | Path, k: int = 10
+) -> dict[str, Path]:
+    """`corpus_examples` of a fitted combination on the file `corpus`, written atomically into `run_dir` as
+    corpus_examples.md and .json (`--data.corpus`)."""
+    if fitted.family == "rotation":
+        raise ConfigError(
+            "--data.corpus ranks positions by head weights; --model.combination rotation learns directions, not "
+            "head weights: leave --data.corpus unset for rotation runs."
+        )
+    tokenizer = load_tokenizer(fitted.model_name)
+    examples = corpus_examples(fitted.model, tokenizer, read_corpus(corpus), fitted.combination.head_coefficients(), k)
+    run_dir = Path(run_dir)
+    text = corpus_markdown(examples)
+    return {
+        "corpus_examples": atomic_write(run_dir / "corpus_examples.md", lambda name: Path(name).write_text(text)),
+        "corpus_json": write_json(run_dir / "corpus_examples.json", examples.to_dict()),
+    }
