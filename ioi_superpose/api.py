@@ -15,13 +15,20 @@ from jaxtyping import Int
 from torch import Tensor
 
 from ioi_superpose.analyses.post_fit import AfterFit, after_fit
-from ioi_superpose.combinations.registry import owners
+from ioi_superpose.combinations.registry import REGISTRY, owners
 from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
 from ioi_superpose.data.prompt_checks import check_token_tensor, end_positions_for
 from ioi_superpose.engine.metric import MIN_GAP, logit_diff
 from ioi_superpose.engine.runs import check_token_ids, end_logits, recovery_of
 from ioi_superpose.errors import ConfigError, SettingError
-from ioi_superpose.fitting.settings import BATCHABLE, FlatSetting, flat_fields, flat_settings, settings_doc
+from ioi_superpose.fitting.settings import (
+    BATCHABLE,
+    FlatSetting,
+    family_settings,
+    flat_fields,
+    flat_settings,
+    settings_doc,
+)
 from ioi_superpose.models import HookedTransformer, freeze
 from ioi_superpose.results.caveats import prune_shortfall
 from ioi_superpose.results.units import top_heads
@@ -76,12 +83,21 @@ class FitRun:
     refused."""
 
 
-SHARED_SETTINGS = ("objective", "direction", "bounded", "l0_threshold", "l1_warmup_steps", "combination",
-                   "prune_target", "temperature", "mixing_target", "ablation", "rest")  # fmt: skip
+def _family_settings(batchable: bool) -> tuple[str, ...]:
+    """The families' own settings the API takes (every one, as registered: `fitting.settings.family_settings`): those
+    of families a batched fit supports (`batchable`), or of the others; `gate_seed` is the API's `seed`."""
+    names = [name for name in family_settings() if name != "gate_seed"]
+    batched = {name for name in names if any(REGISTRY[family].units_are_heads for family in owners(name))}
+    return tuple(name for name in names if (name in batched) == batchable)
+
+
+SHARED_SETTINGS = ("objective", "direction", "l0_threshold", "l1_warmup_steps", "combination", "prune_target",
+                   "ablation", "rest", *_family_settings(batchable=True))  # fmt: skip
 """The model's settings `learn_combination` and `learn_combinations` share (each defined, typed and documented once:
-`fitting.settings`); `learn_combinations` takes λ, init, lr and the seed per member."""
-SINGLE_SETTINGS = ("l1", "lr", "init", "rotation_layers", "rotation_target", "rotation_joint", "circuit_criteria")
-"""The model's settings only `learn_combination` takes."""
+`fitting.settings`; a family added to the registry adds its own); `learn_combinations` takes λ, init, lr and the
+seed per member."""
+SINGLE_SETTINGS = ("l1", "lr", "init", *_family_settings(batchable=False), "circuit_criteria")
+"""The model's settings only `learn_combination` takes (a batched fit supports no subspace family, no criteria)."""
 
 
 def _api_settings(names: Sequence[str]) -> list[FlatSetting]:

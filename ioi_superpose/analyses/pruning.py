@@ -28,7 +28,7 @@ learned far from 1): nothing is pruned, the result says `reached: false` with th
 `prune_fitted` leaves the learned weights as they are (a failing 0/1 set never overwrites them).
 
 Why weight 1 and not the learned weights: the minimal set is a *set of heads*; its effect is then that
-of patching exactly those heads, the quantity exhaustive subset search (`groundtruth.exhaustive`) measures and
+of patching exactly those heads, the quantity exhaustive subset search (`analyses.exhaustive`) measures and
 every baseline's subsets are scored by, so "L0 = minimal L0 with effect ≥ R" is a claim one can check.
 Fractional weights would mix two questions (which heads, and how far to move them) — an OR pair learned
 at 0.65/0.65 is two half-patches, not a set.
@@ -38,7 +38,7 @@ signed off the diagonal, so kept entries keep their learned values — weight 1 
 and an off-diagonal entry at 1 is no set of heads. Its minimal set is the smallest support of the learned map.
 
 1-minimal is not minimum: a set from which no single unit can go may still be larger than the smallest
-reaching set (exhaustive search, `groundtruth.exhaustive`, is the reference where it is affordable).
+reaching set (exhaustive search, `analyses.exhaustive`, is the reference where it is affordable).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ tokens: position 0 the source token (clean: a signal X, corrupted: the null toke
 random fillers (position 4 the fixed ANS token in `composition`), position 5 END; the answer pair is
 read at END. Fillers carry a small random part that a distractor head copies, so prompt seeds differ.
 
-Cases (`CASES`; `groundtruth.exhaustive.search_subsets` verifies each in both directions, `tests/test_planted.py`):
+Cases (`CASES`; `analyses.exhaustive.search_subsets` verifies each in both directions, `tests/test_planted.py`):
 
 - `or`: 1 layer × 3 heads. Heads 0.0 and 0.1 both copy X into the answer direction (S = 6): each alone
   saturates the final LayerNorm (backup heads). Denoising minimal sets {0.0}, {0.1}; noising needs both.

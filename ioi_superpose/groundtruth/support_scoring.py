@@ -1,7 +1,7 @@
 """Does a learned head combination find the heads that implement a feature?
 
 For each feature of a skip-trigram toy model, the *ground-truth support* is the smallest head subset
-whose denoising patch reaches `threshold` recovery (exhaustive search, `groundtruth.exhaustive.find_support`);
+whose denoising patch reaches `threshold` recovery (exhaustive search, `analyses.exhaustive.find_support`);
 the *learned support* is the set of heads with |α| > `l0_threshold` after `api.learn_combination` is
 trained on the same clean/corrupted prompts. Both read the logit difference at the last position.
 
