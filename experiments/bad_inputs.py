@@ -427,7 +427,7 @@ def markdown(cases: list[Case], seconds: float) -> str:
         "`extra` for our own, or `24.N` for section N of issue 24 (1 resume from any checkpoint, 2 sweeps, 3 never "
         "touch what the user had, 4 the API and the data, 5 messages that say why; with neighbours of each kind). "
         "Items 8 and 9 (settings of another family, non-finite numbers in a configuration) are refused by the config "
-        "dataclasses (`training/config.py`) before anything runs. Where a row's message is followed by ` / …`, the "
+        "dataclasses (`fitting/settings.py`) before anything runs. Where a row's message is followed by ` / …`, the "
         "script checked what the run left behind (a file unchanged, a report's line).",
         "",
         "| # | item | input | exit | message |",

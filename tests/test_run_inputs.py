@@ -135,16 +135,17 @@ def test_the_abc_corruption_with_too_few_names_is_refused_and_with_enough_never_
 
 
 def test_corpus_texts_longer_than_the_context_are_named(toy):
+    from ioi_superpose.analyses.corpus import corpus_examples
     from ioi_superpose.models import load_tokenizer
-    from ioi_superpose.results.corpus import corpus_examples
+    from ioi_superpose.results.tables import corpus_markdown
 
     tokenizer = load_tokenizer(TOY_IOI)
     short = "Then, Mary and John went to the store."
     long = " ".join([short] * (toy.cfg.n_ctx // 8 + 2))
     examples = corpus_examples(toy, tokenizer, [short, long, short, long], torch.ones(2, 4), k=2)
     assert examples.cut == [1, 3]
-    assert f"longer than the model's context ({toy.cfg.n_ctx} tokens)" in examples.to_markdown()
-    assert "line 1, 3" in examples.to_markdown() and examples.to_dict()["cut"] == [1, 3]
+    assert f"longer than the model's context ({toy.cfg.n_ctx} tokens)" in corpus_markdown(examples)
+    assert "line 1, 3" in corpus_markdown(examples) and examples.to_dict()["cut"] == [1, 3]
 
 
 # ---- messages that say why, before any work ------------------------------------------------------------

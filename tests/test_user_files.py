@@ -264,8 +264,8 @@ def test_the_report_refuses_an_invalid_summary_field_naming_it(change, named, tm
 def test_the_summary_choices_are_the_engines():
     from ioi_superpose.combinations.registry import ALL_FAMILIES
     from ioi_superpose.engine.rest import RESTS
-    from ioi_superpose.engine.runs import DIRECTIONS
-    from ioi_superpose.training.objectives import OBJECTIVES
+    from ioi_superpose.engine.vocabulary import DIRECTIONS
+    from ioi_superpose.fitting.objectives import OBJECTIVES
 
     assert SUMMARY_CHOICES == {"direction": DIRECTIONS, "objective": tuple(OBJECTIVES), "rest": RESTS,
                                "combination": ALL_FAMILIES}  # fmt: skip

@@ -20,10 +20,10 @@ import matplotlib.pyplot as plt
 
 from ioi_superpose.errors import ConfigError, user_facing_main
 from ioi_superpose.files import atomic_write, check_writable_dir, staged_directory
+from ioi_superpose.plots import save_figure
 from ioi_superpose.results.analysis import SEED_KEYS, compare_directions, identical_alpha, stability
 from ioi_superpose.results.caveats import is_initial, prune_caveat
 from ioi_superpose.results.pareto import pareto_figures
-from ioi_superpose.results.plots import save_figure
 from ioi_superpose.results.schema import DirectionComparison, RunSummary, Stability, SweepSummary, Unit
 
 REPORT = "report.md"
@@ -506,7 +506,7 @@ HEAD_TYPE_COLUMNS = ("previous_token", "duplicate_token", "induction", "copying"
 
 
 def head_types_section(report: Report, runs: Sequence[Run]) -> None:
-    """`head_types` runs: the type scores of the learned heads (`results/head_types.py`)."""
+    """`head_types` runs: the type scores of the learned heads (`analyses/head_types.py`)."""
     typed = [r for r in runs if r.summary.head_types is not None]
     if not typed:
         return

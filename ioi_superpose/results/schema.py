@@ -4,17 +4,26 @@
 Standard library only, so the report (a JSON-to-markdown tool) loads no torch, Lightning or TransformerLens.
 Every file carries `schema_version`; reading a file of another version (or one written before files were
 versioned) raises `SchemaError` naming the file and its version, instead of a `KeyError` deep in the report.
-The JSON keeps the shape the writers always gave it (`to_dict` writes the keys in that order, after the
-version), so committed reports and readers of older code see the same fields.
+Every section is a dataclass whose fields are its JSON keys, in order; one generic pair (`Record.to_dict`,
+`Record.from_dict`) writes and reads them all, nested sections, lists and dicts of them included: no field is named
+twice. A field with a default may be absent from a file (an older summary: its default); one without is required
+(`SchemaError` naming it); a field marked `OMIT_NONE` is left out of the file while None, as the writers always did,
+so committed reports and readers of older code see the same fields.
+
+Reading also validates (issue 24): `_decode` checks every value against its field's type (a count written as text, a
+list where an object goes), and a record's `check` its values (a direction that does not exist, a negative head
+index); a failure is a `SchemaError` naming the file and the field, so a hand-edited or damaged file is refused
+instead of being shown as if valid.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from ioi_superpose.errors import UserFacingError
 
@@ -62,6 +71,9 @@ def _read_json(path: str | Path) -> dict[str, Any]:
 
 
 Head = tuple[int, int]
+R = TypeVar("R", bound="Record")
+OMIT_NONE: dict[str, Any] = {"omit_none": True}
+"""Field metadata: the key is left out of the file while the value is None."""
 
 SUMMARY_CHOICES: dict[str, tuple[str, ...]] = {
     "direction": ("denoising", "noising"),
@@ -70,54 +82,125 @@ SUMMARY_CHOICES: dict[str, tuple[str, ...]] = {
     "combination": ("scalar", "per_position", "hard_concrete", "mixing", "rotation"),
 }
 """The values a summary's named fields can hold: the engine's `DIRECTIONS`, `OBJECTIVES`, `RESTS` and the family
-`REGISTRY`, spelled out because this module loads no torch (tests/test_report_validation.py keeps them equal)."""
+`REGISTRY`, spelled out because this module loads no torch (tests/test_user_files.py keeps them equal)."""
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+def _refuse(source: str, name: str, value: Any, expected: str) -> SchemaError:
+    return SchemaError(
+        f"{source}: {name} is {value!r}, not {expected}: the file was edited by hand or damaged. Run that run (or "
+        "sweep) again to rewrite it, or leave it out."
+    )
 
 
 def _count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-class _Check:
-    """Field checks of one results file: each failure names the file, the field, what it holds and what it must."""
+def _check_choice(source: str, name: str, value: Any) -> None:
+    if value not in SUMMARY_CHOICES[name]:
+        raise _refuse(source, name, value, f"one of {list(SUMMARY_CHOICES[name])}")
 
-    def __init__(self, source: str) -> None:
-        self.source = source
 
-    def __call__(self, ok: bool, field: str, value: Any, expected: str) -> None:
-        if not ok:
-            raise SchemaError(
-                f"{self.source}: {field} is {value!r}, not {expected}: the file was edited by hand or damaged. Run "
-                "that run (or sweep) again to rewrite it, or leave it out."
-            )
+def _check_counts(source: str, name: str, value: Any) -> None:
+    if not _count(value):
+        raise _refuse(source, name, value, "a whole number >= 0")
 
-    def number(self, value: Any, field: str, optional: bool = False) -> None:
-        self(_number(value) or (optional and value is None), field, value, "a number" + (" or null" * optional))
 
-    def count(self, value: Any, field: str) -> None:
-        self(_count(value), field, value, "a whole number >= 0")
+def _check_heads(source: str, name: str, entries: list[list[int]]) -> None:
+    """Entries [layer, head, …]: each index a whole number >= 0 (the types are `_decode`'s)."""
+    for entry in entries:
+        if len(entry) < 2 or not all(_count(index) for index in entry):
+            raise _refuse(source, name, entry, "an entry [layer, head, …] of whole numbers >= 0")
 
-    def mapping(self, value: Any, field: str, optional: bool = False) -> None:
-        self(isinstance(value, Mapping) or (optional and value is None), field, value,
-             "an object" + (" or null" * optional))  # fmt: skip
 
-    def choice(self, value: Any, field: str) -> None:
-        allowed = SUMMARY_CHOICES[field]
-        self(value in allowed, field, value, f"one of {list(allowed)}")
+class Record:
+    """A dataclass written to and read from JSON field by field (the module docstring)."""
 
-    def heads(self, value: Any, field: str, width: int = 2) -> None:
-        """A list of [layer, head, …] entries whose first `width` items are whole numbers >= 0."""
-        self(isinstance(value, list), field, value, "a list")
-        for entry in value:
-            ok = isinstance(entry, (list, tuple)) and len(entry) >= width and all(_count(x) for x in entry[:width])
-            self(ok, field, entry, f"an entry [layer, head{', …' if width == 2 else ''}] of whole numbers >= 0")
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if value is None and f.metadata.get("omit_none"):
+                continue
+            out[f.name] = _encode(value)
+        return out
+
+    @classmethod
+    def from_dict(cls: type[R], data: Mapping[str, Any], source: str = "the summary", name: str = "") -> R:
+        """`source` names the file in errors, `name` this record's place in it (`recovery`, `top_heads`)."""
+        if not isinstance(data, Mapping):
+            raise _refuse(source, name or cls.__name__, data, "an object")
+        hints = get_type_hints(cls)
+        values = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            if f.name in data:
+                values[f.name] = _decode(hints[f.name], data[f.name], source, f"{name}.{f.name}" if name else f.name)
+            elif f.default is MISSING and f.default_factory is MISSING:
+                values[f.name] = _take(data, f.name, source)  # raises: a required field is missing
+        record = cls(**values)
+        record.check(source, name)
+        return record
+
+    def check(self, source: str, name: str) -> None:
+        """The checks of this record's values beyond their types (`_decode`); a `SchemaError` naming the field."""
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_encode(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _encode(item) for key, item in value.items()}
+    return value
+
+
+_SCALARS: dict[Any, tuple[Callable[[Any], bool], str]] = {
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _decode(hint: Any, value: Any, source: str, name: str) -> Any:
+    """`value` (from JSON) as `hint` says: a record, or a list or dict of them, or a scalar of the hint's type
+    (`_SCALARS`); `name` is its place in the file, for the error that refuses any other value."""
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _refuse(source, name, value, "a value")
+        options = [arg for arg in args if arg is not type(None)]
+        if len(options) == 1:
+            return _decode(options[0], value, source, name)
+        if all(option in _SCALARS for option in options):
+            if any(_SCALARS[option][0](value) for option in options):
+                return value
+            raise _refuse(source, name, value, " or ".join(_SCALARS[option][1] for option in options))
+        return value
+    if value is None and hint is not Any:
+        raise _refuse(source, name, value, "a value")
+    if isinstance(hint, type) and is_dataclass(hint) and issubclass(hint, Record):
+        return hint.from_dict(value, source, name)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):  # JSON gives lists; a record made in memory may hold tuples
+            raise _refuse(source, name, value, "a list")
+        return [_decode(args[0], item, source, name) for item in value] if args else list(value)
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise _refuse(source, name, value, "an object")
+        return {key: _decode(args[1], item, source, f"{name}.{key}") for key, item in value.items()} if args else dict(
+            value
+        )
+    if hint in _SCALARS and not _SCALARS[hint][0](value):
+        raise _refuse(source, name, value, _SCALARS[hint][1])
+    return value
 
 
 @dataclass(frozen=True)
-class Recovery:
+class Recovery(Record):
     """(patched − corrupted) / (clean − corrupted) on validation and on every test set; None where the set's
     clean − corrupted gap is below `min_gap_for_recovery` (the ratio is then noise)."""
 
@@ -129,46 +212,30 @@ class Recovery:
         return self.val if set_name == "val" else self.test.get(set_name)
 
 
-@dataclass(frozen=True)
-class Unit:
+@dataclass(frozen=True, kw_only=True)
+class Unit(Record):
     """One entry of `top_heads`: a head, a (head, role) pair or a mixing entry (target ← source), and its α."""
 
     layer: int
     head: int
+    role: str | None = field(default=None, metadata=OMIT_NONE)
+    source_layer: int | None = field(default=None, metadata=OMIT_NONE)
+    source_head: int | None = field(default=None, metadata=OMIT_NONE)
     alpha: float
-    role: str | None = None
-    source_layer: int | None = None
-    source_head: int | None = None
+
+    def check(self, source: str, name: str) -> None:
+        for part in ("layer", "head", "source_layer", "source_head"):
+            if getattr(self, part) is not None:
+                _check_counts(source, f"{name} {part}", getattr(self, part))
 
     @property
     def is_cross_head(self) -> bool:
         """A mixing entry that moves another head's difference into this one (an off-diagonal entry)."""
         return self.source_layer is not None and (self.layer, self.head) != (self.source_layer, self.source_head)
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"layer": self.layer, "head": self.head}
-        if self.role is not None:
-            out["role"] = self.role
-        if self.source_layer is not None:
-            out["source_layer"], out["source_head"] = self.source_layer, self.source_head
-        out["alpha"] = self.alpha
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str) -> Unit:
-        check = _Check(source)
-        check.mapping(data, "top_heads entry")
-        check.count(_take(data, "layer", source), "top_heads layer")
-        check.count(_take(data, "head", source), "top_heads head")
-        check.number(_take(data, "alpha", source), "top_heads alpha")
-        return cls(
-            layer=_take(data, "layer", source), head=_take(data, "head", source), alpha=_take(data, "alpha", source),
-            role=data.get("role"), source_layer=data.get("source_layer"), source_head=data.get("source_head"),
-        )  # fmt: skip
-
 
 @dataclass(frozen=True)
-class Distribution:
+class Distribution(Record):
     """The per-prompt recovery distribution of one set (`analysis.distribution`); the quantiles are absent
     (None) where no prompt had a finite recovery."""
 
@@ -176,56 +243,35 @@ class Distribution:
     mean: float | None
     median: float | None
     share_above_1: float | None
-    q10: float | None = None
-    q25: float | None = None
-    q75: float | None = None
-    q90: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            "n_prompts": self.n_prompts, "mean": self.mean, "median": self.median, "share_above_1": self.share_above_1,
-        }  # fmt: skip
-        if self.q10 is not None:
-            out.update(q10=self.q10, q25=self.q25, q75=self.q75, q90=self.q90)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Distribution:
-        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+    q10: float | None = field(default=None, metadata=OMIT_NONE)
+    q25: float | None = field(default=None, metadata=OMIT_NONE)
+    q75: float | None = field(default=None, metadata=OMIT_NONE)
+    q90: float | None = field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True)
-class IOICircuit:
+class IOICircuit(Record):
     """How a GPT-2 small run's heads compare with the IOI paper's 26 (`baselines.ioi_heads`)."""
 
     precision: float | None
     recall: float
     recall_by_class: dict[str, float]
-    selected_outside_circuit: list[list[int]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "precision": self.precision, "recall": self.recall, "recall_by_class": self.recall_by_class,
-            "selected_outside_circuit": self.selected_outside_circuit,
-        }  # fmt: skip
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str) -> IOICircuit:
-        return cls(
-            precision=_take(data, "precision", source), recall=_take(data, "recall", source),
-            recall_by_class=_take(data, "recall_by_class", source),
-            selected_outside_circuit=[list(h) for h in data.get("selected_outside_circuit", [])],
-        )  # fmt: skip
+    selected_outside_circuit: list[list[int]] = field(default_factory=list)
 
 
-@dataclass
-class RunSummary:
+@dataclass(kw_only=True)
+class RunSummary(Record):
     """A finished run's `summary.json`. `config` is the run's full training configuration as LightningCLI
     saved it (read through `setting`); `baselines` and `prune` are the baselines' and pruning's own records."""
 
+    schema_version: int = SCHEMA_VERSION
     model_name: str
     direction: str
     objective: str
+    alpha: str | None = field(default=None, metadata=OMIT_NONE)
+    """`learned (N steps)` or `initial (no steps taken)` (`caveats.alpha_state`); None in a summary written
+    before it was recorded."""
+    steps: int | None = field(default=None, metadata=OMIT_NONE)
     recovery: Recovery
     min_gap_for_recovery: float
     clean_logit_diff: float | None
@@ -238,30 +284,34 @@ class RunSummary:
     n_heads_total: int
     top_heads: list[Unit]
     combination: str
+    rest: str = "free"
+    """A head set as a cut (`free`) or a circuit (`frozen`), `engine/rest.py`."""
     support: list[list[int]]
     """Units above the L0 threshold: [layer, head], [layer, head, role] or [layer, head, source_layer, source_head]."""
     prune: dict[str, Any] | None
+    rotation: dict[str, Any] | None = None
+    """`rotation` runs: the dimension count and head loadings (`analyses.rotation.rotation_dimensions`)."""
+    circuit: dict[str, Any] | None = None
+    """`circuit_criteria` runs: the IOI paper's criteria under every ablation (`analyses/circuit.py`)."""
+    head_types: dict[str, Any] | None = field(default=None, metadata=OMIT_NONE)
+    """`head_types` runs: {"prompts": n, "heads": the learned heads [[layer, head], …], "scores": {type: [layer][head]}}
+    (`analyses/head_types.py`; every head scored, the learned ones listed), or {"error": why, "heads": …}. Written
+    only when present, so summaries without it keep their shape."""
     val: dict[str, float]
     test: dict[str, dict[str, float]]
     per_prompt_recovery: dict[str, Distribution]
     baselines: dict[str, dict[str, Any]]
     ioi_circuit: IOICircuit | None
     config: dict[str, Any]
-    alpha: str | None = None
-    """`learned (N steps)` or `initial (no steps taken)` (`caveats.alpha_state`); None in a summary written
-    before it was recorded."""
-    steps: int | None = None
-    rest: str = "free"
-    """A head set as a cut (`free`) or a circuit (`frozen`), `engine/rest.py`."""
-    rotation: dict[str, Any] | None = None
-    """`rotation` runs: the dimension count and head loadings (`RotationCombination.analyse`)."""
-    circuit: dict[str, Any] | None = None
-    """`circuit_criteria` runs: the IOI paper's criteria under every ablation (`results/circuit.py`)."""
-    head_types: dict[str, Any] | None = None
-    """`head_types` runs: {"prompts": n, "heads": the learned heads [[layer, head], …], "scores": {type: [layer][head]}}
-    (`results/head_types.py`; every head scored, the learned ones listed), or {"error": why, "heads": …}. Written
-    only when present, so summaries without it keep their shape."""
-    schema_version: int = SCHEMA_VERSION
+
+    def check(self, source: str, name: str) -> None:
+        for choice in ("direction", "objective", "combination", "rest"):
+            _check_choice(source, choice, getattr(self, choice))
+        for count in ("l0", "n_heads_total") + (("steps",) if self.steps is not None else ()):
+            _check_counts(source, count, getattr(self, count))
+        if self.n_heads_total < 1:
+            raise _refuse(source, "n_heads_total", self.n_heads_total, "a whole number >= 1")
+        _check_heads(source, "support", self.support)
 
     def setting(self, section: str, name: str, default: Any = None) -> Any:
         """A training option as the run was configured, e.g. `setting("model", "l1")` for `--model.l1`."""
@@ -296,102 +346,12 @@ class RunSummary:
         """How many prompts of each set the top-k curves were evaluated on."""
         return self.baselines.get("combinations", {}).get("prompts_by_set", {})
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": self.schema_version,
-            "model_name": self.model_name,
-            "direction": self.direction,
-            "objective": self.objective,
-            **({} if self.steps is None else {"alpha": self.alpha, "steps": self.steps}),
-            "recovery": {"val": self.recovery.val, "test": dict(self.recovery.test)},
-            "min_gap_for_recovery": self.min_gap_for_recovery,
-            "clean_logit_diff": self.clean_logit_diff,
-            "corrupted_logit_diff": self.corrupted_logit_diff,
-            "patched_logit_diff": self.patched_logit_diff,
-            "clean_accuracy": self.clean_accuracy,
-            "patched_accuracy": self.patched_accuracy,
-            "l0": self.l0,
-            "l0_threshold": self.l0_threshold,
-            "n_heads_total": self.n_heads_total,
-            "top_heads": [unit.to_dict() for unit in self.top_heads],
-            "combination": self.combination,
-            "rest": self.rest,
-            "support": [list(unit) for unit in self.support],
-            "prune": self.prune,
-            "rotation": self.rotation,
-            "circuit": self.circuit,
-            **({} if self.head_types is None else {"head_types": self.head_types}),
-            "val": self.val,
-            "test": self.test,
-            "per_prompt_recovery": {name: d.to_dict() for name, d in self.per_prompt_recovery.items()},
-            "baselines": self.baselines,
-            "ioi_circuit": None if self.ioi_circuit is None else self.ioi_circuit.to_dict(),
-            "config": self.config,
-        }
-
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "the summary") -> RunSummary:
-        """`source` names the file in errors; every field is checked (`_validate`)."""
+    def from_dict(cls, data: Mapping[str, Any], source: str = "the summary", name: str = "") -> RunSummary:
+        """`source` names the file in errors; a file of another schema version is refused, any other is validated
+        (`Record.from_dict`)."""
         _require_version(data, source)
-        cls._validate(data, source)
-        recovery = _take(data, "recovery", source)
-        circuit = _take(data, "ioi_circuit", source)
-        scalars = {
-            name: _take(data, name, source)
-            for name in (
-                "model_name", "direction", "objective", "min_gap_for_recovery", "clean_logit_diff",
-                "corrupted_logit_diff", "patched_logit_diff", "clean_accuracy", "patched_accuracy", "l0",
-                "l0_threshold", "n_heads_total", "combination", "prune", "val", "test", "baselines", "config",
-            )
-        }  # fmt: skip
-        return cls(
-            **scalars,
-            recovery=Recovery(val=_take(recovery, "val", source), test=dict(_take(recovery, "test", source))),
-            top_heads=[Unit.from_dict(unit, source) for unit in _take(data, "top_heads", source)],
-            support=[list(unit) for unit in _take(data, "support", source)],
-            per_prompt_recovery={
-                name: Distribution.from_dict(d) for name, d in _take(data, "per_prompt_recovery", source).items()
-            },
-            ioi_circuit=None if circuit is None else IOICircuit.from_dict(circuit, source),
-            alpha=data.get("alpha"), steps=data.get("steps"), rest=data.get("rest", "free"),
-            rotation=data.get("rotation"), circuit=data.get("circuit"), head_types=data.get("head_types"),
-            schema_version=data["schema_version"],
-        )
-
-    @staticmethod
-    def _validate(data: Mapping[str, Any], source: str) -> None:
-        """Every field the report reads has its type, and a named choice one of its values: a hand-edited or damaged
-        summary (a direction that does not exist, a count written as text) is refused, naming the field, instead
-        of being shown as if valid."""
-        check = _Check(source)
-        check(isinstance(_take(data, "model_name", source), str), "model_name", data["model_name"], "a string")
-        for name in ("direction", "objective", "combination"):
-            check.choice(_take(data, name, source), name)
-        check.choice(data.get("rest", "free"), "rest")
-        recovery = _take(data, "recovery", source)
-        check.mapping(recovery, "recovery")
-        check.number(_take(recovery, "val", source), "recovery.val", optional=True)
-        check.mapping(_take(recovery, "test", source), "recovery.test")
-        for set_name, value in recovery["test"].items():
-            check.number(value, f"recovery.test.{set_name}", optional=True)
-        check.number(_take(data, "min_gap_for_recovery", source), "min_gap_for_recovery")
-        for name in ("clean_logit_diff", "corrupted_logit_diff", "patched_logit_diff", "clean_accuracy",
-                     "patched_accuracy"):  # fmt: skip
-            check.number(_take(data, name, source), name, optional=True)
-        check.count(_take(data, "l0", source), "l0")
-        check.number(_take(data, "l0_threshold", source), "l0_threshold")
-        check(_count(_take(data, "n_heads_total", source)) and data["n_heads_total"] > 0, "n_heads_total",
-              data["n_heads_total"], "a whole number >= 1")  # fmt: skip
-        check.heads(_take(data, "support", source), "support")
-        check(isinstance(_take(data, "top_heads", source), list), "top_heads", data["top_heads"], "a list")
-        for name in ("val", "test", "baselines", "config", "per_prompt_recovery"):
-            check.mapping(_take(data, name, source), name)
-        for set_name, dist in data["per_prompt_recovery"].items():
-            check.mapping(dist, f"per_prompt_recovery.{set_name}")
-        for name in ("prune", "rotation", "circuit", "head_types"):
-            check.mapping(data.get(name), name, optional=True)
-        check(data.get("steps") is None or _count(data["steps"]), "steps", data.get("steps"), "a whole number >= 0")
-        check(data.get("alpha") is None or isinstance(data["alpha"], str), "alpha", data.get("alpha"), "a string")
+        return super().from_dict(data, source, name)
 
     @classmethod
     def read(cls, path: str | Path) -> RunSummary:
@@ -403,7 +363,7 @@ class RunSummary:
 
 
 @dataclass(frozen=True)
-class SweepPoint:
+class SweepPoint(Record):
     """One finished point of a sweep: its grid settings, run directory and what it found."""
 
     point: str
@@ -415,9 +375,13 @@ class SweepPoint:
     test_recovery: dict[str, float | None]
     l0: int
     heads: list[list[int]]
-    alpha_digest: str | None = None
+    alpha_digest: str | None = field(default=None, metadata=OMIT_NONE)
     """A hash of the learned α's values (`coefficients.pt`): equal digests are identical runs, which no stability
     or agreement figure may compare. None in a sweep.json written before it was recorded."""
+
+    def check(self, source: str, name: str) -> None:
+        _check_counts(source, f"{name}.l0", self.l0)
+        _check_heads(source, f"{name}.heads", self.heads)
 
     def directory(self, sweep_dir: str | Path) -> Path:
         """The run directory of this point, in the sweep directory where it is now (a copied or moved sweep is read
@@ -428,30 +392,9 @@ class SweepPoint:
         inside = Path(sweep_dir) / run_dir.name  # an older, absolute run_dir: the point's directory is OUT/<point>/
         return inside if inside.is_dir() or not run_dir.is_dir() else run_dir
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "point": self.point, "settings": self.settings, "run_dir": self.run_dir, "val_recovery": self.val_recovery,
-            "test_recovery": self.test_recovery, "l0": self.l0, "heads": self.heads,
-            **({} if self.alpha_digest is None else {"alpha_digest": self.alpha_digest}),
-        }  # fmt: skip
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str) -> SweepPoint:
-        check = _Check(source)
-        check.mapping(data, "points entry")
-        check(isinstance(_take(data, "point", source), str), "point", data["point"], "a string")
-        check(isinstance(_take(data, "run_dir", source), str), "run_dir", data["run_dir"], "a string")
-        check.mapping(_take(data, "settings", source), "settings")
-        check.number(_take(data, "val_recovery", source), "val_recovery", optional=True)
-        check.mapping(_take(data, "test_recovery", source), "test_recovery")
-        check.count(_take(data, "l0", source), "l0")
-        check.heads(_take(data, "heads", source), "heads")
-        return cls(**{f.name: _take(data, f.name, source) for f in fields(cls) if f.name != "alpha_digest"},
-                   alpha_digest=data.get("alpha_digest"))  # fmt: skip
-
 
 @dataclass(frozen=True)
-class Stability:
+class Stability(Record):
     """One setting run with several seeds/inits (`analysis.stability`)."""
 
     setting: str
@@ -461,16 +404,9 @@ class Stability:
     intersection_over_union: float | None
     mean_pairwise_iou: float | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str) -> Stability:
-        return cls(**{f.name: _take(data, f.name, source) for f in fields(cls)})
-
 
 @dataclass(frozen=True)
-class DirectionComparison:
+class DirectionComparison(Record):
     """Noising against denoising for one setting (`analysis.compare_directions`)."""
 
     setting: str
@@ -481,66 +417,34 @@ class DirectionComparison:
     only_noising: list[list[int]]
     iou: float | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str) -> DirectionComparison:
-        return cls(**{f.name: _take(data, f.name, source) for f in fields(cls)})
-
-
-@dataclass
-class SweepSummary:
+@dataclass(kw_only=True)
+class SweepSummary(Record):
     """A sweep's `sweep.json`: every finished point, stability across seeds, noising against denoising, the points
     that learned identical α, and the points not finished."""
 
+    schema_version: int = SCHEMA_VERSION
     n_points: int
     n_finished: int
+    missing: list[str] | None = field(default=None, metadata=OMIT_NONE)
+    """The points not finished (no summary.json); None in a sweep.json written before it was recorded."""
     points: list[SweepPoint]
-    stability: list[Stability] = field(default_factory=list)
-    noising_vs_denoising: list[DirectionComparison] = field(default_factory=list)
-    identical_alpha: list[list[str]] | None = None
+    stability: list[Stability]
+    noising_vs_denoising: list[DirectionComparison]
+    identical_alpha: list[list[str]] | None = field(default=None, metadata=OMIT_NONE)
     """Groups of finished points whose α are identical (`alpha_digest`): counted once by stability and agreement.
     None in a sweep.json written before it was recorded."""
-    missing: list[str] | None = None
-    """The points not finished (no summary.json); None in a sweep.json written before it was recorded."""
-    schema_version: int = SCHEMA_VERSION
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": self.schema_version,
-            "n_points": self.n_points,
-            "n_finished": self.n_finished,
-            **({} if self.missing is None else {"missing": self.missing}),
-            "points": [point.to_dict() for point in self.points],
-            "stability": [row.to_dict() for row in self.stability],
-            "noising_vs_denoising": [row.to_dict() for row in self.noising_vs_denoising],
-            **({} if self.identical_alpha is None else {"identical_alpha": self.identical_alpha}),
-        }
+    def check(self, source: str, name: str) -> None:
+        _check_counts(source, "n_points", self.n_points)
+        _check_counts(source, "n_finished", self.n_finished)
+        if self.n_finished > self.n_points:
+            raise _refuse(source, "n_finished", self.n_finished, "at most n_points")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "the sweep summary") -> SweepSummary:
+    def from_dict(cls, data: Mapping[str, Any], source: str = "the sweep summary", name: str = "") -> SweepSummary:
         _require_version(data, source)
-        check = _Check(source)
-        check.count(_take(data, "n_points", source), "n_points")
-        check.count(_take(data, "n_finished", source), "n_finished")
-        check(data["n_finished"] <= data["n_points"], "n_finished", data["n_finished"], "at most n_points")
-        check(isinstance(_take(data, "points", source), list), "points", data["points"], "a list")
-        missing = data.get("missing")
-        check(missing is None or (isinstance(missing, list) and all(isinstance(m, str) for m in missing)), "missing",
-              missing, "a list of point names")  # fmt: skip
-        return cls(
-            n_points=_take(data, "n_points", source),
-            n_finished=_take(data, "n_finished", source),
-            points=[SweepPoint.from_dict(row, source) for row in _take(data, "points", source)],
-            stability=[Stability.from_dict(row, source) for row in _take(data, "stability", source)],
-            noising_vs_denoising=[
-                DirectionComparison.from_dict(row, source) for row in _take(data, "noising_vs_denoising", source)
-            ],
-            identical_alpha=None if data.get("identical_alpha") is None else [list(g) for g in data["identical_alpha"]],
-            missing=data.get("missing"),
-            schema_version=data["schema_version"],
-        )
+        return super().from_dict(data, source, name)
 
     @classmethod
     def read(cls, path: str | Path) -> SweepSummary:
