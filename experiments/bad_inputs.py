@@ -232,7 +232,10 @@ def issue24_cases(work: Path) -> list[Case]:
         shown = shown.replace(str(work), "TMP").replace(TOY, "checkpoints/toy_ioi.pt").replace(f"{REPO}/", "")
         case = run_cli(Case(item, shown), args, work)
         if then is not None:
-            then(case)
+            try:
+                then(case)
+            except (OSError, ValueError, KeyError) as error:  # what the run left cannot be read: say so in its row
+                case.message += f" / (what it left could not be checked: {type(error).__name__}: {error})"
         cases.append(case)
 
     def sweep(out: str, *args: str) -> list[str]:
