@@ -26,13 +26,14 @@ from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.callbacks.resume import ExactResume
 from ioi_superpose.cli.flag_order import refuse_flags_replaced_by_config
-from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.data.splits import TRAIN_SET, VAL_SET
+from ioi_superpose.engine.runs import check_token_ids
 from ioi_superpose.errors import ConfigError, cli_flag, user_facing_main
 from ioi_superpose.results.analysis import distribution
 from ioi_superpose.results.caveats import prune_shortfall
 from ioi_superpose.results.pareto import pareto_figures
 from ioi_superpose.results.summary import RunWriter, build_summary, write_corpus_examples
+from ioi_superpose.tasks.datamodule import TaskDataModule, check_roles_for_family
 from ioi_superpose.training.system import HeadSuperposition, superposition_module
 
 TRAINER_DEFAULTS = {
@@ -146,6 +147,10 @@ class SuperposeCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self.trainer.callbacks.append(ExactResume(self.argv))
+        check_roles_for_family(self.model.config.family.combination, self.datamodule.task)
+        self.datamodule.setup("fit")  # every set's prompts now: one too long for the model fails before training
+        for name, prompts in self.datamodule.splits.items():
+            check_token_ids(self.model.frozen, prompts.clean_tokens, f"the {name} set's prompts")
         if self.datamodule.hparams.get("corpus") and self.model.config.family.combination == "rotation":
             raise ConfigError(
                 "--data.corpus ranks positions by head weights; --model.combination rotation learns directions, "
@@ -172,7 +177,7 @@ class SuperposeCLI(LightningCLI):
 def write_results(
     trainer: L.Trainer,
     model: HeadSuperposition,
-    datamodule: IOIDataModule,
+    datamodule: TaskDataModule,
     config: dict,
     baselines: Sequence[BaselineResult] | None = None,
 ) -> None:
@@ -219,7 +224,12 @@ def write_results(
     # Before RunWriter: its summary.json, written last, marks the run directory complete.
     corpus_paths = (write_corpus_examples(fitted, datamodule.hparams.corpus, run_dir, max_activating.k)
                     if datamodule.hparams.get("corpus") else {})  # fmt: skip
-    paths = RunWriter(run_dir).write(fitted, summary, baselines, max_activating.run(fitted, datamodule))
+    # The table's corpus is drawn by IOI's generators (its names, templates, corruptions): IOI runs only.
+    examples = max_activating.run(fitted, datamodule) if datamodule.task.name == "ioi" else None
+    if examples is None and datamodule.task.name != "ioi" and max_activating.per_set:
+        print(f"note: no max-activating table: its corpus is drawn by IOI's generators, and this run's task is "
+              f"{datamodule.task.name!r}.")  # fmt: skip
+    paths = RunWriter(run_dir).write(fitted, summary, baselines, examples)
     paths.update(corpus_paths)
     recovery = summary.recovery
 
@@ -262,7 +272,7 @@ def _comparable(value: object) -> object:
 def main(args: list[str] | None = None) -> None:
     SuperposeCLI(
         superposition_module,
-        IOIDataModule,
+        TaskDataModule,
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,
         args=args,
