@@ -53,11 +53,11 @@ def direct_logit_attribution(
         weights = answer_weights.to(model.W_U)
         direction = torch.einsum("dbk,bk->bd", model.W_U[:, answer_tokens], weights)
         constant = (model.b_U[answer_tokens] * weights).sum(-1)
-    if hasattr(
-        getattr(model, "ln_final", None), "w"
-    ):  # unfolded LayerNorm: weight scales the direction, bias is constant
-        constant = constant + direction @ model.ln_final.b
-        direction = direction * model.ln_final.w
+    ln_final = getattr(model, "ln_final", None)
+    if hasattr(ln_final, "w"):  # unfolded LayerNorm / RMSNorm: weight scales the direction, a bias is constant
+        if hasattr(ln_final, "b"):  # RMSNorm has none
+            constant = constant + direction @ ln_final.b
+        direction = direction * ln_final.w
     has_scale = "ln_final.hook_scale" in cache.cache_dict
     scale = (
         gather_end(cache["ln_final.hook_scale"], end_positions)
@@ -77,9 +77,11 @@ def direct_logit_attribution(
     n_layers = model.cfg.n_layers
     accumulated_labels, accumulated = [], []
     for layer in range(n_layers):
-        accumulated_labels += [f"{layer}_pre"] + ([] if model.cfg.attn_only else [f"{layer}_mid"])
+        # Parallel attention and MLP (GPT-J, NeoX) have no residual between them: no `mid`.
+        mid = not model.cfg.attn_only and f"blocks.{layer}.hook_resid_mid" in cache.cache_dict
+        accumulated_labels += [f"{layer}_pre"] + ([f"{layer}_mid"] if mid else [])
         accumulated.append(at_end(f"blocks.{layer}.hook_resid_pre"))
-        if not model.cfg.attn_only:
+        if f"{layer}_mid" in accumulated_labels:
             accumulated.append(at_end(f"blocks.{layer}.hook_resid_mid"))
     accumulated_labels.append("final")
     accumulated.append(at_end(f"blocks.{n_layers - 1}.hook_resid_post"))
