@@ -133,3 +133,12 @@ def test_a_file_of_answer_sets_keeps_its_weights_through_the_datamodule(tmp_path
     batch = datamodule.splits["train"]
     assert isinstance(batch, ContrastBatch) and batch.answer_weights is not None and batch.answer_tokens.shape[1] > 2
     assert datamodule.test_set_names == ["in_distribution"]
+
+
+@pytest.mark.parametrize("name", ["ioi_prompts.json", "greater_than_prompts.jsonl"])
+def test_the_shipped_example_files_read_whole(name: str) -> None:
+    # greater_than_prompts.jsonl held one record twice (drawn with replacement), which the file task refuses.
+    path = REPO / "experiments" / "tasks" / name
+    n = sum(1 for line in path.read_text().splitlines() if line.strip()) if path.suffix == ".jsonl" else 96
+    prompts = make_task("file", path=str(path)).splits(gpt2_tokenizer(), {"train": n}, seed=0)["train"]
+    assert len(prompts) == n
