@@ -22,6 +22,7 @@ from ioi_superpose.toy import toy_ioi_tokenizer
 from tests.helpers import QUIET, REPO, TOY_IOI, random_model, run_cli
 
 EXAMPLE = REPO / "experiments" / "tasks" / "ioi_prompts.json"
+TOY_INDUCTION = str(REPO / "checkpoints" / "toy_induction.pt")
 
 
 def test_logit_diff_of_answer_sets_is_the_mean_correct_minus_the_mean_incorrect_logit() -> None:
@@ -105,7 +106,8 @@ def test_the_datamodule_refuses_what_a_task_cannot_take() -> None:
 
 
 def test_induction_runs_through_the_cli_on_a_toy_model(tmp_path: Path, monkeypatch, capsys) -> None:
-    args = ["fit", "--model.model_name", TOY_IOI, "--data.task", "induction", "--data.task_options", "{length: 6, repeat: 3}",
+    args = ["fit", "--model.model_name", TOY_INDUCTION, "--data.task", "induction", "--data.task_options",
+            "{length: 6, repeat: 3}",
             "--data.n_train", "16", "--data.n_val", "8", "--data.n_test", "8", "--data.batch_size", "8",
             "--trainer.max_steps", "2", *QUIET]  # fmt: skip
     run_cli(args, tmp_path, monkeypatch)
@@ -115,6 +117,7 @@ def test_induction_runs_through_the_cli_on_a_toy_model(tmp_path: Path, monkeypat
     assert summary["config"]["data"]["task"] == "induction"
     assert list(summary["recovery"]["test"]) == ["in_distribution", "long_sequences", "short_sequences"]
     assert "no max-activating table" in capsys.readouterr().out
+    assert summary["recovery"]["val"] > 0.5  # the model does induction: the gap is there, α near its start of 1
 
 
 def test_prompts_longer_than_the_models_context_are_refused_before_training(tmp_path: Path, monkeypatch) -> None:
