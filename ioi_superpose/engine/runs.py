@@ -273,6 +273,18 @@ class BaseRun:
         hooks = [(hook_name("z", layer), _z_hook(z_fn, layer)) for layer in range(start, self.model.cfg.n_layers)]
         return self.end_logits(resid, start, hooks, end_positions, vocab_index, runner="hooks")
 
+    def z_patched_capture(self, z_fn: fast_forward.ZFunction, layer: int) -> Float[Tensor, "batch pos head d_head"]:
+        """The z of `layer` in a run of the base tokens whose every earlier layer's z is replaced by `z_fn(layer, z)`
+        (TransformerLens hooks; the forward stops after `layer`)."""
+        captured: dict[str, Tensor] = {}
+
+        def save(z: Tensor, hook: HookPoint) -> None:
+            captured["z"] = z
+
+        hooks = [(hook_name("z", earlier), _z_hook(z_fn, earlier)) for earlier in range(layer)]
+        self.run(self.embed, 0, [*hooks, (hook_name("z", layer), save)], stop=layer + 1)
+        return captured["z"]
+
     def _z_function(self, hooks: Sequence[Hook]) -> fast_forward.ZFunction:
         """The hook_z hooks as the fast runner's (layer, z) -> z, in order, with their HookPoints."""
         by_layer: dict[int, list[Hook]] = {}
@@ -331,6 +343,23 @@ def head_z(
     final = hook_name("resid_post", model.cfg.n_layers - 1)
     acts = capture(model, tokens, [*z_names(model), final])
     return torch.stack([acts[name] for name in z_names(model)]), acts[final]
+
+
+def aligned_z(
+    pool: Float[Tensor, "n pos head d_head"],
+    sources: Int[Tensor, "rows head"],
+    pool_end: Int[Tensor, " n"],
+    row_end: Int[Tensor, " rows"],
+) -> Float[Tensor, "rows pos head d_head"]:
+    """Row r's head h takes the z of that head on prompt `sources[r, h]` of `pool`, aligned at END: position p reads
+    the source's position p − row_end[r] + pool_end[source], clamped to [0, pos) — index for index when the prompts
+    have one length, and END always reads END (the resample ablation's rule, `results.circuit.resampled`)."""
+    pos, heads = pool.shape[1], sources.shape[1]
+    device = pool.device
+    sources, pool_end, row_end = sources.to(device), pool_end.to(device), row_end.to(device)
+    shift = pool_end[sources] - row_end[:, None]  # [rows, head]
+    position = (torch.arange(pos, device=device)[None, :, None] + shift[:, None, :]).clamp(0, pos - 1)
+    return pool[sources[:, None, :], position, torch.arange(heads, device=device)[None, None, :]]
 
 
 def end_logits(

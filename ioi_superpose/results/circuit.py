@@ -48,6 +48,7 @@ from ioi_superpose.engine.runs import (
     Direction,
     Head,
     Reference,
+    aligned_z,
     end_logits,
     head_z,
     logit_diff,
@@ -97,13 +98,8 @@ def resampled(
     z: Float[Tensor, "layer batch pos head d_head"], end_pos: Tensor, seed: int
 ) -> Float[Tensor, "layer batch pos head d_head"]:
     """Row b takes row π(b)'s z, aligned at END (see the module docstring)."""
-    n_layers, batch, length = z.shape[:3]
-    source = derangement(batch, seed).to(z.device)
-    end_pos = end_pos.to(z.device)
-    shift = end_pos[source] - end_pos  # [batch]
-    index = (torch.arange(length, device=z.device)[None] + shift[:, None]).clamp(0, length - 1)  # [batch, pos]
-    index = index[None, :, :, None, None].expand(n_layers, batch, length, *z.shape[3:])
-    return z[:, source].gather(2, index)
+    sources = derangement(z.shape[1], seed)[:, None].expand(-1, z.shape[3])  # every head of row b from row π(b)
+    return torch.stack([aligned_z(layer_z, sources, end_pos, end_pos) for layer_z in z])
 
 
 @torch.no_grad()
