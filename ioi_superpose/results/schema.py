@@ -204,6 +204,10 @@ class RunSummary:
     """`head_types` runs: {"prompts": n, "heads": the learned heads [[layer, head], …], "scores": {type: [layer][head]}}
     (`results/head_types.py`; every head scored, the learned ones listed), or {"error": why, "heads": …}. Written
     only when present, so summaries without it keep their shape."""
+    scrub: dict[str, Any] | None = None
+    """`scrub` runs: the learned head set under a hypothesis file, by causal scrubbing (`analyses/scrubbing/learned.py`:
+    {"file", "heads", "hypothesis", "sets": {set: {version: score or {"error"}}}} or {"error": why}). Written only when
+    present."""
     schema_version: int = SCHEMA_VERSION
 
     def setting(self, section: str, name: str, default: Any = None) -> Any:
@@ -264,6 +268,7 @@ class RunSummary:
             "rotation": self.rotation,
             "circuit": self.circuit,
             **({} if self.head_types is None else {"head_types": self.head_types}),
+            **({} if self.scrub is None else {"scrub": self.scrub}),
             "val": self.val,
             "test": self.test,
             "per_prompt_recovery": {name: d.to_dict() for name, d in self.per_prompt_recovery.items()},
@@ -297,6 +302,7 @@ class RunSummary:
             ioi_circuit=None if circuit is None else IOICircuit.from_dict(circuit, source),
             alpha=data.get("alpha"), steps=data.get("steps"), rest=data.get("rest", "free"),
             rotation=data.get("rotation"), circuit=data.get("circuit"), head_types=data.get("head_types"),
+            scrub=data.get("scrub"),
             schema_version=data["schema_version"],
         )
 

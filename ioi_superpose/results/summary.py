@@ -137,6 +137,7 @@ def build_summary(
         rotation=getattr(system, "rotation_result", None),
         circuit=getattr(system, "circuit_result", None),
         head_types=getattr(system, "head_types_result", None),
+        scrub=getattr(system, "scrub_result", None),
         val=val,
         test=tests,
         per_prompt_recovery={name: Distribution.from_dict(d) for name, d in (per_prompt or {}).items()},

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import torch
 
+from ioi_superpose.analyses.scrubbing.hypothesis import read_hypothesis
 from ioi_superpose.combinations.base import LearnedFamily, check_init
 from ioi_superpose.combinations.registry import (
     SUBSPACE_FAMILIES,
@@ -26,7 +27,7 @@ from ioi_superpose.combinations.registry import (
 )
 from ioi_superpose.engine.rest import RESTS, Rest
 from ioi_superpose.engine.runs import DIRECTIONS, Direction
-from ioi_superpose.errors import SettingError
+from ioi_superpose.errors import ConfigError, SettingError
 from ioi_superpose.training.objectives import OBJECTIVES, ObjectiveName
 
 IN_DISTRIBUTION = "in_distribution"
@@ -208,8 +209,16 @@ class PruneConfig:
     """After fit (and pruning): the IOI paper's criteria of the learned head set (`results/circuit.py`)."""
     head_types: bool = False
     """After fit (and pruning): every head's type scores (`results/head_types.py`), the learned heads listed."""
+    scrub: str | None = None
+    """After fit (and pruning): a hypothesis file; the learned head set is scored under its features by causal
+    scrubbing (`analyses/scrubbing`). Its format is checked here, its heads and features when the model is loaded."""
 
     def __post_init__(self) -> None:
+        if self.scrub is not None:
+            try:
+                read_hypothesis(self.scrub)
+            except ConfigError as error:
+                raise SettingError("scrub", "$scrub: " + str(error).replace("$", "$$")) from None
         check_finite("prune_target", self.prune_target)
         if self.prune_target is not None and not 0.0 < self.prune_target <= 1.0:
             raise SettingError("prune_target", f"$prune_target must be in (0, 1] (the effect to keep) or null, got "
@@ -251,6 +260,10 @@ class SuperpositionConfig:
             raise SettingError("rotation_joint", "$rotation_joint patches every selected layer from the unpatched "
                                "base and source runs (a cut); $rest frozen runs the source tokens instead: set "
                                "$rest free, or $rotation_joint false.")  # fmt: skip
+        if self.prune.scrub is not None and self.family.combination in SUBSPACE_FAMILIES:
+            raise SettingError("scrub", f"$scrub scores the learned head set; $combination {self.family.combination} "
+                               "learns directions, not heads: leave scrub unset, or use a head family (scalar, "
+                               "per_position, …).")  # fmt: skip
         if self.prune.circuit_criteria and self.family.combination in SUBSPACE_FAMILIES:
             raise SettingError("circuit_criteria", f"$circuit_criteria scores head sets; $combination "
                                f"{self.family.combination} learns directions, not heads: set circuit_criteria "

@@ -25,7 +25,7 @@ from ioi_superpose.engine.runs import (
     recovery_of,
     reference_runs,
 )
-from ioi_superpose.errors import ConfigError, NonFiniteLossError
+from ioi_superpose.errors import ConfigError, NonFiniteLossError, SettingError
 from ioi_superpose.models import HookedTransformer, describe_model, load_frozen_model
 from ioi_superpose.training.cache import ReferenceCache
 from ioi_superpose.training.config import BATCHABLE, IN_DISTRIBUTION, CacheDevice, CacheDType, SuperpositionConfig
@@ -99,6 +99,7 @@ class HeadSuperposition(L.LightningModule):
         rotation_joint: bool | None = None,
         circuit_criteria: bool = False,
         head_types: bool = False,
+        scrub: str | None = None,
         ablation: str = "corrupted",
         prune_target: float | None = None,
         prune_prompts: int = 256,
@@ -170,6 +171,13 @@ class HeadSuperposition(L.LightningModule):
                 `HEAD_TYPE_PROMPTS` (64) of the first `prune_prompts` training prompts, and list the learned heads
                 (the [layer, head] view above `l0_threshold`); in summary.json under `head_types`. IOI prompts only
                 (other prompts: the reason is recorded).
+            scrub: a hypothesis file (YAML: heads "L.H" or "L.*" and the IOI features each reads;
+                docs/causal_scrubbing.md, experiments/scrub_hypothesis.yaml): after fit (and pruning), the learned
+                head set (the [layer, head] view above `l0_threshold`), each head with the features the file gives
+                it, is scored by causal scrubbing (`ioi_superpose.analyses.scrubbing`), flat and treeified, on the
+                first `prune_prompts` training prompts and on the validation prompts (32 draws, seed 0); in
+                summary.json under `scrub`. The file's format, heads and features are checked when the run starts.
+                Not for `rotation`.
             ablation: the source of a noising patch (`ioi_superpose.results.circuit`): `corrupted` (the paired
                 corrupted prompt, default), `resample` (another clean prompt of the batch, a seeded derangement,
                 aligned at END), `mean` (the batch's mean z per position role), `zero`. The reference "corrupted"
@@ -200,11 +208,13 @@ class HeadSuperposition(L.LightningModule):
             rotation_layers=None if rotation_layers is None else tuple(rotation_layers),
             rotation_temperature_start=rotation_temperature_start, rotation_temperature_end=rotation_temperature_end,
             rotation_target=rotation_target, rotation_joint=rotation_joint, circuit_criteria=circuit_criteria,
-            head_types=head_types,
+            head_types=head_types, scrub=scrub,
             ablation=ablation, rest=rest,
         )  # fmt: skip
         self.save_hyperparameters(ignore=["preloaded_model"])
         model = preloaded_model if preloaded_model is not None else load_frozen_model(model_name)
+        if scrub is not None:  # the hypothesis's heads and features, before any training
+            check_learned_scrub(scrub, model)
         # Deliberately not a submodule: the frozen weights are never saved in our checkpoints (they
         # hold α; the model is reloaded from `model_name`) nor wrapped or synchronised by DDP.
         # `_apply` moves it wherever the module goes.
@@ -217,6 +227,8 @@ class HeadSuperposition(L.LightningModule):
         """rotation only: the dimension count and head loadings after fit (`RotationCombination.analyse`)."""
         self.head_types_result: dict | None = None
         """head_types only: the head-type scores after fit (`score_head_types_`)."""
+        self.scrub_result: dict | None = None
+        """scrub only: the learned head set's causal-scrubbing scores after fit (`scrub_`)."""
         self.peers = nn.ModuleList()
         """The other members of a batched fit (`batched`); empty for a run of its own (K = 1)."""
         self.max_rows: int | None = None
@@ -347,6 +359,13 @@ class HeadSuperposition(L.LightningModule):
                     member.score_circuit_(prompts)
                 if member.hparams.get("head_types", False):
                     member.score_head_types_(prompts[:HEAD_TYPE_PROMPTS].trimmed())
+            if member.hparams.get("scrub"):
+                member.scrub_(self.trainer.datamodule)
+
+    def learned_heads(self) -> list[tuple[int, int]]:
+        """The heads of the combination's [layer, head] view above `l0_threshold` (what the post-fit criteria score)."""
+        mask = self.combination.head_coefficients().abs() > self.hparams.l0_threshold
+        return [(int(layer), int(head)) for layer, head in mask.nonzero().tolist()]
 
     @torch.no_grad()
     def score_circuit_(self, prompts: ContrastBatch) -> dict:
@@ -355,8 +374,7 @@ class HeadSuperposition(L.LightningModule):
         prompt) is recorded with its reason."""
         from ioi_superpose.results.circuit import ABLATIONS, circuit_scores  # the criteria need the whole engine
 
-        mask = self.combination.head_coefficients().abs() > self.hparams.l0_threshold
-        heads = [tuple(int(i) for i in head) for head in mask.nonzero().tolist()]
+        heads = self.learned_heads()
         result: dict = {}
         for ablation in ABLATIONS:
             try:
@@ -372,8 +390,7 @@ class HeadSuperposition(L.LightningModule):
         prompts without IOI roles are recorded with the reason."""
         from ioi_superpose.results.head_types import head_types  # TransformerLens's head detector
 
-        mask = self.combination.head_coefficients().abs() > self.hparams.l0_threshold
-        result: dict = {"prompts": len(prompts), "heads": mask.nonzero().tolist()}
+        result: dict = {"prompts": len(prompts), "heads": [list(head) for head in self.learned_heads()]}
         try:
             scores = head_types(self.frozen, prompts.to(self.device))  # type: ignore[arg-type]
             result["scores"] = {name: [[round(float(v), 4) for v in row] for row in value.tolist()]
@@ -382,6 +399,25 @@ class HeadSuperposition(L.LightningModule):
             result["error"] = str(error)
         self.head_types_result = result
         return result
+
+    @torch.no_grad()
+    def scrub_(self, datamodule: Any) -> dict:
+        """`scrub`: the learned head set under the hypothesis file's features (`analyses.scrubbing.learned`), on the
+        first `prune_prompts` training prompts and the validation prompts, with their IOI features."""
+        from ioi_superpose.analyses.scrubbing.learned import scrub_learned_set
+        from ioi_superpose.tasks.base import TaskPrompts
+
+        if not hasattr(datamodule, "features"):
+            self.scrub_result = {"file": self.hparams.scrub, "error": "the prompts have no features (an IOI datamodule "
+                                 "gives them): nothing to group by."}  # fmt: skip
+            return self.scrub_result
+        n = self.hparams.prune_prompts
+        sets = {
+            "train": TaskPrompts(batch=datamodule.splits["train"], features=datamodule.features("train"))[:n],
+            "val": TaskPrompts(batch=datamodule.splits["val"], features=datamodule.features("val")),
+        }
+        self.scrub_result = scrub_learned_set(self.frozen, self.hparams.scrub, self.learned_heads(), sets, task="ioi")
+        return self.scrub_result
 
     @torch.no_grad()
     def analyse_rotation_(self, batches: Sequence[ContrastBatch]) -> dict:
@@ -648,11 +684,12 @@ def pruning_batches(trainer: L.Trainer, n_prompts: int) -> list[ContrastBatch]:
 def check_batchable(systems: Sequence[HeadSuperposition]) -> None:
     """Members must share the model and every setting outside `BATCHABLE`."""
     first = systems[0]
-    # The rotation's temperature schedule and report, and the circuit criteria, are written for single runs.
-    if first.hparams.get("combination") == "rotation" or first.hparams.get("circuit_criteria"):
+    # The rotation's temperature schedule and report, the circuit criteria and the scrub are written for single runs.
+    if (first.hparams.get("combination") == "rotation" or first.hparams.get("circuit_criteria")
+            or first.hparams.get("scrub")):  # fmt: skip
         raise ConfigError(
-            "--model.combination rotation and --model.circuit_criteria are not supported in a batched fit yet: "
-            "train these points one at a time (--batch_variants 1)."
+            "--model.combination rotation, --model.circuit_criteria and --model.scrub are not supported in a batched "
+            "fit yet: train these points one at a time (--batch_variants 1)."
         )
     for k, system in enumerate(systems[1:], start=1):
         if system.frozen is not first.frozen and describe_model(system.frozen) != describe_model(first.frozen):
@@ -671,3 +708,14 @@ def check_batchable(systems: Sequence[HeadSuperposition]) -> None:
                 + "; ".join(differences)
                 + f"). Only {list(BATCHABLE)} may differ; train the others in separate groups."
             )
+
+
+def check_learned_scrub(path: str, model: HookedTransformer) -> None:
+    """`--model.scrub`: the file's heads must be the model's, its features the IOI task's (the datamodule's prompts)."""
+    from ioi_superpose.analyses.scrubbing.learned import check_scrub_file
+    from ioi_superpose.tasks.ioi import IOITask
+
+    try:
+        check_scrub_file(path, model, IOITask.feature_names, IOITask.name)
+    except ConfigError as error:
+        raise SettingError("scrub", "$scrub: " + str(error).replace("$", "$$")) from None

@@ -95,6 +95,17 @@ def tree_forwards(hypothesis: Hypothesis, treeified: bool) -> int:
     return 1 + sum(cost.values())
 
 
+def check_tree_size(hypothesis: Hypothesis, treeified: bool, max_forwards: int = DEFAULT_MAX_FORWARDS) -> None:
+    """Refuse a scrub whose tree needs more than `max_forwards` forward passes per batch of rows."""
+    forwards = tree_forwards(hypothesis, treeified)
+    if forwards > max_forwards:
+        raise ConfigError(
+            f"The treeified scrub of this hypothesis needs {forwards} forward passes per batch (its tree: one per "
+            f"node of a hypothesis head in layer >= 1, recursively), more than max_forwards={max_forwards}. Use "
+            "the flat scrub, a hypothesis with fewer heads in later layers, or raise max_forwards."
+        )
+
+
 @dataclass
 class ScrubTree:
     """Every node of one scrub and, per node, the source of every head it reads, for `draws` draws of every prompt."""
@@ -125,13 +136,7 @@ class ScrubTree:
         if n < 2:
             raise ConfigError(f"Scrubbing needs at least 2 prompts (a head outside the hypothesis takes another "
                               f"prompt's z); got {n}.")  # fmt: skip
-        forwards = tree_forwards(hypothesis, treeified)
-        if forwards > max_forwards:
-            raise ConfigError(
-                f"The treeified scrub of this hypothesis needs {forwards} forward passes per batch (its tree: one per "
-                f"node of a hypothesis head in layer >= 1, recursively), more than max_forwards={max_forwards}. Use "
-                "the flat scrub, a hypothesis with fewer heads in later layers, or raise max_forwards."
-            )
+        check_tree_size(hypothesis, treeified, max_forwards)
         classes = {head: EquivalenceClasses(features, hypothesis.features(head)) for head in hypothesis.heads}
         root = Node(None, n_layers, torch.arange(n).expand(draws, n))
         tree = cls([root], hypothesis, treeified)
