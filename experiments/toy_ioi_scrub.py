@@ -7,7 +7,7 @@ The learned set is the main job's (`python -m ioi_superpose.train fit --config e
 into a temporary directory; its support is read from summary.json). Hypotheses: the learned set reading the names
 (io, s), the position (template_id, order: where the names stand), or one name; the learned set with layer 1 added,
 layer 0 reading the names and layer 1 the position (the two-step reading of README's toy IOI paragraph), its
-negation, and the finer ones. Prompt sets (the IOI task's `val` set, seed 0, clean prompts): the main job's 256
+negation, and finer ones (layer 0 reading the names with the order or the template, layer 1 the names). Prompt sets (the IOI task's `val` set, seed 0, clean prompts): the main job's 256
 validation prompts (the checkpoint's 79 training names: almost every (io, s) pair is a class of one, where the scrub
 cannot test the claim), and 1024 prompts over 4 of those names (12 (io, s) classes of about 85 prompts).
 """
@@ -63,6 +63,10 @@ def hypotheses(learned: list[tuple[int, int]]) -> dict[str, tuple[str, dict]]:
         "learned names + layer 1 names": ("layer 1 reads the names too", {**on(learned, NAMES), **on(LAYER1, NAMES)}),
         "learned + layer 1, names and position": ("every head reads names and position (finest)",
                                                   {**on(learned, NAMES + POSITION), **on(LAYER1, NAMES + POSITION)}),
+        "learned names + order, layer 1 names": ("layer 0 reads the names and which comes first, layer 1 the names",
+                                                 {**on(learned, (*NAMES, "order")), **on(LAYER1, NAMES)}),
+        "learned names + template, layer 1 names": ("layer 0 reads the names and the template, layer 1 the names",
+                                                    {**on(learned, (*NAMES, "template_id")), **on(LAYER1, NAMES)}),
     }  # fmt: skip
 
 

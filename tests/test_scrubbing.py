@@ -316,3 +316,22 @@ def test_planted_prompts_hold_every_combination_once():
         TOKENS[prompts.features["a"][0]],
         TOKENS[prompts.features["b"][0]],
     ]
+
+
+def test_the_ioi_datamodule_exposes_the_ioi_tasks_features():
+    """One extractor (`data.ioi.ioi_features`): the datamodule's features of a split equal the `ioi` task's for the same
+    prompts (same settings and seed: same prompts)."""
+    from ioi_superpose.data.datamodule import IOIDataModule
+    from ioi_superpose.data.name_split import checkpoint_name_split
+    from ioi_superpose.models import load_tokenizer
+    from ioi_superpose.tasks.ioi import IOITask
+    from tests.helpers import TOY_IOI
+
+    datamodule = IOIDataModule(TOY_IOI, n_train=8, n_val=12, n_test=4, off_distribution=())
+    with pytest.raises(ConfigError, match="call setup"):
+        datamodule.features("val")
+    datamodule.setup("fit")
+    task = IOITask(name_split=checkpoint_name_split(TOY_IOI, 0.2)).prompts(load_tokenizer(TOY_IOI), "val", 12, 0)
+    assert torch.equal(task.batch.clean_tokens, datamodule.splits["val"].clean_tokens)
+    assert datamodule.features("val") == task.features
+    assert set(task.features) == {"io", "s", "template_id", "order"}
