@@ -34,6 +34,9 @@ from ioi_superpose.tasks.base import TaskPrompts
 Version = Literal["flat", "treeified"]
 VERSIONS: tuple[Version, ...] = get_args(Version)
 DEFAULT_DRAWS = 32
+MAX_ROWS = 1024
+"""(draw, prompt) rows per chunk of forwards: every layer's replacement z of a chunk is held at once (GPT-2 small at 16
+tokens: about 50 MB per layer)."""
 BOOTSTRAP_SAMPLES = 2000
 
 
@@ -105,7 +108,7 @@ def metric_values(metric: MetricName, batch: ContrastBatch, logits_of: Callable[
 
 
 def scrubbed_metric(runner: ScrubRunner, tree: ScrubTree, batch: ContrastBatch, metric: MetricName,
-                    max_rows: int = 4096) -> Float[Tensor, "draws n"]:  # fmt: skip
+                    max_rows: int = MAX_ROWS) -> Float[Tensor, "draws n"]:  # fmt: skip
     """The metric of every (draw, prompt) row of `tree`'s root forward, run in chunks of about `max_rows` rows."""
     draws = tree.nodes[0].context.shape[0]
     per_chunk = max(1, max_rows // len(batch))
@@ -126,7 +129,7 @@ def scrub(
     draws: int = DEFAULT_DRAWS,
     seed: int = 0,
     max_forwards: int = DEFAULT_MAX_FORWARDS,
-    max_rows: int = 4096,
+    max_rows: int = MAX_ROWS,
     confidence: float = 0.95,
     task: str | None = None,
 ) -> dict[str, ScrubScore]:
