@@ -53,7 +53,7 @@ FEATURES = ("a", "b", "c")
 
 
 @dataclass(frozen=True)
-class Path:
+class Route:
     """A route from one prompt position to the answer logits: the heads it passes, first to last, and the weight
     with which the last one writes the name it carries (+ on that name's logit, or − for a negative weight)."""
 
@@ -68,7 +68,7 @@ class PlantedScrub:
 
     name: str
     model: HookedTransformer
-    paths: tuple[Path, ...]
+    paths: tuple[Route, ...]
 
     def prompts(self, seed: int = 0) -> TaskPrompts:
         """All 24 prompts (a, b, c), in a seeded order; corrupted = a and b swapped (the scrub reads clean prompts)."""
@@ -179,7 +179,7 @@ def additive(w0: float = 3.0, w1: float = 1.0) -> PlantedScrub:
     writer.head(0, 0, POSITION["a"], NAME_DIR, len(NAMES), _rows(NAME_DIR, len(NAMES), w0))
     writer.head(0, 1, POSITION["b"], NAME_DIR, len(NAMES), _rows(NAME_DIR, len(NAMES), -w1))
     writer.head(0, 2, POSITION["c"], CONTEXT_DIR, len(CONTEXTS), _unread(len(CONTEXTS)))
-    paths = (Path("a", ((0, 0),), w0), Path("b", ((0, 1),), -w1))
+    paths = (Route("a", ((0, 0),), w0), Route("b", ((0, 1),), -w1))
     return PlantedScrub("additive", writer.build(), paths)
 
 
@@ -191,5 +191,5 @@ def composition(w: float = 3.0, w_prime: float = 1.0) -> PlantedScrub:
     writer.head(1, 0, POSITION["END"], MOVED_A, len(NAMES), _rows(NAME_DIR, len(NAMES), w))
     writer.head(1, 1, POSITION["END"], MOVED_B, len(NAMES), _rows(NAME_DIR, len(NAMES), -w_prime))
     writer.head(1, 2, POSITION["c"], CONTEXT_DIR, len(CONTEXTS), _unread(len(CONTEXTS)))
-    paths = (Path("a", ((0, 0), (1, 0)), w), Path("b", ((0, 1), (1, 1)), -w_prime))
+    paths = (Route("a", ((0, 0), (1, 0)), w), Route("b", ((0, 1), (1, 1)), -w_prime))
     return PlantedScrub("composition", writer.build(), paths)
