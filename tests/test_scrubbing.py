@@ -8,15 +8,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ioi_superpose.analyses.scrubbing import EquivalenceClasses, Hypothesis, ScrubTree, scrub
+from ioi_superpose.analyses.post_fit import after_fit
+from ioi_superpose.analyses.scrubbing import EquivalenceClasses, Hypothesis, ScrubTree, scrub, scrub_fitted
 from ioi_superpose.analyses.scrubbing.forward import ScrubRunner
 from ioi_superpose.analyses.scrubbing.sampling import other_prompt, tree_forwards
 from ioi_superpose.analyses.scrubbing.score import scrubbed_metric
+from ioi_superpose.combinations.scalar import ScalarCombination
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.runs import aligned_z, hook_name
+from ioi_superpose.data.task_prompts import TaskPrompts
+from ioi_superpose.engine.ablations import aligned_z
+from ioi_superpose.engine.vocabulary import hook_name
 from ioi_superpose.errors import ConfigError
+from ioi_superpose.fitting.fitted import FittedCombination
+from ioi_superpose.fitting.settings import SuperpositionConfig
 from ioi_superpose.groundtruth.planted_scrub import TOKENS, additive, composition
-from ioi_superpose.tasks.base import TaskPrompts
 from tests.helpers import hooks_attached, random_model
 
 A, B = (0, 0), (0, 1)  # the additive model's heads reading a and b
@@ -335,3 +340,48 @@ def test_the_ioi_datamodule_exposes_the_ioi_tasks_features():
     assert torch.equal(task.batch.clean_tokens, datamodule.splits["val"].clean_tokens)
     assert datamodule.features("val") == task.features
     assert set(task.features) == {"io", "s", "template_id", "order"}
+
+
+# --------------------------------------------------------------------------------------------------
+# A fitted combination's head set (`scrub_fitted`, and `after_fit` with `scrub`)
+
+
+def fitted_on(case, heads) -> FittedCombination:
+    """`case`'s model with a scalar combination whose weight is 1 on `heads` and 0 elsewhere."""
+    cfg = case.model.cfg
+    combination = ScalarCombination(cfg.n_layers, cfg.n_heads, init=0.0)
+    with torch.no_grad():
+        for head in heads:
+            combination.coefficients[head] = 1.0
+    return FittedCombination(case.model, combination, SuperpositionConfig.from_settings(model_name="planted"))
+
+
+def test_a_fitted_combinations_head_set_is_scrubbed_under_a_hypothesis():
+    case = additive()
+    prompts = case.prompts()
+    fitted = fitted_on(case, [A, B])
+    claims = {A: ("a",), B: ("b",), (0, 2): ("c",)}  # a head the fit did not keep is not scored
+    record = scrub_fitted(fitted, Hypothesis(claims), {"all": prompts}, draws=4)
+    assert record["file"] is None and record["heads"] == [[0, 0], [0, 1]]
+    assert record["hypothesis"] == {"0.0": ["a"], "0.1": ["b"]}
+    direct = scrub(case.model, Hypothesis({A: ("a",), B: ("b",)}), prompts, versions=("flat", "treeified"), draws=4)
+    assert record["sets"]["all"] == {version: score.to_dict() for version, score in direct.items()}
+    assert record["sets"]["all"]["flat"]["fraction"] == pytest.approx(case.expected({A: ("a",), B: ("b",)}, "flat"))
+    missing = scrub_fitted(fitted, Hypothesis({A: ("a",)}), {"all": prompts}, draws=4)
+    assert "gives no features for the learned head(s) ['0.1']" in missing["error"] and "sets" not in missing
+
+
+def test_after_fit_scrubs_the_learned_set_when_the_settings_ask(tmp_path):
+    case = additive()
+    prompts = case.prompts()
+    path = tmp_path / "hypothesis.yaml"
+    path.write_text("heads:\n  0.*: [a]\n")
+    fitted = fitted_on(case, [A])
+    scrubbing = FittedCombination(fitted.model, fitted.combination,
+                                  SuperpositionConfig.from_settings(model_name="planted", scrub=str(path)))  # fmt: skip
+    after = after_fit(scrubbing, prompts.batch, batch_size=len(prompts), scrub_sets={"all": prompts}, task="planted")
+    assert after.scrub["file"] == str(path) and after.scrub["hypothesis"] == {"0.0": ["a"]}
+    expected = case.expected({A: ("a",)}, "flat")
+    assert after.scrub["sets"]["all"]["flat"]["fraction"] == pytest.approx(expected, abs=0.1)
+    assert "no prompt features were given" in after_fit(scrubbing, prompts.batch, len(prompts)).scrub["error"]
+    assert after_fit(fitted, prompts.batch, len(prompts)).scrub is None

@@ -2,9 +2,9 @@
 
 Every head of every layer is patched at every position. A head whose source is a leaf (outside the hypothesis, or a
 hypothesis head of the flat scrub, or of layer 0) reads its z from one unpatched run of all the prompts (`pool`),
-aligned at END (`engine.runs.aligned_z`); a treeified node's z is the head's z in a forward on the node's prompt whose
-earlier layers are replaced the same way, recursively (`BaseRun.z_patched_capture`). The root is the forward on the
-prompt itself with every layer replaced (`BaseRun.z_patched_end_logits`: the fast runner where it applies). The
+aligned at END (`engine.ablations.aligned_z`); a treeified node's z is the head's z in a forward on the node's prompt
+whose earlier layers are replaced the same way, recursively (`BaseRun.z_patched_capture`). The root is the forward on
+the prompt itself with every layer replaced (`BaseRun.z_patched_end_logits`: the fast runner where it applies). The
 embeddings (and MLPs, in models that have them) of each forward read that forward's own prompt: they are not heads,
 so the hypothesis never names them and they are never resampled.
 """
@@ -18,8 +18,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ioi_superpose.analyses.scrubbing.sampling import Node, ScrubTree
-from ioi_superpose.engine.fast_forward import ZFunction
-from ioi_superpose.engine.runs import BaseRun, aligned_z, fold, head_z
+from ioi_superpose.engine.ablations import aligned_z
+from ioi_superpose.engine.patch import ZFunction
+from ioi_superpose.engine.runs import BaseRun, fold, head_z
 from ioi_superpose.models import HookedTransformer
 
 

@@ -25,7 +25,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ioi_superpose.analyses.scrubbing.hypothesis import Hypothesis
-from ioi_superpose.engine.runs import Head
+from ioi_superpose.engine.vocabulary import Head
 from ioi_superpose.errors import ConfigError
 
 DEFAULT_MAX_FORWARDS = 256
