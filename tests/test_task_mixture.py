@@ -117,7 +117,8 @@ def _tiny_config(tmp_path: Path, name: str, max_steps: int, checkpoints: bool = 
     checkpoint["init_args"].update(dirpath=str(tmp_path / f"{name}_ckpt"), every_n_train_steps=2)
     curve["init_args"]["n_prompts"] = 8
     export["init_args"].update(path=str(tmp_path / f"{name}.pt"), prompts_per_set=8, eval_size=20)
-    config["trainer"].update(max_steps=max_steps, val_check_interval=1, logger=False, enable_checkpointing=checkpoints,
+    config["trainer"].update(max_steps=max_steps, val_check_interval=1, logger=False, default_root_dir=str(tmp_path),
+                             enable_checkpointing=checkpoints,
                              callbacks=[checkpoint, curve, export] if checkpoints else [curve, export])  # fmt: skip
     config["model"].update(n_layers=2, n_heads=2, d_model=16, d_head=4, d_mlp=16)
     config["data"]["init_args"].update(batch_size=8, eval_prompts_per_task=4)
