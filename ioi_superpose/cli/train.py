@@ -21,7 +21,7 @@ from ioi_superpose.baselines.callbacks import Baselines, join_baselines, log_bas
 from ioi_superpose.baselines.compute import BaselineResult
 from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
-from ioi_superpose.callbacks.resume_hint import ResumeHint
+from ioi_superpose.callbacks.resume import ExactResume
 from ioi_superpose.cli.flag_order import refuse_flags_replaced_by_config
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.errors import ConfigError, user_facing_main
@@ -123,7 +123,7 @@ class SuperposeCLI(LightningCLI):
 
     def __init__(self, *positional: Any, args: Sequence[str] | None = None, **kwargs: Any) -> None:
         self.argv = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:]
-        """The command line, for the resume command printed when a run is stopped (`ResumeHint`)."""
+        """The command line, for the resume command printed when a run is stopped (`ExactResume`)."""
         refuse_flags_replaced_by_config(self.argv)
         super().__init__(*positional, args=args, **kwargs)
 
@@ -144,7 +144,7 @@ class SuperposeCLI(LightningCLI):
             )
 
     def before_fit(self) -> None:
-        self.trainer.callbacks.append(ResumeHint(self.argv))
+        self.trainer.callbacks.append(ExactResume(self.argv))
         if self.datamodule.hparams.get("corpus") and self.model.hparams.get("combination") == "rotation":
             raise ConfigError(
                 "--data.corpus ranks positions by head weights; --model.combination rotation learns directions, "

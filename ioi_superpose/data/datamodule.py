@@ -111,8 +111,9 @@ class ResumableLoader(DataLoader):
         if self._resume_from is not None:
             resume, self._resume_from = self._resume_from, None
             if resume["epoch"] != self.sampler.epoch:
-                raise RuntimeError(
-                    f"resuming epoch {self.sampler.epoch} with the loader state of epoch {resume['epoch']}"
+                raise RuntimeError(  # `callbacks.resume.align_loop_state` makes Lightning's epoch the loader's
+                    f"resuming epoch {self.sampler.epoch} with the loader state of epoch {resume['epoch']}: the "
+                    "checkpoint's loop counters were not aligned with its step (is the ExactResume callback missing?)"
                 )
             skip = resume["batches_yielded"]
         self.sampler.start = skip * self.batch_size
