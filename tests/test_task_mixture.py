@@ -68,6 +68,13 @@ def test_task_documents_are_the_tasks_prompts_with_a_correct_answer() -> None:
                 assert filler[-1] == data.full_stop and 3 <= len(filler) - 1 <= 8
 
 
+def test_task_options_reach_the_tasks_for_training_and_evaluation() -> None:
+    data = TaskMixtureDataModule(task_options={"induction": {"repeat": 9}})
+    prompts = data.task_prompts("induction", "val", 4, seed=0)
+    assert prompts.batch.clean_tokens.shape[1] == 1 + 10 + 9 and (prompts.roles["first_answer"] == 10).all()
+    assert data.tasks["ioi"].name_split == (data.held_out_names, data.train_names)
+
+
 def test_ioi_held_out_names_never_reach_ioi_training_documents(data: TaskMixtureDataModule) -> None:
     held_out = set(data.held_out_names)
     assert len(held_out) == 20 and not held_out & set(data.train_names)
@@ -83,6 +90,8 @@ def test_bad_mixture_settings_are_refused() -> None:
         TaskMixtureDataModule(tasks=("ioi", "file"), task_weights=(1.0, 1.0))
     with pytest.raises(ConfigError, match="one positive weight per task"):
         TaskMixtureDataModule(tasks=("ioi",), task_weights=(1.0, 2.0))
+    with pytest.raises(ConfigError, match=r"task_options names tasks not in .*\['greater_than'\]"):
+        TaskMixtureDataModule(tasks=("ioi",), task_weights=(1.0,), task_options={"greater_than": {}})
     with pytest.raises(ConfigError, match="exceeds --data.init_args.n_ctx 8"):
         TaskMixtureDataModule(n_ctx=8).token_batch(8, seed=0)
 

@@ -68,3 +68,18 @@ def test_an_mlp_width_below_zero_is_refused() -> None:
     with pytest.raises(ConfigError, match=r"--model.d_mlp must be >= 0"):
         toy_config(1, 2, 8, 4, 10, 5, d_mlp=-1)
     assert build_toy_model(toy_config(1, 2, 8, 4, 10, 5, d_mlp=0)).cfg.attn_only
+
+
+def test_the_learning_rate_warms_up_linearly_when_asked() -> None:
+    settings = dict(n_layers=1, n_heads=2, d_model=8, d_head=4, d_vocab=10, n_ctx=5, lr=0.01)
+    assert isinstance(ToyModelTraining(**settings).configure_optimizers(), torch.optim.AdamW)  # as before: no schedule
+    configured = ToyModelTraining(**settings, lr_warmup_steps=4).configure_optimizers()
+    optimiser, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    rates = []
+    for _ in range(6):
+        rates.append(optimiser.param_groups[0]["lr"])
+        optimiser.step()
+        scheduler.step()
+    assert rates == pytest.approx([0.0025, 0.005, 0.0075, 0.01, 0.01, 0.01])
+    with pytest.raises(ConfigError, match="lr_warmup_steps must be >= 0"):
+        ToyModelTraining(**settings, lr_warmup_steps=-1)

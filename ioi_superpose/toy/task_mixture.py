@@ -79,6 +79,7 @@ class TaskMixtureDataModule(L.LightningDataModule):
         self,
         tasks: tuple[str, ...] = ("ioi", "induction", "greater_than", "agreement"),
         task_weights: tuple[float, ...] = (0.4, 0.2, 0.2, 0.2),
+        task_options: dict[str, dict[str, Any]] | None = None,
         filler: float = 0.1,
         filler_prefix: float = 0.25,
         filler_words: tuple[int, int] = (3, 8),
@@ -92,6 +93,8 @@ class TaskMixtureDataModule(L.LightningDataModule):
         Args:
             tasks: registered task names (`ioi_superpose.tasks.TASKS`, not `file`).
             task_weights: relative share of each task among the task rows.
+            task_options: options of a task's constructor, by task name (e.g. `{"induction": {"repeat": 9}}`), used
+                for training and evaluation alike.
             filler: share of rows that are a filler document (random words and full stops) alone.
             filler_prefix: probability that a task row starts with a filler sentence (the prompt then does not
                 start right after BOS).
@@ -121,8 +124,13 @@ class TaskMixtureDataModule(L.LightningDataModule):
         self.tokenizer = WordTokenizer(mixture_vocabulary(tasks))
         # Each batch draws its prompts from a seed of its own; IOI's train / held-out name split must not follow it.
         self.held_out_names, self.train_names = split_names(default_names(self.tokenizer), IOI_HELD_OUT_NAMES, seed)
-        options = {"ioi": {"name_split": (self.held_out_names, self.train_names)}}
-        self.tasks: dict[str, Task] = {name: make_task(name, **options.get(name, {})) for name in tasks}
+        options = {name: dict((task_options or {}).get(name, {})) for name in tasks}
+        unknown = sorted(set(task_options or {}) - set(tasks))
+        if unknown:
+            raise ConfigError(f"--data.init_args.task_options names tasks not in --data.init_args.tasks: {unknown}.")
+        if "ioi" in options:
+            options["ioi"]["name_split"] = (self.held_out_names, self.train_names)
+        self.tasks: dict[str, Task] = {name: make_task(name, **options[name]) for name in tasks}
         self.filler_pool = [i for i, word in enumerate(self.tokenizer.vocab) if word not in (BOS, PAD, ".")]
         self.full_stop = self.tokenizer.encode(".")[0]
 

@@ -105,6 +105,7 @@ class ToyModelTraining(L.LightningModule):
         head_dropout: float = 0.0,
         head_dropout_layers: list[int] | None = None,
         d_mlp: int = 0,
+        lr_warmup_steps: int = 0,
     ) -> None:
         """
         Args:
@@ -129,6 +130,8 @@ class ToyModelTraining(L.LightningModule):
                 example, layer and head, without rescaling (module docstring: why); 0 turns it off.
             head_dropout_layers: the layers head dropout applies to (None: every layer).
             d_mlp: width of an MLP (GELU, as GPT-2's) in every block; 0 (the default) builds an attention-only model.
+            lr_warmup_steps: the learning rate rises linearly from lr/steps to lr over this many steps; 0 (the
+                default) starts at lr.
         """
         super().__init__()
         if not 0.0 <= head_dropout < 1.0:
@@ -136,6 +139,8 @@ class ToyModelTraining(L.LightningModule):
                 f"--model.head_dropout must be in [0, 1) (the probability that a head's z is dropped in "
                 f"training), got {head_dropout}; use 0 to turn it off."
             )
+        if lr_warmup_steps < 0:
+            raise ConfigError(f"--model.lr_warmup_steps must be >= 0, got {lr_warmup_steps}.")
         if head_dropout_layers is not None and not all(0 <= layer < n_layers for layer in head_dropout_layers):
             raise ConfigError(
                 f"--model.head_dropout_layers {head_dropout_layers} names a layer outside [0, {n_layers - 1}]; "
@@ -227,10 +232,15 @@ class ToyModelTraining(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_groups(self.test_group_accuracy, "test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
+        optimiser = torch.optim.AdamW(
             self.model.parameters(),
             lr=self.hparams.lr,
             weight_decay=self.hparams.weight_decay,
             betas=tuple(self.hparams.betas),
         )
+        warmup = self.hparams.get("lr_warmup_steps", 0)
+        if not warmup:
+            return optimiser
+        ramp = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": ramp, "interval": "step"}}
