@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from ioi_superpose.results.plots import head_heatmap
+from ioi_superpose.plots import head_heatmap
 from ioi_superpose.training.system import HeadSuperposition
 
 

@@ -19,10 +19,10 @@ import matplotlib.pyplot as plt
 
 from ioi_superpose.errors import ConfigError, user_facing_main
 from ioi_superpose.files import atomic_write
+from ioi_superpose.plots import save_figure
 from ioi_superpose.results.analysis import SEED_KEYS, stability
 from ioi_superpose.results.caveats import INITIAL_ALPHA, prune_shortfall
 from ioi_superpose.results.pareto import pareto_figures
-from ioi_superpose.results.plots import save_figure
 from ioi_superpose.results.schema import RunSummary, Stability, SweepSummary, Unit
 
 MAX_ACTIVATING = "max_activating.json"
@@ -450,7 +450,7 @@ HEAD_TYPE_COLUMNS = ("previous_token", "duplicate_token", "induction", "copying"
 
 
 def head_types_section(report: Report, runs: Sequence[Run]) -> None:
-    """`head_types` runs: the type scores of the learned heads (`results/head_types.py`)."""
+    """`head_types` runs: the type scores of the learned heads (`analyses/head_types.py`)."""
     typed = [r for r in runs if r.summary.head_types is not None]
     if not typed:
         return
