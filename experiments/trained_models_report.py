@@ -29,10 +29,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from ioi_superpose.baselines.single_head import single_head_effects  # noqa: E402
 from ioi_superpose.files import write_json  # noqa: E402
 from ioi_superpose.models import load_frozen_model  # noqa: E402
 from ioi_superpose.models.loading import load_toy_metadata  # noqa: E402
-from ioi_superpose.toy.task_mixture import TaskMixtureDataModule, single_head_effects  # noqa: E402
+from ioi_superpose.toy.task_mixture import TaskMixtureDataModule  # noqa: E402
 
 CHECKPOINTS = ("checkpoints/trained_task_mixture_seed0.pt", "checkpoints/trained_task_mixture_seed1.pt")
 THRESHOLD = 0.01
@@ -150,7 +151,7 @@ def main() -> None:
             prompts = data.task_prompts(task_name, "in_distribution", args.prompts, args.seed)
             entry["effects"][task_name] = {}
             for direction in ("denoising", "noising"):
-                effects = single_head_effects(model, prompts, task.metric, direction).cpu()
+                effects = single_head_effects(model, prompts.batch, task.metric, direction).cpu()
                 entry["effects"][task_name][direction] = effect_summary(effects)
                 if direction == "denoising":
                     denoising[task_name] = effects

@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from ioi_superpose.baselines.scorers import activation_patching
+from ioi_superpose.baselines.single_head import ContrastPatchingMetric, single_head_effects
 from ioi_superpose.cli.train_toy import main as train_toy
 from ioi_superpose.data.answer_metrics import contrast_metric
 from ioi_superpose.engine.runs import gather_end
@@ -18,12 +19,7 @@ from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import freeze, load_frozen_model
 from ioi_superpose.models.toy import build_toy_model, toy_config
 from ioi_superpose.toy.batches import IGNORE_INDEX
-from ioi_superpose.toy.task_mixture import (
-    ContrastPatchingMetric,
-    TaskMixtureDataModule,
-    single_head_effects,
-    task_scores,
-)
+from ioi_superpose.toy.task_mixture import TaskMixtureDataModule, task_scores
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +96,7 @@ def test_single_head_effects_equal_the_projects_activation_patching_for_a_pair(d
     prompts = data.task_prompts("induction", "val", 12, seed=0)  # one correct and one wrong answer: a pair
     assert prompts.batch.answer_weights is None
     for direction in ("denoising", "noising"):
-        ours = single_head_effects(model, prompts, "logit_diff", direction)
+        ours = single_head_effects(model, prompts.batch, "logit_diff", direction)
         projects = activation_patching(model, prompts.batch.trimmed(), direction)
         assert ours.shape == (2, 3) and torch.allclose(ours, projects, atol=1e-5)
 
