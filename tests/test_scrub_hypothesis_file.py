@@ -9,11 +9,9 @@ import pytest
 
 from ioi_superpose.analyses.scrubbing import Hypothesis, read_hypothesis
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.tasks import TASKS
 from tests.helpers import EXPERIMENTS
 
 IOI_FEATURES = ("io", "s", "template_id", "order")
-TASK_FEATURES = {name: task.feature_names for name, task in TASKS.items()}
 
 
 def write(tmp_path, text: str):
@@ -74,16 +72,7 @@ def test_the_example_file_is_valid_for_the_toy_model():
 def test_bad_files_are_refused_naming_the_line_and_key(tmp_path, text, message):
     path = write(tmp_path, text)
     with pytest.raises(ConfigError, match=message):
-        read_hypothesis(path, TASK_FEATURES)
-
-
-def test_without_the_tasks_the_files_task_is_checked_against_the_prompts(tmp_path):
-    """The tasks are a layer above the analyses: read without them, a file's task line is kept as written and
-    checked when the file meets prompts of a task."""
-    parsed = read_hypothesis(write(tmp_path, "task: cooking\nheads:\n  0.1: [io]\n"))
-    assert parsed.task == "cooking"
-    with pytest.raises(ConfigError, match="is a hypothesis about task 'cooking'; these prompts are task 'ioi'"):
-        parsed.check(2, 4, IOI_FEATURES, "ioi")
+        read_hypothesis(path)
 
 
 @pytest.mark.parametrize(

@@ -15,13 +15,13 @@ from ioi_superpose.analyses.scrubbing.sampling import other_prompt, tree_forward
 from ioi_superpose.analyses.scrubbing.score import scrubbed_metric
 from ioi_superpose.combinations.scalar import ScalarCombination
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.data.task_prompts import TaskPrompts
 from ioi_superpose.engine.ablations import aligned_z
 from ioi_superpose.engine.vocabulary import hook_name
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.fitting.fitted import FittedCombination
 from ioi_superpose.fitting.settings import SuperpositionConfig
 from ioi_superpose.groundtruth.planted_scrub import TOKENS, additive, composition
+from ioi_superpose.tasks.base import TaskPrompts
 from tests.helpers import hooks_attached, random_model
 
 A, B = (0, 0), (0, 1)  # the additive model's heads reading a and b

@@ -21,10 +21,10 @@ from ioi_superpose.analyses.rotation import rotation_dimensions
 from ioi_superpose.analyses.scrubbing.learned import scrub_fitted
 from ioi_superpose.combinations.rotation import RotationCombination
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.data.task_prompts import TaskPrompts
 from ioi_superpose.engine.ablations import ABLATIONS
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.fitting.fitted import FittedCombination
+from ioi_superpose.tasks.base import TaskPrompts
 
 HEAD_TYPE_PROMPTS = 64
 """`head_types`: the training prompts the head types are scored on (the detectors loop in Python per prompt)."""

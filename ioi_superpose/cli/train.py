@@ -29,14 +29,13 @@ from ioi_superpose.callbacks.resume import ExactResume
 from ioi_superpose.cli.flag_order import refuse_flags_replaced_by_config
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.data.splits import TRAIN_SET, VAL_SET
-from ioi_superpose.data.task_prompts import TaskPrompts
 from ioi_superpose.errors import ConfigError, SettingError, cli_flag, user_facing_main
 from ioi_superpose.results.analysis import distribution
 from ioi_superpose.results.caveats import prune_shortfall
 from ioi_superpose.results.pareto import pareto_figures
 from ioi_superpose.results.summary import RunWriter, build_summary, write_corpus_examples
+from ioi_superpose.tasks.base import TaskPrompts
 from ioi_superpose.tasks.ioi import IOITask
-from ioi_superpose.tasks.registry import TASKS
 from ioi_superpose.training.system import HeadSuperposition, superposition_module
 
 TRAINER_DEFAULTS = {
@@ -179,8 +178,7 @@ def check_scrub(path: str, model: HeadSuperposition) -> None:
     """`--model.scrub`, before training: the file's format, its heads the model's, its features the IOI task's (the
     datamodule's prompts; `analyses.scrubbing.learned.check_scrub_file`)."""
     try:
-        check_scrub_file(path, model.frozen, IOITask.feature_names, IOITask.name,
-                         {name: task.feature_names for name, task in TASKS.items()})  # fmt: skip
+        check_scrub_file(path, model.frozen, IOITask.feature_names, IOITask.name)
     except ConfigError as error:
         raise SettingError("scrub", "$scrub: " + str(error).replace("$", "$$")) from None
 

@@ -32,11 +32,11 @@ import torch
 from torch import Tensor
 
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.data.task_prompts import TaskPrompts
 from ioi_superpose.engine.vocabulary import Head
 from ioi_superpose.models import HookedTransformer
 from ioi_superpose.models.frozen import freeze
 from ioi_superpose.models.toy import attn_only_config
+from ioi_superpose.tasks.base import TaskPrompts
 
 NAMES = ("N0", "N1", "N2", "N3")
 CONTEXTS = ("C0", "C1")

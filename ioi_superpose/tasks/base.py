@@ -1,5 +1,4 @@
-"""What a task is: how to make contrast pairs for a tokenizer (`Task`), and what it hands back (`TaskPrompts`,
-defined in `data.task_prompts` so that the analyses below the tasks can take it).
+"""What a task is: how to make contrast pairs for a tokenizer (`Task`), and what it hands back (`TaskPrompts`).
 
 A task's prompts are a `ContrastBatch` (clean and corrupted tokens, answer sets with weights, END) plus, beside
 it, the named positions of its roles (IOI: IO, S1, S2) and per-prompt feature values (IOI: the IO and S names,
@@ -21,16 +20,48 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+from jaxtyping import Int
+from torch import Tensor
 
 from ioi_superpose.data.answer_metrics import MetricName, set_weights
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.datamodule import set_seed
 from ioi_superpose.data.ioi import TextEncoder
-from ioi_superpose.data.task_prompts import TaskPrompts
 from ioi_superpose.errors import ConfigError, UnknownWordError
 
 CORE_SETS: tuple[str, ...] = ("train", "val", "in_distribution")
 """The sets every task has: training, validation and the in-distribution test set."""
+
+
+@dataclass
+class TaskPrompts:
+    """A task's prompts: the contrast batch, its roles' positions and each prompt's feature values."""
+
+    batch: ContrastBatch
+    roles: dict[str, Int[Tensor, " batch"]] = field(default_factory=dict)
+    """Named positions per prompt (END is `batch.end_pos`); empty for a task without roles."""
+    features: dict[str, list[Any]] = field(default_factory=dict)
+    """Per-prompt values (JSON-ready: strings, ints), one list per feature, in row order."""
+
+    def __post_init__(self) -> None:
+        n = len(self.batch)
+        bad = [name for name, values in [*self.roles.items(), *self.features.items()] if len(values) != n]
+        if bad:
+            raise ValueError(f"roles/features {bad} do not have one entry per prompt ({n})")
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+    def __getitem__(self, index: int | slice | Sequence[int] | Tensor) -> "TaskPrompts":
+        rows = torch.arange(len(self))[index].reshape(-1) if not isinstance(index, Tensor) else index.reshape(-1)
+        if rows.dtype == torch.bool:
+            rows = rows.nonzero().flatten()
+        keep = rows.tolist()
+        return TaskPrompts(
+            batch=self.batch[rows],
+            roles={name: positions[rows] for name, positions in self.roles.items()},
+            features={name: [values[i] for i in keep] for name, values in self.features.items()},
+        )
 
 
 class Task(ABC):

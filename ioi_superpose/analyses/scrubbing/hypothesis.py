@@ -32,6 +32,7 @@ import yaml
 
 from ioi_superpose.engine.vocabulary import Head
 from ioi_superpose.errors import ConfigError
+from ioi_superpose.tasks.registry import TASKS
 
 FILE_KEYS = ("task", "heads")
 _HEAD_KEY = re.compile(r"^(\d+)\.(\d+|\*)$")
@@ -202,12 +203,9 @@ class HypothesisFile:
         return (own or layer or [None])[0]
 
 
-def read_hypothesis(path: str | Path, tasks: Mapping[str, Sequence[str]] | None = None) -> HypothesisFile:
+def read_hypothesis(path: str | Path) -> HypothesisFile:
     """Read and check the format of a hypothesis file (module docstring); heads and features are checked against a
-    model and a task by `HypothesisFile.check` (or `hypothesis` / `for_heads`). `tasks`: every task's feature names
-    by task name (`{name: task.feature_names for name, task in tasks.TASKS.items()}`; the tasks are a layer above
-    the analyses, so the caller gives them); given, the file's `task:` must be one of them and its features that
-    task's, checked here. None: the file's task is kept, and checked against the prompts' by `check`."""
+    model and a task by `HypothesisFile.check` (or `hypothesis` / `for_heads`)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(
@@ -230,9 +228,9 @@ def read_hypothesis(path: str | Path, tasks: Mapping[str, Sequence[str]] | None 
         if not isinstance(node, yaml.ScalarNode) or not node.value:
             raise ConfigError(f"{path}, line {node.start_mark.line + 1}: task must be a task name (e.g. ioi).")
         task = node.value
-        if tasks is not None and task not in tasks:
+        if task not in TASKS:
             raise ConfigError(
-                f"{path}, line {node.start_mark.line + 1}: unknown task {task!r}; tasks are {list(tasks)}."
+                f"{path}, line {node.start_mark.line + 1}: unknown task {task!r}; tasks are {list(TASKS)}."
             )
     if "heads" not in top:
         raise ConfigError(f"{path} has no 'heads:' mapping (\"layer.head\": [features]); nothing to test.")
@@ -265,9 +263,9 @@ def read_hypothesis(path: str | Path, tasks: Mapping[str, Sequence[str]] | None 
         seen[(layer, head)] = entry
         entries.append(entry)
     hypothesis_file = HypothesisFile(str(path), task, tuple(entries))
-    if task is not None and tasks is not None:
+    if task is not None:
         for entry in entries:
-            check_feature_names(entry.features, tasks[task], task, hypothesis_file.where(entry))
+            check_feature_names(entry.features, TASKS[task].feature_names, task, hypothesis_file.where(entry))
     return hypothesis_file
 
 

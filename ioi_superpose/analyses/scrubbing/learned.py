@@ -19,23 +19,18 @@ from ioi_superpose.analyses.scrubbing.hypothesis import Hypothesis, HypothesisFi
 from ioi_superpose.analyses.scrubbing.sampling import DEFAULT_MAX_FORWARDS, check_tree_size
 from ioi_superpose.analyses.scrubbing.score import DEFAULT_DRAWS, VERSIONS, scrub
 from ioi_superpose.data.answer_metrics import MetricName
-from ioi_superpose.data.task_prompts import TaskPrompts
 from ioi_superpose.engine.vocabulary import Head
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.fitting.fitted import FittedCombination
 from ioi_superpose.models import HookedTransformer
+from ioi_superpose.tasks.base import TaskPrompts
 
 
 def check_scrub_file(
-    path: str | Path,
-    model: HookedTransformer,
-    feature_names: Sequence[str],
-    task: str,
-    tasks: Mapping[str, Sequence[str]] | None = None,
+    path: str | Path, model: HookedTransformer, feature_names: Sequence[str], task: str
 ) -> HypothesisFile:
-    """The hypothesis file read and checked against the model's heads and the task's features (before a fit);
-    `tasks`: every task's features by name, what the file's `task:` line is checked against (`read_hypothesis`)."""
-    parsed = read_hypothesis(path, tasks)
+    """The hypothesis file read and checked against the model's heads and the task's features (before a fit)."""
+    parsed = read_hypothesis(path)
     parsed.check(model.cfg.n_layers, model.cfg.n_heads, feature_names, task)
     return parsed
 

@@ -26,10 +26,10 @@ from ioi_superpose.analyses.scrubbing.sampling import DEFAULT_MAX_FORWARDS, Equi
 from ioi_superpose.data.answer_metrics import MetricName, answer_logit_diff, check_metric, contrast_metric
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.datamodule import set_seed
-from ioi_superpose.data.task_prompts import TaskPrompts
 from ioi_superpose.engine.runs import end_logits
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer
+from ioi_superpose.tasks.base import TaskPrompts
 
 Version = Literal["flat", "treeified"]
 VERSIONS: tuple[Version, ...] = get_args(Version)
