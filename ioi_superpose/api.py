@@ -312,7 +312,8 @@ def _task_tokens(
         raise ConfigError(f"task={name!r} draws its own prompts: pass no clean, corrupted or answer tokens with it.")
     options = dict(options or {})
     task = task_of(name, options.pop("path", None), options.pop("test_path", None), options)
-    check_roles_for_family(combination, task)
+    # (An unknown family is refused by the module, naming it, once the prompts are drawn.)
+    check_roles_for_family(combination, getattr(REGISTRY.get(combination), "reads_roles", False), task)
     encoder = tokenizer if tokenizer is not None else model.tokenizer
     if encoder is None:
         raise ConfigError(f"task={name!r} needs the model's tokenizer: pass tokenizer= (e.g. ioi_superpose.models"

@@ -20,6 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from ioi_superpose.analyses.max_activating import MaxActivatingOptions
 from ioi_superpose.analyses.per_prompt import per_prompt_recoveries
 from ioi_superpose.analyses.post_fit import after_fit
+from ioi_superpose.analyses.scrubbing.learned import check_scrub_file
 from ioi_superpose.baselines.callbacks import Baselines, join_baselines, log_baselines, log_figure
 from ioi_superpose.baselines.compute import BaselineResult
 from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
@@ -28,11 +29,12 @@ from ioi_superpose.callbacks.resume import ExactResume
 from ioi_superpose.cli.flag_order import refuse_flags_replaced_by_config
 from ioi_superpose.data.splits import TRAIN_SET, VAL_SET
 from ioi_superpose.engine.runs import check_token_ids
-from ioi_superpose.errors import ConfigError, cli_flag, user_facing_main
+from ioi_superpose.errors import ConfigError, SettingError, cli_flag, user_facing_main
 from ioi_superpose.results.analysis import distribution
 from ioi_superpose.results.caveats import prune_shortfall
 from ioi_superpose.results.pareto import pareto_figures
 from ioi_superpose.results.summary import RunWriter, build_summary, write_corpus_examples
+from ioi_superpose.tasks.base import Task, TaskPrompts
 from ioi_superpose.tasks.datamodule import TaskDataModule, check_roles_for_family
 from ioi_superpose.training.system import HeadSuperposition, superposition_module
 
@@ -147,7 +149,8 @@ class SuperposeCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self.trainer.callbacks.append(ExactResume(self.argv))
-        check_roles_for_family(self.model.config.family.combination, self.datamodule.task)
+        family = self.model.config.family.combination
+        check_roles_for_family(family, self.model.combination.reads_roles, self.datamodule.task)
         self.datamodule.setup("fit")  # every set's prompts now: one too long for the model fails before training
         for name, prompts in self.datamodule.splits.items():
             check_token_ids(self.model.frozen, prompts.clean_tokens, f"the {name} set's prompts")
@@ -156,6 +159,8 @@ class SuperposeCLI(LightningCLI):
                 "--data.corpus ranks positions by head weights; --model.combination rotation learns directions, "
                 "not head weights: leave --data.corpus unset for rotation runs."
             )
+        if self.model.config.prune.scrub is not None:
+            check_scrub(self.model.config.prune.scrub, self.model, self.datamodule.task)
         for logger in self.trainer.loggers:
             save_dir = getattr(logger, "save_dir", None)
             if save_dir is not None:
@@ -172,6 +177,24 @@ class SuperposeCLI(LightningCLI):
         if self.trainer.interrupted:
             return
         write_results(self.trainer, self.model, self.datamodule, self.config[self.subcommand].as_dict())
+
+
+def check_scrub(path: str, model: HeadSuperposition, task: Task) -> None:
+    """`--model.scrub`, before training: the file's format, its heads the model's, its features the run's task's (the
+    datamodule's prompts; `analyses.scrubbing.learned.check_scrub_file`)."""
+    try:
+        check_scrub_file(path, model.frozen, task.feature_names, task.name)
+    except ConfigError as error:
+        raise SettingError("scrub", "$scrub: " + str(error).replace("$", "$$")) from None
+
+
+def scrub_sets(datamodule: TaskDataModule, n_train: int) -> dict[str, TaskPrompts]:
+    """What `--model.scrub` scores the learned set on: the first `n_train` training prompts and the validation
+    prompts, each with its task's features (`TaskDataModule.features`)."""
+    return {
+        "train": TaskPrompts(batch=datamodule.splits[TRAIN_SET], features=datamodule.features(TRAIN_SET))[:n_train],
+        "val": TaskPrompts(batch=datamodule.splits[VAL_SET], features=datamodule.features(VAL_SET)),
+    }
 
 
 def write_results(
@@ -192,7 +215,10 @@ def write_results(
     # Every process runs it alike (the same first training prompts), before the collective evaluation below.
     model.to(trainer.strategy.root_device)
     datamodule.setup("fit")  # a batched member's own datamodule was not the one the group's fit set up
-    after = after_fit(model.fitted(), datamodule.splits[TRAIN_SET], datamodule.hparams.batch_size, cli_flag)
+    prune = model.config.prune
+    scrubbed = scrub_sets(datamodule, prune.prune_prompts) if prune.scrub is not None else None
+    after = after_fit(model.fitted(), datamodule.splits[TRAIN_SET], datamodule.hparams.batch_size, cli_flag, scrubbed,
+                      datamodule.task.name)  # fmt: skip
     val_metrics = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
     test_metrics: dict[str, float] = {}
     for per_loader in trainer.test(model, datamodule=datamodule, verbose=False):

@@ -220,6 +220,18 @@ class BaseRun:
         hooks = [(hook_name("z", layer), _z_hook(z_fn, layer)) for layer in range(start, self.model.cfg.n_layers)]
         return self.end_logits(resid, start, hooks, end_positions, vocab_index, runner="hooks")
 
+    def z_patched_capture(self, z_fn: ZFunction, layer: int) -> Float[Tensor, "batch pos head d_head"]:
+        """The z of `layer` in a run of the base tokens whose every earlier layer's z is replaced by `z_fn(layer, z)`
+        (TransformerLens hooks; the forward stops after `layer`)."""
+        captured: dict[str, Tensor] = {}
+
+        def save(z: Tensor, hook: HookPoint) -> None:
+            captured["z"] = z
+
+        hooks = [(hook_name("z", earlier), _z_hook(z_fn, earlier)) for earlier in range(layer)]
+        self.run(self.embed, 0, [*hooks, (hook_name("z", layer), save)], stop=layer + 1)
+        return captured["z"]
+
     def _z_function(self, hooks: Sequence[Hook]) -> ZFunction:
         """The hook_z hooks as the fast runner's (layer, z) -> z, in order, with their HookPoints."""
         by_layer: dict[int, list[Hook]] = {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ioi_superpose.combinations.registry import REGISTRY
 from ioi_superpose.data.datamodule import OFF_DISTRIBUTION_SETS, IOIDataModule
 from ioi_superpose.data.splits import IN_DISTRIBUTION, TRAIN_SET, VAL_SET
 from ioi_superpose.errors import ConfigError
@@ -107,6 +106,14 @@ class TaskDataModule(IOIDataModule):
         self.task_prompts = self.task.splits(self.encoder, sizes, hp.seed)
         self.splits = {name: prompts.batch for name, prompts in self.task_prompts.items()}  # type: ignore[misc]
 
+    def features(self, split: str) -> dict[str, list[Any]]:
+        """Each prompt's features in a drawn split (`setup` first): IOI's (`IOIDataModule.features`) or the task's."""
+        if self.task.name == "ioi":
+            return super().features(split)
+        if split not in self.task_prompts:
+            raise ConfigError(f"No drawn prompt set {split!r}; call setup() first (drawn: {list(self.task_prompts)}).")
+        return self.task_prompts[split].features
+
     def draw(self, set_name: str, n: int, corruption: Any = None, seed_name: str | None = None) -> Any:
         if self.task.name == "ioi":
             return super().draw(set_name, n, corruption, seed_name)
@@ -118,9 +125,10 @@ IOI_ROLES = ("IO", "S1", "S2")
 """The named positions `per_position` weighs by (`data.roles.ROLES`: IO, S1, S1+1, S2, END, other)."""
 
 
-def check_roles_for_family(family: str, task: Task) -> None:
-    """Refuse a family that weighs positions by role (`per_position`) for a task whose roles it cannot read."""
-    if not getattr(REGISTRY.get(family), "reads_roles", False) or task.role_names == IOI_ROLES:
+def check_roles_for_family(family: str, reads_roles: bool, task: Task) -> None:
+    """Refuse a family that weighs positions by role (`per_position`: `reads_roles`) for a task whose roles it cannot
+    read."""
+    if not reads_roles or task.role_names == IOI_ROLES:
         return
     if not task.role_names:
         raise ConfigError(f"--model.combination {family} weighs each head per named position (role), and task "

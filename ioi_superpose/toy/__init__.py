@@ -11,6 +11,8 @@ One job per module:
 - `name_embeddings`: the frozen random name vectors toy IOI trains with (`FrozenNameEmbeddings`).
 - `training`: the LightningModule that trains a toy model (`ToyModelTraining`, `GroupAccuracy`).
 - `export`: the callbacks that write a trained toy model and its metrics (`ExportToyModel`, `ExportToyIOIModel`).
+- `task_mixture`: a corpus mixing the built-in tasks (`ioi_superpose.tasks`) with filler text, for GPT-2-shaped
+  models with MLPs (`TaskMixtureDataModule`, `TaskCurve`, `ExportTaskMixtureModel`).
 
 The core package never imports this one; `cli/train_toy.py`, `groundtruth/`, the tests and the experiments do.
 Planted models and support scoring are `groundtruth/`'s, exhaustive subset search `analyses/`'. Loading a
@@ -25,6 +27,7 @@ import importlib
 from typing import Any
 
 _MODULES: dict[str, str] = {
+    "ExportTaskMixtureModel": "task_mixture",
     "ExportToyIOIModel": "export",
     "ExportToyModel": "export",
     "FrozenNameEmbeddings": "name_embeddings",
@@ -33,6 +36,8 @@ _MODULES: dict[str, str] = {
     "SkipTrigramDataModule": "skip_trigrams",
     "ToyInductionDataModule": "induction",
     "SkipTrigramTask": "skip_trigrams",
+    "TaskCurve": "task_mixture",
+    "TaskMixtureDataModule": "task_mixture",
     "TokenBatch": "batches",
     "ToyIOIDataModule": "ioi_task",
     "ToyModelTraining": "training",
@@ -47,6 +52,7 @@ _MODULES: dict[str, str] = {
     "induction_tokenizer": "induction",
 }
 __all__ = [
+    "ExportTaskMixtureModel",
     "ExportToyIOIModel",
     "ExportToyModel",
     "FrozenNameEmbeddings",
@@ -56,6 +62,8 @@ __all__ = [
     "SkipTrigramDataModule",
     "ToyInductionDataModule",
     "SkipTrigramTask",
+    "TaskCurve",
+    "TaskMixtureDataModule",
     "TokenBatch",
     "ToyIOIDataModule",
     "ToyModelTraining",

@@ -392,11 +392,11 @@ class HeadSuperposition(L.LightningModule):
 def check_batchable(systems: Sequence[HeadSuperposition]) -> None:
     """Members must share the model and every setting outside `BATCHABLE`."""
     first = systems[0]
-    # The rotation's temperature schedule and report, and the circuit criteria, are written for single runs.
-    if not first.combination.units_are_heads or first.config.prune.circuit_criteria:
+    # The rotation's temperature schedule and report, the circuit criteria and the scrub are written for single runs.
+    if not first.combination.units_are_heads or first.config.prune.circuit_criteria or first.config.prune.scrub:
         raise ConfigError(
-            "--model.combination rotation and --model.circuit_criteria are not supported in a batched fit yet: "
-            "train these points one at a time (--batch_variants 1)."
+            "--model.combination rotation, --model.circuit_criteria and --model.scrub are not supported in a batched "
+            "fit yet: train these points one at a time (--batch_variants 1)."
         )
     for k, system in enumerate(systems[1:], start=1):
         if system.frozen is not first.frozen and describe_model(system.frozen) != describe_model(first.frozen):
