@@ -145,3 +145,13 @@ def test_the_shipped_example_files_read_whole(name: str) -> None:
     n = sum(1 for line in path.read_text().splitlines() if line.strip()) if path.suffix == ".jsonl" else 96
     prompts = make_task("file", path=str(path)).splits(gpt2_tokenizer(), {"train": n}, seed=0)["train"]
     assert len(prompts) == n
+
+
+def test_agreement_runs_through_the_cli_on_a_random_weight_gpt2(tiny_gpt2_dir, tmp_path: Path, monkeypatch) -> None:
+    args = ["fit", "--model.model_name", str(tiny_gpt2_dir), "--data.task", "agreement", "--data.n_train", "16",
+            "--data.n_val", "8", "--data.n_test", "8", "--data.batch_size", "8", "--trainer.max_steps", "2",
+            "--max_activating.per_set", "0", *QUIET]  # fmt: skip
+    run_cli(args, tmp_path, monkeypatch)
+    summary = json.loads(next(tmp_path.glob("runs/**/summary.json")).read_text())
+    assert summary["config"]["data"]["task"] == "agreement"
+    assert list(summary["recovery"]["test"]) == ["in_distribution", "no_attractor", "opposite_attractor"]
