@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from ioi_superpose.api import learn_combination
+from ioi_superpose.api import learn_combination, learn_combinations
 from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
 from ioi_superpose.data.answer_metrics import set_weights
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.metric import LogitDiffMetric, logit_diff
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.models import gpt2_tokenizer, load_frozen_model
+from ioi_superpose.models import gpt2_tokenizer, load_frozen_model, load_tokenizer
 from ioi_superpose.tasks import make_task, write_pair_file
 from ioi_superpose.tasks.datamodule import TaskDataModule
 from ioi_superpose.toy import toy_ioi_tokenizer
@@ -155,3 +155,11 @@ def test_agreement_runs_through_the_cli_on_a_random_weight_gpt2(tiny_gpt2_dir, t
     summary = json.loads(next(tmp_path.glob("runs/**/summary.json")).read_text())
     assert summary["config"]["data"]["task"] == "agreement"
     assert list(summary["recovery"]["test"]) == ["in_distribution", "no_attractor", "opposite_attractor"]
+
+
+def test_a_batched_fit_draws_the_tasks_prompts_too() -> None:
+    model = load_frozen_model(TOY_INDUCTION)
+    results = learn_combinations(model, task="induction", n_prompts=16, tokenizer=load_tokenizer(TOY_INDUCTION),
+                                 members=[{"l1": 1e-3}, {"l1": 3e-2}], steps=20, prune_target=None)  # fmt: skip
+    assert len(results) == 2 and results[0].clean_logit_diff > 1.0  # the model does induction on them
+    assert not torch.equal(results[0].coefficients, results[1].coefficients)
