@@ -58,3 +58,6 @@ def test_walkthrough_notebook_runs_and_finds_the_layer_0_cut(tmp_path, monkeypat
     assert scrubbed["+ later heads read the names"]["flat"] >= 0.95
     assert scrubbed["+ later heads read the names"]["treeified"] < scrubbed["+ later heads read the names"]["flat"] - 0.2
     assert scrubbed["+ later heads read the position"]["flat"] < 0.3
+    # Section 9: the shipped IOI pairs given as a file (the `file` task) learn the layer-0 cut too.
+    assert summary["own_task_recovery"] >= 0.9
+    assert {head["layer"] for head in summary["own_task_top_heads"]} == {0}

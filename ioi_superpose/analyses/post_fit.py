@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ioi_superpose.analyses.circuit import circuit_scores
-from ioi_superpose.analyses.head_types import head_types
+from ioi_superpose.analyses.head_types import detector_head_types, head_types
 from ioi_superpose.analyses.pruning import PruneResult, prune_fitted
 from ioi_superpose.analyses.rotation import rotation_dimensions
 from ioi_superpose.analyses.scrubbing.learned import scrub_fitted
@@ -106,12 +106,14 @@ def learned_circuit_scores(fitted: FittedCombination, prompts: ContrastBatch) ->
 @torch.no_grad()
 def learned_head_types(fitted: FittedCombination, prompts: ContrastBatch) -> dict[str, Any]:
     """Every head's type scores on `prompts` (`analyses.head_types`), with the learned heads listed; prompts without
-    IOI roles are recorded with the reason."""
+    IOI roles get the types any prompts show (previous-token, duplicate-token, induction), the reason recorded."""
     result: dict[str, Any] = {"prompts": len(prompts), "heads": [list(head) for head in fitted.heads()]}
+    prompts = prompts.to(fitted.device)
     try:
-        scores = head_types(fitted.model, prompts.to(fitted.device))  # type: ignore[arg-type]
-        result["scores"] = {name: [[round(float(v), 4) for v in row] for row in value.tolist()]
-                            for name, value in scores.items()}  # fmt: skip
+        scores = head_types(fitted.model, prompts)  # type: ignore[arg-type]
     except ConfigError as error:
-        result["error"] = str(error)
+        result["error"] = f"IOI types left out: {error}"
+        scores = detector_head_types(fitted.model, prompts)
+    result["scores"] = {name: [[round(float(v), 4) for v in row] for row in value.tolist()]
+                        for name, value in scores.items()}  # fmt: skip
     return result

@@ -146,6 +146,7 @@ def ablated_reference(
         source_answer_logits=source_logits.gather(-1, answers),
         base_answer_logits=end_logits(model, batch.clean_tokens, batch.end_pos, batch.answer_tokens),
         source_log_probs=source_logits.log_softmax(-1) if full_vocab else None,
+        answer_weights=batch.answer_weights,
     )
 
 
@@ -162,4 +163,4 @@ def notion_reference(
     if check_ablation(ablation, direction, rest) != "corrupted":
         return ablated_reference(model, batch, ablation)
     return reference_runs(model, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens,
-                          direction, rest=rest)  # fmt: skip
+                          direction, rest=rest, answer_weights=batch.answer_weights)  # fmt: skip

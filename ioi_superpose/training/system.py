@@ -221,6 +221,7 @@ class HeadSuperposition(L.LightningModule):
         reference = reference_runs(
             self.frozen, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens,
             self.config.optim.direction, source_log_probs=self.objective.full_vocab,
+            answer_weights=batch.answer_weights,
             # Without cached activations the source run is redone every step; the base run need not be.
             base_answer_logits=self.reference_cache.base_answer_logits(batch) if cached_rows else None,
             rest=self.rest,
@@ -364,12 +365,13 @@ class HeadSuperposition(L.LightningModule):
         terms = self.loss_terms(batch, reference)
         clean, corrupted = reference.clean_and_corrupted()
         patched = terms["answer_logits"]
-        metrics["recovery"].update(patched, clean, corrupted)
-        metrics["logit_diff"].update(patched)
-        metrics["clean_logit_diff"].update(clean)
-        metrics["corrupted_logit_diff"].update(corrupted)
-        metrics["accuracy"].update(patched)
-        metrics["clean_accuracy"].update(clean)
+        weights = batch.answer_weights
+        metrics["recovery"].update(patched, clean, corrupted, weights)
+        metrics["logit_diff"].update(patched, weights)
+        metrics["clean_logit_diff"].update(clean, weights)
+        metrics["corrupted_logit_diff"].update(corrupted, weights)
+        metrics["accuracy"].update(patched, weights)
+        metrics["clean_accuracy"].update(clean, weights)
         metrics["loss"].update(terms["statistics"], self.l1_weight() * terms["l1"].detach(), len(batch))
         # Logged as metric objects: reduced (summed states) once per epoch, so DDP ranks with unequal
         # numbers of batches neither hang nor double-count.
