@@ -104,6 +104,41 @@ def test_a_toy_run_writes_a_new_export_path(toy_setup, tmp_path):
     assert shipped.is_file() and shipped.with_suffix(".json").read_text() != "{}"
 
 
+MIXTURE_CONFIG = """
+torch_threads: 1
+trainer:
+  max_steps: 1
+  num_sanity_val_steps: 0
+  limit_val_batches: 1
+  enable_progress_bar: false
+  enable_model_summary: false
+  enable_checkpointing: false
+  logger:
+    class_path: lightning.pytorch.loggers.TensorBoardLogger
+    init_args: {save_dir: OTHER, name: mixture}
+  callbacks:
+    - class_path: ioi_superpose.toy.ExportTaskMixtureModel
+      init_args: {path: SHIPPED, eval_size: 8, prompts_per_set: 4}
+model: {n_layers: 1, n_heads: 2, d_model: 16, d_head: 4}
+data:
+  class_path: ioi_superpose.toy.TaskMixtureDataModule
+  init_args: {tasks: [ioi, induction, greater_than, agreement], task_weights: [0.4, 0.35, 0.15, 0.1], batch_size: 4,
+              train_batches: 2, eval_prompts_per_task: 4}
+"""
+
+
+def test_a_task_mixture_run_keeps_an_existing_checkpoint(toy_setup, tmp_path):
+    """ExportTaskMixtureModel added its task scores by loading and rewriting its path, whether or not that file was
+    this run's: the user's checkpoint was read as the trained model and written over."""
+    _, shipped = toy_setup
+    config = tmp_path / "mixture.yaml"
+    config.write_text(MIXTURE_CONFIG.replace("SHIPPED", str(shipped)).replace("OTHER", str(tmp_path / "other")))
+    toy_main(["fit", "--config", str(config)])
+    assert shipped.read_bytes() == b"the user's trained model" and shipped.with_suffix(".json").read_text() == "{}"
+    (written,) = (tmp_path / "other").rglob("toy.pt")
+    assert "tasks" in json.loads(written.with_suffix(".json").read_text())["metrics"]
+
+
 def test_the_documented_regeneration_commands_pass_the_replace_flag():
     """Every shipped config exports over its checkpoint in checkpoints/: each command that documents it says so."""
     repo = Path(__file__).resolve().parents[1]

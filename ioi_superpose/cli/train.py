@@ -20,6 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser
 from ioi_superpose.analyses.max_activating import MaxActivatingOptions
 from ioi_superpose.analyses.per_prompt import per_prompt_recoveries
 from ioi_superpose.analyses.post_fit import after_fit
+from ioi_superpose.analyses.scrubbing.learned import check_scrub_file
 from ioi_superpose.baselines.callbacks import Baselines, join_baselines, log_baselines, log_figure
 from ioi_superpose.baselines.compute import BaselineResult
 from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
@@ -27,13 +28,15 @@ from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.callbacks.resume import ExactResume
 from ioi_superpose.cli.flag_order import refuse_flags_replaced_by_config
 from ioi_superpose.cli.run_checks import CheckedCLI
-from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.data.splits import TRAIN_SET, VAL_SET
-from ioi_superpose.errors import ConfigError, cli_flag, user_facing_main
+from ioi_superpose.engine.runs import check_token_ids
+from ioi_superpose.errors import ConfigError, SettingError, cli_flag, user_facing_main
 from ioi_superpose.results.analysis import distribution
 from ioi_superpose.results.caveats import alpha_headline, prune_caveat
 from ioi_superpose.results.pareto import pareto_figures
 from ioi_superpose.results.summary import RunWriter, build_summary, write_corpus_examples
+from ioi_superpose.tasks.base import Task, TaskPrompts
+from ioi_superpose.tasks.datamodule import TaskDataModule, check_roles_for_family
 from ioi_superpose.training.system import HeadSuperposition, superposition_module
 
 TRAINER_DEFAULTS = {
@@ -147,11 +150,18 @@ class SuperposeCLI(CheckedCLI):
 
     def before_fit(self) -> None:
         self.trainer.callbacks.append(ExactResume(self.argv))
+        family = self.model.config.family.combination
+        check_roles_for_family(family, self.model.combination.reads_roles, self.datamodule.task)
+        self.datamodule.setup("fit")  # every set's prompts now: one too long for the model fails before training
+        for name, prompts in self.datamodule.splits.items():
+            check_token_ids(self.model.frozen, prompts.clean_tokens, f"the {name} set's prompts")
         if self.datamodule.hparams.get("corpus") and self.model.config.family.combination == "rotation":
             raise ConfigError(
                 "--data.corpus ranks positions by head weights; --model.combination rotation learns directions, "
                 "not head weights: leave --data.corpus unset for rotation runs."
             )
+        if self.model.config.prune.scrub is not None:
+            check_scrub(self.model.config.prune.scrub, self.model, self.datamodule.task)
 
     def after_fit(self) -> None:
         """Evaluate the final α on validation and every test set, then write the run's results."""
@@ -160,10 +170,28 @@ class SuperposeCLI(CheckedCLI):
         write_results(self.trainer, self.model, self.datamodule, self.config[self.subcommand].as_dict())
 
 
+def check_scrub(path: str, model: HeadSuperposition, task: Task) -> None:
+    """`--model.scrub`, before training: the file's format, its heads the model's, its features the run's task's (the
+    datamodule's prompts; `analyses.scrubbing.learned.check_scrub_file`)."""
+    try:
+        check_scrub_file(path, model.frozen, task.feature_names, task.name)
+    except ConfigError as error:
+        raise SettingError("scrub", "$scrub: " + str(error).replace("$", "$$")) from None
+
+
+def scrub_sets(datamodule: TaskDataModule, n_train: int) -> dict[str, TaskPrompts]:
+    """What `--model.scrub` scores the learned set on: the first `n_train` training prompts and the validation
+    prompts, each with its task's features (`TaskDataModule.features`)."""
+    return {
+        "train": TaskPrompts(batch=datamodule.splits[TRAIN_SET], features=datamodule.features(TRAIN_SET))[:n_train],
+        "val": TaskPrompts(batch=datamodule.splits[VAL_SET], features=datamodule.features(VAL_SET)),
+    }
+
+
 def write_results(
     trainer: L.Trainer,
     model: HeadSuperposition,
-    datamodule: IOIDataModule,
+    datamodule: TaskDataModule,
     config: dict,
     baselines: Sequence[BaselineResult] | None = None,
 ) -> None:
@@ -178,7 +206,10 @@ def write_results(
     # Every process runs it alike (the same first training prompts), before the collective evaluation below.
     model.to(trainer.strategy.root_device)
     datamodule.setup("fit")  # a batched member's own datamodule was not the one the group's fit set up
-    after = after_fit(model.fitted(), datamodule.splits[TRAIN_SET], datamodule.hparams.batch_size, cli_flag)
+    prune = model.config.prune
+    scrubbed = scrub_sets(datamodule, prune.prune_prompts) if prune.scrub is not None else None
+    after = after_fit(model.fitted(), datamodule.splits[TRAIN_SET], datamodule.hparams.batch_size, cli_flag, scrubbed,
+                      datamodule.task.name)  # fmt: skip
     val_metrics = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
     test_metrics: dict[str, float] = {}
     for per_loader in trainer.test(model, datamodule=datamodule, verbose=False):
@@ -210,7 +241,12 @@ def write_results(
     # Before RunWriter: its summary.json, written last, marks the run directory complete.
     corpus_paths = (write_corpus_examples(fitted, datamodule.hparams.corpus, run_dir, max_activating.k)
                     if datamodule.hparams.get("corpus") else {})  # fmt: skip
-    paths = RunWriter(run_dir).write(fitted, summary, baselines, max_activating.run(fitted, datamodule))
+    # The table's corpus is drawn by IOI's generators (its names, templates, corruptions): IOI runs only.
+    examples = max_activating.run(fitted, datamodule) if datamodule.task.name == "ioi" else None
+    if examples is None and datamodule.task.name != "ioi" and max_activating.per_set:
+        print(f"note: no max-activating table: its corpus is drawn by IOI's generators, and this run's task is "
+              f"{datamodule.task.name!r}.")  # fmt: skip
+    paths = RunWriter(run_dir).write(fitted, summary, baselines, examples)
     paths.update(corpus_paths)
     recovery = summary.recovery
 
@@ -253,7 +289,7 @@ def _comparable(value: object) -> object:
 def main(args: list[str] | None = None) -> None:
     SuperposeCLI(
         superposition_module,
-        IOIDataModule,
+        TaskDataModule,
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,
         args=args,

@@ -4,12 +4,15 @@ One job per module:
 
 - `batches`: the training batch format (`TokenBatch`); prompts for patching are `data.batch.ContrastBatch`es.
 - `skip_trigrams`: the attention-head superposition tasks (`SkipTrigramTask`, `SkipTrigramDataModule`).
+- `induction`: repeated random sequences for a 2-layer induction model (`ToyInductionDataModule`).
 - `ioi_vocabulary`: the toy-IOI word vocabulary (`toy_ioi_tokenizer`).
 - `ioi_task`: toy IOI prompts labelled with the IO at END (`ToyIOIDataModule`).
 - `ioi_metrics`: IO-over-S accuracy, logit difference, top-1 accuracy of a model on IOI prompts.
 - `name_embeddings`: the frozen random name vectors toy IOI trains with (`FrozenNameEmbeddings`).
 - `training`: the LightningModule that trains a toy model (`ToyModelTraining`, `GroupAccuracy`).
 - `export`: the callbacks that write a trained toy model and its metrics (`ExportToyModel`, `ExportToyIOIModel`).
+- `task_mixture`: a corpus mixing the built-in tasks (`ioi_superpose.tasks`) with filler text, for GPT-2-shaped
+  models with MLPs (`TaskMixtureDataModule`, `TaskCurve`, `ExportTaskMixtureModel`).
 
 The core package never imports this one; `cli/train_toy.py`, `groundtruth/`, the tests and the experiments do.
 Planted models and support scoring are `groundtruth/`'s, exhaustive subset search `analyses/`'. Loading a
@@ -24,13 +27,17 @@ import importlib
 from typing import Any
 
 _MODULES: dict[str, str] = {
+    "ExportTaskMixtureModel": "task_mixture",
     "ExportToyIOIModel": "export",
     "ExportToyModel": "export",
     "FrozenNameEmbeddings": "name_embeddings",
     "GroupAccuracy": "training",
     "IGNORE_INDEX": "batches",
     "SkipTrigramDataModule": "skip_trigrams",
+    "ToyInductionDataModule": "induction",
     "SkipTrigramTask": "skip_trigrams",
+    "TaskCurve": "task_mixture",
+    "TaskMixtureDataModule": "task_mixture",
     "TokenBatch": "batches",
     "ToyIOIDataModule": "ioi_task",
     "ToyModelTraining": "training",
@@ -42,8 +49,10 @@ _MODULES: dict[str, str] = {
     "sample_batch": "skip_trigrams",
     "toy_ioi_tokenizer": "ioi_vocabulary",
     "toy_ioi_vocabulary": "ioi_vocabulary",
+    "induction_tokenizer": "induction",
 }
 __all__ = [
+    "ExportTaskMixtureModel",
     "ExportToyIOIModel",
     "ExportToyModel",
     "FrozenNameEmbeddings",
@@ -51,7 +60,10 @@ __all__ = [
     "IGNORE_INDEX",
     "IOIMetrics",
     "SkipTrigramDataModule",
+    "ToyInductionDataModule",
     "SkipTrigramTask",
+    "TaskCurve",
+    "TaskMixtureDataModule",
     "TokenBatch",
     "ToyIOIDataModule",
     "ToyModelTraining",
@@ -64,6 +76,7 @@ __all__ = [
     "sample_batch",
     "toy_ioi_tokenizer",
     "toy_ioi_vocabulary",
+    "induction_tokenizer",
 ]
 
 # Eager: the function `ioi_metrics` shares its module's name, and a lazy attribute would be shadowed by the

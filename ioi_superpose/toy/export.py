@@ -25,10 +25,10 @@ from ioi_superpose.errors import ConfigError
 from ioi_superpose.files import check_writable_dir, write_json
 from ioi_superpose.models import HookedTransformer
 from ioi_superpose.models.toy import (
-    attn_only_config,
     build_toy_model,
     load_toy_checkpoint,
     save_toy_checkpoint,
+    toy_config,
     toy_config_kwargs,
 )
 from ioi_superpose.toy.batches import TokenBatch
@@ -70,7 +70,7 @@ def evaluate_groups(model: HookedTransformer, batch: TokenBatch, group_names: li
     metric.update(correct, count, batch["group"])
     return {
         name: None if math.isnan(value) else round(value, 5)
-        for name, value in zip(group_names, metric.compute().tolist())
+        for name, value in zip(group_names, metric.compute().reshape(-1).tolist())  # one group: squeezed
     }
 
 
@@ -165,7 +165,7 @@ class ExportToyModel(L.Callback):
             )
         fit_seconds = time.perf_counter() - self._fit_started
         # Evaluate a CPU copy: the numbers then describe exactly the weights that are written.
-        model = build_toy_model(attn_only_config(**toy_config_kwargs(pl_module.model.cfg)))
+        model = build_toy_model(toy_config(**toy_config_kwargs(pl_module.model.cfg)))
         model.load_state_dict({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()})
         model.eval()
         metrics: dict[str, Any] = {
