@@ -1,4 +1,4 @@
-"""Runs every bad or edge input of issue 19 (and more) and writes what the code does today.
+"""Runs every bad or edge input of issues 19 and 24 (and more) and writes what the code does today.
 
     python experiments/bad_inputs.py   # ~10 min on our shared 2-core CPU; writes experiments/reports/bad_inputs.md
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -84,7 +85,8 @@ def cli_cases(work: Path) -> list[Case]:
 
     def cli(item: str, args: list[str], shown: str | None = None) -> None:
         shown = shown or "python -m " + " ".join(a if a != TOY else "checkpoints/toy_ioi.pt" for a in args)
-        todo.append((Case(item, shown.replace(" ".join(TINY[2:]), "<tiny>").replace(str(work), "TMP")), args))
+        shown = shown.replace(" ".join(TINY[2:]), "<tiny>").replace(str(work), "TMP").replace(f"{REPO}/", "")
+        todo.append((Case(item, shown), args))
 
     fit = ["ioi_superpose.train", "fit", *TINY]
     # A finished run to resume from (in a directory of its own), a truncated summary and a plain file for --out.
@@ -96,6 +98,12 @@ def cli_cases(work: Path) -> list[Case]:
     (truncated / "summary.json").write_text('{"model_name": "x", "recov')
     a_file = work / "a_file"
     a_file.write_text("")
+    bad_field = work / "bad_field_run"
+    bad_field.mkdir()
+    summary = json.loads(next((work / "first").rglob("summary.json")).read_text())
+    (bad_field / "summary.json").write_text(json.dumps({**summary, "direction": "sideways"}))
+    long_corpus = work / "long_corpus.txt"
+    long_corpus.write_text("Then, Mary and John went to the store.\n" + "Then, Mary and John went to the store. " * 40)
     config = REPO / "experiments" / "toy_ioi.yaml"
 
     cli("1", ["ioi_superpose.sweep", "--config", str(config), "--out", "sweep", "--grid", "model.l1=0.001,0.001"])
@@ -158,11 +166,157 @@ def cli_cases(work: Path) -> list[Case]:
     cli("extra", ["ioi_superpose.report", str(work / "empty"), "--out", "report"])
     cli("extra", ["ioi_superpose.train_batched", "--member", "--model.l1 0.01"])
     cli("extra", ["ioi_superpose.train", "fit", "--model.l1", "-1", "--config", str(config)])
+    # Issue 24, sections 3-5: each kind, and neighbours of its shape.
+    committed = work / "committed_reports"
+    committed.mkdir()
+    shutil.copyfile(REPO / "experiments" / "reports" / "benchmark.json", committed / "benchmark.json")
+    cli("24.3", ["ioi_superpose.benchmark", "--out", str(a_file / "reports")])
+    cli("24.3", ["ioi_superpose.benchmark", "--out", str(committed), "--cases", "or"],
+        shown="python -m ioi_superpose.benchmark --out TMP/<copy of experiments/reports> --cases or")
+    cli("24.3", ["ioi_superpose.report", str(bad_field), "--out", "report"])
+    cli("24.4", [*fit, "--trainer.max_steps", "0", "--model.prune_target", "0.9"])
+    cli("24.4", [*fit, "--model.l0_threshold", "1"])
+    cli("24.4", [*fit, "--model.prune_target", "1e-9"])
+    cli("24.4", [*fit, "--data.corpus", str(long_corpus)])
+    for option, value in (("--seed_everything", "-1"), ("--data.seed", "-1"), ("--trainer.accelerator", "gpu"),
+                          ("--trainer.devices", "0"), ("--trainer.max_steps", "-5"), ("--trainer.max_epochs", "-3"),
+                          ("--trainer.val_check_interval", "0"), ("--trainer.strategy", "bogus"),
+                          ("--data.off_distribution", "[held_out_names,held_out_names]"),
+                          ("--model.rotation_layers", "[0,0]")):  # fmt: skip
+        cli("24.5", [*fit, option, value] + (["--model.combination", "rotation"] if "rotation" in option else []))
+    cli("24.5", ["ioi_superpose.train", "fit", "--config", str(REPO / "experiments" / "gpt2_small_ioi.yaml"), *TINY],
+        shown="python -m ioi_superpose.train fit --config experiments/gpt2_small_ioi.yaml --model.model_name "
+        "checkpoints/toy_ioi.pt <tiny>")  # fmt: skip
+    toy = ["ioi_superpose.train_toy", "fit", "--data", "ioi_superpose.toy.SkipTrigramDataModule",
+           "--data.init_args.kind", "single_source", "--trainer.max_steps", "2"]  # fmt: skip
+    for option, value in (("--seed_everything", "-1"), ("--data.init_args.seed", "-1"), ("--trainer.devices", "0")):
+        cli("24.5", [*toy, option, value])
     # Two at a time (two cores); each case in a directory of its own, so runs never share a version number.
     for number in range(len(todo)):
         (work / str(number)).mkdir()
     with ThreadPoolExecutor(max_workers=2) as pool:
         cases = list(pool.map(lambda job: run_cli(job[1][0], job[1][1], work / str(job[0])), enumerate(todo)))
+    return cases
+
+
+SWEEP_YAML = """
+seed_everything: 0
+trainer: {max_epochs: 2, accelerator: cpu, devices: 1, enable_model_summary: false,
+          logger: {class_path: lightning.pytorch.loggers.TensorBoardLogger, init_args: {save_dir: runs}}}
+model: {model_name: MODEL}
+data: {n_train: 16, n_val: 8, n_test: 8, batch_size: 8, off_distribution: [held_out_names]}
+max_activating: {per_set: 0}
+"""
+"""A sweep's base config for these cases: two epochs of two steps on the toy model."""
+
+
+def report_line(report: Path, text: str) -> str:
+    """The first line of `report`/report.md that holds `text` (what the report says about a case)."""
+    path = report / "report.md"
+    lines = [line for line in path.read_text().splitlines() if text in line] if path.is_file() else []
+    return lines[0] if lines else f"(no line with {text!r})"
+
+
+def issue24_cases(work: Path) -> list[Case]:
+    """Issue 24's sweeps, files and resumes: cases that build on each other, run one after another."""
+    cases: list[Case] = []
+    base = work / "sweep.yaml"
+    base.write_text(SWEEP_YAML.replace("MODEL", TOY))
+    killing = work / "sweep_kill.yaml"
+    killing.write_text(SWEEP_YAML.replace("MODEL", TOY).replace(
+        "enable_model_summary: false,", "enable_model_summary: false, callbacks: [{class_path: "
+        f"tests.helpers.kill.KillOnceAtStep, init_args: {{step: 3, marker: {work / 'kill_marker'}}}}}],"))  # fmt: skip
+
+    def run(item: str, args: list[str], shown: str | None = None, then: Callable[[Case], None] | None = None) -> None:
+        shown = shown or "python -m " + " ".join(args)
+        shown = shown.replace(str(work), "TMP").replace(TOY, "checkpoints/toy_ioi.pt").replace(f"{REPO}/", "")
+        case = run_cli(Case(item, shown), args, work)
+        if then is not None:
+            try:
+                then(case)
+            except (OSError, ValueError, KeyError) as error:  # what the run left cannot be read: say so in its row
+                case.message += f" / (what it left could not be checked: {type(error).__name__}: {error})"
+        cases.append(case)
+
+    def sweep(out: str, *args: str) -> list[str]:
+        return ["ioi_superpose.sweep", "--config", str(base), "--out", out, *args]
+
+    run("24.2", sweep("s1", "--grid", "model.direction=denoising,noising", "--grid", "data.seed=0,1", "--",
+                      "--model.direction", "noising"))  # fmt: skip
+    run("24.2", sweep("s1", "--grid", "model.bounded=true,True"))
+    run("24.2", sweep("s1", "--grid", "model.mixing_target=null,~"))
+    run("24.2", sweep("s1", "--grid", "model.rotation_layers=[0],[0,1"))
+    run("24.2", sweep("s1", "--grid", "model.l1=0.01", "--", "--trainer.logger.init_args.save_dir", "elsewhere"))
+    run("24.2", sweep("same", "--grid", "seed_everything=0,1"))
+    run("24.2", ["ioi_superpose.report", "same", "--out", "same_report"],
+        then=lambda case: setattr(case, "message", report_line(work / "same_report", "identical α")))
+    run("24.2", sweep("same", "--grid", "seed_everything=0,1", "--", "--model.l1", "0.01"))
+    run("24.2", ["ioi_superpose.sweep", "--config", str(killing), "--out", "killed", "--grid", "model.l1=0.01"],
+        shown="python -m ioi_superpose.sweep --config TMP/sweep.yaml --out killed --grid model.l1=0.01 "
+        "(its point SIGKILLed at step 3, after last.ckpt at step 2)")  # fmt: skip
+    run("24.2", ["ioi_superpose.sweep", "--config", str(killing), "--out", "killed", "--grid", "model.l1=0.01"],
+        shown="the same command again",
+        then=lambda case: setattr(case, "message", case.message + " / summary.json steps: " + str(json.loads(
+            (work / "killed" / "model.l1=0.01" / "summary.json").read_text())["steps"])))  # fmt: skip
+    run("24.2", sweep("unfinished", "--grid", "model.l1=0.01,-1"))
+    run("24.2", ["ioi_superpose.report", "unfinished", "--out", "unfinished_report"],
+        then=lambda case: setattr(case, "message", report_line(work / "unfinished_report", "missing")))
+    shutil.copytree(work / "same", work / "moved" / "same")
+    for summary in (work / "same").glob("*/summary.json"):  # the old place now holds other numbers
+        summary.write_text(summary.read_text().replace('"val": ', '"val": 0.123, "was": '))
+    run("24.2", ["ioi_superpose.report", "moved/same", "--out", "moved_report"],
+        shown="python -m ioi_superpose.report moved/same --out moved_report (a copied sweep; the original's "
+        "summaries edited)",
+        then=lambda case: setattr(case, "message", "sweep.json run_dir: " + ", ".join(
+            point["run_dir"] for point in json.loads((work / "moved" / "same" / "sweep.json").read_text())["points"])
+            + "; " + ("reads the copy" if "0.123" not in (work / "moved_report" / "report.md").read_text()
+                      else "reads the original")))  # fmt: skip
+
+    # Reports: a run given twice, two runs with one logger name, a damaged table into an earlier report's directory.
+    first = next((work / "first").rglob("summary.json")).parent
+    twin = work / "twin" / first.relative_to(work / "first")
+    shutil.copytree(first, twin)
+    run("24.3", ["ioi_superpose.report", str(first), f"{first}/", str(twin), "--out", "twice_report"],
+        shown="python -m ioi_superpose.report RUN RUN/ OTHER/runs/ioi_superpose/version_0 --out twice_report (RUN "
+        "and OTHER: two runs with one logger name)",
+        then=lambda case: setattr(case, "message", report_line(work / "twice_report", "run(s):")))  # fmt: skip
+    damaged = work / "damaged_run"
+    shutil.copytree(first, damaged)
+    (damaged / "max_activating.json").write_text('{"rows": [')
+    before = {p.name: p.read_bytes() for p in (work / "twice_report").iterdir() if p.is_file()}
+    run("24.3", ["ioi_superpose.report", str(damaged), "--out", "twice_report"],
+        shown="python -m ioi_superpose.report DAMAGED --out twice_report (an earlier report's directory; DAMAGED's "
+        "max_activating.json cut short)",
+        then=lambda case: setattr(case, "message", case.message + " / the earlier report's files: " + (
+            "unchanged" if before == {p.name: p.read_bytes() for p in (work / "twice_report").iterdir()
+                                      if p.is_file()} else "CHANGED")))  # fmt: skip
+
+    # Toy training never replaces a checkpoint the user has (a copy of the shipped one, in this case's directory).
+    (work / "checkpoints").mkdir()
+    shipped = work / "checkpoints" / "toy_ioi.pt"
+    shutil.copyfile(TOY, shipped)
+    original = shipped.read_bytes()
+    run("24.3", ["ioi_superpose.train_toy", "fit", "--config", str(REPO / "experiments" / "toy_ioi_model.yaml"),
+                 "--trainer.max_steps", "2", "--trainer.logger.init_args.save_dir", "other"],
+        shown="python -m ioi_superpose.train_toy fit --config experiments/toy_ioi_model.yaml --trainer.max_steps 2 "
+        "--trainer.logger.init_args.save_dir other (checkpoints/toy_ioi.pt: a copy of the shipped one)",
+        then=lambda case: setattr(case, "message", case.message + " / checkpoints/toy_ioi.pt " + (
+            "unchanged" if shipped.read_bytes() == original else "REPLACED")))  # fmt: skip
+
+    # Section 1 (resume from any checkpoint; the lead's fix): Ctrl-C with --trainer.max_steps set, then its command.
+    (work / "resume").mkdir()
+    stop = ["ioi_superpose.train", "fit", *TINY, "--trainer.max_steps", "12", "--trainer.max_epochs", "200",
+            "--trainer.callbacks+=tests.helpers.kill.InterruptAtStep", "--trainer.callbacks.step", "5"]  # fmt: skip
+    interrupted = run_cli(Case("24.1", ""), stop, work / "resume")
+    last = next((work / "resume").rglob("last.ckpt"), None)
+    resumed = ["ioi_superpose.train", "fit", *TINY, "--trainer.max_steps", "12", "--trainer.max_epochs", "200",
+               "--ckpt_path", str(last)]  # fmt: skip
+    case = run_cli(Case("24.1", "python -m ioi_superpose.train fit <tiny> --trainer.max_steps 12 --trainer.max_epochs "
+                        "200, Ctrl-C at step 5, then the printed command (--ckpt_path …/last.ckpt)"),
+                   resumed, work / "resume")  # fmt: skip
+    if interrupted.exit != "1" or last is None:
+        case.message = f"(the interrupted run did not stop as expected: exit {interrupted.exit})"
+    cases.append(case)
     return cases
 
 
@@ -180,6 +334,14 @@ def api_cases() -> list[Case]:
     q = ioi_prompts(TOY, n=16)
     c, x, a = q.clean_tokens, q.corrupted_tokens, q.answer_tokens
     meta = torch.load(TOY, weights_only=True)["metadata"]
+
+    at_pad = padded.end_pos.clone()
+    at_pad[(padded.end_pos < padded.clean_tokens.shape[1] - 1).nonzero().flatten()[:2]] = padded.clean_tokens.shape[1] - 1
+
+    def left_padded(tokens):
+        tokens = tokens.clone()
+        tokens[3] = torch.cat([torch.full((1,), model.tokenizer.pad_token_id), tokens[3, :-1]])
+        return tokens
 
     def learn(**settings):
         args = dict(clean_tokens=c, corrupted_tokens=x, answer_tokens=a, steps=2)
@@ -241,6 +403,17 @@ def api_cases() -> list[Case]:
         ("extra", "ioi_prompts(toy path, n=0)", lambda: ioi_prompts(TOY, n=0)),
         ("extra", "ioi_prompts(toy path, corruption='foo')", lambda: ioi_prompts(TOY, corruption="foo")),
         ("extra", "ioi_prompts('checkpoints/missing.pt')", lambda: ioi_prompts("checkpoints/missing.pt")),
+        ("24.4", "the padded prompts with end_positions=padded.end_pos, two rows' END moved onto their padding",
+         lambda: learn(clean_tokens=padded.clean_tokens, corrupted_tokens=padded.corrupted_tokens,
+                       answer_tokens=padded.answer_tokens, end_positions=at_pad)),
+        ("24.4", "equal-length prompts with row 3 left-padded by one pad token",
+         lambda: learn(clean_tokens=left_padded(c), corrupted_tokens=left_padded(x))),
+        ("24.4", "learn_combination(..., l0_threshold=1.0) (bounded α)", lambda: learn(l0_threshold=1.0)),
+        ("24.4", "learn_combination(..., prune_target=1e-9)", lambda: learn(prune_target=1e-9)),
+        ("24.4", "ioi_prompts(toy, names=['Michael', 'Jessica', 'Michael', 'Daniel', 'James'])",
+         lambda: ioi_prompts(TOY, names=["Michael", "Jessica", "Michael", "Daniel", "James"])),
+        ("24.4", "ioi_prompts(toy, corruption='abc', names=['Michael', 'Jessica', 'Daniel', 'Daniel', 'James'])",
+         lambda: ioi_prompts(TOY, corruption="abc", names=["Michael", "Jessica", "Daniel", "Daniel", "James"])),
     ]  # fmt: skip
     return [run_api(Case(item, f"`{shown}`"), call) for item, shown, call in cases]
 
@@ -250,12 +423,15 @@ def markdown(cases: list[Case], seconds: float) -> str:
         return text.replace("|", "\\|").replace("\n", " ")
 
     lines = [
-        "# Bad inputs: what each one does today (issue 19)",
+        "# Bad inputs: what each one does today (issues 19 and 24)",
         "",
         f"Written by `python experiments/bad_inputs.py` ({seconds:.0f} s): every row was run, the message is the "
         "one the user sees. Item: the issue-19 item the row checks (1–9 silent results, unclear messages, also), "
-        "or `extra` for our own. Items 8 and 9 (settings of another family, non-finite numbers in a "
-        "configuration) are refused by the config dataclasses (`fitting/settings.py`) before anything runs.",
+        "`extra` for our own, or `24.N` for section N of issue 24 (1 resume from any checkpoint, 2 sweeps, 3 never "
+        "touch what the user had, 4 the API and the data, 5 messages that say why; with neighbours of each kind). "
+        "Items 8 and 9 (settings of another family, non-finite numbers in a configuration) are refused by the config "
+        "dataclasses (`fitting/settings.py`) before anything runs. Where a row's message is followed by ` / …`, the "
+        "script checked what the run left behind (a file unchanged, a report's line).",
         "",
         "| # | item | input | exit | message |",
         "|---|---|---|---|---|",
@@ -271,6 +447,7 @@ def main() -> None:
         work = Path(directory)
         (work / "empty").mkdir()
         cases = cli_cases(work)
+        cases += issue24_cases(work)
     cases += api_cases()
     OUT.write_text(markdown(cases, time.perf_counter() - start))
     print(f"{len(cases)} inputs; wrote {OUT}")

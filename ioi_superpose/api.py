@@ -31,7 +31,7 @@ from ioi_superpose.fitting.settings import (
     settings_doc,
 )
 from ioi_superpose.models import HookedTransformer, freeze
-from ioi_superpose.results.caveats import prune_shortfall
+from ioi_superpose.results.caveats import prune_caveat
 from ioi_superpose.results.units import top_heads
 from ioi_superpose.tasks.datamodule import check_roles_for_family, task_of
 from ioi_superpose.training.non_finite import ZERO_GAP
@@ -372,7 +372,7 @@ def check_gap(model: HookedTransformer, prompts: ContrastBatch) -> None:
 
 
 def _warn_shortfall(result: LearnedCombination) -> LearnedCombination:
-    shortfall = prune_shortfall(result.prune, option="prune_target")
+    shortfall = prune_caveat(result.prune, option="prune_target")
     if shortfall:
         warnings.warn(shortfall.removeprefix("warning: "), stacklevel=4)  # ← _learn ← learn_combination(s) ← caller
     return result

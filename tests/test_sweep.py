@@ -30,7 +30,7 @@ def sweep_command(config: Path, out: Path) -> list[str]:
         "--grid",
         "model.direction=denoising,noising",
         "--grid",
-        "seed_everything=0,1",
+        "data.seed=0,1",
     ]
 
 
@@ -100,7 +100,7 @@ def test_a_killed_sweep_resumes_skipping_finished_points(tmp_path):
     assert {row["settings"]["model.direction"] for row in summary["points"]} == {"denoising", "noising"}
     assert len(summary["stability"]) == 2 and len(summary["noising_vs_denoising"]) == 2
     for row in summary["points"]:
-        assert Path(row["run_dir"], "coefficients.pt").is_file()
+        assert (out / row["run_dir"] / "coefficients.pt").is_file()  # relative to the sweep
     # The sweep's TensorBoard: every set's Pareto front, added as points finished, the last over all 4.
     events = EventAccumulator(str(out / "tensorboard"), size_guidance={"images": 0})
     events.Reload()

@@ -18,7 +18,7 @@ has no next token and is not ranked. `rotation` is refused: its units are direct
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -74,10 +74,15 @@ class CorpusExamples:
     top: list[CorpusExample]
     bottom: list[CorpusExample]
     n_positions: int
+    cut: list[int] = field(default_factory=list)
+    """Texts (the `line` numbers of the tables) longer than the model's context: only their first `n_ctx` tokens
+    were ranked."""
+    n_ctx: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"n_positions": self.n_positions, "top": [asdict(e) for e in self.top],
-                "bottom": [asdict(e) for e in self.bottom]}  # fmt: skip
+        return {"n_positions": self.n_positions, "cut": self.cut, "n_ctx": self.n_ctx,
+                "top": [asdict(e) for e in self.top], "bottom": [asdict(e) for e in self.bottom]}  # fmt: skip
+
 
 
 def corpus_examples(
@@ -98,8 +103,10 @@ def corpus_examples(
         )
     entries: list[tuple[float, int, int]] = []
     token_rows: list[list[int]] = []
+    cut: list[int] = []
     for start in range(0, len(texts), batch_size):
-        tokens, lengths = tokenize(model, tokenizer, texts[start : start + batch_size])
+        tokens, lengths, batch_cut = tokenize(model, tokenizer, texts[start : start + batch_size])
+        cut += [start + index for index in batch_cut]
         effects = direct_effects(model, tokens, weights)
         for row in range(len(tokens)):
             token_rows.append(tokens[row, : int(lengths[row])].tolist())
@@ -118,4 +125,4 @@ def corpus_examples(
 
     top = [example(i + 1, e) for i, e in enumerate(entries[:k])]
     bottom = [example(len(entries) - i, e) for i, e in enumerate(reversed(entries[-k:]))]
-    return CorpusExamples(top=top, bottom=bottom, n_positions=len(entries))
+    return CorpusExamples(top=top, bottom=bottom, n_positions=len(entries), cut=cut, n_ctx=model.cfg.n_ctx)

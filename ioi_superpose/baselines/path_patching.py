@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from ioi_superpose.baselines.sweep import Metric, Source, evaluate, source_activations
 from ioi_superpose.engine.runs import DEFAULT_MAX_ROWS, BaseRun, fold, variants_per_chunk
 from ioi_superpose.engine.vocabulary import Head, Hook, hook_name, layer_of
+from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, HookPoint
 
 QKV = Literal["q", "k", "v"]
@@ -142,14 +143,28 @@ def _receiver_masks(
         if receivers != "logits":
             raise ValueError(f"receivers must be a list of (layer, head) or 'logits', got {receivers!r}")
         return None
+    check_receivers(receivers, model.cfg.n_layers, model.cfg.n_heads)
     mask = torch.zeros(model.cfg.n_layers, model.cfg.n_heads, dtype=torch.bool)
     for layer, head in receivers:
-        if not (0 <= layer < model.cfg.n_layers and 0 <= head < model.cfg.n_heads):
-            raise ValueError(f"receiver {(layer, head)} is outside the model")
         mask[layer, head] = True
-    if not mask.any():
-        raise ValueError("receivers is empty")
     return mask.to(model.cfg.device)
+
+
+def check_receivers(receivers: Sequence[Head] | Literal["logits"], n_layers: int, n_heads: int) -> None:
+    """Path patching's receivers must be heads of this model (or "logits"); refused before any run, naming them."""
+    if isinstance(receivers, str):
+        return
+    if not receivers:
+        raise ConfigError("path patching receivers is empty: give [layer, head] pairs, or receivers: logits.")
+    outside = [tuple(receiver) for receiver in receivers
+               if not (0 <= receiver[0] < n_layers and 0 <= receiver[1] < n_heads)]  # fmt: skip
+    if outside:
+        raise ConfigError(
+            f"path patching receivers {outside} are outside the model ({n_layers} layers × {n_heads} heads): they "
+            "name heads of another model (experiments/gpt2_small_ioi.yaml's PathPatchingBaseline lists GPT-2 small's "
+            f"name movers). Give receivers in layers 0–{n_layers - 1} and heads 0–{n_heads - 1}, or receivers: logits "
+            "(the PathPatchingBaseline entry under --trainer.callbacks)."
+        )
 
 
 class _PathStage1:

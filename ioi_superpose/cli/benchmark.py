@@ -8,6 +8,7 @@ The run is `ioi_superpose.groundtruth.benchmark`, its markdown `benchmark_report
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -17,9 +18,10 @@ from pathlib import Path
 import torch
 
 from ioi_superpose.errors import ConfigError, user_facing_main
-from ioi_superpose.files import atomic_write, write_json
+from ioi_superpose.files import atomic_write, check_writable_dir, staged_directory, write_json
 from ioi_superpose.groundtruth.benchmark import Config, run_benchmark
 from ioi_superpose.groundtruth.benchmark_report import markdown
+from ioi_superpose.seeds import check_seed
 
 DEFAULT_OUT = Path("runs") / "benchmark"
 
@@ -44,29 +46,60 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="free: head sets as cuts (heads outside recompute); frozen: as circuits (heads outside "
                         "keep their base-run z); both. Default: free for the small suite (both doubles its ~2.5 "
                         "min; the committed report uses both), both for gpt2")  # fmt: skip
+    parser.add_argument("--replace", action="store_true",
+                        help="let a run that covers fewer cases, directions or notions replace a fuller report at "
+                        "--out (without it, such a run is refused before any work)")  # fmt: skip
     return parser.parse_args(argv)
+
+
+def refuse_replacing_a_fuller_report(
+    path: Path, cases: list[str] | None, directions: set[str], rests: set[str]
+) -> None:
+    """A run that covers less than the report already at `path` (`--cases`, fewer `--directions` or `--rest`) would
+    replace it whole: refused, naming what would be lost. A missing or unreadable report is nothing to lose."""
+    try:
+        existing = json.loads(path.read_text())
+        had_cases = set(existing["cases"])
+        had_directions, had_rests = set(existing["config"]["directions"]), set(existing["config"]["rests"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    lost = [
+        *(f"case {name}" for name in sorted(had_cases - set(cases or had_cases))),
+        *(f"direction {name}" for name in sorted(had_directions - directions)),
+        *(f"--rest {name}" for name in sorted(had_rests - rests)),
+    ]
+    if lost:
+        raise ConfigError(
+            f"--out: {path} covers more than this run would ({', '.join(lost[:6])}{' …' if len(lost) > 6 else ''}), "
+            "and this run would replace it whole. Give another --out for a partial run, or pass --replace to "
+            "replace it."
+        )
 
 
 @user_facing_main
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.out.exists() and not args.out.is_dir():
-        raise ConfigError(f"--out {args.out} exists and is not a directory; pass a directory for benchmark.md|json.")
+    # Before any work (the gpt2 suite runs for half an hour): a place the report can be written, and nothing fuller
+    # there that it would replace.
+    check_seed("--seed", args.seed)
+    check_writable_dir(args.out, "--out")
+    stem = "benchmark" if args.suite == "small" else "benchmark_gpt2"
+    rest = args.rest or ("both" if args.suite == "gpt2" else "free")
+    rests = ("free", "frozen") if rest == "both" else (rest,)
+    if not args.replace:
+        refuse_replacing_a_fuller_report(args.out / f"{stem}.json", args.cases, set(args.directions), set(rests))
     torch.set_num_threads(1)
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     start = time.perf_counter()
-    rest = args.rest or ("both" if args.suite == "gpt2" else "free")
-    rests = ("free", "frozen") if rest == "both" else (rest,)
     settings = dict(cases=args.cases, directions=tuple(args.directions), seed=args.seed, rests=rests)
     config = Config.gpt2(**settings) if args.suite == "gpt2" else Config(**settings)
     report = run_benchmark(config, progress=lambda line: print(line, file=sys.stderr, flush=True))
     text = markdown(report)
-    stem = "benchmark" if args.suite == "small" else "benchmark_gpt2"
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / f"{stem}.json", report)
-    atomic_write(args.out / f"{stem}.md", lambda name: Path(name).write_text(text))
+    with staged_directory(args.out, last=(f"{stem}.md",)) as stage:  # both files, or neither
+        write_json(stage / f"{stem}.json", report)
+        atomic_write(stage / f"{stem}.md", lambda name: Path(name).write_text(text))
     print(text)
     print(f"wall time {time.perf_counter() - start:.1f} s; wrote {args.out / stem}.md and {stem}.json")
 

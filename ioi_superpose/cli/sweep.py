@@ -8,7 +8,12 @@ of every evaluation set over the finished points (`ioi_superpose.results.pareto`
 (with `--scheduler ray`: once, when the trials have ended).
 
 Resumable: a point whose `summary.json` exists is finished and skipped; a point that was stopped
-part-way continues from its `checkpoints/last.ckpt`. Run the same command again after a kill.
+part-way continues from its `checkpoints/last.ckpt`, or starts again when it left none that can be read
+(`sweep_points.resume_or_restart`). Run the same command again after a kill. Each point directory records the
+settings it runs with (`sweep_point.json`); a re-run with other settings (config content, options after `--`) is
+refused, naming each difference, and an option after `--` that the grid also sets is refused before anything runs
+(`sweep_settings`). Points whose α are identical are named in `sweep.json` and count once in stability and
+agreement.
 Points run one after another in child processes on this machine (the local runner, the default), or,
 with `--scheduler ray`, as Ray Tune trials across this machine's or a cluster's CPUs and GPUs
 (`ioi_superpose.cli.ray_sweep`; an optional extra: `pip install -e ".[ray]"`). Both write the same files.
@@ -24,6 +29,7 @@ by an earlier unbatched attempt at one of its points is not read).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shlex
 import subprocess
 import sys
@@ -32,16 +38,14 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ioi_superpose.cli.sweep_points import Point, grid_points, parse_grid, run_point
+from ioi_superpose.cli.sweep_points import Point, grid_points, parse_grid, record_or_refuse, run_point
+from ioi_superpose.cli.sweep_settings import refuse_clashes
 from ioi_superpose.errors import ConfigError, UserFacingError, user_facing_main
 from ioi_superpose.files import write_json
 from ioi_superpose.fitting.settings import BATCHABLE
-from ioi_superpose.results.analysis import SEED_KEYS, compare_directions, stability
+from ioi_superpose.results.analysis import SEED_KEYS, compare_directions, identical_alpha, stability
 from ioi_superpose.results.pareto import log_sweep
 from ioi_superpose.results.schema import DirectionComparison, RunSummary, Stability, SweepPoint, SweepSummary
-
-"""Grid keys that change only the randomness or the start, not the question: stability is measured over them."""
-
 
 BATCHABLE_KEYS = tuple(f"model.{name}" for name in BATCHABLE)
 """Grid keys whose points can train together in one batched forward (`--batch_variants`, `settings.BATCHABLE`)."""
@@ -88,8 +92,21 @@ def run_group(points: Sequence[Point], config: Path, out: Path, extra: Sequence[
         )
 
 
+def alpha_digest(run_dir: Path) -> str | None:
+    """A hash of the α a point learned (its `coefficients.pt`): two points with equal digests ran identically."""
+    import torch  # the sweep's runner has it; only here, once a point is finished
+
+    path = run_dir / "coefficients.pt"
+    if not path.is_file():
+        return None
+    alpha = torch.load(path, weights_only=True, map_location="cpu")["coefficients"].detach().contiguous()
+    digest = hashlib.sha1(f"{alpha.dtype} {tuple(alpha.shape)}".encode())
+    digest.update(alpha.view(torch.uint8).numpy().tobytes() if alpha.numel() else b"")
+    return digest.hexdigest()
+
+
 def sweep_summary(points: Sequence[Point], out: Path) -> SweepSummary:
-    """What the finished points found, as written to `sweep.json`."""
+    """What the finished points found, as written to `sweep.json` (run directories relative to `out`)."""
     rows = []
     for point in points:
         summary_path = out / point.name / "summary.json"
@@ -99,13 +116,15 @@ def sweep_summary(points: Sequence[Point], out: Path) -> SweepSummary:
         rows.append(SweepPoint(
             point=point.name,
             settings=dict(point.settings),
-            run_dir=str(out / point.name),
+            run_dir=point.name,
             val_recovery=summary.recovery.val,
             test_recovery=summary.recovery.test,
             l0=summary.l0,
             heads=sorted([unit.layer, unit.head] for unit in summary.top_heads),
+            alpha_digest=alpha_digest(out / point.name),
         ))  # fmt: skip
     as_dicts = [row.to_dict() for row in rows]
+    finished = {row.point for row in rows}
     return SweepSummary(
         n_points=len(points),
         n_finished=len(rows),
@@ -114,6 +133,8 @@ def sweep_summary(points: Sequence[Point], out: Path) -> SweepSummary:
         noising_vs_denoising=[
             DirectionComparison.from_dict(row, "compare_directions") for row in compare_directions(as_dicts)
         ],
+        identical_alpha=identical_alpha(as_dicts),
+        missing=[point.name for point in points if point.name not in finished],
     )
 
 
@@ -192,11 +213,14 @@ def main(args: Sequence[str] | None = None) -> None:
                     raise ConfigError(f"--{option} applies to --scheduler ray only; add --scheduler ray or drop it.")
         if not parsed.config.is_file():
             raise ConfigError(f"--config {parsed.config}: no such file.")
-        points = grid_points(parse_grid(parsed.grid))
+        grid = parse_grid(parsed.grid)
+        points = grid_points(grid)
         extra = parsed.extra[1:] if parsed.extra[:1] == ["--"] else parsed.extra
+        refuse_clashes([key for key, _ in grid], extra)
         if parsed.out.exists() and not parsed.out.is_dir():
             raise ConfigError(f"--out {parsed.out} is a file; give a directory (new, or an earlier sweep's).")
         parsed.out.mkdir(parents=True, exist_ok=True)
+        record_or_refuse(points, parsed.config, parsed.out, extra)
         todo = [point for point in points if not (parsed.out / point.name / "summary.json").is_file()]
         print(f"{len(points)} points, {len(points) - len(todo)} already finished, in {parsed.out}")
         if parsed.scheduler == "local":
@@ -214,8 +238,12 @@ def main(args: Sequence[str] | None = None) -> None:
                     f"{parsed.out}/<point>/sweep_point.log. Fix it and run the same command again: finished "
                     "points are kept."
                 )
-        path = write_json(parsed.out / "sweep.json", sweep_summary(points, parsed.out).to_dict())
+        summary = sweep_summary(points, parsed.out)
+        path = write_json(parsed.out / "sweep.json", summary.to_dict())
         print(f"sweep summary: {path}")
+        for group in summary.identical_alpha:
+            print(f"note: the points {', '.join(group)} learned identical α: their runs did not differ (counted once "
+                  "in stability and agreement).")  # fmt: skip
     except OSError as error:  # an unwritable --out, a point's log that cannot be opened
         raise UserFacingError(f"{error}; check --out and the config's paths.") from error
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser
 
 from ioi_superpose.analyses.max_activating import MaxActivatingOptions
 from ioi_superpose.analyses.per_prompt import per_prompt_recoveries
@@ -27,11 +27,12 @@ from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.callbacks.resume import ExactResume
 from ioi_superpose.cli.flag_order import refuse_flags_replaced_by_config
+from ioi_superpose.cli.run_checks import CheckedCLI
 from ioi_superpose.data.splits import TRAIN_SET, VAL_SET
 from ioi_superpose.engine.runs import check_token_ids
 from ioi_superpose.errors import ConfigError, SettingError, cli_flag, user_facing_main
 from ioi_superpose.results.analysis import distribution
-from ioi_superpose.results.caveats import prune_shortfall
+from ioi_superpose.results.caveats import alpha_headline, prune_caveat
 from ioi_superpose.results.pareto import pareto_figures
 from ioi_superpose.results.summary import RunWriter, build_summary, write_corpus_examples
 from ioi_superpose.tasks.base import Task, TaskPrompts
@@ -58,7 +59,7 @@ TRAINING_DATA_ARGUMENTS = (
 (n_val, n_test, off_distribution, num_workers) only change what is evaluated, or how fast."""
 
 
-class SuperposeCLI(LightningCLI):
+class SuperposeCLI(CheckedCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # One model name for both: the datamodule tokenizes with the model's tokenizer.
         parser.link_arguments("model.model_name", "data.model_name")
@@ -161,16 +162,6 @@ class SuperposeCLI(LightningCLI):
             )
         if self.model.config.prune.scrub is not None:
             check_scrub(self.model.config.prune.scrub, self.model, self.datamodule.task)
-        for logger in self.trainer.loggers:
-            save_dir = getattr(logger, "save_dir", None)
-            if save_dir is not None:
-                try:
-                    Path(save_dir).mkdir(parents=True, exist_ok=True)
-                except OSError as error:
-                    raise ConfigError(
-                        f"The run directory {save_dir} cannot be created ({error.strerror}). Choose a writable "
-                        "place with --trainer.logger.init_args.save_dir (and --trainer.default_root_dir)."
-                    ) from None
 
     def after_fit(self) -> None:
         """Evaluate the final α on validation and every test set, then write the run's results."""
@@ -262,14 +253,14 @@ def write_results(
     def shown(value: float | None) -> str:
         return "n/a (clean ≈ corrupted)" if value is None else f"{value:.3f}"
 
-    what = "Learned α" if steps else "Initial α (no optimisation step taken: every weight is --model.init, not learned)"
+    what = alpha_headline(steps, pruned=bool(summary.prune and summary.prune.get("reached")))
     print(
         f"\n{what}: L0 = {summary.l0} {UNITS.get(summary.combination, 'heads')} "
         f"({summary.n_heads_total} heads in the model), "
         f"val recovery {shown(recovery.val)}; test recovery "
         + ", ".join(f"{name} {shown(value)}" for name, value in recovery.test.items())
     )
-    shortfall = prune_shortfall(summary.prune)
+    shortfall = prune_caveat(summary.prune)
     if shortfall:
         print(shortfall)
     for name, path in paths.items():

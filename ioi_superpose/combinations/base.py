@@ -21,6 +21,7 @@ from torch import Tensor
 
 from ioi_superpose.engine.patch import Combination, HeadWeights
 from ioi_superpose.errors import SettingError
+from ioi_superpose.seeds import seed_rule, valid_seed
 
 
 def check_finite(name: str, value: float | None) -> None:
@@ -75,6 +76,10 @@ class SeededSettings(FamilySettings):
 
     gate_seed: int = field(default=0, metadata=BATCHABLE)
     """seed of the family's own generator (hard_concrete: the gates' noise; rotation: R's random start)."""
+
+    def __post_init__(self) -> None:
+        if not valid_seed(self.gate_seed):
+            raise SettingError("gate_seed", f"$gate_seed {seed_rule(self.gate_seed)}.")
 
 
 # --------------------------------------------------------------------------------------------------

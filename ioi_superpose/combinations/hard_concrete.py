@@ -25,6 +25,7 @@ class HardConcreteSettings(SeededSettings):
     """the temperature β of the gates (Louizos et al. 2018)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_finite("temperature", self.temperature)
         if not self.temperature > 0:
             raise SettingError("temperature", f"$temperature must be > 0 (the hard-concrete temperature β), got "

@@ -126,6 +126,11 @@ class RotationSettings(SeededSettings):
     rest free."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
+        layers = self.rotation_layers
+        if layers is not None and len(set(layers)) != len(layers):
+            raise SettingError("rotation_layers", f"$rotation_layers lists a layer more than once ({list(layers)}); "
+                               "give each layer once.")  # fmt: skip
         for name in ("rotation_temperature_start", "rotation_temperature_end", "rotation_target"):
             check_finite(name, getattr(self, name))
         start, end = self.rotation_temperature_start, self.rotation_temperature_end

@@ -24,17 +24,22 @@ def read_corpus(path: str | Path, option: str = "--data.corpus") -> list[str]:
     return texts
 
 
-def tokenize(model: HookedTransformer, tokenizer: TextEncoder, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-    """Right-padded token rows (BOS first when the tokenizer has one, cut at the model's context) and lengths."""
-    rows = []
-    for text in texts:
+def tokenize(
+    model: HookedTransformer, tokenizer: TextEncoder, texts: Sequence[str]
+) -> tuple[Tensor, Tensor, list[int]]:
+    """Right-padded token rows (BOS first when the tokenizer has one, cut at the model's context), their lengths, and
+    the indices of the texts that were cut (longer than the context)."""
+    rows, cut = [], []
+    for index, text in enumerate(texts):
         ids = tokenizer.encode(text, add_special_tokens=False)
         if tokenizer.bos_token_id is not None:
             ids = [tokenizer.bos_token_id, *ids]
+        if len(ids) > model.cfg.n_ctx:
+            cut.append(index)
         rows.append(ids[: model.cfg.n_ctx])
     lengths = torch.tensor([len(row) for row in rows])
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     tokens = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
     for i, row in enumerate(rows):
         tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return tokens, lengths
+    return tokens, lengths, cut

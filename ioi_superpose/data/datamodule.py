@@ -21,6 +21,7 @@ from ioi_superpose.data.splits import IN_DISTRIBUTION, TRAIN_SET, VAL_SET
 from ioi_superpose.data.templates import BABA_TEMPLATES, PLACES
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import load_tokenizer
+from ioi_superpose.seeds import check_seed
 
 OffDistributionSet = Literal[
     "held_out_templates",
@@ -204,6 +205,10 @@ class IOIDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"Unknown --data.off_distribution sets {unknown}; choose from {list(OFF_DISTRIBUTION_SETS)}."
             )
+        repeated = sorted({name for name in off_distribution if list(off_distribution).count(name) > 1})
+        if repeated:  # one test set is one dataloader and one summary entry: a repeat has nowhere to go
+            raise ConfigError(f"--data.off_distribution lists {repeated} more than once; give each test set once.")
+        check_seed("--data.seed", seed)
         if "held_out_names" in off_distribution and held_out_name_fraction == 0.0:
             raise ConfigError("The held_out_names test set needs --data.held_out_name_fraction > 0.")
         self.splits: dict[str, IOIBatch] = {}
@@ -249,6 +254,13 @@ class IOIDataModule(L.LightningDataModule):
         if set_name == "held_out_names" and not names:
             raise ConfigError("The held_out_names test set needs --data.held_out_name_fraction > 0.")
         hp = self.hparams
+        needed = 5 if (corruption or hp.corruption) == "abc" else 2
+        if set_name == "held_out_names" and len(names) < needed:
+            raise ConfigError(
+                f"The held_out_names test set has {len(names)} names and the {corruption or hp.corruption} corruption "
+                f"needs {needed} different ones per prompt: raise --data.held_out_name_fraction (now "
+                f"{hp.held_out_name_fraction}), or leave held_out_names out of --data.off_distribution."
+            )
         return generate_ioi(
             self.encoder, n, list(templates), list(template_ids), names, corruption or hp.corruption,
             set_seed(hp.seed, seed_name or set_name), PLACES, objects,

@@ -126,9 +126,18 @@ def generate_ioi(
     if corruption not in ("name_swap", "abc"):
         raise ConfigError(f"Unknown corruption '{corruption}': choose 'name_swap' or 'abc'.")
     needed = 5 if corruption == "abc" else 2
-    if len(names) < needed:
-        raise ConfigError(f"The '{corruption}' corruption needs at least {needed} names, got {len(names)}.")
     require_single_tokens(encoder, names, "names")
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:
+        # A prompt draws its names without replacement from this list: a repeated name can be both IO and S (the
+        # answer pair is then one token), or return in the corruption that was meant to replace it.
+        raise ConfigError(f"names lists {repeated} more than once; give each name once.")
+    if len(names) < needed:
+        raise ConfigError(
+            f"The '{corruption}' corruption needs at least {needed} names, all different (IO and S"
+            + (", and three others that replace them" if corruption == "abc" else "")
+            + f"), got {len(names)}."
+        )
     rng = random.Random(seed)
     rows: list[dict] = []
     for _ in range(n_prompts):

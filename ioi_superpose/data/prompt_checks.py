@@ -48,16 +48,63 @@ def end_positions_for(
                 f"end_positions must index the prompt rows, in [0, {length - 1}]; got values in "
                 f"[{int(end_positions.min())}, {int(end_positions.max())}]."
             )
-        return end_positions.cpu()
+        ends = end_positions.cpu()
+        refuse_pad_reads(model, clean_tokens, corrupted_tokens, ends)
+        return ends
     padded = padded_rows(model, clean_tokens) | padded_rows(model, corrupted_tokens)
     if bool(padded.any()):
-        rows = padded.nonzero().flatten().tolist()
         raise ConfigError(
-            f"{len(rows)} of {batch} prompts end in padding (rows {rows[:8]}{' …' if len(rows) > 8 else ''}), so "
+            f"{int(padded.sum())} of {batch} prompts end in padding ({_rows(padded)}), so "
             "their answers would be read at a pad token. Pass end_positions (each prompt's last real token; "
             "ioi_prompts(...).end_pos), or build equal-length prompts (ioi_prompts(..., equal_length=True))."
         )
-    return torch.full((batch,), length - 1)
+    ends = torch.full((batch,), length - 1)
+    refuse_pad_reads(model, clean_tokens, corrupted_tokens, ends)
+    return ends
+
+
+def refuse_pad_reads(
+    model: HookedTransformer,
+    clean_tokens: Int[Tensor, "batch pos"],
+    corrupted_tokens: Int[Tensor, "batch pos"],
+    ends: Int[Tensor, " batch"],
+) -> None:
+    """Refuse rows that would be read at or through padding: an END that holds the pad token (the answer read at a
+    pad), and a pad token before END (left padding: the model reads pads as part of the prompt, and positions do not
+    line up across rows). Position 0 is exempt where the pad token is also BOS (GPT-2's `<|endoftext|>`)."""
+    pad = pad_token_id(model)
+    if pad is None or clean_tokens.shape[1] == 0:
+        return
+    bos = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
+    positions = torch.arange(clean_tokens.shape[1])
+    at_end = torch.zeros(clean_tokens.shape[0], dtype=torch.bool)
+    before_end = torch.zeros_like(at_end)
+    for tokens in (clean_tokens, corrupted_tokens):
+        is_pad = tokens.cpu() == pad
+        if bos is not None and int(bos) == pad:
+            is_pad[:, 0] = False
+        rows = torch.arange(len(tokens))
+        at_end |= is_pad[rows, ends]
+        before_end |= (is_pad & (positions[None, :] < ends[:, None])).any(dim=1)
+    if bool(at_end.any()):
+        raise ConfigError(
+            f"end_positions point at the pad token in {int(at_end.sum())} of {len(ends)} prompts ({_rows(at_end)}): "
+            "their answers would be read at padding. Each row's END must be its last real token (ioi_prompts(...)"
+            ".end_pos for right-padded prompts)."
+        )
+    if bool(before_end.any()):
+        raise ConfigError(
+            f"{int(before_end.sum())} of {len(ends)} prompts hold the pad token before END ({_rows(before_end)}): "
+            "left padding (or padding inside a prompt), which the model would read as part of the prompt, and the "
+            "roles' positions would not line up across rows. Pad on the right and pass end_positions, or build "
+            "the prompts with ioi_prompts(...)."
+        )
+
+
+def _rows(mask: torch.Tensor) -> str:
+    """The rows where `mask` holds, as a message names them (the first 8)."""
+    rows = mask.nonzero().flatten().tolist()
+    return f"rows {rows[:8]}{' …' if len(rows) > 8 else ''}"
 
 
 def padded_rows(model: HookedTransformer, tokens: Int[Tensor, "batch pos"]) -> torch.Tensor:

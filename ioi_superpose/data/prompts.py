@@ -37,6 +37,7 @@ from ioi_superpose.data.templates import (
     PLACES,
 )
 from ioi_superpose.errors import ConfigError
+from ioi_superpose.seeds import check_seed
 
 if TYPE_CHECKING:  # models/ imports data/templates.py: import it lazily at run time, never at module load
     from ioi_superpose.models import HookedTransformer
@@ -88,6 +89,7 @@ def ioi_prompts(
         raise ConfigError(f"ioi_prompts: n must be a positive integer (number of prompt pairs), got {n!r}.")
     if corruption not in ("name_swap", "abc"):
         raise ConfigError(f"ioi_prompts: corruption must be 'name_swap' or 'abc', got {corruption!r}.")
+    check_seed("ioi_prompts: seed", seed)
     encoder, model = _encoder_and_model(model_or_name, "ioi_prompts")
     templates = list(IOI_TEMPLATES if templates is None else templates)
     if not templates:

@@ -39,6 +39,9 @@ from ioi_superpose.fitting.objectives import OBJECTIVES, ObjectiveName
 CacheDType = Literal["float32", "bfloat16", "float16"]
 CacheDevice = Literal["same", "cpu"]
 CACHE_DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+PRUNE_TARGET_MIN = 1e-3
+"""The smallest `prune_target`: the effect of patching no unit is 0 only up to float rounding (~1e-6 of the gap), and
+a target below that would be "reached" by the empty set."""
 
 
 def _choice(name: str, value: object, allowed: Sequence[object]) -> None:
@@ -185,9 +188,10 @@ class PruneConfig:
             raise SettingError("scrub", f"$scrub: the hypothesis file {self.scrub} does not exist; give the path of a "
                                "YAML file (docs/causal_scrubbing.md).")  # fmt: skip
         check_finite("prune_target", self.prune_target)
-        if self.prune_target is not None and not 0.0 < self.prune_target <= 1.0:
-            raise SettingError("prune_target", f"$prune_target must be in (0, 1] (the effect to keep) or null, got "
-                               f"{self.prune_target}.")  # fmt: skip
+        if self.prune_target is not None and not PRUNE_TARGET_MIN <= self.prune_target <= 1.0:
+            raise SettingError("prune_target", f"$prune_target must be in [{PRUNE_TARGET_MIN}, 1] (the effect to keep; "
+                               "below it, the float rounding of a run that patches nothing can reach it) or null, "
+                               f"got {self.prune_target}.")  # fmt: skip
         if self.prune_prompts < 1:
             raise SettingError("prune_prompts", f"$prune_prompts must be >= 1, got {self.prune_prompts}.")
 
@@ -269,6 +273,12 @@ class SuperpositionConfig:
             raise SettingError("rotation_joint", "$rotation_joint patches every selected layer from the unpatched "
                                "base and source runs (a cut); $rest frozen runs the source tokens instead: set "
                                "$rest free, or $rotation_joint false.")  # fmt: skip
+        if getattr(self.family.own, "bounded", True) and self.optim.l0_threshold >= 1:
+            # Bounded weights lie in [0, 1] (mixing's off-diagonal in [-1, 1]): none exceeds such a threshold, so L0
+            # would be 0 and the support empty whatever was learned, next to a recovery of 1.
+            raise SettingError("l0_threshold", f"$l0_threshold must be < 1 with $bounded true (every weight is at "
+                               f"most 1 in size, so none would count), got {self.optim.l0_threshold}. Lower it "
+                               "(default 0.05), or set $bounded false.")  # fmt: skip
         if self.prune.circuit_criteria and not check_family(self.family.combination).units_are_heads:
             raise SettingError("circuit_criteria", f"$circuit_criteria scores head sets; $combination "
                                f"{self.family.combination} learns directions, not heads: set circuit_criteria "

@@ -32,7 +32,8 @@ from ioi_superpose.models.word_tokenizer import WordTokenizer
 _GPT2_FAMILY = ("gpt2", "openai-community/gpt2", "distilgpt2")
 TOY_CHECKPOINT_SUFFIX = ".pt"
 _REGENERATE = {
-    "toy_ioi.pt": "python -m ioi_superpose.train_toy fit --config experiments/toy_ioi_model.yaml",
+    "toy_ioi.pt": "python -m ioi_superpose.train_toy fit --config experiments/toy_ioi_model.yaml "
+    "--replace_checkpoint true",
 }
 
 
@@ -114,7 +115,10 @@ def is_toy_checkpoint_path(name_or_path: str) -> bool:
 
 
 def _regenerate_hint(path: Path) -> str:
-    command = _REGENERATE.get(path.name, "python -m ioi_superpose.train_toy fit --config experiments/<its config>.yaml")
+    command = _REGENERATE.get(
+        path.name,
+        "python -m ioi_superpose.train_toy fit --config experiments/<its config>.yaml --replace_checkpoint true",
+    )
     return f"Regenerate it with `{command}` (from the project root)."
 
 

@@ -151,7 +151,8 @@ def load_toy_checkpoint(path: str | Path) -> tuple[HookedTransformer, dict[str, 
     if not path.is_file():
         raise FileNotFoundError(
             f"No toy checkpoint at {path}. The shipped ones are regenerated with "
-            "`python -m ioi_superpose.train_toy fit --config experiments/toy_superposition_<kind>.yaml`."
+            "`python -m ioi_superpose.train_toy fit --config experiments/toy_superposition_<kind>.yaml "
+            "--replace_checkpoint true`."
         )
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:

@@ -37,13 +37,32 @@ def _group(rows: Sequence[Mapping[str, Any]], ignored: Sequence[str]) -> dict[st
     return groups
 
 
+def _distinct_runs(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """One row per run: a run (`run_dir`, else `point`) listed twice, and runs whose α are identical
+    (`alpha_digest`), count once (the first). A run compared with itself, or with a copy of itself, fakes agreement."""
+    by_run = {row.get("run_dir", row["point"]): row for row in rows}
+    distinct: dict[object, Mapping[str, Any]] = {}
+    for key, row in by_run.items():
+        distinct.setdefault(row.get("alpha_digest") or ("run", key), row)
+    return list(distinct.values())
+
+
+def identical_alpha(rows: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """Groups (of two or more) of points whose α are identical, in row order: e.g. a seed that changes nothing for
+    the chosen family. Rows without an `alpha_digest` (older sweeps) are in none."""
+    groups: dict[str, list[str]] = {}
+    for row in {row.get("run_dir", row["point"]): row for row in rows}.values():
+        if row.get("alpha_digest"):
+            groups.setdefault(row["alpha_digest"], []).append(row["point"])
+    return [points for points in groups.values() if len(points) > 1]
+
+
 def stability(rows: Sequence[Mapping[str, Any]], seed_keys: Sequence[str]) -> list[dict[str, Any]]:
     """For each setting run with several seeds/inits: the heads selected by every run (intersection), by
-    any (union), their ratio, and the mean pairwise intersection over union. A run (`run_dir`, else `point`)
-    listed twice counts once: a run compared with itself would fake agreement."""
+    any (union), their ratio, and the mean pairwise intersection over union — across the runs that differ
+    (`_distinct_runs`): a setting whose runs all learned the same α has no stability figure."""
     out = []
-    unique = {row.get("run_dir", row["point"]): row for row in rows}
-    for setting, group in _group(list(unique.values()), seed_keys).items():
+    for setting, group in _group(_distinct_runs(rows), seed_keys).items():
         if len(group) < 2:
             continue
         head_sets = [_heads(row) for row in group]
@@ -65,11 +84,15 @@ def stability(rows: Sequence[Mapping[str, Any]], seed_keys: Sequence[str]) -> li
 def compare_directions(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Where the grid has both directions for the same other settings: the heads each selects, their
     overlap, and the heads one finds and the other misses (the seed notebook suspects denoising misses
-    backup heads: a head needed only when another is missing is not sufficient alone)."""
+    backup heads: a head needed only when another is missing is not sufficient alone). A pair whose two runs
+    learned identical α is no comparison (`identical_alpha` names it) and is left out."""
     out = []
     for setting, group in _group(rows, [DIRECTION_KEY]).items():
         by_direction = {row["settings"].get(DIRECTION_KEY): row for row in group}
         if not {"denoising", "noising"} <= set(by_direction):
+            continue
+        digests = {by_direction[direction].get("alpha_digest") for direction in ("denoising", "noising")}
+        if len(digests) == 1 and None not in digests:
             continue
         denoising, noising = _heads(by_direction["denoising"]), _heads(by_direction["noising"])
         out.append({

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +19,14 @@ from typing import Any
 import matplotlib.pyplot as plt
 
 from ioi_superpose.errors import ConfigError, user_facing_main
-from ioi_superpose.files import atomic_write
+from ioi_superpose.files import atomic_write, check_writable_dir, staged_directory
 from ioi_superpose.plots import save_figure
-from ioi_superpose.results.analysis import SEED_KEYS, stability
-from ioi_superpose.results.caveats import INITIAL_ALPHA, prune_shortfall
+from ioi_superpose.results.analysis import SEED_KEYS, compare_directions, identical_alpha, stability
+from ioi_superpose.results.caveats import is_initial, prune_caveat
 from ioi_superpose.results.pareto import pareto_figures
-from ioi_superpose.results.schema import RunSummary, Stability, SweepSummary, Unit
+from ioi_superpose.results.schema import DirectionComparison, RunSummary, Stability, SweepSummary, Unit
 
+REPORT = "report.md"
 MAX_ACTIVATING = "max_activating.json"
 TABLES_DIR = "max_activating"
 """Each run's full max-activating table is copied into OUT/max_activating/, so the report links only files that
@@ -50,15 +52,24 @@ class Sweep:
 
 
 def load(paths: Sequence[Path]) -> tuple[list[Run], list[Sweep]]:
-    """The runs and sweeps in `paths`; a run directory reached twice (given twice, or in two sweeps) is one run."""
+    """The runs and sweeps in `paths`, each once: a run directory reached twice (given twice, spelled otherwise, or
+    in two sweeps) is one run, a sweep given twice one sweep. Runs are named by their directory (`_unique_names`)."""
     runs: dict[Path, Run] = {}
-    sweeps: list[Sweep] = []
+    sweeps: dict[Path, Sweep] = {}
     for path in paths:
         if (path / "sweep.json").is_file():
+            if path.resolve() in sweeps:
+                continue
             sweep = Sweep(path, SweepSummary.read(path / "sweep.json"))
-            sweeps.append(sweep)
+            sweeps[path.resolve()] = sweep
             for point in sweep.summary.points:
-                directory = Path(point.run_dir)
+                directory = point.directory(path)
+                if not (directory / "summary.json").is_file():
+                    raise ConfigError(
+                        f"{path}/sweep.json lists the point {point.point} at {directory}, which holds no summary.json: "
+                        "the sweep was moved without its points, or a point was removed. Run the sweep again to "
+                        "rewrite sweep.json, or leave the sweep out of the report."
+                    )
                 runs.setdefault(directory.resolve(), _run(directory, f"{path.name}/{point.point}"))
         elif (path / "summary.json").is_file():
             # `version_N` alone says nothing: name a run by its logger's name too.
@@ -68,7 +79,22 @@ def load(paths: Sequence[Path]) -> tuple[list[Run], list[Sweep]]:
             raise ConfigError(f"{path} holds neither a summary.json (a finished run) nor a sweep.json (a sweep).")
     if not runs:
         raise ConfigError("the given directories hold no finished run.")
-    return list(runs.values()), sweeps
+    return _unique_names(list(runs.values())), list(sweeps.values())
+
+
+def _unique_names(runs: list[Run]) -> list[Run]:
+    """Runs whose names collide (two loggers' `name/version_0` in different places) are named by as much of their
+    directory's path as tells them apart: every table row, figure legend and copied file is then one run's."""
+    for _ in range(64):  # each round lengthens the colliding names by one directory
+        counts = Counter(run.name for run in runs)
+        colliding = [run for run in runs if counts[run.name] > 1]
+        if not colliding:
+            return runs
+        for run in colliding:
+            parts = run.directory.resolve().parts
+            depth = run.name.count("/") + 2
+            run.name = "/".join(parts[-depth:]) if depth <= len(parts) else str(run.directory.resolve())
+    return runs
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -122,7 +148,7 @@ class Report:
 
     def write(self) -> Path:
         text = "\n".join(self.lines).rstrip() + "\n"
-        return atomic_write(self.out / "report.md", lambda path: Path(path).write_text(text))
+        return atomic_write(self.out / REPORT, lambda path: Path(path).write_text(text))
 
 
 def sets_figure(runs: Sequence[Run]) -> plt.Figure:
@@ -159,6 +185,7 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
         "Models: " + ", ".join(sorted({f"`{r.summary.model_name}`" for r in runs})) + ".",
         "",
     )
+    sweeps_section(report, sweeps)
     if not gpt2:
         report.add(
             "No run here is of GPT-2 small (none has its architecture), so nothing below speaks about "
@@ -223,7 +250,9 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
             "A disagreement can only show under another corruption, e.g. `abc`.",
             "",
         )
-    comparisons = [(sweep, c) for sweep in sweeps for c in sweep.summary.noising_vs_denoising]
+    # Recomputed from the points, as stability below: a pair of identical runs is no comparison (`compare_directions`).
+    comparisons = [(sweep, DirectionComparison.from_dict(c, str(sweep.directory))) for sweep in sweeps
+                   for c in compare_directions([point.to_dict() for point in sweep.summary.points])]  # fmt: skip
     if comparisons:
         report.add(
             "| sweep | setting | denoising heads | noising heads | only denoising | only noising | IoU |",
@@ -281,6 +310,16 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
     stable = [Stability.from_dict(s, str(sweep.directory)) for sweep in sweeps
               for s in stability([point.to_dict() for point in sweep.summary.points], SEED_KEYS)]  # fmt: skip
     report.add("## Stability across seeds", "")
+    identical = [(sweep, group) for sweep in sweeps
+                 for group in identical_alpha([point.to_dict() for point in sweep.summary.points])]  # fmt: skip
+    for sweep, group in identical:
+        report.add(
+            f"- `{sweep.directory.name}`: the points {', '.join(f'`{name}`' for name in group)} learned identical α "
+            "(every value equal): their runs did not differ, so they are one run here, not an agreement (a grid "
+            "value that changes nothing for this setting, e.g. a seed the family does not use)."
+        )
+    if identical:
+        report.add("")
     if stable:
         report.add("| setting | runs | heads in every run | heads in any run | IoU |", "|---|---|---|---|---|")
         for s in stable:
@@ -290,7 +329,7 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
             )
         report.add("")
     else:
-        report.add("No setting here was run with several seeds.", "")
+        report.add("No setting here was run with several seeds whose runs differ.", "")
 
     report.add(
         "## What these runs do not speak to",
@@ -303,16 +342,33 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
     return report
 
 
+def sweeps_section(report: Report, sweeps: Sequence[Sweep]) -> None:
+    """Each sweep's size, and the points of an unfinished one (the tables below hold only finished points)."""
+    for sweep in sweeps:
+        summary = sweep.summary
+        line = f"Sweep `{sweep.directory.name}`: {summary.n_finished} of {summary.n_points} points finished"
+        if summary.n_finished >= summary.n_points:
+            report.add(line + ".", "")
+        elif summary.missing is None:
+            report.add(line + f"; {summary.n_points - summary.n_finished} missing (its sweep.json, written by an "
+                       "older version, does not name them). Run the sweep's command again to finish them.", "")
+        else:
+            report.add(line + "; **missing**: " + ", ".join(f"`{name}`" for name in summary.missing) + ". Nothing "
+                       "below speaks for them: run the sweep's command again to finish them.", "")
+
+
 def caveats_section(report: Report, runs: Sequence[Run]) -> None:
     """Runs whose numbers are not what the table suggests: α never trained, a minimal set that missed its target."""
     lines = []
     for r in runs:
-        if r.summary.alpha == INITIAL_ALPHA:
+        if is_initial(r.summary.alpha):
             lines.append(
-                f"- `{r.name}`: α is the initial one ({INITIAL_ALPHA}): its numbers are those of --model.init "
-                f"= {r.summary.setting('model', 'init')}, not of a learned combination."
+                f"- `{r.name}`: α is the initial one ({r.summary.alpha}): its numbers are those of --model.init "
+                f"= {r.summary.setting('model', 'init')}"
+                + (", pruned to a minimal set" if r.summary.prune and r.summary.prune.get("reached") else "")
+                + ", not of a learned combination."
             )
-        shortfall = prune_shortfall(r.summary.prune)
+        shortfall = prune_caveat(r.summary.prune)
         if shortfall:
             lines.append(f"- `{r.name}`: {shortfall}")
     if lines:
@@ -538,9 +594,13 @@ ROWS_PER_END = 2
 def max_activating_section(report: Report, runs: Sequence[Run]) -> None:
     """Each run's largest and smallest moves from its `max_activating.json`, and a link to its table."""
     report.add("## Max-activating examples (off distribution)", "")
-    tables = {
-        r.name: (r, json.loads(path.read_text())) for r in runs if (path := r.directory / MAX_ACTIVATING).is_file()
-    }
+    tables = {r.name: (r, read_json(path)) for r in runs if (path := r.directory / MAX_ACTIVATING).is_file()}
+    for run, table in tables.values():
+        if not isinstance(table, dict) or not isinstance(table.get("rows"), list):
+            raise ConfigError(
+                f"{run.directory / MAX_ACTIVATING} holds no table (a 'rows' list): it was edited by hand or damaged. "
+                "Run that run again, or leave it out of the report."
+            )
     if not tables:
         report.add(f"No run here has a {MAX_ACTIVATING} (written after fit unless `--max_activating.per_set 0`).", "")
         return
@@ -606,13 +666,15 @@ def main(args: Sequence[str] | None = None) -> None:
     parser.add_argument("--out", required=True, type=Path, help="where report.md and its figures go")
     parsed = parser.parse_args(args)
     try:
-        if parsed.out.exists() and not parsed.out.is_dir():
-            raise ConfigError(f"--out {parsed.out} is a file; give a directory for report.md and its figures.")
+        check_writable_dir(parsed.out, "--out")
         runs, sweeps = load(parsed.paths)
-        path = build_report(runs, sweeps, parsed.out).write()
+        # All or nothing: the report and its figures are written aside and moved into --out once complete, so a
+        # failure leaves an earlier report there whole (report.md last: it links the others).
+        with staged_directory(parsed.out, last=(REPORT,)) as stage:
+            build_report(runs, sweeps, stage).write()
     except OSError as error:  # an unreadable run directory or an unwritable --out
         raise ConfigError(f"{error}") from error
-    print(f"report: {path}")
+    print(f"report: {parsed.out / REPORT}")
 
 
 if __name__ == "__main__":

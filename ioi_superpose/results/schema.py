@@ -9,13 +9,18 @@ Every section is a dataclass whose fields are its JSON keys, in order; one gener
 twice. A field with a default may be absent from a file (an older summary: its default); one without is required
 (`SchemaError` naming it); a field marked `OMIT_NONE` is left out of the file while None, as the writers always did,
 so committed reports and readers of older code see the same fields.
+
+Reading also validates (issue 24): `_decode` checks every value against its field's type (a count written as text, a
+list where an object goes), and a record's `check` its values (a direction that does not exist, a negative head
+index); a failure is a `SchemaError` naming the file and the field, so a hand-edited or damaged file is refused
+instead of being shown as if valid.
 """
 
 from __future__ import annotations
 
 import json
 import types
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -70,6 +75,43 @@ R = TypeVar("R", bound="Record")
 OMIT_NONE: dict[str, Any] = {"omit_none": True}
 """Field metadata: the key is left out of the file while the value is None."""
 
+SUMMARY_CHOICES: dict[str, tuple[str, ...]] = {
+    "direction": ("denoising", "noising"),
+    "objective": ("logit_diff", "kl", "maximize"),
+    "rest": ("free", "frozen"),
+    "combination": ("scalar", "per_position", "hard_concrete", "mixing", "rotation"),
+}
+"""The values a summary's named fields can hold: the engine's `DIRECTIONS`, `OBJECTIVES`, `RESTS` and the family
+`REGISTRY`, spelled out because this module loads no torch (tests/test_user_files.py keeps them equal)."""
+
+
+def _refuse(source: str, name: str, value: Any, expected: str) -> SchemaError:
+    return SchemaError(
+        f"{source}: {name} is {value!r}, not {expected}: the file was edited by hand or damaged. Run that run (or "
+        "sweep) again to rewrite it, or leave it out."
+    )
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_choice(source: str, name: str, value: Any) -> None:
+    if value not in SUMMARY_CHOICES[name]:
+        raise _refuse(source, name, value, f"one of {list(SUMMARY_CHOICES[name])}")
+
+
+def _check_counts(source: str, name: str, value: Any) -> None:
+    if not _count(value):
+        raise _refuse(source, name, value, "a whole number >= 0")
+
+
+def _check_heads(source: str, name: str, entries: list[list[int]]) -> None:
+    """Entries [layer, head, …]: each index a whole number >= 0 (the types are `_decode`'s)."""
+    for entry in entries:
+        if len(entry) < 2 or not all(_count(index) for index in entry):
+            raise _refuse(source, name, entry, "an entry [layer, head, …] of whole numbers >= 0")
+
 
 class Record:
     """A dataclass written to and read from JSON field by field (the module docstring)."""
@@ -84,16 +126,23 @@ class Record:
         return out
 
     @classmethod
-    def from_dict(cls: type[R], data: Mapping[str, Any], source: str = "the summary") -> R:
-        """`source` names the file in errors."""
+    def from_dict(cls: type[R], data: Mapping[str, Any], source: str = "the summary", name: str = "") -> R:
+        """`source` names the file in errors, `name` this record's place in it (`recovery`, `top_heads`)."""
+        if not isinstance(data, Mapping):
+            raise _refuse(source, name or cls.__name__, data, "an object")
         hints = get_type_hints(cls)
         values = {}
         for f in fields(cls):  # type: ignore[arg-type]
             if f.name in data:
-                values[f.name] = _decode(hints[f.name], data[f.name], source)
+                values[f.name] = _decode(hints[f.name], data[f.name], source, f"{name}.{f.name}" if name else f.name)
             elif f.default is MISSING and f.default_factory is MISSING:
                 values[f.name] = _take(data, f.name, source)  # raises: a required field is missing
-        return cls(**values)
+        record = cls(**values)
+        record.check(source, name)
+        return record
+
+    def check(self, source: str, name: str) -> None:
+        """The checks of this record's values beyond their types (`_decode`); a `SchemaError` naming the field."""
 
 
 def _encode(value: Any) -> Any:
@@ -106,20 +155,47 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _decode(hint: Any, value: Any, source: str) -> Any:
-    """`value` (from JSON) as `hint` says: a record, or a list or dict of them; anything else as it is."""
-    if value is None:
-        return None
-    if isinstance(hint, type) and is_dataclass(hint) and issubclass(hint, Record):
-        return hint.from_dict(value, source)
+_SCALARS: dict[Any, tuple[Callable[[Any], bool], str]] = {
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number"),
+    float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+    bool: (lambda v: isinstance(v, bool), "true or false"),
+}
+
+
+def _decode(hint: Any, value: Any, source: str, name: str) -> Any:
+    """`value` (from JSON) as `hint` says: a record, or a list or dict of them, or a scalar of the hint's type
+    (`_SCALARS`); `name` is its place in the file, for the error that refuses any other value."""
     origin, args = get_origin(hint), get_args(hint)
     if origin in (Union, types.UnionType):
-        records = [arg for arg in args if isinstance(arg, type) and issubclass(arg, Record)]
-        return _decode(records[0], value, source) if records else value
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _refuse(source, name, value, "a value")
+        options = [arg for arg in args if arg is not type(None)]
+        if len(options) == 1:
+            return _decode(options[0], value, source, name)
+        if all(option in _SCALARS for option in options):
+            if any(_SCALARS[option][0](value) for option in options):
+                return value
+            raise _refuse(source, name, value, " or ".join(_SCALARS[option][1] for option in options))
+        return value
+    if value is None and hint is not Any:
+        raise _refuse(source, name, value, "a value")
+    if isinstance(hint, type) and is_dataclass(hint) and issubclass(hint, Record):
+        return hint.from_dict(value, source, name)
     if origin is list:
-        return [_decode(args[0], item, source) for item in value] if args else list(value)
+        if not isinstance(value, (list, tuple)):  # JSON gives lists; a record made in memory may hold tuples
+            raise _refuse(source, name, value, "a list")
+        return [_decode(args[0], item, source, name) for item in value] if args else list(value)
     if origin is dict:
-        return {key: _decode(args[1], item, source) for key, item in value.items()} if args else dict(value)
+        if not isinstance(value, Mapping):
+            raise _refuse(source, name, value, "an object")
+        return {key: _decode(args[1], item, source, f"{name}.{key}") for key, item in value.items()} if args else dict(
+            value
+        )
+    if hint in _SCALARS and not _SCALARS[hint][0](value):
+        raise _refuse(source, name, value, _SCALARS[hint][1])
     return value
 
 
@@ -146,6 +222,11 @@ class Unit(Record):
     source_layer: int | None = field(default=None, metadata=OMIT_NONE)
     source_head: int | None = field(default=None, metadata=OMIT_NONE)
     alpha: float
+
+    def check(self, source: str, name: str) -> None:
+        for part in ("layer", "head", "source_layer", "source_head"):
+            if getattr(self, part) is not None:
+                _check_counts(source, f"{name} {part}", getattr(self, part))
 
     @property
     def is_cross_head(self) -> bool:
@@ -227,6 +308,15 @@ class RunSummary(Record):
     ioi_circuit: IOICircuit | None
     config: dict[str, Any]
 
+    def check(self, source: str, name: str) -> None:
+        for choice in ("direction", "objective", "combination", "rest"):
+            _check_choice(source, choice, getattr(self, choice))
+        for count in ("l0", "n_heads_total") + (("steps",) if self.steps is not None else ()):
+            _check_counts(source, count, getattr(self, count))
+        if self.n_heads_total < 1:
+            raise _refuse(source, "n_heads_total", self.n_heads_total, "a whole number >= 1")
+        _check_heads(source, "support", self.support)
+
     def setting(self, section: str, name: str, default: Any = None) -> Any:
         """A training option as the run was configured, e.g. `setting("model", "l1")` for `--model.l1`."""
         return (self.config.get(section) or {}).get(name, default)
@@ -261,10 +351,11 @@ class RunSummary(Record):
         return self.baselines.get("combinations", {}).get("prompts_by_set", {})
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "the summary") -> RunSummary:
-        """`source` names the file in errors; a file of another schema version is refused."""
+    def from_dict(cls, data: Mapping[str, Any], source: str = "the summary", name: str = "") -> RunSummary:
+        """`source` names the file in errors; a file of another schema version is refused, any other is validated
+        (`Record.from_dict`)."""
         _require_version(data, source)
-        return super().from_dict(data, source)
+        return super().from_dict(data, source, name)
 
     @classmethod
     def read(cls, path: str | Path) -> RunSummary:
@@ -282,10 +373,28 @@ class SweepPoint(Record):
     point: str
     settings: dict[str, Any]
     run_dir: str
+    """The point's run directory relative to the sweep's (its point name); older sweeps wrote an absolute path
+    (`directory` reads both)."""
     val_recovery: float | None
     test_recovery: dict[str, float | None]
     l0: int
     heads: list[list[int]]
+    alpha_digest: str | None = field(default=None, metadata=OMIT_NONE)
+    """A hash of the learned α's values (`coefficients.pt`): equal digests are identical runs, which no stability
+    or agreement figure may compare. None in a sweep.json written before it was recorded."""
+
+    def check(self, source: str, name: str) -> None:
+        _check_counts(source, f"{name}.l0", self.l0)
+        _check_heads(source, f"{name}.heads", self.heads)
+
+    def directory(self, sweep_dir: str | Path) -> Path:
+        """The run directory of this point, in the sweep directory where it is now (a copied or moved sweep is read
+        where it lies, never from the place it was written in)."""
+        run_dir = Path(self.run_dir)
+        if not run_dir.is_absolute():
+            return Path(sweep_dir) / run_dir
+        inside = Path(sweep_dir) / run_dir.name  # an older, absolute run_dir: the point's directory is OUT/<point>/
+        return inside if inside.is_dir() or not run_dir.is_dir() else run_dir
 
 
 @dataclass(frozen=True)
@@ -315,19 +424,31 @@ class DirectionComparison(Record):
 
 @dataclass(kw_only=True)
 class SweepSummary(Record):
-    """A sweep's `sweep.json`: every finished point, stability across seeds, noising against denoising."""
+    """A sweep's `sweep.json`: every finished point, stability across seeds, noising against denoising, the points
+    that learned identical α, and the points not finished."""
 
     schema_version: int = SCHEMA_VERSION
     n_points: int
     n_finished: int
+    missing: list[str] | None = field(default=None, metadata=OMIT_NONE)
+    """The points not finished (no summary.json); None in a sweep.json written before it was recorded."""
     points: list[SweepPoint]
     stability: list[Stability]
     noising_vs_denoising: list[DirectionComparison]
+    identical_alpha: list[list[str]] | None = field(default=None, metadata=OMIT_NONE)
+    """Groups of finished points whose α are identical (`alpha_digest`): counted once by stability and agreement.
+    None in a sweep.json written before it was recorded."""
+
+    def check(self, source: str, name: str) -> None:
+        _check_counts(source, "n_points", self.n_points)
+        _check_counts(source, "n_finished", self.n_finished)
+        if self.n_finished > self.n_points:
+            raise _refuse(source, "n_finished", self.n_finished, "at most n_points")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "the sweep summary") -> SweepSummary:
+    def from_dict(cls, data: Mapping[str, Any], source: str = "the sweep summary", name: str = "") -> SweepSummary:
         _require_version(data, source)
-        return super().from_dict(data, source)
+        return super().from_dict(data, source, name)
 
     @classmethod
     def read(cls, path: str | Path) -> SweepSummary:

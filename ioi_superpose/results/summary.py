@@ -26,7 +26,7 @@ from ioi_superpose.plots import head_heatmap, save_figure
 from ioi_superpose.results.baselines import baseline_summary
 from ioi_superpose.results.caveats import alpha_state
 from ioi_superpose.results.schema import Distribution, IOICircuit, Recovery, RunSummary, Unit
-from ioi_superpose.results.tables import corpus_markdown, max_activating_markdown
+from ioi_superpose.results.tables import corpus_cut_note, corpus_markdown, max_activating_markdown
 from ioi_superpose.results.units import top_heads
 
 
@@ -62,6 +62,7 @@ def build_summary(
     after = AfterFit() if after is None else after
     combination, threshold = fitted.combination, fitted.l0_threshold
     alpha = combination.coefficients.detach().cpu()
+    prune = None if after.prune is None else after.prune.to_dict()
     cfg = fitted.model.cfg
     val = stage_metrics(val_metrics, "val", IN_DISTRIBUTION)
     tests = {name: stage_metrics(test_metrics, "test", name) for name in test_set_names}
@@ -74,7 +75,7 @@ def build_summary(
         model_name=fitted.model_name,
         direction=fitted.direction,
         objective=fitted.settings.optim.objective,
-        alpha=None if steps is None else alpha_state(steps),
+        alpha=None if steps is None else alpha_state(steps, pruned=prune is not None and prune["reached"]),
         steps=steps,
         recovery=Recovery(val=recovery_or_none(val), test={name: recovery_or_none(m) for name, m in tests.items()}),
         min_gap_for_recovery=MIN_GAP,
@@ -93,7 +94,7 @@ def build_summary(
         combination=fitted.family,
         rest=fitted.rest,
         support=[list(unit) for unit in combination.support(threshold)],
-        prune=None if after.prune is None else after.prune.to_dict(),
+        prune=prune,
         rotation=after.rotation,
         circuit=after.circuit,
         head_types=after.head_types,
@@ -171,6 +172,9 @@ def write_corpus_examples(
     tokenizer = load_tokenizer(fitted.model_name)
     examples = corpus_examples(fitted.model, tokenizer, read_corpus(corpus), fitted.combination.head_coefficients(), k)
     run_dir = Path(run_dir)
+    note = corpus_cut_note(examples)
+    if note:
+        print(note)
     text = corpus_markdown(examples)
     return {
         "corpus_examples": atomic_write(run_dir / "corpus_examples.md", lambda name: Path(name).write_text(text)),

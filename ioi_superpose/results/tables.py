@@ -72,6 +72,16 @@ def _number(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
 
+def corpus_cut_note(examples: CorpusExamples) -> str | None:
+    """The line that says which texts were cut at the model's context, or None."""
+    if not examples.cut:
+        return None
+    shown = ", ".join(map(str, examples.cut[:10])) + (" …" if len(examples.cut) > 10 else "")
+    return (f"note: {len(examples.cut)} corpus text(s) are longer than the model's context ({examples.n_ctx} tokens) "
+            f"and were cut: only their first {examples.n_ctx} tokens are ranked (line {shown}, counted as the tables' "
+            "line column). Split such texts into lines of at most that length to rank all of them.")  # fmt: skip
+
+
 def corpus_markdown(examples: CorpusExamples) -> str:
     """The positions as corpus_examples.md: the k of largest and of smallest effect."""
     lines = [
@@ -80,6 +90,9 @@ def corpus_markdown(examples: CorpusExamples) -> str:
         "Effect: direct effect of the learned combination's weighted head outputs on the logit of the true next "
         "token (`ioi_superpose/corpus.py`). Top: pushes it up most; bottom: down most.",
     ]
+    note = corpus_cut_note(examples)
+    if note:
+        lines += ["", note]
     for title, rows in (("Top", examples.top), ("Bottom", examples.bottom)):
         lines += ["", f"## {title}", "", "| rank | line | pos | context | next | effect |",
                   "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip

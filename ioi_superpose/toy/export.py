@@ -21,7 +21,8 @@ import torch
 
 from ioi_superpose.analyses.exhaustive import find_support
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.files import write_json
+from ioi_superpose.errors import ConfigError
+from ioi_superpose.files import check_writable_dir, write_json
 from ioi_superpose.models import HookedTransformer
 from ioi_superpose.models.toy import (
     build_toy_model,
@@ -87,7 +88,12 @@ def ground_truth_report(
 
 class ExportToyModel(L.Callback):
     """When fit ends: evaluate the trained model on fresh seeded data, find each feature's head support
-    (when the datamodule knows its features), and save a toy checkpoint + a metrics JSON beside it."""
+    (when the datamodule knows its features), and save a toy checkpoint + a metrics JSON beside it.
+
+    The model goes into the run's directory (`<run dir>/<name of path>`, and its `.json`), and to `path` as
+    well unless a file is there already: a model the user has (a shipped `checkpoints/*.pt`) is replaced only
+    with `replace=True` (`train_toy fit … --replace_checkpoint true`, as the documented regeneration commands
+    say). Which of the two happens is said at fit start, before any step."""
 
     def __init__(
         self,
@@ -96,6 +102,7 @@ class ExportToyModel(L.Callback):
         eval_seed: int = 10_000,
         prompts_per_feature: int = 256,
         recovery_threshold: float = 0.9,
+        replace: bool = False,
     ) -> None:
         """
         Args:
@@ -104,6 +111,7 @@ class ExportToyModel(L.Callback):
             eval_seed: seed of those sequences and of the ground-truth prompts (disjoint from training).
             prompts_per_feature: clean/corrupted pairs per feature for the head-support search.
             recovery_threshold: recovery a head set must reach to count as a feature's support.
+            replace: write over an existing file at `path` (default: keep it; the model is in the run directory).
         """
         super().__init__()
         self.path = Path(path)
@@ -111,10 +119,38 @@ class ExportToyModel(L.Callback):
         self.eval_seed = eval_seed
         self.prompts_per_feature = prompts_per_feature
         self.recovery_threshold = recovery_threshold
+        self.replace = replace
         self._fit_started = 0.0
+        self.destinations: list[Path] = []
+        """Where the model is written when fit ends (decided at fit start)."""
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._fit_started = time.perf_counter()
+        self.destinations = self.plan(trainer.log_dir)
+        if trainer.is_global_zero and self.path not in self.destinations:
+            print(f"note: {self.path} exists and is kept; this run's model goes to {self.destinations[0]} (pass "
+                  "--replace_checkpoint true to replace it).")  # fmt: skip
+
+    def plan(self, run_dir: str | None) -> list[Path]:
+        """The files the model will be written to: the run directory's copy, and `path` when it is new or
+        `replace` is set. Refused before any step when neither can be written."""
+        destinations = [] if run_dir is None else [Path(run_dir) / self.path.name]
+        if self.replace or not self.path.exists():
+            check_writable_dir(self.path.parent, f"the export path {self.path}:")
+            destinations.append(self.path)
+        if not destinations:
+            raise ConfigError(
+                f"{self.path} exists and this run has no run directory (no logger) to write its model to instead: "
+                "pass --replace_checkpoint true to replace it, or set the export path elsewhere."
+            )
+        return destinations
+
+    def write(self, model: HookedTransformer, metadata: dict[str, Any]) -> list[Path]:
+        """The checkpoint and its metrics JSON at every destination (atomically each)."""
+        for destination in self.destinations or self.plan(None):
+            save_toy_checkpoint(model, destination, metadata)
+            write_json(destination.with_suffix(".json"), metadata)
+        return self.destinations
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -150,9 +186,8 @@ class ExportToyModel(L.Callback):
             "training": {k: v for k, v in pl_module.hparams.items() if k != "group_names"},
             "metrics": metrics,
         }
-        save_toy_checkpoint(model, self.path, metadata)
-        json_path = write_json(self.path.with_suffix(".json"), metadata)
-        print(f"Saved toy model to {self.path} and its metrics to {json_path}")
+        written = self.write(model, metadata)
+        print(f"Saved toy model to {' and '.join(map(str, written))} (metrics: the .json beside each)")
 
 
 class ExportToyIOIModel(ExportToyModel):
@@ -170,6 +205,7 @@ class ExportToyIOIModel(ExportToyModel):
         eval_size: int = 6144,
         eval_seed: int = 10_000,
         ioi_prompts_per_group: int = 2048,
+        replace: bool = False,
     ) -> None:
         """
         Args:
@@ -177,8 +213,9 @@ class ExportToyIOIModel(ExportToyModel):
             eval_size: prompts for the per-group top-1 accuracy of `ExportToyModel`.
             eval_seed: seed of every evaluation prompt (training uses other streams).
             ioi_prompts_per_group: fresh prompts per (name split, family) group for the IOI metrics.
+            replace: write over an existing file at `path` (default: keep it; the model is in the run directory).
         """
-        super().__init__(path, eval_size=eval_size, eval_seed=eval_seed)
+        super().__init__(path, eval_size=eval_size, eval_seed=eval_seed, replace=replace)
         self.ioi_prompts_per_group = ioi_prompts_per_group
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -188,7 +225,7 @@ class ExportToyIOIModel(ExportToyModel):
         data = trainer.datamodule
         if not isinstance(data, ToyIOIDataModule):
             raise TypeError(f"ExportToyIOIModel needs a ToyIOIDataModule, got {type(data).__name__}")
-        model, metadata = load_toy_checkpoint(self.path)  # the weights as written
+        model, metadata = load_toy_checkpoint(self.destinations[0])  # the weights as written
         ioi = {
             f"{split}_{family}": vars(
                 ioi_metrics(
@@ -208,6 +245,5 @@ class ExportToyIOIModel(ExportToyModel):
         }
         frozen = [callback for callback in trainer.callbacks if isinstance(callback, FrozenNameEmbeddings)]
         metadata["frozen_name_embeddings"] = frozen[0].describe() if frozen else None
-        save_toy_checkpoint(model, self.path, metadata)
-        write_json(self.path.with_suffix(".json"), metadata)
+        self.write(model, metadata)
         print(f"Toy IOI: {metadata['metrics']['headline']}")

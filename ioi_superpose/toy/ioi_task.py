@@ -5,7 +5,7 @@ The prompts come from the same generator, templates and corruptions as the GPT-2
 metrics, off-distribution sets, patching, the main job — runs unchanged on the toy model:
 `python -m ioi_superpose.train fit --config experiments/toy_ioi.yaml`.
 
-Train it with `python -m ioi_superpose.train_toy fit --config experiments/toy_ioi_model.yaml`:
+Train it with `python -m ioi_superpose.train_toy fit --config experiments/toy_ioi_model.yaml --replace_checkpoint true`:
 
 - `ToyIOIDataModule` (here): fresh seeded IOI prompts every step, labelled with the IO name at END only,
   drawn from the training names; the held-out names are split off with the main job's rule
@@ -52,6 +52,7 @@ from ioi_superpose.data.datamodule import split_names
 from ioi_superpose.data.ioi import Corruption, IOIBatch, default_names, generate_ioi
 from ioi_superpose.data.templates import DUPLICATED_IO_TEMPLATES, IOI_TEMPLATES, LONG_TEMPLATES, NAMES
 from ioi_superpose.errors import ConfigError
+from ioi_superpose.seeds import check_seed
 from ioi_superpose.toy.batches import IGNORE_INDEX, TokenBatch
 from ioi_superpose.toy.ioi_vocabulary import toy_ioi_tokenizer
 
@@ -146,6 +147,8 @@ class ToyIOIDataModule(L.LightningDataModule):
             raise ConfigError(
                 f"--data.init_args.held_out_name_fraction must be in (0, 1), got {held_out_name_fraction}."
             )
+        check_seed("--data.init_args.seed", seed)
+        check_seed("--data.init_args.name_split_seed", name_split_seed)
         unknown = [family for family in train_families if family not in FAMILIES]
         if unknown or not train_families:
             raise ConfigError(

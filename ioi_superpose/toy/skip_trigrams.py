@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.errors import ConfigError
+from ioi_superpose.seeds import check_seed
 from ioi_superpose.toy.batches import IGNORE_INDEX, TokenBatch
 
 TaskKind = Literal["single_source", "two_source_conjunction"]
@@ -262,6 +263,7 @@ class SkipTrigramDataModule(L.LightningDataModule):
         for name, value in dict(batch_size=batch_size, train_batches=train_batches, eval_batches=eval_batches).items():
             if value < 1:
                 raise ConfigError(f"--data.init_args.{name} must be >= 1, got {value}.")
+        check_seed("--data.init_args.seed", seed)
         self.batch_size = batch_size
         self.train_batches = train_batches
         self.eval_batches = eval_batches

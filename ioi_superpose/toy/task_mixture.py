@@ -334,12 +334,16 @@ class ExportTaskMixtureModel(ExportToyModel):
         data = trainer.datamodule
         if not isinstance(data, TaskMixtureDataModule):
             raise TypeError(f"ExportTaskMixtureModel needs a TaskMixtureDataModule, got {type(data).__name__}")
-        model, metadata = load_toy_checkpoint(self.path)  # the weights as written
+        # The files this run wrote (`ExportToyModel.plan`): an existing file at `path` that was kept is not read
+        # or touched (without --replace_checkpoint it is the user's, not this run's).
+        written = self.destinations or self.plan(None)
+        model, metadata = load_toy_checkpoint(written[0])  # the weights as written
         metadata["metrics"]["tasks"] = task_report(model, data, self.prompts_per_set, self.eval_seed)
         curves = [callback for callback in trainer.callbacks if isinstance(callback, TaskCurve)]
         metadata["metrics"]["curve"] = curves[0].history if curves else None
-        save_toy_checkpoint(model, self.path, metadata)
-        write_json(self.path.with_suffix(".json"), metadata)
+        for destination in written:
+            save_toy_checkpoint(model, destination, metadata)
+            write_json(destination.with_suffix(".json"), metadata)
         tasks = metadata["metrics"]["tasks"]
         headline = {name: scores["in_distribution"]["accuracy"] for name, scores in tasks.items()}
         print(f"Task mixture, in-distribution accuracy: {headline}")

@@ -30,6 +30,7 @@ from ioi_superpose.models.toy import (
     toy_config,
     toy_config_kwargs,
 )
+from ioi_superpose.seeds import check_seed
 from ioi_superpose.toy.batches import IGNORE_INDEX, TokenBatch
 
 
@@ -139,6 +140,7 @@ class ToyModelTraining(L.LightningModule):
                 f"--model.head_dropout must be in [0, 1) (the probability that a head's z is dropped in "
                 f"training), got {head_dropout}; use 0 to turn it off."
             )
+        check_seed("--model.model_seed", model_seed)
         if lr_warmup_steps < 0:
             raise ConfigError(f"--model.lr_warmup_steps must be >= 0, got {lr_warmup_steps}.")
         if head_dropout_layers is not None and not all(0 <= layer < n_layers for layer in head_dropout_layers):

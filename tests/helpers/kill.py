@@ -35,3 +35,17 @@ class InterruptAtStep(L.Callback):
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         if trainer.global_step == self.step:
             raise KeyboardInterrupt
+
+
+class KillOnceAtStep(KillAtStep):
+    """`KillAtStep` the first time only: the kill leaves `marker`, and a run that finds it trains on. A sweep point
+    killed with SIGKILL, then run again with the same settings (`experiments/bad_inputs.py`)."""
+
+    def __init__(self, step: int, marker: str) -> None:
+        super().__init__(step)
+        self.marker = marker
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        if trainer.global_step == self.step and not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
