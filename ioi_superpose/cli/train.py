@@ -23,6 +23,7 @@ from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.callbacks.resume_hint import ResumeHint
 from ioi_superpose.cli.flag_order import refuse_flags_replaced_by_config
+from ioi_superpose.cli.lightning_parsing import OneLineParseErrors, lightning_parser_kwargs
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.errors import ConfigError, user_facing_main
 from ioi_superpose.results.analysis import distribution
@@ -54,7 +55,9 @@ TRAINING_DATA_ARGUMENTS = (
 (n_val, n_test, off_distribution, num_workers) only change what is evaluated, or how fast."""
 
 
-class SuperposeCLI(LightningCLI):
+class SuperposeCLI(OneLineParseErrors, LightningCLI):
+    command = "train"
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # One model name for both: the datamodule tokenizes with the model's tokenizer.
         parser.link_arguments("model.model_name", "data.model_name")
@@ -259,7 +262,7 @@ def main(args: list[str] | None = None) -> None:
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,
         args=args,
-        parser_kwargs={"description": __doc__},
+        parser_kwargs=lightning_parser_kwargs("train", __doc__),
     )
 
 

@@ -17,11 +17,14 @@ import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ioi_superpose.cli.flag_order import refuse_flags_replaced_by_config
+from ioi_superpose.cli.lightning_parsing import OneLineParseErrors, lightning_parser_kwargs
 from ioi_superpose.errors import user_facing_main
 from ioi_superpose.toy import ToyModelTraining
 
 
-class ToyCLI(LightningCLI):
+class ToyCLI(OneLineParseErrors, LightningCLI):
+    command = "toy"
+
     def __init__(self, *positional: Any, args: Sequence[str] | None = None, **kwargs: Any) -> None:
         refuse_flags_replaced_by_config(list(args) if isinstance(args, (list, tuple)) else sys.argv[1:])
         super().__init__(*positional, args=args, **kwargs)
@@ -62,6 +65,7 @@ def main(args: list[str] | None = None) -> ToyCLI:
             },
             save_config_kwargs={"overwrite": True},
             args=args,
+            parser_kwargs=lightning_parser_kwargs("toy", __doc__),
         )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
+from ioi_superpose.arguments import OneLineParser
 from ioi_superpose.errors import ConfigError, user_facing_main
 from ioi_superpose.files import atomic_write
 from ioi_superpose.results.analysis import SEED_KEYS, stability
@@ -552,7 +553,7 @@ def _names(heads: Sequence[Sequence[int]]) -> str:
 
 @user_facing_main
 def main(args: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m ioi_superpose.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("paths", nargs="+", type=Path, help="run directories (summary.json) or sweep directories")
