@@ -14,6 +14,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from ioi_superpose.console import quiet_call
 from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
 from ioi_superpose.data.prompt_checks import check_token_tensor, end_positions_for
 from ioi_superpose.engine.rest import Rest
@@ -228,7 +229,8 @@ def _learn(
     prompts, loader = _prompts(model, *tokens, steps, seed, end_positions)
     systems = [_system(model, len(prompts), names(k), **settings, **member) for k, member in enumerate(members)]
     module = HeadSuperposition.batched(systems, max_rows=max_rows) if batched else systems[0]
-    _trainer(model, steps).fit(module, train_dataloaders=loader)
+    with quiet_call():  # no GPU/TPU or cache-size lines per call in a notebook
+        _trainer(model, steps).fit(module, train_dataloaders=loader)
     return [_warn_shortfall(evaluate_combination(system.to(_device(model)), prompts)) for system in systems]
 
 

@@ -24,11 +24,14 @@ from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.callbacks.resume_hint import ResumeHint
 from ioi_superpose.cli.flag_order import refuse_flags_replaced_by_config
 from ioi_superpose.cli.lightning_parsing import OneLineParseErrors, lightning_parser_kwargs
+from ioi_superpose.cli.run_directory import keep_the_runs_config, log_into_run_directory
+from ioi_superpose.console import quiet_console
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.errors import ConfigError, user_facing_main
 from ioi_superpose.results.analysis import distribution
 from ioi_superpose.results.caveats import prune_shortfall
 from ioi_superpose.results.corpus import write_corpus_examples
+from ioi_superpose.results.evaluation_table import evaluation_table, stage_set_names
 from ioi_superpose.results.max_activating import MaxActivatingOptions
 from ioi_superpose.results.pareto import pareto_figures
 from ioi_superpose.results.per_prompt import per_prompt_recoveries
@@ -39,6 +42,7 @@ TRAINER_DEFAULTS = {
     "max_epochs": 5,
     "log_every_n_steps": 5,
     "default_root_dir": "runs",
+    "enable_model_summary": False,  # a table of the 8 to 1,728 trainable weights of α says nothing
     # The datamodule shards the data itself: seeded, resumable order, and no padding of evaluation sets.
     "use_distributed_sampler": False,
     "logger": {
@@ -68,11 +72,17 @@ class SuperposeCLI(OneLineParseErrors, LightningCLI):
         # Options only, not a callback: the table is made once, in `after_fit`, from the final combination.
         parser.add_class_arguments(MaxActivatingOptions, "max_activating")
 
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand:  # validate, test and a resumed fit log into their checkpoint's run directory
+            log_into_run_directory(self.config[self.subcommand])
+
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """The Trainer, with the baselines the config lists one by one joined into one callback
         (`join_baselines`): the combinations' rankings are the other baselines' scores of the same call."""
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks[:] = join_baselines(trainer.callbacks)
+        if self.subcommand:
+            keep_the_runs_config(trainer, self.subcommand, resumed=bool(self.config[self.subcommand].get("ckpt_path")))
         return trainer
 
     def _parse_ckpt_path(self) -> None:
@@ -132,9 +142,30 @@ class SuperposeCLI(OneLineParseErrors, LightningCLI):
 
     def before_validate(self) -> None:
         self._say_if_untrained("validate")
+        self._tables_off("validate")
 
     def before_test(self) -> None:
         self._say_if_untrained("test")
+        self._tables_off("test")
+
+    def _tables_off(self, subcommand: str) -> None:
+        """Lightning's per-dataloader tables off (our per-set lines replace them), unless --verbose is given."""
+        if not any(arg.startswith("--verbose") for arg in self.argv):
+            self.config_init[subcommand]["verbose"] = False
+
+    def after_validate(self) -> None:
+        self._print_evaluation("val")
+
+    def after_test(self) -> None:
+        self._print_evaluation("test")
+
+    def _print_evaluation(self, stage: str) -> None:
+        """Per evaluation set, the named figures (Lightning's unnamed per-dataloader tables are off)."""
+        if self.trainer.is_global_zero:
+            metrics = {key: float(value) for key, value in self.trainer.callback_metrics.items()}
+            print(evaluation_table(metrics, stage, stage_set_names(stage, self.datamodule.test_set_names)))
+            if self.trainer.log_dir:
+                print(f"  {'logged to':<15} {self.trainer.log_dir}")
 
     def _say_if_untrained(self, subcommand: str) -> None:
         """Without --ckpt_path, validate / test evaluate α as `--model.init` made it: say so, before the numbers."""
@@ -256,6 +287,7 @@ def _comparable(value: object) -> object:
 
 @user_facing_main
 def main(args: list[str] | None = None) -> None:
+    quiet_console()
     SuperposeCLI(
         HeadSuperposition,
         IOIDataModule,

@@ -27,6 +27,7 @@ from ioi_superpose.baselines.compute import BaselineResult, compute_baselines
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.cli.lightning_parsing import lightning_parser_kwargs
 from ioi_superpose.cli.train import TRAINER_DEFAULTS, SuperposeCLI, write_results
+from ioi_superpose.console import quiet_console
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.errors import ConfigError, UserFacingError, user_facing_main
 from ioi_superpose.training.system import HeadSuperposition
@@ -124,6 +125,7 @@ def group_baselines(cli: SuperposeCLI) -> list[BaselineResult]:
 
 @user_facing_main
 def main(args: Sequence[str] | None = None) -> None:
+    quiet_console()
     parser = OneLineParser(
         prog="python -m ioi_superpose.train_batched", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,

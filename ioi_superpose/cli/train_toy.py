@@ -18,6 +18,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from ioi_superpose.cli.flag_order import refuse_flags_replaced_by_config
 from ioi_superpose.cli.lightning_parsing import OneLineParseErrors, lightning_parser_kwargs
+from ioi_superpose.console import quiet_console
 from ioi_superpose.errors import user_facing_main
 from ioi_superpose.toy import ToyModelTraining
 
@@ -52,6 +53,7 @@ def main(args: list[str] | None = None) -> ToyCLI:
     """Run the CLI; a `UserFacingError` (a bad setting, a missing checkpoint), also one raised inside
     the datamodule's instantiation, prints `error: <message>` on stderr and exits with status 1, without
     a traceback (`cli.entry.user_facing_main`)."""
+    quiet_console()
     return ToyCLI(
             ToyModelTraining,
             L.LightningDataModule,

@@ -63,7 +63,8 @@ def load_frozen_model(
         if metadata.get("tokenizer") is not None:
             # Attached as GPT-2 loaded by name has its own: every API taking a model then accepts the loaded one.
             model.tokenizer = _stored_tokenizer(Path(name_or_path), metadata)
-        return freeze(model.to(torch.device(device)).to(dtype))
+        # print_details=False: TransformerLens prints "Moving model to device" for every move otherwise
+        return freeze(model.to(torch.device(device), print_details=False).to(dtype, print_details=False))
     if Path(name_or_path).is_dir():
         model = _load_local_gpt2(Path(name_or_path), device, dtype, process_weights)
     else:
@@ -193,8 +194,8 @@ def _load_local_gpt2(
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     state_dict = convert_gpt2_weights(hf_model, cfg)
     model.load_and_process_state_dict(state_dict, **_processing_flags(process_weights))
-    model.to(torch.device(device))
-    return model.to(dtype)
+    model.to(torch.device(device), print_details=False)
+    return model.to(dtype, print_details=False)
 
 
 def _load_by_name(

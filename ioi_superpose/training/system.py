@@ -14,6 +14,7 @@ from torchmetrics import MetricCollection
 
 from ioi_superpose.combinations import LearnedFamily, batch_roles
 from ioi_superpose.combinations.stacked import StackedCombination
+from ioi_superpose.console import LOG
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.rest import Rest, run_tokens, with_rest
 from ioi_superpose.engine.runs import (
@@ -289,7 +290,7 @@ class HeadSuperposition(L.LightningModule):
         super()._apply(fn, recurse)
         device = self.combination.coefficients.device
         if torch.device(self.frozen.cfg.device) != device:
-            self.frozen.to(device)  # TransformerLens's `to` also updates cfg.device, where it puts inputs
+            self.frozen.to(device, print_details=False)  # TransformerLens's `to` also updates cfg.device
         return self
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -323,7 +324,7 @@ class HeadSuperposition(L.LightningModule):
             if self.trainer.is_global_zero:
                 shared = f" Shared by {len(self.members)} batched members." if self.peers else ""
                 share = " (this process's share)" if self.trainer.world_size > 1 else ""
-                print(self.reference_cache.describe() + share + shared)
+                LOG.info(self.reference_cache.describe() + share + shared)  # CLI runs print it, API calls do not
 
     def on_fit_end(self) -> None:
         """Every member's step count, then on the first `prune_prompts` training prompts: for `rotation` the
