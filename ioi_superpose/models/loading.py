@@ -25,6 +25,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ioi_superpose.errors import ModelLoadError
 from ioi_superpose.models.frozen import freeze
+from ioi_superpose.models.shipped import shipped_alternative
 from ioi_superpose.models.tokenizer import gpt2_tokenizer
 from ioi_superpose.models.toy import load_toy_checkpoint
 from ioi_superpose.models.word_tokenizer import WordTokenizer
@@ -111,6 +112,13 @@ def _regenerate_hint(path: Path) -> str:
 
 def _load_toy(path: Path) -> tuple[HookedTransformer, dict]:
     if not path.is_file():
+        shipped = shipped_alternative(path)
+        if shipped is not None:  # a relative path from another working directory (Jupyter runs in experiments/)
+            raise ModelLoadError(
+                f"No toy checkpoint at {path} (relative to the working directory {Path.cwd()}). The shipped one is "
+                f"{shipped}: give that path, or `ioi_superpose.models.shipped_checkpoint({shipped.stem!r})`, which "
+                "finds it from any directory."
+            )
         raise ModelLoadError(f"No toy checkpoint at {path}. {_regenerate_hint(path)}")
     try:
         return load_toy_checkpoint(path)
