@@ -77,3 +77,11 @@ def test_a_relative_toy_path_from_another_directory_names_the_shipped_file_not_a
         load_frozen_model("checkpoints/no_such.pt")  # nothing of that name ships: regenerating is the fix
     with pytest.raises(ModelLoadError, match="shipped: toy_ioi, toy_ioi_backups"):
         shipped_checkpoint("toy_iio")
+
+
+@pytest.mark.parametrize("name", ["/path/to/hf_gpt2_dir", "./my_gpt2", "~/models/gpt2"])
+def test_a_model_path_that_does_not_exist_says_no_such_directory(name):
+    """It said "Unknown model" (a TransformerLens name was assumed)."""
+    for load in (load_frozen_model, load_tokenizer):
+        with pytest.raises(ModelLoadError, match=f"^{name}: no such directory"):
+            load(name)

@@ -89,6 +89,8 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase | WordTokenizer
     try:
         official_name = tl_loading.get_official_model_name(name_or_path)
     except ValueError:
+        if _looks_like_a_path(name_or_path):
+            raise _no_such_directory(name_or_path) from None
         official_name = ""
     if official_name.startswith(_GPT2_FAMILY):
         return gpt2_tokenizer()
@@ -212,6 +214,8 @@ def _load_by_name(
     try:
         official_name = tl_loading.get_official_model_name(name)
     except ValueError:
+        if _looks_like_a_path(name):
+            raise _no_such_directory(name) from None
         known = sorted(tl_loading.make_model_alias_map())
         close = difflib.get_close_matches(name.lower(), known, n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -228,6 +232,20 @@ def _load_by_name(
         )
     except OSError as error:  # the hub answered but the files are not there / not complete
         raise ModelLoadError(_missing_weights_message(name, official_name, str(error))) from None
+
+
+def _no_such_directory(name: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"{name}: no such directory. A local model is a directory holding a Hugging Face GPT-2 checkpoint "
+        "(GPT2LMHeadModel.save_pretrained(dir)); check the path, or give a TransformerLens model name "
+        "(e.g. gpt2-small)."
+    )
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """A name no model has: absolute, relative to `.` or `~`, or with a separator that a hub name (`org/model`,
+    one slash) lacks."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
 def _require_weights_reachable(name: str, official_name: str) -> None:
