@@ -32,16 +32,28 @@ from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer
 from ioi_superpose.results.circuit import Ablation, check_ablation
 from ioi_superpose.results.pareto import VAL_SET
-from ioi_superpose.results.plots import head_heatmap, line_plot, recovery_curves
+from ioi_superpose.results.plots import component_bars, head_heatmap, logit_lens_figure, recovery_curves
 from ioi_superpose.results.summary import top_heads
 from ioi_superpose.training.system import HeadSuperposition
 
 TITLES = {
-    "activation_patching": "activation patching (normalised effect)",
-    "attribution_patching": "attribution patching (normalised effect)",
-    "direct_logit_attribution": "direct logit attribution per head (clean prompts)",
+    "activation_patching": "Activation patching: each head alone",
+    "attribution_patching": "Attribution patching (linear estimate of each head alone)",
+    "path_patching": "Path patching: each head's path to the receivers",
+    "direct_logit_attribution": "Direct logit attribution per head",
+    "eap_ig": "EAP-IG per head",
+    "acdc": "Heads ACDC keeps",
 }
-"""Heatmap titles of the scores (a score without one is titled by its name)."""
+"""Heatmap titles of the scores (a score without one is titled by its name); the direction and prompts are added."""
+LABELS = {
+    "activation_patching": "recovery (0 = base run, 1 = source run)",
+    "attribution_patching": "estimated recovery (0 = base, 1 = source)",
+    "path_patching": "recovery through the path (0 = base, 1 = source)",
+    "direct_logit_attribution": "direct effect on logit(IO) − logit(S)",
+    "eap_ig": "EAP-IG score (normalised effect)",
+    "acdc": "kept (1) or not (0)",
+}
+"""What each score's colour bar measures (a score without an entry: "score")."""
 
 
 @dataclass(frozen=True)
@@ -110,7 +122,11 @@ class HeadScores:
     """Added to the summary as they are: attribution patching's Pearson r with exact patching, direct logit
     attribution's logit difference and its decomposition per component."""
     logit_attribution: LogitAttribution | None = None
-    """Direct logit attribution only: the whole decomposition (its line plots)."""
+    """Direct logit attribution only: the whole decomposition (the logit lens and per-component figures)."""
+    label: str = "score"
+    """What the heatmap's colour bar measures."""
+    n_prompts: int | None = None
+    """The validation prompts the score was computed on."""
 
     def summary(self, system: HeadSuperposition) -> dict[str, Any]:
         """The score against `system`'s learned α: rank correlation, top-k overlap (k = heads α uses), top heads."""
@@ -125,14 +141,15 @@ class HeadScores:
 
     def figures(self, system: HeadSuperposition | None = None) -> dict[str, Figure]:
         """PNG-ready figures keyed by file stem (none depends on α: `system` is not read)."""
-        figures = {self.name: head_heatmap(self.effect, self.title)}
+        figures = {self.name: head_heatmap(self.effect, self.title, label=self.label)}
         result = self.logit_attribution
         if result is not None:
-            figures[f"{self.name}_accumulated"] = line_plot(
-                result.accumulated, result.accumulated_labels, "logit lens: accumulated residual", "logit difference"
+            prompts = f"clean validation prompts ({self.n_prompts})"
+            figures[f"{self.name}_accumulated"] = logit_lens_figure(
+                result.accumulated, result.accumulated_labels, f"Logit lens at END by depth, {prompts}"
             )
-            figures[f"{self.name}_decomposed"] = line_plot(
-                result.decomposed, result.decomposed_labels, "logit difference per component", "logit difference"
+            figures[f"{self.name}_decomposed"] = component_bars(
+                result.decomposed, result.decomposed_labels, f"Each component's direct effect at END, {prompts}"
             )
         return figures
 
@@ -163,6 +180,8 @@ class CombinationCurves:
     """The validation prompts of the curves: the learned α's point is measured on them."""
     name: str = "combinations"
     title: str = "attention from END to IO"
+    direction: str = "denoising"
+    """The run's direction (the curves' titles)."""
 
     def learned_point(self, system: HeadSuperposition) -> tuple[int, float]:
         """(heads used, recovery) of `system`'s learned α on the validation prompts of the curves."""
@@ -191,11 +210,16 @@ class CombinationCurves:
 
     def figures(self, system: HeadSuperposition | None = None) -> dict[str, Figure]:
         """The attention heatmap and, given a `system`, the validation curves with its learned α's point."""
-        figures = {self.name: head_heatmap(self.attention, self.title)}
+        n = len(self.val_batch)
+        figures = {"attention_to_io": head_heatmap(
+            self.attention, f"Attention from END to IO, mean over {n} clean validation prompts", diverging=False,
+            label="attention probability",
+        )}  # fmt: skip
         if system is not None:
             figures[f"{self.name}_recovery"] = recovery_curves(
-                self.curves_by_set[VAL_SET], {"learned α": self.learned_point(system)}
-            )
+                self.curves_by_set[VAL_SET], {"learned α": self.learned_point(system)},
+                f"Top-k head combinations and the learned α: {self.direction}, validation ({n} prompts)",
+            )  # fmt: skip
         return figures
 
 
@@ -256,20 +280,23 @@ def head_scores(
     activation: Callable[..., Tensor],
 ) -> HeadScores:
     """`spec`'s score on `batch`, with attribution patching's and direct logit attribution's extras."""
-    title = spec.title or TITLES.get(spec.name, spec.name)
+    n = len(batch)
+    what = dict(label=LABELS.get(spec.name, "score"), n_prompts=n)
+    title = f"{spec.title or TITLES.get(spec.name, spec.name)}: {direction}, {n} validation prompts"
     if spec.name == "activation_patching":
-        return HeadScores(spec.name, title, activation(spec.n_prompts))
+        return HeadScores(spec.name, title, activation(spec.n_prompts), **what)
     if spec.name == "attribution_patching":
         # Attribution patching is the linear estimate of exact patching: its agreement is the point of it.
         effect = _cpu(attribution_patching(model, batch, direction, patching_metric(model, batch, direction)))
         agreement = attribution_agreement(effect, activation(spec.n_prompts, as_run=False))
-        return HeadScores(spec.name, title, effect, {"pearson_with_exact_patching": agreement})
+        return HeadScores(spec.name, title, effect, {"pearson_with_exact_patching": agreement}, **what)
     if spec.name == "direct_logit_attribution":
         result = direct_logit_attribution(model, batch.clean_tokens, batch.answer_tokens, batch.end_pos)
         extras = {"logit_diff": result.logit_diff,
                   "per_component": dict(zip(result.decomposed_labels, result.decomposed.tolist()))}  # fmt: skip
-        return HeadScores(spec.name, title, _cpu(result.heads), extras, logit_attribution=result)
-    return HeadScores(spec.name, title, _cpu(SCORERS[spec.name](model, batch, direction, **spec.options)))
+        title = f"{spec.title or TITLES[spec.name]}: {n} clean validation prompts (no direction: the clean run)"
+        return HeadScores(spec.name, title, _cpu(result.heads), extras, logit_attribution=result, **what)
+    return HeadScores(spec.name, title, _cpu(SCORERS[spec.name](model, batch, direction, **spec.options)), **what)
 
 
 def combination_curves(
@@ -302,6 +329,7 @@ def combination_curves(
         curves_by_set=top_k_curves(model, batches, alphas, direction, rest=rest, ablation=ablation),
         prompts_by_set={name: len(batch) for name, batch in batches.items()},
         val_batch=batches[VAL_SET],
+        direction=direction,
     )
 
 

@@ -22,9 +22,11 @@ from ioi_superpose.baselines.compute import BaselineResult
 from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.callbacks.resume_hint import ResumeHint
+from ioi_superpose.callbacks.threads import stage_threads
 from ioi_superpose.cli.flag_order import refuse_flags_replaced_by_config
 from ioi_superpose.cli.lightning_parsing import OneLineParseErrors, lightning_parser_kwargs
 from ioi_superpose.cli.run_directory import keep_the_runs_config, log_into_run_directory
+from ioi_superpose.cli.run_records import run_figures
 from ioi_superpose.console import quiet_console
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.errors import ConfigError, user_facing_main
@@ -228,10 +230,17 @@ def write_results(
         log_baselines(trainer, baselines)
     # Each stage ends by moving the module to the CPU: the summary's own runs go back to the device.
     model.to(trainer.strategy.root_device).eval()
+    with stage_threads(trainer):  # the run's thread count (TorchThreads) for the work outside Trainer stages too
+        _write_results(trainer, model, datamodule, config, baselines, val_metrics, test_metrics, run_dir)
+
+
+def _write_results(
+    trainer: L.Trainer, model: HeadSuperposition, datamodule: IOIDataModule, config: dict,
+    baselines: Sequence[BaselineResult], val_metrics: dict, test_metrics: dict, run_dir: str | None,
+) -> None:  # fmt: skip
     splits = datamodule.splits
-    per_prompt = {
-        name: distribution(per_prompt_recoveries(model, splits[name])) for name in ["val", *datamodule.test_set_names]
-    }
+    recoveries = {name: per_prompt_recoveries(model, splits[name]) for name in ["val", *datamodule.test_set_names]}
+    per_prompt = {name: distribution(values) for name, values in recoveries.items()}
     steps = trainer.global_step if model.steps_trained is None else model.steps_trained  # a batched member: its group's
     summary = build_summary(
         model, val_metrics, test_metrics, datamodule.test_set_names, config, baselines, per_prompt, steps=steps
@@ -246,7 +255,8 @@ def write_results(
     # Before RunWriter: its summary.json, written last, marks the run directory complete.
     corpus_paths = (write_corpus_examples(model, datamodule.hparams.corpus, run_dir, max_activating.k)
                     if datamodule.hparams.get("corpus") else {})  # fmt: skip
-    paths = RunWriter(run_dir).write(model, summary, baselines, max_activating.run(model, datamodule))
+    figures, files = run_figures(trainer, model, summary, recoveries, splits["val"])
+    paths = RunWriter(run_dir).write(model, summary, baselines, max_activating.run(model, datamodule), figures, files)
     paths.update(corpus_paths)
     recovery = summary.recovery
 

@@ -40,6 +40,7 @@ from ioi_superpose.data.prompts import decode_prompts
 from ioi_superpose.engine.runs import logit_diff
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.results.analysis import per_prompt_recovery
+from ioi_superpose.results.max_activating_rows import worst_recovered
 from ioi_superpose.results.summary import MIN_GAP
 from ioi_superpose.training.system import HeadSuperposition
 
@@ -159,6 +160,13 @@ class MaxActivating:
         """The k smallest moves, smallest first."""
         return self.rows[::-1][: self.k]
 
+    def worst_recovered(self) -> list[Example]:
+        """The k prompts on which the patch fails most by the prompt's own recovery (prompts without a
+        clean/corrupted gap left out): the lowest recoveries for denoising (the patch restores least of the prompt's
+        own gap), the highest for noising (it destroys least). Unlike the bottom by move, a prompt the model itself
+        gets wrong (a small or negative clean − corrupted gap) does not crowd these out."""
+        return worst_recovered(self.rows, self.direction, self.k)
+
     def sign_convention(self) -> str:
         if self.direction == "denoising":
             return (
@@ -206,6 +214,7 @@ class MaxActivating:
             "sign_convention": self.sign_convention(),
             "skipped": self.skipped,
             "by_set": self.by_set(),
+            "worst_recovered_ranks": [row.rank for row in self.worst_recovered()],
             "rows": [asdict(row) for row in self.rows],
         }
 
@@ -224,10 +233,13 @@ class MaxActivating:
             f"where |clean − corrupted| < {MIN_GAP}. Corrupted prompts are in max_activating.json.",
             "",
         ]
+        worst = "lowest recovery first" if self.direction == "denoising" else "highest recovery first"
         for title, rows in (
             (f"Top {len(self.top())} (largest move)", self.top()),
             (f"Bottom {len(self.bottom())} (smallest move, smallest first)", self.bottom()),
-        ):
+            (f"Bottom {len(self.worst_recovered())} by the prompt's own recovery (where the patch fails most, "
+             f"{worst}; prompts without a clean/corrupted gap left out)", self.worst_recovered()),
+        ):  # fmt: skip
             lines += [f"## {title}", "", *markdown_table(rows), ""]
         lines += [
             "## By set",

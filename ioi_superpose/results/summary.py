@@ -3,7 +3,7 @@ the max-activating table, all written atomically by one `RunWriter` that the CLI
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -158,10 +158,12 @@ class RunWriter:
         summary: RunSummary,
         baselines: Sequence[Baseline] = (),
         max_activating: ExamplesTable | None = None,
+        figures: Mapping[str, Figure] | None = None,
+        files: Mapping[str, Any] | None = None,
     ) -> dict[str, Path]:
         """coefficients.pt (α and what it was learned for), coefficients.png, baselines/*.png,
-        max_activating.md / .json (when given), and summary.json last: a run directory with a summary.json
-        is complete."""
+        max_activating.md / .json (when given), `figures` as `<stem>.png` and `files` as JSON `<name>` (the run's
+        other figures and records), and summary.json last: a run directory with a summary.json is complete."""
         alpha = system.combination.coefficients.detach().cpu().clone()
         paths = {
             "coefficients": self.run_dir / "coefficients.pt",
@@ -176,9 +178,17 @@ class RunWriter:
             paths["heatmap"],
             head_heatmap(
                 system.combination.head_coefficients().cpu(),
-                f"learned α ({system.hparams.model_name}, L0 = {summary.l0})",
+                f"Learned α: {summary.direction}, {summary.combination}, L0 = {summary.l0} "
+                f"({Path(system.hparams.model_name).name})",
+                label="α (0 = base run's z, 1 = source run's z)",
             ),
         )
+        for stem, figure in (figures or {}).items():
+            self._figure(self.run_dir / f"{stem}.png", figure)
+        if figures:
+            paths["figures"] = self.run_dir / ("{" + ",".join(figures) + "}.png")
+        for name, content in (files or {}).items():
+            paths[Path(name).stem] = write_json(self.run_dir / name, content)
         for baseline in baselines:
             for stem, figure in baseline.figures(system).items():
                 self._figure(self.run_dir / "baselines" / f"{stem}.png", figure)
