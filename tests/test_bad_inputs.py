@@ -271,7 +271,7 @@ def test_ctrl_c_prints_the_command_that_resumes(tmp_path, monkeypatch, capsys):
     finally:
         signal.signal(signal.SIGINT, handler)
     last = next(tmp_path.rglob("last.ckpt"))
-    assert "Resume exactly where the last one left off with:" in error
+    assert "Stopped at step 3; step 3 is saved in" in error and "Resume exactly from there with:" in error
     assert f"--ckpt_path {last.relative_to(tmp_path)}" in error and "--trainer.max_epochs 3" in error
 
 

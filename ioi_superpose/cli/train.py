@@ -21,7 +21,7 @@ from ioi_superpose.baselines.callbacks import Baselines, join_baselines, log_bas
 from ioi_superpose.baselines.compute import BaselineResult
 from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
-from ioi_superpose.callbacks.resume_hint import ResumeHint
+from ioi_superpose.callbacks.resume import ExactResume
 from ioi_superpose.callbacks.threads import stage_threads
 from ioi_superpose.cli.flag_order import refuse_flags_replaced_by_config
 from ioi_superpose.cli.lightning_parsing import OneLineParseErrors, lightning_parser_kwargs
@@ -138,7 +138,7 @@ class SuperposeCLI(OneLineParseErrors, LightningCLI):
 
     def __init__(self, *positional: Any, args: Sequence[str] | None = None, **kwargs: Any) -> None:
         self.argv = list(args) if isinstance(args, (list, tuple)) else sys.argv[1:]
-        """The command line, for the resume command printed when a run is stopped (`ResumeHint`)."""
+        """The command line, for the resume command printed when a run is stopped (`ExactResume`)."""
         refuse_flags_replaced_by_config(self.argv)
         super().__init__(*positional, args=args, **kwargs)
 
@@ -180,7 +180,7 @@ class SuperposeCLI(OneLineParseErrors, LightningCLI):
             )
 
     def before_fit(self) -> None:
-        self.trainer.callbacks.append(ResumeHint(self.argv))
+        self.trainer.callbacks.append(ExactResume(self.argv))
         if self.datamodule.hparams.get("corpus") and self.model.hparams.get("combination") == "rotation":
             raise ConfigError(
                 "--data.corpus ranks positions by head weights; --model.combination rotation learns directions, "

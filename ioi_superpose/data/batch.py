@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import TypeVar
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from ioi_superpose.errors import ConfigError
@@ -16,18 +16,24 @@ B = TypeVar("B", bound="ContrastBatch")
 
 @dataclass
 class ContrastBatch:
-    """Clean and corrupted prompts, right-padded, with the answer pair read at each prompt's END.
+    """Clean and corrupted prompts, right-padded, with the answers read at each prompt's END.
 
     Clean and corrupted prompts have the same length. `answer_tokens` are (correct, incorrect) for the
-    clean prompt and are read at `end_pos` in every run.
+    clean prompt and are read at `end_pos` in every run. A task whose answers are sets (greater-than: every
+    year above YY is correct) gives `answer_tokens` [batch, k] with `answer_weights` [batch, k]: +1/|correct|
+    on each correct token, −1/|incorrect| on each incorrect one, 0 on padding, so the logit difference
+    mean(correct) − mean(incorrect) is Σ weights · logits (`data.answer_metrics`). Without weights the pair
+    is weighted (+1, −1), as every caller that reads `answer_tokens[:, 0] − answer_tokens[:, 1]` assumes.
     """
 
     clean_tokens: Int[Tensor, "batch pos"]
     corrupted_tokens: Int[Tensor, "batch pos"]
-    answer_tokens: Int[Tensor, "batch 2"]
+    answer_tokens: Int[Tensor, "batch k"]
     end_pos: Int[Tensor, " batch"]
     index: Int[Tensor, " batch"]
     """Row of each prompt in the set it was drawn from (keys the per-prompt caches of a run)."""
+    answer_weights: Float[Tensor, "batch k"] | None = field(default=None, kw_only=True)
+    """Weight of each answer token (see the class docstring); None: the pair (correct, incorrect), (+1, −1)."""
 
     def __post_init__(self) -> None:
         if self.clean_tokens.shape != self.corrupted_tokens.shape:
@@ -35,21 +41,44 @@ class ContrastBatch:
                 f"Clean tokens {tuple(self.clean_tokens.shape)} and corrupted tokens "
                 f"{tuple(self.corrupted_tokens.shape)} must have the same shape [batch, pos]."
             )
-        expected = (*self.clean_tokens.shape[:-1], 2)
-        if tuple(self.answer_tokens.shape) != expected:
+        if self.answer_weights is None:
+            expected = (*self.clean_tokens.shape[:-1], 2)
+            if tuple(self.answer_tokens.shape) != expected:
+                raise ConfigError(
+                    f"answer_tokens must be [batch, 2] = {list(expected)} (correct, incorrect), "
+                    f"got {list(self.answer_tokens.shape)}; answer sets need answer_weights [batch, k]."
+                )
+            return
+        if self.answer_tokens.shape[:-1] != self.clean_tokens.shape[:-1] or self.answer_tokens.dim() < 1:
             raise ConfigError(
-                f"answer_tokens must be [batch, 2] = {list(expected)} (correct, incorrect), "
-                f"got {list(self.answer_tokens.shape)}."
+                f"answer_tokens {list(self.answer_tokens.shape)} must be [batch, k] with the tokens' batch "
+                f"{list(self.clean_tokens.shape[:-1])}."
+            )
+        if self.answer_weights.shape != self.answer_tokens.shape or not self.answer_weights.is_floating_point():
+            raise ConfigError(
+                f"answer_weights must be floats of the answer_tokens' shape {list(self.answer_tokens.shape)}, got "
+                f"{self.answer_weights.dtype} {list(self.answer_weights.shape)}."
             )
 
     def __len__(self) -> int:
         return self.clean_tokens.shape[0]
 
     def __getitem__(self: B, index: int | slice | Tensor) -> B:
-        return type(self)(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        return type(self)(**{name: None if value is None else value[index] for name, value in self._tensors()})
 
     def to(self: B, device: torch.device | str) -> B:
-        return type(self)(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+        return type(self)(**{name: None if value is None else value.to(device) for name, value in self._tensors()})
+
+    def _tensors(self) -> list[tuple[str, Tensor | None]]:
+        return [(f.name, getattr(self, f.name)) for f in fields(self)]
+
+    @property
+    def weights(self) -> Float[Tensor, "batch k"]:
+        """`answer_weights`, or (+1, −1) for every (correct, incorrect) pair when none are set."""
+        if self.answer_weights is not None:
+            return self.answer_weights
+        pair = torch.tensor([1.0, -1.0], device=self.answer_tokens.device)
+        return pair.expand(*self.answer_tokens.shape[:-1], 2)
 
     def trimmed(self: B) -> B:
         """Without the padding columns that no prompt in the batch reaches."""
@@ -81,7 +110,10 @@ def collate(examples: list[B]) -> B:
     batch_type = type(examples[0])
     if len(examples[0].clean_tokens.shape) != 1:
         raise ConfigError("collate expects single prompts (rows of a batch).")
-    stacked = {f.name: torch.stack([getattr(example, f.name) for example in examples]) for f in fields(batch_type)}
+    stacked = {
+        f.name: None if getattr(examples[0], f.name) is None else torch.stack([getattr(e, f.name) for e in examples])
+        for f in fields(batch_type)
+    }
     return batch_type(**stacked).trimmed()
 
 

@@ -13,24 +13,10 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from ioi_superpose.data.batch import PromptDataset, collate
-from ioi_superpose.data.ioi import (
-    Corruption,
-    IOIBatch,
-    TextEncoder,
-    default_names,
-    generate_ioi,
-    single_token_words,
-)
+from ioi_superpose.data.ioi import Corruption, IOIBatch, TextEncoder, default_names, generate_ioi
+from ioi_superpose.data.ioi_sets import SetSpec, ioi_set_specs
 from ioi_superpose.data.name_split import checkpoint_name_split
-from ioi_superpose.data.templates import (
-    BABA_TEMPLATES,
-    DUPLICATED_IO_TEMPLATES,
-    IOI_TEMPLATES,
-    LONG_TEMPLATES,
-    NO_PREPOSITION_TEMPLATES,
-    OBJECTS,
-    PLACES,
-)
+from ioi_superpose.data.templates import BABA_TEMPLATES, PLACES
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import load_tokenizer
 
@@ -125,8 +111,9 @@ class ResumableLoader(DataLoader):
         if self._resume_from is not None:
             resume, self._resume_from = self._resume_from, None
             if resume["epoch"] != self.sampler.epoch:
-                raise RuntimeError(
-                    f"resuming epoch {self.sampler.epoch} with the loader state of epoch {resume['epoch']}"
+                raise RuntimeError(  # `callbacks.resume.align_loop_state` makes Lightning's epoch the loader's
+                    f"resuming epoch {self.sampler.epoch} with the loader state of epoch {resume['epoch']}: the "
+                    "checkpoint's loop counters were not aligned with its step (is the ExactResume callback missing?)"
                 )
             skip = resume["batches_yielded"]
         self.sampler.start = skip * self.batch_size
@@ -225,7 +212,7 @@ class IOIDataModule(L.LightningDataModule):
         self.train_names: list[str] = []
         self.encoder: TextEncoder | None = None
         """The tokenizer that built the prompts (filled by `setup` or `draw`)."""
-        self._specs: dict[str, tuple[Sequence[int], Sequence[str], list[str], Sequence[str]]] = {}
+        self._specs: dict[str, SetSpec] = {}
 
     @property
     def test_set_names(self) -> list[str]:
@@ -267,7 +254,7 @@ class IOIDataModule(L.LightningDataModule):
             set_seed(hp.seed, seed_name or set_name), PLACES, objects,
         )  # fmt: skip
 
-    def _set_specs(self) -> dict[str, tuple[Sequence[int], Sequence[str], list[str], Sequence[str]]]:
+    def _set_specs(self) -> dict[str, SetSpec]:
         """Every generator's (template ids, templates, names, objects), keyed by set name (computed once)."""
         if self._specs:
             return self._specs
@@ -280,28 +267,7 @@ class IOIDataModule(L.LightningDataModule):
         )
         self.held_out_names, self.train_names = held_out_names, train_names
 
-        held_out_ids = set(hp.held_out_templates) | {i + len(BABA_TEMPLATES) for i in hp.held_out_templates}
-        train_ids = [i for i in range(len(IOI_TEMPLATES)) if i not in held_out_ids]
-        long_ids = range(len(IOI_TEMPLATES), len(IOI_TEMPLATES) + len(LONG_TEMPLATES))
-        duplicated_ids = range(long_ids.stop, long_ids.stop + len(DUPLICATED_IO_TEMPLATES))
-        no_preposition_ids = range(duplicated_ids.stop, duplicated_ids.stop + len(NO_PREPOSITION_TEMPLATES))
-        # Objects in the name slots; the [OBJECT] slot then takes the other objects.
-        object_names, _ = single_token_words(self.encoder, OBJECTS[:5])
-        baba_ids = [i for i in train_ids if i < len(BABA_TEMPLATES)]
-        abba_ids = [i for i in train_ids if i >= len(BABA_TEMPLATES)]
-        in_distribution = [IOI_TEMPLATES[i] for i in train_ids]
-        held_out = sorted(held_out_ids)
-        self._specs = {
-            "in_distribution": (train_ids, in_distribution, train_names, OBJECTS),
-            "held_out_templates": (held_out, [IOI_TEMPLATES[i] for i in held_out], train_names, OBJECTS),
-            "held_out_names": (train_ids, in_distribution, held_out_names, OBJECTS),
-            "duplicated_io": (duplicated_ids, DUPLICATED_IO_TEMPLATES, train_names, OBJECTS),
-            "long_templates": (long_ids, LONG_TEMPLATES, train_names, OBJECTS),
-            "baba_only": (baba_ids, [IOI_TEMPLATES[i] for i in baba_ids], train_names, OBJECTS),
-            "abba_only": (abba_ids, [IOI_TEMPLATES[i] for i in abba_ids], train_names, OBJECTS),
-            "no_preposition": (no_preposition_ids, NO_PREPOSITION_TEMPLATES, train_names, OBJECTS),
-            "objects_as_names": (train_ids, in_distribution, object_names, OBJECTS[5:]),
-        }
+        self._specs = ioi_set_specs(self.encoder, hp.held_out_templates, train_names, held_out_names)
         return self._specs
 
     def _replicas(self) -> tuple[int, int]:

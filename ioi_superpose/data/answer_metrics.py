@@ -1,0 +1,76 @@
+"""The two contrast metrics a task can use, on the answer sets of a `ContrastBatch` (`answer_tokens`, `weights`).
+
+- `logit_diff`: mean logit of the correct answers − mean logit of the incorrect ones, Σ weights · logits at END
+  (weights +1/|correct|, −1/|incorrect|, 0 for padding). For the pair (correct, incorrect), weights (+1, −1),
+  it is bit for bit `logits[0] − logits[1]` (x·1 and y·(−1) are exact, and x + (−y) is x − y in IEEE).
+- `prob_diff`: the probability of the correct set − that of the incorrect set, Σ sign(weight) · softmax(logits)
+  over the whole vocabulary at END. Greater-than's metric (Hanna et al. 2023): P(year > YY) − P(year ≤ YY).
+
+Recovery is normalised over either one as today: (patched − corrupted) / (clean − corrupted).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ioi_superpose.errors import ConfigError
+
+MetricName = Literal["logit_diff", "prob_diff"]
+METRICS: tuple[MetricName, ...] = get_args(MetricName)
+
+
+def check_metric(metric: str) -> MetricName:
+    if metric not in METRICS:
+        raise ConfigError(f"Unknown metric {metric!r}: choose one of {list(METRICS)}.")
+    return metric  # type: ignore[return-value]
+
+
+def answer_logit_diff(
+    answer_logits: Float[Tensor, "*variants batch k"], weights: Float[Tensor, "batch k"]
+) -> Float[Tensor, "*variants batch"]:
+    """Σ weights · answer logits per prompt: mean(correct) − mean(incorrect) with the batch's weights."""
+    return (answer_logits * weights.to(answer_logits)).sum(-1)
+
+
+def answer_prob_diff(
+    end_logits: Float[Tensor, "*variants batch vocab"],
+    answer_tokens: Int[Tensor, "batch k"],
+    weights: Float[Tensor, "batch k"],
+) -> Float[Tensor, "*variants batch"]:
+    """Σ sign(weight) · softmax(logits at END)[answer]: P(correct set) − P(incorrect set) per prompt.
+
+    Needs the whole vocabulary's logits (the softmax's normaliser); padding answers (weight 0) count 0.
+    """
+    probabilities = torch.softmax(end_logits.float(), dim=-1)
+    index = answer_tokens.to(end_logits.device).expand(*end_logits.shape[:-1], answer_tokens.shape[-1])
+    return (probabilities.gather(-1, index) * weights.to(probabilities).sign()).sum(-1)
+
+
+def contrast_metric(
+    metric: MetricName,
+    end_logits: Float[Tensor, "*variants batch vocab"],
+    answer_tokens: Int[Tensor, "batch k"],
+    weights: Float[Tensor, "batch k"],
+) -> Float[Tensor, "*variants batch"]:
+    """The task's metric per prompt from the whole vocabulary's logits at END."""
+    if check_metric(metric) == "prob_diff":
+        return answer_prob_diff(end_logits, answer_tokens, weights)
+    index = answer_tokens.to(end_logits.device).expand(*end_logits.shape[:-1], answer_tokens.shape[-1])
+    return answer_logit_diff(end_logits.gather(-1, index), weights)
+
+
+def set_weights(n_correct: int, n_incorrect: int, width: int) -> list[float]:
+    """One prompt's weights: +1/|correct| on its correct answers, −1/|incorrect| on its incorrect ones, 0 up to
+    `width` (the padding to the widest prompt of a batch)."""
+    if n_correct < 1 or n_incorrect < 1:
+        raise ConfigError(f"A prompt needs at least one correct and one incorrect answer, got {n_correct} and "
+                          f"{n_incorrect}.")  # fmt: skip
+    if n_correct + n_incorrect > width:
+        raise ValueError(f"{n_correct} + {n_incorrect} answers do not fit in width {width}")
+    return [1.0 / n_correct] * n_correct + [-1.0 / n_incorrect] * n_incorrect + [0.0] * (
+        width - n_correct - n_incorrect
+    )
