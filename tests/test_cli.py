@@ -18,6 +18,7 @@ def test_fast_dev_run_trains_one_step_and_writes_nothing(tiny_gpt2_dir, tmp_path
     assert torch.load(checkpoint, weights_only=False)["global_step"] == 1
 
 
+@pytest.mark.smoke
 def test_fit_writes_summary_and_coefficients(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
     run_cli(
         ["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "2"],

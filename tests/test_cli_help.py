@@ -24,6 +24,8 @@ SHIMS = {"train": "train", "toy": "train_toy", "sweep": "sweep", "report": "repo
          "train-batched": "train_batched"}  # fmt: skip
 HELP_REQUESTS = [(command, subcommand) for command in entry.COMMANDS
                  for subcommand in (None, *entry.COMMANDS[command].subcommands)]  # fmt: skip
+SMOKE_HELP = ("train", "fit")
+"""The one help request the smoke subset checks (the others are the same path)."""
 
 
 def test_the_stored_help_texts_are_the_live_parsers_help():
@@ -44,7 +46,8 @@ def _loaded_after(code: str) -> tuple[str, list[str]]:
     return result.stdout, eval(loaded[-1].removeprefix("LOADED "))
 
 
-@pytest.mark.parametrize("command, subcommand", HELP_REQUESTS)
+@pytest.mark.parametrize("command, subcommand", [pytest.param(*request, marks=pytest.mark.smoke)
+                                                if request == SMOKE_HELP else request for request in HELP_REQUESTS])
 def test_help_imports_neither_torch_nor_lightning(command, subcommand):
     args = [subcommand, "--help"] if subcommand else ["--help"]
     for code in (  # `python -m ioi_superpose.X …` and `ioi-superpose COMMAND …`
@@ -95,6 +98,7 @@ def test_a_parser_mistake_is_one_line_naming_the_flag_and_the_help_command(args,
     assert (code, err) == (1, expected.format(cwd=REPO) + "\n")
 
 
+@pytest.mark.smoke
 def test_the_console_script_names_its_own_help_command_without_lightnings_args_warning(capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     monkeypatch.setattr(sys, "argv", ["ioi-superpose", "train", "fit", "--config", TOY, "--model.l1x", "0.1"])

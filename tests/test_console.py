@@ -9,8 +9,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from ioi_superpose import learn_combination
 from ioi_superpose.data import ioi_prompts
 from tests.helpers import QUIET, REPO, TOY_IOI, run_cli
@@ -21,7 +19,6 @@ SMALL_MAIN_JOB = ["--data.n_train", "64", "--data.n_val", "32", "--data.n_test",
                   "--max_activating.per_set", "4", "--trainer.max_epochs", "2"]  # fmt: skip
 
 
-@pytest.mark.smoke
 def test_the_main_jobs_console_output_fits_on_one_screen_without_dependency_noise(tmp_path):
     """The documented main job (small settings) as a user runs it: stdout and stderr together."""
     result = subprocess.run(
