@@ -1,11 +1,17 @@
 """Every command block of README.md and of the documentation runs as written, from a fresh clone, in order (smaller
-settings only where the page says so: `tests/helpers/docs_blocks.py`), and the options page is the parser's."""
+settings only where the page says so: `tests/helpers/docs_blocks.py`), with a quiet console: no Lightning GPU/TPU
+lines or litlogger tip, no TransformerLens device moves, no dependency's deprecation warning, and the README's main
+job in at most 16 lines (13 today; 36 before). The options page is the parser's."""
 
 from __future__ import annotations
 
 from ioi_superpose.cli import options_page
 from tests.helpers import REPO
 from tests.helpers.docs_blocks import REPLACE, blocks, fresh_copy, run
+
+NOISE = ("GPU available", "TPU available", "litlogger", "Seed set to", "Moving model to device", "Changing model dtype",
+         "DeprecationWarning", "is deprecated", "args parameter is intended", "Trainable params")  # fmt: skip
+MAIN_JOB = "python -m ioi_superpose.train fit --config experiments/toy_ioi.yaml"
 
 
 def test_every_docs_test_directive_is_known_and_said_in_the_pages_text():
@@ -36,6 +42,10 @@ def test_every_command_block_runs_as_written_from_a_fresh_clone_in_order(tmp_pat
                 f"{block.where}: expected one error line with {block.expected_error!r}\n{result.stdout[-3000:]}")
         else:
             assert result.returncode == 0, f"{block.where} failed (exit {result.returncode}):\n{result.stdout[-4000:]}"
+        noise = [line for line in result.stdout.splitlines() if any(text in line for text in NOISE)]
+        assert noise == [], f"{block.where} printed dependency noise:\n" + "\n".join(noise)
+        if block.page == "README.md" and MAIN_JOB in code:
+            assert "Learned α: L0 = 4 heads" in result.stdout and len(result.stdout.splitlines()) <= 16, result.stdout
     assert len(ran) >= 8
 
 

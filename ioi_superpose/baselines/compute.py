@@ -46,10 +46,10 @@ TITLES = {
 }
 """Heatmap titles of the scores (a score without one is titled by its name); the direction and prompts are added."""
 LABELS = {
-    "activation_patching": "recovery (0 = base run, 1 = source run)",
-    "attribution_patching": "estimated recovery (0 = base, 1 = source)",
-    "path_patching": "recovery through the path (0 = base, 1 = source)",
-    "direct_logit_attribution": "direct effect on logit(IO) − logit(S)",
+    "activation_patching": "recovery (0: base, 1: source)",
+    "attribution_patching": "estimated recovery",
+    "path_patching": "recovery via the path",
+    "direct_logit_attribution": "direct effect on IO − S logit",
     "eap_ig": "EAP-IG score (normalised effect)",
     "acdc": "kept (1) or not (0)",
 }

@@ -13,7 +13,7 @@ from torch import Tensor
 from ioi_superpose.results.plots import head_heatmap
 from ioi_superpose.training.system import HeadSuperposition
 
-ALPHA_LABEL = "α (0 = base run's z, 1 = source run's z)"
+ALPHA_LABEL = "α (0: base z, 1: source z)"
 
 
 class CoefficientPlots(L.Callback):

@@ -57,7 +57,8 @@ def pareto_figure(
             continue
         n_prompts = source.prompts_by_set.get(set_name)
         for name, curve in merge_identical(source.curves_by_set[set_name]).items():
-            colour = curve_colours.setdefault(name, cycle[len(curve_colours) % len(cycle)])
+            # a merged curve ("a = b") keeps its first ranking's colour in both directions
+            colour = curve_colours.setdefault(name.split(" = ")[0], cycle[len(curve_colours) % len(cycle)])
             if all(value is None for value in curve):
                 continue
             drawn_any = True

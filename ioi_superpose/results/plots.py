@@ -43,7 +43,7 @@ def head_heatmap(
                 colour = text_colour(image.cmap(image.norm(value)))
                 axes.text(head, layer, f"{value:.2f}", ha="center", va="center", fontsize=7, color=colour)
     colour_bar = figure.colorbar(image, ax=axes)
-    colour_bar.set_label(label, fontsize=8)
+    colour_bar.set_label(label, fontsize=7)
     figure.tight_layout()
     return figure
 

@@ -137,7 +137,7 @@ def learned_heads_graph(
     axes.set_title(title, fontsize=8.5)
     axes.legend(fontsize=7, loc="lower right")
     colour_bar = figure.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=axes, fraction=0.04, pad=0.02)
-    colour_bar.set_label("α (0 = base run's z, 1 = source run's z)", fontsize=7)
+    colour_bar.set_label("α (0: base z, 1: source z)", fontsize=7)
     figure.tight_layout()
     return figure
 

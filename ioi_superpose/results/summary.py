@@ -180,7 +180,7 @@ class RunWriter:
                 system.combination.head_coefficients().cpu(),
                 f"Learned α: {summary.direction}, {summary.combination}, L0 = {summary.l0} "
                 f"({Path(system.hparams.model_name).name})",
-                label="α (0 = base run's z, 1 = source run's z)",
+                label="α (0: base z, 1: source z)",
             ),
         )
         for stem, figure in (figures or {}).items():
