@@ -73,7 +73,7 @@ def test_every_figure_of_a_fit_and_its_report_is_titled_labelled_and_legended(tm
     assert not problems, "\n".join(f"{path.rsplit('/', 1)[-1]}: {found}" for path, found in problems.items())
     # The exhaustive front of the 8-head toy model, checked against patches computed without the subset search.
     front = ExhaustiveFront.from_dict(json.loads((run / "exhaustive.json").read_text()))
-    assert front.direction == "denoising" and front.n_prompts == 32 and len(front.best_recovery_by_size) == 9
+    assert front.direction == "denoising" and front.n_prompts == 32 and len(front.best_recovery_by_size) == 9  # <= 64
     from ioi_superpose import recovery_of
     from ioi_superpose.baselines.scorers import activation_patching
     from ioi_superpose.data.datamodule import IOIDataModule

@@ -21,6 +21,7 @@ from ioi_superpose.results.pareto import VAL_SET, pareto_figure
 from ioi_superpose.results.run_figures import (
     EXHAUSTIVE_FILE,
     EXHAUSTIVE_MAX_HEADS,
+    EXHAUSTIVE_PROMPTS,
     ExhaustiveFront,
     alpha_over_training,
     learned_heads_graph,
@@ -76,7 +77,7 @@ def run_figures(
         f"val recovery {_fmt(summary.recovery.val)}",
     )  # fmt: skip
     files: dict[str, Any] = {}
-    front = exhaustive_front(model, val_prompts)
+    front = exhaustive_front(model, val_prompts[:EXHAUSTIVE_PROMPTS])
     if front is not None:
         files[EXHAUSTIVE_FILE] = front.to_dict()
     figures[f"pareto_{VAL_SET}"] = pareto_figure([summary], VAL_SET, fronts=[front] if front else [])

@@ -101,7 +101,7 @@ def environment(copy: Path) -> dict[str, str]:
             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}  # fmt: skip
 
 
-def run(block: Block, copy: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+def run(block: Block, copy: Path, timeout: float = 3600) -> subprocess.CompletedProcess:
     """Run `block` in `copy` as the tests do (bash with -e, or python), stdout and stderr together."""
     code = block.runnable()
     command = ["bash", "-eo", "pipefail", "-c", code] if block.lang == "bash" else [sys.executable, "-c", code]
