@@ -255,7 +255,7 @@ def markdown(cases: list[Case], seconds: float) -> str:
         f"Written by `python experiments/bad_inputs.py` ({seconds:.0f} s): every row was run, the message is the "
         "one the user sees. Item: the issue-19 item the row checks (1–9 silent results, unclear messages, also), "
         "or `extra` for our own. Items 8 and 9 (settings of another family, non-finite numbers in a "
-        "configuration) are refused by the config dataclasses (`training/config.py`) before anything runs.",
+        "configuration) are refused by the config dataclasses (`fitting/settings.py`) before anything runs.",
         "",
         "| # | item | input | exit | message |",
         "|---|---|---|---|---|",

@@ -38,11 +38,11 @@ from torch import Tensor, nn
 from transformer_lens import patching as tl_patching
 
 from ioi_superpose.baselines import patching
-from ioi_superpose.combinations import Combination, mix
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.metric import LogitDiffMetric
+from ioi_superpose.engine.patch import Combination, mix
 from ioi_superpose.engine.runs import BaseRun, patched_end_logits, reference_runs
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze
-from ioi_superpose.training.metrics import LogitDiffMetric
 from ioi_superpose.training.system import HeadSuperposition
 
 

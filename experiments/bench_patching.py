@@ -22,8 +22,8 @@ from torch import Tensor
 from transformer_lens import patching as tl_patching
 
 from ioi_superpose.baselines import patching
+from ioi_superpose.engine.metric import LogitDiffMetric
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze
-from ioi_superpose.training.metrics import LogitDiffMetric
 
 
 def gpt2_small_random(device: str) -> HookedTransformer:

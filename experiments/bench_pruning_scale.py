@@ -35,15 +35,17 @@ import torch
 
 import ioi_superpose.combinations
 import ioi_superpose.engine.runs
-from ioi_superpose.combinations import HeadWeights, ScalarCombination
+from ioi_superpose.analyses.exhaustive import search_head_subsets
+from ioi_superpose.analyses.pruning import minimal_set
+from ioi_superpose.combinations import ScalarCombination
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.datamodule import IOIDataModule
+from ioi_superpose.engine.patch import HeadWeights
 from ioi_superpose.engine.rest import run_tokens, with_rest
-from ioi_superpose.engine.runs import BaseRun, base_and_source, end_logits, patched_end_logits, reference_runs
-from ioi_superpose.groundtruth.exhaustive import search_head_subsets
+from ioi_superpose.engine.runs import BaseRun, end_logits, patched_end_logits, reference_runs
+from ioi_superpose.engine.vocabulary import base_and_source
 from ioi_superpose.groundtruth.planted_gpt2 import gpt2_cases
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze, load_frozen_model
-from ioi_superpose.training.pruning import minimal_set
 
 ROOT = Path(__file__).resolve().parents[1]
 

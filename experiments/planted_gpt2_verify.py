@@ -23,10 +23,10 @@ import time
 
 import torch
 
+from ioi_superpose.analyses.exhaustive import search_head_subsets, subset_effects
+from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.fast_forward import disagreement
-from ioi_superpose.groundtruth.exhaustive import search_head_subsets, subset_effects
 from ioi_superpose.groundtruth.planted_gpt2 import SuiteCase, case_mask, gpt2_cases
-from ioi_superpose.toy.batches import FeaturePrompts
 
 TOLERANCE = 0.01
 THRESHOLD = 0.9
@@ -36,13 +36,13 @@ def as_sets(sets) -> set[frozenset]:  # noqa: ANN001
     return {frozenset(tuple(h) for h in s) for s in sets}
 
 
-def hooks_only_effect(model, prompts: FeaturePrompts, subset, direction: str) -> float:  # noqa: ANN001
+def hooks_only_effect(model, prompts: ContrastBatch, subset, direction: str) -> float:  # noqa: ANN001
     """One subset's normalised effect with TransformerLens's own forward and a hook_z replacement."""
     base, source = (
         (prompts.corrupted_tokens, prompts.clean_tokens) if direction == "denoising"
         else (prompts.clean_tokens, prompts.corrupted_tokens)
     )  # fmt: skip
-    rows, ends, answers = torch.arange(len(base)), prompts.end_positions, prompts.answer_tokens
+    rows, ends, answers = torch.arange(len(base)), prompts.end_pos, prompts.answer_tokens
 
     def logit_diff(logits: torch.Tensor) -> float:
         at_end = logits[rows, ends]
@@ -64,7 +64,7 @@ def hooks_only_effect(model, prompts: FeaturePrompts, subset, direction: str) ->
     return (patched - base_ld) / (source_ld - base_ld)
 
 
-def verify_case(case: SuiteCase, prompts: FeaturePrompts, hooks_check: bool) -> tuple[list[str], dict]:
+def verify_case(case: SuiteCase, prompts: ContrastBatch, hooks_check: bool) -> tuple[list[str], dict]:
     failures, figures = [], {}
     for direction in ("denoising", "noising"):
         promised = case.denoising_minimal if direction == "denoising" else case.noising_minimal

@@ -3,7 +3,7 @@ experiments/reports/planted_head_types/report.md (and head_types.json).
 
     python experiments/planted_head_types.py      # about a minute on one CPU thread
 
-The check of `ioi_superpose.results.head_types` where the answer is known. For every case of the small planted
+The check of `ioi_superpose.analyses.head_types` where the answer is known. For every case of the small planted
 suites (`groundtruth/planted.py`, `planted_hard.py`; 64 prompts, seed 0) and of the 144-head suite
 (`groundtruth/planted_gpt2.py`; 32 prompts, seed 0; the case's planted heads, and a summary over the random
 distractor heads) `head_types` scores every head on the case's clean prompts, given as an `IOIBatch` whose "IO",
@@ -40,12 +40,12 @@ from pathlib import Path
 
 import torch
 
+from ioi_superpose.analyses.head_types import head_types, name_circuits
 from ioi_superpose.data.ioi import IOIBatch
 from ioi_superpose.groundtruth import planted, planted_gpt2
 from ioi_superpose.groundtruth.planted import all_cases
 from ioi_superpose.groundtruth.planted_hard import hard_cases
 from ioi_superpose.models import head_detector
-from ioi_superpose.results.head_types import head_types, name_circuits
 
 OUT = Path("experiments/reports/planted_head_types")
 DETECTED = 0.5
@@ -90,8 +90,8 @@ def as_ioi(prompts, source: int, slot: int) -> IOIBatch:  # noqa: ANN001
     """The planted prompts as an IOIBatch whose IO, S1, S2 positions are the source, the slot and END."""
     n = len(prompts.clean_tokens)
     column = lambda value: torch.full((n,), value)  # noqa: E731
-    return IOIBatch(prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens, prompts.end_positions,
-                    torch.arange(n), io_pos=column(source), s1_pos=column(slot), s2_pos=prompts.end_positions,
+    return IOIBatch(prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens, prompts.end_pos,
+                    torch.arange(n), io_pos=column(source), s1_pos=column(slot), s2_pos=prompts.end_pos,
                     template_id=column(0))  # fmt: skip
 
 
@@ -174,12 +174,12 @@ def main() -> None:
     lines = ["# Head types of the planted suites against their constructions", "",
              "Produced by `python experiments/planted_head_types.py`; definitions and thresholds in its docstring. "
              "`expected` comes from the planted modules' constructions; `detected` from "
-             "`ioi_superpose.results.head_types` on the case's clean prompts. A head matches when END's largest "
+             "`ioi_superpose.analyses.head_types` on the case's clean prompts. A head matches when END's largest "
              f"attention target is the expected one with ≥ 0.9, ov_answer has the expected sign (0: |·| < {ZERO}), "
              f"and no previous-token / duplicate-token / induction / copying score reaches {DETECTED}.", ""]  # fmt: skip
     small = {case.name: case for case in all_cases() + hard_cases()}
     prompts = small["or"].prompts(64, seed=0)
-    baseline_small = uniform_baseline(prompts.clean_tokens, prompts.end_positions)
+    baseline_small = uniform_baseline(prompts.clean_tokens, prompts.end_pos)
     lines += ["## Small planted suites (planted.py, planted_hard.py)", "",
               f"Uniform causal attention on these 6-token prompts scores {baseline_small}.", "", *HEADER]
     for name, expected in SMALL.items():
@@ -197,7 +197,7 @@ def main() -> None:
     every_head = [(layer, head) for layer in range(12) for head in range(12)]
     n_random = " and ".join(str(144 - len(heads)) for heads in planted_on.values())
     prompts = gpt2_cases[0].prompts(32, seed=0)
-    baseline_gpt2 = uniform_baseline(prompts.clean_tokens, prompts.end_positions)
+    baseline_gpt2 = uniform_baseline(prompts.clean_tokens, prompts.end_pos)
     lines += ["", "## The 144-head suite (planted_gpt2.py): planted heads", "",
               f"Uniform causal attention on these 8-token prompts scores {baseline_gpt2}. Rows: each case's own planted heads, "
               "scored on that case's prompts.", "", *HEADER]  # fmt: skip

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import torch
 
+from ioi_superpose.analyses.circuit import circuit_scores
+from ioi_superpose.analyses.exhaustive import search_subsets
+from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.prompts import ioi_prompts
-from ioi_superpose.groundtruth.exhaustive import search_subsets
+from ioi_superpose.engine.ablations import ABLATIONS
 from ioi_superpose.models import load_frozen_model
-from ioi_superpose.results.circuit import ABLATIONS, circuit_scores
-from ioi_superpose.toy.batches import FeaturePrompts
 
 CHECKPOINT = "checkpoints/toy_ioi.pt"
 SUMMARIES = Path("experiments/reports/toy_ioi_rotation/summaries.json")
@@ -95,8 +96,8 @@ def main() -> None:
     torch.set_num_threads(1)
     model = load_frozen_model(CHECKPOINT)
     prompts = ioi_prompts(CHECKPOINT, n=256, seed=1)
-    features = FeaturePrompts("toy_ioi", prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens,
-                              prompts.end_pos)  # fmt: skip
+    features = ContrastBatch.from_tokens(prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens,
+                                         prompts.end_pos, name="toy_ioi")  # fmt: skip
     search = search_subsets(model, features, "denoising", 0.9)
     sets = {f"exhaustive minimal {name(s)}": [tuple(h) for h in s] for s in search.minimal_sets}
     learned = json.loads(SUMMARIES.read_text())["scalar"]["support"]

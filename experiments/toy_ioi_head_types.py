@@ -3,7 +3,7 @@ experiments/reports/toy_ioi_head_types/report.md.
 
     python experiments/toy_ioi_head_types.py      # seconds; reads the learned heads from the rotation experiment
 
-Scores (`ioi_superpose.results.head_types`) on 256 clean toy IOI prompts (seed 0). Highlighted: the `scalar` run's support
+Scores (`ioi_superpose.analyses.head_types`) on 256 clean toy IOI prompts (seed 0). Highlighted: the `scalar` run's support
 in experiments/reports/toy_ioi_rotation/summaries.json (`python experiments/toy_ioi_rotation.py`); the last column is
 the rotation run's kept dimensions per head (its `head_loading_sum`), when that file has one.
 """
@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
+from ioi_superpose.analyses.head_types import head_types
 from ioi_superpose.data.prompts import ioi_prompts
 from ioi_superpose.models import load_frozen_model
-from ioi_superpose.results.head_types import head_types, head_types_table
+from ioi_superpose.results.tables import head_types_table
 
 CHECKPOINT = "checkpoints/toy_ioi.pt"
 SUMMARIES = Path("experiments/reports/toy_ioi_rotation/summaries.json")
@@ -49,7 +50,7 @@ def main() -> None:
         "`copying_cosine`: that circuit's cosine with the identity (near 0 for a head that only reads names); "
         "`copying_top5`: share of names whose own logit is in that circuit row's top 5; `attn_end_*`: mean attention "
         "from END to IO, S1, S2; `rotation_dims`: the learned rotation's kept dimensions per head "
-        "(experiments/reports/toy_ioi_rotation). Definitions: `ioi_superpose/results/head_types.py`.",
+        "(experiments/reports/toy_ioi_rotation). Definitions: `ioi_superpose/analyses/head_types.py`.",
         "",
         head_types_table(scores, selected),
         "",

@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 import yaml
 
+from ioi_superpose.analyses.exhaustive import search_subsets
+from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.datamodule import IOIDataModule
-from ioi_superpose.groundtruth.exhaustive import search_subsets
 from ioi_superpose.models import load_frozen_model
-from ioi_superpose.toy.batches import FeaturePrompts
 
 
 def main() -> None:
@@ -23,7 +23,8 @@ def main() -> None:
     datamodule = IOIDataModule(model_name=model_name, **data)
     datamodule.setup("fit")
     val = datamodule.splits["val"].trimmed()
-    prompts = FeaturePrompts("toy_ioi_val", val.clean_tokens, val.corrupted_tokens, val.answer_tokens, val.end_pos)
+    prompts = ContrastBatch.from_tokens(val.clean_tokens, val.corrupted_tokens, val.answer_tokens, val.end_pos,
+                                        name="toy_ioi_val")  # fmt: skip
     model = load_frozen_model(model_name)
     for threshold in (0.9,):
         result = search_subsets(model, prompts, "denoising", threshold)

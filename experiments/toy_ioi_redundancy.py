@@ -19,10 +19,10 @@ import argparse
 import torch
 import yaml
 
+from ioi_superpose.analyses.exhaustive import SubsetSearch, search_subsets
+from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.datamodule import IOIDataModule
-from ioi_superpose.groundtruth.exhaustive import SubsetSearch, search_subsets
 from ioi_superpose.models import load_frozen_model
-from ioi_superpose.toy.batches import FeaturePrompts
 
 
 def _named(search: SubsetSearch) -> list[str]:
@@ -44,8 +44,8 @@ def main() -> None:
     datamodule = IOIDataModule(model_name=model_name, **config["data"])
     datamodule.setup("fit")
     split = datamodule.splits[args.split].trimmed()
-    prompts = FeaturePrompts(
-        f"{model_name}:{args.split}", split.clean_tokens, split.corrupted_tokens, split.answer_tokens, split.end_pos
+    prompts = ContrastBatch.from_tokens(
+        split.clean_tokens, split.corrupted_tokens, split.answer_tokens, split.end_pos, name=f"{model_name}:{args.split}"
     )
     model = load_frozen_model(model_name)
     print(f"{model_name}, {len(split)} {args.split} prompts (data of {args.config})")

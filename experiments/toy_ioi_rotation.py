@@ -48,9 +48,9 @@ def layer_1_held_fixed() -> tuple[float, float]:
     0's block), on 256 name_swap prompts (`ioi_prompts`, seed 0), denoising."""
     import torch
 
-    from ioi_superpose.combinations import HeadWeights
     from ioi_superpose.combinations.rotation_joint import JointRotationWeights
     from ioi_superpose.data.prompts import ioi_prompts
+    from ioi_superpose.engine.patch import HeadWeights
     from ioi_superpose.engine.runs import BaseRun, patched_end_logits, reference_runs
     from ioi_superpose.models.loading import load_frozen_model
 

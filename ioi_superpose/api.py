@@ -7,25 +7,33 @@ import inspect
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict, TypeVar, Unpack
+from typing import Any, Optional, TypedDict, TypeVar
 
 import lightning as L
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from ioi_superpose.analyses.post_fit import AfterFit, after_fit
+from ioi_superpose.combinations.registry import REGISTRY, owners
 from ioi_superpose.console import quiet_call
 from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
 from ioi_superpose.data.prompt_checks import check_token_tensor, end_positions_for
-from ioi_superpose.engine.rest import Rest
-from ioi_superpose.engine.runs import Direction, check_token_ids, end_logits, logit_diff, recovery_of
+from ioi_superpose.engine.metric import MIN_GAP, logit_diff
+from ioi_superpose.engine.runs import check_token_ids, end_logits, recovery_of
 from ioi_superpose.errors import ConfigError, SettingError
+from ioi_superpose.fitting.settings import (
+    BATCHABLE,
+    FlatSetting,
+    family_settings,
+    flat_fields,
+    flat_settings,
+    settings_doc,
+)
 from ioi_superpose.models import HookedTransformer, freeze
 from ioi_superpose.results.caveats import prune_shortfall
-from ioi_superpose.results.summary import MIN_GAP, top_heads
-from ioi_superpose.training.config import BATCHABLE
+from ioi_superpose.results.units import top_heads
 from ioi_superpose.training.non_finite import ZERO_GAP
-from ioi_superpose.training.objectives import ObjectiveName
 from ioi_superpose.training.system import HeadSuperposition
 
 __all__ = ["FitSettings", "LearnedCombination", "evaluate_combination", "learn_combination", "learn_combinations",
@@ -62,128 +70,107 @@ class LearnedCombination:
         return top_heads(self.coefficients, k=k)
 
 
-class FitSettings(TypedDict, total=False):
-    """Settings `learn_combination` and `learn_combinations` share: keyword arguments of both.
+@dataclass(frozen=True)
+class FitRun:
+    """The API's own settings of a fit, beside the model's (`fitting.settings.flat_settings`)."""
 
-    objective: `logit_diff` (default) drives the normalised effect of the patch to 1, `kl` matches the source
-        run's next-token distribution at END, `maximize` pushes the effect as high as it goes
-        (`ioi_superpose.training.objectives`).
-    direction: `denoising` (default) runs the corrupted prompts and patches in the clean ones' head outputs
-        (heads sufficient for the behaviour); `noising` the reverse (heads necessary for it).
-    steps: Adam steps on the full batch of prompts (default 200).
-    bounded: keep every weight in [0, 1], projected after each step (default True).
-    seed: seeds the run; also hard_concrete's gates and rotation's random start (default 0).
-    l0_threshold: a unit counts towards L0 and the support when |weight| exceeds this (default 0.05).
-    l1_warmup_steps: λ rises linearly from 0 to `l1` over this many steps (default 0: no warm-up).
-    combination: the family: `scalar` (default) α[layer, head]; `per_position` α[layer, head, role] — here only
-        the END/other roles, the prompts being plain token rows; `hard_concrete` a stochastic gate per head,
-        seeded by `seed`; `mixing` a map across heads (`mixing_target`); `rotation` (`learn_combination` only)
-        a learned orthogonal basis of each of `rotation_layers`' z with a mask.
-    prune_target: R: end with the minimal-set step on these prompts (kept units at weight 1, effect ≥ R;
-        `ioi_superpose.training.pruning`); a target it cannot reach is said in a warning and in
-        `prune["reached"]` (default None: no step).
-    temperature: hard_concrete only: the gates' temperature β (default None: 2/3).
-    mixing_target: mixing only: patch only this layer's heads, each receiving from every head of this and
-        earlier layers (default None: every layer receives from itself and all earlier layers).
-    ablation: noising only: the patch source, `corrupted` (default), `resample`, `mean` or `zero`
-        (`ioi_superpose.results.circuit`).
-    end_positions: [batch] each prompt's END, where the answers are read (right-padded prompts of different
-        lengths: `ioi_prompts(..., equal_length=False).end_pos`). Default None: the last position, and rows that
-        end in padding are refused.
-    rest: `free` (default; a cut: heads outside the set recompute) or `frozen` (a circuit: they keep their
-        base-run z; `ioi_superpose.engine.rest`).
-
-    A family's own settings (`temperature`, `mixing_target`, `rotation_*`) given with another family are refused.
-    """
-
-    objective: ObjectiveName
-    direction: Direction
-    steps: int
-    bounded: bool
-    seed: int
-    l0_threshold: float
-    l1_warmup_steps: int
-    combination: str
-    prune_target: float | None
-    temperature: float | None
-    mixing_target: int | None
-    ablation: str
-    end_positions: Int[Tensor, " batch"] | None
-    rest: Rest
+    steps: int = 200
+    """Adam steps on the full batch of prompts."""
+    seed: int = 0
+    """seeds the run; also hard_concrete's gates and rotation's random start (the model's `gate_seed`)."""
+    end_positions: Optional[Int[Tensor, " batch"]] = None  # noqa: UP045 (resolved at run time: jaxtyping)
+    """[batch] each prompt's END, where the answers are read (right-padded prompts of different lengths:
+    `ioi_prompts(..., equal_length=False).end_pos`). None: the last position, and rows that end in padding are
+    refused."""
 
 
-FIT_DEFAULTS: FitSettings = {
-    "objective": "logit_diff", "direction": "denoising", "steps": 200, "bounded": True, "seed": 0,
-    "l0_threshold": 0.05, "l1_warmup_steps": 0, "combination": "scalar", "prune_target": None, "temperature": None,
-    "mixing_target": None, "ablation": "corrupted", "end_positions": None, "rest": "free",
-}  # fmt: skip
+def _family_settings(batchable: bool) -> tuple[str, ...]:
+    """The families' own settings the API takes (every one, as registered: `fitting.settings.family_settings`): those
+    of families a batched fit supports (`batchable`), or of the others; `gate_seed` is the API's `seed`."""
+    names = [name for name in family_settings() if name != "gate_seed"]
+    batched = {name for name in names if any(REGISTRY[family].units_are_heads for family in owners(name))}
+    return tuple(name for name in names if (name in batched) == batchable)
+
+
+SHARED_SETTINGS = ("objective", "direction", "l0_threshold", "l1_warmup_steps", "combination", "prune_target",
+                   "ablation", "rest", *_family_settings(batchable=True))  # fmt: skip
+"""The model's settings `learn_combination` and `learn_combinations` share (each defined, typed and documented once:
+`fitting.settings`; a family added to the registry adds its own); `learn_combinations` takes λ, init, lr and the
+seed per member."""
+SINGLE_SETTINGS = ("l1", "lr", "init", *_family_settings(batchable=False), "circuit_criteria")
+"""The model's settings only `learn_combination` takes (a batched fit supports no subspace family, no criteria)."""
+
+
+def _api_settings(names: Sequence[str]) -> list[FlatSetting]:
+    by_name = {setting.name: setting for setting in flat_settings()}
+    return [by_name[name] for name in names]
+
+
+_SHARED = [*_api_settings(SHARED_SETTINGS), *flat_fields(FitRun)]
+FitSettings = TypedDict("FitSettings", {setting.name: setting.annotation for setting in _SHARED}, total=False)  # type: ignore[misc]  # noqa: UP013
+FitSettings.__doc__ = (
+    "Settings `learn_combination` and `learn_combinations` share: keyword arguments of both.\n\n"
+    + settings_doc(_SHARED).removeprefix("Args:\n")
+    + "\n\nA family's own settings (`temperature`, `mixing_target`, `rotation_*`) given with another family are "
+    "refused."
+)
+FIT_DEFAULTS: dict[str, Any] = {setting.name: setting.default for setting in _SHARED}
 """The shared settings' defaults (`FitSettings` documents each)."""
 
 
-def _takes_fit_settings(function: Callable[..., R]) -> Callable[..., R]:
-    """`function`'s signature and help list the shared settings as its own keyword arguments, with their types
-    and defaults, and its docstring ends with their documentation (`FitSettings`)."""
-    signature = inspect.signature(function)
-    own = [parameter for parameter in signature.parameters.values() if parameter.kind is not parameter.VAR_KEYWORD]
-    # TypedDict keeps this module's string annotations as ForwardRefs: shown as their text, like the others.
-    shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=FIT_DEFAULTS[name],
-                                annotation=getattr(kind, "__forward_arg__", kind))
-              for name, kind in FitSettings.__annotations__.items()]  # fmt: skip
-    function.__signature__ = signature.replace(parameters=[*own, *shared])  # type: ignore[attr-defined]
-    # Both docstrings are indented as module-level code's: the joined text dedents as one (`inspect.getdoc`).
-    function.__doc__ = f"{(function.__doc__ or '').rstrip()}\n\n    {(FitSettings.__doc__ or '').strip()}\n"
-    return function
+def _takes_fit_settings(*own: str) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """`function`'s signature and help list the model's settings `own` and the shared settings as its keyword
+    arguments, with their types and defaults (`fitting.settings`), and its docstring ends with their documentation."""
+
+    def decorate(function: Callable[..., R]) -> Callable[..., R]:
+        signature = inspect.signature(function)
+        kept = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
+        settings = [*_api_settings(own), *_SHARED]
+        function.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=[*kept, *(setting.parameter() for setting in settings)]
+        )
+        # Indented as module-level code's docstring: the joined text dedents as one (`inspect.getdoc`).
+        documented = settings_doc(settings).removeprefix("Args:\n")
+        function.__doc__ = f"{(function.__doc__ or '').rstrip()}\n\n{documented}\n"
+        return function
+
+    return decorate
 
 
-def _fit_settings(function: str, given: Mapping[str, Any]) -> dict[str, Any]:
-    """The shared settings with their defaults; an unknown keyword is refused as Python refuses one."""
-    unknown = sorted(set(given) - set(FIT_DEFAULTS))
+def _fit_settings(function: str, given: Mapping[str, Any], own: Sequence[str] = ()) -> dict[str, Any]:
+    """The settings with their defaults; an unknown keyword is refused as Python refuses one."""
+    defaults = {**{setting.name: setting.default for setting in _api_settings(own)}, **FIT_DEFAULTS}
+    unknown = sorted(set(given) - set(defaults))
     if unknown:
         raise TypeError(f"{function}() got an unexpected keyword argument {unknown[0]!r}")
-    return {**FIT_DEFAULTS, **given}
+    return {**defaults, **given}
 
 
-@_takes_fit_settings
+@_takes_fit_settings(*SINGLE_SETTINGS)
 def learn_combination(
     model: HookedTransformer,
     clean_tokens: Int[Tensor, "batch pos"],
     corrupted_tokens: Int[Tensor, "batch pos"],
     answer_tokens: Int[Tensor, "batch 2"],
-    *,
-    l1: float = 1e-3,
-    lr: float = 0.05,
-    init: float = 1.0,
-    rotation_layers: Sequence[int] | None = None,
-    rotation_target: float | None = None,
-    rotation_joint: bool | None = None,
-    circuit_criteria: bool = False,
-    **settings: Unpack[FitSettings],
+    **settings: Any,
 ) -> LearnedCombination:
     """Learn α[layer, head] on these prompts (full batch, `steps` Adam steps) and report its recovery.
 
     `answer_tokens` are (correct, incorrect) for the clean prompts, read at END (the last position unless
-    `end_positions`). The model is frozen in place (eval mode, no gradients) — it is never trained.
-
-    l1: weight λ of the family's sparsity penalty (L1; hard_concrete: expected L0; rotation: Σ mask).
-    lr: Adam learning rate.
-    init: every weight's initial value (1.0 starts from the full source run and prunes).
-    rotation_layers: rotation only: the layers with a learned rotation (None: all).
-    rotation_target: rotation only: the effect its dimension count is read for (the result's `rotation`
-        holds that count and the head loadings).
-    rotation_joint: rotation only: one R over all of `rotation_layers`, patched from fixed activations
-        (`combinations/rotation_joint.py` says why that is not a causal patch of the later layers).
-    circuit_criteria: score the learned head set with `circuit.circuit_scores` under every ablation (`circuit`).
+    `end_positions`). The model is frozen in place (eval mode, no gradients) — it is never trained. The result's
+    `rotation` holds rotation's dimension count and head loadings; `circuit`, with `circuit_criteria`, the learned
+    head set's criteria under every ablation (`analyses.circuit`).
     """
-    shared = _fit_settings("learn_combination", settings)
+    shared = _fit_settings("learn_combination", settings, SINGLE_SETTINGS)
+    member = {name: shared.pop(name) for name in SINGLE_SETTINGS}
     # `seed` seeds hard_concrete's gates and rotation's random start; the other families draw nothing.
-    gate_seed = shared["seed"] if shared["combination"] in ("hard_concrete", "rotation") else None
-    member = dict(l1=l1, lr=lr, init=init, gate_seed=gate_seed, circuit_criteria=circuit_criteria,
-                  rotation_layers=None if rotation_layers is None else list(rotation_layers),
-                  rotation_target=rotation_target, rotation_joint=rotation_joint)  # fmt: skip
+    member["gate_seed"] = shared["seed"] if shared["combination"] in owners("gate_seed") else None
+    if member["rotation_layers"] is not None:
+        member["rotation_layers"] = list(member["rotation_layers"])
     return _learn(model, (clean_tokens, corrupted_tokens, answer_tokens), [member], lambda k: API_NAMES, shared)[0]
 
 
-@_takes_fit_settings
+@_takes_fit_settings()
 def learn_combinations(
     model: HookedTransformer,
     clean_tokens: Int[Tensor, "batch pos"],
@@ -192,7 +179,7 @@ def learn_combinations(
     members: Sequence[Mapping[str, float]],
     *,
     max_rows: int | None = None,
-    **settings: Unpack[FitSettings],
+    **settings: Any,
 ) -> list[LearnedCombination]:
     """`learn_combination` for K settings at once, in one batched forward of K × batch rows per step
     (`HeadSuperposition.batched`). `members`: K dicts of `l1`, `init`, `lr`, `gate_seed` (defaults: 1e-3,
@@ -206,8 +193,8 @@ def learn_combinations(
             raise ConfigError(f"members[{k}] sets {unknown}; a member may only set {list(BATCHABLE)}.")
     shared = _fit_settings("learn_combinations", settings)
     defaults = {"l1": 1e-3, "init": 1.0, "lr": 0.05}
-    if shared["combination"] == "hard_concrete":
-        defaults["gate_seed"] = shared["seed"]  # `seed` seeds the gates of hard_concrete only
+    if shared["combination"] in owners("gate_seed"):
+        defaults["gate_seed"] = shared["seed"]  # `seed` seeds the family's own draws (a batched fit: hard_concrete)
     tokens = (clean_tokens, corrupted_tokens, answer_tokens)
     return _learn(model, tokens, [{**defaults, **member} for member in members],
                   lambda k: _member_names(k, members[k]), shared, batched=True, max_rows=max_rows)  # fmt: skip
@@ -231,7 +218,13 @@ def _learn(
     module = HeadSuperposition.batched(systems, max_rows=max_rows) if batched else systems[0]
     with quiet_call():  # no GPU/TPU or cache-size lines per call in a notebook
         _trainer(model, steps).fit(module, train_dataloaders=loader)
-    return [_warn_shortfall(evaluate_combination(system.to(_device(model)), prompts)) for system in systems]
+    results = []
+    for system in systems:
+        system.to(_device(model))
+        # The work that follows a fit (pruning, criteria, rotation's count) on these prompts, as one batch.
+        after = after_fit(system.fitted(), prompts, batch_size=len(prompts))
+        results.append(_warn_shortfall(evaluate_combination(system, prompts, after)))
+    return results
 
 
 def _device(model: HookedTransformer) -> torch.device:
@@ -281,7 +274,7 @@ def _prompts(
 
 
 API_NAMES: dict[str, str] = {"gate_seed": "seed"}
-"""Settings `learn_combination` takes under another name than the config field (`training/config.py`)."""
+"""Settings `learn_combination` takes under another name than the config field (`fitting/settings.py`)."""
 
 
 def _member_names(k: int, member: Mapping[str, float]) -> Callable[[str], str]:
@@ -348,24 +341,28 @@ def _trainer(model: HookedTransformer, steps: int) -> L.Trainer:
 
 
 @torch.no_grad()
-def evaluate_combination(system: HeadSuperposition, prompts: ContrastBatch) -> LearnedCombination:
-    """Recovery and logit differences of `system`'s current α on `prompts` (one batch)."""
+def evaluate_combination(
+    system: HeadSuperposition, prompts: ContrastBatch, after: AfterFit | None = None
+) -> LearnedCombination:
+    """Recovery and logit differences of `system`'s current α on `prompts` (one batch). `after`: what ran after its
+    fit (`analyses.post_fit.after_fit`: the minimal-set step, criteria, rotation's count), recorded in the result."""
     system.eval()
+    fitted = system.fitted()
     prompts = prompts.to(system.device)
-    reference = system.reference(prompts)
-    patched = system.loss_terms(prompts, reference)["answer_logits"]
+    reference = fitted.reference(prompts)
+    patched = fitted.answer_logits(prompts, reference)
     clean, corrupted = reference.clean_and_corrupted()
-    threshold = system.hparams.l0_threshold
+    after = AfterFit() if after is None else after
     return LearnedCombination(
-        coefficients=system.combination.coefficients.detach().cpu().clone(),
+        coefficients=fitted.combination.coefficients.detach().cpu().clone(),
         recovery=float(reference.recovery(patched)),
         clean_logit_diff=float(logit_diff(clean).mean()),
         corrupted_logit_diff=float(logit_diff(corrupted).mean()),
         patched_logit_diff=float(logit_diff(patched).mean()),
-        l0=system.combination.l0(threshold),
-        support=system.combination.support(threshold),
-        combination=system.hparams.get("combination", "scalar"),
-        prune=None if system.prune_result is None else system.prune_result.to_dict(),
-        rotation=system.rotation_result,
-        circuit=system.circuit_result,
+        l0=fitted.combination.l0(fitted.l0_threshold),
+        support=fitted.combination.support(fitted.l0_threshold),
+        combination=fitted.family,
+        prune=None if after.prune is None else after.prune.to_dict(),
+        rotation=after.rotation,
+        circuit=after.circuit,
     )

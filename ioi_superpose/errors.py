@@ -22,7 +22,7 @@ class ConfigError(UserFacingError, ValueError):
 
 
 class SettingError(ConfigError):
-    """A setting (a field of a config dataclass, `training/config.py`) is invalid.
+    """A setting (a field of a config dataclass, `fitting/settings.py`) is invalid.
 
     The message is a `string.Template` whose `$field` placeholders name settings. `str()` names them as the
     Python API and the dataclasses do (`l1`); `named(rename)` names them as a caller's user knows them: the

@@ -15,7 +15,7 @@ from ioi_superpose.data.answer_metrics import (
     set_weights,
 )
 from ioi_superpose.data.batch import ContrastBatch, collate
-from ioi_superpose.engine.runs import logit_diff
+from ioi_superpose.engine.metric import logit_diff
 from ioi_superpose.errors import ConfigError
 
 

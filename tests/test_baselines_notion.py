@@ -9,8 +9,8 @@ import torch
 from ioi_superpose.baselines.compute import CombinationsSpec, ScoreSpec, compute_baselines
 from ioi_superpose.baselines.scorers import activation_patching
 from ioi_superpose.data.prompts import ioi_prompts
+from ioi_superpose.data.splits import VAL_SET
 from ioi_superpose.models import load_frozen_model
-from ioi_superpose.results.pareto import VAL_SET
 from tests.helpers import TOY_IOI
 
 

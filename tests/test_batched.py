@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from ioi_superpose import learn_combination, learn_combinations
-from ioi_superpose.combinations import FAMILIES, StackedCombination, batch_roles, build_combination
+from ioi_superpose.combinations import FAMILIES, StackedCombination, build_combination
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.data.roles import batch_roles
 from ioi_superpose.engine.runs import BaseRun, head_z, patched_end_logits
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.training.system import HeadSuperposition
@@ -36,7 +37,7 @@ def members(family: str, seeds: tuple[int, ...] = (0, 1, 2)) -> list:
     """Members with different weights (and, for hard_concrete, gate seeds), in training mode (gates sample)."""
     built = []
     for k, seed in enumerate(seeds):
-        member = build_combination(family, 2, 4, bounded=False, seed=seed)
+        member = build_combination(family, 2, 4, bounded=False, gate_seed=seed)
         with torch.no_grad():
             for parameter in member.parameters():
                 parameter.copy_(torch.randn(parameter.shape, generator=torch.Generator().manual_seed(10 + k)))

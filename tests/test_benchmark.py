@@ -12,12 +12,13 @@ import torch
 
 import ioi_superpose.cli.benchmark as cli
 import ioi_superpose.groundtruth.benchmark as bench
+from ioi_superpose.analyses.exhaustive import search_subsets
+from ioi_superpose.analyses.pruning import minimal_set, order_scores
 from ioi_superpose.combinations import ScalarCombination
-from ioi_superpose.groundtruth.benchmark import Config, batch_of, run_benchmark
-from ioi_superpose.groundtruth.exhaustive import search_subsets
+from ioi_superpose.groundtruth.benchmark import Config, run_benchmark
+from ioi_superpose.groundtruth.benchmark_report import markdown
 from ioi_superpose.groundtruth.planted_hard import negative_case, trap_case
 from ioi_superpose.groundtruth.selection import bootstrap_interval, leave_one_case_out
-from ioi_superpose.training.pruning import minimal_set, order_scores
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
@@ -45,7 +46,7 @@ def test_the_trap_case_traps_greedy_elimination_from_all_heads(n_weak):
     pair_name = "0.0+0.1"
     others = [v for name, v in search.subset_effect.items() if name.count("+") <= 1 and name != pair_name]
     assert search.subset_effect[pair_name] >= 0.95 and max(others) <= 0.85  # margins, not a rounding tie
-    greedy = minimal_set(case.model, [batch_of(prompts)], "denoising", all_heads(n_weak + 2), 0.9, 0.05)
+    greedy = minimal_set(case.model, [prompts], "denoising", all_heads(n_weak + 2), 0.9, 0.05)
     kept = set(greedy.support)
     assert greedy.reached and len(kept) > 2 and not strong <= kept, kept
     if n_weak == 10:  # the large set of individually weak heads is itself sufficient
@@ -58,7 +59,7 @@ def test_ordered_elimination_follows_the_given_order():
     prompts = case.prompts(32, seed=5)
     order = [(0, h) for h in range(2, 8)] + [(0, 0), (0, 1)]
     scores = order_scores(order, (1, 8))
-    result = minimal_set(case.model, [batch_of(prompts)], "denoising", all_heads(8), 0.9, 0.05, order=scores)
+    result = minimal_set(case.model, [prompts], "denoising", all_heads(8), 0.9, 0.05, order=scores)
     assert set(result.support) == {(0, 0), (0, 1)}
     assert sorted(tuple(unit) for d in result.dropped for unit in d["units"]) == [(0, h) for h in range(2, 8)]
 
@@ -123,7 +124,7 @@ def test_benchmark_run_has_every_control_and_never_selects_on_the_scored_case(mo
     assert block["results"]["trap_8"]["exhaustive oracle"]["f1"] == 1.0
     summary = block["summary"]["exhaustive oracle"]
     assert summary["all"]["n"] == 3 and summary["separating"]["n"] == 1
-    text = bench.markdown(report)
+    text = markdown(report)
     assert "## Where the learned combination loses (computed from this run)" in text
     assert "all heads + step (control a)" in text
 

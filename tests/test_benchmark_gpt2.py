@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import ioi_superpose.cli.benchmark as cli
+from ioi_superpose.analyses.exhaustive import head_subsets, subset_effects
 from ioi_superpose.baselines.scorers import activation_patching
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.groundtruth.benchmark import Config, mask_of
 from ioi_superpose.groundtruth.benchmark_cases import bench_cases
-from ioi_superpose.groundtruth.exhaustive import head_subsets, subset_effects
 from ioi_superpose.groundtruth.planted import all_cases
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
@@ -73,7 +73,7 @@ def test_frozen_activation_patching_is_the_cut_of_the_complement_the_other_way()
     case = all_cases()[2]  # composition: 4 heads over two layers, so the notions differ
     prompts = case.prompts(16, seed=3)
     batch = ContrastBatch(prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens,
-                          prompts.end_positions, torch.arange(16))  # fmt: skip
+                          prompts.end_pos, torch.arange(16))  # fmt: skip
     frozen = activation_patching(case.model, batch, "denoising", rest="frozen")
     n_layers, n_heads = case.model.cfg.n_layers, case.model.cfg.n_heads
     singles = head_subsets(n_layers, n_heads, max_size=1)[1:]

@@ -8,14 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-import ioi_superpose.training.pruning as pruning
+import ioi_superpose.analyses.pruning as pruning
+from ioi_superpose.analyses.exhaustive import head_subsets, search_subsets
+from ioi_superpose.analyses.pruning import minimal_set, prune_fitted
 from ioi_superpose.combinations import ScalarCombination
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.datamodule import IOIDataModule
-from ioi_superpose.groundtruth.exhaustive import head_subsets, search_subsets
+from ioi_superpose.errors import cli_flag
 from ioi_superpose.groundtruth.planted import all_cases
 from ioi_superpose.models import load_frozen_model
-from ioi_superpose.training.pruning import minimal_set
 from ioi_superpose.training.system import HeadSuperposition
 from tests.helpers import random_model
 
@@ -136,7 +137,7 @@ def test_a_start_that_misses_the_target_keeps_the_learned_alpha(recwarn):
     with torch.no_grad():
         system.combination.coefficients.copy_(learned)
     with pytest.warns(UserWarning, match="did not reach --model.prune_target 0.99"):
-        result = system.prune_([batch])
+        result = prune_fitted(system.fitted(), [batch], cli_flag)
     assert result.start_effect < 0.99  # the premise: the binarised start misses the target
     assert not result.reached and result.to_dict()["reached"] is False
     torch.testing.assert_close(system.combination.coefficients.detach(), learned)  # untouched, not 0/1
@@ -147,7 +148,7 @@ def test_a_reaching_start_is_binarised_and_recorded():
     model = random_model(n_layers=2, n_heads=4, d_model=32, seed=5)
     batch = contrast(model)
     system = HeadSuperposition(preloaded_model=model, prune_target=0.8)
-    result = system.prune_([batch])
+    result = prune_fitted(system.fitted(), [batch])
     record = result.to_dict()
     assert record["reached"] and record["rows"] == len(batch) * record["evaluations"]
     assert record["best_reaching"] is not None and len(record["best_reaching"]) <= record["l0"]

@@ -8,17 +8,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ioi_superpose.analyses.circuit import all_ablations, circuit_scores
 from ioi_superpose.data.ioi import IOIBatch
+from ioi_superpose.engine.ablations import ABLATIONS, ablation_values, derangement, resampled
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig
-from ioi_superpose.results.circuit import (
-    ABLATIONS,
-    ablation_values,
-    all_ablations,
-    circuit_scores,
-    derangement,
-    resampled,
-)
 
 VOCAB, N_HEADS, LENGTH, BATCH = 6, 4, 7, 10
 WEIGHTS = torch.tensor([3.0, -2.0, 1.5, 0.5])  # w_h: head h writes w_h × (token histogram) into the logits
@@ -178,7 +172,7 @@ def test_model_ablation_is_the_noising_source(ablation):
     """--model.ablation: the source z are the ablation's values; α = 1 on every head is the fully ablated run
     (recovery 0), checked against TransformerLens hooks that write the same values; α = 0 is the clean run."""
     from ioi_superpose.data.batch import ContrastBatch
-    from ioi_superpose.engine.runs import hook_name
+    from ioi_superpose.engine.vocabulary import hook_name
     from ioi_superpose.training.system import HeadSuperposition
     from tests.helpers import prompt_pairs, random_model
 
@@ -221,7 +215,7 @@ def test_exhaustive_zero_ablation_by_construction():
     """Zero ablation on the additive model: removing head h moves F by −w_h × the clean share (its contribution
     vanishes), removing every head by −Σ w × share, so the noising effect of S is Σ_S w / Σ w — from the weights
     alone. (The corrupted source normalises by the corrupted run, whose direct path differs: not this ratio.)"""
-    from ioi_superpose.groundtruth.exhaustive import head_subsets, search_subsets, subset_effects
+    from ioi_superpose.analyses.exhaustive import head_subsets, search_subsets, subset_effects
 
     model, batch = additive_model(), prompts()
     subsets = head_subsets(1, N_HEADS)
@@ -291,8 +285,8 @@ def test_ablation_sources_agree_with_direct_hooks(ablation):
     """A two-layer model with MLPs and LayerNorm (nothing additive): the exhaustive search's subset effects and
     the activation-patching scorer's single-head effects equal a plain TransformerLens forward whose hook sets
     the patched heads' z to the ablation's values computed by hand."""
+    from ioi_superpose.analyses.exhaustive import head_subsets, subset_effects
     from ioi_superpose.baselines.scorers import activation_patching
-    from ioi_superpose.groundtruth.exhaustive import head_subsets, subset_effects
     from tests.helpers import random_model
 
     model = random_model(n_layers=2, n_heads=4, seed=7)
@@ -312,8 +306,8 @@ def test_ablation_sources_agree_with_direct_hooks(ablation):
 
 
 def test_ablation_refused_where_it_makes_no_sense():
+    from ioi_superpose.analyses.exhaustive import search_subsets
     from ioi_superpose.baselines.scorers import activation_patching
-    from ioi_superpose.groundtruth.exhaustive import search_subsets
 
     model, batch = additive_model(), prompts()
     with pytest.raises(ConfigError, match="Pass direction='noising'"):

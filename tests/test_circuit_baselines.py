@@ -9,12 +9,13 @@ import torch
 from ioi_superpose.baselines.circuit import acdc, acdc_head_scores, backward_order, eap_ig_scores
 from ioi_superpose.baselines.patching import activation_patch, attribution_patch
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.runs import base_and_source, end_logits, logit_diff
+from ioi_superpose.engine.metric import LogitDiffMetric, logit_diff
+from ioi_superpose.engine.runs import end_logits
+from ioi_superpose.engine.vocabulary import base_and_source
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.groundtruth.planted import and_case, composition_case, or_case
 from ioi_superpose.models import freeze
 from ioi_superpose.models.toy import attn_only_config, build_toy_model
-from ioi_superpose.training.metrics import LogitDiffMetric
 from tests.helpers import hooks_attached, prompt_pairs, random_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why

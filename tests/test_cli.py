@@ -255,7 +255,8 @@ def test_ddp_with_every_main_job_callback_equals_one_process_with_exact_evaluati
     prompts, which the sampler must not pad: the α-independent clean and corrupted logit differences must
     equal those of one process over the same prompts, and every evaluation sum the one process's."""
     from ioi_superpose.data.datamodule import IOIDataModule
-    from ioi_superpose.engine.runs import end_logits, logit_diff
+    from ioi_superpose.engine.metric import logit_diff
+    from ioi_superpose.engine.runs import end_logits
     from ioi_superpose.models import load_frozen_model
 
     args = ["--config", str(REPO / "experiments" / "toy_ioi.yaml"), "--model.model_name", TOY_IOI,

@@ -1,4 +1,4 @@
-"""The settings as validated dataclasses (`training/config.py`): errors name the field, the CLI renames it to its
+"""The settings as validated dataclasses (`fitting/settings.py`): errors name the field, the CLI renames it to its
 flag and the API to its argument; a family's own settings are refused for another family (issue 19, item 8);
 NaN and ±inf are refused for every float setting (issue 19, item 9)."""
 
@@ -10,7 +10,7 @@ import pytest
 
 from ioi_superpose.api import learn_combination, learn_combinations
 from ioi_superpose.errors import ConfigError, SettingError, cli_flag
-from ioi_superpose.training.config import FamilyConfig, OptimConfig, SuperpositionConfig
+from ioi_superpose.fitting.settings import FamilyConfig, OptimConfig, SuperpositionConfig
 from ioi_superpose.training.system import HeadSuperposition
 from tests.helpers import SMALL, prompt_pairs, random_model, run_cli
 
@@ -107,7 +107,7 @@ def test_the_config_groups_flat_settings_and_gives_them_back():
     settings = dict(model_name="m", l1=0.1, lr=0.2, combination="hard_concrete", temperature=0.4, gate_seed=2,
                     cache_dtype="bfloat16", cache_max_mb=5.0, prune_target=0.9, prune_prompts=8, test_sets=("a", "b"))  # fmt: skip
     config = SuperpositionConfig.from_settings(**settings)
-    assert (config.optim.l1, config.family.temperature, config.cache.max_bytes) == (0.1, 0.4, 5.0 * 2**20)
+    assert (config.optim.l1, config.family.own.temperature, config.cache.max_bytes) == (0.1, 0.4, 5.0 * 2**20)
     assert {key: config.settings()[key] for key in settings} == settings
     with pytest.raises(TypeError, match="unknown settings"):
         SuperpositionConfig.from_settings(l2=0.1)

@@ -9,10 +9,11 @@ import json
 import pytest
 import torch
 
-from ioi_superpose.engine.runs import hook_name
+from ioi_superpose.analyses.corpus import corpus_examples, direct_effects
+from ioi_superpose.data.corpus import read_corpus
+from ioi_superpose.engine.vocabulary import hook_name
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig
-from ioi_superpose.results.corpus import corpus_examples, direct_effects, read_corpus
 from tests.helpers import random_model
 
 WEIGHTS = torch.tensor([[1.0, 0.0, 0.5]])

@@ -12,9 +12,9 @@ from ioi_superpose.data.templates import (
     LONG_TEMPLATES,
     NAMES,
 )
+from ioi_superpose.engine.metric import LogitDiffMetric
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import gpt2_tokenizer, load_frozen_model
-from ioi_superpose.training.metrics import LogitDiffMetric
 from tests.helpers import REPO
 
 ALL_TEMPLATES = IOI_TEMPLATES + LONG_TEMPLATES + DUPLICATED_IO_TEMPLATES

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from ioi_superpose.api import learn_combination
-from ioi_superpose.combinations import FAMILIES, ROLE_INDEX, ROLES, batch_roles, build_combination, position_roles
+from ioi_superpose.combinations import FAMILIES, build_combination
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.data.roles import ROLE_INDEX, ROLES, batch_roles, position_roles
 from ioi_superpose.engine.runs import BaseRun, end_logits, head_z, patched_end_logits
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.groundtruth.planted import and_case, or_case

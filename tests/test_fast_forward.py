@@ -5,8 +5,9 @@ import warnings
 import pytest
 import torch
 
-from ioi_superpose.combinations import HeadCombination, HeadWeights
+from ioi_superpose.combinations import HeadCombination
 from ioi_superpose.engine.fast_forward import FastRunnerWarning, resolve_runner, unsupported
+from ioi_superpose.engine.patch import HeadWeights
 from ioi_superpose.engine.runs import BaseRun, patched_end_logits, reference_runs
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze

@@ -11,8 +11,9 @@ import pytest
 import torch
 from matplotlib.figure import Figure
 
+from ioi_superpose import plots
 from ioi_superpose.models import load_frozen_model
-from ioi_superpose.results import plots, report, summary
+from ioi_superpose.results import report, summary
 from ioi_superpose.results.run_figures import ExhaustiveFront
 from ioi_superpose.results.schema import SweepPoint
 from ioi_superpose.results.sweep_figures import recovery_against_l1

@@ -7,10 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ioi_superpose.analyses.head_types import TYPES, head_types
 from ioi_superpose.data.ioi import IOIBatch
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig
-from ioi_superpose.results.head_types import TYPES, head_types, head_types_table
+from ioi_superpose.results.tables import head_types_table
 
 VOCAB, CTX = 12, 10
 D_MODEL = VOCAB + CTX  # token one-hot, then position one-hot
@@ -82,7 +83,7 @@ def test_types_by_construction():
 def test_a_head_that_only_reads_one_name_is_no_copier_by_its_cosine():
     """One non-zero row (name 0 moved into what names 1 and 2 read, a tiny own logit): the eigenvalue score is +1
     (its only non-zero eigenvalue is the diagonal entry), the cosine with the identity about 0."""
-    from ioi_superpose.results.head_types import copying_cosines, copying_scores
+    from ioi_superpose.analyses.head_types import copying_cosines, copying_scores
 
     reader = torch.zeros(1, 1, 3, 3)
     reader[0, 0, 0] = torch.tensor([0.01, 5.0, -5.0])

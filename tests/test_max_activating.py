@@ -8,13 +8,14 @@ import json
 import pytest
 import torch
 
+from ioi_superpose.analyses.max_activating import CORPUS_SETS, CORRUPTIONS, build_corpus, max_activating_examples
 from ioi_superpose.cli.train import main as train_main
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.datamodule import IOIDataModule
-from ioi_superpose.engine.runs import end_logits, logit_diff, recovery_of
+from ioi_superpose.engine.metric import MIN_GAP, logit_diff
+from ioi_superpose.engine.runs import end_logits, recovery_of
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.results.max_activating import CORPUS_SETS, CORRUPTIONS, build_corpus, max_activating_examples
-from ioi_superpose.results.summary import MIN_GAP
+from ioi_superpose.results.tables import max_activating_markdown
 from ioi_superpose.training.system import HeadSuperposition
 from tests.helpers import TOY_IOI as TOY
 
@@ -49,7 +50,7 @@ def test_every_row_equals_an_independent_per_prompt_recomputation(toy_corpus, di
     alpha = torch.rand(2, 4, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         system.combination.coefficients.copy_(alpha)
-    table = max_activating_examples(system, toy_corpus, k=5, batch_size=7)  # chunks cut across sets' padding
+    table = max_activating_examples(system.fitted(), toy_corpus, k=5, batch_size=7)  # chunks cut across sets' padding
     parts = {(part.set_name, part.corruption): part for part in toy_corpus.parts}
     model = system.frozen
     assert any(len(set(part.prompts.end_pos.tolist())) > 1 for part in toy_corpus.parts)  # padded rows are read
@@ -82,7 +83,7 @@ def test_ranking_is_by_move_and_complete(toy_corpus):
     system = toy_system()
     with torch.no_grad():
         system.combination.coefficients.copy_(torch.rand(2, 4, generator=torch.Generator().manual_seed(2)))
-    table = max_activating_examples(system, toy_corpus, k=4)
+    table = max_activating_examples(system.fitted(), toy_corpus, k=4)
     moves = [row.move for row in table.rows]
     assert moves == sorted(moves, reverse=True)
     assert [row.rank for row in table.rows] == list(range(1, len(toy_corpus) + 1))
@@ -92,10 +93,10 @@ def test_ranking_is_by_move_and_complete(toy_corpus):
     by_move = sorted(moves)
     assert [row.move for row in table.top()] == by_move[::-1][:4]
     assert [row.move for row in table.bottom()] == by_move[:4]
-    markdown = table.to_markdown()
+    markdown = max_activating_markdown(table)
     for row in [*table.top(), *table.bottom()]:
         assert f"| {row.rank} | {row.set_name} | {row.corruption} | {row.prompt} |" in markdown
-    everything = max_activating_examples(system, toy_corpus, k=10_000)
+    everything = max_activating_examples(system.fitted(), toy_corpus, k=10_000)
     assert len(everything.top()) == len(everything.bottom()) == len(toy_corpus)
 
 
@@ -105,11 +106,11 @@ def test_alpha_zero_moves_nothing_and_alpha_one_moves_every_prompt_to_the_source
     system = toy_system(direction, combination)
     with torch.no_grad():
         system.combination.coefficients.zero_()
-    zero = max_activating_examples(system, toy_corpus)
+    zero = max_activating_examples(system.fitted(), toy_corpus)
     assert all(abs(row.move) <= 1e-5 for row in zero.rows)
     with torch.no_grad():
         system.combination.coefficients.fill_(1.0)
-    one = max_activating_examples(system, toy_corpus)
+    one = max_activating_examples(system.fitted(), toy_corpus)
     source = "clean_logit_diff" if direction == "denoising" else "corrupted_logit_diff"
     for row in one.rows:
         assert row.patched_logit_diff == pytest.approx(getattr(row, source), abs=1e-5)
@@ -194,7 +195,7 @@ def test_cli_fit_writes_the_table_and_every_row(tiny_gpt2_dir, tmp_path, monkeyp
     coefficients = torch.load(run_dir / "coefficients.pt")
     system = HeadSuperposition(model_name=coefficients["model_name"], direction=coefficients["direction"])
     system.combination.coefficients.data.copy_(coefficients["coefficients"])
-    again = max_activating_examples(system, build_corpus(coefficients["model_name"], per_set=2), k=3)
+    again = max_activating_examples(system.fitted(), build_corpus(coefficients["model_name"], per_set=2), k=3)
     assert [(r.set_name, r.corruption, r.index) for r in again.rows] == [
         (r["set_name"], r["corruption"], r["index"]) for r in saved["rows"]
     ]
@@ -212,7 +213,8 @@ def test_cli_bad_option_exits_with_the_option_named(tiny_gpt2_dir, tmp_path, mon
 def test_the_worst_recovered_table_ranks_by_the_prompts_own_recovery_not_by_move():
     """A prompt the model itself gets wrong (clean below corrupted) tops the bottom by move; the table by recovery
     shows the prompt on which the patch fails, and leaves out prompts without a gap."""
-    from ioi_superpose.results.max_activating import Example, MaxActivating
+    from ioi_superpose.analyses.max_activating import Example, MaxActivating
+    from ioi_superpose.results.tables import max_activating_markdown
 
     def example(rank, clean, corrupted, patched, recovery):
         return Example(rank=rank, set_name="in_distribution", corruption="name_swap", index=rank, template_id=0,
@@ -225,6 +227,6 @@ def test_the_worst_recovered_table_ranks_by_the_prompts_own_recovery_not_by_move
     table = MaxActivating("denoising", "scalar", "toy", k=1, rows=rows, corpus_seed=0, per_set=4, skipped={})
     assert [row.prompt for row in table.bottom()] == ["p4"]  # the move ranks the model's own mistake last
     assert [row.prompt for row in table.worst_recovered()] == ["p2"]
-    assert "by the prompt's own recovery" in table.to_markdown() and table.to_dict()["worst_recovered_ranks"] == [2]
+    assert "by the prompt's own recovery" in max_activating_markdown(table) and table.to_dict()["worst_recovered_ranks"] == [2]
     noising = MaxActivating("noising", "scalar", "toy", k=1, rows=rows, corpus_seed=0, per_set=4, skipped={})
     assert [row.prompt for row in noising.worst_recovered()] == ["p1"]  # noising should drive recovery to 0

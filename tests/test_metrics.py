@@ -3,8 +3,9 @@ import copy
 import pytest
 import torch
 
-from ioi_superpose.engine.runs import logit_diff, normalised_recovery, unembed_at_end
-from ioi_superpose.training.metrics import IOAccuracy, LogitDiffMetric, MeanLogitDiff, NormalisedRecovery
+from ioi_superpose.engine.metric import LogitDiffMetric, logit_diff, normalised_recovery
+from ioi_superpose.engine.runs import unembed_at_end
+from ioi_superpose.training.metrics import IOAccuracy, MeanLogitDiff, NormalisedRecovery
 from tests.helpers import random_model
 
 

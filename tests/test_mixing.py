@@ -11,14 +11,16 @@ import warnings
 import pytest
 import torch
 
+from ioi_superpose.analyses.pruning import minimal_set
 from ioi_superpose.api import learn_combination
-from ioi_superpose.combinations import HeadWeights, build_combination
+from ioi_superpose.combinations import build_combination
 from ioi_superpose.combinations.mixing import MixingWeights, allowed_entries
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.runs import BaseRun, head_z, hook_name, patched_end_logits, reference_runs, unembed_at_end
+from ioi_superpose.engine.patch import HeadWeights
+from ioi_superpose.engine.runs import BaseRun, head_z, patched_end_logits, reference_runs, unembed_at_end
+from ioi_superpose.engine.vocabulary import hook_name
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.groundtruth.planted import and_case
-from ioi_superpose.training.pruning import minimal_set
 from ioi_superpose.training.system import HeadSuperposition
 from tests.helpers import QUIET, REPO, SMALL, TOY_IOI, prompt_pairs, random_model, run_cli
 

@@ -13,7 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from ioi_superpose.baselines.top_k import top_k_curves, uniform_top_k_alphas
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.runs import logit_diff
+from ioi_superpose.engine.metric import logit_diff
 from ioi_superpose.results.pareto import log_sweep, pareto_figure
 from ioi_superpose.results.schema import RunSummary
 from tests.helpers import REPO, TOY_IOI, fake_summary, prompt_pairs, random_model
@@ -79,10 +79,9 @@ def test_a_run_stores_every_rankings_curve_per_set_and_logs_its_fronts(tmp_path,
     from ioi_superpose.baselines.patching import activation_patch
     from ioi_superpose.cli.train import main
     from ioi_superpose.data.datamodule import IOIDataModule
+    from ioi_superpose.engine.metric import MIN_GAP, LogitDiffMetric
     from ioi_superpose.engine.runs import end_logits, recovery_of, reference_runs
     from ioi_superpose.models import load_frozen_model
-    from ioi_superpose.results.summary import MIN_GAP
-    from ioi_superpose.training.metrics import LogitDiffMetric
 
     monkeypatch.chdir(tmp_path)
     # More validation / test prompts than the rankings' 64: the curves use every prompt, as the learned points.

@@ -18,8 +18,8 @@ from transformer_lens import utils as tl_utils
 
 from ioi_superpose.baselines import patching
 from ioi_superpose.engine import runs
+from ioi_superpose.engine.metric import LogitDiffMetric
 from ioi_superpose.models import ActivationCache, HookedTransformer, HookedTransformerConfig, freeze
-from ioi_superpose.training.metrics import LogitDiffMetric
 from tests.helpers import prompt_pairs, random_model
 
 ATOL = 1e-4

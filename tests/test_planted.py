@@ -7,9 +7,9 @@ import itertools
 import pytest
 import torch
 
+from ioi_superpose.analyses.exhaustive import search_subsets
 from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
 from ioi_superpose.engine.fast_forward import disagreement
-from ioi_superpose.groundtruth.exhaustive import search_subsets
 from ioi_superpose.groundtruth.planted import all_cases, decoy_case
 from tests.helpers import hooks_only
 
@@ -42,7 +42,7 @@ def test_or_and_single_heads_are_what_single_head_patching_misses():
 def test_decoy_has_the_largest_logit_attribution_and_no_causal_effect():
     case = decoy_case()
     prompts = case.prompts(32, 0)
-    dla = direct_logit_attribution(case.model, prompts.clean_tokens, prompts.answer_tokens, prompts.end_positions)
+    dla = direct_logit_attribution(case.model, prompts.clean_tokens, prompts.answer_tokens, prompts.end_pos)
     assert int(dla.heads.flatten().argmax()) == 0  # head 0.0
     search = search_subsets(case.model, prompts, "denoising")
     assert abs(search.single_head_effect[0][0]) < 0.02

@@ -12,9 +12,9 @@ import math
 import pytest
 import torch
 
+from ioi_superpose.analyses.exhaustive import search_head_subsets, search_subsets, subset_effects
 from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
 from ioi_superpose.engine.fast_forward import disagreement
-from ioi_superpose.groundtruth.exhaustive import search_head_subsets, search_subsets, subset_effects
 from ioi_superpose.groundtruth.planted import or_case
 from ioi_superpose.groundtruth.planted_gpt2 import END_POS, SRC_POS, case_mask, gpt2_cases, suite_model
 from tests.helpers import hooks_only
@@ -128,7 +128,7 @@ def test_the_planted_roles_single_head_methods_get_wrong():
     assert effect["negative"][ln][hn] < -0.5
     decoy = CASES["decoy"]
     prompts = decoy.prompts(16, 0)
-    dla = direct_logit_attribution(decoy.model, prompts.clean_tokens, prompts.answer_tokens, prompts.end_positions)
+    dla = direct_logit_attribution(decoy.model, prompts.clean_tokens, prompts.answer_tokens, prompts.end_pos)
     top = divmod(int(dla.heads.flatten().argmax()), 12)
     assert top == decoy.heads[0] and top not in decoy.denoising_minimal[0]
 
@@ -136,12 +136,11 @@ def test_the_planted_roles_single_head_methods_get_wrong():
 def test_the_trap_defeats_the_minimal_set_step_from_all_heads():
     """At 144 heads too: the step from all heads with α = 1 (no learning; the benchmark's control a) keeps the
     strong pair's second head and weak heads, never the minimal {0.0, 0.1}."""
+    from ioi_superpose.analyses.pruning import minimal_set
     from ioi_superpose.groundtruth.benchmark import all_ones
-    from ioi_superpose.groundtruth.exhaustive import as_contrast_batch
-    from ioi_superpose.training.pruning import minimal_set
 
     case = CASES["trap_8"]
-    prompts = as_contrast_batch(case.prompts(16, seed=0))
+    prompts = case.prompts(16, seed=0)
     result = minimal_set(case.model, [prompts], "denoising", all_ones(12, 12), 0.9, 0.05)
     kept = {tuple(unit) for unit in result.support}
     assert result.reached

@@ -98,7 +98,7 @@ TINY = ["--data.n_train", "16", "--data.n_val", "8", "--data.n_test", "8", "--da
 def test_head_types_flag_stores_the_learned_heads_types(tmp_path, monkeypatch):
     """Opt-in: without the flag summary.json has no head_types; with it, every type's [layer][head] scores (on the
     16 training prompts) and the learned heads, which are the summary's support."""
-    from ioi_superpose.results.head_types import TYPES
+    from ioi_superpose.analyses.head_types import TYPES
 
     run_cli(["fit", "--model.model_name", TOY_IOI, *TINY], tmp_path, monkeypatch)
     run_cli(["fit", "--model.model_name", TOY_IOI, *TINY, "--model.head_types", "true"], tmp_path, monkeypatch)

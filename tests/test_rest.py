@@ -6,15 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ioi_superpose.combinations import HeadWeights, ScalarCombination
+from ioi_superpose.analyses.exhaustive import search_subsets
+from ioi_superpose.analyses.pruning import minimal_set
+from ioi_superpose.combinations import ScalarCombination
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.metric import logit_diff
+from ioi_superpose.engine.patch import HeadWeights
 from ioi_superpose.engine.rest import FrozenRest, check_rest
-from ioi_superpose.engine.runs import BaseRun, logit_diff, patched_end_logits, recovery_of, reference_runs
+from ioi_superpose.engine.runs import BaseRun, patched_end_logits, recovery_of, reference_runs
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.groundtruth.exhaustive import search_subsets
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze
-from ioi_superpose.toy.batches import FeaturePrompts
-from ioi_superpose.training.pruning import minimal_set
 from ioi_superpose.training.system import HeadSuperposition
 from tests.helpers import random_model
 
@@ -110,8 +111,8 @@ def test_hand_computed_two_layer_case(rest):
 
 def test_the_notions_differ_on_the_chain_and_the_circuit_needs_the_whole_path():
     model, prompts = chain_model(), chain_prompts()
-    cases = FeaturePrompts("chain", prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens,
-                           prompts.end_pos)  # fmt: skip
+    cases = ContrastBatch.from_tokens(prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens,
+                                      prompts.end_pos, name="chain")  # fmt: skip
     cut = search_subsets(model, cases, "denoising", threshold=0.6, rest="free")
     circuit = search_subsets(model, cases, "denoising", threshold=0.6, rest="frozen")
     assert sorted(map(sorted, cut.minimal_sets)) == [[(0, 0)], [(1, 0)]]  # either head alone: 2/3
@@ -147,7 +148,7 @@ def test_a_circuit_is_the_cut_of_its_complement_in_the_other_direction():
     """frozen-denoising(S) = 1 − cut-noising(complement of S), subset by subset (the same forward)."""
     model = random_model(n_layers=2, n_heads=2, d_model=16, seed=2)
     clean, corrupted, answers = _pairs(model)
-    prompts = FeaturePrompts("random", clean, corrupted, answers, torch.full((len(clean),), clean.shape[1] - 1))
+    prompts = ContrastBatch.from_tokens(clean, corrupted, answers, name="random")
     frozen = search_subsets(model, prompts, "denoising", threshold=0.5, rest="frozen").subset_effect
     cut = search_subsets(model, prompts, "noising", threshold=0.5, rest="free").subset_effect
     heads = {"0.0", "0.1", "1.0", "1.1"}
@@ -164,7 +165,7 @@ def test_one_layer_without_layernorm_the_notions_differ_by_the_direct_path():
                                   normalization_type=None, act_fn=None, seed=3)  # fmt: skip
     model = freeze(HookedTransformer(cfg))
     clean, corrupted, answers = _pairs(model, changed=slice(2, 5))  # END's token too: its direct path differs
-    prompts = FeaturePrompts("one_layer", clean, corrupted, answers, torch.full((len(clean),), clean.shape[1] - 1))
+    prompts = ContrastBatch.from_tokens(clean, corrupted, answers, name="one_layer")
     frozen = search_subsets(model, prompts, "denoising", threshold=0.5, rest="frozen").subset_effect
     cut = search_subsets(model, prompts, "denoising", threshold=0.5, rest="free").subset_effect
     direct = frozen["none"]

@@ -11,9 +11,11 @@ import warnings
 import pytest
 import torch
 
+from ioi_superpose.analyses.rotation import rotation_dimensions
 from ioi_superpose.api import learn_combination
-from ioi_superpose.combinations import HeadWeights, build_combination
+from ioi_superpose.combinations import build_combination
 from ioi_superpose.combinations.rotation import RotationCombination, head_shares
+from ioi_superpose.engine.patch import HeadWeights
 from ioi_superpose.engine.runs import BaseRun, head_z, patched_end_logits, reference_runs
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.training.system import HeadSuperposition
@@ -44,7 +46,7 @@ def patched(model, base_tokens, source_tokens, answers, ends, combination):
 
 
 def rotation(layers=None, seed=0) -> RotationCombination:
-    return build_combination("rotation", N_LAYERS, N_HEADS, d_head=D_HEAD, seed=seed, rotation={"layers": layers})
+    return build_combination("rotation", N_LAYERS, N_HEADS, d_head=D_HEAD, gate_seed=seed, rotation_layers=layers)
 
 
 def test_rotation_is_orthogonal_and_random(one_thread):
@@ -163,7 +165,7 @@ def test_dimension_count_is_evaluated(model, prompts, one_thread):
         logits[0, 2] = torch.linspace(3.0, 2.0, D_HEAD)  # head 2's coordinates first, in order
         logits[0, 0] = torch.linspace(1.0, 0.5, D_HEAD)
         combination.mask_logits.copy_(logits.flatten(1))
-    result = combination.analyse(model, [batch], "denoising", target=0.5)
+    result = rotation_dimensions(model, combination, [batch], "denoising", target=0.5)
     effects = result["effect_of_top_k"]
     assert len(effects) == N_HEADS * D_HEAD + 1
     reference = reference_runs(model, clean, corrupted, batch.end_pos, answers, "denoising")

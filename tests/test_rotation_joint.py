@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from ioi_superpose.api import learn_combination
-from ioi_superpose.combinations import HeadWeights, build_combination
-from ioi_superpose.combinations.rotation_joint import JointRotationCombination
+from ioi_superpose.combinations import build_combination
+from ioi_superpose.combinations.rotation import JointRotationCombination
+from ioi_superpose.engine.patch import HeadWeights
 from ioi_superpose.engine.runs import BaseRun, head_z, patched_end_logits
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.training.system import HeadSuperposition
@@ -41,8 +42,8 @@ def prompts(model):
 
 
 def joint(layers=(0, 1), seed=0) -> JointRotationCombination:
-    return build_combination("rotation", N_LAYERS, N_HEADS, d_head=D_HEAD, seed=seed,
-                             rotation={"layers": list(layers), "joint": True})  # fmt: skip
+    return build_combination("rotation", N_LAYERS, N_HEADS, d_head=D_HEAD, gate_seed=seed, rotation_layers=list(layers),
+                             rotation_joint=True)  # fmt: skip
 
 
 def patched(model, base_tokens, source_tokens, answers, ends, combination):
@@ -139,7 +140,7 @@ def test_random_rotation_and_mask_by_hand(model, prompts, one_thread):
 def test_one_layer_is_the_per_layer_family(model, prompts, one_thread):
     """With one selected layer there is nothing to hold fixed: the joint family patches as the per-layer one."""
     clean, corrupted, answers, ends = prompts
-    single = build_combination("rotation", N_LAYERS, N_HEADS, d_head=D_HEAD, seed=5, rotation={"layers": [1]}).eval()
+    single = build_combination("rotation", N_LAYERS, N_HEADS, d_head=D_HEAD, gate_seed=5, rotation_layers=[1]).eval()
     combination = joint(layers=[1], seed=5).eval()
     with torch.no_grad():
         combination.rotations[0].weight = single.rotation(0).detach()

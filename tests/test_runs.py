@@ -5,11 +5,12 @@ import torch
 from transformer_lens import patching as tl_patching
 
 from ioi_superpose import learn_combination
-from ioi_superpose.combinations import Combination, HeadCombination, HeadWeights
+from ioi_superpose.combinations import HeadCombination
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.metric import LogitDiffMetric
+from ioi_superpose.engine.patch import Combination, HeadWeights
 from ioi_superpose.engine.runs import BaseRun, head_z, patched_end_logits
 from ioi_superpose.errors import ConfigError, cli_flag
-from ioi_superpose.training.metrics import LogitDiffMetric
 from ioi_superpose.training.system import HeadSuperposition
 from tests.helpers import hooks_attached, prompt_pairs, random_model
 

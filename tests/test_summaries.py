@@ -1,7 +1,6 @@
 import pytest
 import torch
 
-from ioi_superpose.baselines.compute import spearman, top_k_overlap
 from ioi_superpose.baselines.ioi_heads import (
     IOI_CIRCUIT,
     IOI_HEAD_CLASSES,
@@ -9,7 +8,8 @@ from ioi_superpose.baselines.ioi_heads import (
     has_gpt2_small_shape,
 )
 from ioi_superpose.baselines.top_k import top_k_alpha
-from ioi_superpose.results.summary import top_heads
+from ioi_superpose.results.baselines import spearman, top_k_overlap
+from ioi_superpose.results.units import top_heads
 
 
 def test_circuit_precision_and_recall_against_the_paper_heads():
@@ -59,7 +59,7 @@ def test_attention_weighted_alpha_patches_the_most_attending_head_fully():
 
 
 def test_heatmap_numbers_are_white_on_dark_cells_and_black_on_light_ones():
-    from ioi_superpose.results.plots import head_heatmap
+    from ioi_superpose.plots import head_heatmap
 
     figure = head_heatmap(torch.tensor([[1.0, 0.0, -1.0]]), "t", label="u")
     colours = {text.get_text(): text.get_color() for text in figure.axes[0].texts}

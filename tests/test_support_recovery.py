@@ -10,7 +10,8 @@ from functools import partial
 import pytest
 import torch
 
-from ioi_superpose.groundtruth.exhaustive import find_support
+from ioi_superpose.analyses.exhaustive import find_support
+from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.groundtruth.support_scoring import (
     FeatureSupport,
     SupportComparison,
@@ -20,7 +21,6 @@ from ioi_superpose.groundtruth.support_scoring import (
 )
 from ioi_superpose.models import HookedTransformer
 from ioi_superpose.models.toy import load_toy_checkpoint
-from ioi_superpose.toy.batches import FeaturePrompts
 from ioi_superpose.toy.skip_trigrams import SkipTrigramTask, feature_prompts
 from tests.helpers import REPO
 
@@ -44,15 +44,15 @@ def _compare(name: str, features: list[int]) -> SupportComparison:
 
 
 # --- an independent reference for the subset search ------------------------------------------------------
-def _mean_end_logit_diff(logits: torch.Tensor, prompts: FeaturePrompts) -> float:
-    at_end = logits[torch.arange(len(logits)), prompts.end_positions]
+def _mean_end_logit_diff(logits: torch.Tensor, prompts: ContrastBatch) -> float:
+    at_end = logits[torch.arange(len(logits)), prompts.end_pos]
     return float(
         (at_end.gather(-1, prompts.answer_tokens[:, :1]) - at_end.gather(-1, prompts.answer_tokens[:, 1:])).mean()
     )
 
 
 @torch.no_grad()
-def reference_recovery(model: HookedTransformer, prompts: FeaturePrompts, heads: list[tuple[int, int]]) -> float:
+def reference_recovery(model: HookedTransformer, prompts: ContrastBatch, heads: list[tuple[int, int]]) -> float:
     """Denoising recovery of one head subset, one forward per subset, with `run_with_hooks`: the corrupted
     run with `blocks.{l}.attn.hook_z[:, :, h]` replaced by the clean run's, for every (l, h) in `heads`;
     (patched - corrupted) / (clean - corrupted) of the mean logit difference at END, from full logits."""
@@ -89,7 +89,7 @@ def test_subset_recovery_equals_plain_hook_patching(name):
 
 
 def _reference_support(
-    model: HookedTransformer, prompts: FeaturePrompts, threshold: float = 0.9
+    model: HookedTransformer, prompts: ContrastBatch, threshold: float = 0.9
 ) -> set[tuple[int, int]]:
     """The smallest subset reaching `threshold` (ties: highest recovery), from `reference_recovery` alone."""
     heads = [(layer, head) for layer in range(model.cfg.n_layers) for head in range(model.cfg.n_heads)]

@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ioi_superpose.analyses.exhaustive import find_support, head_subsets, patched_logit_diffs
 from ioi_superpose.cli.train_toy import main
-from ioi_superpose.groundtruth.exhaustive import find_support, head_subsets, patched_logit_diffs
 from ioi_superpose.models.toy import attn_only_config, build_toy_model, load_toy_checkpoint, save_toy_checkpoint
 from ioi_superpose.toy.batches import IGNORE_INDEX
 from ioi_superpose.toy.export import evaluate_groups
@@ -72,7 +72,7 @@ def test_feature_prompts_are_deterministic_and_differ_only_at_the_source():
     differ = prompts.clean_tokens != prompts.corrupted_tokens
     assert (differ.sum(-1) == 1).all()
     assert (prompts.clean_tokens[differ] == 0).all()  # the source was replaced
-    assert (prompts.clean_tokens[:, -1] == 3).all() and (prompts.end_positions == 10).all()
+    assert (prompts.clean_tokens[:, -1] == 3).all() and (prompts.end_pos == 10).all()
     assert prompts.answer_tokens[0].tolist() == [8, 9]  # C(B3) = 8, absent answer C(B4) = 9
     conjunction = feature_prompts(SkipTrigramTask("two_source_conjunction", 3), feature=4, n=8, seed=0)
     assert conjunction.answer_tokens[0].tolist() == [9, 6]  # A1…B3 → C2(B3) = 9; with A0 instead → C1(B3) = 6

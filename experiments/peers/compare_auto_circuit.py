@@ -43,7 +43,7 @@ from auto_circuit.utils.graph_utils import patchable_model
 from ioi_superpose.baselines.circuit import acdc, eap_ig_scores
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.datamodule import IOIDataModule
-from ioi_superpose.engine.runs import base_and_source
+from ioi_superpose.engine.vocabulary import base_and_source
 from ioi_superpose.groundtruth.planted import composition_case, decoy_case
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze, load_frozen_model
 

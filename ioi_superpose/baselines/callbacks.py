@@ -1,6 +1,7 @@
 """The baselines of a fit as one callback: `Baselines` computes its specs' results at fit start
 (`compute.compute_baselines`, on validation prompts, rank 0 only), logs their figures to TensorBoard and
-holds the results for the run's summary (`cli/train.py::write_results`).
+holds the results for the run's summary (`cli/train.py::write_results`). No import of the LightningModule: the
+callback reads the fit through `pl_module.fitted()` (`fitting.fitted.Fits`).
 
 The YAML names baselines one by one under `trainer.callbacks` (see experiments/*.yaml); each class below is
 a `Baselines` configured with one spec, and the CLI joins them into one callback (`join_baselines`), so the
@@ -24,10 +25,11 @@ from ioi_superpose.baselines.compute import (
     ScoreSpec,
     compute_baselines,
 )
+from ioi_superpose.baselines.figures import baseline_figures
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.datamodule import IOIDataModule
-from ioi_superpose.results.pareto import VAL_SET
-from ioi_superpose.training.system import HeadSuperposition
+from ioi_superpose.data.splits import VAL_SET
+from ioi_superpose.fitting.fitted import Fits
 
 
 class Baselines(L.Callback):
@@ -41,12 +43,13 @@ class Baselines(L.Callback):
         self.results: list[BaselineResult] | None = None
         """The results of the last fit start (None before it, and on ranks other than 0)."""
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: HeadSuperposition) -> None:
+    def on_fit_start(self, trainer: L.Trainer, pl_module: Fits) -> None:
         if not trainer.is_global_zero:
             return
         sets = evaluation_sets(trainer.datamodule)
-        self.results = compute_baselines(pl_module.frozen, sets, pl_module.hparams.direction, self.specs,
-                                         rest=pl_module.rest, ablation=pl_module.ablation)  # fmt: skip
+        fitted = pl_module.fitted()  # the run's model and notion: the baselines answer its question
+        self.results = compute_baselines(fitted.model, sets, fitted.direction, self.specs, rest=fitted.rest,
+                                         ablation=fitted.ablation)  # fmt: skip
         log_baselines(trainer, self.results)
 
 
@@ -107,6 +110,19 @@ class DirectLogitAttribution(Baselines):
         super().__init__([ScoreSpec("direct_logit_attribution", n_prompts)])
 
 
+class RegistryBaseline(Baselines):
+    """Any head score of the registry by its name (`baselines/scorers.py`: `eap_ig`, `acdc`, … and every baseline
+    added there): a new baseline needs no callback of its own."""
+
+    def __init__(self, name: str, n_prompts: int = 64) -> None:
+        """
+        Args:
+            name: the scorer's name in the registry (`baselines.scorers.SCORERS`).
+            n_prompts: validation prompts the score is computed on.
+        """
+        super().__init__([ScoreSpec(name, n_prompts)])
+
+
 class CombinationBaselines(Baselines):
     """Hand-made combinations against the number of heads k, on validation and every test set of the run:
     α = 1 on the k heads of largest score for every other baseline of the run (and single-head activation
@@ -153,7 +169,7 @@ def evaluation_sets(datamodule: IOIDataModule | None) -> dict[str, ContrastBatch
 def log_baselines(trainer: L.Trainer, results: Sequence[BaselineResult]) -> None:
     """Every result's α-independent figures to the run's TensorBoard, under `baselines/<stem>`."""
     for result in results:
-        for stem, figure in result.figures().items():
+        for stem, figure in baseline_figures(result).items():
             log_figure(trainer, f"baselines/{stem}", figure)
 
 

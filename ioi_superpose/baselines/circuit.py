@@ -24,23 +24,11 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from ioi_superpose.combinations import HeadWeights
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.runs import (
-    BaseRun,
-    Direction,
-    Head,
-    base_and_source,
-    capture,
-    check_direction,
-    end_logits,
-    head_z,
-    hook_name,
-    logit_diff,
-    patched_end_logits,
-    unembed_at_end,
-    z_names,
-)
+from ioi_superpose.engine.metric import logit_diff
+from ioi_superpose.engine.patch import HeadWeights
+from ioi_superpose.engine.runs import BaseRun, capture, end_logits, head_z, patched_end_logits, unembed_at_end
+from ioi_superpose.engine.vocabulary import Direction, Head, base_and_source, check_direction, hook_name, z_names
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, HookPoint
 
@@ -104,7 +92,7 @@ def eap_ig_scores(
       −(k + 1) · gap · score for `steps=k + 1, endpoint=True` (its loss is −M unnormalised, and it sums
       over its k + 1 points where we average).
 
-    At α = 0 both are plain attribution patching (`patching.attribution_patch` of z, normalised metric), so
+    At α = 0 both are plain attribution patching (`attribution_patching.attribution_patch` of z, normalised metric), so
     `steps=1` reproduces it. On a model whose metric is linear in z (one attention layer, no LayerNorm) every
     gradient is the same constant and the score is the exact single-head patching effect at any `steps`.
     """

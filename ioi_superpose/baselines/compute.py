@@ -2,10 +2,10 @@
 
 A spec says what to compute (`ScoreSpec`: a head score of the registry, `baselines/scorers.py`;
 `CombinationsSpec`: the top-k curves of every ranking); a result holds what was computed, α-independent
-(`HeadScores`, `CombinationCurves`), and compares itself with a learned α on demand (`summary(system)`,
-`figures(system)`). The baseline callback of a fit (`baselines/callbacks.py`) and the members of a batched
-fit (`cli/train.py::write_results`) call the same function, the latter once per group: the baselines do not
-depend on α, and the members of a group share model, prompts and direction.
+(`HeadScores`, `CombinationCurves`). Their figures are drawn by `baselines/figures.py`, their comparison with a
+learned α is written by `results/baselines.py`. The baseline callback of a fit (`baselines/callbacks.py`) and the
+members of a batched fit (`cli/train_batched.py`) call the same function, the latter once per group: the baselines
+do not depend on α, and the members of a group share model, prompts and direction.
 """
 
 from __future__ import annotations
@@ -16,44 +16,21 @@ from typing import Any
 
 import torch
 from jaxtyping import Float
-from matplotlib.figure import Figure
 from torch import Tensor
-from torchmetrics.functional import spearman_corrcoef
 
+from ioi_superpose.baselines.attribution_patching import attribution_agreement
 from ioi_superpose.baselines.logit_attribution import LogitAttribution, direct_logit_attribution
-from ioi_superpose.baselines.patching import attribution_agreement
 from ioi_superpose.baselines.scorers import SCORERS, activation_patching, attribution_patching, patching_metric
 from ioi_superpose.baselines.top_k import attention_to_io, attention_weighted_alpha, top_k_curves, uniform_top_k_alphas
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.ioi import IOIBatch
+from ioi_superpose.data.splits import VAL_SET
+from ioi_superpose.engine.ablations import Ablation, check_ablation
 from ioi_superpose.engine.rest import Rest
-from ioi_superpose.engine.runs import Direction
+from ioi_superpose.engine.vocabulary import Direction
 from ioi_superpose.errors import ConfigError
+from ioi_superpose.fitting.fitted import FittedCombination
 from ioi_superpose.models import HookedTransformer
-from ioi_superpose.results.circuit import Ablation, check_ablation
-from ioi_superpose.results.pareto import VAL_SET
-from ioi_superpose.results.plots import component_bars, head_heatmap, logit_lens_figure, recovery_curves
-from ioi_superpose.results.summary import top_heads
-from ioi_superpose.training.system import HeadSuperposition
-
-TITLES = {
-    "activation_patching": "Activation patching: each head alone",
-    "attribution_patching": "Attribution patching (linear estimate of each head alone)",
-    "path_patching": "Path patching: each head's path to the receivers",
-    "direct_logit_attribution": "Direct logit attribution per head",
-    "eap_ig": "EAP-IG per head",
-    "acdc": "Heads ACDC keeps",
-}
-"""Heatmap titles of the scores (a score without one is titled by its name); the direction and prompts are added."""
-LABELS = {
-    "activation_patching": "recovery (0: base, 1: source)",
-    "attribution_patching": "estimated recovery",
-    "path_patching": "recovery via the path",
-    "direct_logit_attribution": "direct effect on IO − S logit",
-    "eap_ig": "EAP-IG score (normalised effect)",
-    "acdc": "kept (1) or not (0)",
-}
-"""What each score's colour bar measures (a score without an entry: "score")."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +41,7 @@ class ScoreSpec:
     """The scorer's name in `SCORERS`; also the result's summary key and figure stem."""
     n_prompts: int = 64
     title: str | None = None
-    """The heatmap's title (None: `TITLES`' for the name)."""
+    """The heatmap's title (None: the registry's for the name)."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Further keyword arguments of the scorer (path patching: `receivers`, `receiver_input`)."""
 
@@ -89,28 +66,6 @@ class CombinationsSpec:
 BaselineSpec = ScoreSpec | CombinationsSpec
 
 
-def spearman(a: Tensor, b: Tensor) -> float | None:
-    """Spearman rank correlation of two flattened tensors (average ranks for ties); None when either is
-    constant (e.g. an all-zero α), where the correlation is undefined."""
-    a, b = a.flatten().double(), b.flatten().double()
-    if bool((a == a[0]).all()) or bool((b == b[0]).all()):
-        return None
-    return float(spearman_corrcoef(a, b))
-
-
-def top_k_overlap(a: Tensor, b: Tensor, k: int) -> float:
-    """Share of the k largest entries of `a` that are also among the k largest of `b`."""
-    top_a = set(a.flatten().topk(k).indices.tolist())
-    top_b = set(b.flatten().topk(k).indices.tolist())
-    return len(top_a & top_b) / k
-
-
-def heads_used(system: HeadSuperposition) -> int:
-    """Heads of the learned combination's [layer, head] view above the L0 threshold. Heads, not units:
-    per_position's (head, role) pairs and mixing's map entries can outnumber the heads."""
-    return int((system.combination.head_coefficients().abs() > system.hparams.l0_threshold).sum())
-
-
 @dataclass
 class HeadScores:
     """One head score [layer, head] and what came with it."""
@@ -128,31 +83,6 @@ class HeadScores:
     n_prompts: int | None = None
     """The validation prompts the score was computed on."""
 
-    def summary(self, system: HeadSuperposition) -> dict[str, Any]:
-        """The score against `system`'s learned α: rank correlation, top-k overlap (k = heads α uses), top heads."""
-        alpha = system.combination.head_coefficients().cpu()  # [layer, head] (largest over roles)
-        k = max(heads_used(system), 1)
-        return {
-            "spearman_abs_alpha_vs_abs_effect": spearman(alpha.abs(), self.effect.abs()),
-            f"top_{k}_overlap": top_k_overlap(alpha.abs(), self.effect.abs(), k),
-            "top_heads": top_heads(self.effect, k=5, key="value"),
-            **self.extras,
-        }
-
-    def figures(self, system: HeadSuperposition | None = None) -> dict[str, Figure]:
-        """PNG-ready figures keyed by file stem (none depends on α: `system` is not read)."""
-        figures = {self.name: head_heatmap(self.effect, self.title, label=self.label)}
-        result = self.logit_attribution
-        if result is not None:
-            prompts = f"clean validation prompts ({self.n_prompts})"
-            figures[f"{self.name}_accumulated"] = logit_lens_figure(
-                result.accumulated, result.accumulated_labels, f"Logit lens at END by depth, {prompts}"
-            )
-            figures[f"{self.name}_decomposed"] = component_bars(
-                result.decomposed, result.decomposed_labels, f"Each component's direct effect at END, {prompts}"
-            )
-        return figures
-
 
 @dataclass
 class CombinationCurves:
@@ -169,7 +99,7 @@ class CombinationCurves:
     set); each set's curves are the recovery of those α on the set's first `curve_prompts` prompts (all by
     default: the prompts summary.json's learned recoveries use, so the learned points of a Pareto front and
     its curves are measured on the same prompts), null where the set's clean − corrupted gap is below
-    `summary.MIN_GAP`.
+    `engine.metric.MIN_GAP`.
     """
 
     attention: Float[Tensor, "n_layers n_heads"]
@@ -183,47 +113,14 @@ class CombinationCurves:
     direction: str = "denoising"
     """The run's direction (the curves' titles)."""
 
-    def learned_point(self, system: HeadSuperposition) -> tuple[int, float]:
-        """(heads used, recovery) of `system`'s learned α on the validation prompts of the curves."""
-        batch = self.val_batch.to(system.device)
-        combination = system.combination
-        was_training = combination.training
-        combination.eval()  # deterministic gates
-        with torch.no_grad():
-            reference = system.reference(batch)
-            recovery = reference.recovery(system.loss_terms(batch, reference)["answer_logits"])
-        combination.train(was_training)
-        return heads_used(system), float(recovery)
-
-    def summary(self, system: HeadSuperposition) -> dict[str, Any]:
-        l0, learned = self.learned_point(system)
-        val = self.curves_by_set[VAL_SET]
-        k = min(max(l0, 1), len(next(iter(val.values()))))
-        return {
-            "k": k,
-            "learned_recovery": learned,
-            "recovery_at_k": {name: curve[k - 1] for name, curve in val.items()},
-            "curves_by_set": self.curves_by_set,
-            "prompts_by_set": self.prompts_by_set,
-            "top_heads_by_attention_to_io": top_heads(self.attention, k=5, key="value"),
-        }
-
-    def figures(self, system: HeadSuperposition | None = None) -> dict[str, Figure]:
-        """The attention heatmap and, given a `system`, the validation curves with its learned α's point."""
-        n = len(self.val_batch)
-        figures = {"attention_to_io": head_heatmap(
-            self.attention, f"Attention from END to IO, mean over {n} clean validation prompts", diverging=False,
-            label="attention probability",
-        )}  # fmt: skip
-        if system is not None:
-            figures[f"{self.name}_recovery"] = recovery_curves(
-                self.curves_by_set[VAL_SET], {"learned α": self.learned_point(system)},
-                f"Top-k head combinations and the learned α: {self.direction}, validation ({n} prompts)",
-            )  # fmt: skip
-        return figures
-
 
 BaselineResult = HeadScores | CombinationCurves
+
+
+def learned_point(curves: CombinationCurves, fitted: FittedCombination) -> tuple[int, float]:
+    """(heads used, recovery) of the fitted combination on the validation prompts of the curves: its point on
+    their front. Heads, not units: per_position's (head, role) pairs and mixing's map entries can outnumber them."""
+    return len(fitted.heads()), fitted.recovery(curves.val_batch)
 
 
 def compute_baselines(
@@ -237,7 +134,7 @@ def compute_baselines(
 ) -> list[BaselineResult]:
     """Every spec's result, in the order of `specs`.
 
-    `sets`: the run's evaluation sets, whole (validation under `results.pareto.VAL_SET`, then every test set;
+    `sets`: the run's evaluation sets, whole (validation under `data.splits.VAL_SET`, then every test set;
     each spec takes its first prompts); `direction`, `rest` and `ablation`: the run's, so exact activation
     patching and the top-k curves answer the question its learned α answers (a cut or a circuit; the patch
     source). The combinations' rankings are the head scores of this call. Exact activation patching is computed
@@ -281,8 +178,9 @@ def head_scores(
 ) -> HeadScores:
     """`spec`'s score on `batch`, with attribution patching's and direct logit attribution's extras."""
     n = len(batch)
-    what = dict(label=LABELS.get(spec.name, "score"), n_prompts=n)
-    title = f"{spec.title or TITLES.get(spec.name, spec.name)}: {direction}, {n} validation prompts"
+    scorer = SCORERS[spec.name]
+    what = dict(label=scorer.unit, n_prompts=n)
+    title = f"{spec.title or scorer.title or spec.name}: {direction}, {n} validation prompts"
     if spec.name == "activation_patching":
         return HeadScores(spec.name, title, activation(spec.n_prompts), **what)
     if spec.name == "attribution_patching":
@@ -294,9 +192,9 @@ def head_scores(
         result = direct_logit_attribution(model, batch.clean_tokens, batch.answer_tokens, batch.end_pos)
         extras = {"logit_diff": result.logit_diff,
                   "per_component": dict(zip(result.decomposed_labels, result.decomposed.tolist()))}  # fmt: skip
-        title = f"{spec.title or TITLES[spec.name]}: {n} clean validation prompts (no direction: the clean run)"
+        title = f"{spec.title or scorer.title or spec.name}: {n} clean validation prompts (no direction: the clean run)"
         return HeadScores(spec.name, title, _cpu(result.heads), extras, logit_attribution=result, **what)
-    return HeadScores(spec.name, title, _cpu(SCORERS[spec.name](model, batch, direction, **spec.options)), **what)
+    return HeadScores(spec.name, title, _cpu(scorer.score(model, batch, direction, **spec.options)), **what)
 
 
 def combination_curves(

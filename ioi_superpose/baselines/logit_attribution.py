@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ioi_superpose.engine.runs import gather_end
+from ioi_superpose.engine.metric import gather_end
 from ioi_superpose.models import HookedTransformer
 
 

@@ -1,38 +1,33 @@
 """The head scorers: one function per baseline, `scorer(model, batch, direction) -> [layer, head]`, by name.
 
 One registry (`SCORERS`) serves the baseline callbacks of a run (`baselines/callbacks.py`) and the ground-truth
-benchmark (`groundtruth/benchmark.py`), so a baseline is computed one way wherever it is compared. The patching
+benchmark (`groundtruth/benchmark.py`), so a baseline is computed one way wherever it is compared, and a new baseline
+is one entry: its function, its benchmark label, its heatmap title. The patching
 scores are normalised effects in the run's direction: 0 = the base run, 1 = the source run (`patching_metric`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 from jaxtyping import Float
 from torch import Tensor
 
+from ioi_superpose.baselines.activation_patching import activation_patch
+from ioi_superpose.baselines.attribution_patching import attribution_patch
 from ioi_superpose.baselines.circuit import acdc_head_scores, eap_ig_scores
 from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
-from ioi_superpose.baselines.patching import activation_patch, attribution_patch, path_patch_sweep
-from ioi_superpose.combinations import HeadWeights
+from ioi_superpose.baselines.path_patching import path_patch_sweep
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.ablations import Ablation, ablated_reference, check_ablation
+from ioi_superpose.engine.metric import LogitDiffMetric, logit_diff
+from ioi_superpose.engine.patch import HeadWeights
 from ioi_superpose.engine.rest import Rest, check_rest, run_tokens, with_rest
-from ioi_superpose.engine.runs import (
-    BaseRun,
-    Direction,
-    base_and_source,
-    hook_name,
-    logit_diff,
-    patched_end_logits,
-    reference_runs,
-)
+from ioi_superpose.engine.runs import BaseRun, patched_end_logits, reference_runs
+from ioi_superpose.engine.vocabulary import Direction, base_and_source, hook_name
 from ioi_superpose.models import HookedTransformer
-from ioi_superpose.results.circuit import Ablation, ablated_reference, check_ablation
-from ioi_superpose.training.metrics import LogitDiffMetric
-
-Scorer = Callable[[HookedTransformer, ContrastBatch, Direction], Float[Tensor, "layer head"]]
 
 
 def patching_metric(model: HookedTransformer, batch: ContrastBatch, direction: Direction) -> LogitDiffMetric:
@@ -56,7 +51,7 @@ def activation_patching(
 ) -> Float[Tensor, "layer head"]:
     """Exact per-head activation patching of z (all positions): the normalised effect of each head alone.
 
-    `ablation` (`ioi_superpose.results.circuit`): the source z of a *noising* patch — `corrupted` (the paired
+    `ablation` (`ioi_superpose.engine.ablations`): the source z of a *noising* patch — `corrupted` (the paired
     prompt), `resample`, `mean` or `zero`; for the last three the default metric reads 1 for the clean run with
     every head ablated (`circuit.ablated_reference`, as `--model.ablation`). Refused with `direction="denoising"`:
     denoising patches the clean run's z into the corrupted run, and an ablation is what a removed head's z becomes.
@@ -126,12 +121,35 @@ def direct_logit_attribution_of_heads(
     return direct_logit_attribution(model, batch.clean_tokens, batch.answer_tokens, batch.end_pos).heads
 
 
+@dataclass(frozen=True)
+class Scorer:
+    """One baseline of the registry: its head score and how it is shown and compared."""
+
+    score: Callable[..., Float[Tensor, "layer head"]]
+    """`score(model, batch, direction, **options) -> [layer, head]`, larger = more important."""
+    label: str
+    """Its name in the benchmark's rows (`groundtruth/benchmark.py`)."""
+    title: str | None = None
+    """Its heatmap's title in a run (None: its registry name; the run adds the direction and the prompts)."""
+    unit: str = "score"
+    """What its heatmap's colour bar measures, with the unit."""
+    top_k: bool = False
+    """The benchmark also takes its k best heads, k chosen leave-one-case-out (a `top-k` row)."""
+    notion: bool = False
+    """It answers in the run's notion (`rest=`, `ablation=` keywords): exact activation patching."""
+
+
 SCORERS: dict[str, Scorer] = {
-    "activation_patching": activation_patching,
-    "attribution_patching": attribution_patching,
-    "path_patching": path_patching,
-    "direct_logit_attribution": direct_logit_attribution_of_heads,
-    "eap_ig": eap_ig_scores,
-    "acdc": acdc_head_scores,
-}
-"""The head scorers by name (the names are the baseline callbacks' `name`s and their summary keys)."""
+    "activation_patching": Scorer(activation_patching, "activation patching", "Activation patching: each head alone",
+                                  "recovery (0: base, 1: source)", top_k=True, notion=True),
+    "attribution_patching": Scorer(attribution_patching, "attribution patching",
+                                   "Attribution patching (linear estimate of each head alone)", "estimated recovery"),
+    "eap_ig": Scorer(eap_ig_scores, "EAP-IG", "EAP-IG per head", "EAP-IG score (normalised effect)"),
+    "direct_logit_attribution": Scorer(direct_logit_attribution_of_heads, "direct logit attribution",
+                                       "Direct logit attribution per head", "direct effect on IO − S logit"),
+    "path_patching": Scorer(path_patching, "path patching → logits", "Path patching: each head's path to the receivers",
+                            "recovery via the path"),
+    "acdc": Scorer(acdc_head_scores, "ACDC (heads, τ 0.01)", "Heads ACDC keeps", "kept (1) or not (0)"),
+}  # fmt: skip
+"""The baselines by name: the names are the run's baseline summary keys and figure stems (`baselines/callbacks.py`
+configures them), and the benchmark scores each (`groundtruth/benchmark.py`). A new baseline is one entry here."""

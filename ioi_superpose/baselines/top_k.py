@@ -11,11 +11,12 @@ from torch import Tensor
 
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.ioi import IOIBatch
+from ioi_superpose.engine.ablations import Ablation, notion_reference
+from ioi_superpose.engine.metric import has_gap, logit_diff
 from ioi_superpose.engine.rest import Rest
-from ioi_superpose.engine.runs import Direction, hook_name, logit_diff, recovery_of
+from ioi_superpose.engine.runs import recovery_of
+from ioi_superpose.engine.vocabulary import Direction, hook_name
 from ioi_superpose.models import HookedTransformer
-from ioi_superpose.results.circuit import Ablation, notion_reference
-from ioi_superpose.results.summary import has_gap
 
 
 def top_k_alpha(score: Tensor, k: int, weights: Tensor) -> Tensor:
@@ -62,9 +63,9 @@ def top_k_curves(
     ablation: Ablation = "corrupted",
 ) -> dict[str, dict[str, list[float | None]]]:
     """`curves[set][name][k - 1]`: the recovery of `alphas[name][k - 1]` on `batches[set]`, or None for a set
-    whose clean − corrupted gap is below `summary.MIN_GAP` (there recovery is noise, as in summary.json).
+    whose clean − corrupted gap is below `engine.metric.MIN_GAP` (there recovery is noise, as in summary.json).
     `rest` and `ablation`: the run's notion and patch source, so the curves are measured as its learned α is
-    (`results.circuit.notion_reference`).
+    (`engine.ablations.notion_reference`).
 
     One folded run per set for every curve together; α that several curves share (e.g. the same top
     heads) run once.

@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor
 
-from ioi_superpose.results.plots import head_heatmap
+from ioi_superpose.plots import head_heatmap
 from ioi_superpose.training.system import HeadSuperposition
 
 ALPHA_LABEL = "α (0: base z, 1: source z)"

@@ -2,7 +2,7 @@
 exhaustive ground truth in both directions and both notions of a head set (`--rest`); writes DIR/benchmark.md
 and DIR/benchmark.json (`--suite gpt2`: the 144-head suite, DIR/benchmark_gpt2.md and benchmark_gpt2.json).
 
-The logic is `ioi_superpose.groundtruth.benchmark`; the cases `ioi_superpose.groundtruth.benchmark_cases`.
+The run is `ioi_superpose.groundtruth.benchmark`, its markdown `benchmark_report`; the cases `benchmark_cases`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import torch
 from ioi_superpose.arguments import OneLineParser
 from ioi_superpose.errors import ConfigError, user_facing_main
 from ioi_superpose.files import atomic_write, write_json
-from ioi_superpose.groundtruth.benchmark import Config, markdown, run_benchmark
+from ioi_superpose.groundtruth.benchmark import Config, run_benchmark
+from ioi_superpose.groundtruth.benchmark_report import markdown
 
 DEFAULT_OUT = Path("runs") / "benchmark"
 

@@ -4,8 +4,9 @@
     python -m ioi_superpose.cli.options_page --check   # exit 1 if docs/options.md differs (a test runs this)
 
 Every `--model.*`, `--data.*` and `--max_activating.*` option with its type, default and the help text of its
-docstring — the typed settings of `HeadSuperposition`, `IOIDataModule` and `MaxActivatingOptions` as LightningCLI
-parses them — so the page cannot drift from the code: a changed setting fails the tests until it is regenerated.
+docstring — the flat settings of `fitting/settings.py` (as `training.system.superposition_module` takes them),
+`IOIDataModule` and `MaxActivatingOptions` as LightningCLI parses them — so the page cannot drift from the code: a
+changed setting fails the tests until it is regenerated.
 """
 
 from __future__ import annotations
@@ -17,13 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ioi_superpose.cli.lightning_parsing import lightning_parser_kwargs
-
 PAGE = Path(__file__).resolve().parents[2] / "docs" / "options.md"
 SECTIONS = {
-    "model": "The learned combination and what it is trained for (`HeadSuperposition`, `training/system.py`)",
+    "model": "The learned combination and what it is trained for (`fitting/settings.py`, `combinations/`)",
     "data": "The prompts (`IOIDataModule`, `data/datamodule.py`)",
-    "max_activating": "The max-activating table after fit (`MaxActivatingOptions`, `results/max_activating.py`)",
+    "max_activating": "The max-activating table after fit (`MaxActivatingOptions`, `analyses/max_activating.py`)",
 }
 
 SKIPPED = ("model.test_sets", "data.model_name", "model.preloaded_model")
@@ -43,9 +42,7 @@ def fit_parser() -> Any:
             raise _Parsed(self)
 
     try:
-        ParserOnly(train.HeadSuperposition, train.IOIDataModule, trainer_defaults=train.TRAINER_DEFAULTS,
-                   seed_everything_default=0, args=["fit"],
-                   parser_kwargs=lightning_parser_kwargs("train", train.__doc__))  # fmt: skip
+        train.build_cli(["fit"], ParserOnly)
     except _Parsed as parsed:
         return parsed.args[0]._subcommand_parsers["fit"]
     raise RuntimeError("LightningCLI did not parse its arguments")

@@ -14,10 +14,12 @@ import lightning as L
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from ioi_superpose.analyses.exhaustive import search_subsets
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.groundtruth.exhaustive import search_subsets
-from ioi_superpose.results.pareto import VAL_SET, pareto_figure
+from ioi_superpose.data.splits import VAL_SET
+from ioi_superpose.fitting.fitted import FittedCombination
+from ioi_superpose.results.pareto import pareto_figure
 from ioi_superpose.results.run_figures import (
     EXHAUSTIVE_FILE,
     EXHAUSTIVE_MAX_HEADS,
@@ -28,43 +30,42 @@ from ioi_superpose.results.run_figures import (
     per_prompt_histograms,
 )
 from ioi_superpose.results.schema import RunSummary
-from ioi_superpose.training.system import HeadSuperposition
 
 DEFAULT_TARGET = 0.9
 """The recovery the exhaustive minimal sets must reach when the run sets no `--model.prune_target`."""
 
 
 def exhaustive_front(
-    model: HeadSuperposition, prompts: ContrastBatch, set_name: str = VAL_SET
+    fitted: FittedCombination, prompts: ContrastBatch, set_name: str = VAL_SET
 ) -> ExhaustiveFront | None:
     """Every head subset patched on `prompts` in the run's direction, notion and patch source; None where the model
     has more than `EXHAUSTIVE_MAX_HEADS` heads (2^heads subsets) or the prompts have no clean/corrupted gap."""
-    cfg = model.frozen.cfg
+    cfg = fitted.model.cfg
     if cfg.n_layers * cfg.n_heads > EXHAUSTIVE_MAX_HEADS:
         return None
-    target = model.hparams.get("prune_target") or DEFAULT_TARGET
-    direction = model.hparams.direction
+    target = fitted.settings.prune.prune_target or DEFAULT_TARGET
+    direction = fitted.direction
     try:
-        search = search_subsets(model.frozen, prompts.to(model.device), direction, threshold=target,
-                                max_heads=EXHAUSTIVE_MAX_HEADS, rest=model.rest, ablation=model.ablation)  # fmt: skip
+        search = search_subsets(fitted.model, prompts.to(fitted.device), direction, threshold=target,
+                                max_heads=EXHAUSTIVE_MAX_HEADS, rest=fitted.rest, ablation=fitted.ablation)  # fmt: skip
     except ValueError:  # the clean and corrupted runs have the same logit difference: no recovery to rank by
         return None
-    return ExhaustiveFront.from_effects(search.subset_effect, search.minimal_sets, set_name, direction, model.rest,
+    return ExhaustiveFront.from_effects(search.subset_effect, search.minimal_sets, set_name, direction, fitted.rest,
                                         len(prompts), target)  # fmt: skip
 
 
 def run_figures(
-    trainer: L.Trainer, model: HeadSuperposition, summary: RunSummary, recoveries: Mapping[str, Tensor],
+    trainer: L.Trainer, fitted: FittedCombination, summary: RunSummary, recoveries: Mapping[str, Tensor],
     val_prompts: ContrastBatch,
 ) -> tuple[dict[str, Figure], dict[str, Any]]:  # fmt: skip
     """(figures by file stem, JSON records by file name) for the run directory."""
     direction, family = summary.direction, summary.combination
-    threshold = model.hparams.l0_threshold
+    threshold = fitted.l0_threshold
     figures: dict[str, Figure] = {}
     history = next((c.history for c in trainer.callbacks if isinstance(c, CoefficientPlots)), None)
     if history is not None and len(history[0]) > 1:
         steps, alphas = history
-        l1 = model.hparams.get("l1")
+        l1 = fitted.settings.optim.l1
         figures["alpha_over_training"] = alpha_over_training(
             steps, alphas, threshold, f"α over training: {direction}, {family}, λ = {l1} (each head's [layer, head] α)"
         )
@@ -72,12 +73,12 @@ def run_figures(
         recoveries, direction, {VAL_SET: summary.recovery.val, **summary.recovery.test}
     )
     figures["learned_heads"] = learned_heads_graph(
-        model.combination.head_coefficients().detach().cpu(), threshold,
+        fitted.combination.head_coefficients().detach().cpu(), threshold,
         f"The learned heads by layer ({Path(summary.model_name).name})\n{direction}, {family}, L0 = {summary.l0}, "
         f"val recovery {_fmt(summary.recovery.val)}",
     )  # fmt: skip
     files: dict[str, Any] = {}
-    front = exhaustive_front(model, val_prompts[:EXHAUSTIVE_PROMPTS])
+    front = exhaustive_front(fitted, val_prompts[:EXHAUSTIVE_PROMPTS])
     if front is not None:
         files[EXHAUSTIVE_FILE] = front.to_dict()
     figures[f"pareto_{VAL_SET}"] = pareto_figure([summary], VAL_SET, fronts=[front] if front else [])

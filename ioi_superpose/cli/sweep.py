@@ -36,6 +36,7 @@ from ioi_superpose.arguments import OneLineParser
 from ioi_superpose.cli.sweep_points import Point, grid_points, parse_grid, run_point
 from ioi_superpose.errors import ConfigError, UserFacingError, user_facing_main
 from ioi_superpose.files import write_json
+from ioi_superpose.fitting.settings import BATCHABLE
 from ioi_superpose.results.analysis import SEED_KEYS, compare_directions, stability
 from ioi_superpose.results.pareto import log_sweep
 from ioi_superpose.results.schema import DirectionComparison, RunSummary, Stability, SweepPoint, SweepSummary
@@ -43,8 +44,8 @@ from ioi_superpose.results.schema import DirectionComparison, RunSummary, Stabil
 """Grid keys that change only the randomness or the start, not the question: stability is measured over them."""
 
 
-BATCHABLE_KEYS = ("model.l1", "model.init", "model.lr", "model.gate_seed")
-"""Grid keys whose points can train together in one batched forward (`--batch_variants`, `config.BATCHABLE`)."""
+BATCHABLE_KEYS = tuple(f"model.{name}" for name in BATCHABLE)
+"""Grid keys whose points can train together in one batched forward (`--batch_variants`, `settings.BATCHABLE`)."""
 
 
 def batch_groups(points: Sequence[Point], size: int) -> list[list[Point]]:

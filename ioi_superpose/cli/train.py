@@ -17,6 +17,9 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from ioi_superpose.analyses.max_activating import MaxActivatingOptions
+from ioi_superpose.analyses.per_prompt import per_prompt_recoveries
+from ioi_superpose.analyses.post_fit import AfterFit, after_fit
 from ioi_superpose.baselines.callbacks import Baselines, join_baselines, log_baselines, log_figure
 from ioi_superpose.baselines.compute import BaselineResult
 from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
@@ -29,16 +32,14 @@ from ioi_superpose.cli.run_directory import keep_the_runs_config, log_into_run_d
 from ioi_superpose.cli.run_records import run_figures
 from ioi_superpose.console import quiet_console
 from ioi_superpose.data.datamodule import IOIDataModule
-from ioi_superpose.errors import ConfigError, user_facing_main
+from ioi_superpose.data.splits import TRAIN_SET, VAL_SET
+from ioi_superpose.errors import ConfigError, cli_flag, user_facing_main
 from ioi_superpose.results.analysis import distribution
 from ioi_superpose.results.caveats import prune_shortfall
-from ioi_superpose.results.corpus import write_corpus_examples
 from ioi_superpose.results.evaluation_table import evaluation_table, stage_set_names
-from ioi_superpose.results.max_activating import MaxActivatingOptions
 from ioi_superpose.results.pareto import pareto_figures
-from ioi_superpose.results.per_prompt import per_prompt_recoveries
-from ioi_superpose.results.summary import RunWriter, build_summary
-from ioi_superpose.training.system import HeadSuperposition
+from ioi_superpose.results.summary import RunWriter, build_summary, write_corpus_examples
+from ioi_superpose.training.system import HeadSuperposition, superposition_module
 
 TRAINER_DEFAULTS = {
     "max_epochs": 5,
@@ -181,7 +182,7 @@ class SuperposeCLI(OneLineParseErrors, LightningCLI):
 
     def before_fit(self) -> None:
         self.trainer.callbacks.append(ExactResume(self.argv))
-        if self.datamodule.hparams.get("corpus") and self.model.hparams.get("combination") == "rotation":
+        if self.datamodule.hparams.get("corpus") and self.model.config.family.combination == "rotation":
             raise ConfigError(
                 "--data.corpus ranks positions by head weights; --model.combination rotation learns directions, "
                 "not head weights: leave --data.corpus unset for rotation runs."
@@ -211,12 +212,19 @@ def write_results(
     config: dict,
     baselines: Sequence[BaselineResult] | None = None,
 ) -> None:
-    """After fit: evaluate `model`'s final α on validation and every test set, write the run directory
-    (`trainer`'s log dir) and print where. `config`: the run's parsed settings (`--max_activating.*` among them).
+    """After fit: the work that follows it (`analyses.post_fit.after_fit`: rotation's dimension count, pruning, the
+    circuit criteria, head types, as the settings ask), then evaluate `model`'s final α on validation and every
+    test set, write the run directory (`trainer`'s log dir) and print where. `config`: the run's parsed settings
+    (`--max_activating.*` among them).
 
     `baselines`: the run's baseline results; None: those its `Baselines` callback computed at fit start. A
     member of a batched fit (`ioi_superpose.cli.train_batched`), whose trainer did not fit, is given its
     group's (`compute.compute_baselines`, once per group); their figures go to its TensorBoard here."""
+    # Every process runs it alike (the same first training prompts), before the collective evaluation below.
+    model.to(trainer.strategy.root_device)
+    datamodule.setup("fit")  # a batched member's own datamodule was not the one the group's fit set up
+    with stage_threads(trainer):  # the run's thread count (TorchThreads), as the Trainer's stages have
+        after = after_fit(model.fitted(), datamodule.splits[TRAIN_SET], datamodule.hparams.batch_size, cli_flag)
     val_metrics = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
     test_metrics: dict[str, float] = {}
     for per_loader in trainer.test(model, datamodule=datamodule, verbose=False):
@@ -231,20 +239,22 @@ def write_results(
     # Each stage ends by moving the module to the CPU: the summary's own runs go back to the device.
     model.to(trainer.strategy.root_device).eval()
     with stage_threads(trainer):  # the run's thread count (TorchThreads) for the work outside Trainer stages too
-        _write_results(trainer, model, datamodule, config, baselines, val_metrics, test_metrics, run_dir)
+        _write_results(trainer, model, datamodule, config, baselines, val_metrics, test_metrics, run_dir, after)
 
 
 def _write_results(
     trainer: L.Trainer, model: HeadSuperposition, datamodule: IOIDataModule, config: dict,
-    baselines: Sequence[BaselineResult], val_metrics: dict, test_metrics: dict, run_dir: str | None,
+    baselines: Sequence[BaselineResult], val_metrics: dict, test_metrics: dict, run_dir: str | None, after: AfterFit,
 ) -> None:  # fmt: skip
-    splits = datamodule.splits
-    recoveries = {name: per_prompt_recoveries(model, splits[name]) for name in ["val", *datamodule.test_set_names]}
+    fitted = model.fitted()
+    sets = [VAL_SET, *datamodule.test_set_names]
+    recoveries = {name: per_prompt_recoveries(fitted, datamodule.splits[name]) for name in sets}
     per_prompt = {name: distribution(values) for name, values in recoveries.items()}
     steps = trainer.global_step if model.steps_trained is None else model.steps_trained  # a batched member: its group's
     summary = build_summary(
-        model, val_metrics, test_metrics, datamodule.test_set_names, config, baselines, per_prompt, steps=steps
-    )
+        fitted, val_metrics, test_metrics, datamodule.test_set_names, config, baselines, per_prompt, steps=steps,
+        after=after,
+    )  # fmt: skip
     for set_name, figure in pareto_figures([summary]).items():  # this run's point on every set's front
         log_figure(trainer, f"pareto/{set_name}", figure)
     if run_dir is None:  # fast_dev_run and logger=False runs keep no files
@@ -253,10 +263,10 @@ def _write_results(
     # The table reads the final combination (after pruning), like the summary.
     max_activating = MaxActivatingOptions(**config["max_activating"])
     # Before RunWriter: its summary.json, written last, marks the run directory complete.
-    corpus_paths = (write_corpus_examples(model, datamodule.hparams.corpus, run_dir, max_activating.k)
+    corpus_paths = (write_corpus_examples(fitted, datamodule.hparams.corpus, run_dir, max_activating.k)
                     if datamodule.hparams.get("corpus") else {})  # fmt: skip
-    figures, files = run_figures(trainer, model, summary, recoveries, splits["val"])
-    paths = RunWriter(run_dir).write(model, summary, baselines, max_activating.run(model, datamodule), figures, files)
+    figures, files = run_figures(trainer, fitted, summary, recoveries, datamodule.splits[VAL_SET])
+    paths = RunWriter(run_dir).write(fitted, summary, baselines, max_activating.run(fitted, datamodule), figures, files)
     paths.update(corpus_paths)
     recovery = summary.recovery
 
@@ -298,8 +308,13 @@ def _comparable(value: object) -> object:
 @user_facing_main
 def main(args: list[str] | None = None) -> None:
     quiet_console()
-    SuperposeCLI(
-        HeadSuperposition,
+    build_cli(args)
+
+
+def build_cli(args: list[str] | None, cli_class: type[SuperposeCLI] = SuperposeCLI) -> SuperposeCLI:
+    """The training CLI on `args` (`cli.options_page` builds it with a subclass that stops once its parsers exist)."""
+    return cli_class(
+        superposition_module,
         IOIDataModule,
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,

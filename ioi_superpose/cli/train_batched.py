@@ -1,6 +1,6 @@
 """`python -m ioi_superpose.train_batched --member "--config X.yaml --model.l1=0.01 …" --member "…" …`
 
-K training runs that differ only in batchable settings (`config.BATCHABLE`: `--model.l1`, `init`, `lr`,
+K training runs that differ only in batchable settings (`fitting.settings.BATCHABLE`: `--model.l1`, `init`, `lr`,
 `gate_seed`) trained in one process, in one batched forward of the frozen model per step (K × batch
 rows; `HeadSuperposition.batched`). Each `--member` holds the arguments of one `python -m
 ioi_superpose.cli.train fit` run (without `fit`); each member ends exactly as that run ends: its final α
@@ -30,7 +30,7 @@ from ioi_superpose.cli.train import TRAINER_DEFAULTS, SuperposeCLI, write_result
 from ioi_superpose.console import quiet_console
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.errors import ConfigError, UserFacingError, user_facing_main
-from ioi_superpose.training.system import HeadSuperposition
+from ioi_superpose.training.system import HeadSuperposition, superposition_module
 
 GROUP_TRAINER_OFF = ("logger", "callbacks", "enable_checkpointing", "enable_progress_bar", "default_root_dir")
 """Trainer settings of the members that the group's own fit replaces (it keeps no logs or checkpoints)."""
@@ -44,7 +44,7 @@ the group's fit."""
 def member_cli(args: Sequence[str]) -> SuperposeCLI:
     """One member's settings, parsed and instantiated as `train fit` would, without running anything."""
     return SuperposeCLI(
-        HeadSuperposition,
+        superposition_module,
         IOIDataModule,
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,
@@ -117,10 +117,10 @@ def group_baselines(cli: SuperposeCLI) -> list[BaselineResult]:
     as a fit's `Baselines` callback computes them."""
     if not cli.trainer.is_global_zero:
         return []
-    model = cli.model.to(cli.trainer.strategy.root_device)
+    fitted = cli.model.to(cli.trainer.strategy.root_device).fitted()
     specs = baseline_specs(cli.trainer.callbacks)
-    return compute_baselines(model.frozen, evaluation_sets(cli.datamodule), model.hparams.direction, specs,
-                             rest=model.rest, ablation=model.ablation)  # fmt: skip
+    return compute_baselines(fitted.model, evaluation_sets(cli.datamodule), fitted.direction, specs,
+                             rest=fitted.rest, ablation=fitted.ablation)  # fmt: skip
 
 
 @user_facing_main

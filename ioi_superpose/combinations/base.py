@@ -1,33 +1,34 @@
-"""Head combinations: modules with one verb, mix a layer's base and source head outputs z.
+"""What every learnable combination family shares: `LearnedFamily` (the surface the system, the API, the summary
+and the minimal-set step read), `FamilySettings` (the base of a family's own settings) and the check of a family's
+initial weight. The patch protocol the families implement (`Combination`, fixed variants) is the engine's
+(`ioi_superpose.engine.patch`).
 
-    z_patched = z_base + w ⊙ (z_source − z_base)
-
-w = 0 is the base run, w = 1 everywhere the source run. A combination may hold several *variants*
-(sets of weights) that `runs.patched_end_logits` folds into one batch: one-hot weights are single-head
-activation patching, 0/1 weights subset patching, a learned α (one variant) the learned combination.
-The `mixing` family (`combinations/mixing.py`) generalises w to a map across heads and layers.
+**Adding a family** is one file and one line: the file defines the module (a `LearnedFamily`), its settings (a
+frozen `FamilySettings` dataclass, one documented field per setting, checked in `__post_init__`) and `build`; the
+line registers the class by name in `registry.REGISTRY`. Its settings then are `--model.*` flags, keyword arguments
+of the LightningModule and the API, and fields of the run's config (`fitting.settings`), refused for other families.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
-from jaxtyping import Float, Int
-from torch import Tensor, nn
+from jaxtyping import Float
+from torch import Tensor
 
+from ioi_superpose.engine.patch import Combination, HeadWeights
 from ioi_superpose.errors import SettingError
 
 
-def mix(
-    z_base: Float[Tensor, "variants batch pos head d_head"],
-    z_source: Float[Tensor, "batch pos head d_head"],
-    weights: Float[Tensor, "variants head"],
-) -> Float[Tensor, "variants batch pos head d_head"]:
-    """z_base + w ⊙ (z_source − z_base), one weight per (variant, head)."""
-    w = weights.to(z_base.dtype)[:, None, None, :, None]
-    return z_base + w * (z_source[None] - z_base)
+def check_finite(name: str, value: float | None) -> None:
+    """NaN and ±inf are refused for every float setting (None, where allowed, is checked by the caller): YAML's
+    `.nan` / `.inf` pass a range check written as `x < 0`, and a run then ends with a meaningless α (issue 19)."""
+    if value is not None and not math.isfinite(value):
+        raise SettingError(name, f"${name}={value} is not a finite number; give a real value (YAML .nan / .inf "
+                           "are refused).")  # fmt: skip
 
 
 def check_init(init: float, bounded: bool, family: str) -> None:
@@ -41,105 +42,46 @@ def check_init(init: float, bounded: bool, family: str) -> None:
                            f"0 <= init <= 1{fix}.")  # fmt: skip
 
 
-ZFunction = Callable[[int, Float[Tensor, "rows pos head d_head"]], Float[Tensor, "rows pos head d_head"]]
-"""One patched forward's replacement of each layer's z: (layer, z of the folded rows) -> z (the engine's only
-hook protocol; the TransformerLens runner turns it into `hook_z` hooks once)."""
+SAME_FOR_OTHERS: dict[str, Any] = {"same_for_others": True}
+"""Field metadata of a family setting whose default holds for every family that lacks the setting (`bounded`: the
+other families' weights are in [0, 1] anyway): its flag keeps that default, not null, and only another value is
+refused for those families."""
+BATCHABLE: dict[str, Any] = {"batchable": True}
+"""Field metadata of a setting in which the members of one batched fit may differ (`fitting.settings.BATCHABLE`)."""
 
 
-class Combination(nn.Module):
-    """Base class. `forward(layer, z_base, z_source)` returns the patched z of `layer` per variant (with
-    `reads_roles`, `forward(layer, z_base, z_source, roles)`); `bind(source_z, roles)` is that for one forward,
-    with everything the forward needs held by the returned function, none by the module."""
+@dataclass(frozen=True)
+class FamilySettings:
+    """A family's own settings: the base of one frozen dataclass per family, named by its `LearnedFamily.Settings`.
 
-    reads_roles: bool = False
-    """Whether `forward` takes the batch's position roles (`per_position`)."""
-
-    @property
-    def n_variants(self) -> int:
-        return 1
-
-    def select(self, rows: range) -> "Combination":
-        """The variants `rows` as a combination of their own (for chunked runs)."""
-        if rows != range(self.n_variants):
-            raise ValueError(f"{type(self).__name__} has {self.n_variants} variant(s); cannot select {rows}")
-        return self
-
-    def first_layer(self) -> int:
-        """The earliest layer this combination can change: runs start there from the base prefix."""
-        return 0
-
-    def forward(
-        self,
-        layer: int,
-        z_base: Float[Tensor, "variants batch pos head d_head"],
-        z_source: Float[Tensor, "batch pos head d_head"],
-    ) -> Float[Tensor, "variants batch pos head d_head"]:
-        raise NotImplementedError
-
-    def bind(
-        self, source_z: Float[Tensor, "layer batch pos head d_head"], roles: Int[Tensor, "batch pos"] | None = None
-    ) -> ZFunction:
-        """This combination's z function for one forward of its variants folded into the batch (row
-        `v * batch + b`): the source run's z and the batch's position roles (`roles.batch_roles`; only
-        `per_position` reads them) are bound here, not held by the module."""
-        batch = source_z.shape[1]
-        extra = (roles,) if self.reads_roles else ()
-
-        def z_fn(layer: int, z: Tensor) -> Tensor:
-            folded = z.reshape(-1, batch, *z.shape[1:])  # [variant, batch, pos, head, d_head]
-            return self(layer, folded, source_z[layer], *extra).reshape(z.shape)
-
-        return z_fn
+    Each field is one flat setting (`--model.<field>`, a keyword of the LightningModule and of the API:
+    `fitting.settings.flat_settings`). There it is null by default, meaning this default, and a value given for a
+    family whose settings lack the field is refused (`SAME_FOR_OTHERS` fields excepted). Checks go in
+    `__post_init__`, raising `errors.SettingError` named by the field."""
 
 
-class FixedVariants:
-    """Mixin of the fixed-weight combinations: the variants are the rows of a `weights` buffer."""
+@dataclass(frozen=True)
+class BoundedSettings(FamilySettings):
+    """Settings of the families whose weights may leave [0, 1]."""
 
-    weights: Tensor
-
-    @property
-    def n_variants(self) -> int:
-        return self.weights.shape[0]
-
-    def select(self, rows: range) -> Combination:
-        return self.with_weights(self.weights[rows.start : rows.stop])
-
-    def with_weights(self, weights: Tensor) -> Combination:
-        """The same kind of combination with other weights."""
-        return type(self)(weights)  # type: ignore[call-arg]
+    bounded: bool = field(default=True, metadata=SAME_FOR_OTHERS)
+    """keep every weight in [0, 1], projected after each optimiser step (with the L1 penalty, unneeded weights become
+    exactly 0); false lets them take any real value."""
 
 
-class HeadWeights(FixedVariants, Combination):
-    """Fixed weights w[variant, layer, head]: patching of single heads (one-hot) or head subsets (0/1),
-    or the value of any given α. Not trained (a buffer)."""
+@dataclass(frozen=True)
+class SeededSettings(FamilySettings):
+    """Settings of the families that draw random numbers of their own."""
 
-    def __init__(self, weights: Float[Tensor, "variants layer head"]) -> None:
-        super().__init__()
-        if weights.dim() == 2:
-            weights = weights[None]
-        if weights.dim() != 3:
-            raise ValueError(f"weights must be [variants, layer, head] or [layer, head], got {tuple(weights.shape)}")
-        self.register_buffer("weights", weights.detach().float())
-
-    @classmethod
-    def single_heads(cls, n_layers: int, n_heads: int) -> "HeadWeights":
-        """One variant per head, in (layer, head) row-major order, each patching that head alone."""
-        return cls(torch.eye(n_layers * n_heads).view(n_layers * n_heads, n_layers, n_heads))
-
-    def first_layer(self) -> int:
-        touched = (self.weights != 0).any(0).any(-1).nonzero()  # layers any variant changes
-        return int(touched[0]) if len(touched) else self.weights.shape[1]
-
-    def forward(self, layer: int, z_base: Tensor, z_source: Tensor) -> Tensor:
-        return mix(z_base, z_source, self.weights[:, layer].to(z_base.device))
-
+    gate_seed: int = field(default=0, metadata=BATCHABLE)
+    """seed of the family's own generator (hard_concrete: the gates' noise; rotation: R's random start)."""
 
 
 # --------------------------------------------------------------------------------------------------
 # Combination families: one learnable module each, chosen by `--model.combination`.
 #
 # Every family exposes the same small surface, which the system, the API, the summary and the
-# minimal-set step (`training/pruning.py`) read:
+# minimal-set step (`analyses/pruning.py`) read:
 #   coefficients       the weights in the family's shape ([layer, head] or [layer, head, role]);
 #   penalty()          its sparsity penalty;  project_()  after each optimiser step (no-op if unbounded);
 #   l0(t), support(t)  the units (heads, or (head, role) pairs) whose weight exceeds t;
@@ -155,10 +97,20 @@ class LearnedFamily(Combination):
     """Base class of the learnable families (see the block comment above)."""
 
     family: str = ""
-    settings: tuple[str, ...] = ("bounded", "init")
-    """The family's own settings (`training.config.FamilyConfig` fields); any other family setting is refused."""
+    Settings: ClassVar[type[FamilySettings]] = FamilySettings
+    """The family's own settings, registered with it (`registry.REGISTRY`): any other family's setting is refused."""
+    description: ClassVar[str] = ""
+    """What the family learns, in a few words: the `--model.combination` help lists it."""
+    units_are_heads: ClassVar[bool] = True
+    """False for a family whose units are directions of a learned basis, not heads (`rotation`): it has no head set
+    to score (circuit criteria), no head weights to rank corpus positions by, and no batched fit."""
     coefficients: Tensor
     """The weights in the family's shape (a Parameter, or a property derived from one)."""
+
+    @classmethod
+    def build(cls, n_layers: int, n_heads: int, d_head: int, init: float, settings: Any) -> LearnedFamily:
+        """The family for a model of this shape, from its initial weight and its own settings (`Settings`)."""
+        raise NotImplementedError
 
     def unit_names(self) -> tuple[str, ...]:
         return ("layer", "head")

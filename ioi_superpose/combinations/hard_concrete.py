@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from ioi_superpose.combinations.base import LearnedFamily, check_init, mix
+from ioi_superpose.combinations.base import LearnedFamily, SeededSettings, check_finite, check_init
+from ioi_superpose.engine.patch import mix
 from ioi_superpose.errors import SettingError
 
 HARD_CONCRETE_STRETCH = (-0.1, 1.1)
 """(γ, ζ) of the hard-concrete distribution (Louizos et al. 2018): the concrete sample in (0, 1) is
 stretched to (γ, ζ) and clamped to [0, 1], so a gate is exactly 0 or 1 with non-zero probability."""
 
+
+@dataclass(frozen=True)
+class HardConcreteSettings(SeededSettings):
+    """`hard_concrete`'s settings: its gates' seed and temperature."""
+
+    temperature: float = 2 / 3
+    """the temperature β of the gates (Louizos et al. 2018)."""
+
+    def __post_init__(self) -> None:
+        check_finite("temperature", self.temperature)
+        if not self.temperature > 0:
+            raise SettingError("temperature", f"$temperature must be > 0 (the hard-concrete temperature β), got "
+                               f"{self.temperature}.")  # fmt: skip
 
 
 class HardConcreteCombination(LearnedFamily):
@@ -26,7 +41,8 @@ class HardConcreteCombination(LearnedFamily):
     """
 
     family = "hard_concrete"
-    settings = ("init", "temperature", "gate_seed")
+    Settings = HardConcreteSettings
+    description = "a stochastic L0 gate per head (expected-L0 penalty, deterministic gates in evaluation)"
 
     def __init__(
         self, n_layers: int, n_heads: int, init: float = 1.0, temperature: float = 2 / 3, seed: int = 0
@@ -44,6 +60,12 @@ class HardConcreteCombination(LearnedFamily):
         p = min(max((init - self.gamma) / (self.zeta - self.gamma), 1e-3), 1 - 1e-3)
         self.log_alpha = nn.Parameter(torch.full((n_layers, n_heads), math.log(p / (1 - p))))
         self._generator: torch.Generator | None = None
+
+    @classmethod
+    def build(
+        cls, n_layers: int, n_heads: int, d_head: int, init: float, settings: HardConcreteSettings
+    ) -> "HardConcreteCombination":
+        return cls(n_layers, n_heads, init, settings.temperature, settings.gate_seed)
 
     def _noise(self, shape: torch.Size, device: torch.device) -> Tensor:
         if self._generator is None or self._generator.device != device:

@@ -45,13 +45,24 @@ not, needs its source's Δ for its gradient), the first source layer with a non-
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor, nn
 
-from ioi_superpose.combinations.base import Combination, FixedVariants, LearnedFamily, check_init
+from ioi_superpose.combinations.base import BoundedSettings, LearnedFamily, check_init
+from ioi_superpose.engine.patch import Combination, FixedVariants
 from ioi_superpose.errors import SettingError
+
+
+@dataclass(frozen=True)
+class MixingSettings(BoundedSettings):
+    """`mixing`'s settings: bounded, and the one layer that receives."""
+
+    mixing_target: int | None = None
+    """patch only this layer's heads, each receiving from every head of this and earlier layers ("all the heads in
+    one layer"; init diag(init) on that layer). Null: every layer receives from itself and all earlier layers."""
 
 
 def allowed_entries(n_layers: int, n_heads: int, target: int | None = None) -> Bool[Tensor, "layer head layer head"]:
@@ -155,7 +166,10 @@ class MixingCombination(MixingRun, LearnedFamily):
     """`mixing`: a learnable map M[layer, head, source_layer, source_head] (see the module docstring)."""
 
     family = "mixing"
-    settings = ("bounded", "init", "mixing_target")
+    Settings = MixingSettings
+    description = ("a map M[layer, head, source_layer, source_head] across heads: a head's patch adds M-weighted z "
+                   "differences of the heads of its own and earlier layers (`combinations/mixing.py`; L1; identity "
+                   "init = `scalar`)")  # fmt: skip
 
     def __init__(
         self, n_layers: int, n_heads: int, bounded: bool = True, init: float = 1.0, target: int | None = None
@@ -172,6 +186,12 @@ class MixingCombination(MixingRun, LearnedFamily):
         self.register_buffer("allowed", allowed_entries(n_layers, n_heads, target), persistent=False)
         self._receiving = self.allowed.flatten(1).any(-1).tolist()
         self.coefficients = nn.Parameter(identity_map(n_layers, n_heads, float(init), target))
+
+    @classmethod
+    def build(
+        cls, n_layers: int, n_heads: int, d_head: int, init: float, settings: MixingSettings
+    ) -> "MixingCombination":
+        return cls(n_layers, n_heads, settings.bounded, init, settings.mixing_target)
 
     def masked(self) -> Float[Tensor, "layer head layer head"]:
         """M with the disallowed entries exactly 0 (a product with the mask: they get no gradient)."""

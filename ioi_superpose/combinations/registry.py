@@ -1,14 +1,15 @@
-"""The combination families by name (`--model.combination`), and the one constructor that builds them."""
+"""The combination families by name (`--model.combination`): one line per family, and the one constructor."""
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any
 
 from ioi_superpose.combinations.base import LearnedFamily
 from ioi_superpose.combinations.hard_concrete import HardConcreteCombination
 from ioi_superpose.combinations.mixing import MixingCombination
 from ioi_superpose.combinations.per_position import PerPositionCombination
+from ioi_superpose.combinations.rotation import RotationCombination
 from ioi_superpose.combinations.scalar import ScalarCombination
 from ioi_superpose.errors import SettingError
 
@@ -17,38 +18,37 @@ REGISTRY: dict[str, type[LearnedFamily]] = {
     "per_position": PerPositionCombination,
     "hard_concrete": HardConcreteCombination,
     "mixing": MixingCombination,
+    "rotation": RotationCombination,
 }
-FAMILIES: tuple[str, ...] = tuple(REGISTRY)
+"""Each family's class, which carries its settings (`Settings`), its `build` and its description."""
+ALL_FAMILIES: tuple[str, ...] = tuple(REGISTRY)
+FAMILIES: tuple[str, ...] = tuple(name for name, family in REGISTRY.items() if family.units_are_heads)
 """The families whose units are heads (or head pairs / (head, role)s): the head-set benchmarks iterate over these."""
-SUBSPACE_FAMILIES: tuple[str, ...] = ("rotation",)
+SUBSPACE_FAMILIES: tuple[str, ...] = tuple(name for name in ALL_FAMILIES if name not in FAMILIES)
 """Families whose units are directions of a learned basis of z (`ioi_superpose.combinations.rotation`), not heads."""
-ALL_FAMILIES: tuple[str, ...] = FAMILIES + SUBSPACE_FAMILIES
-_SUBSPACE_MODULES = {"rotation": ("ioi_superpose.combinations.rotation", "RotationCombination")}
-"""Imported on first use: `rotation` imports this package."""
 
 
 def check_family(family: str) -> type[LearnedFamily]:
     """The class of `family`, or an error listing the families."""
-    if family in REGISTRY:
-        return REGISTRY[family]
-    if family in _SUBSPACE_MODULES:
-        module, name = _SUBSPACE_MODULES[family]
-        return getattr(importlib.import_module(module), name)
-    raise SettingError("combination", f"$combination must be one of {list(ALL_FAMILIES)}, got {_literal(family)}.")
+    if family not in REGISTRY:
+        raise SettingError("combination", f"$combination must be one of {list(ALL_FAMILIES)}, got {_literal(family)}.")
+    return REGISTRY[family]
 
 
-def refuse_foreign_settings(family: str, given: Mapping[str, object]) -> None:
-    """A family setting given to a family without it is refused (it would be ignored), naming the families it
-    belongs to. `given`: the settings the caller set (not left at their default)."""
-    own = check_family(family).settings
-    for name, value in given.items():
-        if name not in own:
-            owners = [other for other in ALL_FAMILIES if name in check_family(other).settings]
-            raise SettingError(
-                name,
-                f"${name}={_literal(value)} only applies to $combination {' or '.join(owners)} (got "
-                f"{_literal(family)}): set the combination to {owners[0]}, or leave {name} unset.",
-            )
+def owners(name: str) -> list[str]:
+    """The families whose own settings include the setting `name`, in registry order."""
+    return [family for family, cls in REGISTRY.items() if name in {f.name for f in fields(cls.Settings)}]
+
+
+def refuse_foreign_setting(family: str, name: str, value: object) -> None:
+    """A family setting given to a family without it is refused (it would be ignored), naming its families."""
+    if family not in owners(name):
+        families = owners(name)
+        raise SettingError(
+            name,
+            f"${name}={_literal(value)} only applies to $combination {' or '.join(families)} (got "
+            f"{_literal(family)}): set the combination to {families[0]}, or leave {name} unset.",
+        )
 
 
 def _literal(value: object) -> str:
@@ -57,30 +57,13 @@ def _literal(value: object) -> str:
 
 
 def build_combination(
-    family: str, n_layers: int, n_heads: int, bounded: bool = True, init: float = 1.0,
-    temperature: float = 2 / 3, seed: int = 0, mixing_target: int | None = None,
-    d_head: int | None = None, rotation: dict | None = None,
-) -> LearnedFamily:  # fmt: skip
-    """The learnable combination of `family` (`--model.combination`) with its own settings (the others are
-    not read: `training.config.FamilyConfig` refuses them when a user sets them); `d_head` and `rotation`
-    (`RotationCombination`'s layers / temperature_start / temperature_end, and joint: one R over all of them,
-    `JointRotationCombination`) are `rotation`'s."""
-    check_family(family)
-    if mixing_target is not None:
-        refuse_foreign_settings(family, {"mixing_target": mixing_target})
-    if family == "scalar":
-        return ScalarCombination(n_layers, n_heads, bounded, init)
-    if family == "per_position":
-        return PerPositionCombination(n_layers, n_heads, bounded, init)
-    if family == "hard_concrete":
-        return HardConcreteCombination(n_layers, n_heads, init, temperature, seed)
-    if family == "mixing":
-        return MixingCombination(n_layers, n_heads, bounded, init, mixing_target)
-    if d_head is None:
-        raise ValueError("the rotation family needs the model's d_head")
-    settings = dict(rotation or {})
-    if settings.pop("joint", False):  # one R over all selected layers (rotation_joint)
-        from ioi_superpose.combinations.rotation_joint import JointRotationCombination
-
-        return JointRotationCombination(n_layers, n_heads, d_head, init=init, seed=seed, **settings)
-    return check_family("rotation")(n_layers, n_heads, d_head, init=init, seed=seed, **settings)
+    family: str, n_layers: int, n_heads: int, d_head: int | None = None, init: float = 1.0, **settings: Any
+) -> LearnedFamily:
+    """The learnable combination of `family` for a model of this shape: `init` and the family's own settings by name
+    (`bounded=False`, `gate_seed=3`, `rotation_layers=[1]`, …; those of other families are not read — the run's
+    settings refuse them when a user sets them, `fitting.settings`). `d_head`: the model's, for `rotation`."""
+    cls = check_family(family)
+    own = cls.Settings(**{f.name: settings[f.name] for f in fields(cls.Settings) if f.name in settings})
+    if d_head is None and not cls.units_are_heads:
+        raise ValueError(f"the {family} family needs the model's d_head")
+    return cls.build(n_layers, n_heads, d_head or 0, init, own)

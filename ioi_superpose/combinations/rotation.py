@@ -31,8 +31,8 @@ no gradient).
 earlier one's patch). One R over several layers together is `rotation_joint.JointRotationCombination`
 (`--model.rotation_joint`), a fixed-activation intervention with its causal caveat.
 
-**What a run reports** (`RotationCombination.analyse`): the number of mask dimensions needed — dimensions sorted
-by m, the smallest k whose hard 0/1 mask on the top k reaches the target effect, found by evaluating every k —
+**What a run reports** (`analyses.rotation.rotation_dimensions`): the number of mask dimensions needed — dimensions
+sorted by m, the smallest k whose hard 0/1 mask on the top k reaches the target effect, found by evaluating every k —
 and each head's loading on the kept subspace: for the kept rows u of R_l, the share ‖u restricted to head h‖²
 (a head's d_head coordinates), averaged over kept rows (the shares sum to 1 over heads) and summed over them
 (the number of kept dimensions "in" each head). Unchanged by any per-head rotation of z.
@@ -46,18 +46,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations
 
-from ioi_superpose.combinations.base import Combination, LearnedFamily
-from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.runs import Direction
-from ioi_superpose.errors import ConfigError
-from ioi_superpose.models import HookedTransformer
+from ioi_superpose.combinations.base import LearnedFamily, SeededSettings, check_finite
+from ioi_superpose.combinations.rotation_joint import NEEDS_BASE_Z, JointRotationWeights, joint_z_function
+from ioi_superpose.engine.patch import Combination, ZFunction
+from ioi_superpose.errors import ConfigError, SettingError
 
 HARD_LOGIT = 1e4
 """|mask logit| that `set_mask_` writes: σ(±1e4 / T) is exactly 1 or 0 in float32 for any T ≤ 1e3."""
@@ -105,6 +105,37 @@ def check_layers(layers: Sequence[int] | None, n_layers: int) -> tuple[int, ...]
     return chosen
 
 
+@dataclass(frozen=True)
+class RotationSettings(SeededSettings):
+    """`rotation`'s settings (`gate_seed` seeds R's random start)."""
+
+    rotation_layers: Sequence[int] | None = None
+    """the layers that get a learned rotation R and mask (null: all)."""
+    rotation_temperature_start: float = 1.0
+    """the mask's temperature at the start of the fit."""
+    rotation_temperature_end: float = 0.05
+    """its temperature at the end, annealed geometrically over the fit's optimiser steps, as boundless DAS anneals
+    its boundaries'."""
+    rotation_target: float = 0.9
+    """after fit, the number of rotated dimensions needed is the smallest k whose hard mask on the top-k dimensions
+    reaches this effect on the first `prune_prompts` training prompts; in summary.json."""
+    rotation_joint: bool = False
+    """one R and mask over the concatenated z of all `rotation_layers` (false: one per layer), patched from fixed
+    activations: every selected layer's z is set from the unpatched base and source runs, so a later selected layer
+    does not recompute from the earlier one's patch (the causal caveat: `combinations/rotation_joint.py`). Needs
+    rest free."""
+
+    def __post_init__(self) -> None:
+        for name in ("rotation_temperature_start", "rotation_temperature_end", "rotation_target"):
+            check_finite(name, getattr(self, name))
+        start, end = self.rotation_temperature_start, self.rotation_temperature_end
+        if not 0 < end <= start:
+            raise SettingError("rotation_temperature_end", f"$rotation_temperature_end={end} must be in (0, "
+                               f"$rotation_temperature_start={start}] (the mask's temperature is annealed down).")
+        if not 0.0 < self.rotation_target <= 1.0:
+            raise SettingError("rotation_target", f"$rotation_target must be in (0, 1], got {self.rotation_target}.")
+
+
 class RotationWeights(Combination):
     """Fixed masks w[variant, layer, dim] with fixed rotations (evaluation, pruning and the dimension count)."""
 
@@ -142,11 +173,12 @@ class RotationCombination(LearnedFamily):
     """`rotation`: an orthogonal R_l and a mask m_l per selected layer (see the module docstring)."""
 
     family = "rotation"
+    Settings = RotationSettings
+    description = ("a learned orthogonal basis of each layer's concatenated z with a sigmoid mask (boundless DAS, "
+                   "`combinations/rotation.py`; penalty Σ mask)")  # fmt: skip
+    units_are_heads = False
     joint = False
-    """Whether one R spans all selected layers (`rotation_joint.JointRotationCombination`)."""
-    settings = ("init", "gate_seed", "rotation_layers", "rotation_temperature_start", "rotation_temperature_end",
-                "rotation_target", "rotation_joint")  # fmt: skip
-    """`gate_seed` seeds R's random start."""
+    """Whether one R spans all selected layers (`JointRotationCombination`)."""
 
     def __init__(
         self,
@@ -187,6 +219,16 @@ class RotationCombination(LearnedFamily):
         p = min(max(init, 1e-2), 1 - 1e-2)  # σ(logit / T_start) = init, kept off the flat tails of σ
         start = temperature_start * math.log(p / (1 - p))
         self.mask_logits = nn.Parameter(torch.full((len(self.layers), self.dim), start))
+
+    @classmethod
+    def build(
+        cls, n_layers: int, n_heads: int, d_head: int, init: float, settings: RotationSettings
+    ) -> "RotationCombination":
+        """One R per selected layer, or one R over all of them (`rotation_joint`: `JointRotationCombination`)."""
+        family = JointRotationCombination if settings.rotation_joint else RotationCombination
+        layers = None if settings.rotation_layers is None else list(settings.rotation_layers)
+        return family(n_layers, n_heads, d_head, layers, init, settings.rotation_temperature_start,
+                      settings.rotation_temperature_end, settings.gate_seed)  # fmt: skip
 
     # ---------------------------------------------------------------------------------------------
     # the parameters' views
@@ -262,37 +304,7 @@ class RotationCombination(LearnedFamily):
         self.mask_logits.copy_(torch.where(chosen, HARD_LOGIT, -HARD_LOGIT))
 
     # ---------------------------------------------------------------------------------------------
-    # the report
-
-    @torch.no_grad()
-    def analyse(
-        self, model: HookedTransformer, batches: Sequence[ContrastBatch], direction: Direction, target: float
-    ) -> dict[str, Any]:
-        """The dimension count and the head loadings (see the module docstring), on `batches`."""
-        from ioi_superpose.training.pruning import mask_effects  # pruning imports the families' module
-
-        masks = self.coefficients.detach().cpu()
-        logits = self.mask_logits.detach().cpu()
-        units = [(layer, dim) for layer in self.layers for dim in range(self.dim)]
-        # By the logits, not by m: at a low temperature many m are 1.0 in float32, their logits still differ.
-        order = sorted(units, key=lambda unit: -float(logits[self.layers.index(unit[0]), unit[1]]))
-        # Variant k keeps the top k dimensions (k = 0 … all), hard 0/1.
-        prefixes = torch.zeros(len(order) + 1, self.n_layers, self.dim, dtype=torch.bool)
-        for k, unit in enumerate(order, start=1):
-            prefixes[k:, unit[0], unit[1]] = True
-        effects = mask_effects(model, batches, direction, self, prefixes)
-        reaching = (effects >= target).nonzero()
-        needed = int(reaching[0]) if len(reaching) else None
-        kept = prefixes[needed] if needed is not None else masks > 0.5
-        return {
-            "target": target,
-            "dims_needed": needed,
-            "kept_by": "top dims_needed of the sorted mask" if needed is not None else "mask > 0.5 (target missed)",
-            "effect_of_top_k": [round(float(e), 5) for e in effects],
-            "joint": self.joint,
-            "layers": self.layer_report(kept, masks),
-            "temperature": round(self.temperature(), 5),
-        }
+    # the report (`analyses.rotation.rotation_dimensions` runs the model; this reads R and the mask)
 
     def layer_report(self, kept: Tensor, masks: Tensor) -> dict[str, Any]:
         """Per selected layer: its kept rows' head loadings, mask size and how far its R moved."""
@@ -312,5 +324,93 @@ class RotationCombination(LearnedFamily):
                 "rotation_moved": round(
                     float((self.rotation(slot).detach() - self.initial_rotations[slot]).norm() / math.sqrt(self.dim)), 4
                 ),
+            }  # fmt: skip
+        return layers
+
+
+class JointRotationCombination(RotationCombination):
+    """One orthogonal R over the selected layers' concatenated z and one mask over its dimensions (see the module
+    docstring: a fixed-activation intervention). The mask, its temperature schedule and penalty are the
+    per-layer family's (`mask_logits` of shape [n selected layers, D] holds the L·D joint dimensions)."""
+
+    reads_base_z = True
+    joint = True
+
+    def __init__(
+        self,
+        n_layers: int,
+        n_heads: int,
+        d_head: int,
+        layers: Sequence[int] | None = None,
+        init: float = 1.0,
+        temperature_start: float = 1.0,
+        temperature_end: float = 0.05,
+        seed: int = 0,
+    ) -> None:
+        # The parent builds one R per layer; replaced below by one joint R (its draws are discarded, so the
+        # joint R's seed is the family's own, independent of the number of layers drawn before).
+        super().__init__(n_layers, n_heads, d_head, layers, init, temperature_start, temperature_end, seed)
+        joint = len(self.layers) * self.dim
+        linear = nn.Linear(joint, joint, bias=False)
+        parametrizations.orthogonal(linear)
+        linear.weight = haar_orthogonal(joint, torch.Generator().manual_seed(seed))
+        self.rotations = nn.ModuleList([linear])
+        self.initial_rotations = linear.weight.detach()[None].clone()
+
+    @property
+    def joint_dim(self) -> int:
+        return len(self.layers) * self.dim
+
+    def joint_rotation(self) -> Float[Tensor, "dim dim"]:
+        return self.rotations[0].weight
+
+    def rotation(self, slot: int) -> Float[Tensor, "dim dim"]:
+        raise ConfigError("a joint rotation has one R over all selected layers: use joint_rotation().")
+
+    def all_rotations(self) -> Float[Tensor, "layer dim dim"]:
+        raise ConfigError("a joint rotation has one R over all selected layers: use joint_rotation().")
+
+    def forward(self, layer: int, z_base: Tensor, z_source: Tensor) -> Tensor:
+        raise ConfigError(NEEDS_BASE_Z)
+
+    def bind(
+        self,
+        source_z: Float[Tensor, "layer batch pos head d_head"],
+        roles: Int[Tensor, "batch pos"] | None = None,
+        base_z: Float[Tensor, "layer batch pos head d_head"] | None = None,
+    ) -> ZFunction:
+        return joint_z_function(self.layers, base_z, source_z, self.joint_rotation(), self.masks().flatten()[None])
+
+    def shares(self) -> Float[Tensor, "dim slot head"]:
+        """‖u_k restricted to (selected layer, head)‖² for every row u_k of R (each row sums to 1)."""
+        return head_shares(self.joint_rotation(), len(self.layers) * self.n_heads).view(
+            self.joint_dim, len(self.layers), self.n_heads
+        )
+
+    @torch.no_grad()
+    def head_coefficients(self) -> Float[Tensor, "layer head"]:
+        """Σ_k m_k ‖u_k|_(layer, head)‖²: the soft mask's dimensions in each head of each selected layer."""
+        out = torch.zeros(self.n_layers, self.n_heads, device=self.mask_logits.device)
+        out[list(self.layers)] = torch.einsum("k,ksh->sh", self.masks().flatten(), self.shares())
+        return out
+
+    def fixed(self, weights: Tensor) -> Combination:
+        return JointRotationWeights(self.layers, self.joint_rotation().detach(), weights.to(self.mask_logits.device))
+
+    def layer_report(self, kept: Tensor, masks: Tensor) -> dict[str, Any]:
+        """Per selected layer: the kept joint directions' loadings on that layer's heads (see `analyses.rotation`)."""
+        rows = kept[list(self.layers)].flatten()  # joint dimensions kept
+        shares = self.shares().cpu()[rows]  # [kept, slot, head]
+        moved = (self.joint_rotation().detach() - self.initial_rotations[0]).norm() / math.sqrt(self.joint_dim)
+        layers = {}
+        for slot, layer in enumerate(self.layers):
+            layers[str(layer)] = {
+                "dims_kept": int(rows.sum()),  # joint dimensions: the same for every layer
+                "mask_above_half": int((masks[list(self.layers)] > 0.5).sum()),
+                "mask_sum": round(float(masks[list(self.layers)].sum()), 4),
+                "layer_share": round(float(shares[:, slot].sum(-1).mean()), 4) if rows.any() else None,
+                "head_loading_sum": [round(float(v), 4) for v in shares[:, slot].sum(0)],
+                "head_loading_share": [round(float(v), 4) for v in shares[:, slot].mean(0)] if rows.any() else None,
+                "rotation_moved": round(float(moved), 4),
             }  # fmt: skip
         return layers

@@ -1,5 +1,7 @@
 """`rotation` with `rotation_joint`: ONE orthogonal R over the concatenated z of several layers' heads, patched
-from fixed activations — distributed alignment search across layers, with its causal caveat.
+from fixed activations — distributed alignment search across layers, with its causal caveat. This module is the
+joint patch (`joint_rotate_patch`, its z function, fixed joint masks); the learnable joint family,
+`rotation.JointRotationCombination`, lives with the per-layer one, whose mask and schedule it shares.
 
 **Space.** For the selected layers l_1 < … < l_L, the joint vector z = (z[l_1], …, z[l_L]) ∈ R^{L·D}, D = n_heads ·
 d_head, layer-major then head then d_head (TransformerLens's `hook_z`). R is one (L·D) × (L·D) orthogonal matrix
@@ -48,17 +50,12 @@ layer's share — "does the subspace live in one layer's heads, or across layers
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from typing import Any
 
-import torch
 from jaxtyping import Float, Int
-from torch import Tensor, nn
-from torch.nn.utils import parametrizations
+from torch import Tensor
 
-from ioi_superpose.combinations.base import Combination, ZFunction
-from ioi_superpose.combinations.rotation import RotationCombination, haar_orthogonal, head_shares
+from ioi_superpose.engine.patch import Combination, ZFunction
 from ioi_superpose.errors import ConfigError
 
 NEEDS_BASE_Z = (
@@ -139,91 +136,3 @@ class JointRotationWeights(Combination):
     ) -> ZFunction:
         mask = self.weights[:, list(self.layers)].flatten(1)
         return joint_z_function(self.layers, base_z, source_z, self.rotation, mask)
-
-
-class JointRotationCombination(RotationCombination):
-    """One orthogonal R over the selected layers' concatenated z and one mask over its dimensions (see the module
-    docstring: a fixed-activation intervention). The mask, its temperature schedule and penalty are the
-    per-layer family's (`mask_logits` of shape [n selected layers, D] holds the L·D joint dimensions)."""
-
-    reads_base_z = True
-    joint = True
-
-    def __init__(
-        self,
-        n_layers: int,
-        n_heads: int,
-        d_head: int,
-        layers: Sequence[int] | None = None,
-        init: float = 1.0,
-        temperature_start: float = 1.0,
-        temperature_end: float = 0.05,
-        seed: int = 0,
-    ) -> None:
-        # The parent builds one R per layer; replaced below by one joint R (its draws are discarded, so the
-        # joint R's seed is the family's own, independent of the number of layers drawn before).
-        super().__init__(n_layers, n_heads, d_head, layers, init, temperature_start, temperature_end, seed)
-        joint = len(self.layers) * self.dim
-        linear = nn.Linear(joint, joint, bias=False)
-        parametrizations.orthogonal(linear)
-        linear.weight = haar_orthogonal(joint, torch.Generator().manual_seed(seed))
-        self.rotations = nn.ModuleList([linear])
-        self.initial_rotations = linear.weight.detach()[None].clone()
-
-    @property
-    def joint_dim(self) -> int:
-        return len(self.layers) * self.dim
-
-    def joint_rotation(self) -> Float[Tensor, "dim dim"]:
-        return self.rotations[0].weight
-
-    def rotation(self, slot: int) -> Float[Tensor, "dim dim"]:
-        raise ConfigError("a joint rotation has one R over all selected layers: use joint_rotation().")
-
-    def all_rotations(self) -> Float[Tensor, "layer dim dim"]:
-        raise ConfigError("a joint rotation has one R over all selected layers: use joint_rotation().")
-
-    def forward(self, layer: int, z_base: Tensor, z_source: Tensor) -> Tensor:
-        raise ConfigError(NEEDS_BASE_Z)
-
-    def bind(
-        self,
-        source_z: Float[Tensor, "layer batch pos head d_head"],
-        roles: Int[Tensor, "batch pos"] | None = None,
-        base_z: Float[Tensor, "layer batch pos head d_head"] | None = None,
-    ) -> ZFunction:
-        return joint_z_function(self.layers, base_z, source_z, self.joint_rotation(), self.masks().flatten()[None])
-
-    def shares(self) -> Float[Tensor, "dim slot head"]:
-        """‖u_k restricted to (selected layer, head)‖² for every row u_k of R (each row sums to 1)."""
-        return head_shares(self.joint_rotation(), len(self.layers) * self.n_heads).view(
-            self.joint_dim, len(self.layers), self.n_heads
-        )
-
-    @torch.no_grad()
-    def head_coefficients(self) -> Float[Tensor, "layer head"]:
-        """Σ_k m_k ‖u_k|_(layer, head)‖²: the soft mask's dimensions in each head of each selected layer."""
-        out = torch.zeros(self.n_layers, self.n_heads, device=self.mask_logits.device)
-        out[list(self.layers)] = torch.einsum("k,ksh->sh", self.masks().flatten(), self.shares())
-        return out
-
-    def fixed(self, weights: Tensor) -> Combination:
-        return JointRotationWeights(self.layers, self.joint_rotation().detach(), weights.to(self.mask_logits.device))
-
-    def layer_report(self, kept: Tensor, masks: Tensor) -> dict[str, Any]:
-        """Per selected layer: the kept joint directions' loadings on that layer's heads (see `analyse`)."""
-        rows = kept[list(self.layers)].flatten()  # joint dimensions kept
-        shares = self.shares().cpu()[rows]  # [kept, slot, head]
-        moved = (self.joint_rotation().detach() - self.initial_rotations[0]).norm() / math.sqrt(self.joint_dim)
-        layers = {}
-        for slot, layer in enumerate(self.layers):
-            layers[str(layer)] = {
-                "dims_kept": int(rows.sum()),  # joint dimensions: the same for every layer
-                "mask_above_half": int((masks[list(self.layers)] > 0.5).sum()),
-                "mask_sum": round(float(masks[list(self.layers)].sum()), 4),
-                "layer_share": round(float(shares[:, slot].sum(-1).mean()), 4) if rows.any() else None,
-                "head_loading_sum": [round(float(v), 4) for v in shares[:, slot].sum(0)],
-                "head_loading_share": [round(float(v), 4) for v in shares[:, slot].mean(0)] if rows.any() else None,
-                "rotation_moved": round(float(moved), 4),
-            }  # fmt: skip
-        return layers

@@ -6,7 +6,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ioi_superpose.combinations.base import Combination, LearnedFamily, check_init, mix
+from ioi_superpose.combinations.base import BoundedSettings, LearnedFamily, check_init
+from ioi_superpose.engine.patch import Combination, mix
 
 
 class HeadCombination(Combination):
@@ -45,9 +46,17 @@ class ScalarCombination(HeadCombination, LearnedFamily):
     """`scalar`: today's α[layer, head] (`HeadCombination`), one weight per head at all positions, ‖α‖₁."""
 
     family = "scalar"
+    Settings = BoundedSettings
+    description = "α[layer, head] at all positions (L1)"
 
     def __init__(self, n_layers: int, n_heads: int, bounded: bool = True, init: float = 1.0) -> None:
         HeadCombination.__init__(self, n_layers, n_heads, bounded, init)
+
+    @classmethod
+    def build(
+        cls, n_layers: int, n_heads: int, d_head: int, init: float, settings: BoundedSettings
+    ) -> "ScalarCombination":
+        return cls(n_layers, n_heads, settings.bounded, init)
 
     @torch.no_grad()
     def project_(self) -> None:

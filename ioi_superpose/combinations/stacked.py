@@ -12,8 +12,9 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from ioi_superpose.combinations.base import Combination, LearnedFamily, ZFunction, mix
+from ioi_superpose.combinations.base import LearnedFamily
 from ioi_superpose.combinations.scalar import ScalarCombination
+from ioi_superpose.engine.patch import Combination, ZFunction, mix
 from ioi_superpose.errors import ConfigError
 
 

@@ -1,4 +1,5 @@
-"""A batch of contrasting prompt pairs: what every patching method and the learned combination read."""
+"""A batch of contrasting prompt pairs: what every patching method and the learned combination read, and the one
+type of clean/corrupted prompts in the package (IOI prompts, a toy task's feature prompts, a benchmark split)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ class ContrastBatch:
     """Row of each prompt in the set it was drawn from (keys the per-prompt caches of a run)."""
     answer_weights: Float[Tensor, "batch k"] | None = field(default=None, kw_only=True)
     """Weight of each answer token (see the class docstring); None: the pair (correct, incorrect), (+1, −1)."""
+    name: str = field(default="", kw_only=True)
+    """What the prompts are of, for records and messages (a toy task's feature, a benchmark split); may be empty."""
 
     def __post_init__(self) -> None:
         if self.clean_tokens.shape != self.corrupted_tokens.shape:
@@ -63,14 +66,15 @@ class ContrastBatch:
     def __len__(self) -> int:
         return self.clean_tokens.shape[0]
 
+    def tensors(self) -> dict[str, Tensor | None]:
+        """Every per-prompt field (all but `name`) by field name; None where an optional one is unset."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name"}
+
     def __getitem__(self: B, index: int | slice | Tensor) -> B:
-        return type(self)(**{name: None if value is None else value[index] for name, value in self._tensors()})
+        return replace(self, **{name: None if v is None else v[index] for name, v in self.tensors().items()})
 
     def to(self: B, device: torch.device | str) -> B:
-        return type(self)(**{name: None if value is None else value.to(device) for name, value in self._tensors()})
-
-    def _tensors(self) -> list[tuple[str, Tensor | None]]:
-        return [(f.name, getattr(self, f.name)) for f in fields(self)]
+        return replace(self, **{name: None if v is None else v.to(device) for name, v in self.tensors().items()})
 
     @property
     def weights(self) -> Float[Tensor, "batch k"]:
@@ -93,28 +97,30 @@ class ContrastBatch:
         clean_tokens: Int[Tensor, "batch pos"],
         corrupted_tokens: Int[Tensor, "batch pos"],
         answer_tokens: Int[Tensor, "batch 2"],
+        end_pos: Int[Tensor, " batch"] | None = None,
+        name: str = "",
     ) -> "ContrastBatch":
-        """Equal-length prompts whose answers are read at the last position."""
+        """Prompts numbered 0 … n − 1 in `index`; their answers are read at `end_pos` (None: the last position, for
+        equal-length prompts)."""
         batch_size, length = clean_tokens.shape
         return ContrastBatch(
             clean_tokens=clean_tokens,
             corrupted_tokens=corrupted_tokens,
             answer_tokens=answer_tokens,
-            end_pos=torch.full((batch_size,), length - 1),
+            end_pos=torch.full((batch_size,), length - 1) if end_pos is None else end_pos,
             index=torch.arange(batch_size),
+            name=name,
         )
 
 
 def collate(examples: list[B]) -> B:
     """Stack single-prompt batches (as a `PromptDataset` yields them) into one, trimmed."""
-    batch_type = type(examples[0])
     if len(examples[0].clean_tokens.shape) != 1:
         raise ConfigError("collate expects single prompts (rows of a batch).")
-    stacked = {
-        f.name: None if getattr(examples[0], f.name) is None else torch.stack([getattr(e, f.name) for e in examples])
-        for f in fields(batch_type)
-    }
-    return batch_type(**stacked).trimmed()
+    rows = examples[0].tensors()
+    stacked = {name: None if value is None else torch.stack([example.tensors()[name] for example in examples])
+               for name, value in rows.items()}  # fmt: skip
+    return replace(examples[0], **stacked).trimmed()
 
 
 class PromptDataset(torch.utils.data.Dataset):

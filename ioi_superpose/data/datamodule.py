@@ -13,9 +13,11 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from ioi_superpose.data.batch import PromptDataset, collate
+from ioi_superpose.data.corpus import read_corpus
 from ioi_superpose.data.ioi import Corruption, IOIBatch, TextEncoder, default_names, generate_ioi
 from ioi_superpose.data.ioi_sets import SetSpec, ioi_set_specs
 from ioi_superpose.data.name_split import checkpoint_name_split
+from ioi_superpose.data.splits import IN_DISTRIBUTION, TRAIN_SET, VAL_SET
 from ioi_superpose.data.templates import BABA_TEMPLATES, PLACES
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import load_tokenizer
@@ -177,13 +179,11 @@ class IOIDataModule(L.LightningDataModule):
             num_workers: DataLoader workers.
             corpus: a text file, one text a line: after fit, the positions where the learned combination's head
                 outputs most raise / lower the true next token's logit (direct effect) are written to
-                `corpus_examples.md` / `.json` (`ioi_superpose.results.corpus`; `--max_activating.k` rows each).
+                `corpus_examples.md` / `.json` (`ioi_superpose.analyses.corpus`; `--max_activating.k` rows each).
         """
         super().__init__()
         self.save_hyperparameters()
         if corpus is not None:
-            from ioi_superpose.results.corpus import read_corpus
-
             read_corpus(corpus)  # a missing or empty file fails now, not after the fit
         for option, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test), ("batch_size", batch_size)):
             if value < 1:
@@ -219,7 +219,7 @@ class IOIDataModule(L.LightningDataModule):
     @property
     def test_set_names(self) -> list[str]:
         """Names of the test dataloaders, in order (the system logs each under its name)."""
-        return ["in_distribution", *self.hparams.off_distribution]
+        return [IN_DISTRIBUTION, *self.hparams.off_distribution]
 
     def prepare_data(self) -> None:
         load_tokenizer(self.hparams.model_name)  # fails early, with the fix, if it cannot be had
@@ -228,9 +228,9 @@ class IOIDataModule(L.LightningDataModule):
         if self.splits:
             return
         hp = self.hparams
-        self.splits["train"] = self.draw("train", hp.n_train)
-        self.splits["val"] = self.draw("val", hp.n_val)
-        self.splits["in_distribution"] = self.draw("in_distribution", hp.n_test)
+        self.splits[TRAIN_SET] = self.draw(TRAIN_SET, hp.n_train)
+        self.splits[VAL_SET] = self.draw(VAL_SET, hp.n_val)
+        self.splits[IN_DISTRIBUTION] = self.draw(IN_DISTRIBUTION, hp.n_test)
         for name in hp.off_distribution:
             self.splits[name] = self.draw(name, hp.n_test)
 

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ioi_superpose.engine.patch import ZFunction
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer
 from ioi_superpose.models.architecture import (
@@ -54,8 +55,6 @@ from ioi_superpose.models.architecture import (
 
 Runner = Literal["auto", "fast", "hooks"]
 RUNNERS: tuple[Runner, ...] = get_args(Runner)
-ZFunction = Callable[[int, Float[Tensor, "rows pos head d_head"]], Float[Tensor, "rows pos head d_head"]]
-"""What runs where `blocks.{layer}.attn.hook_z` fires: (layer, z) -> z."""
 
 
 class FastRunnerWarning(UserWarning):

@@ -51,8 +51,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ioi_superpose.combinations import Combination, HeadWeights, PositionWeights
-from ioi_superpose.combinations.base import ZFunction
+from ioi_superpose.engine.patch import Combination, HeadWeights, PositionWeights, ZFunction
 from ioi_superpose.errors import ConfigError
 
 Rest = Literal["free", "frozen"]

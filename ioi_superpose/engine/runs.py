@@ -1,14 +1,12 @@
-"""Runs of a frozen model: hook names, heads, the base/source mapping, capture, and one patched run.
+"""Runs of a frozen model: capture, the reference runs of a contrast batch, and one patched run.
 
-Vocabulary used throughout the package:
+The words base run, source run and direction are `engine.vocabulary`'s.
 
-- **base run**: the run we intervene on; **source run**: where patched values come from. Denoising
-  (TransformerLens's convention) = base corrupted, source clean; noising = base clean, source corrupted.
 - **variant**: one patched forward of the whole batch. Variants are folded into the batch (row
   `v * batch + b` is prompt `b` of variant `v`) and chunked to at most `max_rows` rows per forward.
 
 Every patched run of head outputs goes through `patched_end_logits` with a `Combination`
-(`ioi_superpose.combinations`): one-hot weights are single-head activation patching, 0/1 weights
+(`engine.patch`): one-hot weights are single-head activation patching, 0/1 weights
 subset patching, a learned α the learned combination. Variants that leave the first layers untouched
 start from the base run's cached residual stream at their first patched layer.
 """
@@ -17,93 +15,36 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar, get_args
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ioi_superpose.combinations import Combination, HeadWeights
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.data.roles import batch_roles
 from ioi_superpose.engine import fast_forward
 from ioi_superpose.engine.fast_forward import Runner
+from ioi_superpose.engine.metric import gather_end, logit_diff, normalised_recovery
+from ioi_superpose.engine.patch import Combination, HeadWeights, ZFunction
 from ioi_superpose.engine.rest import Rest, check_rest, run_tokens, with_rest
+from ioi_superpose.engine.vocabulary import (
+    Direction,
+    Hook,
+    base_and_source,
+    clean_and_corrupted,
+    hook_name,
+    layer_of,
+    z_names,
+)
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, HookPoint
-
-Head = tuple[int, int]
-"""(layer, head)."""
-Direction = Literal["denoising", "noising"]
-DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
-Hook = tuple[str, Callable[..., Tensor | None]]
-T = TypeVar("T")
 
 DEFAULT_MAX_ROWS = 128
 """Rows (prompts × variants) per folded forward: GPT-2-small full logits of 128 × 16 tokens are 0.4 GB."""
 
-_HOOK_NAMES: dict[str, str] = {
-    "z": "blocks.{}.attn.hook_z",
-    "q": "blocks.{}.attn.hook_q",
-    "k": "blocks.{}.attn.hook_k",
-    "v": "blocks.{}.attn.hook_v",
-    "pattern": "blocks.{}.attn.hook_pattern",
-    "resid_pre": "blocks.{}.hook_resid_pre",
-    "resid_mid": "blocks.{}.hook_resid_mid",
-    "resid_post": "blocks.{}.hook_resid_post",
-    "attn_out": "blocks.{}.hook_attn_out",
-    "mlp_out": "blocks.{}.hook_mlp_out",
-}
-
-
-# --------------------------------------------------------------------------------------------------
-# Names and the base/source mapping.
-
-
-def hook_name(activation: str, layer: int) -> str:
-    """TransformerLens hook name, e.g. `hook_name("z", 3) == "blocks.3.attn.hook_z"`."""
-    if activation not in _HOOK_NAMES:
-        raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(_HOOK_NAMES)}")
-    return _HOOK_NAMES[activation].format(layer)
-
-
-def layer_of(name: str) -> int:
-    """The layer of a `blocks.{layer}.…` hook name."""
-    return int(name.split(".")[1])
-
-
-def z_names(model: HookedTransformer) -> list[str]:
-    return [hook_name("z", layer) for layer in range(model.cfg.n_layers)]
-
-
-def check_direction(direction: str, option: str = "direction") -> Direction:
-    if direction not in DIRECTIONS:
-        raise ConfigError(f"{option} must be 'denoising' or 'noising', got {direction!r}.")
-    return direction  # type: ignore[return-value]
-
-
-def base_and_source(clean: T, corrupted: T, direction: Direction) -> tuple[T, T]:
-    """(base, source) for a direction: denoising patches clean into corrupted. Works on tokens,
-    logits or anything else that comes in a clean/corrupted pair."""
-    check_direction(direction)
-    return (corrupted, clean) if direction == "denoising" else (clean, corrupted)
-
-
-def clean_and_corrupted(base: T, source: T, direction: Direction) -> tuple[T, T]:
-    """The inverse of `base_and_source`."""
-    check_direction(direction)
-    return (source, base) if direction == "denoising" else (base, source)
-
 
 # --------------------------------------------------------------------------------------------------
 # Reading the answer at END.
-
-
-def gather_end(
-    activations: Float[Tensor, "batch pos *rest"], end_positions: Int[Tensor, " batch"]
-) -> Float[Tensor, "batch *rest"]:
-    """The activation at each prompt's END position (prompts are right-padded)."""
-    rows = torch.arange(activations.shape[0], device=activations.device)
-    return activations[rows, end_positions.to(activations.device)]
 
 
 def unembed_at_end(
@@ -256,7 +197,7 @@ class BaseRun:
         self,
         resid: Float[Tensor, "rows pos d_model"],
         start: int,
-        z_fn: fast_forward.ZFunction,
+        z_fn: ZFunction,
         end_positions: Int[Tensor, " batch"],
         vocab_index: Int[Tensor, "batch k"] | None = None,
         runner: Runner = "auto",
@@ -273,7 +214,7 @@ class BaseRun:
         hooks = [(hook_name("z", layer), _z_hook(z_fn, layer)) for layer in range(start, self.model.cfg.n_layers)]
         return self.end_logits(resid, start, hooks, end_positions, vocab_index, runner="hooks")
 
-    def _z_function(self, hooks: Sequence[Hook]) -> fast_forward.ZFunction:
+    def _z_function(self, hooks: Sequence[Hook]) -> ZFunction:
         """The hook_z hooks as the fast runner's (layer, z) -> z, in order, with their HookPoints."""
         by_layer: dict[int, list[Hook]] = {}
         for name, fn in hooks:
@@ -288,7 +229,7 @@ class BaseRun:
         return z_fn
 
 
-def _z_hook(z_fn: fast_forward.ZFunction, layer: int) -> Callable[[Tensor, HookPoint], Tensor]:
+def _z_hook(z_fn: ZFunction, layer: int) -> Callable[[Tensor, HookPoint], Tensor]:
     """`z_fn` at `layer` as a TransformerLens hook on that layer's `hook_z`."""
 
     def hook(z: Tensor, hook: HookPoint) -> Tensor:
@@ -373,7 +314,7 @@ def patched_end_logits(
 ) -> Float[Tensor, "variants batch k"]:
     """Logits at END of the base run with every layer's z mixed towards `source_z` by `combination`.
 
-    `roles`: the batch's position roles (`combinations.batch_roles`), for `per_position` combinations. Each
+    `roles`: the batch's position roles (`data.roles.batch_roles`), for `per_position` combinations. Each
     chunk's forward binds them and `source_z` to the combination (`Combination.bind`): nothing is held on it.
 
     Runs under the caller's grad mode: with a learned combination, gradients reach its weights. Hooks
@@ -394,7 +335,7 @@ def patched_end_logits(
     has_prefixes = n_layers == 1 or hook_name("resid_pre", 1) in base.acts
     per_chunk = variants_per_chunk(max_rows, base.batch)
     # A combination that patches from fixed activations also reads the unpatched base run's z (`reads_base_z`).
-    base_z = {"base_z": base.recorded_z()} if getattr(combination, "reads_base_z", False) else {}
+    base_z = {"base_z": base.recorded_z()} if combination.reads_base_z else {}
     outputs = []
     for rows in chunks(combination.n_variants, per_chunk):
         part = combination.select(rows)
@@ -407,18 +348,6 @@ def patched_end_logits(
 
 # --------------------------------------------------------------------------------------------------
 # A contrast batch: the unpatched runs it is measured against, and patched runs on it.
-
-
-def logit_diff(answer_logits: Float[Tensor, "*batch 2"]) -> Float[Tensor, "*batch"]:
-    """Correct-answer logit minus incorrect-answer logit, per prompt."""
-    return answer_logits[..., 0] - answer_logits[..., 1]
-
-
-def normalised_recovery(
-    patched: Float[Tensor, "*any"], corrupted: float | Tensor, clean: float | Tensor
-) -> Float[Tensor, "*any"]:
-    """0 = the corrupted run, 1 = the clean run, >1 better than clean, <0 worse than corrupted."""
-    return (patched - corrupted) / (clean - corrupted)
 
 
 @dataclass
@@ -515,6 +444,28 @@ def _fast_reference(
     return torch.stack(source_z), list(final.split(batch))
 
 
+def notion_end_logits(
+    model: HookedTransformer,
+    batch: ContrastBatch,
+    reference: Reference,
+    combination: Combination,
+    rest: Rest,
+    vocab_index: Int[Tensor, "batch k"] | None = None,
+    max_rows: int | None = None,
+) -> Float[Tensor, "variants batch k"]:
+    """The patched forward of a contrast batch in a notion: END logits of every variant of `combination` (row
+    k * batch + b: variant k, prompt b), run on `rest`'s tokens (`engine.rest.run_tokens`: the base run's for a
+    cut, the source run's for a circuit) with every layer's z mixed towards `reference.source_z`, the batch's position
+    roles bound (`per_position`). `max_rows` None: every row in one forward. Under the caller's grad mode."""
+    base_tokens, source_tokens = base_and_source(batch.clean_tokens, batch.corrupted_tokens, reference.direction)
+    base = BaseRun.prepare(model, run_tokens(base_tokens, source_tokens, rest), prefixes=False)
+    max_rows = combination.n_variants * len(batch) if max_rows is None else max_rows
+    return patched_end_logits(
+        base, reference.source_z, with_rest(combination, rest), batch.end_pos, vocab_index,
+        roles=batch_roles(batch), max_rows=max_rows,
+    )  # fmt: skip
+
+
 @torch.no_grad()
 def recovery_of(
     model: HookedTransformer,
@@ -529,7 +480,7 @@ def recovery_of(
     head's z becomes z_base + α (z_source − z_base) at every position (`rest="free"`), or, in a run on the
     source tokens, z_base + α (z_current − z_base) (`rest="frozen"`, `ioi_superpose.engine.rest`).
     `reference`: the prompts' reference runs when they are not the paired prompts' (an ablation's:
-    `results.circuit.notion_reference`); None: `reference_runs` of the prompts."""
+    `engine.ablations.notion_reference`); None: `reference_runs` of the prompts."""
     heads = (model.cfg.n_layers, model.cfg.n_heads)
     if alpha.dim() < 2 or tuple(alpha.shape[-2:]) != heads:
         raise ConfigError(

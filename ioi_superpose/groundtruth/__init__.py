@@ -1,1 +1,2 @@
-"""Ground truth: planted models, exhaustive head-subset search, support scoring, and the head-finding benchmark."""
+"""Ground truth: planted models, support scoring, and the head-finding benchmark (exhaustive head-subset search, the
+truth it is scored against, is `analyses.exhaustive`)."""

@@ -20,13 +20,13 @@ from jaxtyping import Int
 from torch import Tensor
 
 from ioi_superpose.data import ioi_prompts
-from ioi_superpose.engine.runs import Head
+from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.vocabulary import Head
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.groundtruth.planted import PlantedCase, all_cases
 from ioi_superpose.groundtruth.planted_gpt2 import SRC_POS, gpt2_cases
 from ioi_superpose.groundtruth.planted_hard import hard_cases
 from ioi_superpose.models import HookedTransformer, load_frozen_model
-from ioi_superpose.toy.batches import FeaturePrompts
 
 SPLIT_SEEDS = {"train": 0, "dev": 1, "test": 2}
 CHECKPOINTS = Path(__file__).resolve().parents[2] / "checkpoints"
@@ -51,7 +51,7 @@ class BenchCase:
     name: str
     kind: Kind
     model: HookedTransformer
-    splits: dict[str, FeaturePrompts]
+    splits: dict[str, ContrastBatch]
     """train / dev / test prompts."""
     attention_targets: dict[str, Int[Tensor, " n"]] | None
     """Per split, the position the carrying heads attend to from END (source token; IO for toy IOI);
@@ -86,8 +86,9 @@ def trained_bench_case(name: str, n_prompts: int) -> BenchCase:
     splits, targets = {}, {}
     for split, seed in SPLIT_SEEDS.items():
         batch = ioi_prompts(path, n=n_prompts, corruption=corruption, seed=seed)
-        splits[split] = FeaturePrompts(f"{name}_{split}", batch.clean_tokens, batch.corrupted_tokens,
-                                       batch.answer_tokens, batch.end_pos)  # fmt: skip
+        # A plain contrast batch (no IOI roles): every case's prompts are patched and ablated alike.
+        splits[split] = ContrastBatch.from_tokens(batch.clean_tokens, batch.corrupted_tokens, batch.answer_tokens,
+                                                  batch.end_pos, name=f"{name}_{split}")  # fmt: skip
         targets[split] = batch.io_pos
     return BenchCase(name, "trained", model, splits, targets)
 

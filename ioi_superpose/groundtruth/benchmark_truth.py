@@ -14,16 +14,16 @@ from typing import Any
 
 import torch
 
+from ioi_superpose.analyses.exhaustive import SubsetSearch, search_head_subsets, subset_effects
+from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.rest import Rest
 from ioi_superpose.groundtruth.benchmark_cases import BenchCase
-from ioi_superpose.groundtruth.exhaustive import SubsetSearch, search_head_subsets, subset_effects
-from ioi_superpose.toy.batches import FeaturePrompts
 
 TOLERANCE = 0.01
 
 
 def search_truth(
-    case: BenchCase, prompts: FeaturePrompts, direction: str, threshold: float, rest: Rest
+    case: BenchCase, prompts: ContrastBatch, direction: str, threshold: float, rest: Rest
 ) -> SubsetSearch:
     """Every smallest subset of the case's candidate heads reaching `threshold` on `prompts`."""
     return search_head_subsets(case.model, prompts, case.candidates, direction, threshold, rest=rest)
@@ -37,7 +37,7 @@ def _mask(heads, n_layers: int, n_heads: int) -> torch.Tensor:  # noqa: ANN001
 
 
 def distractor_checks(
-    case: BenchCase, prompts: FeaturePrompts, direction: str, rest: Rest, minimal_sets: list[list[tuple[int, int]]]
+    case: BenchCase, prompts: ContrastBatch, direction: str, rest: Rest, minimal_sets: list[list[tuple[int, int]]]
 ) -> dict[str, Any]:
     """|effect of all distractors at once| and the largest |effect(set + d) − effect(set)| over the minimal
     sets and every single distractor d, in `direction` and `rest`; `ok` when both are below `TOLERANCE`."""

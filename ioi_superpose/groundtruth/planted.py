@@ -8,7 +8,7 @@ tokens: position 0 the source token (clean: a signal X, corrupted: the null toke
 random fillers (position 4 the fixed ANS token in `composition`), position 5 END; the answer pair is
 read at END. Fillers carry a small random part that a distractor head copies, so prompt seeds differ.
 
-Cases (`CASES`; `groundtruth.exhaustive.search_subsets` verifies each in both directions, `tests/test_planted.py`):
+Cases (`CASES`; `analyses.exhaustive.search_subsets` verifies each in both directions, `tests/test_planted.py`):
 
 - `or`: 1 layer × 3 heads. Heads 0.0 and 0.1 both copy X into the answer direction (S = 6): each alone
   saturates the final LayerNorm (backup heads). Denoising minimal sets {0.0}, {0.1}; noising needs both.
@@ -39,10 +39,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.models import HookedTransformer
 from ioi_superpose.models.frozen import freeze
 from ioi_superpose.models.toy import attn_only_config
-from ioi_superpose.toy.batches import FeaturePrompts
 
 D_MODEL, D_HEAD, N_CTX = 48, 4, 6
 END_POS = N_CTX - 1
@@ -89,7 +89,7 @@ class PlantedCase:
     attention_target: int | None = 0
     """The position the carrying heads attend to from END (for the attention-weighted baseline)."""
 
-    def prompts(self, n: int, seed: int) -> FeaturePrompts:
+    def prompts(self, n: int, seed: int) -> ContrastBatch:
         """`n` clean/corrupted pairs; fillers drawn from a generator seeded with `seed`."""
         generator = torch.Generator().manual_seed(seed)
         fillers = torch.tensor(FILLERS)[torch.randint(len(FILLERS), (n, 4), generator=generator)]
@@ -98,10 +98,8 @@ class PlantedCase:
             clean[:, 4] = self.slot_token
         corrupted = clean.clone()
         corrupted[:, 0] = NULL
-        return FeaturePrompts(
-            feature=self.name, clean_tokens=clean, corrupted_tokens=corrupted,
-            answer_tokens=torch.tensor(self.answers).repeat(n, 1), end_positions=torch.full((n,), END_POS),
-        )  # fmt: skip
+        answers = torch.tensor(self.answers).repeat(n, 1)
+        return ContrastBatch.from_tokens(clean, corrupted, answers, torch.full((n,), END_POS), name=self.name)
 
 
 class _Builder:

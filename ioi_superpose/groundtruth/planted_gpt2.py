@@ -72,9 +72,9 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
-from ioi_superpose.engine.runs import Head
+from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.vocabulary import Head
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze
-from ioi_superpose.toy.batches import FeaturePrompts
 
 N_LAYERS, N_HEADS, D_MODEL, D_HEAD, D_MLP, N_CTX, D_VOCAB = 12, 12, 128, 16, 512, 8, 48
 SRC_POS, SLOT_POS, END_POS = 0, 6, 7
@@ -119,7 +119,7 @@ class SuiteCase:
     distractors: tuple[Head, ...] = field(default=())
     """Every head of the model outside `heads` (random distractors and other features' planted heads)."""
 
-    def prompts(self, n: int, seed: int) -> FeaturePrompts:
+    def prompts(self, n: int, seed: int) -> ContrastBatch:
         """`n` clean/corrupted pairs; fillers drawn from a generator seeded with `seed`."""
         generator = torch.Generator().manual_seed(seed)
         fillers = torch.tensor(FILLERS)[torch.randint(len(FILLERS), (n, len(FILL_POS)), generator=generator)]
@@ -127,10 +127,8 @@ class SuiteCase:
         clean = torch.cat([column(self.signal), fillers, column(ANS), column(END)], 1)
         corrupted = clean.clone()
         corrupted[:, SRC_POS] = NULL
-        return FeaturePrompts(
-            feature=self.name, clean_tokens=clean, corrupted_tokens=corrupted,
-            answer_tokens=torch.tensor(self.answers).repeat(n, 1), end_positions=torch.full((n,), END_POS),
-        )  # fmt: skip
+        answers = torch.tensor(self.answers).repeat(n, 1)
+        return ContrastBatch.from_tokens(clean, corrupted, answers, torch.full((n,), END_POS), name=self.name)
 
 
 def gpt2_config() -> HookedTransformerConfig:

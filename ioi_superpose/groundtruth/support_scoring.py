@@ -1,7 +1,7 @@
 """Does a learned head combination find the heads that implement a feature?
 
 For each feature of a skip-trigram toy model, the *ground-truth support* is the smallest head subset
-whose denoising patch reaches `threshold` recovery (exhaustive search, `groundtruth.exhaustive.find_support`);
+whose denoising patch reaches `threshold` recovery (exhaustive search, `analyses.exhaustive.find_support`);
 the *learned support* is the set of heads with |α| > `l0_threshold` after `api.learn_combination` is
 trained on the same clean/corrupted prompts. Both read the logit difference at the last position.
 
@@ -23,8 +23,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ioi_superpose.analyses.exhaustive import find_support
 from ioi_superpose.api import learn_combination
-from ioi_superpose.groundtruth.exhaustive import Head, find_support
+from ioi_superpose.engine.vocabulary import Head
 from ioi_superpose.models import HookedTransformer
 from ioi_superpose.toy.skip_trigrams import SkipTrigramTask, feature_prompts
 
@@ -140,9 +141,9 @@ def compare_supports(
         prompts = feature_prompts(task, index, n_prompts, seed)
         # learn_combination reads the answers at the last position; so does this task's END.
         length = prompts.clean_tokens.shape[1]
-        if not bool((prompts.end_positions == length - 1).all()):
+        if not bool((prompts.end_pos == length - 1).all()):
             raise ValueError(
-                f"feature {prompts.feature}: END is not the last position; learn_combination would misread it"
+                f"feature {prompts.name}: END is not the last position; learn_combination would misread it"
             )
         truth = find_support(model, prompts, threshold=threshold)
         learned = learn_combination(
@@ -153,7 +154,7 @@ def compare_supports(
         precision, recall = precision_recall(learned_heads, truth.support)
         records.append(
             FeatureSupport(
-                feature=prompts.feature,
+                feature=prompts.name,
                 truth=[tuple(head) for head in truth.support],
                 truth_recovery=truth.support_recovery,
                 truth_reached_threshold=truth.reached_threshold,

@@ -1,1 +1,1 @@
-"""Results: `summary.json` and the run's figures, statistics, Pareto fronts, max-activating prompts, the report."""
+"""Results: `summary.json` and the run's figures, the baselines' records, statistics, Pareto fronts, the report."""

@@ -84,13 +84,6 @@ def compare_directions(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]
     return out
 
 
-def per_prompt_recovery(
-    patched: Float[Tensor, " batch"], clean: Float[Tensor, " batch"], corrupted: Float[Tensor, " batch"]
-) -> Float[Tensor, " batch"]:
-    """(patched − corrupted) / (clean − corrupted) of each prompt's own logit differences."""
-    return (patched - corrupted) / (clean - corrupted)
-
-
 def distribution(values: Float[Tensor, " n"]) -> dict[str, float | int | None]:
     """What a per-prompt recovery distribution looks like: mean against median (a mean above 1 with a median
     below it is an averaging effect of a few prompts), the share above 1, and quantiles."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from ioi_superpose.data.splits import IN_DISTRIBUTION
 from ioi_superpose.results.summary import recovery_or_none, stage_metrics
-from ioi_superpose.training.config import IN_DISTRIBUTION
 
 HEADER = ("set", "recovery", "clean LD", "corrupted LD", "patched LD", "clean acc", "patched acc")
 

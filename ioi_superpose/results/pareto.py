@@ -8,7 +8,7 @@ filled, noising hollow); every baseline ranking's top-k curve (`baselines.callba
 α = 1 on the k best heads of each score, and attention-weighted) is a line, solid for denoising, dashed
 for noising, on the same prompts as the learned points (the whole set; `curve_prompts` of the callback
 can make them its first n, and the legend then says how many). Curves are α-independent: each direction's come
-from its first run that has them. Undefined recovery (the set's gap below `summary.MIN_GAP`) is left out.
+from its first run that has them. Undefined recovery (the set's gap below `engine.metric.MIN_GAP`) is left out.
 """
 
 from __future__ import annotations
@@ -20,12 +20,11 @@ import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from ioi_superpose.results.plots import merge_identical, nan_for_none
+from ioi_superpose.data.splits import VAL_SET
+from ioi_superpose.plots import merge_identical, nan_for_none
 from ioi_superpose.results.run_figures import ExhaustiveFront, draw_exhaustive_front
 from ioi_superpose.results.schema import RunSummary
 
-VAL_SET = "val"
-"""The validation set's name among the evaluation sets (the test sets keep their datamodule names)."""
 FAMILY_MARKERS = {"scalar": "o", "per_position": "s", "hard_concrete": "^", "mixing": "D"}
 OTHER_FAMILY_MARKER = "P"
 DIRECTION_LINES = {"denoising": "-", "noising": "--"}

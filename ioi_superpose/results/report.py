@@ -17,14 +17,14 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
+from ioi_superpose.analyses.max_activating_rows import worst_recovered
 from ioi_superpose.arguments import OneLineParser
 from ioi_superpose.errors import ConfigError, user_facing_main
 from ioi_superpose.files import atomic_write
+from ioi_superpose.plots import save_figure
 from ioi_superpose.results.analysis import SEED_KEYS, stability
 from ioi_superpose.results.caveats import INITIAL_ALPHA, prune_shortfall
-from ioi_superpose.results.max_activating_rows import worst_recovered
 from ioi_superpose.results.pareto import pareto_figures
-from ioi_superpose.results.plots import save_figure
 from ioi_superpose.results.run_figures import fronts_of
 from ioi_superpose.results.schema import RunSummary, Stability, SweepSummary, Unit
 from ioi_superpose.results.sweep_figures import recovery_against_l1
@@ -472,7 +472,7 @@ HEAD_TYPE_COLUMNS = ("previous_token", "duplicate_token", "induction", "copying"
 
 
 def head_types_section(report: Report, runs: Sequence[Run]) -> None:
-    """`head_types` runs: the type scores of the learned heads (`results/head_types.py`)."""
+    """`head_types` runs: the type scores of the learned heads (`analyses/head_types.py`)."""
     typed = [r for r in runs if r.summary.head_types is not None]
     if not typed:
         return

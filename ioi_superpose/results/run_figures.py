@@ -173,7 +173,7 @@ class ExhaustiveFront:
         cls, effects: Mapping[str, float], minimal_sets: Sequence[Sequence[Sequence[int]]], set_name: str,
         direction: str, rest: str, n_prompts: int, target: float,
     ) -> ExhaustiveFront:  # fmt: skip
-        """From an exhaustive search's effect per subset (keys `groundtruth.exhaustive.subset_name`: heads "L.H"
+        """From an exhaustive search's effect per subset (keys `analyses.exhaustive.subset_name`: heads "L.H"
         joined by "+", "none" or "" for the empty set; effect = recovery denoising, 1 − recovery noising)."""
         best: dict[int, tuple[float, list[list[int]]]] = {}
         for name, effect in effects.items():

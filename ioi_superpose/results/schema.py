@@ -4,17 +4,21 @@
 Standard library only, so the report (a JSON-to-markdown tool) loads no torch, Lightning or TransformerLens.
 Every file carries `schema_version`; reading a file of another version (or one written before files were
 versioned) raises `SchemaError` naming the file and its version, instead of a `KeyError` deep in the report.
-The JSON keeps the shape the writers always gave it (`to_dict` writes the keys in that order, after the
-version), so committed reports and readers of older code see the same fields.
+Every section is a dataclass whose fields are its JSON keys, in order; one generic pair (`Record.to_dict`,
+`Record.from_dict`) writes and reads them all, nested sections, lists and dicts of them included: no field is named
+twice. A field with a default may be absent from a file (an older summary: its default); one without is required
+(`SchemaError` naming it); a field marked `OMIT_NONE` is left out of the file while None, as the writers always did,
+so committed reports and readers of older code see the same fields.
 """
 
 from __future__ import annotations
 
 import json
+import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from ioi_superpose.errors import UserFacingError
 
@@ -62,10 +66,65 @@ def _read_json(path: str | Path) -> dict[str, Any]:
 
 
 Head = tuple[int, int]
+R = TypeVar("R", bound="Record")
+OMIT_NONE: dict[str, Any] = {"omit_none": True}
+"""Field metadata: the key is left out of the file while the value is None."""
+
+
+class Record:
+    """A dataclass written to and read from JSON field by field (the module docstring)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if value is None and f.metadata.get("omit_none"):
+                continue
+            out[f.name] = _encode(value)
+        return out
+
+    @classmethod
+    def from_dict(cls: type[R], data: Mapping[str, Any], source: str = "the summary") -> R:
+        """`source` names the file in errors."""
+        hints = get_type_hints(cls)
+        values = {}
+        for f in fields(cls):  # type: ignore[arg-type]
+            if f.name in data:
+                values[f.name] = _decode(hints[f.name], data[f.name], source)
+            elif f.default is MISSING and f.default_factory is MISSING:
+                values[f.name] = _take(data, f.name, source)  # raises: a required field is missing
+        return cls(**values)
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [_encode(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _encode(item) for key, item in value.items()}
+    return value
+
+
+def _decode(hint: Any, value: Any, source: str) -> Any:
+    """`value` (from JSON) as `hint` says: a record, or a list or dict of them; anything else as it is."""
+    if value is None:
+        return None
+    if isinstance(hint, type) and is_dataclass(hint) and issubclass(hint, Record):
+        return hint.from_dict(value, source)
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        records = [arg for arg in args if isinstance(arg, type) and issubclass(arg, Record)]
+        return _decode(records[0], value, source) if records else value
+    if origin is list:
+        return [_decode(args[0], item, source) for item in value] if args else list(value)
+    if origin is dict:
+        return {key: _decode(args[1], item, source) for key, item in value.items()} if args else dict(value)
+    return value
 
 
 @dataclass(frozen=True)
-class Recovery:
+class Recovery(Record):
     """(patched − corrupted) / (clean − corrupted) on validation and on every test set; None where the set's
     clean − corrupted gap is below `min_gap_for_recovery` (the ratio is then noise)."""
 
@@ -77,41 +136,25 @@ class Recovery:
         return self.val if set_name == "val" else self.test.get(set_name)
 
 
-@dataclass(frozen=True)
-class Unit:
+@dataclass(frozen=True, kw_only=True)
+class Unit(Record):
     """One entry of `top_heads`: a head, a (head, role) pair or a mixing entry (target ← source), and its α."""
 
     layer: int
     head: int
+    role: str | None = field(default=None, metadata=OMIT_NONE)
+    source_layer: int | None = field(default=None, metadata=OMIT_NONE)
+    source_head: int | None = field(default=None, metadata=OMIT_NONE)
     alpha: float
-    role: str | None = None
-    source_layer: int | None = None
-    source_head: int | None = None
 
     @property
     def is_cross_head(self) -> bool:
         """A mixing entry that moves another head's difference into this one (an off-diagonal entry)."""
         return self.source_layer is not None and (self.layer, self.head) != (self.source_layer, self.source_head)
 
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"layer": self.layer, "head": self.head}
-        if self.role is not None:
-            out["role"] = self.role
-        if self.source_layer is not None:
-            out["source_layer"], out["source_head"] = self.source_layer, self.source_head
-        out["alpha"] = self.alpha
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str) -> Unit:
-        return cls(
-            layer=_take(data, "layer", source), head=_take(data, "head", source), alpha=_take(data, "alpha", source),
-            role=data.get("role"), source_layer=data.get("source_layer"), source_head=data.get("source_head"),
-        )  # fmt: skip
-
 
 @dataclass(frozen=True)
-class Distribution:
+class Distribution(Record):
     """The per-prompt recovery distribution of one set (`analysis.distribution`); the quantiles are absent
     (None) where no prompt had a finite recovery."""
 
@@ -119,56 +162,35 @@ class Distribution:
     mean: float | None
     median: float | None
     share_above_1: float | None
-    q10: float | None = None
-    q25: float | None = None
-    q75: float | None = None
-    q90: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        out = {
-            "n_prompts": self.n_prompts, "mean": self.mean, "median": self.median, "share_above_1": self.share_above_1,
-        }  # fmt: skip
-        if self.q10 is not None:
-            out.update(q10=self.q10, q25=self.q25, q75=self.q75, q90=self.q90)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Distribution:
-        return cls(**{f.name: data.get(f.name) for f in fields(cls)})
+    q10: float | None = field(default=None, metadata=OMIT_NONE)
+    q25: float | None = field(default=None, metadata=OMIT_NONE)
+    q75: float | None = field(default=None, metadata=OMIT_NONE)
+    q90: float | None = field(default=None, metadata=OMIT_NONE)
 
 
 @dataclass(frozen=True)
-class IOICircuit:
+class IOICircuit(Record):
     """How a GPT-2 small run's heads compare with the IOI paper's 26 (`baselines.ioi_heads`)."""
 
     precision: float | None
     recall: float
     recall_by_class: dict[str, float]
-    selected_outside_circuit: list[list[int]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "precision": self.precision, "recall": self.recall, "recall_by_class": self.recall_by_class,
-            "selected_outside_circuit": self.selected_outside_circuit,
-        }  # fmt: skip
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str) -> IOICircuit:
-        return cls(
-            precision=_take(data, "precision", source), recall=_take(data, "recall", source),
-            recall_by_class=_take(data, "recall_by_class", source),
-            selected_outside_circuit=[list(h) for h in data.get("selected_outside_circuit", [])],
-        )  # fmt: skip
+    selected_outside_circuit: list[list[int]] = field(default_factory=list)
 
 
-@dataclass
-class RunSummary:
+@dataclass(kw_only=True)
+class RunSummary(Record):
     """A finished run's `summary.json`. `config` is the run's full training configuration as LightningCLI
     saved it (read through `setting`); `baselines` and `prune` are the baselines' and pruning's own records."""
 
+    schema_version: int = SCHEMA_VERSION
     model_name: str
     direction: str
     objective: str
+    alpha: str | None = field(default=None, metadata=OMIT_NONE)
+    """`learned (N steps)` or `initial (no steps taken)` (`caveats.alpha_state`); None in a summary written
+    before it was recorded."""
+    steps: int | None = field(default=None, metadata=OMIT_NONE)
     recovery: Recovery
     min_gap_for_recovery: float
     clean_logit_diff: float | None
@@ -181,30 +203,25 @@ class RunSummary:
     n_heads_total: int
     top_heads: list[Unit]
     combination: str
+    rest: str = "free"
+    """A head set as a cut (`free`) or a circuit (`frozen`), `engine/rest.py`."""
     support: list[list[int]]
     """Units above the L0 threshold: [layer, head], [layer, head, role] or [layer, head, source_layer, source_head]."""
     prune: dict[str, Any] | None
+    rotation: dict[str, Any] | None = None
+    """`rotation` runs: the dimension count and head loadings (`analyses.rotation.rotation_dimensions`)."""
+    circuit: dict[str, Any] | None = None
+    """`circuit_criteria` runs: the IOI paper's criteria under every ablation (`analyses/circuit.py`)."""
+    head_types: dict[str, Any] | None = field(default=None, metadata=OMIT_NONE)
+    """`head_types` runs: {"prompts": n, "heads": the learned heads [[layer, head], …], "scores": {type: [layer][head]}}
+    (`analyses/head_types.py`; every head scored, the learned ones listed), or {"error": why, "heads": …}. Written
+    only when present, so summaries without it keep their shape."""
     val: dict[str, float]
     test: dict[str, dict[str, float]]
     per_prompt_recovery: dict[str, Distribution]
     baselines: dict[str, dict[str, Any]]
     ioi_circuit: IOICircuit | None
     config: dict[str, Any]
-    alpha: str | None = None
-    """`learned (N steps)` or `initial (no steps taken)` (`caveats.alpha_state`); None in a summary written
-    before it was recorded."""
-    steps: int | None = None
-    rest: str = "free"
-    """A head set as a cut (`free`) or a circuit (`frozen`), `engine/rest.py`."""
-    rotation: dict[str, Any] | None = None
-    """`rotation` runs: the dimension count and head loadings (`RotationCombination.analyse`)."""
-    circuit: dict[str, Any] | None = None
-    """`circuit_criteria` runs: the IOI paper's criteria under every ablation (`results/circuit.py`)."""
-    head_types: dict[str, Any] | None = None
-    """`head_types` runs: {"prompts": n, "heads": the learned heads [[layer, head], …], "scores": {type: [layer][head]}}
-    (`results/head_types.py`; every head scored, the learned ones listed), or {"error": why, "heads": …}. Written
-    only when present, so summaries without it keep their shape."""
-    schema_version: int = SCHEMA_VERSION
 
     def setting(self, section: str, name: str, default: Any = None) -> Any:
         """A training option as the run was configured, e.g. `setting("model", "l1")` for `--model.l1`."""
@@ -239,66 +256,11 @@ class RunSummary:
         """How many prompts of each set the top-k curves were evaluated on."""
         return self.baselines.get("combinations", {}).get("prompts_by_set", {})
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": self.schema_version,
-            "model_name": self.model_name,
-            "direction": self.direction,
-            "objective": self.objective,
-            **({} if self.steps is None else {"alpha": self.alpha, "steps": self.steps}),
-            "recovery": {"val": self.recovery.val, "test": dict(self.recovery.test)},
-            "min_gap_for_recovery": self.min_gap_for_recovery,
-            "clean_logit_diff": self.clean_logit_diff,
-            "corrupted_logit_diff": self.corrupted_logit_diff,
-            "patched_logit_diff": self.patched_logit_diff,
-            "clean_accuracy": self.clean_accuracy,
-            "patched_accuracy": self.patched_accuracy,
-            "l0": self.l0,
-            "l0_threshold": self.l0_threshold,
-            "n_heads_total": self.n_heads_total,
-            "top_heads": [unit.to_dict() for unit in self.top_heads],
-            "combination": self.combination,
-            "rest": self.rest,
-            "support": [list(unit) for unit in self.support],
-            "prune": self.prune,
-            "rotation": self.rotation,
-            "circuit": self.circuit,
-            **({} if self.head_types is None else {"head_types": self.head_types}),
-            "val": self.val,
-            "test": self.test,
-            "per_prompt_recovery": {name: d.to_dict() for name, d in self.per_prompt_recovery.items()},
-            "baselines": self.baselines,
-            "ioi_circuit": None if self.ioi_circuit is None else self.ioi_circuit.to_dict(),
-            "config": self.config,
-        }
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "the summary") -> RunSummary:
-        """`source` names the file in errors."""
+        """`source` names the file in errors; a file of another schema version is refused."""
         _require_version(data, source)
-        recovery = _take(data, "recovery", source)
-        circuit = _take(data, "ioi_circuit", source)
-        scalars = {
-            name: _take(data, name, source)
-            for name in (
-                "model_name", "direction", "objective", "min_gap_for_recovery", "clean_logit_diff",
-                "corrupted_logit_diff", "patched_logit_diff", "clean_accuracy", "patched_accuracy", "l0",
-                "l0_threshold", "n_heads_total", "combination", "prune", "val", "test", "baselines", "config",
-            )
-        }  # fmt: skip
-        return cls(
-            **scalars,
-            recovery=Recovery(val=_take(recovery, "val", source), test=dict(_take(recovery, "test", source))),
-            top_heads=[Unit.from_dict(unit, source) for unit in _take(data, "top_heads", source)],
-            support=[list(unit) for unit in _take(data, "support", source)],
-            per_prompt_recovery={
-                name: Distribution.from_dict(d) for name, d in _take(data, "per_prompt_recovery", source).items()
-            },
-            ioi_circuit=None if circuit is None else IOICircuit.from_dict(circuit, source),
-            alpha=data.get("alpha"), steps=data.get("steps"), rest=data.get("rest", "free"),
-            rotation=data.get("rotation"), circuit=data.get("circuit"), head_types=data.get("head_types"),
-            schema_version=data["schema_version"],
-        )
+        return super().from_dict(data, source)
 
     @classmethod
     def read(cls, path: str | Path) -> RunSummary:
@@ -310,7 +272,7 @@ class RunSummary:
 
 
 @dataclass(frozen=True)
-class SweepPoint:
+class SweepPoint(Record):
     """One finished point of a sweep: its grid settings, run directory and what it found."""
 
     point: str
@@ -321,19 +283,9 @@ class SweepPoint:
     l0: int
     heads: list[list[int]]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "point": self.point, "settings": self.settings, "run_dir": self.run_dir, "val_recovery": self.val_recovery,
-            "test_recovery": self.test_recovery, "l0": self.l0, "heads": self.heads,
-        }  # fmt: skip
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str) -> SweepPoint:
-        return cls(**{f.name: _take(data, f.name, source) for f in fields(cls)})
-
 
 @dataclass(frozen=True)
-class Stability:
+class Stability(Record):
     """One setting run with several seeds/inits (`analysis.stability`)."""
 
     setting: str
@@ -343,16 +295,9 @@ class Stability:
     intersection_over_union: float | None
     mean_pairwise_iou: float | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str) -> Stability:
-        return cls(**{f.name: _take(data, f.name, source) for f in fields(cls)})
-
 
 @dataclass(frozen=True)
-class DirectionComparison:
+class DirectionComparison(Record):
     """Noising against denoising for one setting (`analysis.compare_directions`)."""
 
     setting: str
@@ -363,48 +308,22 @@ class DirectionComparison:
     only_noising: list[list[int]]
     iou: float | None
 
-    def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str) -> DirectionComparison:
-        return cls(**{f.name: _take(data, f.name, source) for f in fields(cls)})
-
-
-@dataclass
-class SweepSummary:
+@dataclass(kw_only=True)
+class SweepSummary(Record):
     """A sweep's `sweep.json`: every finished point, stability across seeds, noising against denoising."""
 
+    schema_version: int = SCHEMA_VERSION
     n_points: int
     n_finished: int
     points: list[SweepPoint]
-    stability: list[Stability] = field(default_factory=list)
-    noising_vs_denoising: list[DirectionComparison] = field(default_factory=list)
-    schema_version: int = SCHEMA_VERSION
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": self.schema_version,
-            "n_points": self.n_points,
-            "n_finished": self.n_finished,
-            "points": [point.to_dict() for point in self.points],
-            "stability": [row.to_dict() for row in self.stability],
-            "noising_vs_denoising": [row.to_dict() for row in self.noising_vs_denoising],
-        }
+    stability: list[Stability]
+    noising_vs_denoising: list[DirectionComparison]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "the sweep summary") -> SweepSummary:
         _require_version(data, source)
-        return cls(
-            n_points=_take(data, "n_points", source),
-            n_finished=_take(data, "n_finished", source),
-            points=[SweepPoint.from_dict(row, source) for row in _take(data, "points", source)],
-            stability=[Stability.from_dict(row, source) for row in _take(data, "stability", source)],
-            noising_vs_denoising=[
-                DirectionComparison.from_dict(row, source) for row in _take(data, "noising_vs_denoising", source)
-            ],
-            schema_version=data["schema_version"],
-        )
+        return super().from_dict(data, source)
 
     @classmethod
     def read(cls, path: str | Path) -> SweepSummary:

@@ -2,7 +2,7 @@
 
 One job per module:
 
-- `batches`: the batch formats (`TokenBatch` for training, `FeaturePrompts` for patching).
+- `batches`: the training batch format (`TokenBatch`); prompts for patching are `data.batch.ContrastBatch`es.
 - `skip_trigrams`: the attention-head superposition tasks (`SkipTrigramTask`, `SkipTrigramDataModule`).
 - `ioi_vocabulary`: the toy-IOI word vocabulary (`toy_ioi_tokenizer`).
 - `ioi_task`: toy IOI prompts labelled with the IO at END (`ToyIOIDataModule`).
@@ -12,9 +12,9 @@ One job per module:
 - `export`: the callbacks that write a trained toy model and its metrics (`ExportToyModel`, `ExportToyIOIModel`).
 
 The core package never imports this one; `cli/train_toy.py`, `groundtruth/`, the tests and the experiments do.
-Planted models, exhaustive subset search and support scoring are `groundtruth/`'s. Loading a
-toy checkpoint file is `models/`' job (`models/toy.py`). The names below load on first use (PEP 562), so
-`groundtruth/` can import `toy.batches` while `toy.export` imports `groundtruth.exhaustive`.
+Planted models and support scoring are `groundtruth/`'s, exhaustive subset search `analyses/`'. Loading a
+toy checkpoint file is `models/`' job (`models/toy.py`). The names below load on first use (PEP 562): importing
+one toy module does not load the others.
 """
 
 
@@ -26,7 +26,6 @@ from typing import Any
 _MODULES: dict[str, str] = {
     "ExportToyIOIModel": "export",
     "ExportToyModel": "export",
-    "FeaturePrompts": "batches",
     "FrozenNameEmbeddings": "name_embeddings",
     "GroupAccuracy": "training",
     "IGNORE_INDEX": "batches",
@@ -47,7 +46,6 @@ _MODULES: dict[str, str] = {
 __all__ = [
     "ExportToyIOIModel",
     "ExportToyModel",
-    "FeaturePrompts",
     "FrozenNameEmbeddings",
     "GroupAccuracy",
     "IGNORE_INDEX",

@@ -2,7 +2,7 @@
 JSON beside it.
 
 - `ExportToyModel`: any toy task (`ToyTaskData`): per-group accuracy on fresh seeded data and, for
-  tasks with known features (`GroundTruthTaskData`), each feature's head support (`groundtruth/exhaustive.py`).
+  tasks with known features (`GroundTruthTaskData`), each feature's head support (`analyses/exhaustive.py`).
 - `ExportToyIOIModel`: the same plus IOI metrics per name split and template family (`ToyIOIDataModule`).
 
 Both JSON files are written atomically by `files.write_json`, which refuses NaN: numbers that can be
@@ -19,8 +19,9 @@ from typing import Any, Protocol, runtime_checkable
 import lightning as L
 import torch
 
+from ioi_superpose.analyses.exhaustive import find_support
+from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.files import write_json
-from ioi_superpose.groundtruth.exhaustive import find_support
 from ioi_superpose.models import HookedTransformer
 from ioi_superpose.models.toy import (
     attn_only_config,
@@ -29,7 +30,7 @@ from ioi_superpose.models.toy import (
     save_toy_checkpoint,
     toy_config_kwargs,
 )
-from ioi_superpose.toy.batches import FeaturePrompts, TokenBatch
+from ioi_superpose.toy.batches import TokenBatch
 from ioi_superpose.toy.ioi_metrics import ioi_metrics
 from ioi_superpose.toy.ioi_task import ToyIOIDataModule
 from ioi_superpose.toy.name_embeddings import FrozenNameEmbeddings
@@ -53,7 +54,7 @@ class GroundTruthTaskData(ToyTaskData, Protocol):
 
     n_features: int
 
-    def feature_prompts(self, feature: int, n: int, seed: int) -> FeaturePrompts: ...
+    def feature_prompts(self, feature: int, n: int, seed: int) -> ContrastBatch: ...
 
 
 def evaluate_groups(model: HookedTransformer, batch: TokenBatch, group_names: list[str]) -> dict[str, float | None]:

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import torch
 
 from ioi_superpose.data.ioi import IOIBatch
-from ioi_superpose.engine.runs import end_logits, logit_diff
+from ioi_superpose.engine.metric import logit_diff
+from ioi_superpose.engine.runs import end_logits
 from ioi_superpose.models import HookedTransformer
 
 

@@ -37,8 +37,9 @@ from jaxtyping import Int
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.toy.batches import IGNORE_INDEX, FeaturePrompts, TokenBatch
+from ioi_superpose.toy.batches import IGNORE_INDEX, TokenBatch
 
 TaskKind = Literal["single_source", "two_source_conjunction"]
 
@@ -174,7 +175,7 @@ def sample_batch(task: SkipTrigramTask, n: int, generator: torch.Generator) -> T
     return TokenBatch(tokens=tokens, labels=labels, group=group)
 
 
-def feature_prompts(task: SkipTrigramTask, feature: int, n: int, seed: int) -> FeaturePrompts:
+def feature_prompts(task: SkipTrigramTask, feature: int, n: int, seed: int) -> ContrastBatch:
     """`n` seeded clean/corrupted prompt pairs for feature index `feature` (see `task.group_names`)."""
     source, b_index = task.feature(feature)
     generator = torch.Generator().manual_seed(seed)
@@ -191,12 +192,8 @@ def feature_prompts(task: SkipTrigramTask, feature: int, n: int, seed: int) -> F
         corrupted[rows, source_position] = 1 - source
         wrong = task.answer(1 - source, b_index)
     answers = torch.tensor([[task.answer(source, b_index), wrong]]).expand(n, 2).clone()
-    return FeaturePrompts(
-        feature=task.group_names[feature],
-        clean_tokens=clean,
-        corrupted_tokens=corrupted,
-        answer_tokens=answers,
-        end_positions=torch.full((n,), task.n_positions - 1),
+    return ContrastBatch.from_tokens(
+        clean, corrupted, answers, torch.full((n,), task.n_positions - 1), name=task.group_names[feature]
     )
 
 
@@ -304,7 +301,7 @@ class SkipTrigramDataModule(L.LightningDataModule):
     def evaluation_batch(self, n: int, seed: int) -> TokenBatch:
         return sample_batch(self.task, n, torch.Generator().manual_seed(seed))
 
-    def feature_prompts(self, feature: int, n: int, seed: int) -> FeaturePrompts:
+    def feature_prompts(self, feature: int, n: int, seed: int) -> ContrastBatch:
         return feature_prompts(self.task, feature, n, seed)
 
     def setup(self, stage: str | None = None) -> None:

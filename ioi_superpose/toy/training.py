@@ -20,7 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from torchmetrics import Metric
 
-from ioi_superpose.engine.runs import hook_name
+from ioi_superpose.engine.vocabulary import hook_name
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer
 from ioi_superpose.models.toy import (

@@ -11,7 +11,8 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.runs import Direction, Reference
+from ioi_superpose.engine.runs import Reference
+from ioi_superpose.engine.vocabulary import Direction
 
 
 @dataclass

@@ -1,43 +1,17 @@
 """What we measure at the END position, as torchmetrics (answer logits in, numbers out).
 
-Every state is a sum, so a value is the same however the prompts are split into batches or ranks.
-`LogitDiffMetric` is the patching metric handed to TransformerLens-style sweeps.
+Every state is a sum, so a value is the same however the prompts are split into batches or ranks. The patching
+metric handed to TransformerLens-style sweeps is the engine's (`engine.metric.LogitDiffMetric`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float
 from torch import Tensor
 from torchmetrics import MeanMetric, Metric
 
-from ioi_superpose.engine.runs import gather_end, logit_diff, normalised_recovery
-
-
-@dataclass
-class LogitDiffMetric:
-    """A patching metric: mean logit difference at END, normalised when both reference values are set.
-
-    Usable as a generic `metric(logits)` callable (TransformerLens's patching API), and by our own
-    patching code through `from_answer_logits`, which needs only the two answer logits at END.
-    """
-
-    answer_tokens: Int[Tensor, "batch 2"]
-    end_positions: Int[Tensor, " batch"]
-    corrupted_value: float | None = None
-    clean_value: float | None = None
-
-    def __call__(self, logits: Float[Tensor, "batch pos vocab"]) -> Float[Tensor, ""]:
-        end_logits = gather_end(logits, self.end_positions)
-        return self.from_answer_logits(end_logits.gather(-1, self.answer_tokens.to(logits.device)))
-
-    def from_answer_logits(self, answer_logits: Float[Tensor, "*variants batch 2"]) -> Float[Tensor, "*variants"]:
-        mean_diff = logit_diff(answer_logits).mean(-1)
-        if self.corrupted_value is None or self.clean_value is None:
-            return mean_diff
-        return normalised_recovery(mean_diff, self.corrupted_value, self.clean_value)
+from ioi_superpose.engine.metric import logit_diff, normalised_recovery
 
 
 class _DoubleMean(MeanMetric):

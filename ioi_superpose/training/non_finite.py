@@ -9,20 +9,21 @@ user the wrong way.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from ioi_superpose.engine.runs import Reference, logit_diff
+from ioi_superpose.engine.metric import logit_diff
+from ioi_superpose.engine.runs import Reference
+from ioi_superpose.fitting.settings import SuperpositionConfig
 
 ZERO_GAP = 1e-6
 """|mean clean − mean corrupted logit difference| below this: the normalised effect is 0/0 or x/0."""
 
 
 def non_finite_cause(
-    hparams: Mapping[str, Any],
+    settings: SuperpositionConfig,
     coefficients: Tensor,
     reference: Reference,
     step: int,
@@ -31,13 +32,13 @@ def non_finite_cause(
     """The cause of a non-finite loss and its fix, naming each setting by `option(name)` (the CLI flag or
     the API argument)."""
     for name in ("l1", "lr"):
-        value = float(hparams[name])
+        value = float(getattr(settings.optim, name))
         if not math.isfinite(value):
             return f"{option(name)} is {value}; give a finite number."
     if not bool(torch.isfinite(coefficients).all()):
         if step == 0:
             return (
-                f"α is not finite before any step: {option('init')} is {hparams.get('init')}; give a finite "
+                f"α is not finite before any step: {option('init')} is {settings.family.init}; give a finite "
                 "number (1.0 starts from the full patch)."
             )
         return (
@@ -46,7 +47,7 @@ def non_finite_cause(
         )
     clean, corrupted = reference.clean_and_corrupted()
     gap = float(logit_diff(clean).mean() - logit_diff(corrupted).mean())
-    if hparams.get("objective", "logit_diff") != "kl" and abs(gap) < ZERO_GAP:
+    if settings.optim.objective != "kl" and abs(gap) < ZERO_GAP:
         return (
             f"the clean and corrupted prompts of this batch give the same mean logit difference (gap {gap:.3g}), "
             "and the objective divides by that gap. Check that each answer pair holds two different tokens "

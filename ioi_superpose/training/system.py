@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import warnings
+import inspect
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Optional
 
 import lightning as L
 import torch
@@ -12,39 +12,22 @@ from jaxtyping import Float
 from torch import Tensor, nn
 from torchmetrics import MetricCollection
 
-from ioi_superpose.combinations import LearnedFamily, batch_roles
+from ioi_superpose.combinations import LearnedFamily
 from ioi_superpose.combinations.stacked import StackedCombination
 from ioi_superpose.console import LOG
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.rest import Rest, run_tokens, with_rest
-from ioi_superpose.engine.runs import (
-    BaseRun,
-    Direction,
-    Reference,
-    base_and_source,
-    patched_end_logits,
-    recovery_of,
-    reference_runs,
-)
+from ioi_superpose.data.splits import IN_DISTRIBUTION, metric_prefix
+from ioi_superpose.engine.ablations import Ablation, ablated_reference
+from ioi_superpose.engine.rest import Rest
+from ioi_superpose.engine.runs import Reference, notion_end_logits, recovery_of, reference_runs
 from ioi_superpose.errors import ConfigError, NonFiniteLossError
+from ioi_superpose.fitting.fitted import FittedCombination
+from ioi_superpose.fitting.objectives import OBJECTIVES, Objective, across_ranks
+from ioi_superpose.fitting.settings import BATCHABLE, SuperpositionConfig, flat_settings, settings_doc
 from ioi_superpose.models import HookedTransformer, describe_model, load_frozen_model
 from ioi_superpose.training.cache import ReferenceCache
-from ioi_superpose.training.config import BATCHABLE, IN_DISTRIBUTION, CacheDevice, CacheDType, SuperpositionConfig
 from ioi_superpose.training.metrics import IOAccuracy, MeanLogitDiff, NormalisedRecovery, ObjectiveLoss
 from ioi_superpose.training.non_finite import non_finite_cause
-from ioi_superpose.training.objectives import OBJECTIVES, Objective, ObjectiveName, across_ranks
-from ioi_superpose.training.pruning import PruneResult, minimal_set
-
-if TYPE_CHECKING:
-    from ioi_superpose.results.circuit import Ablation
-
-HEAD_TYPE_PROMPTS = 64
-"""`head_types`: the training prompts the head types are scored on (the detectors loop in Python per prompt)."""
-
-
-def metric_prefix(stage: str, set_name: str) -> str:
-    """`val/`, `test/` for the in-distribution set, `test/<set>/` for the others."""
-    return f"{stage}/" if set_name == IN_DISTRIBUTION else f"{stage}/{set_name}/"
 
 
 def contrast_metrics(prefix: str, objective: Objective) -> MetricCollection:
@@ -73,167 +56,38 @@ class HeadSuperposition(L.LightningModule):
     trains; the model is frozen.
     """
 
-    def __init__(
-        self,
-        model_name: str = "gpt2-small",
-        direction: Direction = "denoising",
-        objective: ObjectiveName = "logit_diff",
-        l1: float = 1e-3,
-        l1_warmup_steps: int = 0,
-        lr: float = 0.05,
-        bounded: bool = True,
-        init: float = 1.0,
-        l0_threshold: float = 0.05,
-        cache_source_activations: bool = True,
-        cache_dtype: CacheDType = "float32",
-        cache_device: CacheDevice = "same",
-        cache_max_mb: float | None = None,
-        test_sets: Sequence[str] = (IN_DISTRIBUTION,),
-        combination: str = "scalar",
-        temperature: float | None = None,
-        gate_seed: int | None = None,
-        mixing_target: int | None = None,
-        rotation_layers: list[int] | None = None,
-        rotation_temperature_start: float | None = None,
-        rotation_temperature_end: float | None = None,
-        rotation_target: float | None = None,
-        rotation_joint: bool | None = None,
-        circuit_criteria: bool = False,
-        head_types: bool = False,
-        ablation: str = "corrupted",
-        prune_target: float | None = None,
-        prune_prompts: int = 256,
-        rest: Rest = "free",
-        preloaded_model: HookedTransformer | None = None,
-    ) -> None:
-        """
-        Args:
-            model_name: TransformerLens model name (gpt2-small, …), a directory holding a Hugging Face
-                GPT-2 checkpoint, or a toy checkpoint file (.pt) made by `ioi_superpose.cli.train_toy`.
-            direction: `denoising` runs the corrupted prompts and patches in the clean ones' head outputs
-                (finds heads sufficient for the behaviour); `noising` runs the clean prompts and patches
-                in the corrupted ones (finds heads necessary for it).
-            objective: `logit_diff` drives the normalised effect of the patch to 1 (for denoising: the
-                recovery of the clean logit difference); `kl` matches the source run's next-token
-                distribution at END, KL(source ‖ patched): the clean run's when denoising, the corrupted
-                run's when noising; `maximize` pushes the effect as high as it goes (can exceed 1).
-            l1: weight λ of the L1 penalty on α (sparsity). Must be >= 0.
-            l1_warmup_steps: λ rises linearly from 0 to `l1` over this many steps (0: no warm-up).
-                Training and validation losses use the same, current λ.
-            lr: Adam learning rate for α. Must be > 0.
-            bounded: keep α in [0, 1] (projected after each step); False lets α take any real value.
-            init: initial value of every α (1.0 starts from the full source run and prunes).
-            l0_threshold: a head counts towards L0 when |α| exceeds this.
-            cache_source_activations: keep each training prompt's source head outputs after first use
-                (the model is frozen, so they never change): one forward+backward per step instead of
-                two forwards and a backward, at the cost of memory for n_layers×pos×d_model per prompt
-                (590 KB for GPT-2 small at 16 tokens in float32). The run prints the cache's size once
-                the first epoch has filled it.
-            cache_dtype: dtype the cached activations are stored in (`bfloat16` / `float16` halve the
-                memory; rows are cast back to the model's dtype when used, so training is close to, not
-                exactly, float32's).
-            cache_device: `same`: the cache lives where the model does; `cpu`: in host memory (rows are
-                copied to the model's device at each step).
-            cache_max_mb: at most this many MB of cached activations (None: no cap). Rows beyond it are
-                not cached: their batches are recomputed, with the same result, and the run says so once.
-            test_sets: names of the test dataloaders, in order (the CLI links them from the datamodule).
-            combination: the family of the learned combination (`ioi_superpose.combinations`):
-                `scalar` α[layer, head] at all positions (L1); `per_position` α[layer, head, role] with roles
-                IO, S1, S1+1, S2, END, other (IOI batches; other tasks only END/other) (L1); `hard_concrete`
-                a stochastic L0 gate per head (expected-L0 penalty, deterministic gates in evaluation);
-                `mixing` a map M[layer, head, source_layer, source_head] across heads: a head's patch adds
-                M-weighted z differences of the heads of its own and earlier layers (`combinations/mixing.py`;
-                L1; identity init = `scalar`); `rotation` a learned orthogonal basis of each layer's concatenated
-                z with a sigmoid mask (boundless DAS, `combinations/rotation.py`; penalty Σ mask). `l1` weighs each
-                family's own penalty.
-            temperature: hard_concrete only: the temperature β of the gates (null: 2/3, Louizos et al. 2018).
-            gate_seed: hard_concrete only: seed of the gates' own noise generator (null: 0).
-            mixing_target: mixing only: patch only this layer's heads, each receiving from every head of
-                this and earlier layers ("all the heads in one layer"; init diag(init) on that layer).
-                None: every layer receives from itself and all earlier layers.
-            rotation_layers: rotation only: the layers that get a learned rotation R and mask (null: all).
-            rotation_temperature_start: rotation only: the mask's temperature at the start of the fit (null: 1).
-            rotation_temperature_end: rotation only: its temperature at the end (null: 0.05), annealed
-                geometrically over the fit's optimiser steps, as boundless DAS anneals its boundaries'.
-            rotation_target: rotation only: after fit, the number of rotated dimensions needed is the smallest
-                k whose hard mask on the top-k dimensions reaches this effect (null: 0.9) on the first
-                `prune_prompts` training prompts; in summary.json.
-            rotation_joint: rotation only: one R and mask over the concatenated z of all `rotation_layers` (null:
-                false, one per layer), patched from fixed activations: every selected layer's z is set from the
-                unpatched base and source runs, so a later selected layer does not recompute from the earlier
-                one's patch (the causal caveat: `combinations/rotation_joint.py`). Needs rest free.
-            circuit_criteria: after fit (and pruning), score the learned head set (the heads of the combination's
-                [layer, head] view above `l0_threshold`) with the IOI paper's faithfulness, completeness and
-                minimality under every ablation (`ioi_superpose.results.circuit`) on the first `prune_prompts`
-                training prompts; in summary.json under `circuit`. Not for `rotation` (its units are directions).
-            head_types: after fit (and pruning), score every head's type (previous-token, duplicate-token,
-                induction, copying, attention from END to IO/S1/S2: `ioi_superpose.results.head_types`) on the first
-                `HEAD_TYPE_PROMPTS` (64) of the first `prune_prompts` training prompts, and list the learned heads
-                (the [layer, head] view above `l0_threshold`); in summary.json under `head_types`. IOI prompts only
-                (other prompts: the reason is recorded).
-            ablation: the source of a noising patch (`ioi_superpose.results.circuit`): `corrupted` (the paired
-                corrupted prompt, default), `resample` (another clean prompt of the batch, a seeded derangement,
-                aligned at END), `mean` (the batch's mean z per position role), `zero`. The reference "corrupted"
-                run is then the clean prompts with every head so ablated (recovery 0), the intact model
-                recovery 1. Noising only.
-            prune_target: after fit, shrink the support to a minimal set (`ioi_superpose.training.pruning`): drop
-                units in blocks (with back-off) while the effect on the training prompts stays >= this (denoising:
-                recovery >= R; noising: recovery <= 1 - R), then a 1-minimality pass. Kept units get weight 1.
-                A target the learned support misses leaves α as learned (a warning; `reached: false`). None: no
-                pruning.
-            prune_prompts: training prompts (the first ones of the training loader) the pruning reads.
-            rest: what the heads outside the set do (`ioi_superpose.engine.rest`): `free` (a cut: the base run with
-                the set's z moved towards the source run, everything else recomputes) or `frozen` (a circuit,
-                as ACDC / subnetwork probing / Edge Pruning: the source run with every head's z at
-                z_base + α (z_current − z_base), so α = 0 freezes a head at its base-run value). Training,
-                evaluation and the minimal-set step all use it.
-            preloaded_model: Python API only: an already loaded HookedTransformer, used instead of
-                loading `model_name`.
-        """
+    def __init__(self, preloaded_model: HookedTransformer | None = None, **settings: Any) -> None:
+        """`settings`: the flat settings of `fitting.settings.flat_settings`, by name (the `--model.*` flags; their
+        documentation: `superposition_module`'s, or `python -m ioi_superpose.train fit --help`). Every check is the
+        config's: errors name the field; the CLIs rename it to the flag. `preloaded_model`: Python API only, an already
+        loaded HookedTransformer, used instead of loading `model_name`."""
         super().__init__()
-        # Every check is the config's (`training/config.py`): errors name the field; the CLIs rename it to the flag.
-        self.config = SuperpositionConfig.from_settings(
-            model_name=model_name, direction=direction, objective=objective, l1=l1, l1_warmup_steps=l1_warmup_steps,
-            lr=lr, bounded=bounded, init=init, l0_threshold=l0_threshold,
-            cache_source_activations=cache_source_activations, cache_dtype=cache_dtype, cache_device=cache_device,
-            cache_max_mb=cache_max_mb, test_sets=test_sets, combination=combination, temperature=temperature,
-            gate_seed=gate_seed, mixing_target=mixing_target, prune_target=prune_target, prune_prompts=prune_prompts,
-            rotation_layers=None if rotation_layers is None else tuple(rotation_layers),
-            rotation_temperature_start=rotation_temperature_start, rotation_temperature_end=rotation_temperature_end,
-            rotation_target=rotation_target, rotation_joint=rotation_joint, circuit_criteria=circuit_criteria,
-            head_types=head_types,
-            ablation=ablation, rest=rest,
-        )  # fmt: skip
-        self.save_hyperparameters(ignore=["preloaded_model"])
-        model = preloaded_model if preloaded_model is not None else load_frozen_model(model_name)
+        self.config = SuperpositionConfig.from_settings(**settings)
+        # Every setting, defaults filled in, in the flags' order: what a checkpoint records and a resume compares.
+        self.save_hyperparameters({setting.name: settings.get(setting.name, setting.default)
+                                   for setting in flat_settings()})  # fmt: skip
+        model = preloaded_model if preloaded_model is not None else load_frozen_model(self.config.model_name)
         # Deliberately not a submodule: the frozen weights are never saved in our checkpoints (they
         # hold α; the model is reloaded from `model_name`) nor wrapped or synchronised by DDP.
         # `_apply` moves it wherever the module goes.
         self.use_frozen_model(model)
         self.combination: LearnedFamily = self.config.family.build(model.cfg.n_layers, model.cfg.n_heads,
                                                                    model.cfg.d_head)  # fmt: skip
-        self.circuit_result: dict | None = None
-        """circuit_criteria only: {ablation: the criteria (`circuit.CircuitScores.to_dict`) or {"error": why}}."""
-        self.rotation_result: dict | None = None
-        """rotation only: the dimension count and head loadings after fit (`RotationCombination.analyse`)."""
-        self.head_types_result: dict | None = None
-        """head_types only: the head-type scores after fit (`score_head_types_`)."""
         self.peers = nn.ModuleList()
         """The other members of a batched fit (`batched`); empty for a run of its own (K = 1)."""
         self.max_rows: int | None = None
         self.vectorise: bool | None = None
-        self.prune_result: PruneResult | None = None
-        """The minimal-set step's result after fit (when `prune_target` is set)."""
         self.steps_trained: int | None = None
         """Optimiser steps this combination took in its last fit, for every member; a peer's λ warm-up reads it
         (set by the lead each step) instead of its own trainer's step count. None: during its own fit."""
-        self.objective = OBJECTIVES[objective]()
+        self.objective = OBJECTIVES[self.config.optim.objective]()
         cache = self.config.cache
-        self.reference_cache = ReferenceCache(cache_source_activations, cache.dtype, cache.device, cache.max_bytes)
+        self.reference_cache = ReferenceCache(cache.cache_source_activations, cache.dtype, cache.device,
+                                              cache.max_bytes)  # fmt: skip
         self._cache_described = False
         self.val_metrics = contrast_metrics(metric_prefix("val", IN_DISTRIBUTION), self.objective)
         self.test_metrics = nn.ModuleDict(
-            {name: contrast_metrics(metric_prefix("test", name), self.objective) for name in test_sets}
+            {name: contrast_metrics(metric_prefix("test", name), self.objective) for name in self.config.test_sets}
         )
 
     # ----------------------------------------------------------------------------------------------
@@ -327,115 +181,27 @@ class HeadSuperposition(L.LightningModule):
                 LOG.info(self.reference_cache.describe() + share + shared)  # CLI runs print it, API calls do not
 
     def on_fit_end(self) -> None:
-        """Every member's step count, then on the first `prune_prompts` training prompts: for `rotation` the
-        dimension count and head loadings of the learned mask, the minimal-set step (`prune_target`), and the
-        circuit criteria of the resulting head set (`circuit_criteria`)."""
+        """Every member's step count (a batched member's λ warm-up and summary read it). The work that follows a fit
+        (pruning, the circuit criteria, head types, rotation's dimension count) is not the module's: the CLI and the
+        API run it once the fit has ended (`analyses.post_fit.after_fit`)."""
         for member in self.members:
             member.steps_trained = self.global_step
-        if self.trainer.interrupted:
-            return
-        for member in self.members:
-            batches = [batch.to(member.device) for batch in pruning_batches(self.trainer, member.hparams.prune_prompts)]
-            if member.hparams.combination == "rotation":
-                member.analyse_rotation_(batches)
-            if member.hparams.prune_target is not None:
-                member.prune_(batches)
-            if member.hparams.circuit_criteria or member.hparams.get("head_types", False):
-                splits = getattr(self.trainer.datamodule, "splits", None)  # one batch of the first prune_prompts rows
-                prompts = (splits["train"][: member.hparams.prune_prompts].trimmed() if splits is not None
-                           else batches[0])  # fmt: skip
-                if member.hparams.circuit_criteria:
-                    member.score_circuit_(prompts)
-                if member.hparams.get("head_types", False):
-                    member.score_head_types_(prompts[:HEAD_TYPE_PROMPTS].trimmed())
-
-    @torch.no_grad()
-    def score_circuit_(self, prompts: ContrastBatch) -> dict:
-        """The circuit criteria of the learned head set on `prompts`, under every ablation
-        (`ioi_superpose.results.circuit`); an ablation the prompts cannot support (resample with a single
-        prompt) is recorded with its reason."""
-        from ioi_superpose.results.circuit import ABLATIONS, circuit_scores  # the criteria need the whole engine
-
-        mask = self.combination.head_coefficients().abs() > self.hparams.l0_threshold
-        heads = [tuple(int(i) for i in head) for head in mask.nonzero().tolist()]
-        result: dict = {}
-        for ablation in ABLATIONS:
-            try:
-                result[ablation] = circuit_scores(self.frozen, heads, prompts.to(self.device), ablation).to_dict()
-            except ConfigError as error:
-                result[ablation] = {"error": str(error)}
-        self.circuit_result = result
-        return result
-
-    @torch.no_grad()
-    def score_head_types_(self, prompts: ContrastBatch) -> dict:
-        """Every head's type scores on `prompts` (`ioi_superpose.results.head_types`), with the learned heads listed;
-        prompts without IOI roles are recorded with the reason."""
-        from ioi_superpose.results.head_types import head_types  # TransformerLens's head detector
-
-        mask = self.combination.head_coefficients().abs() > self.hparams.l0_threshold
-        result: dict = {"prompts": len(prompts), "heads": mask.nonzero().tolist()}
-        try:
-            scores = head_types(self.frozen, prompts.to(self.device))  # type: ignore[arg-type]
-            result["scores"] = {name: [[round(float(v), 4) for v in row] for row in value.tolist()]
-                                for name, value in scores.items()}  # fmt: skip
-        except ConfigError as error:
-            result["error"] = str(error)
-        self.head_types_result = result
-        return result
-
-    @torch.no_grad()
-    def analyse_rotation_(self, batches: Sequence[ContrastBatch]) -> dict:
-        """`rotation`'s dimension count and head loadings on `batches` (`ioi_superpose.combinations.rotation`)."""
-        was_training = self.combination.training
-        self.combination.eval()
-        self.rotation_result = self.combination.analyse(  # type: ignore[operator]
-            self.frozen, [batch.to(self.device) for batch in batches], self.hparams.direction,
-            float(self.config.family.rotation("rotation_target")),
-        )  # fmt: skip
-        self.combination.train(was_training)
-        return self.rotation_result
-
-    @torch.no_grad()
-    def prune_(self, batches: Sequence[ContrastBatch]) -> PruneResult:
-        """Shrink the combination to a minimal set on `batches` (see `ioi_superpose.training.pruning`)."""
-        was_training = self.combination.training
-        self.combination.eval()
-        result = minimal_set(self.frozen, batches, self.hparams.direction, self.combination,
-                             float(self.hparams.prune_target), self.hparams.l0_threshold, rest=self.rest)  # fmt: skip
-        if result.reached:
-            self.combination.set_mask_(result.mask)
-        else:  # the learned weights stay: a 0/1 set that misses the target must not replace them
-            warnings.warn(
-                f"The minimal-set step did not reach {self.option_name('prune_target')} {result.target}: the "
-                f"binarised support ({len(result.support)} units above {self.option_name('l0_threshold')}) has "
-                f"effect {result.start_effect:.4f} (best seen {result.best_effect:.4f}). The learned weights are "
-                "kept unchanged; summary.json's prune section records reached: false. Lower the target, or train "
-                "closer to 0/1 weights.",
-                stacklevel=2,
-            )
-        self.combination.train(was_training)
-        self.prune_result = result
-        return result
 
     # ----------------------------------------------------------------------------------------------
     # runs
 
-    def base_and_source_tokens(self, batch: ContrastBatch) -> tuple[Tensor, Tensor]:
-        """(base, source) tokens for this direction."""
-        return base_and_source(batch.clean_tokens, batch.corrupted_tokens, self.hparams.direction)
+    def fitted(self) -> FittedCombination:
+        """This module's combination, model and settings as the analyses, baselines and results read them."""
+        return FittedCombination(self.frozen, self.combination, self.config)
 
     @property
     def rest(self) -> Rest:
-        return self.hparams.get("rest", "free")  # checkpoints from before `rest` existed: a cut
+        # A checkpoint from before `rest` (or `ablation`) existed rebuilds the module with its default.
+        return self.config.optim.rest
 
     @property
     def ablation(self) -> Ablation:
-        return self.hparams.get("ablation", "corrupted")  # checkpoints from before `ablation`: the paired prompt
-
-    def run_tokens(self, batch: ContrastBatch) -> Tensor:
-        """The tokens a patched forward runs on: base for a cut, source for a circuit (`ioi_superpose.engine.rest`)."""
-        return run_tokens(*self.base_and_source_tokens(batch), self.rest)
+        return self.config.optim.ablation  # type: ignore[return-value]
 
     @torch.no_grad()
     def reference(self, batch: ContrastBatch, cached_rows: bool = False) -> Reference:
@@ -444,20 +210,18 @@ class HeadSuperposition(L.LightningModule):
         `cached_rows`: `batch` holds rows of the training set, whose per-prompt results are cached by
         `batch.index`. Only training steps set it: rows of any other set would collide with those keys.
         """
-        cached = self.reference_cache.get(batch, self.hparams.direction) if cached_rows else None
+        cached = self.reference_cache.get(batch, self.config.optim.direction) if cached_rows else None
         # (The cache's keys are prompts, its z the recorded run's: one `rest` per module, so never mixed.)
         if cached is not None:
             return cached
         if self.ablation != "corrupted":
-            from ioi_superpose.results.circuit import ablated_reference  # the ablations need the whole engine
-
             reference = ablated_reference(self.frozen, batch, self.ablation, self.objective.full_vocab)
             if cached_rows:
                 self.reference_cache.put(batch, reference)
             return reference
         reference = reference_runs(
             self.frozen, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens,
-            self.hparams.direction, source_log_probs=self.objective.full_vocab,
+            self.config.optim.direction, source_log_probs=self.objective.full_vocab,
             # Without cached activations the source run is redone every step; the base run need not be.
             base_answer_logits=self.reference_cache.base_answer_logits(batch) if cached_rows else None,
             rest=self.rest,
@@ -475,13 +239,8 @@ class HeadSuperposition(L.LightningModule):
     ) -> Float[Tensor, "variants batch k"]:
         """The one patched forward: END logits of every variant of `combination` (this module's, or the stack of
         all members': row k * batch + b is member k, prompt b)."""
-        base = BaseRun.prepare(self.frozen, self.run_tokens(batch), prefixes=False)
         vocab_index = None if self.objective.full_vocab else batch.answer_tokens
-        max_rows = combination.n_variants * len(batch) if self.max_rows is None else self.max_rows
-        return patched_end_logits(
-            base, reference.source_z, with_rest(combination, self.rest), batch.end_pos, vocab_index,
-            roles=batch_roles(batch), max_rows=max_rows,
-        )  # fmt: skip
+        return notion_end_logits(self.frozen, batch, reference, combination, self.rest, vocab_index, self.max_rows)
 
     def loss_terms(self, batch: ContrastBatch, reference: Reference, global_batch: bool = False) -> dict[str, Tensor]:
         """The named parts of the loss on `batch`, and the patched answer logits (the whole of a step's model work).
@@ -516,7 +275,7 @@ class HeadSuperposition(L.LightningModule):
         this module's reference runs (its `rest` and `ablation`)."""
         batch = batch.to(self.device)
         reference = self.reference(batch)
-        return recovery_of(self.frozen, batch, alpha, self.hparams.direction, self.rest, reference=reference)
+        return recovery_of(self.frozen, batch, alpha, self.config.optim.direction, self.rest, reference=reference)
 
     # ----------------------------------------------------------------------------------------------
     # training
@@ -530,9 +289,9 @@ class HeadSuperposition(L.LightningModule):
 
     def l1_weight(self) -> float:
         step = self.global_step if self.steps_trained is None else self.steps_trained
-        warmup = self.hparams.l1_warmup_steps
+        warmup = self.config.optim.l1_warmup_steps
         ramp = 1.0 if warmup == 0 else min(1.0, step / warmup)
-        return self.hparams.l1 * ramp
+        return self.config.optim.l1 * ramp
 
     def trained_combination(self) -> LearnedFamily | StackedCombination:
         """What a training step patches with: this module's combination, or (K > 1) the stack of every member's."""
@@ -557,7 +316,7 @@ class HeadSuperposition(L.LightningModule):
             if not torch.isfinite(terms["loss"]):
                 whose = f"of batched member {k} " if self.peers else ""
                 member = self.members[k]
-                cause = non_finite_cause(member.hparams, member.combination.coefficients.detach(), reference,
+                cause = non_finite_cause(member.config, member.combination.coefficients.detach(), reference,
                                          self.global_step, member.option_name)  # fmt: skip
                 raise NonFiniteLossError(
                     f"The loss {whose}is {terms['loss'].item()} at training step {self.global_step} (objective "
@@ -580,7 +339,7 @@ class HeadSuperposition(L.LightningModule):
                 "train/objective": terms["objective"],
                 "train/recovery": reference.recovery(terms["answer_logits"]),
                 "train/l1": terms["l1"],
-                "train/l0": float(self.combination.l0(self.hparams.l0_threshold)),
+                "train/l0": float(self.combination.l0(self.config.optim.l0_threshold)),
                 "train/l1_weight": self.l1_weight(),
             },
             batch_size=len(batch),
@@ -595,7 +354,7 @@ class HeadSuperposition(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # One group per member: Adam is element-wise, so this is K independent optimisers with their own lr.
         return torch.optim.Adam(
-            [{"params": list(member.combination.parameters()), "lr": member.hparams.lr} for member in self.members]
+            [{"params": list(member.combination.parameters()), "lr": member.config.optim.lr} for member in self.members]
         )
 
     # ----------------------------------------------------------------------------------------------
@@ -629,28 +388,11 @@ class HeadSuperposition(L.LightningModule):
         self._evaluate(batch, self.test_metrics[names[dataloader_idx]])
 
 
-def pruning_batches(trainer: L.Trainer, n_prompts: int) -> list[ContrastBatch]:
-    """The first `n_prompts` training prompts of `trainer`'s fit, in batches: what the minimal-set step reads."""
-    splits = getattr(trainer.datamodule, "splits", None)
-    if splits is not None:
-        # The same prompts on every rank (not the rank's shard): every DDP process prunes alike.
-        prompts = splits["train"][:n_prompts]
-        size = trainer.datamodule.hparams.batch_size
-        return [prompts[start : start + size].trimmed() for start in range(0, len(prompts), size)]
-    batches, rows = [], 0  # the API: one process, one full-batch loader
-    for batch in trainer.train_dataloader:
-        batches.append(batch)
-        rows += len(batch)
-        if rows >= n_prompts:
-            break
-    return batches
-
-
 def check_batchable(systems: Sequence[HeadSuperposition]) -> None:
     """Members must share the model and every setting outside `BATCHABLE`."""
     first = systems[0]
     # The rotation's temperature schedule and report, and the circuit criteria, are written for single runs.
-    if first.hparams.get("combination") == "rotation" or first.hparams.get("circuit_criteria"):
+    if not first.combination.units_are_heads or first.config.prune.circuit_criteria:
         raise ConfigError(
             "--model.combination rotation and --model.circuit_criteria are not supported in a batched fit yet: "
             "train these points one at a time (--batch_variants 1)."
@@ -662,9 +404,10 @@ def check_batchable(systems: Sequence[HeadSuperposition]) -> None:
                 f"{describe_model(first.frozen)}); build every member on the same one."
             )
         differences = [
-            f"{key}: {first.hparams[key]!r} vs {system.hparams.get(key)!r}"
-            for key in first.hparams
-            if key not in BATCHABLE and first.hparams[key] != system.hparams.get(key)
+            f"{key}: {value!r} vs {theirs.get(key)!r}"
+            for mine, theirs in [(first.config.settings(), system.config.settings())]
+            for key, value in mine.items()
+            if key not in BATCHABLE and value != theirs.get(key)
         ]
         if differences:
             raise ConfigError(
@@ -672,3 +415,20 @@ def check_batchable(systems: Sequence[HeadSuperposition]) -> None:
                 + "; ".join(differences)
                 + f"). Only {list(BATCHABLE)} may differ; train the others in separate groups."
             )
+
+
+def superposition_module(**settings: Any) -> HeadSuperposition:
+    """The LightningModule of these settings: what `--model` builds (LightningCLI reads this function's signature
+    and documentation, both generated from `fitting.settings.flat_settings`)."""
+    return HeadSuperposition(**settings)
+
+
+_PRELOADED = inspect.Parameter("preloaded_model", inspect.Parameter.KEYWORD_ONLY, default=None,
+                               annotation=Optional[HookedTransformer])  # noqa: UP045 (jsonargparse reads it)
+superposition_module.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [setting.parameter() for setting in flat_settings()] + [_PRELOADED], return_annotation=HeadSuperposition
+)
+superposition_module.__doc__ = (
+    f"{superposition_module.__doc__}\n\n{settings_doc(flat_settings())}\n    preloaded_model: Python API only: an "
+    "already loaded HookedTransformer, used instead of loading `model_name`.\n"
+)

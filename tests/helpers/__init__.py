@@ -134,7 +134,7 @@ def hooks_only(model, prompts, subset, direction, capture=False):
         (prompts.corrupted_tokens, prompts.clean_tokens) if direction == "denoising"
         else (prompts.clean_tokens, prompts.corrupted_tokens)
     )  # fmt: skip
-    rows, ends, answers = torch.arange(len(base)), prompts.end_positions, prompts.answer_tokens
+    rows, ends, answers = torch.arange(len(base)), prompts.end_pos, prompts.answer_tokens
 
     def logit_diff(logits):
         at_end = logits[rows, ends]

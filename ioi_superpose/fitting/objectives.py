@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from ioi_superpose.engine.runs import Reference, logit_diff, normalised_recovery
+from ioi_superpose.engine.metric import logit_diff, normalised_recovery
+from ioi_superpose.engine.runs import Reference
 
 ObjectiveName = Literal["logit_diff", "kl", "maximize"]
 

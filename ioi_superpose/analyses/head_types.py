@@ -31,14 +31,13 @@ score per head and type. `head_types(model, prompts)` returns [n_layers, n_heads
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from ioi_superpose.data.ioi import IOIBatch
-from ioi_superpose.engine.runs import Head, capture, hook_name
+from ioi_superpose.engine.runs import capture
+from ioi_superpose.engine.vocabulary import hook_name
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, head_detector
 
@@ -154,20 +153,3 @@ def head_types(
     scores["copying_top5"] = copying_top_k(circuits)
     scores.update(end_attention(patterns, prompts))
     return {name: scores[name] for name in TYPES}
-
-
-def head_types_table(scores: dict[str, Tensor], selected: Sequence[Head] = (), digits: int = 2) -> str:
-    """A markdown table, one row per head, selected heads in bold and marked ★."""
-    chosen = {tuple(head) for head in selected}
-    types = list(scores)
-    n_layers, n_heads = next(iter(scores.values())).shape
-    lines = ["| head | " + " | ".join(types) + " |", "| --- |" + " --- |" * len(types)]
-    for layer in range(n_layers):
-        for head in range(n_heads):
-            mark = (layer, head) in chosen
-            name = f"**{layer}.{head} ★**" if mark else f"{layer}.{head}"
-            cells = [f"{float(scores[t][layer, head]):.{digits}f}" for t in types]
-            if mark:
-                cells = [f"**{c}**" for c in cells]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)

@@ -25,10 +25,10 @@ behaviour, i.e. recovery ≤ 1 − target). `rest` picks what the heads outside 
 
 **When the start does not reach the target** (the binarised support's effect < target, e.g. weights
 learned far from 1): nothing is pruned, the result says `reached: false` with the best effect seen, and
-`HeadSuperposition.prune_` leaves the learned weights as they are (a failing 0/1 set never overwrites them).
+`prune_fitted` leaves the learned weights as they are (a failing 0/1 set never overwrites them).
 
 Why weight 1 and not the learned weights: the minimal set is a *set of heads*; its effect is then that
-of patching exactly those heads, the quantity exhaustive subset search (`groundtruth.exhaustive`) measures and
+of patching exactly those heads, the quantity exhaustive subset search (`analyses.exhaustive`) measures and
 every baseline's subsets are scored by, so "L0 = minimal L0 with effect ≥ R" is a claim one can check.
 Fractional weights would mix two questions (which heads, and how far to move them) — an OR pair learned
 at 0.65/0.65 is two half-patches, not a set.
@@ -38,12 +38,13 @@ signed off the diagonal, so kept entries keep their learned values — weight 1 
 and an off-diagonal entry at 1 is no set of heads. Its minimal set is the smallest support of the learned map.
 
 1-minimal is not minimum: a set from which no single unit can go may still be larger than the smallest
-reaching set (exhaustive search, `groundtruth.exhaustive`, is the reference where it is affordable).
+reaching set (exhaustive search, `analyses.exhaustive`, is the reference where it is affordable).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,19 +52,15 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from ioi_superpose.combinations import LearnedFamily, batch_roles
+from ioi_superpose.combinations import LearnedFamily
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.data.roles import batch_roles
 from ioi_superpose.engine.fast_forward import Runner
+from ioi_superpose.engine.metric import logit_diff
 from ioi_superpose.engine.rest import Rest, check_rest, run_tokens, with_rest
-from ioi_superpose.engine.runs import (
-    DEFAULT_MAX_ROWS,
-    BaseRun,
-    Direction,
-    base_and_source,
-    logit_diff,
-    patched_end_logits,
-    reference_runs,
-)
+from ioi_superpose.engine.runs import DEFAULT_MAX_ROWS, BaseRun, patched_end_logits, reference_runs
+from ioi_superpose.engine.vocabulary import Direction, base_and_source
+from ioi_superpose.fitting.fitted import FittedCombination
 from ioi_superpose.models import HookedTransformer
 
 Unit = tuple[int, ...]
@@ -305,3 +302,30 @@ def minimal_set(
         evaluations=evaluate.evaluations, best_effect=pruner.best_effect,
         best_reaching=None if best is None else _units(best), dropped=pruner.dropped,
     )  # fmt: skip
+
+
+@torch.no_grad()
+def prune_fitted(
+    fitted: FittedCombination, batches: Sequence[ContrastBatch], name: Callable[[str], str] = str
+) -> PruneResult:
+    """The minimal-set step on a fitted combination (its `prune_target`, notion and L0 threshold) on `batches`: a
+    kept set that reaches the target is written into the combination (weight 1 inside); one that misses it leaves
+    the learned weights as they are, with a warning naming the settings by `name` (the CLI's flags, the API's
+    arguments)."""
+    target = fitted.settings.prune.prune_target
+    if target is None:
+        raise ValueError("prune_fitted needs a fit with prune_target set")
+    with fitted.evaluating():
+        result = minimal_set(fitted.model, batches, fitted.direction, fitted.combination, float(target),
+                             fitted.l0_threshold, rest=fitted.rest)  # fmt: skip
+        if result.reached:
+            fitted.combination.set_mask_(result.mask)
+        else:  # the learned weights stay: a 0/1 set that misses the target must not replace them
+            warnings.warn(
+                f"The minimal-set step did not reach {name('prune_target')} {result.target}: the binarised support "
+                f"({len(result.support)} units above {name('l0_threshold')}) has effect {result.start_effect:.4f} "
+                f"(best seen {result.best_effect:.4f}). The learned weights are kept unchanged; summary.json's prune "
+                "section records reached: false. Lower the target, or train closer to 0/1 weights.",
+                stacklevel=2,
+            )
+    return result

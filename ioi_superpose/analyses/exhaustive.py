@@ -9,7 +9,7 @@ In a one-layer attention-only model without LayerNorm the logits are the direct 
 per-head terms, so recovery is additive over heads; with LayerNorm or more layers it is not, which is
 why the search patches subsets instead of adding single-head numbers.
 
-**Ablations** (`ablation=`, noising only; `ioi_superpose.results.circuit` defines them): the source z of the
+**Ablations** (`ablation=`, noising only; `ioi_superpose.engine.ablations` defines them): the source z of the
 patched heads is the paired corrupted prompt's (`corrupted`, the default and the only source with tokens of its
 own), another clean prompt's (`resample`), the mean per position role (`mean`, over the prompts themselves) or zero
 (`zero`), computed by `circuit.ablation_values`. Effect 0 is the clean run; effect 1 is the corrupted run for
@@ -19,8 +19,8 @@ normalisation of `circuit.ablated_reference`, as the learned families' `--model.
 what a removed head's z becomes, a question of the noising direction, as `OptimConfig` refuses it) and with
 `rest="frozen"` (a circuit runs on the *source* tokens, which an ablation has none of; the circuit question under
 an ablation is the noising cut of the set's complement — `rest.py`'s duality — or `circuit.circuit_scores`).
-Prompts may be `FeaturePrompts` or any `ContrastBatch`; the `mean` ablation's roles are IOI's for an IOI batch,
-only END and other for `FeaturePrompts` (`combinations.position_roles`).
+Prompts are any `ContrastBatch`; the `mean` ablation's roles are IOI's for an IOI batch, only END and other for
+any other (a toy task's feature prompts: `data.roles.position_roles`).
 """
 
 from __future__ import annotations
@@ -29,38 +29,20 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from ioi_superpose.combinations import HeadWeights
 from ioi_superpose.data.batch import ContrastBatch
+from ioi_superpose.engine.ablations import Ablation, ablated_reference, check_ablation
+from ioi_superpose.engine.metric import logit_diff, normalised_recovery
+from ioi_superpose.engine.patch import HeadWeights
 from ioi_superpose.engine.rest import Rest, check_rest, run_tokens, with_rest
-from ioi_superpose.engine.runs import (
-    BaseRun,
-    Head,
-    end_logits,
-    head_z,
-    logit_diff,
-    normalised_recovery,
-    patched_end_logits,
-)
+from ioi_superpose.engine.runs import BaseRun, end_logits, head_z, patched_end_logits
+from ioi_superpose.engine.vocabulary import Head
 from ioi_superpose.models import HookedTransformer
-from ioi_superpose.results.circuit import Ablation, ablated_reference, check_ablation
-from ioi_superpose.toy.batches import FeaturePrompts
-
-Prompts = Union[FeaturePrompts, ContrastBatch]
-
-
-def as_contrast_batch(prompts: Prompts) -> ContrastBatch:
-    """`prompts` as a `ContrastBatch` (what `circuit.ablation_values` reads): a `ContrastBatch` (an IOI batch keeps
-    its roles) as it is, `FeaturePrompts` with its END positions and row indices."""
-    if isinstance(prompts, ContrastBatch):
-        return prompts
-    return ContrastBatch(prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens, prompts.end_positions,
-                         torch.arange(len(prompts.clean_tokens)))  # fmt: skip
 
 
 def head_subsets(
@@ -95,13 +77,13 @@ def subset_name(mask: Bool[Tensor, "n_layers n_heads"]) -> str:
 @torch.no_grad()
 def patched_logit_diffs(
     model: HookedTransformer,
-    prompts: FeaturePrompts,
+    prompts: ContrastBatch,
     subsets: Bool[Tensor, "subsets n_layers n_heads"],
     max_batch_rows: int = 16_384,
 ) -> Float[Tensor, " subsets"]:
     """Mean logit difference at END of the corrupted run with each subset's clean z patched in."""
     device = model.cfg.device
-    answers, ends = prompts.answer_tokens.to(device), prompts.end_positions.to(device)
+    answers, ends = prompts.answer_tokens.to(device), prompts.end_pos.to(device)
     source_z, _ = head_z(model, prompts.clean_tokens.to(device))
     base = BaseRun.prepare(model, prompts.corrupted_tokens.to(device))
     logits = patched_end_logits(base, source_z, HeadWeights(subsets.float()), ends, answers, max_rows=max_batch_rows)
@@ -138,7 +120,7 @@ class SupportResult:
 
 def find_support(
     model: HookedTransformer,
-    prompts: FeaturePrompts,
+    prompts: ContrastBatch,
     threshold: float = 0.9,
     max_subset_size: int | None = None,
     max_heads: int = 16,
@@ -154,12 +136,12 @@ def find_support(
     subsets = head_subsets(n_layers, n_heads, max_subset_size)
     with torch.no_grad():
         clean, corrupted = (
-            float(logit_diff(end_logits(model, tokens, prompts.end_positions, prompts.answer_tokens)).mean())
+            float(logit_diff(end_logits(model, tokens, prompts.end_pos, prompts.answer_tokens)).mean())
             for tokens in (prompts.clean_tokens, prompts.corrupted_tokens)
         )
     if abs(clean - corrupted) < 1e-6:
         raise ValueError(
-            f"feature {prompts.feature}: clean and corrupted mean logit differences are equal ({clean:.3g}); "
+            f"feature {prompts.name}: clean and corrupted mean logit differences are equal ({clean:.3g}); "
             "recovery is undefined — the model does not tell these prompts apart"
         )
     recovery = normalised_recovery(patched_logit_diffs(model, prompts, subsets, max_batch_rows), corrupted, clean)
@@ -175,7 +157,7 @@ def find_support(
     for mask, value in zip(subsets[sizes == 1], recovery[sizes == 1]):
         single[mask] = value
     return SupportResult(
-        feature=prompts.feature,
+        feature=prompts.name,
         support=[tuple(pair) for pair in subsets[best].nonzero().tolist()],
         support_recovery=round(float(recovery[best]), 5),
         reached_threshold=bool(reaching.any()),
@@ -230,7 +212,7 @@ class SubsetSearch:
 
 @torch.no_grad()
 def subset_effects(
-    model: HookedTransformer, prompts: Prompts, subsets: Bool[Tensor, "subsets n_layers n_heads"],
+    model: HookedTransformer, prompts: ContrastBatch, subsets: Bool[Tensor, "subsets n_layers n_heads"],
     direction: str, max_batch_rows: int = 16_384, rest: Rest = "free", *, ablation: Ablation = "corrupted",
     seed: int = 0,
 ) -> Float[Tensor, " subsets"]:  # fmt: skip
@@ -239,9 +221,9 @@ def subset_effects(
     (`ioi_superpose.engine.rest`). `ablation` (noising, `rest="free"` only): the patched heads' source z, and
     effect 1 = every head ablated (module docstring); `seed`: the resample ablation's derangement."""
     device = model.cfg.device
-    batch = as_contrast_batch(prompts).to(device)
+    batch = prompts.to(device)
     answers, ends = batch.answer_tokens, batch.end_pos
-    feature = getattr(prompts, "feature", "prompts")
+    feature = prompts.name or "prompts"
     if check_ablation(ablation, direction, rest) != "corrupted":
         reference = ablated_reference(model, batch, ablation, seed=seed)
         base_ld = float(logit_diff(reference.base_answer_logits).mean())
@@ -266,7 +248,7 @@ def subset_effects(
 
 
 def search_subsets(
-    model: HookedTransformer, prompts: Prompts, direction: str = "denoising", threshold: float = 0.9,
+    model: HookedTransformer, prompts: ContrastBatch, direction: str = "denoising", threshold: float = 0.9,
     max_heads: int = 16, rest: Rest = "free", *, ablation: Ablation = "corrupted", seed: int = 0,
 ) -> SubsetSearch:  # fmt: skip
     """Every subset of heads patched in `direction`; all smallest subsets reaching `threshold`. `rest`:
@@ -281,7 +263,7 @@ def search_subsets(
 
 
 def search_head_subsets(
-    model: HookedTransformer, prompts: Prompts, heads: Sequence[Head] | None, direction: str = "denoising",
+    model: HookedTransformer, prompts: ContrastBatch, heads: Sequence[Head] | None, direction: str = "denoising",
     threshold: float = 0.9, max_heads: int = 16, rest: Rest = "free", *, ablation: Ablation = "corrupted",
     seed: int = 0,
 ) -> SubsetSearch:  # fmt: skip
@@ -305,7 +287,7 @@ def search_head_subsets(
     for mask, value in zip(subsets[sizes == 1], effect[sizes == 1]):
         single[mask] = value
     return SubsetSearch(
-        feature=getattr(prompts, "feature", "prompts"), direction=direction, threshold=threshold,
+        feature=prompts.name or "prompts", direction=direction, threshold=threshold,
         minimal_sets=minimal, min_size=min_size,
         reached=min_size is not None, single_head_effect=[[round(v, 5) for v in row] for row in single.tolist()],
         subset_effect={subset_name(m): round(float(r), 5) for m, r in zip(subsets, effect)}, rest=rest,

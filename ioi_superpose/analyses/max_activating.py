@@ -6,8 +6,8 @@ every off-distribution set, with each corruption, `per_set` prompts each, every 
 came from. Each set is seeded by the name `max_activating/<set>/<corruption>` (`set_seed`, like the test
 sets), so the corpus is a fixed function of `--data.seed` and holds fresh prompts, not the test sets'.
 
-Per prompt, the system's own runs (`HeadSuperposition.reference` and `loss_terms`: any family, no other
-forward) give the clean, corrupted and patched logit differences IO − S at END, and
+Per prompt, the fitted combination's own runs (`FittedCombination.reference` and `answer_logits`: any family, in
+the fit's notion) give the clean, corrupted and patched logit differences IO − S at END, and
 
     move     = patched − base logit difference    (base: corrupted for denoising, clean for noising)
     recovery = (patched − corrupted) / (clean − corrupted)   (None where |clean − corrupted| < MIN_GAP)
@@ -18,8 +18,8 @@ does least (a negative move pushes towards S). Noising: the patch should push th
 the bottom rows (most negative) are where it breaks the behaviour most, the top rows where it breaks it least.
 
     corpus = build_corpus("checkpoints/toy_ioi.pt", per_set=64)       # or build_corpus(datamodule)
-    table = max_activating_examples(system, corpus, k=10)             # a trained HeadSuperposition
-    table.top(), table.bottom(), table.to_markdown()
+    table = max_activating_examples(fitted, corpus, k=10)             # system.fitted() of a trained module
+    table.top(), table.bottom()           # its markdown: results.tables.max_activating_markdown(table)
 
 After `fit`, `python -m ioi_superpose.train` writes `max_activating.md` and `max_activating.json` into the
 run directory (options `--max_activating.k`, `--max_activating.per_set`, `--max_activating.corruptions`).
@@ -34,17 +34,16 @@ from typing import Any, get_args
 
 import torch
 
+from ioi_superpose.analyses.max_activating_rows import worst_recovered
 from ioi_superpose.data.datamodule import OFF_DISTRIBUTION_SETS, IOIDataModule
 from ioi_superpose.data.ioi import Corruption, IOIBatch
 from ioi_superpose.data.prompts import decode_prompts
-from ioi_superpose.engine.runs import logit_diff
+from ioi_superpose.data.splits import IN_DISTRIBUTION
+from ioi_superpose.engine.metric import MIN_GAP, logit_diff, normalised_recovery
 from ioi_superpose.errors import ConfigError
-from ioi_superpose.results.analysis import per_prompt_recovery
-from ioi_superpose.results.max_activating_rows import worst_recovered
-from ioi_superpose.results.summary import MIN_GAP
-from ioi_superpose.training.system import HeadSuperposition
+from ioi_superpose.fitting.fitted import FittedCombination
 
-CORPUS_SETS: tuple[str, ...] = ("in_distribution", *OFF_DISTRIBUTION_SETS)
+CORPUS_SETS: tuple[str, ...] = (IN_DISTRIBUTION, *OFF_DISTRIBUTION_SETS)
 CORRUPTIONS: tuple[Corruption, ...] = get_args(Corruption)
 SEED_PREFIX = "max_activating"
 
@@ -218,94 +217,31 @@ class MaxActivating:
             "rows": [asdict(row) for row in self.rows],
         }
 
-    def to_markdown(self) -> str:
-        lines = [
-            "# Max-activating examples of the learned combination",
-            "",
-            f"Model `{self.model_name}`, {self.direction}, combination `{self.combination}`. Corpus: {len(self.rows)} "
-            f"prompts, {self.per_set} per set and corruption, drawn by the datamodule's generators with seeds named "
-            f"`{SEED_PREFIX}/<set>/<corruption>` from seed {self.corpus_seed} (fresh prompts, not the test sets).",
-            "",
-            "**move** = patched − base logit difference (IO − S at END; IO and S are the clean prompt's answers). "
-            + self.sign_convention(),
-            "",
-            f"**recovery** = (patched − corrupted) / (clean − corrupted) of the prompt's own logit differences; n/a "
-            f"where |clean − corrupted| < {MIN_GAP}. Corrupted prompts are in max_activating.json.",
-            "",
-        ]
-        worst = "lowest recovery first" if self.direction == "denoising" else "highest recovery first"
-        for title, rows in (
-            (f"Top {len(self.top())} (largest move)", self.top()),
-            (f"Bottom {len(self.bottom())} (smallest move, smallest first)", self.bottom()),
-            (f"Bottom {len(self.worst_recovered())} by the prompt's own recovery (where the patch fails most, "
-             f"{worst}; prompts without a clean/corrupted gap left out)", self.worst_recovered()),
-        ):  # fmt: skip
-            lines += [f"## {title}", "", *markdown_table(rows), ""]
-        lines += [
-            "## By set",
-            "",
-            "| set | corruption | prompts | mean move | min move | max move | median recovery | recovery n/a |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for g in self.by_set():
-            lines.append(
-                f"| {g['set']} | {g['corruption']} | {g['prompts']} | {g['mean_move']:.3f} | {g['min_move']:.3f} | "
-                f"{g['max_move']:.3f} | {_number(g['median_recovery'])} | {g['no_recovery']} |"
-            )
-        for set_name, why in self.skipped.items():
-            lines += ["", f"Skipped `{set_name}`: {why}."]
-        return "\n".join(lines) + "\n"
-
-
-def markdown_table(rows: Sequence[Example]) -> list[str]:
-    """The rows as a markdown table (rank, set, prompt, answers, logit differences, move, recovery)."""
-    lines = [
-        "| rank | set | corruption | prompt | IO / S | clean | corrupted | patched | move | recovery |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r.rank} | {r.set_name} | {r.corruption} | {_cell(r.prompt)} | {_cell(r.io)} / {_cell(r.s)} | "
-            f"{r.clean_logit_diff:.3f} | {r.corrupted_logit_diff:.3f} | {r.patched_logit_diff:.3f} | "
-            f"{r.move:.3f} | {_number(r.recovery)} |"
-        )
-    return lines
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _number(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
 
 @torch.no_grad()
 def max_activating_examples(
-    system: HeadSuperposition, corpus: Corpus, k: int = 10, batch_size: int = 64
+    fitted: FittedCombination, corpus: Corpus, k: int = 10, batch_size: int = 64
 ) -> MaxActivating:
-    """Every corpus prompt's clean, corrupted and patched logit differences under `system`'s current
-    combination (evaluation mode: hard-concrete gates deterministic), ranked by move.
+    """Every corpus prompt's clean, corrupted and patched logit differences under the fitted combination as it is
+    now (evaluation mode: hard-concrete gates deterministic), ranked by move.
 
-    Runs on the device `system` is on, `batch_size` prompts at a time; each chunk is trimmed to its longest
+    Runs on the device the combination is on, `batch_size` prompts at a time; each chunk is trimmed to its longest
     prompt and read at each prompt's own END, so prompts of different lengths are handled.
     """
     if k < 1:
         raise ConfigError(f"--max_activating.k must be >= 1 (rows at each end of the table), got {k}.")
     if batch_size < 1:
         raise ConfigError(f"--max_activating.batch_size must be >= 1, got {batch_size}.")
-    was_training = system.training
-    system.eval()
     unranked: list[dict[str, Any]] = []
-    try:
+    with fitted.evaluating():
         for part in corpus.parts:
             for start in range(0, len(part.prompts), batch_size):
-                batch = part.prompts[start : start + batch_size].trimmed().to(system.device)
-                reference = system.reference(batch)
-                patched = logit_diff(system.loss_terms(batch, reference)["answer_logits"]).cpu()
+                batch = part.prompts[start : start + batch_size].trimmed().to(fitted.device)
+                reference = fitted.reference(batch)
+                patched = logit_diff(fitted.answer_logits(batch, reference)).cpu()
                 clean, corrupted = (logit_diff(logits).cpu() for logits in reference.clean_and_corrupted())
                 base = logit_diff(reference.base_answer_logits).cpu()
-                recovery = per_prompt_recovery(patched, clean, corrupted)
+                recovery = normalised_recovery(patched, corrupted, clean)
                 for offset in range(len(batch)):
                     row = start + offset
                     gap = float(clean[offset] - corrupted[offset])
@@ -319,14 +255,12 @@ def max_activating_examples(
                         "move": float(patched[offset] - base[offset]),
                         "recovery": float(recovery[offset]) if abs(gap) >= MIN_GAP else None,
                     })  # fmt: skip
-    finally:
-        system.train(was_training)
     # A stable sort: equal moves keep the corpus order.
     ranked = sorted(unranked, key=lambda row: -row["move"])
     return MaxActivating(
-        direction=system.hparams.direction,
-        combination=system.hparams.get("combination", "scalar"),
-        model_name=system.hparams.model_name,
+        direction=fitted.direction,
+        combination=fitted.family,
+        model_name=fitted.model_name,
         k=k,
         rows=[Example(rank=rank, **row) for rank, row in enumerate(ranked, start=1)],
         corpus_seed=corpus.seed,
@@ -366,9 +300,9 @@ class MaxActivatingOptions:
             )
         self.k, self.per_set, self.corruptions, self.batch_size = k, per_set, tuple(corruptions), batch_size
 
-    def run(self, system: HeadSuperposition, datamodule: IOIDataModule) -> MaxActivating | None:
-        """The table for `system`'s current combination on the run's corpus; None when `per_set` is 0."""
+    def run(self, fitted: FittedCombination, datamodule: IOIDataModule) -> MaxActivating | None:
+        """The table of the fitted combination as it is now on the run's corpus; None when `per_set` is 0."""
         if self.per_set == 0:
             return None
         corpus = build_corpus(datamodule, self.per_set, self.corruptions)
-        return max_activating_examples(system, corpus, self.k, self.batch_size)
+        return max_activating_examples(fitted, corpus, self.k, self.batch_size)

@@ -12,51 +12,23 @@ direct logit attribution). Positive: the weighted heads push the true next token
 has no next token and is not ranked. `rotation` is refused: its units are directions, not head weights.
 
     examples = corpus_examples(model, tokenizer, read_corpus("texts.txt"), weights, k=10)
-    examples.to_markdown()
+    corpus_markdown(examples)                                         # results.tables
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from ioi_superpose.data.ioi import TextEncoder
-from ioi_superpose.engine.runs import hook_name
+from ioi_superpose.data.corpus import tokenize
+from ioi_superpose.engine.vocabulary import hook_name
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer
-
-
-def read_corpus(path: str | Path, option: str = "--data.corpus") -> list[str]:
-    """The non-empty lines of a UTF-8 text file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{option}={str(path)!r} is not a file: give a text file with one text a line.")
-    texts = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not texts:
-        raise ConfigError(f"{option}={str(path)!r} holds no text: give a file with one text a line.")
-    return texts
-
-
-def tokenize(model: HookedTransformer, tokenizer: TextEncoder, texts: Sequence[str]) -> tuple[Tensor, Tensor]:
-    """Right-padded token rows (BOS first when the tokenizer has one, cut at the model's context) and lengths."""
-    rows = []
-    for text in texts:
-        ids = tokenizer.encode(text, add_special_tokens=False)
-        if tokenizer.bos_token_id is not None:
-            ids = [tokenizer.bos_token_id, *ids]
-        rows.append(ids[: model.cfg.n_ctx])
-    lengths = torch.tensor([len(row) for row in rows])
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    tokens = torch.full((len(rows), int(lengths.max())), pad, dtype=torch.long)
-    for i, row in enumerate(rows):
-        tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return tokens, lengths
 
 
 @torch.no_grad()
@@ -107,21 +79,6 @@ class CorpusExamples:
         return {"n_positions": self.n_positions, "top": [asdict(e) for e in self.top],
                 "bottom": [asdict(e) for e in self.bottom]}  # fmt: skip
 
-    def to_markdown(self) -> str:
-        lines = [
-            f"# Max-activating positions on the corpus ({self.n_positions} positions)",
-            "",
-            "Effect: direct effect of the learned combination's weighted head outputs on the logit of the true next "
-            "token (`ioi_superpose/corpus.py`). Top: pushes it up most; bottom: down most.",
-        ]
-        for title, rows in (("Top", self.top), ("Bottom", self.bottom)):
-            lines += ["", f"## {title}", "", "| rank | line | pos | context | next | effect |",
-                      "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-            for e in rows:
-                context = e.context.replace("|", "\\|")
-                lines.append(f"| {e.rank} | {e.text} | {e.position} | {context} | {e.next_token} | {e.effect:.3f} |")
-        return "\n".join(lines) + "\n"
-
 
 def corpus_examples(
     model: HookedTransformer,
@@ -162,24 +119,3 @@ def corpus_examples(
     top = [example(i + 1, e) for i, e in enumerate(entries[:k])]
     bottom = [example(len(entries) - i, e) for i, e in enumerate(reversed(entries[-k:]))]
     return CorpusExamples(top=top, bottom=bottom, n_positions=len(entries))
-
-
-def write_corpus_examples(system: Any, corpus: str | Path, run_dir: str | Path, k: int = 10) -> dict[str, Path]:
-    """`corpus_examples` of a trained `HeadSuperposition` on the file `corpus`, written atomically into `run_dir`
-    as corpus_examples.md and .json (`--data.corpus`)."""
-    from ioi_superpose.files import atomic_write, write_json
-    from ioi_superpose.models import load_tokenizer
-
-    if system.hparams.get("combination") == "rotation":
-        raise ConfigError(
-            "--data.corpus ranks positions by head weights; --model.combination rotation learns directions, not "
-            "head weights: leave --data.corpus unset for rotation runs."
-        )
-    tokenizer = load_tokenizer(system.hparams.model_name)
-    examples = corpus_examples(system.frozen, tokenizer, read_corpus(corpus), system.combination.head_coefficients(), k)
-    run_dir = Path(run_dir)
-    text = examples.to_markdown()
-    return {
-        "corpus_examples": atomic_write(run_dir / "corpus_examples.md", lambda name: Path(name).write_text(text)),
-        "corpus_json": write_json(run_dir / "corpus_examples.json", examples.to_dict()),
-    }
