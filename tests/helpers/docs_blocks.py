@@ -8,8 +8,9 @@ beside the block must say so too, e.g. "the tests run it with one epoch"):
     <!-- docs-test: replace "OLD" "NEW" -->           run with OLD replaced by NEW (smaller settings)
     <!-- docs-test: expect-error "TEXT" -->           must fail with one `error:` line containing TEXT
 
-`pip install` lines are not run (CI's own install is the README's). A block identical to one run before is not run
-again (its outputs are there). Used by tests/test_docs_commands.py and experiments/command_times.py.
+`pip install` lines are not run (CI's own install is the README's). A block whose command is one run before (comments
+and spacing aside: `Block.command`) is not run again (its outputs are there): each documented command runs once.
+Used by tests/test_docs_commands.py and experiments/command_times.py.
 """
 
 from __future__ import annotations
@@ -62,6 +63,17 @@ class Block:
         if self.lang == "bash":
             code = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith("pip install"))
         return code
+
+    def command(self) -> tuple[str, str]:
+        """What the block runs, comments and spacing aside (`# run: offline` beside a command is the same command)."""
+        code = self.runnable()
+        if self.lang == "bash":
+            code = "\n".join(COMMENT.sub("", line) for line in code.splitlines())
+        return self.lang, " ".join(code.split())
+
+
+COMMENT = re.compile(r"(?:^|\s)#.*$")
+"""A shell comment: `#` at the start of a line or after a space, to the end of the line (the blocks quote no `#`)."""
 
 
 def pages(repo: Path) -> list[str]:
