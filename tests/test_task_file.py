@@ -139,6 +139,13 @@ def test_bad_files_are_refused_naming_the_problem_and_line(kind: str, tmp_path: 
     assert str(path) in str(error.value)
 
 
+def test_the_file_task_takes_the_metric_the_user_names() -> None:
+    assert make_task("file", path=str(EXAMPLE)).metric == "logit_diff"
+    assert make_task("file", path=str(EXAMPLE), metric="prob_diff").metric == "prob_diff"
+    with pytest.raises(ConfigError, match="Unknown metric 'kl'"):
+        make_task("file", path=str(EXAMPLE), metric="kl")
+
+
 def test_a_file_too_small_for_the_requested_splits_is_refused(tmp_path: Path, gpt2) -> None:
     with pytest.raises(ConfigError, match=r"holds 96 prompt pairs but the requested sets need 120 \(train 100, val 20\)"):
         make_task("file", path=str(EXAMPLE)).splits(gpt2, {"train": 100, "val": 20}, seed=0)

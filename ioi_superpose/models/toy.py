@@ -1,7 +1,10 @@
-"""Attention-only toy transformers: a config factory, a seeded builder, and a one-file checkpoint format.
+"""Toy transformers: a config factory, a seeded builder, and a one-file checkpoint format.
 
+Most toys are attention-only (`attn_only_config`); `toy_config` with `d_mlp > 0` adds GPT-2's MLPs (the
+GPT-2-shaped models trained on the task mixture, `toy/task_mixture.py`).
 A toy checkpoint is a single `.pt` file holding `{"format", "config", "state_dict", "metadata"}`:
-`config` is the keyword arguments of `attn_only_config` (plain ints/bools/strings), so the file loads
+`config` is the keyword arguments of `toy_config` (plain ints/bools/strings; `d_mlp` and `act_fn` only for a
+model with MLPs, so an attention-only checkpoint stores what it always stored), so the file loads
 with `torch.load(weights_only=True)` and never depends on TransformerLens's config class layout.
 """
 
@@ -38,13 +41,30 @@ def attn_only_config(
     layer_norm: bool = False,
     positional_embedding: PositionalEmbedding = "standard",
 ) -> HookedTransformerConfig:
-    """The config of an attention-only transformer (no MLPs) on CPU.
+    """The config of an attention-only transformer (no MLPs) on CPU: `toy_config` with `d_mlp=0`.
 
     `layer_norm=False` keeps the model linear in every head's z (for one layer, the logits are the direct
     path plus a sum of per-head terms), which makes head patching exactly additive.
     The seed is an argument of `build_toy_model`, not of the config: TransformerLens's `cfg.seed`
     re-seeds Python's, NumPy's and torch's global generators whenever a config is created.
     """
+    return toy_config(n_layers, n_heads, d_model, d_head, d_vocab, n_ctx, layer_norm, positional_embedding)
+
+
+def toy_config(
+    n_layers: int,
+    n_heads: int,
+    d_model: int,
+    d_head: int,
+    d_vocab: int,
+    n_ctx: int,
+    layer_norm: bool = False,
+    positional_embedding: PositionalEmbedding = "standard",
+    d_mlp: int = 0,
+    act_fn: str = "gelu_new",
+) -> HookedTransformerConfig:
+    """The config of a toy transformer on CPU: attention-only when `d_mlp` is 0, else with an MLP of width
+    `d_mlp` and activation `act_fn` in every block (GPT-2's: `gelu_new`)."""
     # The flags are `train_toy`'s (`ToyModelTraining` passes these straight through); d_vocab and n_ctx
     # are linked there from the datamodule.
     for name, value in dict(n_layers=n_layers, n_heads=n_heads, d_model=d_model, d_head=d_head).items():
@@ -55,6 +75,8 @@ def attn_only_config(
             raise ConfigError(
                 f"--model.{name} must be >= 1, got {value} (train_toy links it from the datamodule's {name})."
             )
+    if d_mlp < 0:
+        raise ConfigError(f"--model.d_mlp must be >= 0 (0: attention-only), got {d_mlp}.")
     if positional_embedding not in get_args(PositionalEmbedding):
         raise ConfigError(
             f"--model.positional_embedding must be one of {get_args(PositionalEmbedding)}, "
@@ -67,10 +89,11 @@ def attn_only_config(
         d_head=d_head,
         d_vocab=d_vocab,
         n_ctx=n_ctx,
-        attn_only=True,
+        attn_only=d_mlp == 0,
         normalization_type="LN" if layer_norm else None,
         positional_embedding_type=positional_embedding,
-        act_fn=None,
+        act_fn=act_fn if d_mlp else None,
+        **({"d_mlp": d_mlp} if d_mlp else {}),
         # Lightning moves the module later; building on CPU keeps construction device-independent.
         device="cpu",
         default_prepend_bos=False,
@@ -78,9 +101,9 @@ def attn_only_config(
 
 
 def toy_config_kwargs(cfg: HookedTransformerConfig) -> dict[str, Any]:
-    """The `attn_only_config` arguments that rebuild `cfg` (what a checkpoint stores)."""
-    if not cfg.attn_only:
-        raise ValueError("toy checkpoints hold attention-only models; this config has MLPs (attn_only=False)")
+    """The `toy_config` arguments that rebuild `cfg` (what a checkpoint stores); `d_mlp` and `act_fn` only
+    for a model with MLPs."""
+    mlp = {} if cfg.attn_only else dict(d_mlp=cfg.d_mlp, act_fn=cfg.act_fn)
     return dict(
         n_layers=cfg.n_layers,
         n_heads=cfg.n_heads,
@@ -90,6 +113,7 @@ def toy_config_kwargs(cfg: HookedTransformerConfig) -> dict[str, Any]:
         n_ctx=cfg.n_ctx,
         layer_norm=cfg.normalization_type is not None,
         positional_embedding=cfg.positional_embedding_type,
+        **mlp,
     )
 
 
@@ -133,7 +157,7 @@ def load_toy_checkpoint(path: str | Path) -> tuple[HookedTransformer, dict[str, 
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path} is not a toy checkpoint of format {CHECKPOINT_FORMAT!r} (found {found!r})")
-    model = HookedTransformer(attn_only_config(**payload["config"]), move_to_device=False)
+    model = HookedTransformer(toy_config(**payload["config"]), move_to_device=False)
     model.load_state_dict(payload["state_dict"], strict=True)
     tokenizer = payload["metadata"].get("tokenizer") if isinstance(payload["metadata"], dict) else None
     if isinstance(tokenizer, dict):

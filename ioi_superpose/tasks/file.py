@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ioi_superpose.data.answer_metrics import MetricName, check_metric
 from ioi_superpose.data.ioi import TextEncoder
 from ioi_superpose.errors import ConfigError, UnknownWordError
 from ioi_superpose.tasks.base import CORE_SETS, Row, Task, TaskPrompts, pad_id, stack_rows
@@ -65,19 +66,21 @@ class PairFile:
 
 
 class FileTask(Task):
-    """Prompt pairs read from a file (module docstring); metric: logit difference of the answer sets."""
+    """Prompt pairs read from a file (module docstring), measured by the metric the user names."""
 
     name = "file"
-    metric = "logit_diff"
     feature_names = ("record", "line")
 
-    def __init__(self, path: str, test_path: str | None = None) -> None:
+    def __init__(self, path: str, test_path: str | None = None, metric: MetricName = "logit_diff") -> None:
         """
         Args:
             path: a `.json` file in auto-circuit's format or a `.jsonl` file of the same records.
             test_path: an optional second file for the in-distribution test set (train and val then use all of
                 `path`).
+            metric: `logit_diff` (mean(answers) − mean(wrong_answers)) or `prob_diff` (P(answers) −
+                P(wrong_answers), as greater-than).
         """
+        self.metric = check_metric(metric)  # type: ignore[misc]
         self.path, self.test_path = path, test_path
         self.file = read_pair_file(path)
         self.test_file = read_pair_file(test_path) if test_path is not None else None

@@ -10,6 +10,8 @@ One job per module:
 - `name_embeddings`: the frozen random name vectors toy IOI trains with (`FrozenNameEmbeddings`).
 - `training`: the LightningModule that trains a toy model (`ToyModelTraining`, `GroupAccuracy`).
 - `export`: the callbacks that write a trained toy model and its metrics (`ExportToyModel`, `ExportToyIOIModel`).
+- `task_mixture`: a corpus mixing the built-in tasks (`ioi_superpose.tasks`) with filler text, for GPT-2-shaped
+  models with MLPs (`TaskMixtureDataModule`, `TaskCurve`, `ExportTaskMixtureModel`).
 
 The core package never imports this one; `cli/train_toy.py`, `groundtruth/`, the tests and the experiments do.
 Planted models and support scoring are `groundtruth/`'s, exhaustive subset search `analyses/`'. Loading a
@@ -24,6 +26,7 @@ import importlib
 from typing import Any
 
 _MODULES: dict[str, str] = {
+    "ExportTaskMixtureModel": "task_mixture",
     "ExportToyIOIModel": "export",
     "ExportToyModel": "export",
     "FrozenNameEmbeddings": "name_embeddings",
@@ -31,6 +34,8 @@ _MODULES: dict[str, str] = {
     "IGNORE_INDEX": "batches",
     "SkipTrigramDataModule": "skip_trigrams",
     "SkipTrigramTask": "skip_trigrams",
+    "TaskCurve": "task_mixture",
+    "TaskMixtureDataModule": "task_mixture",
     "TokenBatch": "batches",
     "ToyIOIDataModule": "ioi_task",
     "ToyModelTraining": "training",
@@ -44,6 +49,7 @@ _MODULES: dict[str, str] = {
     "toy_ioi_vocabulary": "ioi_vocabulary",
 }
 __all__ = [
+    "ExportTaskMixtureModel",
     "ExportToyIOIModel",
     "ExportToyModel",
     "FrozenNameEmbeddings",
@@ -52,6 +58,8 @@ __all__ = [
     "IOIMetrics",
     "SkipTrigramDataModule",
     "SkipTrigramTask",
+    "TaskCurve",
+    "TaskMixtureDataModule",
     "TokenBatch",
     "ToyIOIDataModule",
     "ToyModelTraining",

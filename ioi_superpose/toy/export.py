@@ -24,10 +24,10 @@ from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.files import write_json
 from ioi_superpose.models import HookedTransformer
 from ioi_superpose.models.toy import (
-    attn_only_config,
     build_toy_model,
     load_toy_checkpoint,
     save_toy_checkpoint,
+    toy_config,
     toy_config_kwargs,
 )
 from ioi_superpose.toy.batches import TokenBatch
@@ -129,7 +129,7 @@ class ExportToyModel(L.Callback):
             )
         fit_seconds = time.perf_counter() - self._fit_started
         # Evaluate a CPU copy: the numbers then describe exactly the weights that are written.
-        model = build_toy_model(attn_only_config(**toy_config_kwargs(pl_module.model.cfg)))
+        model = build_toy_model(toy_config(**toy_config_kwargs(pl_module.model.cfg)))
         model.load_state_dict({k: v.detach().cpu() for k, v in pl_module.model.state_dict().items()})
         model.eval()
         metrics: dict[str, Any] = {

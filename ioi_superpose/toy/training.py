@@ -1,4 +1,4 @@
-"""Train an attention-only toy model on next-token loss at labelled positions.
+"""Train a toy model (attention-only, or with MLPs: `d_mlp`) on next-token loss at labelled positions.
 
 `ToyModelTraining` is task-agnostic: it reads batches `{"tokens", "labels", "group"?}` (`TokenBatch`)
 where `labels` holds the target at labelled positions and `IGNORE_INDEX` elsewhere, and `group`
@@ -25,9 +25,9 @@ from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer
 from ioi_superpose.models.toy import (
     PositionalEmbedding,
-    attn_only_config,
     build_toy_model,
     load_toy_checkpoint,
+    toy_config,
     toy_config_kwargs,
 )
 from ioi_superpose.toy.batches import IGNORE_INDEX, TokenBatch
@@ -84,7 +84,7 @@ def head_dropout_hooks(
 
 
 class ToyModelTraining(L.LightningModule):
-    """An attention-only TransformerLens model trained with cross-entropy at the labelled positions."""
+    """A toy TransformerLens model trained with cross-entropy at the labelled positions."""
 
     def __init__(
         self,
@@ -104,6 +104,8 @@ class ToyModelTraining(L.LightningModule):
         init_from: str | None = None,
         head_dropout: float = 0.0,
         head_dropout_layers: list[int] | None = None,
+        d_mlp: int = 0,
+        lr_warmup_steps: int = 0,
     ) -> None:
         """
         Args:
@@ -127,6 +129,9 @@ class ToyModelTraining(L.LightningModule):
             head_dropout: probability p in [0, 1) that a head's z is zeroed in a training step, per
                 example, layer and head, without rescaling (module docstring: why); 0 turns it off.
             head_dropout_layers: the layers head dropout applies to (None: every layer).
+            d_mlp: width of an MLP (GELU, as GPT-2's) in every block; 0 (the default) builds an attention-only model.
+            lr_warmup_steps: the learning rate rises linearly from lr/steps to lr over this many steps; 0 (the
+                default) starts at lr.
         """
         super().__init__()
         if not 0.0 <= head_dropout < 1.0:
@@ -134,6 +139,8 @@ class ToyModelTraining(L.LightningModule):
                 f"--model.head_dropout must be in [0, 1) (the probability that a head's z is dropped in "
                 f"training), got {head_dropout}; use 0 to turn it off."
             )
+        if lr_warmup_steps < 0:
+            raise ConfigError(f"--model.lr_warmup_steps must be >= 0, got {lr_warmup_steps}.")
         if head_dropout_layers is not None and not all(0 <= layer < n_layers for layer in head_dropout_layers):
             raise ConfigError(
                 f"--model.head_dropout_layers {head_dropout_layers} names a layer outside [0, {n_layers - 1}]; "
@@ -141,7 +148,7 @@ class ToyModelTraining(L.LightningModule):
             )
         self.save_hyperparameters()
         self.model: HookedTransformer = build_toy_model(
-            attn_only_config(n_layers, n_heads, d_model, d_head, d_vocab, n_ctx, layer_norm, positional_embedding),
+            toy_config(n_layers, n_heads, d_model, d_head, d_vocab, n_ctx, layer_norm, positional_embedding, d_mlp),
             seed=model_seed,
         )
         if init_from is not None:
@@ -225,10 +232,15 @@ class ToyModelTraining(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_groups(self.test_group_accuracy, "test")
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(
+    def configure_optimizers(self) -> torch.optim.Optimizer | dict[str, Any]:
+        optimiser = torch.optim.AdamW(
             self.model.parameters(),
             lr=self.hparams.lr,
             weight_decay=self.hparams.weight_decay,
             betas=tuple(self.hparams.betas),
         )
+        warmup = self.hparams.get("lr_warmup_steps", 0)
+        if not warmup:
+            return optimiser
+        ramp = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": ramp, "interval": "step"}}
