@@ -32,8 +32,8 @@ def test_readme_notebook_snippet_runs(monkeypatch, capsys, tmp_path):
     assert result.coefficients.shape == (2, 4)
     assert result.recovery >= 0.9
     assert {head["layer"] for head in result.top_heads(5)} == {0}  # the layer-0 cut (see the walkthrough)
-    # Its last three lines are the result: α, the recovery, the top heads (loading messages come before).
-    out = capsys.readouterr().out
+    # Its last three lines are the result: α, the recovery, the top heads (loading messages, if any, come before).
+    out = "\n" + capsys.readouterr().out
     assert out.endswith(f"\n{result.coefficients}\n{result.recovery}\n{result.top_heads(5)}\n")
     # The recovery it reports, re-derived with TransformerLens hooks alone: every head's z moved from the
     # corrupted run towards the clean one by its α, the mean logit difference at END (the last position).
