@@ -33,8 +33,7 @@ def quiet_console() -> None:
     deprecation warnings not shown. Call it after Lightning is imported (its import sets its loggers to INFO)."""
     for name in LIGHTNING_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
-    for category in (DeprecationWarning, FutureWarning):
-        warnings.filterwarnings("ignore", category=category, module=DEPENDENCIES)
+    _ignore_dependency_deprecations()
     for message in IGNORED_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     if not any(isinstance(handler, _Stdout) for handler in LOG.handlers):
@@ -51,13 +50,23 @@ class _Stdout(logging.Handler):
 
 @contextmanager
 def quiet_call() -> Iterator[None]:
-    """Lightning's and our own info lines off for the block (an API call's fit), then as they were."""
+    """Lightning's and our own info lines and the dependencies' deprecation warnings off for the block (an API
+    call's fit), then as they were."""
     loggers = [logging.getLogger(name) for name in (*LIGHTNING_LOGGERS, LOG.name)]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.WARNING)
     try:
-        yield
+        with warnings.catch_warnings():  # the caller's warning filters come back on exit
+            _ignore_dependency_deprecations()
+            # The API fits on its training prompts alone: the module's validation_step is the CLI's.
+            warnings.filterwarnings("ignore", message=".*validation_step. but have no .val_dataloader.*")
+            yield
     finally:
         for logger, level in zip(loggers, levels):
             logger.setLevel(level)
+
+
+def _ignore_dependency_deprecations() -> None:
+    for category in (DeprecationWarning, FutureWarning):
+        warnings.filterwarnings("ignore", category=category, module=DEPENDENCIES)

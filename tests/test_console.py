@@ -5,7 +5,10 @@ checked on the commands as the docs give them: tests/test_docs_commands.py.)"""
 
 from __future__ import annotations
 
+import warnings
+
 from ioi_superpose import learn_combination
+from ioi_superpose.console import quiet_call
 from ioi_superpose.data import ioi_prompts
 from tests.helpers import QUIET, TOY_IOI, run_cli
 
@@ -41,3 +44,19 @@ def test_an_api_call_prints_nothing_of_its_own(capsys):
     learn_combination(model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.answer_tokens, steps=2)
     captured = capsys.readouterr()
     assert captured.out == "" and "Reference cache" not in captured.err and "GPU available" not in captured.err
+
+
+def test_an_api_call_hides_the_dependencies_deprecation_warnings_not_ours():
+    """Lightning's `isinstance(treespec, LeafSpec)` deprecation (torch 2.13) and its "no val_dataloader" warning were
+    printed by every learn_combination call in a notebook or script (seen by tests/test_docs_commands.py: pytest
+    itself records warnings)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with quiet_call():
+            warnings.warn_explicit("`isinstance(treespec, LeafSpec)` is deprecated", FutureWarning, "_pytree.py", 21,
+                                   module="lightning.pytorch.utilities._pytree")  # fmt: skip
+            warnings.warn_explicit("You defined a `validation_step` but have no `val_dataloader`. Skipping val loop.",
+                                   UserWarning, "configuration_validator.py", 70, module="lightning.pytorch")  # fmt: skip
+            warnings.warn_explicit("a setting of ours is odd", UserWarning, "api.py", 1, module="ioi_superpose.api")
+        warnings.warn_explicit("deprecated after the call", FutureWarning, "x.py", 1, module="lightning.x")
+    assert [str(warning.message) for warning in caught] == ["a setting of ours is odd", "deprecated after the call"]
