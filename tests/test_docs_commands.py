@@ -3,15 +3,15 @@ settings only where the page says so: `tests/helpers/docs_blocks.py`), with a qu
 lines or litlogger tip, no TransformerLens device moves, no dependency's deprecation warning, and the README's main
 job prints its documented figures in at most 16 lines (13 today; 36 before). The options page is the parser's.
 
-The blocks run once per test session (`documented_runs`; a command documented twice, as the main job is in the README
-and in Getting started, runs once) and the tests below read their results: the documented commands are the slowest
-part of the suite, so none is run twice."""
+The blocks run once (`documented_runs`; a command documented twice, as the main job is in the README and in Getting
+started, runs once) and one test reads all their results: the documented commands are the slowest part of the suite,
+and a session fixture shared by several tests would run them once per pytest-xdist worker (`-n auto`) that gets one
+of those tests."""
 
 from __future__ import annotations
 
 import subprocess
-
-import pytest
+from pathlib import Path
 
 from ioi_superpose.cli import options_page
 from tests.helpers import REPO
@@ -28,10 +28,8 @@ MAIN_JOB_FIGURES = (
 """The main job's line as the README and DESIGN.md quote it (every figure of it: none may change)."""
 
 
-@pytest.fixture(scope="session")
-def documented_runs(tmp_path_factory) -> list[tuple[Block, subprocess.CompletedProcess]]:
-    """Every runnable block, run once, in order, in one fresh copy of the repository, with what it printed."""
-    clone = fresh_copy(REPO, tmp_path_factory.mktemp("docs") / "clone")
+def documented_runs(clone: Path) -> list[tuple[Block, subprocess.CompletedProcess]]:
+    """Every runnable block, run once, in order, in `clone` (a fresh copy of the repository), with what it printed."""
     ran: set[tuple[str, str]] = set()
     results = []
     for block in blocks(REPO):
@@ -62,26 +60,21 @@ def test_a_command_documented_twice_runs_once():
     assert Block("a", 1, "bash", "python -m x --flag 1\n", None).command() != page.command()
 
 
-def test_every_command_block_runs_as_written_from_a_fresh_clone_in_order(documented_runs):
-    for block, result in documented_runs:
+def test_every_command_block_runs_as_written_from_a_fresh_clone_in_order_quietly(tmp_path):
+    results = documented_runs(fresh_copy(REPO, tmp_path / "clone"))
+    for block, result in results:
         if block.expected_error is not None:
             errors = [line for line in result.stdout.splitlines() if line.startswith("error:")]
             assert result.returncode != 0 and len(errors) == 1 and block.expected_error in errors[0], (
                 f"{block.where}: expected one error line with {block.expected_error!r}\n{result.stdout[-3000:]}")
         else:
             assert result.returncode == 0, f"{block.where} failed (exit {result.returncode}):\n{result.stdout[-4000:]}"
-    assert len(documented_runs) >= 8
-
-
-def test_no_documented_command_prints_dependency_noise(documented_runs):
-    for block, result in documented_runs:
         noise = [line for line in result.stdout.splitlines() if any(text in line for text in NOISE)]
         assert noise == [], f"{block.where} printed dependency noise:\n" + "\n".join(noise)
-
-
-def test_the_main_job_prints_its_documented_figures_on_one_screen(documented_runs):
-    (result,) = [result for block, result in documented_runs if block.command() == MAIN_JOB]
-    assert MAIN_JOB_FIGURES in result.stdout and len(result.stdout.splitlines()) <= 16, result.stdout
+    assert len(results) >= 8
+    # The main job (run once, though the README and Getting started both give it) prints its figures on one screen.
+    (main_job,) = [result for block, result in results if block.command() == MAIN_JOB]
+    assert MAIN_JOB_FIGURES in main_job.stdout and len(main_job.stdout.splitlines()) <= 16, main_job.stdout
 
 
 def test_the_options_page_is_generated_from_the_parser_the_cli_reads():
