@@ -11,7 +11,7 @@ from typing import Any, Optional, TypedDict, TypeVar
 
 import lightning as L
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from ioi_superpose.analyses.post_fit import AfterFit, after_fit
@@ -19,6 +19,7 @@ from ioi_superpose.combinations.registry import REGISTRY, owners
 from ioi_superpose.console import quiet_call
 from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
 from ioi_superpose.data.prompt_checks import check_token_tensor, end_positions_for
+from ioi_superpose.data.splits import TRAIN_SET
 from ioi_superpose.engine.metric import MIN_GAP, logit_diff
 from ioi_superpose.engine.runs import check_token_ids, end_logits, recovery_of
 from ioi_superpose.errors import ConfigError, SettingError
@@ -33,6 +34,7 @@ from ioi_superpose.fitting.settings import (
 from ioi_superpose.models import HookedTransformer, freeze
 from ioi_superpose.results.caveats import prune_shortfall
 from ioi_superpose.results.units import top_heads
+from ioi_superpose.tasks.datamodule import check_roles_for_family, task_of
 from ioi_superpose.training.non_finite import ZERO_GAP
 from ioi_superpose.training.system import HeadSuperposition
 
@@ -82,6 +84,19 @@ class FitRun:
     """[batch] each prompt's END, where the answers are read (right-padded prompts of different lengths:
     `ioi_prompts(..., equal_length=False).end_pos`). None: the last position, and rows that end in padding are
     refused."""
+    answer_weights: Optional[Float[Tensor, "batch k"]] = None  # noqa: UP045
+    """[batch, k] answer sets: `answer_tokens` [batch, k] hold each prompt's correct and incorrect answers, weighted
+    +1/|correct|, −1/|incorrect|, 0 for padding (`data.answer_metrics.set_weights`), so the logit difference is
+    mean(correct) − mean(incorrect). None: `answer_tokens` are the pair (correct, incorrect)."""
+    task: Optional[str] = None  # noqa: UP045
+    """A registered task (`tasks.registry`: ioi, induction, agreement, file …) whose `n_prompts` training prompts
+    (seeded by `seed`) are learned on, instead of given tokens (pass none)."""
+    task_options: Optional[dict[str, Any]] = None  # noqa: UP045
+    """The task's own options (its class's arguments; the file task's `path`)."""
+    n_prompts: int = 64
+    """With `task`: how many training prompts to draw."""
+    tokenizer: Any = None
+    """With `task`: the tokenizer its prompts are made for (None: `model.tokenizer`)."""
 
 
 def _family_settings(batchable: bool) -> tuple[str, ...]:
@@ -149,17 +164,18 @@ def _fit_settings(function: str, given: Mapping[str, Any], own: Sequence[str] = 
 @_takes_fit_settings(*SINGLE_SETTINGS)
 def learn_combination(
     model: HookedTransformer,
-    clean_tokens: Int[Tensor, "batch pos"],
-    corrupted_tokens: Int[Tensor, "batch pos"],
-    answer_tokens: Int[Tensor, "batch 2"],
+    clean_tokens: Int[Tensor, "batch pos"] | None = None,
+    corrupted_tokens: Int[Tensor, "batch pos"] | None = None,
+    answer_tokens: Int[Tensor, "batch k"] | None = None,
     **settings: Any,
 ) -> LearnedCombination:
     """Learn α[layer, head] on these prompts (full batch, `steps` Adam steps) and report its recovery.
 
     `answer_tokens` are (correct, incorrect) for the clean prompts, read at END (the last position unless
-    `end_positions`). The model is frozen in place (eval mode, no gradients) — it is never trained. The result's
-    `rotation` holds rotation's dimension count and head loadings; `circuit`, with `circuit_criteria`, the learned
-    head set's criteria under every ablation (`analyses.circuit`).
+    `end_positions`), or answer sets with `answer_weights`. Or no tokens and `task="induction"` (any registered
+    task): its prompts are drawn. The model is frozen in place (eval mode, no gradients) — it is never trained. The
+    result's `rotation` holds rotation's dimension count and head loadings; `circuit`, with `circuit_criteria`, the
+    learned head set's criteria under every ablation (`analyses.circuit`).
     """
     shared = _fit_settings("learn_combination", settings, SINGLE_SETTINGS)
     member = {name: shared.pop(name) for name in SINGLE_SETTINGS}
@@ -173,10 +189,10 @@ def learn_combination(
 @_takes_fit_settings()
 def learn_combinations(
     model: HookedTransformer,
-    clean_tokens: Int[Tensor, "batch pos"],
-    corrupted_tokens: Int[Tensor, "batch pos"],
-    answer_tokens: Int[Tensor, "batch 2"],
-    members: Sequence[Mapping[str, float]],
+    clean_tokens: Int[Tensor, "batch pos"] | None = None,
+    corrupted_tokens: Int[Tensor, "batch pos"] | None = None,
+    answer_tokens: Int[Tensor, "batch k"] | None = None,
+    members: Sequence[Mapping[str, float]] = (),
     *,
     max_rows: int | None = None,
     **settings: Any,
@@ -202,7 +218,7 @@ def learn_combinations(
 
 def _learn(
     model: HookedTransformer,
-    tokens: tuple[Tensor, Tensor, Tensor],
+    tokens: tuple[Tensor | None, Tensor | None, Tensor | None],
     members: Sequence[Mapping[str, Any]],
     names: Callable[[int], Mapping[str, str] | Callable[[str], str]],
     shared: dict[str, Any],
@@ -213,7 +229,11 @@ def _learn(
     alone) on the checked prompts, and evaluate each. `names(k)`: how member k's errors name its settings."""
     settings = dict(shared)
     steps, seed, end_positions = settings.pop("steps"), settings.pop("seed"), settings.pop("end_positions")
-    prompts, loader = _prompts(model, *tokens, steps, seed, end_positions)
+    answer_weights, task = settings.pop("answer_weights"), settings.pop("task")
+    drawn = (settings.pop("task_options"), settings.pop("n_prompts"), settings.pop("tokenizer"))
+    if task is not None:
+        tokens, answer_weights, end_positions = _task_tokens(model, task, *drawn, seed, tokens, settings["combination"])
+    prompts, loader = _prompts(model, *tokens, steps, seed, end_positions, answer_weights)
     systems = [_system(model, len(prompts), names(k), **settings, **member) for k, member in enumerate(members)]
     module = HeadSuperposition.batched(systems, max_rows=max_rows) if batched else systems[0]
     with quiet_call():  # no GPU/TPU or cache-size lines per call in a notebook
@@ -239,8 +259,11 @@ def _prompts(
     steps: int,
     seed: int,
     end_positions: Tensor | None = None,
+    answer_weights: Tensor | None = None,
 ) -> tuple[ContrastBatch, torch.utils.data.DataLoader]:
     """Checked prompts and their one full-batch loader; seeds and freezes as every API fit does."""
+    if clean_tokens is None or corrupted_tokens is None or answer_tokens is None:
+        raise ConfigError("Give clean_tokens, corrupted_tokens and answer_tokens, or a task (task='induction').")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"steps must be an integer >= 1 (optimisation steps), got {steps!r}.")
     for name, tokens in (
@@ -252,7 +275,9 @@ def _prompts(
         check_token_ids(model, tokens, name)
     if len(clean_tokens) == 0:
         raise ConfigError("clean_tokens holds no prompt (batch size 0); pass at least one prompt pair.")
-    same = (answer_tokens[:, 0] == answer_tokens[:, 1]).nonzero().flatten().tolist()
+    # (Answer sets are checked by `ContrastBatch`; a pair with one token twice is refused or warned about here.)
+    pairs = answer_weights is None
+    same = (answer_tokens[:, 0] == answer_tokens[:, 1]).nonzero().flatten().tolist() if pairs else []
     message = (
         f"answer_tokens rows {same[:8]}{' …' if len(same) > 8 else ''} hold the same token as correct and incorrect "
         "answer: their logit difference is 0 on every run. Each row must be (correct, incorrect), e.g. (IO, S)."
@@ -265,12 +290,38 @@ def _prompts(
     prompts = ContrastBatch(
         clean_tokens=clean_tokens.cpu(), corrupted_tokens=corrupted_tokens.cpu(), answer_tokens=answer_tokens.cpu(),
         end_pos=ends, index=torch.arange(len(clean_tokens)),
+        answer_weights=None if answer_weights is None else answer_weights.float().cpu(),
     )  # fmt: skip
     L.seed_everything(seed, verbose=False)
     freeze(model)
     check_gap(model, prompts)
     loader = torch.utils.data.DataLoader(PromptDataset(prompts), batch_size=len(prompts), collate_fn=collate)
     return prompts, loader
+
+
+def _task_tokens(
+    model: HookedTransformer,
+    name: str,
+    options: dict[str, Any] | None,
+    n_prompts: int,
+    tokenizer: Any,
+    seed: int,
+    tokens: tuple[Tensor | None, ...],
+    combination: str,
+) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor | None, Tensor]:
+    """The tokens, answer weights and END of `n_prompts` training prompts of the task `name` (seeded by `seed`)."""
+    if any(t is not None for t in tokens):
+        raise ConfigError(f"task={name!r} draws its own prompts: pass no clean, corrupted or answer tokens with it.")
+    options = dict(options or {})
+    task = task_of(name, options.pop("path", None), options.pop("test_path", None), options)
+    # (An unknown family is refused by the module, naming it, once the prompts are drawn.)
+    check_roles_for_family(combination, getattr(REGISTRY.get(combination), "reads_roles", False), task)
+    encoder = tokenizer if tokenizer is not None else model.tokenizer
+    if encoder is None:
+        raise ConfigError(f"task={name!r} needs the model's tokenizer: pass tokenizer= (e.g. ioi_superpose.models"
+                          ".load_tokenizer('checkpoints/toy_ioi.pt') for a toy model).")  # fmt: skip
+    batch = task.splits(encoder, {TRAIN_SET: n_prompts}, seed)[TRAIN_SET].batch
+    return (batch.clean_tokens, batch.corrupted_tokens, batch.answer_tokens), batch.answer_weights, batch.end_pos
 
 
 API_NAMES: dict[str, str] = {"gate_seed": "seed"}
@@ -301,8 +352,11 @@ def _system(
 def check_gap(model: HookedTransformer, prompts: ContrastBatch) -> None:
     """Recovery is a ratio over the clean − corrupted gap of the mean logit difference: refuse prompts
     without one (the objective would be 0/0), warn when it is below `summary.MIN_GAP`."""
-    clean = logit_diff(end_logits(model, prompts.clean_tokens, prompts.end_pos, prompts.answer_tokens)).mean()
-    corrupted = logit_diff(end_logits(model, prompts.corrupted_tokens, prompts.end_pos, prompts.answer_tokens)).mean()
+    weights = prompts.answer_weights
+    clean = logit_diff(end_logits(model, prompts.clean_tokens, prompts.end_pos, prompts.answer_tokens), weights).mean()
+    corrupted = logit_diff(
+        end_logits(model, prompts.corrupted_tokens, prompts.end_pos, prompts.answer_tokens), weights
+    ).mean()
     gap = float(clean - corrupted)
     if abs(gap) < ZERO_GAP:
         raise ConfigError(
@@ -356,9 +410,9 @@ def evaluate_combination(
     return LearnedCombination(
         coefficients=fitted.combination.coefficients.detach().cpu().clone(),
         recovery=float(reference.recovery(patched)),
-        clean_logit_diff=float(logit_diff(clean).mean()),
-        corrupted_logit_diff=float(logit_diff(corrupted).mean()),
-        patched_logit_diff=float(logit_diff(patched).mean()),
+        clean_logit_diff=float(reference.logit_diff(clean).mean()),
+        corrupted_logit_diff=float(reference.logit_diff(corrupted).mean()),
+        patched_logit_diff=float(reference.logit_diff(patched).mean()),
         l0=fitted.combination.l0(fitted.l0_threshold),
         support=fitted.combination.support(fitted.l0_threshold),
         combination=fitted.family,

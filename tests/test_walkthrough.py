@@ -60,3 +60,13 @@ def test_jupyter_execute_runs_the_walkthrough_and_it_finds_the_layer_0_cut(cwd, 
     assert {head["layer"] for head in summary["learned_top_heads"]} == {0}  # the learned α finds the layer-0 cut
     assert summary["whole_layer_recovery"][0] >= 0.99
     assert summary["learned_noising_recovery"] <= 0.1
+    # Causal scrubbing (section 8): the learned layer-0 set alone is a cut (layer 1 resampled: little is left); with
+    # layer 1 reading the names every head's output is a function of the names (flat 1), not every path (treeified).
+    scrubbed = summary["scrubbed"]
+    assert scrubbed["learned heads read the names"]["flat"] < 0.3
+    assert scrubbed["+ later heads read the names"]["flat"] >= 0.95
+    assert scrubbed["+ later heads read the names"]["treeified"] < scrubbed["+ later heads read the names"]["flat"] - 0.2
+    assert scrubbed["+ later heads read the position"]["flat"] < 0.3
+    # Section 9: the shipped IOI pairs given as a file (the `file` task) learn the layer-0 cut too.
+    assert summary["own_task_recovery"] >= 0.9
+    assert {head["layer"] for head in summary["own_task_top_heads"]} == {0}

@@ -5,7 +5,7 @@
 - `ioi_prompts.json`: 96 IOI prompt pairs (the `ioi` task's in-distribution set, seed 0) in auto-circuit's JSON
   format. The toy-IOI and GPT-2 tokenizers hold the same 99 names, so these are the built-in task's prompts for
   either (tests/test_task_file.py checks the ContrastBatch is the same).
-- `greater_than_prompts.jsonl`: 32 greater-than pairs (seed 0) as JSON Lines, one record a line: answer sets
+- `greater_than_prompts.jsonl`: 32 distinct greater-than pairs (the first of 64 drawn with seed 0) as JSON Lines, one record a line: answer sets
   (every year above YY correct, the others wrong).
 
 The texts are the task's tokens decoded; writing refuses a text that would not tokenize back to them.
@@ -26,7 +26,13 @@ def main() -> None:
     ioi = make_task("ioi").splits(toy_ioi_tokenizer(), {"in_distribution": 96}, seed=0)["in_distribution"]
     print(write_pair_file(ioi, toy_ioi_tokenizer(), HERE / "ioi_prompts.json"))
     tokenizer = gpt2_tokenizer()
-    years = make_task("greater_than").splits(tokenizer, {"in_distribution": 32}, seed=0)["in_distribution"]
+    years = make_task("greater_than").splits(tokenizer, {"in_distribution": 64}, seed=0)["in_distribution"]
+    # The generator draws (noun, year) with replacement: keep the first 32 distinct pairs (the file task refuses a
+    # record given twice).
+    seen: dict[tuple[int, ...], int] = {}
+    for row, tokens in enumerate(years.batch.clean_tokens.tolist()):
+        seen.setdefault(tuple(tokens), row)
+    years = years[sorted(seen.values())[:32]]
     print(write_pair_file(years, tokenizer, HERE / "greater_than_prompts.jsonl"))
 
 

@@ -79,7 +79,7 @@ class _Evaluator:
                 ablated[row, layer, head] = 0.0
         logits = patched_end_logits(self.base, self.values, HeadWeights(ablated).to(self.model.cfg.device),
                                     self.prompts.end_pos, self.prompts.answer_tokens)  # fmt: skip
-        return logit_diff(logits).mean(-1).tolist()
+        return logit_diff(logits, self.prompts.answer_weights).mean(-1).tolist()
 
 
 def _greedy(candidates: Sequence[Head], score_of: Any) -> tuple[float, list[Head], list[dict[str, Any]]]:

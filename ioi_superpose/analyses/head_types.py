@@ -35,6 +35,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.ioi import IOIBatch
 from ioi_superpose.engine.runs import capture
 from ioi_superpose.engine.vocabulary import hook_name
@@ -124,6 +125,16 @@ def end_attention(
                             ("attn_end_s2", prompts.s2_pos)):  # fmt: skip
         out[name] = from_end[rows, :, :, positions.cpu()].mean(0)  # [layer, head]
     return out
+
+
+@torch.no_grad()
+def detector_head_types(
+    model: HookedTransformer, prompts: ContrastBatch, exclude_bos: bool = False
+) -> dict[str, Float[Tensor, "layer head"]]:
+    """The types any task's prompts show (`DETECTOR_TYPES`: previous-token, duplicate-token, induction), on the clean
+    prompts; `head_types` adds the IOI ones."""
+    return detector_scores(attention_patterns(model, prompts.clean_tokens), prompts.clean_tokens, prompts.end_pos,
+                           exclude_bos)  # fmt: skip
 
 
 @torch.no_grad()

@@ -39,7 +39,7 @@ from ioi_superpose.data.datamodule import OFF_DISTRIBUTION_SETS, IOIDataModule
 from ioi_superpose.data.ioi import Corruption, IOIBatch
 from ioi_superpose.data.prompts import decode_prompts
 from ioi_superpose.data.splits import IN_DISTRIBUTION
-from ioi_superpose.engine.metric import MIN_GAP, logit_diff, normalised_recovery
+from ioi_superpose.engine.metric import MIN_GAP, normalised_recovery
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.fitting.fitted import FittedCombination
 
@@ -238,9 +238,9 @@ def max_activating_examples(
             for start in range(0, len(part.prompts), batch_size):
                 batch = part.prompts[start : start + batch_size].trimmed().to(fitted.device)
                 reference = fitted.reference(batch)
-                patched = logit_diff(fitted.answer_logits(batch, reference)).cpu()
-                clean, corrupted = (logit_diff(logits).cpu() for logits in reference.clean_and_corrupted())
-                base = logit_diff(reference.base_answer_logits).cpu()
+                patched = reference.logit_diff(fitted.answer_logits(batch, reference)).cpu()
+                clean, corrupted = (reference.logit_diff(logits).cpu() for logits in reference.clean_and_corrupted())
+                base = reference.logit_diff(reference.base_answer_logits).cpu()
                 recovery = normalised_recovery(patched, corrupted, clean)
                 for offset in range(len(batch)):
                     row = start + offset

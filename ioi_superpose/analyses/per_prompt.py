@@ -7,7 +7,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.metric import logit_diff, normalised_recovery
+from ioi_superpose.engine.metric import normalised_recovery
 from ioi_superpose.fitting.fitted import FittedCombination
 
 
@@ -23,5 +23,6 @@ def per_prompt_recoveries(
         reference = fitted.reference(batch)
         patched = fitted.answer_logits(batch, reference)
         clean, corrupted = reference.clean_and_corrupted()
-        values.append(normalised_recovery(logit_diff(patched), logit_diff(corrupted), logit_diff(clean)).cpu())
+        diffs = [reference.logit_diff(logits) for logits in (patched, corrupted, clean)]
+        values.append(normalised_recovery(*diffs).cpu())
     return torch.cat(values)

@@ -110,8 +110,10 @@ def eap_ig_scores(
         source_acts = capture(model, source_tokens, [*z_names(model), start, *interpolated_streams(model)])
         gap = 1.0
         if normalise:
-            base_m, source_m = (float(_mean_logit_diff(end_logits(model, tokens, batch.end_pos, batch.answer_tokens)))
-                                for tokens in (base_tokens, source_tokens))  # fmt: skip
+            base_m, source_m = (
+                float(_mean_logit_diff(end_logits(model, tokens, batch.end_pos, batch.answer_tokens), batch))
+                for tokens in (base_tokens, source_tokens)
+            )
             gap = source_m - base_m
             if abs(gap) < 1e-6:
                 raise ConfigError(
@@ -127,8 +129,9 @@ def eap_ig_scores(
     return (total / (len(points) * gap)).detach()
 
 
-def _mean_logit_diff(answer_logits: Float[Tensor, "batch 2"]) -> Float[Tensor, ""]:
-    return logit_diff(answer_logits).mean()
+def _mean_logit_diff(answer_logits: Float[Tensor, "batch k"], batch: ContrastBatch) -> Float[Tensor, ""]:
+    """The batch's mean logit difference (its answer weights: `engine.metric.logit_diff`)."""
+    return logit_diff(answer_logits, batch.answer_weights).mean()
 
 
 def _metric_with_hooks(
@@ -137,7 +140,7 @@ def _metric_with_hooks(
     """Mean logit difference at END of a forward of `tokens` with `hooks` (under grad)."""
     with model.hooks(fwd_hooks=hooks):
         final = model(tokens, stop_at_layer=model.cfg.n_layers)
-    return _mean_logit_diff(unembed_at_end(model, final, batch.end_pos, batch.answer_tokens))
+    return _mean_logit_diff(unembed_at_end(model, final, batch.end_pos, batch.answer_tokens), batch)
 
 
 def _inputs_step(
@@ -322,15 +325,15 @@ def _acdc_metric(
                          / logits.shape[0])  # fmt: skip
 
         return kl
-    source_m = float(_mean_logit_diff(source_logits.gather(-1, answers)))
-    base_m = float(_mean_logit_diff(end_logits(model, base_tokens, batch.end_pos, answers)))
+    source_m = float(_mean_logit_diff(source_logits.gather(-1, answers), batch))
+    base_m = float(_mean_logit_diff(end_logits(model, base_tokens, batch.end_pos, answers), batch))
     if abs(source_m - base_m) < 1e-6:
         raise ConfigError(
             "ACDC with metric='logit_diff' needs source and base runs whose mean logit differences differ."
         )
 
     def normalised_change(logits: Tensor) -> float:
-        return abs(float(_mean_logit_diff(logits.gather(-1, answers))) - source_m) / abs(source_m - base_m)
+        return abs(float(_mean_logit_diff(logits.gather(-1, answers), batch)) - source_m) / abs(source_m - base_m)
 
     return normalised_change
 

@@ -189,7 +189,9 @@ def head_scores(
         agreement = attribution_agreement(effect, activation(spec.n_prompts, as_run=False))
         return HeadScores(spec.name, title, effect, {"pearson_with_exact_patching": agreement}, **what)
     if spec.name == "direct_logit_attribution":
-        result = direct_logit_attribution(model, batch.clean_tokens, batch.answer_tokens, batch.end_pos)
+        result = direct_logit_attribution(
+            model, batch.clean_tokens, batch.answer_tokens, batch.end_pos, batch.answer_weights
+        )
         extras = {"logit_diff": result.logit_diff,
                   "per_component": dict(zip(result.decomposed_labels, result.decomposed.tolist()))}  # fmt: skip
         title = f"{spec.title or scorer.title or spec.name}: {n} clean validation prompts (no direction: the clean run)"

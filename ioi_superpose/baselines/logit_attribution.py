@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from ioi_superpose.engine.metric import gather_end
+from ioi_superpose.engine.metric import gather_end, logit_diff
 from ioi_superpose.models import HookedTransformer
 
 
@@ -38,19 +38,26 @@ class LogitAttribution:
 def direct_logit_attribution(
     model: HookedTransformer,
     tokens: Int[Tensor, "batch pos"],
-    answer_tokens: Int[Tensor, "batch 2"],
+    answer_tokens: Int[Tensor, "batch k"],
     end_positions: Int[Tensor, " batch"],
+    answer_weights: Float[Tensor, "batch k"] | None = None,
 ) -> LogitAttribution:
-    """Mean over prompts of each component's direct effect on (correct − incorrect) logit at END."""
+    """Mean over prompts of each component's direct effect on the logit difference at END: correct − incorrect,
+    or with answer sets Σ weights · logits (`answer_weights`, `engine.metric.logit_diff`)."""
     logits, cache = model.run_with_cache(tokens)
     rows = torch.arange(tokens.shape[0], device=tokens.device)
-    direction = (model.W_U[:, answer_tokens[:, 0]] - model.W_U[:, answer_tokens[:, 1]]).T  # [batch, d_model]
-    constant = model.b_U[answer_tokens[:, 0]] - model.b_U[answer_tokens[:, 1]]
-    if hasattr(
-        getattr(model, "ln_final", None), "w"
-    ):  # unfolded LayerNorm: weight scales the direction, bias is constant
-        constant = constant + direction @ model.ln_final.b
-        direction = direction * model.ln_final.w
+    if answer_weights is None:
+        direction = (model.W_U[:, answer_tokens[:, 0]] - model.W_U[:, answer_tokens[:, 1]]).T  # [batch, d_model]
+        constant = model.b_U[answer_tokens[:, 0]] - model.b_U[answer_tokens[:, 1]]
+    else:
+        weights = answer_weights.to(model.W_U)
+        direction = torch.einsum("dbk,bk->bd", model.W_U[:, answer_tokens], weights)
+        constant = (model.b_U[answer_tokens] * weights).sum(-1)
+    ln_final = getattr(model, "ln_final", None)
+    if hasattr(ln_final, "w"):  # unfolded LayerNorm / RMSNorm: weight scales the direction, a bias is constant
+        if hasattr(ln_final, "b"):  # RMSNorm has none
+            constant = constant + direction @ ln_final.b
+        direction = direction * ln_final.w
     has_scale = "ln_final.hook_scale" in cache.cache_dict
     scale = (
         gather_end(cache["ln_final.hook_scale"], end_positions)
@@ -70,9 +77,11 @@ def direct_logit_attribution(
     n_layers = model.cfg.n_layers
     accumulated_labels, accumulated = [], []
     for layer in range(n_layers):
-        accumulated_labels += [f"{layer}_pre"] + ([] if model.cfg.attn_only else [f"{layer}_mid"])
+        # Parallel attention and MLP (GPT-J, NeoX) have no residual between them: no `mid`.
+        mid = not model.cfg.attn_only and f"blocks.{layer}.hook_resid_mid" in cache.cache_dict
+        accumulated_labels += [f"{layer}_pre"] + ([f"{layer}_mid"] if mid else [])
         accumulated.append(at_end(f"blocks.{layer}.hook_resid_pre"))
-        if not model.cfg.attn_only:
+        if f"{layer}_mid" in accumulated_labels:
             accumulated.append(at_end(f"blocks.{layer}.hook_resid_mid"))
     accumulated_labels.append("final")
     accumulated.append(at_end(f"blocks.{n_layers - 1}.hook_resid_post"))
@@ -92,7 +101,7 @@ def direct_logit_attribution(
             decomposed.append(at_end(f"blocks.{layer}.hook_mlp_out"))
 
     rows_logits = logits[rows, end_positions]
-    actual = (rows_logits.gather(-1, answer_tokens)[:, 0] - rows_logits.gather(-1, answer_tokens)[:, 1]).mean()
+    actual = logit_diff(rows_logits.gather(-1, answer_tokens), answer_weights).mean()
     return LogitAttribution(
         accumulated=read(torch.stack(accumulated)).cpu(),
         accumulated_labels=accumulated_labels,

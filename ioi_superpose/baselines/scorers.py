@@ -22,10 +22,10 @@ from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
 from ioi_superpose.baselines.path_patching import path_patch_sweep
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.ablations import Ablation, ablated_reference, check_ablation
-from ioi_superpose.engine.metric import LogitDiffMetric, logit_diff
+from ioi_superpose.engine.metric import LogitDiffMetric
 from ioi_superpose.engine.patch import HeadWeights
 from ioi_superpose.engine.rest import Rest, check_rest, run_tokens, with_rest
-from ioi_superpose.engine.runs import BaseRun, patched_end_logits, reference_runs
+from ioi_superpose.engine.runs import BaseRun, Reference, patched_end_logits, reference_runs
 from ioi_superpose.engine.vocabulary import Direction, base_and_source, hook_name
 from ioi_superpose.models import HookedTransformer
 
@@ -33,11 +33,18 @@ from ioi_superpose.models import HookedTransformer
 def patching_metric(model: HookedTransformer, batch: ContrastBatch, direction: Direction) -> LogitDiffMetric:
     """Normalised logit difference at END: 0 = the base run, 1 = the source run."""
     reference = reference_runs(
-        model, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens, direction
+        model, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens, direction,
+        answer_weights=batch.answer_weights,
     )
-    base = float(logit_diff(reference.base_answer_logits).mean())
-    source = float(logit_diff(reference.source_answer_logits).mean())
-    return LogitDiffMetric(batch.answer_tokens, batch.end_pos, corrupted_value=base, clean_value=source)
+    return metric_of(batch, reference)
+
+
+def metric_of(batch: ContrastBatch, reference: Reference) -> LogitDiffMetric:
+    """The batch's patching metric normalised between `reference`'s base (0) and source (1) runs."""
+    base = float(reference.logit_diff(reference.base_answer_logits).mean())
+    source = float(reference.logit_diff(reference.source_answer_logits).mean())
+    return LogitDiffMetric(batch.answer_tokens, batch.end_pos, corrupted_value=base, clean_value=source,
+                           answer_weights=batch.answer_weights)  # fmt: skip
 
 
 def activation_patching(
@@ -66,10 +73,7 @@ def activation_patching(
         base_tokens, source_tokens = base_and_source(batch.clean_tokens, batch.corrupted_tokens, direction)
         return activation_patch(model, base_tokens, source_tokens, metric or patching_metric(model, batch, direction))
     reference = ablated_reference(model, batch, ablation)
-    if metric is None:
-        base, source = (float(logit_diff(r).mean()) for r in (reference.base_answer_logits,
-                                                              reference.source_answer_logits))  # fmt: skip
-        metric = LogitDiffMetric(batch.answer_tokens, batch.end_pos, corrupted_value=base, clean_value=source)
+    metric = metric or metric_of(batch, reference)
     source_z = {hook_name("z", layer): z for layer, z in enumerate(reference.source_z)}
     return activation_patch(model, batch.clean_tokens, source_z, metric)
 
@@ -79,15 +83,15 @@ def _single_head_circuits(
 ) -> Float[Tensor, "layer head"]:
     """One folded run of every one-head circuit (`FrozenRest` of the one-hot head weights)."""
     reference = reference_runs(model, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens,
-                               direction, rest="frozen")  # fmt: skip
+                               direction, rest="frozen", answer_weights=batch.answer_weights)  # fmt: skip
     base_tokens, source_tokens = base_and_source(batch.clean_tokens, batch.corrupted_tokens, direction)
     run = BaseRun.prepare(model, run_tokens(base_tokens, source_tokens, "frozen"))
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     variants = with_rest(HeadWeights.single_heads(n_layers, n_heads), "frozen")
     logits = patched_end_logits(run, reference.source_z, variants, batch.end_pos, batch.answer_tokens)
-    base = float(logit_diff(reference.base_answer_logits).mean())
-    source = float(logit_diff(reference.source_answer_logits).mean())
-    return ((logit_diff(logits).mean(-1) - base) / (source - base)).view(n_layers, n_heads)
+    base = float(reference.logit_diff(reference.base_answer_logits).mean())
+    source = float(reference.logit_diff(reference.source_answer_logits).mean())
+    return ((reference.logit_diff(logits).mean(-1) - base) / (source - base)).view(n_layers, n_heads)
 
 
 def attribution_patching(
@@ -118,7 +122,9 @@ def direct_logit_attribution_of_heads(
     model: HookedTransformer, batch: ContrastBatch, direction: Direction
 ) -> Float[Tensor, "layer head"]:
     """Each head's direct contribution to the clean logit difference at END (the direction does not apply)."""
-    return direct_logit_attribution(model, batch.clean_tokens, batch.answer_tokens, batch.end_pos).heads
+    return direct_logit_attribution(
+        model, batch.clean_tokens, batch.answer_tokens, batch.end_pos, batch.answer_weights
+    ).heads
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from torch import Tensor
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.ioi import IOIBatch
 from ioi_superpose.engine.ablations import Ablation, notion_reference
-from ioi_superpose.engine.metric import has_gap, logit_diff
+from ioi_superpose.engine.metric import has_gap
 from ioi_superpose.engine.rest import Rest
 from ioi_superpose.engine.runs import recovery_of
 from ioi_superpose.engine.vocabulary import Direction, hook_name
@@ -78,7 +78,7 @@ def top_k_curves(
     for set_name, batch in batches.items():
         batch = batch.to(model.cfg.device)
         reference = notion_reference(model, batch, direction, rest, ablation)
-        clean, corrupted = (float(logit_diff(logits).mean()) for logits in reference.clean_and_corrupted())
+        clean, corrupted = (float(reference.logit_diff(logits).mean()) for logits in reference.clean_and_corrupted())
         if has_gap(clean, corrupted):
             recoveries = recovery_of(model, batch, unique, direction, rest, reference=reference)
             values: list[float | None] = recoveries[inverse].tolist()

@@ -20,6 +20,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from ioi_superpose.analyses.max_activating import MaxActivatingOptions
 from ioi_superpose.analyses.per_prompt import per_prompt_recoveries
 from ioi_superpose.analyses.post_fit import AfterFit, after_fit
+from ioi_superpose.analyses.scrubbing.learned import check_scrub_file
 from ioi_superpose.baselines.callbacks import Baselines, join_baselines, log_baselines, log_figure
 from ioi_superpose.baselines.compute import BaselineResult
 from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
@@ -33,12 +34,15 @@ from ioi_superpose.cli.run_records import run_figures
 from ioi_superpose.console import quiet_console
 from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.data.splits import TRAIN_SET, VAL_SET
-from ioi_superpose.errors import ConfigError, cli_flag, user_facing_main
+from ioi_superpose.engine.runs import check_token_ids
+from ioi_superpose.errors import ConfigError, SettingError, cli_flag, user_facing_main
 from ioi_superpose.results.analysis import distribution
 from ioi_superpose.results.caveats import prune_shortfall
 from ioi_superpose.results.evaluation_table import evaluation_table, stage_set_names
 from ioi_superpose.results.pareto import pareto_figures
 from ioi_superpose.results.summary import RunWriter, build_summary, write_corpus_examples
+from ioi_superpose.tasks.base import Task, TaskPrompts
+from ioi_superpose.tasks.datamodule import TaskDataModule, check_roles_for_family
 from ioi_superpose.training.system import HeadSuperposition, superposition_module
 
 TRAINER_DEFAULTS = {
@@ -182,11 +186,18 @@ class SuperposeCLI(OneLineParseErrors, LightningCLI):
 
     def before_fit(self) -> None:
         self.trainer.callbacks.append(ExactResume(self.argv))
+        family = self.model.config.family.combination
+        check_roles_for_family(family, self.model.combination.reads_roles, self.datamodule.task)
+        self.datamodule.setup("fit")  # every set's prompts now: one too long for the model fails before training
+        for name, prompts in self.datamodule.splits.items():
+            check_token_ids(self.model.frozen, prompts.clean_tokens, f"the {name} set's prompts")
         if self.datamodule.hparams.get("corpus") and self.model.config.family.combination == "rotation":
             raise ConfigError(
                 "--data.corpus ranks positions by head weights; --model.combination rotation learns directions, "
                 "not head weights: leave --data.corpus unset for rotation runs."
             )
+        if self.model.config.prune.scrub is not None:
+            check_scrub(self.model.config.prune.scrub, self.model, self.datamodule.task)
         for logger in self.trainer.loggers:
             save_dir = getattr(logger, "save_dir", None)
             if save_dir is not None:
@@ -205,10 +216,28 @@ class SuperposeCLI(OneLineParseErrors, LightningCLI):
         write_results(self.trainer, self.model, self.datamodule, self.config[self.subcommand].as_dict())
 
 
+def check_scrub(path: str, model: HeadSuperposition, task: Task) -> None:
+    """`--model.scrub`, before training: the file's format, its heads the model's, its features the run's task's (the
+    datamodule's prompts; `analyses.scrubbing.learned.check_scrub_file`)."""
+    try:
+        check_scrub_file(path, model.frozen, task.feature_names, task.name)
+    except ConfigError as error:
+        raise SettingError("scrub", "$scrub: " + str(error).replace("$", "$$")) from None
+
+
+def scrub_sets(datamodule: TaskDataModule, n_train: int) -> dict[str, TaskPrompts]:
+    """What `--model.scrub` scores the learned set on: the first `n_train` training prompts and the validation
+    prompts, each with its task's features (`TaskDataModule.features`)."""
+    return {
+        "train": TaskPrompts(batch=datamodule.splits[TRAIN_SET], features=datamodule.features(TRAIN_SET))[:n_train],
+        "val": TaskPrompts(batch=datamodule.splits[VAL_SET], features=datamodule.features(VAL_SET)),
+    }
+
+
 def write_results(
     trainer: L.Trainer,
     model: HeadSuperposition,
-    datamodule: IOIDataModule,
+    datamodule: TaskDataModule,
     config: dict,
     baselines: Sequence[BaselineResult] | None = None,
 ) -> None:
@@ -223,8 +252,11 @@ def write_results(
     # Every process runs it alike (the same first training prompts), before the collective evaluation below.
     model.to(trainer.strategy.root_device)
     datamodule.setup("fit")  # a batched member's own datamodule was not the one the group's fit set up
+    prune = model.config.prune
+    scrubbed = scrub_sets(datamodule, prune.prune_prompts) if prune.scrub is not None else None
     with stage_threads(trainer):  # the run's thread count (TorchThreads), as the Trainer's stages have
-        after = after_fit(model.fitted(), datamodule.splits[TRAIN_SET], datamodule.hparams.batch_size, cli_flag)
+        after = after_fit(model.fitted(), datamodule.splits[TRAIN_SET], datamodule.hparams.batch_size, cli_flag,
+                          scrubbed, datamodule.task.name)  # fmt: skip
     val_metrics = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
     test_metrics: dict[str, float] = {}
     for per_loader in trainer.test(model, datamodule=datamodule, verbose=False):
@@ -265,8 +297,13 @@ def _write_results(
     # Before RunWriter: its summary.json, written last, marks the run directory complete.
     corpus_paths = (write_corpus_examples(fitted, datamodule.hparams.corpus, run_dir, max_activating.k)
                     if datamodule.hparams.get("corpus") else {})  # fmt: skip
+    # The table's corpus is drawn by IOI's generators (its names, templates, corruptions): IOI runs only.
+    examples = max_activating.run(fitted, datamodule) if datamodule.task.name == "ioi" else None
+    if examples is None and datamodule.task.name != "ioi" and max_activating.per_set:
+        print(f"note: no max-activating table: its corpus is drawn by IOI's generators, and this run's task is "
+              f"{datamodule.task.name!r}.")  # fmt: skip
     figures, files = run_figures(trainer, fitted, summary, recoveries, datamodule.splits[VAL_SET])
-    paths = RunWriter(run_dir).write(fitted, summary, baselines, max_activating.run(fitted, datamodule), figures, files)
+    paths = RunWriter(run_dir).write(fitted, summary, baselines, examples, figures, files)
     paths.update(corpus_paths)
     recovery = summary.recovery
 
@@ -315,7 +352,7 @@ def build_cli(args: list[str] | None, cli_class: type[SuperposeCLI] = SuperposeC
     """The training CLI on `args` (`cli.options_page` builds it with a subclass that stops once its parsers exist)."""
     return cli_class(
         superposition_module,
-        IOIDataModule,
+        TaskDataModule,
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,
         args=args,

@@ -28,8 +28,8 @@ from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.cli.lightning_parsing import lightning_parser_kwargs
 from ioi_superpose.cli.train import TRAINER_DEFAULTS, SuperposeCLI, write_results
 from ioi_superpose.console import quiet_console
-from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.errors import ConfigError, UserFacingError, user_facing_main
+from ioi_superpose.tasks.datamodule import TaskDataModule
 from ioi_superpose.training.system import HeadSuperposition, superposition_module
 
 GROUP_TRAINER_OFF = ("logger", "callbacks", "enable_checkpointing", "enable_progress_bar", "default_root_dir")
@@ -45,7 +45,7 @@ def member_cli(args: Sequence[str]) -> SuperposeCLI:
     """One member's settings, parsed and instantiated as `train fit` would, without running anything."""
     return SuperposeCLI(
         superposition_module,
-        IOIDataModule,
+        TaskDataModule,
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,
         args=list(args),

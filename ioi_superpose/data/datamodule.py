@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from ioi_superpose.data.batch import PromptDataset, collate
 from ioi_superpose.data.corpus import read_corpus
-from ioi_superpose.data.ioi import Corruption, IOIBatch, TextEncoder, default_names, generate_ioi
+from ioi_superpose.data.ioi import Corruption, IOIBatch, TextEncoder, default_names, generate_ioi, ioi_features
 from ioi_superpose.data.ioi_sets import SetSpec, ioi_set_specs
 from ioi_superpose.data.name_split import checkpoint_name_split
 from ioi_superpose.data.splits import IN_DISTRIBUTION, TRAIN_SET, VAL_SET
@@ -255,6 +255,13 @@ class IOIDataModule(L.LightningDataModule):
             self.encoder, n, list(templates), list(template_ids), names, corruption or hp.corruption,
             set_seed(hp.seed, seed_name or set_name), PLACES, objects,
         )  # fmt: skip
+
+    def features(self, split: str) -> dict[str, list[Any]]:
+        """Each prompt's features in a drawn split (`setup` first): the `ioi` task's (`data.ioi.ioi_features`: io, s,
+        template_id, order), what causal scrubbing groups prompts by."""
+        if split not in self.splits or self.encoder is None:
+            raise ConfigError(f"No drawn prompt set {split!r}; call setup() first (drawn: {list(self.splits)}).")
+        return ioi_features(self.splits[split], self.encoder)
 
     def _set_specs(self) -> dict[str, SetSpec]:
         """Every generator's (template ids, templates, names, objects), keyed by set name (computed once)."""

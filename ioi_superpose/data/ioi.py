@@ -12,7 +12,7 @@ import random
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 from jaxtyping import Int
@@ -43,6 +43,14 @@ class IOIBatch(ContrastBatch):
     s1_pos: Int[Tensor, " batch"]
     s2_pos: Int[Tensor, " batch"]
     template_id: Int[Tensor, " batch"]
+
+
+def ioi_features(batch: IOIBatch, encoder: TextEncoder) -> dict[str, list[Any]]:
+    """Each prompt's IOI features (the `ioi` task's, `tasks/ioi.py`): the IO and S names, the template id, and the order
+    (ABBA: the IO named first, else BABA)."""
+    io, s = ([encoder.decode([token]).strip() for token in column.tolist()] for column in batch.answer_tokens.T)
+    order = ["ABBA" if a < b else "BABA" for a, b in zip(batch.io_pos.tolist(), batch.s1_pos.tolist())]
+    return {"io": io, "s": s, "template_id": batch.template_id.tolist(), "order": order}
 
 
 def single_token_words(encoder: TextEncoder, words: Sequence[str]) -> tuple[list[str], list[str]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from ioi_superpose.data.batch import ContrastBatch
@@ -65,17 +65,30 @@ def derangement(n: int, seed: int) -> Tensor:
     return target
 
 
+def aligned_z(
+    pool: Float[Tensor, "n pos head d_head"],
+    sources: Int[Tensor, "rows head"],
+    pool_end: Int[Tensor, " n"],
+    row_end: Int[Tensor, " rows"],
+) -> Float[Tensor, "rows pos head d_head"]:
+    """Row r's head h takes the z of that head on prompt `sources[r, h]` of `pool`, aligned at END: position p reads
+    the source's position p − row_end[r] + pool_end[source], clamped to [0, pos) — index for index when the prompts
+    have one length, and END always reads END. The resample ablation's rule (`resampled`, every head of a row from one
+    other prompt) and causal scrubbing's (`analyses.scrubbing`, each head from its own drawn prompt)."""
+    pos, heads = pool.shape[1], sources.shape[1]
+    device = pool.device
+    sources, pool_end, row_end = sources.to(device), pool_end.to(device), row_end.to(device)
+    shift = pool_end[sources] - row_end[:, None]  # [rows, head]
+    position = (torch.arange(pos, device=device)[None, :, None] + shift[:, None, :]).clamp(0, pos - 1)
+    return pool[sources[:, None, :], position, torch.arange(heads, device=device)[None, None, :]]
+
+
 def resampled(
     z: Float[Tensor, "layer batch pos head d_head"], end_pos: Tensor, seed: int
 ) -> Float[Tensor, "layer batch pos head d_head"]:
     """Row b takes row π(b)'s z, aligned at END (see the module docstring)."""
-    n_layers, batch, length = z.shape[:3]
-    source = derangement(batch, seed).to(z.device)
-    end_pos = end_pos.to(z.device)
-    shift = end_pos[source] - end_pos  # [batch]
-    index = (torch.arange(length, device=z.device)[None] + shift[:, None]).clamp(0, length - 1)  # [batch, pos]
-    index = index[None, :, :, None, None].expand(n_layers, batch, length, *z.shape[3:])
-    return z[:, source].gather(2, index)
+    sources = derangement(z.shape[1], seed)[:, None].expand(-1, z.shape[3])  # every head of row b from row π(b)
+    return torch.stack([aligned_z(layer_z, sources, end_pos, end_pos) for layer_z in z])
 
 
 @torch.no_grad()
@@ -133,6 +146,7 @@ def ablated_reference(
         source_answer_logits=source_logits.gather(-1, answers),
         base_answer_logits=end_logits(model, batch.clean_tokens, batch.end_pos, batch.answer_tokens),
         source_log_probs=source_logits.log_softmax(-1) if full_vocab else None,
+        answer_weights=batch.answer_weights,
     )
 
 
@@ -149,4 +163,4 @@ def notion_reference(
     if check_ablation(ablation, direction, rest) != "corrupted":
         return ablated_reference(model, batch, ablation)
     return reference_runs(model, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens,
-                          direction, rest=rest)  # fmt: skip
+                          direction, rest=rest, answer_weights=batch.answer_weights)  # fmt: skip

@@ -9,6 +9,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ioi_superpose.data.answer_metrics import answer_logit_diff
+
 MIN_GAP = 0.5
 """Below this clean − corrupted gap in mean logit difference the model does not tell the two prompts apart,
 and recovery (a ratio over that gap) is noise: reported as null, with the gap."""
@@ -22,9 +24,17 @@ def gather_end(
     return activations[rows, end_positions.to(activations.device)]
 
 
-def logit_diff(answer_logits: Float[Tensor, "*batch 2"]) -> Float[Tensor, "*batch"]:
-    """Correct-answer logit minus incorrect-answer logit, per prompt."""
-    return answer_logits[..., 0] - answer_logits[..., 1]
+def logit_diff(
+    answer_logits: Float[Tensor, "*variants batch k"], weights: Float[Tensor, "batch k"] | None = None
+) -> Float[Tensor, "*variants batch"]:
+    """The task's logit difference per prompt: mean(correct) − mean(incorrect) answer logit.
+
+    `weights` None: the pair (correct, incorrect), computed as `logits[0] − logits[1]` (bit for bit today's);
+    otherwise a batch's `answer_weights`, Σ weights · logits (`data.answer_metrics.answer_logit_diff`).
+    """
+    if weights is None:
+        return answer_logits[..., 0] - answer_logits[..., 1]
+    return answer_logit_diff(answer_logits, weights)
 
 
 def normalised_recovery(
@@ -47,17 +57,19 @@ class LogitDiffMetric:
     patching code through `from_answer_logits`, which needs only the two answer logits at END.
     """
 
-    answer_tokens: Int[Tensor, "batch 2"]
+    answer_tokens: Int[Tensor, "batch k"]
     end_positions: Int[Tensor, " batch"]
     corrupted_value: float | None = None
     clean_value: float | None = None
+    answer_weights: Float[Tensor, "batch k"] | None = None
+    """The batch's answer weights (None: the pair); see `logit_diff`."""
 
     def __call__(self, logits: Float[Tensor, "batch pos vocab"]) -> Float[Tensor, ""]:
         end_logits = gather_end(logits, self.end_positions)
         return self.from_answer_logits(end_logits.gather(-1, self.answer_tokens.to(logits.device)))
 
-    def from_answer_logits(self, answer_logits: Float[Tensor, "*variants batch 2"]) -> Float[Tensor, "*variants"]:
-        mean_diff = logit_diff(answer_logits).mean(-1)
+    def from_answer_logits(self, answer_logits: Float[Tensor, "*variants batch k"]) -> Float[Tensor, "*variants"]:
+        mean_diff = logit_diff(answer_logits, self.answer_weights).mean(-1)
         if self.corrupted_value is None or self.clean_value is None:
             return mean_diff
         return normalised_recovery(mean_diff, self.corrupted_value, self.clean_value)

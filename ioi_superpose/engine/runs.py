@@ -77,7 +77,13 @@ def unembed_residual(
 
 
 def check_token_ids(model: HookedTransformer, tokens: Tensor, name: str) -> None:
-    """Token ids must index the model's vocabulary (an embedding lookup would raise IndexError)."""
+    """Token ids must index the model's vocabulary (an embedding lookup would raise IndexError), and the prompts fit
+    its context (positional embeddings past `n_ctx` do not exist)."""
+    if tokens.dim() == 2 and tokens.shape[1] > model.cfg.n_ctx:
+        raise ConfigError(
+            f"{name} are {tokens.shape[1]} tokens long, more than the model's context of {model.cfg.n_ctx}: use "
+            "shorter prompts (a task's length option, or leave out its long off-distribution set)."
+        )
     if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= model.cfg.d_vocab):
         raise ConfigError(
             f"{name} holds token ids in [{int(tokens.min())}, {int(tokens.max())}], outside the model's "
@@ -213,6 +219,18 @@ class BaseRun:
             return unembed_residual(self.model, final, fold(vocab_index, variants)).view(variants, self.batch, -1)
         hooks = [(hook_name("z", layer), _z_hook(z_fn, layer)) for layer in range(start, self.model.cfg.n_layers)]
         return self.end_logits(resid, start, hooks, end_positions, vocab_index, runner="hooks")
+
+    def z_patched_capture(self, z_fn: ZFunction, layer: int) -> Float[Tensor, "batch pos head d_head"]:
+        """The z of `layer` in a run of the base tokens whose every earlier layer's z is replaced by `z_fn(layer, z)`
+        (TransformerLens hooks; the forward stops after `layer`)."""
+        captured: dict[str, Tensor] = {}
+
+        def save(z: Tensor, hook: HookPoint) -> None:
+            captured["z"] = z
+
+        hooks = [(hook_name("z", earlier), _z_hook(z_fn, earlier)) for earlier in range(layer)]
+        self.run(self.embed, 0, [*hooks, (hook_name("z", layer), save)], stop=layer + 1)
+        return captured["z"]
 
     def _z_function(self, hooks: Sequence[Hook]) -> ZFunction:
         """The hook_z hooks as the fast runner's (layer, z) -> z, in order, with their HookPoints."""
@@ -363,20 +381,29 @@ class Reference:
     base_answer_logits: Float[Tensor, "batch 2"]
     source_log_probs: Float[Tensor, "batch vocab"] | None = None
     """At END; only when asked for (the kl objective)."""
+    answer_weights: Float[Tensor, "batch k"] | None = None
+    """The batch's answer weights (`ContrastBatch.answer_weights`; None: the pair): what `logit_diff` reads."""
+
+    def logit_diff(self, answer_logits: Float[Tensor, "*variants batch k"]) -> Float[Tensor, "*variants batch"]:
+        """The task's logit difference per prompt of these prompts' answer logits (`engine.metric.logit_diff`)."""
+        return logit_diff(answer_logits, self.answer_weights)
 
     def clean_and_corrupted(self) -> tuple[Float[Tensor, "batch 2"], Float[Tensor, "batch 2"]]:
         return clean_and_corrupted(self.base_answer_logits, self.source_answer_logits, self.direction)
 
     def effect(self, patched: Float[Tensor, "*variants batch 2"]) -> Float[Tensor, "*variants"]:
         """How far a patch moves the mean logit difference from the base run (0) to the source run (1)."""
-        base, source = logit_diff(self.base_answer_logits).mean(), logit_diff(self.source_answer_logits).mean()
-        return normalised_recovery(logit_diff(patched).mean(-1), base, source)
+        base = self.logit_diff(self.base_answer_logits).mean()
+        source = self.logit_diff(self.source_answer_logits).mean()
+        return normalised_recovery(self.logit_diff(patched).mean(-1), base, source)
 
     def recovery(self, patched: Float[Tensor, "*variants batch 2"]) -> Float[Tensor, "*variants"]:
         """(patched − corrupted) / (clean − corrupted) of the mean logit difference, in either direction:
         denoising aims for 1, noising for 0."""
         clean, corrupted = self.clean_and_corrupted()
-        return normalised_recovery(logit_diff(patched).mean(-1), logit_diff(corrupted).mean(), logit_diff(clean).mean())
+        return normalised_recovery(
+            self.logit_diff(patched).mean(-1), self.logit_diff(corrupted).mean(), self.logit_diff(clean).mean()
+        )
 
 
 @torch.no_grad()
@@ -391,11 +418,13 @@ def reference_runs(
     runner: Runner = "auto",
     base_answer_logits: Float[Tensor, "batch 2"] | None = None,
     rest: Rest = "free",
+    answer_weights: Float[Tensor, "batch k"] | None = None,
 ) -> Reference:
     """The source run (its z and answer logits) and the base run (answer logits) of a contrast batch.
 
     `runner` as in `patched_end_logits`: the fast runner does both runs in one folded forward.
     `base_answer_logits`: the base run's answer logits when already known (a cache): its run is skipped.
+    `answer_weights`: the batch's (`ContrastBatch.answer_weights`; None: the pair), kept in the `Reference`.
     `rest` (`ioi_superpose.engine.rest`): "frozen" records the *base* run's z instead (in `Reference.source_z`, the
     z a patch mixes against): a circuit runs on the source tokens and freezes heads at their base values.
     """
@@ -424,6 +453,7 @@ def reference_runs(
         source_answer_logits=unembed_residual(model, source_end, answer_tokens),
         base_answer_logits=base_answer_logits,
         source_log_probs=log_probs,
+        answer_weights=answer_weights,
     )
 
 
@@ -493,7 +523,7 @@ def recovery_of(
     if reference is None:
         reference = reference_runs(
             model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.end_pos, prompts.answer_tokens, direction,
-            rest=rest,
+            rest=rest, answer_weights=prompts.answer_weights,
         )  # fmt: skip
     base_tokens, source_tokens = base_and_source(prompts.clean_tokens, prompts.corrupted_tokens, direction)
     base = BaseRun.prepare(model, run_tokens(base_tokens, source_tokens, rest), prefixes=combination.n_variants > 1)

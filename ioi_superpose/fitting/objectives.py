@@ -1,6 +1,7 @@
 """What a learned combination is trained to do: small named objectives on the patched END logits.
 
-Each reads the patched run's END logits (the two answer logits, or the whole vocabulary where
+Each reads the patched run's END logits (the answer logits, weighed by the batch's answer weights through
+`Reference.logit_diff`, or the whole vocabulary where
 `full_vocab`) and the unpatched `Reference` runs, and returns one scalar to minimise.
 
 None of them is a mean of per-prompt losses: `(1 − effect)²` and `−effect` are functions of the batch's
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
-from ioi_superpose.engine.metric import logit_diff, normalised_recovery
+from ioi_superpose.engine.metric import normalised_recovery
 from ioi_superpose.engine.runs import Reference
 
 ObjectiveName = Literal["logit_diff", "kl", "maximize"]
@@ -75,9 +76,9 @@ class _EffectObjective(Objective):
     def statistics(self, end_logits: Tensor, answer_logits: Tensor, reference: Reference) -> Tensor:
         count = torch.tensor(float(len(answer_logits)), device=answer_logits.device, dtype=answer_logits.dtype)
         return torch.stack([
-            logit_diff(answer_logits).sum(),
-            logit_diff(reference.base_answer_logits).sum().to(answer_logits.dtype),
-            logit_diff(reference.source_answer_logits).sum().to(answer_logits.dtype),
+            reference.logit_diff(answer_logits).sum(),
+            reference.logit_diff(reference.base_answer_logits).sum().to(answer_logits.dtype),
+            reference.logit_diff(reference.source_answer_logits).sum().to(answer_logits.dtype),
             count,
         ])  # fmt: skip
 

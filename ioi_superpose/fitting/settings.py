@@ -20,6 +20,7 @@ import inspect
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, Field, dataclass, field, fields
+from pathlib import Path
 from typing import Any, ClassVar, Literal, Optional, get_type_hints
 
 import docstring_parser
@@ -152,7 +153,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class PruneConfig:
-    """What runs after the fit (`analyses.post_fit`): the minimal-set step, the criteria, the head types."""
+    """What runs after the fit (`analyses.post_fit`): the minimal-set step, the criteria, the head types, the scrub."""
 
     prune_target: float | None = None
     """after fit, shrink the support to a minimal set (`ioi_superpose.analyses.pruning`): drop units in blocks (with
@@ -171,8 +172,18 @@ class PruneConfig:
     attention from END to IO/S1/S2: `ioi_superpose.analyses.head_types`) on the first 64 of the first
     `prune_prompts` training prompts, and list the learned heads (the [layer, head] view above `l0_threshold`); in
     summary.json under `head_types`. IOI prompts only (other prompts: the reason is recorded)."""
+    scrub: str | None = None
+    """a hypothesis file (YAML: heads "L.H" or "L.*" and the prompt features each reads; docs/causal_scrubbing.md,
+    experiments/scrub_hypothesis.yaml): after fit (and pruning), the learned head set (the [layer, head] view above
+    `l0_threshold`), each head with the features the file gives it, is scored by causal scrubbing
+    (`ioi_superpose.analyses.scrubbing`), flat and treeified, on the first `prune_prompts` training prompts and on the
+    validation prompts (32 draws, seed 0); in summary.json under `scrub`. The training CLI checks the file's format,
+    heads and features before training. Not for `rotation` (its units are directions)."""
 
     def __post_init__(self) -> None:
+        if self.scrub is not None and not Path(self.scrub).is_file():
+            raise SettingError("scrub", f"$scrub: the hypothesis file {self.scrub} does not exist; give the path of a "
+                               "YAML file (docs/causal_scrubbing.md).")  # fmt: skip
         check_finite("prune_target", self.prune_target)
         if self.prune_target is not None and not 0.0 < self.prune_target <= 1.0:
             raise SettingError("prune_target", f"$prune_target must be in (0, 1] (the effect to keep) or null, got "
@@ -262,6 +273,10 @@ class SuperpositionConfig:
             raise SettingError("circuit_criteria", f"$circuit_criteria scores head sets; $combination "
                                f"{self.family.combination} learns directions, not heads: set circuit_criteria "
                                "false, or use a head family (scalar, per_position, …).")  # fmt: skip
+        if self.prune.scrub is not None and not check_family(self.family.combination).units_are_heads:
+            raise SettingError("scrub", f"$scrub scores the learned head set; $combination {self.family.combination} "
+                               "learns directions, not heads: leave scrub unset, or use a head family (scalar, "
+                               "per_position, …).")  # fmt: skip
 
     def settings(self) -> dict[str, Any]:
         """Flat settings that make this config again (the family's own as its values, other families' unset)."""

@@ -94,6 +94,16 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase | WordTokenizer
         official_name = ""
     if official_name.startswith(_GPT2_FAMILY):
         return gpt2_tokenizer()
+    if official_name:  # another TransformerLens model (Pythia, GPT-Neo, …): its own tokenizer, from the HF cache or hub
+        try:
+            return AutoTokenizer.from_pretrained(official_name)
+        except (OSError, ValueError) as error:
+            raise ModelLoadError(
+                f"No offline tokenizer for '{name_or_path}': the tokenizer of {official_name} is neither in the "
+                f"Hugging Face cache nor reachable ({type(error).__name__}). Download it once with network access "
+                f"(AutoTokenizer.from_pretrained('{official_name}')), or use a local directory holding the model and "
+                "its tokenizer files."
+            ) from None
     raise ModelLoadError(
         f"No offline tokenizer for '{name_or_path}': IOI prompts are built with GPT-2's tokenizer, "
         "which ships with this package for the GPT-2 family (gpt2-small, gpt2-medium, …). Use a GPT-2 "

@@ -216,6 +216,10 @@ class RunSummary(Record):
     """`head_types` runs: {"prompts": n, "heads": the learned heads [[layer, head], …], "scores": {type: [layer][head]}}
     (`analyses/head_types.py`; every head scored, the learned ones listed), or {"error": why, "heads": …}. Written
     only when present, so summaries without it keep their shape."""
+    scrub: dict[str, Any] | None = field(default=None, metadata=OMIT_NONE)
+    """`scrub` runs: the learned head set under a hypothesis file, by causal scrubbing (`analyses/scrubbing/learned.py`:
+    {"file", "heads", "draws", "seed", "hypothesis", "sets": {set: {version: score or {"error"}}}} or with {"error":
+    why}). Written only when present."""
     val: dict[str, float]
     test: dict[str, dict[str, float]]
     per_prompt_recovery: dict[str, Distribution]

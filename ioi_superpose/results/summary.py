@@ -98,6 +98,7 @@ def build_summary(
         rotation=after.rotation,
         circuit=after.circuit,
         head_types=after.head_types,
+        scrub=after.scrub,
         val=val,
         test=tests,
         per_prompt_recovery={name: Distribution.from_dict(d) for name, d in (per_prompt or {}).items()},

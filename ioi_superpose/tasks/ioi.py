@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 
 from ioi_superpose.data.datamodule import OFF_DISTRIBUTION_SETS, split_names
-from ioi_superpose.data.ioi import Corruption, IOIBatch, TextEncoder, default_names, generate_ioi
+from ioi_superpose.data.ioi import Corruption, IOIBatch, TextEncoder, default_names, generate_ioi, ioi_features
 from ioi_superpose.data.ioi_sets import ioi_set_specs
 from ioi_superpose.data.templates import (
     BABA_TEMPLATES,
@@ -96,12 +96,11 @@ class IOITask(GeneratedTask):
 
 
 def ioi_task_prompts(batch: IOIBatch, encoder: TextEncoder) -> TaskPrompts:
-    """An `IOIBatch` as task prompts: its role positions, and the names, template and order of each prompt."""
-    io, s = ([encoder.decode([token]).strip() for token in column.tolist()] for column in batch.answer_tokens.T)
-    order = ["ABBA" if a < b else "BABA" for a, b in zip(batch.io_pos.tolist(), batch.s1_pos.tolist())]
+    """An `IOIBatch` as task prompts: its role positions, and the names, template and order of each prompt
+    (`data.ioi.ioi_features`, which the IOI datamodule's `features` reads too)."""
     return TaskPrompts(
         batch=batch,
         roles={"IO": batch.io_pos, "S1": batch.s1_pos, "S2": batch.s2_pos},
-        features={"io": io, "s": s, "template_id": batch.template_id.tolist(), "order": order},
+        features=ioi_features(batch, encoder),
     )
 

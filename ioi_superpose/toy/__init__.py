@@ -4,6 +4,7 @@ One job per module:
 
 - `batches`: the training batch format (`TokenBatch`); prompts for patching are `data.batch.ContrastBatch`es.
 - `skip_trigrams`: the attention-head superposition tasks (`SkipTrigramTask`, `SkipTrigramDataModule`).
+- `induction`: repeated random sequences for a 2-layer induction model (`ToyInductionDataModule`).
 - `ioi_vocabulary`: the toy-IOI word vocabulary (`toy_ioi_tokenizer`).
 - `ioi_task`: toy IOI prompts labelled with the IO at END (`ToyIOIDataModule`).
 - `ioi_metrics`: IO-over-S accuracy, logit difference, top-1 accuracy of a model on IOI prompts.
@@ -33,6 +34,7 @@ _MODULES: dict[str, str] = {
     "GroupAccuracy": "training",
     "IGNORE_INDEX": "batches",
     "SkipTrigramDataModule": "skip_trigrams",
+    "ToyInductionDataModule": "induction",
     "SkipTrigramTask": "skip_trigrams",
     "TaskCurve": "task_mixture",
     "TaskMixtureDataModule": "task_mixture",
@@ -47,6 +49,7 @@ _MODULES: dict[str, str] = {
     "sample_batch": "skip_trigrams",
     "toy_ioi_tokenizer": "ioi_vocabulary",
     "toy_ioi_vocabulary": "ioi_vocabulary",
+    "induction_tokenizer": "induction",
 }
 __all__ = [
     "ExportTaskMixtureModel",
@@ -57,6 +60,7 @@ __all__ = [
     "IGNORE_INDEX",
     "IOIMetrics",
     "SkipTrigramDataModule",
+    "ToyInductionDataModule",
     "SkipTrigramTask",
     "TaskCurve",
     "TaskMixtureDataModule",
@@ -72,6 +76,7 @@ __all__ = [
     "sample_batch",
     "toy_ioi_tokenizer",
     "toy_ioi_vocabulary",
+    "induction_tokenizer",
 ]
 
 # Eager: the function `ioi_metrics` shares its module's name, and a lazy attribute would be shadowed by the

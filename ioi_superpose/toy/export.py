@@ -69,7 +69,7 @@ def evaluate_groups(model: HookedTransformer, batch: TokenBatch, group_names: li
     metric.update(correct, count, batch["group"])
     return {
         name: None if math.isnan(value) else round(value, 5)
-        for name, value in zip(group_names, metric.compute().tolist())
+        for name, value in zip(group_names, metric.compute().reshape(-1).tolist())  # one group: squeezed
     }
 
 

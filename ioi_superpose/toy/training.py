@@ -218,7 +218,7 @@ class ToyModelTraining(L.LightningModule):
     def _log_groups(self, metric: GroupAccuracy, stage: str) -> None:
         if not self.group_names:
             return
-        accuracy = metric.compute()
+        accuracy = metric.compute().reshape(-1)  # torchmetrics squeezes a one-group result to a scalar
         for name, value in zip(self.group_names, accuracy):
             self.log(f"{stage}/group_acc/{name}", value)
         seen = accuracy[~accuracy.isnan()]

@@ -78,6 +78,7 @@ class ReferenceCache:
             torch.stack([row.source_answer_logits for row in rows]),
             torch.stack([row.base_answer_logits for row in rows]),
             log_probs,
+            batch.answer_weights,
         )
 
     def base_answer_logits(self, batch: ContrastBatch) -> Tensor | None:

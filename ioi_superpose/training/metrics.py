@@ -23,17 +23,21 @@ class _DoubleMean(MeanMetric):
 
 
 class MeanLogitDiff(_DoubleMean):
-    """Mean of per-prompt logit differences (correct − incorrect answer logit)."""
+    """Mean of per-prompt logit differences (mean correct − mean incorrect answer logit: `engine.metric.logit_diff`)."""
 
-    def update(self, answer_logits: Float[Tensor, "batch 2"]) -> None:  # type: ignore[override]
-        super().update(logit_diff(answer_logits))
+    def update(  # type: ignore[override]
+        self, answer_logits: Float[Tensor, "batch k"], weights: Float[Tensor, "batch k"] | None = None
+    ) -> None:
+        super().update(logit_diff(answer_logits, weights))
 
 
 class IOAccuracy(_DoubleMean):
-    """Fraction of prompts whose correct answer (IO) out-scores the incorrect one (S)."""
+    """Fraction of prompts whose correct answers out-score the incorrect ones (IOI: IO over S) in the mean."""
 
-    def update(self, answer_logits: Float[Tensor, "batch 2"]) -> None:  # type: ignore[override]
-        super().update((logit_diff(answer_logits) > 0).to(torch.float64))
+    def update(  # type: ignore[override]
+        self, answer_logits: Float[Tensor, "batch k"], weights: Float[Tensor, "batch k"] | None = None
+    ) -> None:
+        super().update((logit_diff(answer_logits, weights) > 0).to(torch.float64))
 
 
 class NormalisedRecovery(Metric):
@@ -51,13 +55,14 @@ class NormalisedRecovery(Metric):
 
     def update(
         self,
-        patched: Float[Tensor, "batch 2"],
-        clean: Float[Tensor, "batch 2"],
-        corrupted: Float[Tensor, "batch 2"],
+        patched: Float[Tensor, "batch k"],
+        clean: Float[Tensor, "batch k"],
+        corrupted: Float[Tensor, "batch k"],
+        weights: Float[Tensor, "batch k"] | None = None,
     ) -> None:
-        self.patched += logit_diff(patched).double().sum()
-        self.clean += logit_diff(clean).double().sum()
-        self.corrupted += logit_diff(corrupted).double().sum()
+        self.patched += logit_diff(patched, weights).double().sum()
+        self.clean += logit_diff(clean, weights).double().sum()
+        self.corrupted += logit_diff(corrupted, weights).double().sum()
 
     def compute(self) -> Tensor:
         return normalised_recovery(self.patched, self.corrupted, self.clean).float()

@@ -14,7 +14,6 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from ioi_superpose.engine.metric import logit_diff
 from ioi_superpose.engine.runs import Reference
 from ioi_superpose.fitting.settings import SuperpositionConfig
 
@@ -46,7 +45,7 @@ def non_finite_cause(
             f"{option('bounded')} true."
         )
     clean, corrupted = reference.clean_and_corrupted()
-    gap = float(logit_diff(clean).mean() - logit_diff(corrupted).mean())
+    gap = float(reference.logit_diff(clean).mean() - reference.logit_diff(corrupted).mean())
     if settings.optim.objective != "kl" and abs(gap) < ZERO_GAP:
         return (
             f"the clean and corrupted prompts of this batch give the same mean logit difference (gap {gap:.3g}), "

@@ -222,6 +222,7 @@ class HeadSuperposition(L.LightningModule):
         reference = reference_runs(
             self.frozen, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens,
             self.config.optim.direction, source_log_probs=self.objective.full_vocab,
+            answer_weights=batch.answer_weights,
             # Without cached activations the source run is redone every step; the base run need not be.
             base_answer_logits=self.reference_cache.base_answer_logits(batch) if cached_rows else None,
             rest=self.rest,
@@ -365,12 +366,13 @@ class HeadSuperposition(L.LightningModule):
         terms = self.loss_terms(batch, reference)
         clean, corrupted = reference.clean_and_corrupted()
         patched = terms["answer_logits"]
-        metrics["recovery"].update(patched, clean, corrupted)
-        metrics["logit_diff"].update(patched)
-        metrics["clean_logit_diff"].update(clean)
-        metrics["corrupted_logit_diff"].update(corrupted)
-        metrics["accuracy"].update(patched)
-        metrics["clean_accuracy"].update(clean)
+        weights = batch.answer_weights
+        metrics["recovery"].update(patched, clean, corrupted, weights)
+        metrics["logit_diff"].update(patched, weights)
+        metrics["clean_logit_diff"].update(clean, weights)
+        metrics["corrupted_logit_diff"].update(corrupted, weights)
+        metrics["accuracy"].update(patched, weights)
+        metrics["clean_accuracy"].update(clean, weights)
         metrics["loss"].update(terms["statistics"], self.l1_weight() * terms["l1"].detach(), len(batch))
         # Logged as metric objects: reduced (summed states) once per epoch, so DDP ranks with unequal
         # numbers of batches neither hang nor double-count.
@@ -391,11 +393,11 @@ class HeadSuperposition(L.LightningModule):
 def check_batchable(systems: Sequence[HeadSuperposition]) -> None:
     """Members must share the model and every setting outside `BATCHABLE`."""
     first = systems[0]
-    # The rotation's temperature schedule and report, and the circuit criteria, are written for single runs.
-    if not first.combination.units_are_heads or first.config.prune.circuit_criteria:
+    # The rotation's temperature schedule and report, the circuit criteria and the scrub are written for single runs.
+    if not first.combination.units_are_heads or first.config.prune.circuit_criteria or first.config.prune.scrub:
         raise ConfigError(
-            "--model.combination rotation and --model.circuit_criteria are not supported in a batched fit yet: "
-            "train these points one at a time (--batch_variants 1)."
+            "--model.combination rotation, --model.circuit_criteria and --model.scrub are not supported in a batched "
+            "fit yet: train these points one at a time (--batch_variants 1)."
         )
     for k, system in enumerate(systems[1:], start=1):
         if system.frozen is not first.frozen and describe_model(system.frozen) != describe_model(first.frozen):
