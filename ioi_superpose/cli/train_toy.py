@@ -60,6 +60,7 @@ def main(args: list[str] | None = None) -> ToyCLI:
             subclass_mode_data=True,
             seed_everything_default=0,
             trainer_defaults={
+                "enable_model_summary": False,  # its table's 20 lines fill the screen; checkpoints/README gives sizes
                 "logger": {
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                     "init_args": {"save_dir": "runs", "name": "toy"},
