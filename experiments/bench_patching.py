@@ -3,7 +3,9 @@
 GPT-2-small shapes with random weights (no download needed). Prints max |difference| and the speed
 ratio (a) with a LogitDiffMetric (two answer logits at END only) and (b) with a generic metric callable.
 
-    python experiments/bench_patching.py [--device cuda] [--prompts 8] [--seq-len 16] [--repeats 3]
+    python experiments/bench_patching.py [--device cuda] [--prompts 8] [--seq-len 16] [--repeats 3] [--threads 1]
+
+Both sides run with the same torch thread count (printed; `--threads 1` is steadier on a shared machine).
 """
 
 from __future__ import annotations
@@ -54,7 +56,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="repeats of ours (TransformerLens runs once)")
     parser.add_argument("--tl-repeats", type=int, default=1)
     parser.add_argument("--max-batch", type=int, default=patching.DEFAULT_MAX_ROWS)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads for both sides (default: torch's own, one per core)")  # fmt: skip
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     model = gpt2_small_random(args.device)
@@ -69,7 +75,8 @@ def main() -> None:
         "LogitDiffMetric": LogitDiffMetric(torch.randint(0, vocab, (args.prompts, 2), device=args.device), end),
         "generic lambda": lambda logits: (logits[:, -1, 5] - logits[:, -1, 7]).mean(),
     }
-    print(f"device={args.device} prompts={args.prompts} seq_len={args.seq_len} max_batch={args.max_batch}")
+    print(f"device={args.device} prompts={args.prompts} seq_len={args.seq_len} max_batch={args.max_batch} "
+          f"threads={torch.get_num_threads()}")
     for label, metric in metrics.items():
         ours_fn = lambda: patching.get_act_patch_attn_head_out_all_pos(  # noqa: E731
             model, corrupted, clean_cache, metric, max_batch=args.max_batch

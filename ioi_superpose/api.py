@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ioi_superpose.analyses.post_fit import AfterFit, after_fit
 from ioi_superpose.combinations.registry import REGISTRY, owners
+from ioi_superpose.console import quiet_call
 from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
 from ioi_superpose.data.prompt_checks import check_token_tensor, end_positions_for
 from ioi_superpose.data.splits import TRAIN_SET
@@ -235,7 +236,8 @@ def _learn(
     prompts, loader = _prompts(model, *tokens, steps, seed, end_positions, answer_weights)
     systems = [_system(model, len(prompts), names(k), **settings, **member) for k, member in enumerate(members)]
     module = HeadSuperposition.batched(systems, max_rows=max_rows) if batched else systems[0]
-    _trainer(model, steps).fit(module, train_dataloaders=loader)
+    with quiet_call():  # no GPU/TPU or cache-size lines per call in a notebook
+        _trainer(model, steps).fit(module, train_dataloaders=loader)
     results = []
     for system in systems:
         system.to(_device(model))

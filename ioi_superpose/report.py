@@ -1,7 +1,17 @@
-"""`python -m ioi_superpose.report`: the markdown report of runs and sweeps (`results/report.py`); kept here so the
-documented command works."""
+"""`python -m ioi_superpose.report`: the report of runs and sweeps (`results/report.py`);
+kept so the documented command works. A plain `--help` is printed from the stored text, without
+loading torch or Lightning (`cli/stored_help.py`)."""
 
-from ioi_superpose.results.report import main
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ioi_superpose.cli.entry import run
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    run("report", args)
+
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,17 @@
 """`python -m ioi_superpose.train_batched`: a batched group of sweep points (`cli/train_batched.py`);
-kept here so the documented command works."""
+kept so the documented command works. A plain `--help` is printed from the stored text, without
+loading torch or Lightning (`cli/stored_help.py`)."""
 
-from ioi_superpose.cli.train_batched import main
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ioi_superpose.cli.entry import run
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    run("train-batched", args)
+
 
 if __name__ == "__main__":
     main()

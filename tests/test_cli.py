@@ -18,6 +18,7 @@ def test_fast_dev_run_trains_one_step_and_writes_nothing(tiny_gpt2_dir, tmp_path
     assert torch.load(checkpoint, weights_only=False)["global_step"] == 1
 
 
+@pytest.mark.smoke
 def test_fit_writes_summary_and_coefficients(tiny_gpt2_dir, tmp_path, monkeypatch, capsys):
     run_cli(
         ["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--trainer.max_epochs", "2"],
@@ -50,9 +51,8 @@ def test_fit_resumes_from_a_checkpoint(tiny_gpt2_dir, tmp_path, monkeypatch):
     last = tmp_path / "runs" / "ioi_superpose" / "version_0" / "checkpoints" / "last.ckpt"
     first_alpha = torch.load(last, weights_only=False)["state_dict"]["combination.coefficients"]
     run_cli([*args, "--trainer.max_epochs", "2", "--ckpt_path", str(last)], tmp_path, monkeypatch)
-    resumed = torch.load(
-        tmp_path / "runs" / "ioi_superpose" / "version_1" / "checkpoints" / "last.ckpt", weights_only=False
-    )
+    resumed = torch.load(last, weights_only=False)  # the resumed run writes into its own directory
+    assert not (tmp_path / "runs" / "ioi_superpose" / "version_1").exists()
     assert resumed["global_step"] == 4  # 2 steps per epoch, continued from step 2
     assert not torch.equal(resumed["state_dict"]["combination.coefficients"], first_alpha)
 
@@ -232,7 +232,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_uninterrupted_runs_alpha(tmp_path
 
     expected_dir, resumed_dir = (
         run_dir(tmp_path / "uninterrupted", "version_0"),
-        run_dir(tmp_path / "resumed", "version_1"),
+        run_dir(tmp_path / "resumed", "version_0"),  # a resumed run continues in its own directory
     )
     expected_alpha = torch.load(expected_dir / "coefficients.pt")["coefficients"]  # after all 15 steps
     assert not torch.equal(expected_alpha, torch.ones_like(expected_alpha))

@@ -35,7 +35,7 @@ def test_the_dispatcher_lists_its_commands_and_refuses_an_unknown_one(capsys):
     assert all(f"  {command} " in out for command in COMMANDS)
     with pytest.raises(SystemExit) as exit_info:
         main(["trian"])
-    assert exit_info.value.code == 2
+    assert exit_info.value.code == 1
     assert "unknown command 'trian'" in capsys.readouterr().err
 
 

@@ -208,3 +208,25 @@ def test_cli_bad_option_exits_with_the_option_named(tiny_gpt2_dir, tmp_path, mon
         train_main(["fit", "--model.model_name", str(tiny_gpt2_dir), *SMALL, *QUIET, "--max_activating.k", "0"])
     assert exit_info.value.code == 1
     assert "--max_activating.k must be >= 1" in capsys.readouterr().err
+
+
+def test_the_worst_recovered_table_ranks_by_the_prompts_own_recovery_not_by_move():
+    """A prompt the model itself gets wrong (clean below corrupted) tops the bottom by move; the table by recovery
+    shows the prompt on which the patch fails, and leaves out prompts without a gap."""
+    from ioi_superpose.analyses.max_activating import Example, MaxActivating
+    from ioi_superpose.results.tables import max_activating_markdown
+
+    def example(rank, clean, corrupted, patched, recovery):
+        return Example(rank=rank, set_name="in_distribution", corruption="name_swap", index=rank, template_id=0,
+                       prompt=f"p{rank}", corrupted_prompt="c", io="A", s="B", clean_logit_diff=clean,
+                       corrupted_logit_diff=corrupted, patched_logit_diff=patched, base_logit_diff=corrupted,
+                       move=patched - corrupted, recovery=recovery)  # fmt: skip
+
+    rows = [example(1, 10.0, -10.0, 9.0, 0.95), example(2, 10.0, -10.0, -2.0, 0.4),  # the patch fails here
+            example(3, 0.1, 0.2, 0.15, None), example(4, -12.0, 3.0, -9.0, 0.8)]  # no gap; the model is wrong  # fmt: skip
+    table = MaxActivating("denoising", "scalar", "toy", k=1, rows=rows, corpus_seed=0, per_set=4, skipped={})
+    assert [row.prompt for row in table.bottom()] == ["p4"]  # the move ranks the model's own mistake last
+    assert [row.prompt for row in table.worst_recovered()] == ["p2"]
+    assert "by the prompt's own recovery" in max_activating_markdown(table) and table.to_dict()["worst_recovered_ranks"] == [2]
+    noising = MaxActivating("noising", "scalar", "toy", k=1, rows=rows, corpus_seed=0, per_set=4, skipped={})
+    assert [row.prompt for row in noising.worst_recovered()] == ["p1"]  # noising should drive recovery to 0

@@ -3,7 +3,7 @@ import time
 import pytest
 import torch
 
-from ioi_superpose.models import ModelLoadError, gpt2_tokenizer, load_frozen_model, load_tokenizer
+from ioi_superpose.models import ModelLoadError, gpt2_tokenizer, load_frozen_model, load_tokenizer, shipped_checkpoint
 
 
 def test_gpt2_tokenizer_offline_matches_openai_ids():
@@ -61,3 +61,27 @@ def test_tokenizer_for_gpt2_names_and_local_dirs(tiny_gpt2_dir):
     assert load_tokenizer(str(tiny_gpt2_dir)).encode(" Mary") == [5335]
     with pytest.raises(ModelLoadError, match="No offline tokenizer"):
         load_tokenizer("pythia-70m")
+
+
+def test_a_relative_toy_path_from_another_directory_names_the_shipped_file_not_a_regeneration(tmp_path, monkeypatch):
+    """Jupyter runs notebooks in experiments/, where `checkpoints/toy_ioi.pt` does not exist: the error says where the
+    shipped file is (the old one said to regenerate a checkpoint that exists)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelLoadError) as error:
+        load_frozen_model("checkpoints/toy_ioi.pt")
+    message = str(error.value)
+    assert shipped_checkpoint("toy_ioi") in message and "shipped_checkpoint('toy_ioi')" in message
+    assert "Regenerate" not in message and "train_toy" not in message
+    assert load_frozen_model(shipped_checkpoint("toy_ioi")).cfg.n_layers == 2  # from any working directory
+    with pytest.raises(ModelLoadError, match="No toy checkpoint at checkpoints/no_such.pt. Regenerate"):
+        load_frozen_model("checkpoints/no_such.pt")  # nothing of that name ships: regenerating is the fix
+    with pytest.raises(ModelLoadError, match="shipped: toy_ioi, toy_ioi_backups"):
+        shipped_checkpoint("toy_iio")
+
+
+@pytest.mark.parametrize("name", ["/path/to/hf_gpt2_dir", "./my_gpt2", "~/models/gpt2"])
+def test_a_model_path_that_does_not_exist_says_no_such_directory(name):
+    """It said "Unknown model" (a TransformerLens name was assumed)."""
+    for load in (load_frozen_model, load_tokenizer):
+        with pytest.raises(ModelLoadError, match=f"^{name}: no such directory"):
+            load(name)

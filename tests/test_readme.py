@@ -1,4 +1,5 @@
-"""The README's "In a notebook" snippet runs as written, on the toy model it names (offline)."""
+"""The documentation's "In a notebook" snippet (docs/getting-started.md) runs as written, on the toy model it names
+(offline), from any working directory, and its recovery is what TransformerLens hooks alone give."""
 
 from __future__ import annotations
 
@@ -10,29 +11,29 @@ import torch
 from tests.helpers import REPO as ROOT
 
 
-def readme_snippet(heading: str = "## In a notebook") -> str:
-    """The first ```python block under `heading` in README.md (so the test follows the README as written)."""
-    text = (ROOT / "README.md").read_text()
+def readme_snippet(heading: str = "## In a notebook", page: str = "docs/getting-started.md") -> str:
+    """The first ```python block under `heading` in `page` (so the test follows the page as written)."""
+    text = (ROOT / page).read_text()
     section = text[text.index(heading) + len(heading) :]
     section = section[: section.index("\n## ")] if "\n## " in section else section
     match = re.search(r"```python\n(.*?)```", section, re.DOTALL)
-    assert match, f"no ```python block under {heading!r} in README.md"
+    assert match, f"no ```python block under {heading!r} in {page}"
     return match.group(1)
 
 
-def test_readme_notebook_snippet_runs(monkeypatch, capsys):
+def test_readme_notebook_snippet_runs(monkeypatch, capsys, tmp_path):
     code = readme_snippet()
-    assert 'MODEL = "checkpoints/toy_ioi.pt"' in code  # runs offline as is; the GPT-2 line is a comment
-    monkeypatch.chdir(ROOT)  # the snippet's paths are relative to the repo root
+    assert 'MODEL = shipped_checkpoint("toy_ioi")' in code  # runs offline as is; the GPT-2 line is a comment
+    monkeypatch.chdir(tmp_path)  # a notebook's working directory is anywhere: the snippet finds the shipped model
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     namespace: dict = {}
-    exec(compile(code, "README.md:In a notebook", "exec"), namespace)
+    exec(compile(code, "docs/getting-started.md:In a notebook", "exec"), namespace)
     result = namespace["result"]
     assert result.coefficients.shape == (2, 4)
     assert result.recovery >= 0.9
     assert {head["layer"] for head in result.top_heads(5)} == {0}  # the layer-0 cut (see the walkthrough)
-    # Its last three lines are the result: α, the recovery, the top heads (loading messages come before).
-    out = capsys.readouterr().out
+    # Its last three lines are the result: α, the recovery, the top heads (loading messages, if any, come before).
+    out = "\n" + capsys.readouterr().out
     assert out.endswith(f"\n{result.coefficients}\n{result.recovery}\n{result.top_heads(5)}\n")
     # The recovery it reports, re-derived with TransformerLens hooks alone: every head's z moved from the
     # corrupted run towards the clean one by its α, the mean logit difference at END (the last position).

@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 import torch
 from transformer_lens import patching as tl_patching
@@ -319,11 +321,13 @@ def test_a_cache_cap_recomputes_the_rows_beyond_it_and_trains_exactly_like_no_ca
     assert "--model.cache_max_mb" in cache.describe() and "4 prompts are not cached" in cache.describe()
 
 
-def test_a_fit_prints_the_cache_size_once_with_its_options(capsys):
+def test_a_fit_logs_the_cache_size_once_with_its_options(caplog):
+    """On the `ioi_superpose` logger, which the entry points print (console.quiet_console) and an API call does not."""
     model = random_model()
     system = system_for(model, cache_max_mb=0.0)
-    fit_once(system, ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab, batch=4, seed=0)), steps=3)
-    output = capsys.readouterr().out
+    with caplog.at_level(logging.INFO, logger="ioi_superpose"):
+        fit_once(system, ContrastBatch.from_tokens(*prompt_pairs(model.cfg.d_vocab, batch=4, seed=0)), steps=3)
+    output = caplog.text
     assert output.count("Reference cache: 0.0 MB") == 1
     assert "--model.cache_dtype float32, --model.cache_device same" in output
     assert "--model.cache_max_mb 0 reached: 4 prompts are not cached" in output

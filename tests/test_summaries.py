@@ -61,6 +61,6 @@ def test_attention_weighted_alpha_patches_the_most_attending_head_fully():
 def test_heatmap_numbers_are_white_on_dark_cells_and_black_on_light_ones():
     from ioi_superpose.plots import head_heatmap
 
-    figure = head_heatmap(torch.tensor([[1.0, 0.0, -1.0]]), "t")
+    figure = head_heatmap(torch.tensor([[1.0, 0.0, -1.0]]), "t", label="u")
     colours = {text.get_text(): text.get_color() for text in figure.axes[0].texts}
     assert colours == {"1.00": "white", "0.00": "black", "-1.00": "white"}

@@ -228,6 +228,7 @@ def test_shipped_checkpoints_reach_95_percent_on_every_feature(name, one_thread)
 
 
 # --- the training entry --------------------------------------------------------------------------------
+@pytest.mark.smoke
 def test_cli_fit_writes_checkpoint_and_metrics(tmp_path, monkeypatch, capsys, one_thread):
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "toy.yaml"

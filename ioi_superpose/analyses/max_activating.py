@@ -34,6 +34,7 @@ from typing import Any, get_args
 
 import torch
 
+from ioi_superpose.analyses.max_activating_rows import worst_recovered
 from ioi_superpose.data.datamodule import OFF_DISTRIBUTION_SETS, IOIDataModule
 from ioi_superpose.data.ioi import Corruption, IOIBatch
 from ioi_superpose.data.prompts import decode_prompts
@@ -158,6 +159,13 @@ class MaxActivating:
         """The k smallest moves, smallest first."""
         return self.rows[::-1][: self.k]
 
+    def worst_recovered(self) -> list[Example]:
+        """The k prompts on which the patch fails most by the prompt's own recovery (prompts without a
+        clean/corrupted gap left out): the lowest recoveries for denoising (the patch restores least of the prompt's
+        own gap), the highest for noising (it destroys least). Unlike the bottom by move, a prompt the model itself
+        gets wrong (a small or negative clean − corrupted gap) does not crowd these out."""
+        return worst_recovered(self.rows, self.direction, self.k)
+
     def sign_convention(self) -> str:
         if self.direction == "denoising":
             return (
@@ -205,6 +213,7 @@ class MaxActivating:
             "sign_convention": self.sign_convention(),
             "skipped": self.skipped,
             "by_set": self.by_set(),
+            "worst_recovered_ranks": [row.rank for row in self.worst_recovered()],
             "rows": [asdict(row) for row in self.rows],
         }
 

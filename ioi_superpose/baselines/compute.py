@@ -77,7 +77,11 @@ class HeadScores:
     """Added to the summary as they are: attribution patching's Pearson r with exact patching, direct logit
     attribution's logit difference and its decomposition per component."""
     logit_attribution: LogitAttribution | None = None
-    """Direct logit attribution only: the whole decomposition (its line plots)."""
+    """Direct logit attribution only: the whole decomposition (the logit lens and per-component figures)."""
+    label: str = "score"
+    """What the heatmap's colour bar measures."""
+    n_prompts: int | None = None
+    """The validation prompts the score was computed on."""
 
 
 @dataclass
@@ -106,6 +110,8 @@ class CombinationCurves:
     """The validation prompts of the curves: the learned α's point is measured on them."""
     name: str = "combinations"
     title: str = "attention from END to IO"
+    direction: str = "denoising"
+    """The run's direction (the curves' titles)."""
 
 
 BaselineResult = HeadScores | CombinationCurves
@@ -171,22 +177,26 @@ def head_scores(
     activation: Callable[..., Tensor],
 ) -> HeadScores:
     """`spec`'s score on `batch`, with attribution patching's and direct logit attribution's extras."""
-    title = spec.title or SCORERS[spec.name].title or spec.name
+    n = len(batch)
+    scorer = SCORERS[spec.name]
+    what = dict(label=scorer.unit, n_prompts=n)
+    title = f"{spec.title or scorer.title or spec.name}: {direction}, {n} validation prompts"
     if spec.name == "activation_patching":
-        return HeadScores(spec.name, title, activation(spec.n_prompts))
+        return HeadScores(spec.name, title, activation(spec.n_prompts), **what)
     if spec.name == "attribution_patching":
         # Attribution patching is the linear estimate of exact patching: its agreement is the point of it.
         effect = _cpu(attribution_patching(model, batch, direction, patching_metric(model, batch, direction)))
         agreement = attribution_agreement(effect, activation(spec.n_prompts, as_run=False))
-        return HeadScores(spec.name, title, effect, {"pearson_with_exact_patching": agreement})
+        return HeadScores(spec.name, title, effect, {"pearson_with_exact_patching": agreement}, **what)
     if spec.name == "direct_logit_attribution":
         result = direct_logit_attribution(
             model, batch.clean_tokens, batch.answer_tokens, batch.end_pos, batch.answer_weights
         )
         extras = {"logit_diff": result.logit_diff,
                   "per_component": dict(zip(result.decomposed_labels, result.decomposed.tolist()))}  # fmt: skip
-        return HeadScores(spec.name, title, _cpu(result.heads), extras, logit_attribution=result)
-    return HeadScores(spec.name, title, _cpu(SCORERS[spec.name].score(model, batch, direction, **spec.options)))
+        title = f"{spec.title or scorer.title or spec.name}: {n} clean validation prompts (no direction: the clean run)"
+        return HeadScores(spec.name, title, _cpu(result.heads), extras, logit_attribution=result, **what)
+    return HeadScores(spec.name, title, _cpu(scorer.score(model, batch, direction, **spec.options)), **what)
 
 
 def combination_curves(
@@ -219,6 +229,7 @@ def combination_curves(
         curves_by_set=top_k_curves(model, batches, alphas, direction, rest=rest, ablation=ablation),
         prompts_by_set={name: len(batch) for name, batch in batches.items()},
         val_batch=batches[VAL_SET],
+        direction=direction,
     )
 
 

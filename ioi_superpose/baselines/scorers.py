@@ -136,7 +136,9 @@ class Scorer:
     label: str
     """Its name in the benchmark's rows (`groundtruth/benchmark.py`)."""
     title: str | None = None
-    """Its heatmap's title in a run (None: its registry name)."""
+    """Its heatmap's title in a run (None: its registry name; the run adds the direction and the prompts)."""
+    unit: str = "score"
+    """What its heatmap's colour bar measures, with the unit."""
     top_k: bool = False
     """The benchmark also takes its k best heads, k chosen leave-one-case-out (a `top-k` row)."""
     notion: bool = False
@@ -144,15 +146,16 @@ class Scorer:
 
 
 SCORERS: dict[str, Scorer] = {
-    "activation_patching": Scorer(activation_patching, "activation patching", "activation patching (normalised effect)",
-                                  top_k=True, notion=True),
+    "activation_patching": Scorer(activation_patching, "activation patching", "Activation patching: each head alone",
+                                  "recovery (0: base, 1: source)", top_k=True, notion=True),
     "attribution_patching": Scorer(attribution_patching, "attribution patching",
-                                   "attribution patching (normalised effect)"),
-    "eap_ig": Scorer(eap_ig_scores, "EAP-IG"),
+                                   "Attribution patching (linear estimate of each head alone)", "estimated recovery"),
+    "eap_ig": Scorer(eap_ig_scores, "EAP-IG", "EAP-IG per head", "EAP-IG score (normalised effect)"),
     "direct_logit_attribution": Scorer(direct_logit_attribution_of_heads, "direct logit attribution",
-                                       "direct logit attribution per head (clean prompts)"),
-    "path_patching": Scorer(path_patching, "path patching → logits"),
-    "acdc": Scorer(acdc_head_scores, "ACDC (heads, τ 0.01)"),
+                                       "Direct logit attribution per head", "direct effect on IO − S logit"),
+    "path_patching": Scorer(path_patching, "path patching → logits", "Path patching: each head's path to the receivers",
+                            "recovery via the path"),
+    "acdc": Scorer(acdc_head_scores, "ACDC (heads, τ 0.01)", "Heads ACDC keeps", "kept (1) or not (0)"),
 }  # fmt: skip
 """The baselines by name: the names are the run's baseline summary keys and figure stems (`baselines/callbacks.py`
 configures them), and the benchmark scores each (`groundtruth/benchmark.py`). A new baseline is one entry here."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import lightning as L
 import torch
 
@@ -34,3 +37,17 @@ class TorchThreads(L.Callback):
         if self._previous is not None:
             torch.set_num_threads(self._previous)
             self._previous = None
+
+
+@contextmanager
+def stage_threads(trainer: L.Trainer) -> Iterator[None]:
+    """The thread count of `trainer`'s `TorchThreads` (if it has one) for a block outside its stages — the run's
+    post-fit work — then as it was: results written after fit do not depend on the machine's core count."""
+    threads = next((c.threads for c in trainer.callbacks if isinstance(c, TorchThreads)), None)
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

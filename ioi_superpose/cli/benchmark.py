@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ioi_superpose.arguments import OneLineParser
 from ioi_superpose.errors import ConfigError, user_facing_main
 from ioi_superpose.files import atomic_write, check_writable_dir, staged_directory, write_json
 from ioi_superpose.groundtruth.benchmark import Config, run_benchmark
@@ -27,7 +28,7 @@ DEFAULT_OUT = Path("runs") / "benchmark"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m ioi_superpose.benchmark", description=__doc__,
+    parser = OneLineParser(prog="python -m ioi_superpose.benchmark", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument(
         "--out",

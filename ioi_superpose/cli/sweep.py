@@ -38,6 +38,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ioi_superpose.arguments import OneLineParser
 from ioi_superpose.cli.sweep_points import Point, grid_points, parse_grid, record_or_refuse, run_point
 from ioi_superpose.cli.sweep_settings import refuse_clashes
 from ioi_superpose.errors import ConfigError, UserFacingError, user_facing_main
@@ -153,7 +154,7 @@ def run_ray_sweep(parsed: argparse.Namespace, points: Sequence[Point], extra: Se
 
 @user_facing_main
 def main(args: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m ioi_superpose.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", required=True, type=Path, help="the training YAML every point starts from")

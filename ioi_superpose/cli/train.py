@@ -19,20 +19,27 @@ from lightning.pytorch.cli import LightningArgumentParser
 
 from ioi_superpose.analyses.max_activating import MaxActivatingOptions
 from ioi_superpose.analyses.per_prompt import per_prompt_recoveries
-from ioi_superpose.analyses.post_fit import after_fit
+from ioi_superpose.analyses.post_fit import AfterFit, after_fit
 from ioi_superpose.analyses.scrubbing.learned import check_scrub_file
 from ioi_superpose.baselines.callbacks import Baselines, join_baselines, log_baselines, log_figure
 from ioi_superpose.baselines.compute import BaselineResult
 from ioi_superpose.callbacks.checkpoints import BestAndLastCheckpoint
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
 from ioi_superpose.callbacks.resume import ExactResume
+from ioi_superpose.callbacks.threads import stage_threads
 from ioi_superpose.cli.flag_order import refuse_flags_replaced_by_config
+from ioi_superpose.cli.lightning_parsing import OneLineParseErrors, lightning_parser_kwargs
 from ioi_superpose.cli.run_checks import CheckedCLI
+from ioi_superpose.cli.run_directory import keep_the_runs_config, log_into_run_directory
+from ioi_superpose.cli.run_records import run_figures
+from ioi_superpose.console import quiet_console
+from ioi_superpose.data.datamodule import IOIDataModule
 from ioi_superpose.data.splits import TRAIN_SET, VAL_SET
 from ioi_superpose.engine.runs import check_token_ids
 from ioi_superpose.errors import ConfigError, SettingError, cli_flag, user_facing_main
 from ioi_superpose.results.analysis import distribution
 from ioi_superpose.results.caveats import alpha_headline, prune_caveat
+from ioi_superpose.results.evaluation_table import evaluation_table, stage_set_names
 from ioi_superpose.results.pareto import pareto_figures
 from ioi_superpose.results.summary import RunWriter, build_summary, write_corpus_examples
 from ioi_superpose.tasks.base import Task, TaskPrompts
@@ -43,6 +50,7 @@ TRAINER_DEFAULTS = {
     "max_epochs": 5,
     "log_every_n_steps": 5,
     "default_root_dir": "runs",
+    "enable_model_summary": False,  # a table of the 8 to 1,728 trainable weights of α says nothing
     # The datamodule shards the data itself: seeded, resumable order, and no padding of evaluation sets.
     "use_distributed_sampler": False,
     "logger": {
@@ -59,7 +67,9 @@ TRAINING_DATA_ARGUMENTS = (
 (n_val, n_test, off_distribution, num_workers) only change what is evaluated, or how fast."""
 
 
-class SuperposeCLI(CheckedCLI):
+class SuperposeCLI(OneLineParseErrors, CheckedCLI):
+    command = "train"
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # One model name for both: the datamodule tokenizes with the model's tokenizer.
         parser.link_arguments("model.model_name", "data.model_name")
@@ -70,11 +80,17 @@ class SuperposeCLI(CheckedCLI):
         # Options only, not a callback: the table is made once, in `after_fit`, from the final combination.
         parser.add_class_arguments(MaxActivatingOptions, "max_activating")
 
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand:  # validate, test and a resumed fit log into their checkpoint's run directory
+            log_into_run_directory(self.config[self.subcommand])
+
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """The Trainer, with the baselines the config lists one by one joined into one callback
         (`join_baselines`): the combinations' rankings are the other baselines' scores of the same call."""
         trainer = super().instantiate_trainer(**kwargs)
         trainer.callbacks[:] = join_baselines(trainer.callbacks)
+        if self.subcommand:
+            keep_the_runs_config(trainer, self.subcommand, resumed=bool(self.config[self.subcommand].get("ckpt_path")))
         return trainer
 
     def _parse_ckpt_path(self) -> None:
@@ -134,9 +150,30 @@ class SuperposeCLI(CheckedCLI):
 
     def before_validate(self) -> None:
         self._say_if_untrained("validate")
+        self._tables_off("validate")
 
     def before_test(self) -> None:
         self._say_if_untrained("test")
+        self._tables_off("test")
+
+    def _tables_off(self, subcommand: str) -> None:
+        """Lightning's per-dataloader tables off (our per-set lines replace them), unless --verbose is given."""
+        if not any(arg.startswith("--verbose") for arg in self.argv):
+            self.config_init[subcommand]["verbose"] = False
+
+    def after_validate(self) -> None:
+        self._print_evaluation("val")
+
+    def after_test(self) -> None:
+        self._print_evaluation("test")
+
+    def _print_evaluation(self, stage: str) -> None:
+        """Per evaluation set, the named figures (Lightning's unnamed per-dataloader tables are off)."""
+        if self.trainer.is_global_zero:
+            metrics = {key: float(value) for key, value in self.trainer.callback_metrics.items()}
+            print(evaluation_table(metrics, stage, stage_set_names(stage, self.datamodule.test_set_names)))
+            if self.trainer.log_dir:
+                print(f"  {'logged to':<15} {self.trainer.log_dir}")
 
     def _say_if_untrained(self, subcommand: str) -> None:
         """Without --ckpt_path, validate / test evaluate α as `--model.init` made it: say so, before the numbers."""
@@ -208,8 +245,9 @@ def write_results(
     datamodule.setup("fit")  # a batched member's own datamodule was not the one the group's fit set up
     prune = model.config.prune
     scrubbed = scrub_sets(datamodule, prune.prune_prompts) if prune.scrub is not None else None
-    after = after_fit(model.fitted(), datamodule.splits[TRAIN_SET], datamodule.hparams.batch_size, cli_flag, scrubbed,
-                      datamodule.task.name)  # fmt: skip
+    with stage_threads(trainer):  # the run's thread count (TorchThreads), as the Trainer's stages have
+        after = after_fit(model.fitted(), datamodule.splits[TRAIN_SET], datamodule.hparams.batch_size, cli_flag,
+                          scrubbed, datamodule.task.name)  # fmt: skip
     val_metrics = trainer.validate(model, datamodule=datamodule, verbose=False)[0]
     test_metrics: dict[str, float] = {}
     for per_loader in trainer.test(model, datamodule=datamodule, verbose=False):
@@ -223,9 +261,18 @@ def write_results(
         log_baselines(trainer, baselines)
     # Each stage ends by moving the module to the CPU: the summary's own runs go back to the device.
     model.to(trainer.strategy.root_device).eval()
+    with stage_threads(trainer):  # the run's thread count (TorchThreads) for the work outside Trainer stages too
+        _write_results(trainer, model, datamodule, config, baselines, val_metrics, test_metrics, run_dir, after)
+
+
+def _write_results(
+    trainer: L.Trainer, model: HeadSuperposition, datamodule: IOIDataModule, config: dict,
+    baselines: Sequence[BaselineResult], val_metrics: dict, test_metrics: dict, run_dir: str | None, after: AfterFit,
+) -> None:  # fmt: skip
     fitted = model.fitted()
     sets = [VAL_SET, *datamodule.test_set_names]
-    per_prompt = {name: distribution(per_prompt_recoveries(fitted, datamodule.splits[name])) for name in sets}
+    recoveries = {name: per_prompt_recoveries(fitted, datamodule.splits[name]) for name in sets}
+    per_prompt = {name: distribution(values) for name, values in recoveries.items()}
     steps = trainer.global_step if model.steps_trained is None else model.steps_trained  # a batched member: its group's
     summary = build_summary(
         fitted, val_metrics, test_metrics, datamodule.test_set_names, config, baselines, per_prompt, steps=steps,
@@ -246,7 +293,8 @@ def write_results(
     if examples is None and datamodule.task.name != "ioi" and max_activating.per_set:
         print(f"note: no max-activating table: its corpus is drawn by IOI's generators, and this run's task is "
               f"{datamodule.task.name!r}.")  # fmt: skip
-    paths = RunWriter(run_dir).write(fitted, summary, baselines, examples)
+    figures, files = run_figures(trainer, fitted, summary, recoveries, datamodule.splits[VAL_SET])
+    paths = RunWriter(run_dir).write(fitted, summary, baselines, examples, figures, files)
     paths.update(corpus_paths)
     recovery = summary.recovery
 
@@ -287,13 +335,19 @@ def _comparable(value: object) -> object:
 
 @user_facing_main
 def main(args: list[str] | None = None) -> None:
-    SuperposeCLI(
+    quiet_console()
+    build_cli(args)
+
+
+def build_cli(args: list[str] | None, cli_class: type[SuperposeCLI] = SuperposeCLI) -> SuperposeCLI:
+    """The training CLI on `args` (`cli.options_page` builds it with a subclass that stops once its parsers exist)."""
+    return cli_class(
         superposition_module,
         TaskDataModule,
         trainer_defaults=TRAINER_DEFAULTS,
         seed_everything_default=0,
         args=args,
-        parser_kwargs={"description": __doc__},
+        parser_kwargs=lightning_parser_kwargs("train", __doc__),
     )
 
 

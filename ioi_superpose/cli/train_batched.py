@@ -21,10 +21,13 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import SaveConfigCallback
 
+from ioi_superpose.arguments import OneLineParser
 from ioi_superpose.baselines.callbacks import Baselines, baseline_specs, evaluation_sets
 from ioi_superpose.baselines.compute import BaselineResult, compute_baselines
 from ioi_superpose.callbacks.coefficients import CoefficientPlots
+from ioi_superpose.cli.lightning_parsing import lightning_parser_kwargs
 from ioi_superpose.cli.train import TRAINER_DEFAULTS, SuperposeCLI, write_results
+from ioi_superpose.console import quiet_console
 from ioi_superpose.errors import ConfigError, UserFacingError, user_facing_main
 from ioi_superpose.tasks.datamodule import TaskDataModule
 from ioi_superpose.training.system import HeadSuperposition, superposition_module
@@ -47,6 +50,7 @@ def member_cli(args: Sequence[str]) -> SuperposeCLI:
         seed_everything_default=0,
         args=list(args),
         run=False,
+        parser_kwargs=lightning_parser_kwargs("train"),
         # A group stopped part-way is trained again from scratch: its members' config.yaml is rewritten.
         save_config_kwargs={"overwrite": True},
     )
@@ -121,7 +125,8 @@ def group_baselines(cli: SuperposeCLI) -> list[BaselineResult]:
 
 @user_facing_main
 def main(args: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    quiet_console()
+    parser = OneLineParser(
         prog="python -m ioi_superpose.train_batched", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip

@@ -19,12 +19,16 @@ import torch
 from lightning.pytorch.cli import LightningArgumentParser
 
 from ioi_superpose.cli.flag_order import refuse_flags_replaced_by_config
+from ioi_superpose.cli.lightning_parsing import OneLineParseErrors, lightning_parser_kwargs
 from ioi_superpose.cli.run_checks import CheckedCLI
+from ioi_superpose.console import quiet_console
 from ioi_superpose.errors import user_facing_main
 from ioi_superpose.toy import ExportToyModel, ToyModelTraining
 
 
-class ToyCLI(CheckedCLI):
+class ToyCLI(OneLineParseErrors, CheckedCLI):
+    command = "toy"
+
     def __init__(self, *positional: Any, args: Sequence[str] | None = None, **kwargs: Any) -> None:
         refuse_flags_replaced_by_config(list(args) if isinstance(args, (list, tuple)) else sys.argv[1:])
         super().__init__(*positional, args=args, **kwargs)
@@ -66,12 +70,14 @@ def main(args: list[str] | None = None) -> ToyCLI:
     """Run the CLI; a `UserFacingError` (a bad setting, a missing checkpoint), also one raised inside
     the datamodule's instantiation, prints `error: <message>` on stderr and exits with status 1, without
     a traceback (`cli.entry.user_facing_main`)."""
+    quiet_console()
     return ToyCLI(
             ToyModelTraining,
             L.LightningDataModule,
             subclass_mode_data=True,
             seed_everything_default=0,
             trainer_defaults={
+                "enable_model_summary": False,  # its table's 20 lines fill the screen; checkpoints/README gives sizes
                 "logger": {
                     "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                     "init_args": {"save_dir": "runs", "name": "toy"},
@@ -79,6 +85,7 @@ def main(args: list[str] | None = None) -> ToyCLI:
             },
             save_config_kwargs={"overwrite": True},
             args=args,
+            parser_kwargs=lightning_parser_kwargs("toy", __doc__),
         )
 
 

@@ -165,7 +165,9 @@ class IOIDataModule(L.LightningDataModule):
             model_name: the model whose tokenizer builds the prompts (linked to --model.model_name).
             corruption: `name_swap` puts the IO in the subject's second slot (the answer flips);
                 `abc` replaces all three names by others (the IOI paper's corruption).
-            n_train: training prompts. n_val: validation prompts. n_test: prompts per test set.
+            n_train: training prompts.
+            n_val: validation prompts.
+            n_test: prompts per test set.
             batch_size: prompts per step.
             held_out_templates: indices (0–14) of BABA templates kept out of training, with their ABBA
                 mirrors; they form the `held_out_templates` test set.

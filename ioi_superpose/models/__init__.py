@@ -6,6 +6,7 @@ from transformer_lens.hook_points import HookPoint
 from ioi_superpose.errors import ModelLoadError
 from ioi_superpose.models.frozen import freeze
 from ioi_superpose.models.loading import describe_model, load_frozen_model, load_tokenizer
+from ioi_superpose.models.shipped import shipped_checkpoint
 from ioi_superpose.models.tokenizer import gpt2_tokenizer
 from ioi_superpose.models.word_tokenizer import WordTokenizer
 
@@ -22,4 +23,5 @@ __all__ = [
     "gpt2_tokenizer",
     "load_frozen_model",
     "load_tokenizer",
+    "shipped_checkpoint",
 ]

@@ -25,6 +25,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from ioi_superpose.errors import ModelLoadError
 from ioi_superpose.models.frozen import freeze
+from ioi_superpose.models.shipped import shipped_alternative
 from ioi_superpose.models.tokenizer import gpt2_tokenizer
 from ioi_superpose.models.toy import load_toy_checkpoint
 from ioi_superpose.models.word_tokenizer import WordTokenizer
@@ -64,7 +65,8 @@ def load_frozen_model(
         if metadata.get("tokenizer") is not None:
             # Attached as GPT-2 loaded by name has its own: every API taking a model then accepts the loaded one.
             model.tokenizer = _stored_tokenizer(Path(name_or_path), metadata)
-        return freeze(model.to(torch.device(device)).to(dtype))
+        # print_details=False: TransformerLens prints "Moving model to device" for every move otherwise
+        return freeze(model.to(torch.device(device), print_details=False).to(dtype, print_details=False))
     if Path(name_or_path).is_dir():
         model = _load_local_gpt2(Path(name_or_path), device, dtype, process_weights)
     else:
@@ -88,6 +90,8 @@ def load_tokenizer(name_or_path: str) -> PreTrainedTokenizerBase | WordTokenizer
     try:
         official_name = tl_loading.get_official_model_name(name_or_path)
     except ValueError:
+        if _looks_like_a_path(name_or_path):
+            raise _no_such_directory(name_or_path) from None
         official_name = ""
     if official_name.startswith(_GPT2_FAMILY):
         return gpt2_tokenizer()
@@ -124,6 +128,13 @@ def _regenerate_hint(path: Path) -> str:
 
 def _load_toy(path: Path) -> tuple[HookedTransformer, dict]:
     if not path.is_file():
+        shipped = shipped_alternative(path)
+        if shipped is not None:  # a relative path from another working directory (Jupyter runs in experiments/)
+            raise ModelLoadError(
+                f"No toy checkpoint at {path} (relative to the working directory {Path.cwd()}). The shipped one is "
+                f"{shipped}: give that path, or `ioi_superpose.models.shipped_checkpoint({shipped.stem!r})`, which "
+                "finds it from any directory."
+            )
         raise ModelLoadError(f"No toy checkpoint at {path}. {_regenerate_hint(path)}")
     try:
         return load_toy_checkpoint(path)
@@ -207,8 +218,8 @@ def _load_local_gpt2(
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
     state_dict = convert_gpt2_weights(hf_model, cfg)
     model.load_and_process_state_dict(state_dict, **_processing_flags(process_weights))
-    model.to(torch.device(device))
-    return model.to(dtype)
+    model.to(torch.device(device), print_details=False)
+    return model.to(dtype, print_details=False)
 
 
 def _load_by_name(
@@ -217,6 +228,8 @@ def _load_by_name(
     try:
         official_name = tl_loading.get_official_model_name(name)
     except ValueError:
+        if _looks_like_a_path(name):
+            raise _no_such_directory(name) from None
         known = sorted(tl_loading.make_model_alias_map())
         close = difflib.get_close_matches(name.lower(), known, n=5, cutoff=0.5)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -233,6 +246,20 @@ def _load_by_name(
         )
     except OSError as error:  # the hub answered but the files are not there / not complete
         raise ModelLoadError(_missing_weights_message(name, official_name, str(error))) from None
+
+
+def _no_such_directory(name: str) -> ModelLoadError:
+    return ModelLoadError(
+        f"{name}: no such directory. A local model is a directory holding a Hugging Face GPT-2 checkpoint "
+        "(GPT2LMHeadModel.save_pretrained(dir)); check the path, or give a TransformerLens model name "
+        "(e.g. gpt2-small)."
+    )
+
+
+def _looks_like_a_path(name: str) -> bool:
+    """A name no model has: absolute, relative to `.` or `~`, or with a separator that a hub name (`org/model`,
+    one slash) lacks."""
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
 
 
 def _require_weights_reachable(name: str, official_name: str) -> None:

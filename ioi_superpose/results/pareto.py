@@ -21,7 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from ioi_superpose.data.splits import VAL_SET
-from ioi_superpose.plots import nan_for_none
+from ioi_superpose.plots import merge_identical, nan_for_none
+from ioi_superpose.results.run_figures import ExhaustiveFront, draw_exhaustive_front
 from ioi_superpose.results.schema import RunSummary
 
 FAMILY_MARKERS = {"scalar": "o", "per_position": "s", "hard_concrete": "^", "mixing": "D"}
@@ -40,9 +41,12 @@ def evaluation_sets(summaries: Sequence[RunSummary]) -> list[str]:
     return list(names)
 
 
-def pareto_figure(summaries: Sequence[RunSummary], set_name: str) -> Figure:
-    """Recovery on `set_name` against the number of heads: learned points and baseline curves."""
-    figure, axes = plt.subplots(figsize=(8.5, 4.2))
+def pareto_figure(
+    summaries: Sequence[RunSummary], set_name: str, fronts: Sequence[ExhaustiveFront] = ()
+) -> Figure:
+    """Recovery on `set_name` against the number of heads: learned points, baseline curves (identical ones drawn
+    once, named together) and, where known, the exhaustive best set of each size and the minimal sets (`fronts`)."""
+    figure, axes = plt.subplots(figsize=(9.5, 4.4))
     curve_colours: dict[str, str] = {}
     cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     drawn_any = False
@@ -51,8 +55,9 @@ def pareto_figure(summaries: Sequence[RunSummary], set_name: str) -> Figure:
         if source is None:
             continue
         n_prompts = source.prompts_by_set.get(set_name)
-        for name, curve in source.curves_by_set[set_name].items():
-            colour = curve_colours.setdefault(name, cycle[len(curve_colours) % len(cycle)])
+        for name, curve in merge_identical(source.curves_by_set[set_name]).items():
+            # a merged curve ("a = b") keeps its first ranking's colour in both directions
+            colour = curve_colours.setdefault(name.split(" = ")[0], cycle[len(curve_colours) % len(cycle)])
             if all(value is None for value in curve):
                 continue
             drawn_any = True
@@ -71,6 +76,10 @@ def pareto_figure(summaries: Sequence[RunSummary], set_name: str) -> Figure:
                      facecolors="black" if filled else "white", edgecolors="black", zorder=3,
                      label=None if key in seen else f"learned α: {key[0]} ({key[1]})")  # fmt: skip
         seen.add(key)
+    for front in fronts:
+        if front.set_name == set_name:
+            draw_exhaustive_front(axes, front)
+            drawn_any = True
     if not drawn_any:
         axes.text(0.5, 0.5, "recovery n/a on this set\n(clean ≈ corrupted, or no run evaluated it)",
                   transform=axes.transAxes, ha="center", va="center", fontsize=9)  # fmt: skip
@@ -78,8 +87,10 @@ def pareto_figure(summaries: Sequence[RunSummary], set_name: str) -> Figure:
     axes.axhline(0.0, color="grey", linewidth=0.5)
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("number of heads patched")
-    axes.set_ylabel("recovery")
-    axes.set_title(f"recovery against the number of heads: {set_name}", fontsize=10)
+    axes.set_ylabel("recovery (0 = base run, 1 = source run)")
+    directions = sorted({s.direction for s in summaries})
+    axes.set_title(f"Recovery against the number of heads on {set_name} ({' and '.join(directions) or 'no run'})\n"
+                   "denoising aims for 1, noising for 0", fontsize=9)  # fmt: skip
     handles, labels = axes.get_legend_handles_labels()
     if handles:
         axes.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
@@ -87,9 +98,9 @@ def pareto_figure(summaries: Sequence[RunSummary], set_name: str) -> Figure:
     return figure
 
 
-def pareto_figures(summaries: Sequence[RunSummary]) -> dict[str, Figure]:
-    """One Pareto figure per evaluation set, keyed by set name (`val` first)."""
-    return {name: pareto_figure(summaries, name) for name in evaluation_sets(summaries)}
+def pareto_figures(summaries: Sequence[RunSummary], fronts: Sequence[ExhaustiveFront] = ()) -> dict[str, Figure]:
+    """One Pareto figure per evaluation set, keyed by set name (`val` first); `fronts`: exhaustive searches."""
+    return {name: pareto_figure(summaries, name, fronts) for name in evaluation_sets(summaries)}
 
 
 def log_sweep(out: Path, run_dirs: Sequence[Path]) -> Path:

@@ -18,13 +18,17 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 
+from ioi_superpose.analyses.max_activating_rows import worst_recovered
+from ioi_superpose.arguments import OneLineParser
 from ioi_superpose.errors import ConfigError, user_facing_main
 from ioi_superpose.files import atomic_write, check_writable_dir, staged_directory
 from ioi_superpose.plots import save_figure
 from ioi_superpose.results.analysis import SEED_KEYS, compare_directions, identical_alpha, stability
 from ioi_superpose.results.caveats import is_initial, prune_caveat
 from ioi_superpose.results.pareto import pareto_figures
+from ioi_superpose.results.run_figures import fronts_of
 from ioi_superpose.results.schema import DirectionComparison, RunSummary, Stability, SweepSummary, Unit
+from ioi_superpose.results.sweep_figures import recovery_against_l1
 
 REPORT = "report.md"
 MAX_ACTIVATING = "max_activating.json"
@@ -167,10 +171,12 @@ def sets_figure(runs: Sequence[Run]) -> plt.Figure:
     axes.set_xticks(
         [i + 0.4 - width / 2 for i in range(len(set_names))], set_names, rotation=30, ha="right", fontsize=8
     )
-    axes.set_ylabel("recovery")
+    axes.set_ylabel("recovery (0 = base run, 1 = source run)")
+    axes.set_xlabel("evaluation set")
     axes.axhline(1.0, color="grey", linewidth=0.5)
-    if len(runs) <= 8:
-        axes.legend(fontsize=6)
+    axes.set_title("Recovery per evaluation set, one bar per run (denoising aims for 1, noising for 0; no bar: n/a)",
+                   fontsize=9)  # fmt: skip
+    axes.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, ncol=1 + len(runs) // 24)
     figure.tight_layout()
     return figure
 
@@ -215,13 +221,15 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
         "combination of a baseline ranking, computed once on validation prompts and evaluated on the first "
         "prompts of each set (the number is in the legend): uniform α = 1 on the top-k heads by activation, "
         "attribution or path patching, direct logit attribution or attention from END to the IO, and the "
-        "attention-weighted combination; solid lines for denoising, dashed for noising. Denoising aims for 1, "
-        "noising for 0. Not shown: whether a smaller head set reaches the same recovery (that needs the "
-        "exhaustive or pruned minimal sets), nor how each head's weight is used downstream; a set without a "
-        "clean/corrupted gap has no points or lines.",
+        "attention-weighted combination; solid lines for denoising, dashed for noising (rankings whose curves are "
+        "identical share one line, named together). Denoising aims for 1, noising for 0. Where the runs searched "
+        "every head subset (models of at most 10 heads: their `exhaustive.json`), a thick grey line is the best set "
+        "of each size and a star the smallest sets reaching the target: the true front on those prompts. Not shown: "
+        "how each head's weight is used downstream; a set without a clean/corrupted gap has no points or lines.",
         "",
     )
-    for set_name, figure in pareto_figures([r.summary for r in runs]).items():
+    fronts = fronts_of([r.directory for r in runs])
+    for set_name, figure in pareto_figures([r.summary for r in runs], fronts).items():
         report.figure(f"pareto_{set_name}", figure, f"recovery against the number of heads on {set_name}")
     for r in gpt2:
         circuit = r.summary.ioi_circuit
@@ -305,6 +313,20 @@ def build_report(runs: Sequence[Run], sweeps: Sequence[Sweep], out: Path) -> Rep
         "the question directly; the others are trained towards 1.",
         "",
     )
+
+    l1_figures = [(sweep, figure) for sweep in sweeps
+                  if (figure := recovery_against_l1(sweep.directory.name, sweep.summary.points))]  # fmt: skip
+    if l1_figures:
+        report.add(
+            "## Recovery against the sparsity weight λ (sweeps)",
+            "",
+            "Each sweep that varies `--model.l1`: validation recovery and the number of units kept against λ, one line "
+            "per setting of its other grid keys. Not shown: other seeds at the same λ (see the stability section).",
+            "",
+        )
+        for sweep, figure in l1_figures:
+            name = sweep.directory.name
+            report.figure(f"l1_{_file_name(name)}", figure, f"recovery and L0 against λ, sweep {name}")
 
     # Recomputed from the points, not read from sweep.json: a run listed twice counts once (`stability`).
     stable = [Stability.from_dict(s, str(sweep.directory)) for sweep in sweeps
@@ -610,7 +632,10 @@ def max_activating_section(report: Report, runs: Sequence[Run]) -> None:
         "least. "
         "**move** = patched − base logit difference (IO − S at END): for denoising (base = corrupted prompt) "
         "a positive move pushes towards IO; for noising (base = clean prompt) a negative one pushes towards S. "
-        "Recovery is the prompt's own (n/a where its clean and corrupted runs are closer than the minimum gap).",
+        "Recovery is the prompt's own (n/a where its clean and corrupted runs are closer than the minimum gap). "
+        "**worst recovery**: the prompts on which the patch fails most by that recovery (lowest for denoising, "
+        "highest for noising), which prompts the model itself gets wrong do not crowd out as they do the bottom by "
+        "move.",
         "",
         "| run | end | rank | set | corruption | prompt | IO / S | clean | corrupted | patched | move | recovery |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
@@ -619,6 +644,8 @@ def max_activating_section(report: Report, runs: Sequence[Run]) -> None:
         rows = table["rows"]
         shown = [("top", row) for row in rows[:ROWS_PER_END]]
         shown += [("bottom", row) for row in rows[::-1][:ROWS_PER_END] if row not in rows[:ROWS_PER_END]]
+        shown += [("worst recovery", row) for row in worst_recovered(rows, table.get("direction", "denoising"),
+                                                                     ROWS_PER_END)]  # fmt: skip
         for end, row in shown:
             report.add(
                 f"| {name} | {end} | {row['rank']} of {len(rows)} | {row['set_name']} | {row['corruption']} | "
@@ -659,7 +686,7 @@ def _names(heads: Sequence[Sequence[int]]) -> str:
 
 @user_facing_main
 def main(args: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m ioi_superpose.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("paths", nargs="+", type=Path, help="run directories (summary.json) or sweep directories")

@@ -3,8 +3,9 @@ the max-activating table, all written atomically by one `RunWriter` that the CLI
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib.figure import Figure
@@ -120,10 +121,12 @@ class RunWriter:
         summary: RunSummary,
         baselines: Sequence[BaselineResult] = (),
         max_activating: MaxActivating | None = None,
+        figures: Mapping[str, Figure] | None = None,
+        files: Mapping[str, Any] | None = None,
     ) -> dict[str, Path]:
         """coefficients.pt (α and what it was learned for), coefficients.png, baselines/*.png,
-        max_activating.md / .json (when given), and summary.json last: a run directory with a summary.json
-        is complete."""
+        max_activating.md / .json (when given), `figures` as `<stem>.png` and `files` as JSON `<name>` (the run's
+        other figures and records), and summary.json last: a run directory with a summary.json is complete."""
         alpha = fitted.combination.coefficients.detach().cpu().clone()
         paths = {
             "coefficients": self.run_dir / "coefficients.pt",
@@ -137,9 +140,18 @@ class RunWriter:
         self._figure(
             paths["heatmap"],
             head_heatmap(
-                fitted.combination.head_coefficients().cpu(), f"learned α ({fitted.model_name}, L0 = {summary.l0})"
+                fitted.combination.head_coefficients().cpu(),
+                f"Learned α: {summary.direction}, {summary.combination}, L0 = {summary.l0} "
+                f"({Path(fitted.model_name).name})",
+                label="α (0: base z, 1: source z)",
             ),
         )
+        for stem, figure in (figures or {}).items():
+            self._figure(self.run_dir / f"{stem}.png", figure)
+        if figures:
+            paths["figures"] = self.run_dir / ("{" + ",".join(figures) + "}.png")
+        for name, content in (files or {}).items():
+            paths[Path(name).stem] = write_json(self.run_dir / name, content)
         for baseline in baselines:
             for stem, figure in baseline_figures(baseline, fitted).items():
                 self._figure(self.run_dir / "baselines" / f"{stem}.png", figure)

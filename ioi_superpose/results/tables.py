@@ -28,10 +28,13 @@ def max_activating_markdown(table: MaxActivating) -> str:
         f"where |clean − corrupted| < {MIN_GAP}. Corrupted prompts are in max_activating.json.",
         "",
     ]
+    worst = "lowest recovery first" if table.direction == "denoising" else "highest recovery first"
     for title, rows in (
         (f"Top {len(table.top())} (largest move)", table.top()),
         (f"Bottom {len(table.bottom())} (smallest move, smallest first)", table.bottom()),
-    ):
+        (f"Bottom {len(table.worst_recovered())} by the prompt's own recovery (where the patch fails most, {worst}; "
+         "prompts without a clean/corrupted gap left out)", table.worst_recovered()),
+    ):  # fmt: skip
         lines += [f"## {title}", "", *examples_table(rows), ""]
     lines += [
         "## By set",

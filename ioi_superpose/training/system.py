@@ -14,6 +14,7 @@ from torchmetrics import MetricCollection
 
 from ioi_superpose.combinations import LearnedFamily
 from ioi_superpose.combinations.stacked import StackedCombination
+from ioi_superpose.console import LOG
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.splits import IN_DISTRIBUTION, metric_prefix
 from ioi_superpose.engine.ablations import Ablation, ablated_reference
@@ -143,7 +144,7 @@ class HeadSuperposition(L.LightningModule):
         super()._apply(fn, recurse)
         device = self.combination.coefficients.device
         if torch.device(self.frozen.cfg.device) != device:
-            self.frozen.to(device)  # TransformerLens's `to` also updates cfg.device, where it puts inputs
+            self.frozen.to(device, print_details=False)  # TransformerLens's `to` also updates cfg.device
         return self
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -177,7 +178,7 @@ class HeadSuperposition(L.LightningModule):
             if self.trainer.is_global_zero:
                 shared = f" Shared by {len(self.members)} batched members." if self.peers else ""
                 share = " (this process's share)" if self.trainer.world_size > 1 else ""
-                print(self.reference_cache.describe() + share + shared)
+                LOG.info(self.reference_cache.describe() + share + shared)  # CLI runs print it, API calls do not
 
     def on_fit_end(self) -> None:
         """Every member's step count (a batched member's λ warm-up and summary read it). The work that follows a fit
