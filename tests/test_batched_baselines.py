@@ -62,4 +62,4 @@ def test_a_batched_group_computes_its_baselines_once_and_each_member_writes_the_
                                                                              "activation_patching.png"}  # fmt: skip
         events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
         events.Reload()
-        assert {"baselines/activation_patching", "baselines/combinations"} <= set(events.Tags()["images"])
+        assert {"baselines/activation_patching", "baselines/attention_to_io"} <= set(events.Tags()["images"])

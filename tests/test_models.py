@@ -75,7 +75,7 @@ def test_a_relative_toy_path_from_another_directory_names_the_shipped_file_not_a
     assert load_frozen_model(shipped_checkpoint("toy_ioi")).cfg.n_layers == 2  # from any working directory
     with pytest.raises(ModelLoadError, match="No toy checkpoint at checkpoints/no_such.pt. Regenerate"):
         load_frozen_model("checkpoints/no_such.pt")  # nothing of that name ships: regenerating is the fix
-    with pytest.raises(ModelLoadError, match="shipped: toy_ioi, toy_ioi_backups"):
+    with pytest.raises(ModelLoadError, match="shipped: toy_induction, toy_ioi, toy_ioi_backups"):
         shipped_checkpoint("toy_iio")
 
 

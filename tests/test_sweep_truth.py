@@ -244,7 +244,7 @@ def test_a_point_killed_with_sigkill_resumes_from_its_checkpoint_on_rerun(config
     run_point(point, config, out, epochs)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 4
-    assert "Restoring states from the checkpoint" in (run_dir / "sweep_point.log").read_text()
+    assert "Resuming exactly from the checkpoint's step 2." in (run_dir / "sweep_point.log").read_text()
 
 
 def test_a_point_killed_before_a_readable_checkpoint_restarts_cleanly_on_rerun(config, tmp_path, monkeypatch):

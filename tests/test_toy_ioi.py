@@ -134,7 +134,7 @@ def test_main_job_smoke_on_the_toy_checkpoint(tmp_path, monkeypatch):
 
 
 def test_missing_or_foreign_checkpoint_files_fail_with_the_fix(tmp_path):
-    with pytest.raises(ModelLoadError, match="experiments/toy_ioi_model.yaml"):
+    with pytest.raises(ModelLoadError, match=r"The shipped one is .*shipped_checkpoint\('toy_ioi'\)"):
         load_frozen_model(str(tmp_path / "toy_ioi.pt"))
     foreign = tmp_path / "other.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)

@@ -26,6 +26,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from ioi_superpose.console import LOG
 from ioi_superpose.errors import ConfigError
 
 
@@ -132,6 +133,8 @@ class ExactResume(Callback):
         if trainer.state.fn != "fit" or not loader_states:
             return
         align_loop_state(checkpoint, batches_per_epoch(loader_states[0], trainer.limit_train_batches))
+        # Lightning's own "Restoring states" line is off on our quiet console; a resume must still say so.
+        LOG.info(f"Resuming exactly from the checkpoint's step {checkpoint.get('global_step', 0)}.")
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, KeyboardInterrupt) or not trainer.is_global_zero:
