@@ -57,8 +57,9 @@ def effect_summary(effects: torch.Tensor) -> dict[str, Any]:
 def curve_figure(curve: list[dict[str, Any]], tasks: list[str], title: str, path: Path) -> None:
     steps = [point["step"] for point in curve]
     figure, (loss_axis, task_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    for key in ("train/loss", "val/loss"):
-        loss_axis.plot(steps, [point.get(key) for point in curve], label=key, marker=".")
+    labels = {"train/loss": "train/loss (the step's batch)", "val/loss": "val/loss"}
+    for key, label in labels.items():
+        loss_axis.plot(steps, [point.get(key) for point in curve], label=label, marker=".")
     loss_axis.set(xlabel="step", ylabel="next-token loss", title=f"{title}: loss")
     loss_axis.legend()
     for task in tasks:
@@ -77,8 +78,10 @@ def effects_figure(effects: dict[str, torch.Tensor], title: str, path: Path) -> 
     for axis, (task, values) in zip(axes, effects.items()):
         bound = max(float(values.abs().max()), THRESHOLD)
         image = axis.imshow(values, cmap="RdBu", vmin=-bound, vmax=bound)
-        axis.set(title=f"{task}", xlabel="head", ylabel="layer")
-        figure.colorbar(image, ax=axis, shrink=0.8)
+        axis.set(title=f"{task}", xlabel="head", ylabel="layer", xticks=range(values.shape[1]),
+                 yticks=range(values.shape[0]))  # fmt: skip
+        axis.tick_params(labelsize=7)
+        figure.colorbar(image, ax=axis, shrink=0.8, label="effect (share of the gap)")
     figure.suptitle(f"{title}: single-head denoising effects (share of the clean − corrupted gap)")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
