@@ -8,8 +8,9 @@ beside the block must say so too, e.g. "the tests run it with one epoch"):
     <!-- docs-test: replace "OLD" "NEW" -->           run with OLD replaced by NEW (smaller settings)
     <!-- docs-test: expect-error "TEXT" -->           must fail with one `error:` line containing TEXT
 
-`pip install` lines are not run (CI's own install is the README's). A block whose command is one run before (comments
-and spacing aside: `Block.command`) is not run again (its outputs are there): each documented command runs once.
+`pip install` lines are not run (CI's own install is the README's). The blocks run by page
+(`page_groups`), each page in a fresh copy; a block whose command ran before in its page (comments and spacing aside:
+`Block.command`) is not run again (its outputs are there).
 Used by tests/test_docs_commands.py and experiments/command_times.py.
 """
 
@@ -93,6 +94,17 @@ def blocks(repo: Path) -> list[Block]:
             found.append(Block(page, text[: match.start()].count("\n") + 1, match.group("lang"), match.group("code"),
                                directive))  # fmt: skip
     return found
+
+
+def page_groups(found: list[Block]) -> dict[str, list[Block]]:
+    """The blocks by page, each page's in order: a page's commands may use what its earlier commands wrote, never
+    another page's — except README.md's, which are the start of Getting started (its main job is the one the
+    page goes on to evaluate), so they run in that page's group, first. Each group runs in a fresh copy of its
+    own, so pytest-xdist spreads the groups over the cores."""
+    groups: dict[str, list[Block]] = {}
+    for block in found:
+        groups.setdefault("docs/getting-started.md" if block.page == "README.md" else block.page, []).append(block)
+    return groups
 
 
 def fresh_copy(repo: Path, destination: Path) -> Path:
