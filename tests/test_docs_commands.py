@@ -4,7 +4,7 @@ lines or litlogger tip, no TransformerLens device moves, no dependency's depreca
 job prints its documented figures in at most 16 lines (13 today; 36 before). The options page is the parser's.
 
 The blocks run page by page, each page in a fresh copy of its own (`page_groups`: the README's blocks open Getting
-started's), one test per page, so that pytest-xdist (`-n auto`) spreads the pages over the cores: the documented
+started's, and Concepts, which reads the main job's run, follows them), one test per group, so that pytest-xdist (`-n auto`) spreads the pages over the cores: the documented
 commands are the slowest part of the suite. Within a page a command documented twice (the main job, in the README
 and in Getting started) runs once."""
 

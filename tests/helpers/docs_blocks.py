@@ -96,14 +96,19 @@ def blocks(repo: Path) -> list[Block]:
     return found
 
 
+GETTING_STARTED = "docs/getting-started.md"
+READS_MAIN_JOB = ("README.md", "docs/concepts.md")
+"""Pages that run with Getting started, in its copy: the README's blocks open it (its main job is the run the page
+goes on to evaluate), and Concepts' max-activating snippet reads that run's `runs/toy_ioi/version_0`."""
+
+
 def page_groups(found: list[Block]) -> dict[str, list[Block]]:
     """The blocks by page, each page's in order: a page's commands may use what its earlier commands wrote, never
-    another page's — except README.md's, which are the start of Getting started (its main job is the one the
-    page goes on to evaluate), so they run in that page's group, first. Each group runs in a fresh copy of its
-    own, so pytest-xdist spreads the groups over the cores."""
+    another page's, except the pages of `READS_MAIN_JOB`, which run in Getting started's group (the README's first).
+    Each group runs in a fresh copy of its own, so pytest-xdist spreads the groups over the cores."""
     groups: dict[str, list[Block]] = {}
-    for block in found:
-        groups.setdefault("docs/getting-started.md" if block.page == "README.md" else block.page, []).append(block)
+    for block in found:  # README.md first, then mkdocs.yml's order: Getting started comes before Concepts
+        groups.setdefault(GETTING_STARTED if block.page in READS_MAIN_JOB else block.page, []).append(block)
     return groups
 
 
