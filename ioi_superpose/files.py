@@ -20,7 +20,8 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
     """Call `write(temporary_name)`, then rename the temporary file onto `path`.
 
     The temporary file sits in the same directory (a rename within one file system is atomic), so a
-    crash never leaves a half-written file where a complete one is expected.
+    crash never leaves a half-written file where a complete one is expected. The file gets the permissions any
+    new file gets (0666 less the umask), not mkstemp's private 0600: results are shared with colleagues.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,11 +29,18 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
     os.close(handle)
     try:
         write(temporary)
+        os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
             os.remove(temporary)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def finite_or_none(data: Any) -> Any:

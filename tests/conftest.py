@@ -8,6 +8,8 @@ import os
 
 # Before anything imports huggingface_hub: tests never touch the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One OpenMP thread in every subprocess a test starts, for the reason `one_thread` gives.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,16 +20,19 @@ import torch
 from ioi_superpose.models import HookedTransformer
 from tests.helpers import random_model
 
+torch.set_num_threads(1)  # session fixtures too: `one_thread` says why
 
-@pytest.fixture
+
+@pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
-    """One torch thread for the test, restored afterwards. Tiny models run fastest on one (a second
-    intra-op thread only adds wake-up latency on a busy machine), and one thread makes a sum over K × batch
-    rows round like one over batch rows (tests comparing batched and single runs to 1e-5 need that)."""
-    threads = torch.get_num_threads()
+    """One torch thread for every test, restored afterwards. pytest-xdist runs one worker per core, so a second
+    intra-op thread per worker only oversubscribes the cores (the toy main job took 16 s on one thread and 4 min
+    on two on a busy 2-core CPU: DESIGN.md §2); and one thread makes a sum over K × batch rows round like one over
+    batch rows (tests comparing batched and single runs to 1e-5 need that). Subprocesses inherit
+    OMP_NUM_THREADS=1 (set at import, above)."""
     torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)  # whatever the test set
 
 
 @pytest.fixture

@@ -79,7 +79,7 @@ def test_every_entry_point_answers_help_and_refuses_unknown_arguments(module, ca
 # ---- Silent 3: padded prompts ----------------------------------------------------------------------------
 
 
-def test_padded_prompts_are_refused_without_end_positions_and_read_at_end_with_them(toy, one_thread):
+def test_padded_prompts_are_refused_without_end_positions_and_read_at_end_with_them(toy):
     prompts = ioi_prompts(TOY_IOI, n=16, equal_length=False)
     assert (prompts.end_pos < prompts.clean_tokens.shape[1] - 1).any()  # some rows are padded
     with pytest.raises(ConfigError, match="end in padding.*Pass end_positions"):

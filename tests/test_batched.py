@@ -76,7 +76,7 @@ MEMBERS = [dict(l1=0.0, init=1.0, lr=0.05), dict(l1=0.02, init=0.5, lr=0.1), dic
 
 
 @pytest.mark.parametrize(("family", "prune_target"), [*((family, None) for family in FAMILIES), ("scalar", 0.8)])
-def test_a_batched_fit_equals_separate_single_runs(model, batch, family, prune_target, one_thread):
+def test_a_batched_fit_equals_separate_single_runs(model, batch, family, prune_target):
     shared = dict(steps=25, combination=family, seed=3, prune_target=prune_target)  # and the minimal-set step
     batched = learn_combinations(model, batch.clean_tokens, batch.corrupted_tokens, batch.answer_tokens,
                                  members=MEMBERS, **shared)  # fmt: skip

@@ -21,7 +21,6 @@ from ioi_superpose.groundtruth.planted_hard import negative_case, trap_case
 from ioi_superpose.groundtruth.selection import bootstrap_interval, leave_one_case_out
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
 
 TINY = dict(score_grid=(0.1, 0.5), k_grid=(1, 2), families=("scalar",), lambda_grids={"scalar": (1e-3, 3e-2)},
             inits=(1.0,), steps=20, directions=("denoising",), rests=("free",))  # fmt: skip

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
 import ioi_superpose.cli.benchmark as cli
@@ -16,8 +15,6 @@ from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.groundtruth.benchmark import Config, mask_of
 from ioi_superpose.groundtruth.benchmark_cases import bench_cases
 from ioi_superpose.groundtruth.planted import all_cases
-
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
 
 TINY_GPT2 = dict(n_planted=8, steps=10, families=("scalar",), lambda_grids={"scalar": (1e-2,)}, inits=(1.0,),
                  random_orders=1, max_top_k=4, truth_check_prompts=4, score_grid=(0.5,), k_grid=(2,))  # fmt: skip

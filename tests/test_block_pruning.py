@@ -20,7 +20,6 @@ from ioi_superpose.models import load_frozen_model
 from ioi_superpose.training.system import HeadSuperposition
 from tests.helpers import random_model
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 TOY_IOI = Path(__file__).resolve().parents[1] / "checkpoints" / "toy_ioi.pt"
 
 

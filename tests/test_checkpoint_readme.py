@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 
@@ -15,7 +14,6 @@ from ioi_superpose.engine.runs import recovery_of
 from ioi_superpose.models import load_frozen_model
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
 
 
 def test_the_layer_cuts_in_the_checkpoint_readme_are_measured():

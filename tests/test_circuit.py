@@ -152,7 +152,7 @@ def test_toy_ioi_whole_model_is_faithful_and_complete():
         assert result.completeness["score"] == pytest.approx(0.0, abs=1e-4)
 
 
-def test_learned_set_is_scored_after_fit(one_thread):
+def test_learned_set_is_scored_after_fit():
     """`circuit_criteria`: the learned head set (α above the L0 threshold) is scored under every ablation."""
     from ioi_superpose.api import learn_combination
     from tests.helpers import prompt_pairs, random_model

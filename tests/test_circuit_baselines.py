@@ -18,7 +18,6 @@ from ioi_superpose.models import freeze
 from ioi_superpose.models.toy import attn_only_config, build_toy_model
 from tests.helpers import hooks_attached, prompt_pairs, random_model
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
 DIRECTIONS = ("denoising", "noising")
 MODES = ("inputs", "activations")
 

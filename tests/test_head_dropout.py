@@ -28,7 +28,7 @@ def _loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
 
 
-def test_zero_dropout_trains_exactly_like_a_plain_loop(one_thread):
+def test_zero_dropout_trains_exactly_like_a_plain_loop():
     """The reference is a hand-written AdamW loop on the plain model (no hooks, no mask drawn): the
     weights after Lightning's steps with head_dropout=0 must equal it bit for bit."""
     data = SkipTrigramDataModule(batch_size=32, train_batches=4, seed=2)
@@ -64,7 +64,7 @@ def test_keep_mask_is_seeded_per_example_and_head_at_rate_p():
     assert not torch.equal(first[:, 0], first[:, 1]) or not torch.equal(first[:, 1], first[:, 2])
 
 
-def test_dropped_heads_equal_zeroing_their_output_weights(one_thread):
+def test_dropped_heads_equal_zeroing_their_output_weights():
     """Hand check: zeroing head h's z removes exactly z_h W_O[h] from the layer's output, the same as a
     model whose W_O[layer, h] is 0 — run example by example, with each example's own dropped heads."""
     data = SkipTrigramDataModule(batch_size=8, train_batches=1, seed=3)
@@ -85,7 +85,7 @@ def test_dropped_heads_equal_zeroing_their_output_weights(one_thread):
     assert hooks_attached(model) == 0  # the context removed its hooks
 
 
-def test_training_step_drops_seeded_heads_and_evaluation_drops_none(one_thread):
+def test_training_step_drops_seeded_heads_and_evaluation_drops_none():
     data = SkipTrigramDataModule(batch_size=64, train_batches=1, seed=4)
     data.setup("fit")
     batch = next(iter(data.train_dataloader()))

@@ -87,7 +87,6 @@ def make_metrics(answers: Tensor, ends: Tensor) -> dict[str, Callable[[Tensor], 
     }
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))

@@ -16,8 +16,6 @@ from ioi_superpose.engine.runs import recovery_of
 from ioi_superpose.models import load_frozen_model
 from tests.helpers import CHECKPOINTS
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
-
 
 def test_under_name_swap_denoising_is_noising_of_the_swapped_pair():
     """Name swap turns a prompt P (answer A over B) into P' (B over A), itself an IOI prompt. Denoising a

@@ -19,8 +19,6 @@ from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, fre
 from ioi_superpose.training.system import HeadSuperposition
 from tests.helpers import random_model
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def chain_model() -> HookedTransformer:
     """Two layers, one head each, no LayerNorm, one-position prompts (attention is then 1 on itself):

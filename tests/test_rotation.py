@@ -49,7 +49,7 @@ def rotation(layers=None, seed=0) -> RotationCombination:
     return build_combination("rotation", N_LAYERS, N_HEADS, d_head=D_HEAD, gate_seed=seed, rotation_layers=layers)
 
 
-def test_rotation_is_orthogonal_and_random(one_thread):
+def test_rotation_is_orthogonal_and_random():
     combination = rotation()
     for slot in range(N_LAYERS):
         r = combination.rotation(slot).detach()
@@ -61,7 +61,7 @@ def test_rotation_is_orthogonal_and_random(one_thread):
 
 
 @pytest.mark.parametrize("layers", [None, [1]])
-def test_full_mask_is_full_patch_and_empty_mask_is_base(model, prompts, layers, one_thread):
+def test_full_mask_is_full_patch_and_empty_mask_is_base(model, prompts, layers):
     """Mask all on: z_base + RᵀR Δ = z_source on those layers, i.e. `scalar` α = 1 there; all off: the base run."""
     clean, corrupted, answers, ends = prompts
     combination = rotation(layers).eval()
@@ -81,7 +81,7 @@ def test_full_mask_is_full_patch_and_empty_mask_is_base(model, prompts, layers, 
     assert not torch.allclose(full, base, atol=1e-3)  # the patch has a visible effect
 
 
-def test_identity_rotation_with_a_head_block_is_single_head_patching(model, prompts, one_thread):
+def test_identity_rotation_with_a_head_block_is_single_head_patching(model, prompts):
     """R = I and the mask on head h's d_head coordinates of layer 0 = patching head (0, h) alone."""
     clean, corrupted, answers, ends = prompts
     combination = rotation([0]).eval()
@@ -121,7 +121,7 @@ def _rotate_head(model, layer: int, head: int, q: torch.Tensor):
     return rotated
 
 
-def test_invariant_under_a_function_preserving_rotation_of_a_head(model, prompts, one_thread):
+def test_invariant_under_a_function_preserving_rotation_of_a_head(model, prompts):
     """Rotating head (0, 1)'s z by Q (a change of basis the model cannot see) changes per-coordinate weights but
     not the rotation family: R' = R · blockdiag(I, Q, I) patches exactly as R did on the original model, and the
     head loadings of every kept direction are unchanged."""
@@ -151,7 +151,7 @@ def test_invariant_under_a_function_preserving_rotation_of_a_head(model, prompts
     assert not torch.allclose(before, naive, atol=1e-3)
 
 
-def test_dimension_count_is_evaluated(model, prompts, one_thread):
+def test_dimension_count_is_evaluated(model, prompts):
     """With R = I and the mask highest on head (1, 2)'s block, the top-D_HEAD hard mask is exactly patching
     that head (checked against `HeadWeights`), and dims_needed is the first k whose effect reaches the target."""
     from ioi_superpose.data.batch import ContrastBatch
@@ -196,7 +196,7 @@ def test_options_are_checked(model):
         HeadSuperposition(combination="rotations", preloaded_model=model)
 
 
-def test_fit_anneals_and_reports(model, prompts, one_thread):
+def test_fit_anneals_and_reports(model, prompts):
     clean, corrupted, answers, _ = prompts
     result = learn_combination(model, clean, corrupted, answers, combination="rotation", steps=6, l1=1e-2,
                                rotation_layers=[1])  # fmt: skip
@@ -251,7 +251,7 @@ def test_state_dict_round_trip_restores_rotation_mask_and_schedule():
     assert torch.equal(fresh.coefficients, trained.coefficients) and int(fresh.step) == 4
 
 
-def test_a_resumed_fit_continues_the_temperature_schedule(model, prompts, tmp_path, one_thread):
+def test_a_resumed_fit_continues_the_temperature_schedule(model, prompts, tmp_path):
     """Fit 4 of 8 steps, save, resume to 8: the temperature ends where an uninterrupted 8-step fit ends, and the
     resumed fit did not restart the schedule (set_total_steps keeps the restored step)."""
     import lightning as L

@@ -80,7 +80,7 @@ def test_joint_rotation_is_orthogonal_seeded_and_random():
     assert not torch.allclose(joint(seed=3).joint_rotation(), joint(seed=4).joint_rotation())
 
 
-def test_full_and_empty_masks_are_the_source_and_base_runs(model, prompts, one_thread):
+def test_full_and_empty_masks_are_the_source_and_base_runs(model, prompts):
     """All on: both layers' z = the source run's (= `scalar` α = 1 on both layers); all off: the base run."""
     clean, corrupted, answers, ends = prompts
     combination = joint().eval()
@@ -96,7 +96,7 @@ def test_full_and_empty_masks_are_the_source_and_base_runs(model, prompts, one_t
     assert not torch.allclose(full, base, atol=1e-3)
 
 
-def test_two_layers_by_hand_fixed_activations(model, prompts, one_thread):
+def test_two_layers_by_hand_fixed_activations(model, prompts):
     """R = I, mask on layer 0's block only: layer 0's z is the source run's, layer 1's is the *unpatched base
     run's* (fixed, not recomputed) — checked against TransformerLens hooks that set both by hand. Letting layer 1
     recompute (`scalar` α = 1 on layer 0 only) gives another answer: the caveat is real on this model."""
@@ -117,7 +117,7 @@ def test_two_layers_by_hand_fixed_activations(model, prompts, one_thread):
     assert not torch.allclose(ours[0], recomputed[0], atol=1e-3)
 
 
-def test_random_rotation_and_mask_by_hand(model, prompts, one_thread):
+def test_random_rotation_and_mask_by_hand(model, prompts):
     """A random R and 0/1 mask: the joint vector built by concatenating the two layers' flattened z by hand,
     z_base + Rᵀ diag(m) R (z_source − z_base), split back and set into each layer with hooks."""
     clean, corrupted, answers, ends = prompts
@@ -137,7 +137,7 @@ def test_random_rotation_and_mask_by_hand(model, prompts, one_thread):
     assert torch.allclose(ours[0], expected, atol=1e-4)
 
 
-def test_one_layer_is_the_per_layer_family(model, prompts, one_thread):
+def test_one_layer_is_the_per_layer_family(model, prompts):
     """With one selected layer there is nothing to hold fixed: the joint family patches as the per-layer one."""
     clean, corrupted, answers, ends = prompts
     single = build_combination("rotation", N_LAYERS, N_HEADS, d_head=D_HEAD, gate_seed=5, rotation_layers=[1]).eval()
@@ -167,7 +167,7 @@ def test_gradients_reach_only_the_joint_rotation_and_mask(model, prompts):
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
 
-def test_invariant_under_a_function_preserving_rotation_of_a_head(model, prompts, one_thread):
+def test_invariant_under_a_function_preserving_rotation_of_a_head(model, prompts):
     """z of head (1, 2) → z Q (W_V Q, Qᵀ W_O): R · blockdiag(I, …, Q) patches the rotated model as R the original,
     with the same loadings on every (layer, head); the unchanged R does not."""
     clean, corrupted, answers, ends = prompts
@@ -204,7 +204,7 @@ def test_settings_are_checked(model):
         joint().bind(torch.zeros(N_LAYERS, 1, 2, N_HEADS, D_HEAD))  # only patched_end_logits supplies base_z
 
 
-def test_fit_reports_loadings_across_layers(model, prompts, one_thread):
+def test_fit_reports_loadings_across_layers(model, prompts):
     clean, corrupted, answers, _ = prompts
     result = learn_combination(model, clean, corrupted, answers, combination="rotation", steps=6, l1=1e-2,
                                rotation_joint=True, init=0.5)  # fmt: skip

@@ -20,8 +20,6 @@ from ioi_superpose.models import load_frozen_model
 from ioi_superpose.results.report import main as report_main
 from tests.helpers import EXPERIMENTS, TOY_IOI
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
-
 TINY = ["--model.model_name", TOY_IOI, "--data.n_train", "16", "--data.n_val", "8", "--data.n_test", "8",
         "--data.batch_size", "8", "--data.off_distribution", "[held_out_names]", "--trainer.enable_progress_bar",
         "false", "--trainer.enable_model_summary", "false", "--max_activating.per_set", "0"]  # fmt: skip

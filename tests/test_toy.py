@@ -115,7 +115,7 @@ def test_build_is_seeded_and_leaves_the_global_rng_alone():
     assert torch.equal(first.W_Q, second.W_Q) and not torch.equal(first.W_Q, third.W_Q)
 
 
-def test_tiny_model_loss_falls_within_seconds(one_thread):
+def test_tiny_model_loss_falls_within_seconds():
     data = SkipTrigramDataModule(batch_size=128, train_batches=150, seed=1)
     module = ToyModelTraining(n_heads=2, d_model=16, d_head=4, d_vocab=data.d_vocab, n_ctx=data.n_ctx, lr=0.02)
     batch = data.evaluation_batch(1024, seed=99)
@@ -174,7 +174,7 @@ def test_search_finds_a_planted_single_head_support():
     assert result.single_head_recovery[0] == pytest.approx([0.0, 1.0, 0.0], abs=1e-4)
 
 
-def test_folded_subsets_equal_one_subset_per_forward(one_thread):
+def test_folded_subsets_equal_one_subset_per_forward():
     model = build_toy_model(attn_only_config(2, 2, 16, 4, 12, 11, layer_norm=True), seed=4).eval()
     prompts = feature_prompts(SkipTrigramTask(), feature=0, n=16, seed=2)
     subsets = head_subsets(2, 2)
@@ -188,7 +188,7 @@ def test_folded_subsets_equal_one_subset_per_forward(one_thread):
 
 # --- shipped checkpoints -------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["single", "conjunction"])
-def test_shipped_checkpoints_reach_95_percent_on_every_feature(name, one_thread):
+def test_shipped_checkpoints_reach_95_percent_on_every_feature(name):
     model, metadata = load_toy_checkpoint(SHIPPED[name])
     task = SkipTrigramTask(**metadata["task_parameters"])
     accuracy = evaluate_groups(model, sample_batch(task, 8192, torch.Generator().manual_seed(2024)), task.group_names)
@@ -229,7 +229,7 @@ def test_shipped_checkpoints_reach_95_percent_on_every_feature(name, one_thread)
 
 # --- the training entry --------------------------------------------------------------------------------
 @pytest.mark.smoke
-def test_cli_fit_writes_checkpoint_and_metrics(tmp_path, monkeypatch, capsys, one_thread):
+def test_cli_fit_writes_checkpoint_and_metrics(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "toy.yaml"
     config.write_text(
@@ -259,11 +259,11 @@ data:
     assert any((tmp_path / "runs").rglob("events.out.tfevents.*"))  # TensorBoard by default
 
 
-def test_cli_options_reach_torch_and_the_optimiser(tmp_path, monkeypatch, one_thread):
+def test_cli_options_reach_torch_and_the_optimiser(tmp_path, monkeypatch):
     """--torch_threads sets torch's threads before training; --model.weight_decay / --model.betas are the
     AdamW the fit steps with (not just documented in --help)."""
     monkeypatch.chdir(tmp_path)
-    torch.set_num_threads(2)  # one_thread restores the setting afterwards
+    torch.set_num_threads(2)  # the autouse one_thread fixture restores it
     cli = main([
         "fit", "--torch_threads", "1", *SKIP_TRIGRAMS, "--data.init_args.batch_size", "8",
         "--data.init_args.train_batches", "1", "--data.init_args.eval_batches", "1",

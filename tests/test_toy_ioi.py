@@ -25,7 +25,6 @@ CHECKPOINT = ROOT / "checkpoints" / "toy_ioi.pt"
 ALL_TEMPLATES = IOI_TEMPLATES + LONG_TEMPLATES + DUPLICATED_IO_TEMPLATES
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
 
 
 # --- tokenizer ------------------------------------------------------------------------------------

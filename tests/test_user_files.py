@@ -21,8 +21,6 @@ from ioi_superpose.results.report import main as report_main
 from ioi_superpose.results.schema import SUMMARY_CHOICES
 from tests.helpers import fake_summary
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: why
-
 
 def fake_run(directory: Path, val: float = 0.9, **fields) -> Path:
     directory.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,9 @@ beside the block must say so too, e.g. "the tests run it with one epoch"):
     <!-- docs-test: replace "OLD" "NEW" -->           run with OLD replaced by NEW (smaller settings)
     <!-- docs-test: expect-error "TEXT" -->           must fail with one `error:` line containing TEXT
 
-`pip install` lines are not run (CI's own install is the README's). A block whose command is one run before (comments
-and spacing aside: `Block.command`) is not run again (its outputs are there): each documented command runs once.
+`pip install` lines are not run (CI's own install is the README's). The blocks run by page
+(`page_groups`), each page in a fresh copy; a block whose command ran before in its page (comments and spacing aside:
+`Block.command`) is not run again (its outputs are there).
 Used by tests/test_docs_commands.py and experiments/command_times.py.
 """
 
@@ -93,6 +94,22 @@ def blocks(repo: Path) -> list[Block]:
             found.append(Block(page, text[: match.start()].count("\n") + 1, match.group("lang"), match.group("code"),
                                directive))  # fmt: skip
     return found
+
+
+GETTING_STARTED = "docs/getting-started.md"
+READS_MAIN_JOB = ("README.md", "docs/concepts.md")
+"""Pages that run with Getting started, in its copy: the README's blocks open it (its main job is the run the page
+goes on to evaluate), and Concepts' max-activating snippet reads that run's `runs/toy_ioi/version_0`."""
+
+
+def page_groups(found: list[Block]) -> dict[str, list[Block]]:
+    """The blocks by page, each page's in order: a page's commands may use what its earlier commands wrote, never
+    another page's, except the pages of `READS_MAIN_JOB`, which run in Getting started's group (the README's first).
+    Each group runs in a fresh copy of its own, so pytest-xdist spreads the groups over the cores."""
+    groups: dict[str, list[Block]] = {}
+    for block in found:  # README.md first, then mkdocs.yml's order: Getting started comes before Concepts
+        groups.setdefault(GETTING_STARTED if block.page in READS_MAIN_JOB else block.page, []).append(block)
+    return groups
 
 
 def fresh_copy(repo: Path, destination: Path) -> Path:
