@@ -22,6 +22,7 @@ from ioi_superpose.engine.patch import HeadWeights
 from ioi_superpose.engine.runs import BaseRun, head_z, patched_end_logits, recovery_of, reference_runs
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer, load_frozen_model, load_tokenizer
+from ioi_superpose.results.evaluation_table import evaluation_table
 from ioi_superpose.results.summary import recovery_or_none
 from ioi_superpose.tasks.datamodule import TaskDataModule
 from ioi_superpose.tasks.registry import make_task
@@ -156,6 +157,12 @@ def test_the_minimum_gap_applies_to_the_prob_diff() -> None:
     figures = {"recovery": 0.9, "clean_logit_diff": 0.30, "corrupted_logit_diff": 0.27}
     assert recovery_or_none(figures, "prob_diff") is None
     assert recovery_or_none(figures | {"corrupted_logit_diff": 0.1}, "prob_diff") == 0.9
+    logged = {f"val/{name}": value for name, value in figures.items()}
+    table = evaluation_table(logged, "val", ["in_distribution"], "prob_diff")
+    assert "clean PD" in table and "P(correct) − P(incorrect)" in table
+    assert table.splitlines()[1].split()[:2] == ["val", "n/a"]
+    row = evaluation_table(logged | {"val/corrupted_logit_diff": 0.1}, "val", ["in_distribution"], "prob_diff")
+    assert row.splitlines()[1].split()[:2] == ["val", "0.900"]
 
 
 def test_learn_combination_fits_greater_than_and_measures_it_as_by_hand(years_model, tiny_gpt2_dir) -> None:
