@@ -11,11 +11,19 @@ import pytest
 import torch
 from transformer_lens import patching as tl_patching
 
+from ioi_superpose.analyses.circuit import circuit_scores
 from ioi_superpose.analyses.exhaustive import patched_logit_diffs
 from ioi_superpose.api import learn_combination
-from ioi_superpose.baselines.circuit import eap_ig_scores
+from ioi_superpose.baselines.circuit import acdc, eap_ig_scores
 from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
-from ioi_superpose.baselines.scorers import activation_patching, attribution_patching, direct_logit_attribution_of_heads
+from ioi_superpose.baselines.path_patching import path_patch_sweep
+from ioi_superpose.baselines.scorers import (
+    activation_patching,
+    attribution_patching,
+    direct_logit_attribution_of_heads,
+    patching_metric,
+    path_patching,
+)
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.metric import MIN_GAPS, ContrastMetric, answer_metric, has_gap
 from ioi_superpose.engine.patch import HeadWeights
@@ -140,6 +148,47 @@ def test_eap_ig_of_one_step_is_attribution_patching_of_the_prob_diff(years_model
     attribution = attribution_patching(years_model, years, "denoising")
     assert one_step.abs().max() > 1e-3
     assert torch.allclose(one_step, attribution.to(one_step), atol=1e-4)
+
+
+def test_path_patching_reads_the_answer_values_as_the_full_logits_give_them(years_model, years) -> None:
+    # The project's metric takes the sweep's fast path (the answers' log-probabilities at END only); a black-box
+    # callable on the full logits takes TransformerLens's. Both must give the same scores.
+    ours = path_patching(years_model, years, "denoising")
+    metric = patching_metric(years_model, years, "denoising")
+    black_box = path_patch_sweep(years_model, years.corrupted_tokens, years.clean_tokens, "logits",
+                                 lambda logits: metric(logits))  # fmt: skip
+    assert ours.abs().max() > 1e-2
+    assert torch.allclose(ours, black_box, atol=1e-5)
+
+
+def test_acdc_and_the_circuit_criteria_measure_the_prob_diff_as_by_hand(years_model, years) -> None:
+    model = years_model
+    _, corrupted_cache = model.run_with_cache(years.corrupted_tokens)
+    clean, corrupted = by_hand(model, years.clean_tokens, years), by_hand(model, years.corrupted_tokens, years)
+
+    def frozen_except(kept: set) -> list:
+        """Every head outside `kept` holds its corrupted-run z, on the clean prompts (ACDC's circuit, denoising)."""
+        def hook(z: torch.Tensor, hook) -> torch.Tensor:
+            z = z.clone()
+            for head in range(model.cfg.n_heads):
+                if (hook.layer(), head) not in kept:
+                    z[:, :, head] = corrupted_cache[hook.name][:, :, head]
+            return z
+
+        return [(f"blocks.{layer}.attn.hook_z", hook) for layer in range(model.cfg.n_layers)]
+
+    # ACDC with a τ above every increase removes every head: its metric is then that empty circuit's.
+    empty = by_hand(model, years.clean_tokens, years, frozen_except(set())).mean()
+    result = acdc(model, years, "denoising", tau=1e9, metric="logit_diff")
+    assert not result.kept.any()
+    expected = abs(float(empty - clean.mean())) / abs(float(clean.mean() - corrupted.mean()))
+    assert result.metric == pytest.approx(expected, abs=1e-4)
+    # Circuit criteria: F(circuit) with the heads outside it at their corrupted z (the `corrupted` ablation).
+    scores = circuit_scores(model, [(1, 0), (0, 3)], years)
+    circuit = by_hand(model, years.clean_tokens, years, frozen_except({(1, 0), (0, 3)})).mean()
+    assert scores.model_logit_diff == pytest.approx(float(clean.mean()), abs=1e-5)
+    assert scores.circuit_logit_diff == pytest.approx(float(circuit), abs=1e-5)
+    assert abs(float(circuit - clean.mean())) > 1e-3
 
 
 def test_direct_logit_attribution_refuses_the_prob_diff(years_model, years) -> None:
