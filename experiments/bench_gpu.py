@@ -15,7 +15,7 @@ prompts; `--small`: a 2-layer, 4-head, d_model 64 model with a 1,000-token vocab
    one forward by `runs.patched_end_logits`; throughput counted in prompt-variants/s (K × prompts
    per step) and in prompts/s;
 3. the head-patching sweep `ioi_superpose.baselines.patching.get_act_patch_attn_head_out_all_pos` against
-   TransformerLens's own on 8 × 16 tokens with the IOI logit-difference metric (`LogitDiffMetric`),
+   TransformerLens's own on 8 × 16 tokens with the IOI logit-difference metric (`ContrastMetric`),
    as a speed ratio, with the largest difference between the two.
 
     python experiments/bench_gpu.py                      # on the GPU
@@ -39,7 +39,7 @@ from transformer_lens import patching as tl_patching
 
 from ioi_superpose.baselines import patching
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.metric import LogitDiffMetric
+from ioi_superpose.engine.metric import ContrastMetric
 from ioi_superpose.engine.patch import Combination, mix
 from ioi_superpose.engine.runs import BaseRun, patched_end_logits, reference_runs
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze
@@ -151,7 +151,7 @@ def batched_combinations_step(
 
 def head_patching(model: HookedTransformer, device: str, prompts: int, seq_len: int, repeats: int) -> str:
     batch = random_batch(model, prompts, seq_len, device)
-    metric = LogitDiffMetric(batch.answer_tokens, batch.end_pos)
+    metric = ContrastMetric(batch.answer_tokens, batch.end_pos)
     with torch.no_grad():
         _, clean_cache = model.run_with_cache(batch.clean_tokens)
     rows = model.cfg.n_heads * prompts  # one forward per layer: all its heads folded
@@ -169,7 +169,7 @@ def head_patching(model: HookedTransformer, device: str, prompts: int, seq_len: 
     t_tl = median_seconds(theirs, device, max(1, repeats // 3), warmup=1)
     diff = (ours() - theirs()).abs().max().item()
     return (
-        f"head patching {prompts} x {seq_len} ({model.cfg.n_layers * model.cfg.n_heads} heads, LogitDiffMetric): "
+        f"head patching {prompts} x {seq_len} ({model.cfg.n_layers * model.cfg.n_heads} heads, ContrastMetric): "
         f"TransformerLens {t_tl * 1000:.1f} ms, ours {t_ours * 1000:.1f} ms, speed-up {t_tl / t_ours:.1f}x "
         f"(max |ours - TL| = {diff:.1e})"
     )

@@ -1,7 +1,7 @@
 """Benchmark: our head-z sweep vs TransformerLens's `get_act_patch_attn_head_out_all_pos`.
 
 GPT-2-small shapes with random weights (no download needed). Prints max |difference| and the speed
-ratio (a) with a LogitDiffMetric (two answer logits at END only) and (b) with a generic metric callable.
+ratio (a) with a ContrastMetric (two answer logits at END only) and (b) with a generic metric callable.
 
     python experiments/bench_patching.py [--device cuda] [--prompts 8] [--seq-len 16] [--repeats 3] [--threads 1]
 
@@ -22,7 +22,7 @@ from torch import Tensor
 from transformer_lens import patching as tl_patching
 
 from ioi_superpose.baselines import patching
-from ioi_superpose.engine.metric import LogitDiffMetric
+from ioi_superpose.engine.metric import ContrastMetric
 from ioi_superpose.models import HookedTransformer, HookedTransformerConfig, freeze
 
 
@@ -72,7 +72,7 @@ def main() -> None:
         _, clean_cache = model.run_with_cache(clean)
     end = torch.full((args.prompts,), args.seq_len - 1, device=args.device)
     metrics: dict[str, Callable[[Tensor], Tensor]] = {
-        "LogitDiffMetric": LogitDiffMetric(torch.randint(0, vocab, (args.prompts, 2), device=args.device), end),
+        "ContrastMetric": ContrastMetric(torch.randint(0, vocab, (args.prompts, 2), device=args.device), end),
         "generic lambda": lambda logits: (logits[:, -1, 5] - logits[:, -1, 7]).mean(),
     }
     print(f"device={args.device} prompts={args.prompts} seq_len={args.seq_len} max_batch={args.max_batch} "

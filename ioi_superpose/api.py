@@ -17,10 +17,11 @@ from torch import Tensor
 from ioi_superpose.analyses.post_fit import AfterFit, after_fit
 from ioi_superpose.combinations.registry import REGISTRY, owners
 from ioi_superpose.console import quiet_call
+from ioi_superpose.data.answer_metrics import MetricName
 from ioi_superpose.data.batch import ContrastBatch, PromptDataset, collate
 from ioi_superpose.data.prompt_checks import check_token_tensor, end_positions_for
 from ioi_superpose.data.splits import TRAIN_SET
-from ioi_superpose.engine.metric import MIN_GAP, logit_diff
+from ioi_superpose.engine.metric import MIN_GAPS, answer_metric, has_gap
 from ioi_superpose.engine.runs import check_token_ids, end_logits, recovery_of
 from ioi_superpose.errors import ConfigError, SettingError
 from ioi_superpose.fitting.settings import (
@@ -231,9 +232,11 @@ def _learn(
     steps, seed, end_positions = settings.pop("steps"), settings.pop("seed"), settings.pop("end_positions")
     answer_weights, task = settings.pop("answer_weights"), settings.pop("task")
     drawn = (settings.pop("task_options"), settings.pop("n_prompts"), settings.pop("tokenizer"))
+    metric: MetricName = "logit_diff"  # given tokens are measured by the logit difference; a task by its own metric
     if task is not None:
-        tokens, answer_weights, end_positions = _task_tokens(model, task, *drawn, seed, tokens, settings["combination"])
-    prompts, loader = _prompts(model, *tokens, steps, seed, end_positions, answer_weights)
+        tokens, answer_weights, end_positions, metric = _task_tokens(model, task, *drawn, seed, tokens,
+                                                                     settings["combination"])  # fmt: skip
+    prompts, loader = _prompts(model, *tokens, steps, seed, end_positions, answer_weights, metric)
     systems = [_system(model, len(prompts), names(k), **settings, **member) for k, member in enumerate(members)]
     module = HeadSuperposition.batched(systems, max_rows=max_rows) if batched else systems[0]
     with quiet_call():  # no GPU/TPU or cache-size lines per call in a notebook
@@ -260,6 +263,7 @@ def _prompts(
     seed: int,
     end_positions: Tensor | None = None,
     answer_weights: Tensor | None = None,
+    metric: MetricName = "logit_diff",
 ) -> tuple[ContrastBatch, torch.utils.data.DataLoader]:
     """Checked prompts and their one full-batch loader; seeds and freezes as every API fit does."""
     if clean_tokens is None or corrupted_tokens is None or answer_tokens is None:
@@ -272,7 +276,7 @@ def _prompts(
         ("answer_tokens", answer_tokens),
     ):
         check_token_tensor(tokens, name)
-        check_token_ids(model, tokens, name)
+        check_token_ids(model, tokens, name, prompts=name != "answer_tokens")
     if len(clean_tokens) == 0:
         raise ConfigError("clean_tokens holds no prompt (batch size 0); pass at least one prompt pair.")
     # (Answer sets are checked by `ContrastBatch`; a pair with one token twice is refused or warned about here.)
@@ -290,7 +294,7 @@ def _prompts(
     prompts = ContrastBatch(
         clean_tokens=clean_tokens.cpu(), corrupted_tokens=corrupted_tokens.cpu(), answer_tokens=answer_tokens.cpu(),
         end_pos=ends, index=torch.arange(len(clean_tokens)),
-        answer_weights=None if answer_weights is None else answer_weights.float().cpu(),
+        answer_weights=None if answer_weights is None else answer_weights.float().cpu(), metric=metric,
     )  # fmt: skip
     L.seed_everything(seed, verbose=False)
     freeze(model)
@@ -308,8 +312,9 @@ def _task_tokens(
     seed: int,
     tokens: tuple[Tensor | None, ...],
     combination: str,
-) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor | None, Tensor]:
-    """The tokens, answer weights and END of `n_prompts` training prompts of the task `name` (seeded by `seed`)."""
+) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor | None, Tensor, MetricName]:
+    """The tokens, answer weights, END and metric of `n_prompts` training prompts of the task `name` (seeded by
+    `seed`)."""
     if any(t is not None for t in tokens):
         raise ConfigError(f"task={name!r} draws its own prompts: pass no clean, corrupted or answer tokens with it.")
     options = dict(options or {})
@@ -321,7 +326,8 @@ def _task_tokens(
         raise ConfigError(f"task={name!r} needs the model's tokenizer: pass tokenizer= (e.g. ioi_superpose.models"
                           ".load_tokenizer('checkpoints/toy_ioi.pt') for a toy model).")  # fmt: skip
     batch = task.splits(encoder, {TRAIN_SET: n_prompts}, seed)[TRAIN_SET].batch
-    return (batch.clean_tokens, batch.corrupted_tokens, batch.answer_tokens), batch.answer_weights, batch.end_pos
+    tokens = (batch.clean_tokens, batch.corrupted_tokens, batch.answer_tokens)
+    return tokens, batch.answer_weights, batch.end_pos, batch.metric
 
 
 API_NAMES: dict[str, str] = {"gate_seed": "seed"}
@@ -350,24 +356,25 @@ def _system(
 
 @torch.no_grad()
 def check_gap(model: HookedTransformer, prompts: ContrastBatch) -> None:
-    """Recovery is a ratio over the clean − corrupted gap of the mean logit difference: refuse prompts
-    without one (the objective would be 0/0), warn when it is below `summary.MIN_GAP`."""
-    weights = prompts.answer_weights
-    clean = logit_diff(end_logits(model, prompts.clean_tokens, prompts.end_pos, prompts.answer_tokens), weights).mean()
-    corrupted = logit_diff(
-        end_logits(model, prompts.corrupted_tokens, prompts.end_pos, prompts.answer_tokens), weights
-    ).mean()
+    """Recovery is a ratio over the clean − corrupted gap of the prompts' mean metric (`prompts.metric`): refuse
+    prompts without one (the objective would be 0/0), warn when it is below `engine.metric.MIN_GAPS`."""
+    weights, metric = prompts.answer_weights, prompts.metric
+    clean, corrupted = (
+        answer_metric(end_logits(model, tokens, prompts.end_pos, prompts.answer_tokens, metric), weights, metric).mean()
+        for tokens in (prompts.clean_tokens, prompts.corrupted_tokens)
+    )
     gap = float(clean - corrupted)
+    what = "mean logit difference" if metric == "logit_diff" else f"mean {metric}"
     if abs(gap) < ZERO_GAP:
         raise ConfigError(
-            f"The clean and corrupted prompts give the same mean logit difference ({float(clean):.4g}; gap "
+            f"The clean and corrupted prompts give the same {what} ({float(clean):.4g}; gap "
             f"{gap:.3g}): recovery, a ratio over that gap, is undefined. The corrupted prompts must change the "
             "answer the model prefers (e.g. swap or replace the names: ioi_prompts(..., corruption='abc')), and "
             "answer_tokens must be the clean prompt's (correct, incorrect)."
         )
-    if abs(gap) < MIN_GAP:
+    if not has_gap(float(clean), float(corrupted), metric):
         warnings.warn(
-            f"The clean − corrupted gap of the mean logit difference is only {gap:.3g} (< {MIN_GAP}): recovery on "
+            f"The clean − corrupted gap of the {what} is only {gap:.3g} (< {MIN_GAPS[metric]}): recovery on "
             "these prompts is mostly noise.",
             stacklevel=3,
         )
@@ -410,9 +417,9 @@ def evaluate_combination(
     return LearnedCombination(
         coefficients=fitted.combination.coefficients.detach().cpu().clone(),
         recovery=float(reference.recovery(patched)),
-        clean_logit_diff=float(reference.logit_diff(clean).mean()),
-        corrupted_logit_diff=float(reference.logit_diff(corrupted).mean()),
-        patched_logit_diff=float(reference.logit_diff(patched).mean()),
+        clean_logit_diff=float(reference.measure(clean).mean()),
+        corrupted_logit_diff=float(reference.measure(corrupted).mean()),
+        patched_logit_diff=float(reference.measure(patched).mean()),
         l0=fitted.combination.l0(fitted.l0_threshold),
         support=fitted.combination.support(fitted.l0_threshold),
         combination=fitted.family,

@@ -9,7 +9,7 @@ import torch
 from ioi_superpose.baselines.circuit import acdc, acdc_head_scores, backward_order, eap_ig_scores
 from ioi_superpose.baselines.patching import activation_patch, attribution_patch
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.metric import LogitDiffMetric, logit_diff
+from ioi_superpose.engine.metric import ContrastMetric, logit_diff
 from ioi_superpose.engine.runs import end_logits
 from ioi_superpose.engine.vocabulary import base_and_source
 from ioi_superpose.errors import ConfigError
@@ -34,12 +34,12 @@ def random_batch(model, seed: int = 0) -> ContrastBatch:
 
 def normalised_metric(
     model, batch: ContrastBatch, direction: str
-) -> tuple[LogitDiffMetric, torch.Tensor, torch.Tensor]:
+) -> tuple[ContrastMetric, torch.Tensor, torch.Tensor]:
     """The normalised logit-difference metric (0 = base run, 1 = source run) and the base/source tokens."""
     base, source = base_and_source(batch.clean_tokens, batch.corrupted_tokens, direction)
     base_m, source_m = (float(logit_diff(end_logits(model, t, batch.end_pos, batch.answer_tokens)).mean())
                         for t in (base, source))  # fmt: skip
-    metric = LogitDiffMetric(batch.answer_tokens, batch.end_pos, corrupted_value=base_m, clean_value=source_m)
+    metric = ContrastMetric(batch.answer_tokens, batch.end_pos, corrupted_value=base_m, clean_value=source_m)
     return metric, base, source
 
 

@@ -12,7 +12,7 @@ from ioi_superpose.data.templates import (
     LONG_TEMPLATES,
     NAMES,
 )
-from ioi_superpose.engine.metric import LogitDiffMetric
+from ioi_superpose.engine.metric import ContrastMetric
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import gpt2_tokenizer, load_frozen_model
 from tests.helpers import REPO
@@ -88,11 +88,11 @@ def test_padded_batch_gives_the_same_metric_as_one_prompt_at_a_time(tiny_gpt2_di
     batch = draw(12, templates=ALL_TEMPLATES)
     assert len(set(batch.end_pos.tolist())) > 1  # prompts of different lengths really are padded
     with torch.no_grad():
-        together = LogitDiffMetric(batch.answer_tokens, batch.end_pos)(model(batch.clean_tokens))
+        together = ContrastMetric(batch.answer_tokens, batch.end_pos)(model(batch.clean_tokens))
         one_by_one = []
         for row in range(len(batch)):
             single = batch[row : row + 1].trimmed()
-            one_by_one.append(LogitDiffMetric(single.answer_tokens, single.end_pos)(model(single.clean_tokens)))
+            one_by_one.append(ContrastMetric(single.answer_tokens, single.end_pos)(model(single.clean_tokens)))
     assert torch.allclose(together, torch.stack(one_by_one).mean(), atol=1e-5)
 
 

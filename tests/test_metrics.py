@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from ioi_superpose.engine.metric import LogitDiffMetric, logit_diff, normalised_recovery
+from ioi_superpose.engine.metric import ContrastMetric, logit_diff, normalised_recovery
 from ioi_superpose.engine.runs import unembed_at_end
 from ioi_superpose.training.metrics import IOAccuracy, MeanLogitDiff, NormalisedRecovery
 from tests.helpers import random_model
@@ -132,7 +132,7 @@ def test_end_only_unembedding_matches_full_logits():
     assert torch.allclose(
         unembed_at_end(model, residual, end, answers), logits[rows, end].gather(-1, answers), atol=1e-5
     )
-    metric = LogitDiffMetric(answers, end)
+    metric = ContrastMetric(answers, end)
     assert torch.allclose(metric(logits), metric.from_answer_logits(logits[rows, end].gather(-1, answers)))
-    normalised = LogitDiffMetric(answers, end, corrupted_value=1.0, clean_value=3.0)
+    normalised = ContrastMetric(answers, end, corrupted_value=1.0, clean_value=3.0)
     assert torch.allclose(normalised(logits), (metric(logits) - 1.0) / 2.0)

@@ -79,7 +79,7 @@ def test_a_run_stores_every_rankings_curve_per_set_and_logs_its_fronts(tmp_path,
     from ioi_superpose.baselines.patching import activation_patch
     from ioi_superpose.cli.train import main
     from ioi_superpose.data.datamodule import IOIDataModule
-    from ioi_superpose.engine.metric import MIN_GAP, LogitDiffMetric
+    from ioi_superpose.engine.metric import MIN_GAP, ContrastMetric
     from ioi_superpose.engine.runs import end_logits, recovery_of, reference_runs
     from ioi_superpose.models import load_frozen_model
 
@@ -109,7 +109,7 @@ def test_a_run_stores_every_rankings_curve_per_set_and_logs_its_fronts(tmp_path,
     val = data.splits["val"][:64].trimmed()  # the rankings' prompts (the curves then use every prompt)
     reference = reference_runs(model, val.clean_tokens, val.corrupted_tokens, val.end_pos, val.answer_tokens,
                                "denoising")  # fmt: skip
-    metric = LogitDiffMetric(val.answer_tokens, val.end_pos,  # normalised: 0 = corrupted run, 1 = clean run
+    metric = ContrastMetric(val.answer_tokens, val.end_pos,  # normalised: 0 = corrupted run, 1 = clean run
                              corrupted_value=float(logit_diff(reference.base_answer_logits).mean()),
                              clean_value=float(logit_diff(reference.source_answer_logits).mean()))  # fmt: skip
     effect = activation_patch(model, val.corrupted_tokens, val.clean_tokens, metric)

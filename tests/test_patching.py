@@ -18,7 +18,7 @@ from transformer_lens import utils as tl_utils
 
 from ioi_superpose.baselines import patching
 from ioi_superpose.engine import runs
-from ioi_superpose.engine.metric import LogitDiffMetric
+from ioi_superpose.engine.metric import ContrastMetric
 from ioi_superpose.models import ActivationCache, HookedTransformer, HookedTransformerConfig, freeze
 from tests.helpers import prompt_pairs, random_model
 
@@ -52,7 +52,7 @@ CONFIGS = {
         n_layers=2, n_heads=4, d_model=16, d_head=4, d_vocab=40, n_ctx=32, attn_only=True,
         normalization_type="LN",
     ),
-    # No final norm (LogitDiffMetric falls back to full logits) and shortformer positions (passed
+    # No final norm (ContrastMetric falls back to full logits) and shortformer positions (passed
     # separately when a forward starts at a later layer).
     "shortformer_nonorm": dict(
         n_layers=3, n_heads=2, d_model=16, d_head=8, d_mlp=16, d_vocab=30, n_ctx=32, act_fn="relu",
@@ -81,7 +81,7 @@ def make_model(name: str, seed: int = 0) -> HookedTransformer:
 def make_metrics(answers: Tensor, ends: Tensor) -> dict[str, Callable[[Tensor], Tensor]]:
     rows = torch.arange(len(ends))
     return {
-        "logit_diff": LogitDiffMetric(answers, ends),
+        "logit_diff": ContrastMetric(answers, ends),
         # A black box for our code: log-probability of the correct answer at END.
         "log_prob": lambda logits: logits.log_softmax(-1)[rows, ends, answers[:, 0]].mean(),
     }
@@ -190,7 +190,7 @@ def test_resid_patching_at_the_only_changed_position(direction: str) -> None:
     corrupted[:, 4] = (clean[:, 4] + 1) % model.cfg.d_vocab
     raw = make_metrics(torch.randint(0, model.cfg.d_vocab, (3, 2)), torch.tensor([8, 7, 6]))["logit_diff"]
     clean_value, corrupted_value = metric_of(model, clean, raw), metric_of(model, corrupted, raw)
-    metric = LogitDiffMetric(raw.answer_tokens, raw.end_positions, corrupted_value, clean_value)
+    metric = ContrastMetric(raw.answer_tokens, raw.end_positions, corrupted_value, clean_value)
     base, source = runs.base_and_source(clean, corrupted, direction)  # type: ignore[arg-type]
     result = patching.activation_patch(model, base, source, metric, "resid_pre")
     base_value = 0.0 if direction == "denoising" else 1.0  # normalised: corrupted 0, clean 1
@@ -412,10 +412,10 @@ def test_path_patching_three_layers_freezes_the_intermediate_layer(
     model = random_model(n_layers=3, n_heads=4, attn_only=attn_only, seed=seed)
     clean, corrupted, answers = prompt_pairs(model.cfg.d_vocab, batch=6, length=7, seed=seed)
     ends = torch.tensor([6, 5, 6, 4, 6, 3])  # right-padded prompts
-    raw = LogitDiffMetric(answers, ends)
+    raw = ContrastMetric(answers, ends)
     clean_value, corrupted_value = metric_of(model, clean, raw), metric_of(model, corrupted, raw)
     assert abs(clean_value - corrupted_value) > 0.5  # normalisation well conditioned
-    metric = LogitDiffMetric(answers, ends, corrupted_value, clean_value)
+    metric = ContrastMetric(answers, ends, corrupted_value, clean_value)
     base, source = (corrupted, clean) if direction == "denoising" else (clean, corrupted)
     senders, receivers = [(0, 1)], [(2, 0), (2, 2)]
     args = (model, base, source, senders, receivers, metric, receiver_input)

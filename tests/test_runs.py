@@ -7,7 +7,7 @@ from transformer_lens import patching as tl_patching
 from ioi_superpose import learn_combination
 from ioi_superpose.combinations import HeadCombination
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.metric import LogitDiffMetric
+from ioi_superpose.engine.metric import ContrastMetric
 from ioi_superpose.engine.patch import Combination, HeadWeights
 from ioi_superpose.engine.runs import BaseRun, head_z, patched_end_logits
 from ioi_superpose.errors import ConfigError, cli_flag
@@ -46,7 +46,7 @@ def test_zero_alpha_is_the_base_run_and_one_is_the_source_run(shape):
 def test_one_hot_alpha_equals_transformer_lens_single_head_patching():
     model = random_model(n_layers=2, n_heads=3)
     clean, corrupted, answers = prompt_pairs(model.cfg.d_vocab, length=7)
-    metric = LogitDiffMetric(answers, torch.full((len(clean),), clean.shape[1] - 1))
+    metric = ContrastMetric(answers, torch.full((len(clean),), clean.shape[1] - 1))
     with torch.no_grad():
         _, clean_cache = model.run_with_cache(clean)
         expected = tl_patching.get_act_patch_attn_head_out_all_pos(model, corrupted, clean_cache, metric)

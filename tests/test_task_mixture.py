@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from transformer_lens import patching as tl_patching
 
-from ioi_superpose.baselines.scorers import activation_patching
-from ioi_superpose.baselines.single_head import ContrastPatchingMetric, single_head_effects
+from ioi_superpose.baselines.single_head import single_head_effects
 from ioi_superpose.cli.train_toy import main as train_toy
 from ioi_superpose.data.answer_metrics import contrast_metric
+from ioi_superpose.engine.metric import ContrastMetric
 from ioi_superpose.engine.runs import gather_end
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import freeze, load_frozen_model
@@ -92,13 +93,24 @@ def test_bad_mixture_settings_are_refused() -> None:
         TaskMixtureDataModule(n_ctx=8).token_batch(8, seed=0)
 
 
-def test_single_head_effects_equal_the_projects_activation_patching_for_a_pair(data, model) -> None:
-    prompts = data.task_prompts("induction", "val", 12, seed=0)  # one correct and one wrong answer: a pair
-    assert prompts.batch.answer_weights is None
-    for direction in ("denoising", "noising"):
-        ours = single_head_effects(model, prompts.batch, "logit_diff", direction)
-        projects = activation_patching(model, prompts.batch.trimmed(), direction)
-        assert ours.shape == (2, 3) and torch.allclose(ours, projects, atol=1e-5)
+def test_single_head_effects_equal_transformer_lens_patching_under_the_task_metric(data, model) -> None:
+    # single_head_effects is the project's activation patching with the metric given (baselines/single_head.py);
+    # here against TransformerLens's own sweep with the probability difference computed by hand.
+    batch = data.task_prompts("greater_than", "val", 12, seed=0).batch.trimmed()
+    rows = torch.arange(len(batch))
+
+    def prob_diff(logits: torch.Tensor) -> torch.Tensor:
+        answers = logits[rows, batch.end_pos].softmax(-1).gather(-1, batch.answer_tokens)
+        return (answers * batch.weights.sign()).sum(-1).mean()
+
+    with torch.no_grad():
+        clean_logits, clean_cache = model.run_with_cache(batch.clean_tokens)
+        clean, corrupted = float(prob_diff(clean_logits)), float(prob_diff(model(batch.corrupted_tokens)))
+        expected = tl_patching.get_act_patch_attn_head_out_all_pos(
+            model, batch.corrupted_tokens, clean_cache, lambda logits: (prob_diff(logits) - corrupted) / (clean - corrupted)
+        )
+    ours = single_head_effects(model, batch, "prob_diff", "denoising")
+    assert ours.shape == (2, 3) and torch.allclose(ours, expected, atol=1e-4)
 
 
 def test_the_patching_metric_reads_0_on_the_base_run_and_1_on_the_source_run(data, model) -> None:
@@ -107,8 +119,8 @@ def test_the_patching_metric_reads_0_on_the_base_run_and_1_on_the_source_run(dat
     logits = {name: model(tokens) for name, tokens in (("clean", batch.clean_tokens), ("corrupted", batch.corrupted_tokens))}
     values = {name: float(contrast_metric("prob_diff", gather_end(value, batch.end_pos), batch.answer_tokens,
                                           batch.weights).mean()) for name, value in logits.items()}  # fmt: skip
-    metric = ContrastPatchingMetric("prob_diff", batch.answer_tokens, batch.weights, batch.end_pos,
-                                    values["corrupted"], values["clean"])  # fmt: skip
+    metric = ContrastMetric(batch.answer_tokens, batch.end_pos, values["corrupted"], values["clean"], batch.weights,
+                            "prob_diff")  # fmt: skip
     assert float(metric(logits["corrupted"])) == pytest.approx(0.0, abs=1e-4)
     assert float(metric(logits["clean"])) == pytest.approx(1.0, abs=1e-4)
     scores = task_scores(model, prompts, "prob_diff")

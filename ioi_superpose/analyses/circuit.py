@@ -33,7 +33,7 @@ from torch import Tensor
 
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.ablations import ABLATIONS, Ablation, ablation_values
-from ioi_superpose.engine.metric import logit_diff
+from ioi_superpose.engine.metric import answer_metric
 from ioi_superpose.engine.patch import HeadWeights
 from ioi_superpose.engine.runs import BaseRun, patched_end_logits
 from ioi_superpose.engine.vocabulary import Head
@@ -77,9 +77,10 @@ class _Evaluator:
         for row, kept in enumerate(kept_sets):
             for layer, head in kept:
                 ablated[row, layer, head] = 0.0
+        prompts = self.prompts
         logits = patched_end_logits(self.base, self.values, HeadWeights(ablated).to(self.model.cfg.device),
-                                    self.prompts.end_pos, self.prompts.answer_tokens)  # fmt: skip
-        return logit_diff(logits, self.prompts.answer_weights).mean(-1).tolist()
+                                    prompts.end_pos, prompts.answer_tokens, metric=prompts.metric)  # fmt: skip
+        return answer_metric(logits, self.prompts.answer_weights, self.prompts.metric).mean(-1).tolist()
 
 
 def _greedy(candidates: Sequence[Head], score_of: Any) -> tuple[float, list[Head], list[dict[str, Any]]]:

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.ablations import Ablation, ablated_reference, check_ablation
-from ioi_superpose.engine.metric import logit_diff, normalised_recovery
+from ioi_superpose.engine.metric import answer_metric, normalised_recovery
 from ioi_superpose.engine.patch import HeadWeights
 from ioi_superpose.engine.rest import Rest, check_rest, run_tokens, with_rest
 from ioi_superpose.engine.runs import BaseRun, end_logits, head_z, patched_end_logits
@@ -81,13 +81,15 @@ def patched_logit_diffs(
     subsets: Bool[Tensor, "subsets n_layers n_heads"],
     max_batch_rows: int = 16_384,
 ) -> Float[Tensor, " subsets"]:
-    """Mean logit difference at END of the corrupted run with each subset's clean z patched in."""
+    """The prompts' mean metric at END (`prompts.metric`: the logit difference, or the probability difference) of the
+    corrupted run with each subset's clean z patched in."""
     device = model.cfg.device
     answers, ends = prompts.answer_tokens.to(device), prompts.end_pos.to(device)
     source_z, _ = head_z(model, prompts.clean_tokens.to(device))
     base = BaseRun.prepare(model, prompts.corrupted_tokens.to(device))
-    logits = patched_end_logits(base, source_z, HeadWeights(subsets.float()), ends, answers, max_rows=max_batch_rows)
-    return logit_diff(logits, prompts.answer_weights).mean(-1).cpu()
+    logits = patched_end_logits(base, source_z, HeadWeights(subsets.float()), ends, answers, max_rows=max_batch_rows,
+                                metric=prompts.metric)  # fmt: skip
+    return answer_metric(logits, prompts.answer_weights, prompts.metric).mean(-1).cpu()
 
 
 @dataclass
@@ -136,8 +138,8 @@ def find_support(
     subsets = head_subsets(n_layers, n_heads, max_subset_size)
     with torch.no_grad():
         clean, corrupted = (
-            float(logit_diff(end_logits(model, tokens, prompts.end_pos, prompts.answer_tokens), prompts.answer_weights)
-                  .mean())
+            float(answer_metric(end_logits(model, tokens, prompts.end_pos, prompts.answer_tokens, prompts.metric),
+                                prompts.answer_weights, prompts.metric).mean())
             for tokens in (prompts.clean_tokens, prompts.corrupted_tokens)
         )
     if abs(clean - corrupted) < 1e-6:
@@ -227,26 +229,26 @@ def subset_effects(
     feature = prompts.name or "prompts"
     if check_ablation(ablation, direction, rest) != "corrupted":
         reference = ablated_reference(model, batch, ablation, seed=seed)
-        base_ld = float(reference.logit_diff(reference.base_answer_logits).mean())
-        source_ld = float(reference.logit_diff(reference.source_answer_logits).mean())
+        base_ld = float(reference.measure(reference.base_answer_logits).mean())
+        source_ld = float(reference.measure(reference.source_answer_logits).mean())
         if abs(source_ld - base_ld) < 1e-6:
             raise ValueError(f"{feature}: ablating every head ({ablation}) leaves the logit difference unchanged")
         run = BaseRun.prepare(model, batch.clean_tokens)
         logits = patched_end_logits(run, reference.source_z, HeadWeights(subsets.float()), ends, answers,
-                                    max_rows=max_batch_rows)  # fmt: skip
-        return normalised_recovery(reference.logit_diff(logits).mean(-1), base_ld, source_ld).cpu()
-    weights = batch.answer_weights
+                                    max_rows=max_batch_rows, metric=batch.metric)  # fmt: skip
+        return normalised_recovery(reference.measure(logits).mean(-1), base_ld, source_ld).cpu()
+    weights, metric = batch.answer_weights, batch.metric
     clean, corrupted = batch.clean_tokens, batch.corrupted_tokens
     base_tokens, source_tokens = (corrupted, clean) if direction == "denoising" else (clean, corrupted)
     recorded_z, _ = head_z(model, source_tokens if check_rest(rest) == "free" else base_tokens)
-    base_ld = float(logit_diff(end_logits(model, base_tokens, ends, answers), weights).mean())
-    source_ld = float(logit_diff(end_logits(model, source_tokens, ends, answers), weights).mean())
+    base_ld = float(answer_metric(end_logits(model, base_tokens, ends, answers, metric), weights, metric).mean())
+    source_ld = float(answer_metric(end_logits(model, source_tokens, ends, answers, metric), weights, metric).mean())
     if abs(source_ld - base_ld) < 1e-6:
         raise ValueError(f"feature {feature}: clean and corrupted runs have the same logit difference")
     run = BaseRun.prepare(model, run_tokens(base_tokens, source_tokens, rest))
     variants = with_rest(HeadWeights(subsets.float()), rest)
-    logits = patched_end_logits(run, recorded_z, variants, ends, answers, max_rows=max_batch_rows)
-    return normalised_recovery(logit_diff(logits, weights).mean(-1), base_ld, source_ld).cpu()
+    logits = patched_end_logits(run, recorded_z, variants, ends, answers, max_rows=max_batch_rows, metric=metric)
+    return normalised_recovery(answer_metric(logits, weights, metric).mean(-1), base_ld, source_ld).cpu()
 
 
 def search_subsets(

@@ -238,9 +238,9 @@ def max_activating_examples(
             for start in range(0, len(part.prompts), batch_size):
                 batch = part.prompts[start : start + batch_size].trimmed().to(fitted.device)
                 reference = fitted.reference(batch)
-                patched = reference.logit_diff(fitted.answer_logits(batch, reference)).cpu()
-                clean, corrupted = (reference.logit_diff(logits).cpu() for logits in reference.clean_and_corrupted())
-                base = reference.logit_diff(reference.base_answer_logits).cpu()
+                patched = reference.measure(fitted.answer_logits(batch, reference)).cpu()
+                clean, corrupted = (reference.measure(logits).cpu() for logits in reference.clean_and_corrupted())
+                base = reference.measure(reference.base_answer_logits).cpu()
                 recovery = normalised_recovery(patched, corrupted, clean)
                 for offset in range(len(batch)):
                     row = start + offset

@@ -23,6 +23,6 @@ def per_prompt_recoveries(
         reference = fitted.reference(batch)
         patched = fitted.answer_logits(batch, reference)
         clean, corrupted = reference.clean_and_corrupted()
-        diffs = [reference.logit_diff(logits) for logits in (patched, corrupted, clean)]
+        diffs = [reference.measure(logits) for logits in (patched, corrupted, clean)]
         values.append(normalised_recovery(*diffs).cpu())
     return torch.cat(values)

@@ -56,7 +56,7 @@ from ioi_superpose.combinations import LearnedFamily
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.roles import batch_roles
 from ioi_superpose.engine.fast_forward import Runner
-from ioi_superpose.engine.metric import logit_diff
+from ioi_superpose.engine.metric import answer_metric
 from ioi_superpose.engine.rest import Rest, check_rest, run_tokens, with_rest
 from ioi_superpose.engine.runs import DEFAULT_MAX_ROWS, BaseRun, patched_end_logits, reference_runs
 from ioi_superpose.engine.vocabulary import Direction, base_and_source
@@ -131,14 +131,14 @@ class MaskEffects:
             batch = batch.to(device)
             reference = reference_runs(
                 model, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens, direction,
-                runner=runner, rest=rest, answer_weights=batch.answer_weights,
+                runner=runner, rest=rest, answer_weights=batch.answer_weights, metric=batch.metric,
             )  # fmt: skip
             base_tokens, source_tokens = base_and_source(batch.clean_tokens, batch.corrupted_tokens, direction)
             # Prefixes: a chunk of variants that leaves the first layers alone starts at its first changed layer.
             run = BaseRun.prepare(model, run_tokens(base_tokens, source_tokens, rest), prefixes=True)
             self.prepared.append((batch, reference.source_z, run, batch_roles(batch)))
-            base_sum += float(reference.logit_diff(reference.base_answer_logits).sum())
-            source_sum += float(reference.logit_diff(reference.source_answer_logits).sum())
+            base_sum += float(reference.measure(reference.base_answer_logits).sum())
+            source_sum += float(reference.measure(reference.source_answer_logits).sum())
         self.n_prompts = sum(len(batch) for batch, *_ in self.prepared)
         self.base_sum, self.denominator = base_sum, source_sum - base_sum
         if abs(self.denominator) < 1e-9:
@@ -151,8 +151,8 @@ class MaskEffects:
             fixed = self.family.fixed(self.family.mask_weights(masks.to(recorded_z.device)))
             variants = with_rest(fixed, self.rest)
             logits = patched_end_logits(run, recorded_z, variants, batch.end_pos, batch.answer_tokens, roles=roles,
-                                        max_rows=self.max_rows, runner=self.runner)  # fmt: skip
-            total = logit_diff(logits, batch.answer_weights).sum(-1)
+                                        max_rows=self.max_rows, runner=self.runner, metric=batch.metric)  # fmt: skip
+            total = answer_metric(logits, batch.answer_weights, batch.metric).sum(-1)
             patched_sum = total if patched_sum is None else patched_sum + total
         self.rows += masks.shape[0] * self.n_prompts
         self.evaluations += masks.shape[0]

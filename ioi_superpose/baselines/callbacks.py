@@ -26,6 +26,7 @@ from ioi_superpose.baselines.compute import (
     compute_baselines,
 )
 from ioi_superpose.baselines.figures import baseline_figures
+from ioi_superpose.baselines.logit_attribution import check_linear_metric
 from ioi_superpose.baselines.path_patching import check_receivers
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.datamodule import IOIDataModule
@@ -45,11 +46,15 @@ class Baselines(L.Callback):
         """The results of the last fit start (None before it, and on ranks other than 0)."""
 
     def setup(self, trainer: L.Trainer, pl_module: Fits, stage: str) -> None:
-        """Settings that depend on the model (path patching's receivers) are checked here, before any step."""
+        """Settings that depend on the model (path patching's receivers) or the task's metric (direct logit attribution
+        needs the logit difference) are checked here, before any step."""
         cfg = pl_module.fitted().model.cfg
+        task = getattr(trainer.datamodule, "task", None)  # TaskDataModule's; IOIDataModule has none: IOI
         for spec in self.specs:
             if isinstance(spec, ScoreSpec) and "receivers" in spec.options:
                 check_receivers(spec.options["receivers"], cfg.n_layers, cfg.n_heads)
+            if isinstance(spec, ScoreSpec) and spec.name == "direct_logit_attribution" and task is not None:
+                check_linear_metric(task.metric)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: Fits) -> None:
         if not trainer.is_global_zero:

@@ -24,8 +24,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from ioi_superpose.data.answer_metrics import answer_values
 from ioi_superpose.data.batch import ContrastBatch
-from ioi_superpose.engine.metric import logit_diff
+from ioi_superpose.engine.metric import answer_metric
 from ioi_superpose.engine.patch import HeadWeights
 from ioi_superpose.engine.runs import BaseRun, capture, end_logits, head_z, patched_end_logits, unembed_at_end
 from ioi_superpose.engine.vocabulary import Direction, Head, base_and_source, check_direction, hook_name, z_names
@@ -66,7 +67,8 @@ def eap_ig_scores(
     """EAP-IG score of every head: an estimate of the change in M when the head's z is patched from the
     base run to the source run, every position at once.
 
-    M is the mean over prompts of the logit difference (correct − incorrect) at END, divided, when
+    M is the mean over prompts of the task's metric at END (`batch.metric`: the logit difference correct − incorrect,
+    or the probability difference), divided, when
     `normalise`, by M(source run) − M(base run) (so scores are in units of the base → source gap, like the
     project's activation-patching effects). With α_j the points of `interpolation_points(steps, endpoint)`:
 
@@ -111,13 +113,13 @@ def eap_ig_scores(
         gap = 1.0
         if normalise:
             base_m, source_m = (
-                float(_mean_logit_diff(end_logits(model, tokens, batch.end_pos, batch.answer_tokens), batch))
+                float(_mean_metric(end_logits(model, tokens, batch.end_pos, batch.answer_tokens, batch.metric), batch))
                 for tokens in (base_tokens, source_tokens)
             )
             gap = source_m - base_m
             if abs(gap) < 1e-6:
                 raise ConfigError(
-                    "The source and base runs have the same mean logit difference: a normalised EAP-IG score is "
+                    f"The source and base runs have the same mean {batch.metric}: a normalised EAP-IG score is "
                     "undefined. Pass normalise=False, or prompts whose clean and corrupted answers differ."
                 )
     total = torch.zeros(n_layers, model.cfg.n_heads, device=device)
@@ -129,18 +131,18 @@ def eap_ig_scores(
     return (total / (len(points) * gap)).detach()
 
 
-def _mean_logit_diff(answer_logits: Float[Tensor, "batch k"], batch: ContrastBatch) -> Float[Tensor, ""]:
-    """The batch's mean logit difference (its answer weights: `engine.metric.logit_diff`)."""
-    return logit_diff(answer_logits, batch.answer_weights).mean()
+def _mean_metric(answer_values: Float[Tensor, "batch k"], batch: ContrastBatch) -> Float[Tensor, ""]:
+    """The batch's mean metric of its answer values at END (its weights and metric: `engine.metric.answer_metric`)."""
+    return answer_metric(answer_values, batch.answer_weights, batch.metric).mean()
 
 
 def _metric_with_hooks(
     model: HookedTransformer, batch: ContrastBatch, tokens: Int[Tensor, "batch pos"], hooks: list
 ) -> Float[Tensor, ""]:
-    """Mean logit difference at END of a forward of `tokens` with `hooks` (under grad)."""
+    """The batch's mean metric at END of a forward of `tokens` with `hooks` (under grad)."""
     with model.hooks(fwd_hooks=hooks):
         final = model(tokens, stop_at_layer=model.cfg.n_layers)
-    return _mean_logit_diff(unembed_at_end(model, final, batch.end_pos, batch.answer_tokens), batch)
+    return _mean_metric(unembed_at_end(model, final, batch.end_pos, batch.answer_tokens, batch.metric), batch)
 
 
 def _inputs_step(
@@ -269,7 +271,8 @@ def acdc(
 
     - "kl" (auto-circuit's default `faithfulness_target="kl_div"`): mean over prompts of
       KL(p_source ‖ p_circuit) of the full next-token distributions at END, in nats;
-    - "logit_diff": |M(circuit) − M(source)| / |M(source) − M(base)|, M the mean logit difference at END.
+    - "logit_diff": |M(circuit) − M(source)| / |M(source) − M(base)|, M the mean of the task's metric at END (the
+      logit difference, or for a `prob_diff` task the probability difference: `batch.metric`).
 
     With tau = 0 only removals that change nothing (or lower the metric) stick; a tau above every increase
     removes every head.
@@ -325,15 +328,17 @@ def _acdc_metric(
                          / logits.shape[0])  # fmt: skip
 
         return kl
-    source_m = float(_mean_logit_diff(source_logits.gather(-1, answers), batch))
-    base_m = float(_mean_logit_diff(end_logits(model, base_tokens, batch.end_pos, answers), batch))
+    source_m = float(_mean_metric(answer_values(batch.metric, source_logits, answers), batch))
+    base_m = float(_mean_metric(end_logits(model, base_tokens, batch.end_pos, answers, batch.metric), batch))
     if abs(source_m - base_m) < 1e-6:
         raise ConfigError(
-            "ACDC with metric='logit_diff' needs source and base runs whose mean logit differences differ."
+            f"ACDC with metric='logit_diff' needs source and base runs whose mean {batch.metric} differ."
         )
 
     def normalised_change(logits: Tensor) -> float:
-        return abs(float(_mean_logit_diff(logits.gather(-1, answers), batch)) - source_m) / abs(source_m - base_m)
+        return abs(float(_mean_metric(answer_values(batch.metric, logits, answers), batch)) - source_m) / abs(
+            source_m - base_m
+        )
 
     return normalised_change
 

@@ -190,7 +190,7 @@ def head_scores(
         return HeadScores(spec.name, title, effect, {"pearson_with_exact_patching": agreement}, **what)
     if spec.name == "direct_logit_attribution":
         result = direct_logit_attribution(
-            model, batch.clean_tokens, batch.answer_tokens, batch.end_pos, batch.answer_weights
+            model, batch.clean_tokens, batch.answer_tokens, batch.end_pos, batch.answer_weights, batch.metric
         )
         extras = {"logit_diff": result.logit_diff,
                   "per_component": dict(zip(result.decomposed_labels, result.decomposed.tolist()))}  # fmt: skip

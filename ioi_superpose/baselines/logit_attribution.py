@@ -14,7 +14,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ioi_superpose.data.answer_metrics import MetricName
 from ioi_superpose.engine.metric import gather_end, logit_diff
+from ioi_superpose.errors import ConfigError
 from ioi_superpose.models import HookedTransformer
 
 
@@ -34,6 +36,17 @@ class LogitAttribution:
     """The model's actual mean logit difference; equals decomposed.sum() + constant."""
 
 
+def check_linear_metric(metric: MetricName) -> None:
+    """Direct logit attribution decomposes a metric linear in the logits: refuse any other (docs/tasks.md)."""
+    if metric != "logit_diff":
+        raise ConfigError(
+            f"Direct logit attribution decomposes the logit difference, which is linear in the residual stream at END; "
+            f"this task measures {metric}, which is not (the softmax's normaliser mixes every component), so its "
+            "parts would not add up to it. Leave out the DirectLogitAttribution baseline for this task, or measure "
+            "the same prompts by the logit difference (--data.task file with metric logit_diff)."
+        )
+
+
 @torch.no_grad()
 def direct_logit_attribution(
     model: HookedTransformer,
@@ -41,9 +54,16 @@ def direct_logit_attribution(
     answer_tokens: Int[Tensor, "batch k"],
     end_positions: Int[Tensor, " batch"],
     answer_weights: Float[Tensor, "batch k"] | None = None,
+    metric: MetricName = "logit_diff",
 ) -> LogitAttribution:
     """Mean over prompts of each component's direct effect on the logit difference at END: correct − incorrect,
-    or with answer sets Σ weights · logits (`answer_weights`, `engine.metric.logit_diff`)."""
+    or with answer sets Σ weights · logits (`answer_weights`, `engine.metric.logit_diff`).
+
+    Refused for a `prob_diff` task (`check_linear_metric`): the decomposition is exact because the logit difference
+    is linear in the final residual stream; a probability difference is not (its softmax normaliser mixes every
+    component's contribution), so the per-component parts would not sum to it.
+    """
+    check_linear_metric(metric)
     logits, cache = model.run_with_cache(tokens)
     rows = torch.arange(tokens.shape[0], device=tokens.device)
     if answer_weights is None:

@@ -22,7 +22,7 @@ from ioi_superpose.baselines.logit_attribution import direct_logit_attribution
 from ioi_superpose.baselines.path_patching import path_patch_sweep
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.ablations import Ablation, ablated_reference, check_ablation
-from ioi_superpose.engine.metric import LogitDiffMetric
+from ioi_superpose.engine.metric import ContrastMetric
 from ioi_superpose.engine.patch import HeadWeights
 from ioi_superpose.engine.rest import Rest, check_rest, run_tokens, with_rest
 from ioi_superpose.engine.runs import BaseRun, Reference, patched_end_logits, reference_runs
@@ -30,28 +30,28 @@ from ioi_superpose.engine.vocabulary import Direction, base_and_source, hook_nam
 from ioi_superpose.models import HookedTransformer
 
 
-def patching_metric(model: HookedTransformer, batch: ContrastBatch, direction: Direction) -> LogitDiffMetric:
+def patching_metric(model: HookedTransformer, batch: ContrastBatch, direction: Direction) -> ContrastMetric:
     """Normalised logit difference at END: 0 = the base run, 1 = the source run."""
     reference = reference_runs(
         model, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens, direction,
-        answer_weights=batch.answer_weights,
+        answer_weights=batch.answer_weights, metric=batch.metric,
     )
     return metric_of(batch, reference)
 
 
-def metric_of(batch: ContrastBatch, reference: Reference) -> LogitDiffMetric:
+def metric_of(batch: ContrastBatch, reference: Reference) -> ContrastMetric:
     """The batch's patching metric normalised between `reference`'s base (0) and source (1) runs."""
-    base = float(reference.logit_diff(reference.base_answer_logits).mean())
-    source = float(reference.logit_diff(reference.source_answer_logits).mean())
-    return LogitDiffMetric(batch.answer_tokens, batch.end_pos, corrupted_value=base, clean_value=source,
-                           answer_weights=batch.answer_weights)  # fmt: skip
+    base = float(reference.measure(reference.base_answer_logits).mean())
+    source = float(reference.measure(reference.source_answer_logits).mean())
+    return ContrastMetric(batch.answer_tokens, batch.end_pos, corrupted_value=base, clean_value=source,
+                          answer_weights=batch.answer_weights, metric=batch.metric)  # fmt: skip
 
 
 def activation_patching(
     model: HookedTransformer,
     batch: ContrastBatch,
     direction: Direction,
-    metric: LogitDiffMetric | None = None,
+    metric: ContrastMetric | None = None,
     *,
     ablation: Ablation = "corrupted",
     rest: Rest = "free",
@@ -83,19 +83,21 @@ def _single_head_circuits(
 ) -> Float[Tensor, "layer head"]:
     """One folded run of every one-head circuit (`FrozenRest` of the one-hot head weights)."""
     reference = reference_runs(model, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens,
-                               direction, rest="frozen", answer_weights=batch.answer_weights)  # fmt: skip
+                               direction, rest="frozen", answer_weights=batch.answer_weights,
+                               metric=batch.metric)  # fmt: skip
     base_tokens, source_tokens = base_and_source(batch.clean_tokens, batch.corrupted_tokens, direction)
     run = BaseRun.prepare(model, run_tokens(base_tokens, source_tokens, "frozen"))
     n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     variants = with_rest(HeadWeights.single_heads(n_layers, n_heads), "frozen")
-    logits = patched_end_logits(run, reference.source_z, variants, batch.end_pos, batch.answer_tokens)
-    base = float(reference.logit_diff(reference.base_answer_logits).mean())
-    source = float(reference.logit_diff(reference.source_answer_logits).mean())
-    return ((reference.logit_diff(logits).mean(-1) - base) / (source - base)).view(n_layers, n_heads)
+    logits = patched_end_logits(run, reference.source_z, variants, batch.end_pos, batch.answer_tokens,
+                                metric=batch.metric)  # fmt: skip
+    base = float(reference.measure(reference.base_answer_logits).mean())
+    source = float(reference.measure(reference.source_answer_logits).mean())
+    return ((reference.measure(logits).mean(-1) - base) / (source - base)).view(n_layers, n_heads)
 
 
 def attribution_patching(
-    model: HookedTransformer, batch: ContrastBatch, direction: Direction, metric: LogitDiffMetric | None = None
+    model: HookedTransformer, batch: ContrastBatch, direction: Direction, metric: ContrastMetric | None = None
 ) -> Float[Tensor, "layer head"]:
     """Attribution patching: one forward and one backward for all heads (the linear estimate of the above)."""
     base_tokens, source_tokens = base_and_source(batch.clean_tokens, batch.corrupted_tokens, direction)
@@ -123,7 +125,7 @@ def direct_logit_attribution_of_heads(
 ) -> Float[Tensor, "layer head"]:
     """Each head's direct contribution to the clean logit difference at END (the direction does not apply)."""
     return direct_logit_attribution(
-        model, batch.clean_tokens, batch.answer_tokens, batch.end_pos, batch.answer_weights
+        model, batch.clean_tokens, batch.answer_tokens, batch.end_pos, batch.answer_weights, batch.metric
     ).heads
 
 

@@ -7,7 +7,7 @@ is one patched forward (one entry of a sweep), folded into the batch by `runs.Ba
 `b` of variant `v`), chunked to at most `max_batch` rows.
 
 Why it is fast: every variant patched at layer L shares the base run's residual stream before L, so its forward starts
-at L from that cached prefix; variants run as one batch; metric values stay on the device; with a `LogitDiffMetric`
+at L from that cached prefix; variants run as one batch; metric values stay on the device; with a `ContrastMetric`
 only the two answer logits at END are unembedded.
 """
 
@@ -22,7 +22,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from ioi_superpose.engine.metric import LogitDiffMetric
+from ioi_superpose.engine.metric import ContrastMetric
 from ioi_superpose.engine.runs import (
     DEFAULT_MAX_ROWS,
     BaseRun,
@@ -76,8 +76,9 @@ def source_activations(
 
 
 def _uses_answer_logits(model: HookedTransformer, metric: Metric) -> bool:
-    """LogitDiffMetric reads two logits at END: skip the full unembedding when the model allows it."""
-    return isinstance(metric, LogitDiffMetric) and getattr(model.cfg, "output_logits_soft_cap", -1.0) <= 0
+    """ContrastMetric reads the answer values at END (`engine.runs.unembed_residual`): skip the full unembedding at
+    every position when the model allows it."""
+    return isinstance(metric, ContrastMetric) and getattr(model.cfg, "output_logits_soft_cap", -1.0) <= 0
 
 
 def evaluate(
@@ -85,13 +86,13 @@ def evaluate(
 ) -> Float[Tensor, " variants"]:
     """Finish a folded forward from layer `start` and return the metric per variant."""
     if _uses_answer_logits(run.model, metric):
-        assert isinstance(metric, LogitDiffMetric)
+        assert isinstance(metric, ContrastMetric)
         if metric.answer_tokens.shape[0] != run.batch:
             raise ValueError(
                 f"metric.answer_tokens has shape {tuple(metric.answer_tokens.shape)} but the tokens have "
                 f"batch {run.batch}"
             )
-        answers = run.end_logits(resid, start, hooks, metric.end_positions, metric.answer_tokens)
+        answers = run.end_logits(resid, start, hooks, metric.end_positions, metric.answer_tokens, metric=metric.metric)
         return metric.from_answer_logits(answers).float()
     logits = run.run(resid, start, hooks, full_logits=True)
     # A generic metric is a black box on [batch, pos, vocab]: call it once per variant on its slice.

@@ -78,8 +78,8 @@ def top_k_curves(
     for set_name, batch in batches.items():
         batch = batch.to(model.cfg.device)
         reference = notion_reference(model, batch, direction, rest, ablation)
-        clean, corrupted = (float(reference.logit_diff(logits).mean()) for logits in reference.clean_and_corrupted())
-        if has_gap(clean, corrupted):
+        clean, corrupted = (float(reference.measure(logits).mean()) for logits in reference.clean_and_corrupted())
+        if has_gap(clean, corrupted, reference.metric):
             recoveries = recovery_of(model, batch, unique, direction, rest, reference=reference)
             values: list[float | None] = recoveries[inverse].tolist()
         else:

@@ -171,7 +171,8 @@ class SuperposeCLI(OneLineParseErrors, CheckedCLI):
         """Per evaluation set, the named figures (Lightning's unnamed per-dataloader tables are off)."""
         if self.trainer.is_global_zero:
             metrics = {key: float(value) for key, value in self.trainer.callback_metrics.items()}
-            print(evaluation_table(metrics, stage, stage_set_names(stage, self.datamodule.test_set_names)))
+            print(evaluation_table(metrics, stage, stage_set_names(stage, self.datamodule.test_set_names),
+                                   self.datamodule.task.metric))  # fmt: skip
             if self.trainer.log_dir:
                 print(f"  {'logged to':<15} {self.trainer.log_dir}")
 
@@ -276,7 +277,7 @@ def _write_results(
     steps = trainer.global_step if model.steps_trained is None else model.steps_trained  # a batched member: its group's
     summary = build_summary(
         fitted, val_metrics, test_metrics, datamodule.test_set_names, config, baselines, per_prompt, steps=steps,
-        after=after,
+        after=after, metric=datamodule.task.metric,
     )  # fmt: skip
     for set_name, figure in pareto_figures([summary]).items():  # this run's point on every set's front
         log_figure(trainer, f"pareto/{set_name}", figure)

@@ -6,6 +6,9 @@
 - `prob_diff`: the probability of the correct set − that of the incorrect set, Σ sign(weight) · softmax(logits)
   over the whole vocabulary at END. Greater-than's metric (Hanna et al. 2023): P(year > YY) − P(year ≤ YY).
 
+What a metric reads per answer token is `answer_values` (the logit, or the log-probability); `metric_of_values`
+makes the metric of them. Every method reads and measures through these two (docs/tasks.md).
+
 Recovery is normalised over either one as today: (patched − corrupted) / (clean − corrupted).
 """
 
@@ -13,7 +16,6 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
@@ -36,6 +38,32 @@ def answer_logit_diff(
     return (answer_logits * weights.to(answer_logits)).sum(-1)
 
 
+def answer_values(
+    metric: MetricName, end_logits: Float[Tensor, "*variants batch vocab"], answer_tokens: Int[Tensor, "batch k"]
+) -> Float[Tensor, "*variants batch k"]:
+    """What the metric reads of each answer token from the whole vocabulary's logits at END: its logit
+    (`logit_diff`), or its log-probability, logit − logsumexp over the vocabulary (`prob_diff`).
+
+    The engine reads these per prompt (`engine.runs.unembed_residual`); `metric_of_values` turns them into the
+    metric, so a patched run, its reference runs and every baseline measure a task the same way.
+    """
+    index = answer_tokens.to(end_logits.device).expand(*end_logits.shape[:-1], answer_tokens.shape[-1])
+    if check_metric(metric) == "prob_diff":
+        return end_logits.float().log_softmax(-1).gather(-1, index)
+    return end_logits.gather(-1, index)
+
+
+def metric_of_values(
+    metric: MetricName, answer_values: Float[Tensor, "*variants batch k"], weights: Float[Tensor, "batch k"]
+) -> Float[Tensor, "*variants batch"]:
+    """The task's metric per prompt from `answer_values`: Σ weights · logits (`logit_diff`), or
+    Σ sign(weight) · exp(log-probability), P(correct set) − P(incorrect set) (`prob_diff`; padding, weight 0,
+    counts 0)."""
+    if check_metric(metric) == "prob_diff":
+        return (answer_values.exp() * weights.to(answer_values).sign()).sum(-1)
+    return answer_logit_diff(answer_values, weights)
+
+
 def answer_prob_diff(
     end_logits: Float[Tensor, "*variants batch vocab"],
     answer_tokens: Int[Tensor, "batch k"],
@@ -45,9 +73,7 @@ def answer_prob_diff(
 
     Needs the whole vocabulary's logits (the softmax's normaliser); padding answers (weight 0) count 0.
     """
-    probabilities = torch.softmax(end_logits.float(), dim=-1)
-    index = answer_tokens.to(end_logits.device).expand(*end_logits.shape[:-1], answer_tokens.shape[-1])
-    return (probabilities.gather(-1, index) * weights.to(probabilities).sign()).sum(-1)
+    return contrast_metric("prob_diff", end_logits, answer_tokens, weights)
 
 
 def contrast_metric(
@@ -57,10 +83,7 @@ def contrast_metric(
     weights: Float[Tensor, "batch k"],
 ) -> Float[Tensor, "*variants batch"]:
     """The task's metric per prompt from the whole vocabulary's logits at END."""
-    if check_metric(metric) == "prob_diff":
-        return answer_prob_diff(end_logits, answer_tokens, weights)
-    index = answer_tokens.to(end_logits.device).expand(*end_logits.shape[:-1], answer_tokens.shape[-1])
-    return answer_logit_diff(end_logits.gather(-1, index), weights)
+    return metric_of_values(metric, answer_values(metric, end_logits, answer_tokens), weights)
 
 
 def set_weights(n_correct: int, n_incorrect: int, width: int) -> list[float]:

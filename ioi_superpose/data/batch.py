@@ -10,6 +10,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ioi_superpose.data.answer_metrics import MetricName, check_metric
 from ioi_superpose.errors import ConfigError
 
 B = TypeVar("B", bound="ContrastBatch")
@@ -37,8 +38,11 @@ class ContrastBatch:
     """Weight of each answer token (see the class docstring); None: the pair (correct, incorrect), (+1, −1)."""
     name: str = field(default="", kw_only=True)
     """What the prompts are of, for records and messages (a toy task's feature, a benchmark split); may be empty."""
+    metric: MetricName = field(default="logit_diff", kw_only=True)
+    """The task's metric (`data.answer_metrics`): what every method reads at END and measures these prompts by."""
 
     def __post_init__(self) -> None:
+        check_metric(self.metric)
         if self.clean_tokens.shape != self.corrupted_tokens.shape:
             raise ConfigError(
                 f"Clean tokens {tuple(self.clean_tokens.shape)} and corrupted tokens "
@@ -67,8 +71,8 @@ class ContrastBatch:
         return self.clean_tokens.shape[0]
 
     def tensors(self) -> dict[str, Tensor | None]:
-        """Every per-prompt field (all but `name`) by field name; None where an optional one is unset."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "name"}
+        """Every per-prompt field (all but `name` and `metric`) by field name; None where an optional one is unset."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("name", "metric")}
 
     def __getitem__(self: B, index: int | slice | Tensor) -> B:
         return replace(self, **{name: None if v is None else v[index] for name, v in self.tensors().items()})

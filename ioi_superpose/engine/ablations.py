@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ioi_superpose.data.answer_metrics import answer_values
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.roles import ROLES, batch_roles
 from ioi_superpose.engine.patch import HeadWeights
@@ -139,14 +140,14 @@ def ablated_reference(
     every_head = HeadWeights(torch.ones(1, cfg.n_layers, cfg.n_heads)).to(cfg.device)
     base = BaseRun.prepare(model, batch.clean_tokens, prefixes=False)
     source_logits = patched_end_logits(base, values, every_head, batch.end_pos, None)[0]  # [batch, vocab]
-    answers = batch.answer_tokens.to(source_logits.device)
     return Reference(
         direction="noising",
         source_z=values,
-        source_answer_logits=source_logits.gather(-1, answers),
-        base_answer_logits=end_logits(model, batch.clean_tokens, batch.end_pos, batch.answer_tokens),
+        source_answer_logits=answer_values(batch.metric, source_logits, batch.answer_tokens),
+        base_answer_logits=end_logits(model, batch.clean_tokens, batch.end_pos, batch.answer_tokens, batch.metric),
         source_log_probs=source_logits.log_softmax(-1) if full_vocab else None,
         answer_weights=batch.answer_weights,
+        metric=batch.metric,
     )
 
 
@@ -163,4 +164,4 @@ def notion_reference(
     if check_ablation(ablation, direction, rest) != "corrupted":
         return ablated_reference(model, batch, ablation)
     return reference_runs(model, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens,
-                          direction, rest=rest, answer_weights=batch.answer_weights)  # fmt: skip
+                          direction, rest=rest, answer_weights=batch.answer_weights, metric=batch.metric)  # fmt: skip

@@ -20,11 +20,12 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ioi_superpose.data.answer_metrics import MetricName, answer_values
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.roles import batch_roles
 from ioi_superpose.engine import fast_forward
 from ioi_superpose.engine.fast_forward import Runner
-from ioi_superpose.engine.metric import gather_end, logit_diff, normalised_recovery
+from ioi_superpose.engine.metric import answer_metric, gather_end, normalised_recovery
 from ioi_superpose.engine.patch import Combination, HeadWeights, ZFunction
 from ioi_superpose.engine.rest import Rest, check_rest, run_tokens, with_rest
 from ioi_superpose.engine.vocabulary import (
@@ -52,34 +53,43 @@ def unembed_at_end(
     final_residual: Float[Tensor, "batch pos d_model"],
     end_positions: Int[Tensor, " batch"],
     vocab_index: Int[Tensor, "batch k"] | None = None,
+    metric: MetricName = "logit_diff",
 ) -> Float[Tensor, "batch k"]:
-    """Logits at END only, for the `vocab_index` tokens only (the whole vocabulary when None).
+    """Logits at END only, for the `vocab_index` tokens only (the whole vocabulary when None); with `vocab_index`,
+    what `metric` reads of them (`unembed_residual`).
 
     Unembedding every position over 50k tokens costs about a third of a GPT-2-small forward; the
     metrics read two logits per prompt.
     """
-    return unembed_residual(model, gather_end(final_residual, end_positions), vocab_index)
+    return unembed_residual(model, gather_end(final_residual, end_positions), vocab_index, metric)
 
 
 def unembed_residual(
     model: HookedTransformer,
     residual: Float[Tensor, "batch d_model"],
     vocab_index: Int[Tensor, "batch k"] | None = None,
+    metric: MetricName = "logit_diff",
 ) -> Float[Tensor, "batch k"]:
-    """`ln_final` and the unembedding of one residual vector per prompt (the `vocab_index` tokens, or all)."""
+    """`ln_final` and the unembedding of one residual vector per prompt: the whole vocabulary's logits, or for the
+    answer tokens `vocab_index` what the task's `metric` reads of them (`data.answer_metrics.answer_values`): their
+    logits (`logit_diff`, only those columns unembedded), or their log-probabilities (`prob_diff`, whose normaliser
+    needs every logit). This is where the engine reads every run it measures."""
     if hasattr(model, "ln_final"):  # models without normalisation have none
         residual = model.ln_final(residual[:, None, :])[:, 0, :]
     if vocab_index is None:
         return residual @ model.W_U + model.b_U
+    if metric != "logit_diff":
+        return answer_values(metric, residual @ model.W_U + model.b_U, vocab_index)
     vocab_index = vocab_index.to(residual.device)
     unembed_columns = model.W_U.T[vocab_index]  # [batch, k, d_model]
     return torch.einsum("bd,bkd->bk", residual, unembed_columns) + model.b_U[vocab_index]
 
 
-def check_token_ids(model: HookedTransformer, tokens: Tensor, name: str) -> None:
-    """Token ids must index the model's vocabulary (an embedding lookup would raise IndexError), and the prompts fit
-    its context (positional embeddings past `n_ctx` do not exist)."""
-    if tokens.dim() == 2 and tokens.shape[1] > model.cfg.n_ctx:
+def check_token_ids(model: HookedTransformer, tokens: Tensor, name: str, prompts: bool = True) -> None:
+    """Token ids must index the model's vocabulary (an embedding lookup would raise IndexError), and prompts
+    (`prompts`; not answer sets, [batch, k], which may be wider than the context) fit its context (positional
+    embeddings past `n_ctx` do not exist)."""
+    if prompts and tokens.dim() == 2 and tokens.shape[1] > model.cfg.n_ctx:
         raise ConfigError(
             f"{name} are {tokens.shape[1]} tokens long, more than the model's context of {model.cfg.n_ctx}: use "
             "shorter prompts (a task's length option, or leave out its long off-distribution set)."
@@ -179,8 +189,10 @@ class BaseRun:
         end_positions: Int[Tensor, " batch"],
         vocab_index: Int[Tensor, "batch k"] | None = None,
         runner: Runner = "auto",
+        metric: MetricName = "logit_diff",
     ) -> Float[Tensor, "variants batch k"]:
-        """Finish a folded forward from layer `start`; logits at END (the `vocab_index` tokens, or all).
+        """Finish a folded forward from layer `start`; logits at END (the whole vocabulary), or what `metric` reads of
+        the `vocab_index` tokens (`unembed_residual`).
 
         When every hook is on `hook_z`, `runner` ("auto" by default, see `fast_forward`) may run them on
         the fast runner, which calls each hook function where TransformerLens would; other hooks always
@@ -195,9 +207,9 @@ class BaseRun:
                 self.model, resid, start, ends, self._z_function(hooks),
                 fold(self.shortformer_pos_embed, variants), fold(self.attention_mask, variants),
             )  # fmt: skip
-            return unembed_residual(self.model, final, index).view(variants, self.batch, -1)
+            return unembed_residual(self.model, final, index, metric).view(variants, self.batch, -1)
         final = self.run(resid, start, hooks)
-        return unembed_at_end(self.model, final, ends, index).view(variants, self.batch, -1)
+        return unembed_at_end(self.model, final, ends, index, metric).view(variants, self.batch, -1)
 
     def z_patched_end_logits(
         self,
@@ -207,6 +219,7 @@ class BaseRun:
         end_positions: Int[Tensor, " batch"],
         vocab_index: Int[Tensor, "batch k"] | None = None,
         runner: Runner = "auto",
+        metric: MetricName = "logit_diff",
     ) -> Float[Tensor, "variants batch k"]:
         """`end_logits` with every layer's z from `start` on replaced by `z_fn(layer, z)`: the fast runner calls
         it directly; the TransformerLens runner gets it as `hook_z` hooks, made here once."""
@@ -216,9 +229,10 @@ class BaseRun:
                 self.model, resid, start, fold(end_positions, variants), z_fn,
                 fold(self.shortformer_pos_embed, variants), fold(self.attention_mask, variants),
             )  # fmt: skip
-            return unembed_residual(self.model, final, fold(vocab_index, variants)).view(variants, self.batch, -1)
+            index = fold(vocab_index, variants)
+            return unembed_residual(self.model, final, index, metric).view(variants, self.batch, -1)
         hooks = [(hook_name("z", layer), _z_hook(z_fn, layer)) for layer in range(start, self.model.cfg.n_layers)]
-        return self.end_logits(resid, start, hooks, end_positions, vocab_index, runner="hooks")
+        return self.end_logits(resid, start, hooks, end_positions, vocab_index, runner="hooks", metric=metric)
 
     def z_patched_capture(self, z_fn: ZFunction, layer: int) -> Float[Tensor, "batch pos head d_head"]:
         """The z of `layer` in a run of the base tokens whose every earlier layer's z is replaced by `z_fn(layer, z)`
@@ -297,11 +311,14 @@ def end_logits(
     tokens: Int[Tensor, "batch pos"],
     end_positions: Int[Tensor, " batch"],
     vocab_index: Int[Tensor, "batch k"] | None = None,
+    metric: MetricName = "logit_diff",
 ) -> Float[Tensor, "batch k"]:
-    """Logits at END of the unpatched run (the `vocab_index` tokens, or the whole vocabulary)."""
+    """Logits at END of the unpatched run (the whole vocabulary), or what `metric` reads of the `vocab_index` tokens
+    (`unembed_residual`)."""
     check_token_ids(model, tokens, "tokens")
     tokens = tokens.to(model.cfg.device)
-    return unembed_at_end(model, model(tokens, stop_at_layer=model.cfg.n_layers), end_positions, vocab_index)
+    final = model(tokens, stop_at_layer=model.cfg.n_layers)
+    return unembed_at_end(model, final, end_positions, vocab_index, metric)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -329,8 +346,10 @@ def patched_end_logits(
     roles: Int[Tensor, "batch pos"] | None = None,
     max_rows: int = DEFAULT_MAX_ROWS,
     runner: Runner = "auto",
+    metric: MetricName = "logit_diff",
 ) -> Float[Tensor, "variants batch k"]:
-    """Logits at END of the base run with every layer's z mixed towards `source_z` by `combination`.
+    """Logits at END of the base run with every layer's z mixed towards `source_z` by `combination` (the whole
+    vocabulary, or what `metric` reads of the `vocab_index` tokens: `unembed_residual`).
 
     `roles`: the batch's position roles (`data.roles.batch_roles`), for `per_position` combinations. Each
     chunk's forward binds them and `source_z` to the combination (`Combination.bind`): nothing is held on it.
@@ -360,7 +379,7 @@ def patched_end_logits(
         start = min(part.first_layer(), n_layers - 1) if has_prefixes else 0
         resid = fold(base.resid_pre(start), len(rows))
         z_fn = part.bind(source_z, roles, **base_z)
-        outputs.append(base.z_patched_end_logits(resid, start, z_fn, end_positions, vocab_index, runner))
+        outputs.append(base.z_patched_end_logits(resid, start, z_fn, end_positions, vocab_index, runner, metric))
     return torch.cat(outputs)
 
 
@@ -378,31 +397,35 @@ class Reference:
     """The z a patch mixes against: the source run's for a cut (`rest="free"`), the base run's for a circuit
     (`rest="frozen"`, `ioi_superpose.engine.rest`)."""
     source_answer_logits: Float[Tensor, "batch 2"]
+    """The source run's answer values at END: what `metric` reads (`unembed_residual`: logits, or log-probabilities
+    for `prob_diff`), as are `base_answer_logits` and every patched run's answers measured against them."""
     base_answer_logits: Float[Tensor, "batch 2"]
     source_log_probs: Float[Tensor, "batch vocab"] | None = None
     """At END; only when asked for (the kl objective)."""
     answer_weights: Float[Tensor, "batch k"] | None = None
-    """The batch's answer weights (`ContrastBatch.answer_weights`; None: the pair): what `logit_diff` reads."""
+    """The batch's answer weights (`ContrastBatch.answer_weights`; None: the pair): what `measure` reads."""
+    metric: MetricName = "logit_diff"
+    """The task's metric (`ContrastBatch.metric`)."""
 
-    def logit_diff(self, answer_logits: Float[Tensor, "*variants batch k"]) -> Float[Tensor, "*variants batch"]:
-        """The task's logit difference per prompt of these prompts' answer logits (`engine.metric.logit_diff`)."""
-        return logit_diff(answer_logits, self.answer_weights)
+    def measure(self, answer_logits: Float[Tensor, "*variants batch k"]) -> Float[Tensor, "*variants batch"]:
+        """The task's metric per prompt of these prompts' answer values (`engine.metric.answer_metric`)."""
+        return answer_metric(answer_logits, self.answer_weights, self.metric)
 
     def clean_and_corrupted(self) -> tuple[Float[Tensor, "batch 2"], Float[Tensor, "batch 2"]]:
         return clean_and_corrupted(self.base_answer_logits, self.source_answer_logits, self.direction)
 
     def effect(self, patched: Float[Tensor, "*variants batch 2"]) -> Float[Tensor, "*variants"]:
-        """How far a patch moves the mean logit difference from the base run (0) to the source run (1)."""
-        base = self.logit_diff(self.base_answer_logits).mean()
-        source = self.logit_diff(self.source_answer_logits).mean()
-        return normalised_recovery(self.logit_diff(patched).mean(-1), base, source)
+        """How far a patch moves the mean metric from the base run (0) to the source run (1)."""
+        base = self.measure(self.base_answer_logits).mean()
+        source = self.measure(self.source_answer_logits).mean()
+        return normalised_recovery(self.measure(patched).mean(-1), base, source)
 
     def recovery(self, patched: Float[Tensor, "*variants batch 2"]) -> Float[Tensor, "*variants"]:
-        """(patched − corrupted) / (clean − corrupted) of the mean logit difference, in either direction:
+        """(patched − corrupted) / (clean − corrupted) of the mean metric, in either direction:
         denoising aims for 1, noising for 0."""
         clean, corrupted = self.clean_and_corrupted()
         return normalised_recovery(
-            self.logit_diff(patched).mean(-1), self.logit_diff(corrupted).mean(), self.logit_diff(clean).mean()
+            self.measure(patched).mean(-1), self.measure(corrupted).mean(), self.measure(clean).mean()
         )
 
 
@@ -419,12 +442,14 @@ def reference_runs(
     base_answer_logits: Float[Tensor, "batch 2"] | None = None,
     rest: Rest = "free",
     answer_weights: Float[Tensor, "batch k"] | None = None,
+    metric: MetricName = "logit_diff",
 ) -> Reference:
     """The source run (its z and answer logits) and the base run (answer logits) of a contrast batch.
 
     `runner` as in `patched_end_logits`: the fast runner does both runs in one folded forward.
     `base_answer_logits`: the base run's answer logits when already known (a cache): its run is skipped.
-    `answer_weights`: the batch's (`ContrastBatch.answer_weights`; None: the pair), kept in the `Reference`.
+    `answer_weights`, `metric`: the batch's (`ContrastBatch.answer_weights`, None: the pair; `ContrastBatch.metric`),
+    kept in the `Reference`; the answer values are what `metric` reads (`unembed_residual`).
     `rest` (`ioi_superpose.engine.rest`): "frozen" records the *base* run's z instead (in `Reference.source_z`, the
     z a patch mixes against): a circuit runs on the source tokens and freezes heads at their base values.
     """
@@ -439,21 +464,22 @@ def reference_runs(
         source_z, ends = _fast_reference(model, runs, end_positions)
         source_end = ends[1] if frozen else ends[0]
         if need_base:
-            base_answer_logits = unembed_residual(model, ends[0] if frozen else ends[1], answer_tokens)
+            base_answer_logits = unembed_residual(model, ends[0] if frozen else ends[1], answer_tokens, metric)
     else:
         z, source_final = head_z(model, source_tokens)
         source_end = gather_end(source_final, end_positions)
         source_z = head_z(model, base_tokens)[0] if frozen else z
         if need_base:
-            base_answer_logits = end_logits(model, base_tokens, end_positions, answer_tokens)
+            base_answer_logits = end_logits(model, base_tokens, end_positions, answer_tokens, metric)
     log_probs = unembed_residual(model, source_end).log_softmax(-1) if source_log_probs else None
     return Reference(
         direction=direction,
         source_z=source_z,
-        source_answer_logits=unembed_residual(model, source_end, answer_tokens),
+        source_answer_logits=unembed_residual(model, source_end, answer_tokens, metric),
         base_answer_logits=base_answer_logits,
         source_log_probs=log_probs,
         answer_weights=answer_weights,
+        metric=metric,
     )
 
 
@@ -486,13 +512,14 @@ def notion_end_logits(
     """The patched forward of a contrast batch in a notion: END logits of every variant of `combination` (row
     k * batch + b: variant k, prompt b), run on `rest`'s tokens (`engine.rest.run_tokens`: the base run's for a
     cut, the source run's for a circuit) with every layer's z mixed towards `reference.source_z`, the batch's position
-    roles bound (`per_position`). `max_rows` None: every row in one forward. Under the caller's grad mode."""
+    roles bound (`per_position`). `max_rows` None: every row in one forward. Under the caller's grad mode. With
+    `vocab_index`, the answer values the batch's metric reads (`unembed_residual`)."""
     base_tokens, source_tokens = base_and_source(batch.clean_tokens, batch.corrupted_tokens, reference.direction)
     base = BaseRun.prepare(model, run_tokens(base_tokens, source_tokens, rest), prefixes=False)
     max_rows = combination.n_variants * len(batch) if max_rows is None else max_rows
     return patched_end_logits(
         base, reference.source_z, with_rest(combination, rest), batch.end_pos, vocab_index,
-        roles=batch_roles(batch), max_rows=max_rows,
+        roles=batch_roles(batch), max_rows=max_rows, metric=batch.metric,
     )  # fmt: skip
 
 
@@ -523,9 +550,10 @@ def recovery_of(
     if reference is None:
         reference = reference_runs(
             model, prompts.clean_tokens, prompts.corrupted_tokens, prompts.end_pos, prompts.answer_tokens, direction,
-            rest=rest, answer_weights=prompts.answer_weights,
+            rest=rest, answer_weights=prompts.answer_weights, metric=prompts.metric,
         )  # fmt: skip
     base_tokens, source_tokens = base_and_source(prompts.clean_tokens, prompts.corrupted_tokens, direction)
     base = BaseRun.prepare(model, run_tokens(base_tokens, source_tokens, rest), prefixes=combination.n_variants > 1)
-    patched = patched_end_logits(base, reference.source_z, combination, prompts.end_pos, prompts.answer_tokens)
+    patched = patched_end_logits(base, reference.source_z, combination, prompts.end_pos, prompts.answer_tokens,
+                                 metric=reference.metric)  # fmt: skip
     return reference.recovery(patched).cpu().reshape(alpha.shape[:-2])

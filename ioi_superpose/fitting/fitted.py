@@ -19,6 +19,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ioi_superpose.combinations import LearnedFamily
+from ioi_superpose.data.answer_metrics import answer_values
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.ablations import Ablation, notion_reference
 from ioi_superpose.engine.rest import Rest
@@ -93,7 +94,7 @@ class FittedCombination:
         full_vocab = OBJECTIVES[self.settings.optim.objective].full_vocab
         logits = notion_end_logits(self.model, batch, reference, self.combination, self.rest,
                                    None if full_vocab else batch.answer_tokens)[0]  # fmt: skip
-        return logits.gather(-1, batch.answer_tokens) if full_vocab else logits
+        return answer_values(batch.metric, logits, batch.answer_tokens) if full_vocab else logits
 
     @torch.no_grad()
     def recovery(self, batch: ContrastBatch) -> float:

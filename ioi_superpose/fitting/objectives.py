@@ -76,9 +76,9 @@ class _EffectObjective(Objective):
     def statistics(self, end_logits: Tensor, answer_logits: Tensor, reference: Reference) -> Tensor:
         count = torch.tensor(float(len(answer_logits)), device=answer_logits.device, dtype=answer_logits.dtype)
         return torch.stack([
-            reference.logit_diff(answer_logits).sum(),
-            reference.logit_diff(reference.base_answer_logits).sum().to(answer_logits.dtype),
-            reference.logit_diff(reference.source_answer_logits).sum().to(answer_logits.dtype),
+            reference.measure(answer_logits).sum(),
+            reference.measure(reference.base_answer_logits).sum().to(answer_logits.dtype),
+            reference.measure(reference.source_answer_logits).sum().to(answer_logits.dtype),
             count,
         ])  # fmt: skip
 

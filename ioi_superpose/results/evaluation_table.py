@@ -11,34 +11,43 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from ioi_superpose.data.answer_metrics import MetricName
 from ioi_superpose.data.splits import IN_DISTRIBUTION
 from ioi_superpose.results.summary import recovery_or_none, stage_metrics
 
 HEADER = ("set", "recovery", "clean LD", "corrupted LD", "patched LD", "clean acc", "patched acc")
+PROB_HEADER = ("set", "recovery", "clean PD", "corrupted PD", "patched PD", "clean acc", "patched acc")
+"""A `prob_diff` task's columns: the mean probability difference P(correct) − P(incorrect) instead of LD."""
 
 
-def evaluation_table(metrics: Mapping[str, float], stage: str, set_names: Sequence[str]) -> str:
+def evaluation_table(
+    metrics: Mapping[str, float], stage: str, set_names: Sequence[str], metric: MetricName = "logit_diff"
+) -> str:
     """The lines for `stage` (`val` or `test`) of `metrics` (a trainer's `callback_metrics`, as floats), one per set
-    of `set_names` (`val`: the validation set, named `val`)."""
+    of `set_names` (`val`: the validation set, named `val`); `metric`: the task's, which the figures measure."""
 
     def shown(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
-    rows = [HEADER]
+    header = HEADER if metric == "logit_diff" else PROB_HEADER
+    rows = [header]
     for name in set_names:
         values = stage_metrics(dict(metrics), stage, name)
         if not values:
             continue
         rows.append((
-            "val" if stage == "val" else name, shown(recovery_or_none(values)), shown(values.get("clean_logit_diff")),
-            shown(values.get("corrupted_logit_diff")), shown(values.get("logit_diff")),
-            shown(values.get("clean_accuracy")), shown(values.get("accuracy")),
+            "val" if stage == "val" else name, shown(recovery_or_none(values, metric)),
+            shown(values.get("clean_logit_diff")), shown(values.get("corrupted_logit_diff")),
+            shown(values.get("logit_diff")), shown(values.get("clean_accuracy")), shown(values.get("accuracy")),
         ))  # fmt: skip
-    widths = [max(len(row[column]) for row in rows) for column in range(len(HEADER))]
+    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     lines = ["  ".join(cell.ljust(width) if column == 0 else cell.rjust(width)
                        for column, (cell, width) in enumerate(zip(row, widths))) for row in rows]  # fmt: skip
-    return "\n".join(lines + ["LD: mean logit difference IO − S at END; acc: share of prompts ranking IO above S; "
-                              "recovery n/a where clean ≈ corrupted."])  # fmt: skip
+    if metric == "logit_diff":
+        return "\n".join(lines + ["LD: mean logit difference IO − S at END; acc: share of prompts ranking IO above S; "
+                                  "recovery n/a where clean ≈ corrupted."])  # fmt: skip
+    return "\n".join(lines + ["PD: mean probability difference P(correct) − P(incorrect) at END; acc: share of prompts "
+                              "with P(correct) > P(incorrect); recovery n/a where clean ≈ corrupted."])  # fmt: skip
 
 
 def stage_set_names(stage: str, test_set_names: Sequence[str]) -> list[str]:

@@ -274,6 +274,9 @@ class RunSummary(Record):
     steps: int | None = field(default=None, metadata=OMIT_NONE)
     recovery: Recovery
     min_gap_for_recovery: float
+    metric: str | None = field(default=None, metadata=OMIT_NONE)
+    """The task's metric when it is not the logit difference (`prob_diff`): the `*_logit_diff` figures then hold that
+    metric's means (`data.answer_metrics`). Written only then, so logit-difference summaries keep their shape."""
     clean_logit_diff: float | None
     corrupted_logit_diff: float | None
     patched_logit_diff: float | None

@@ -16,9 +16,10 @@ from ioi_superpose.analyses.post_fit import AfterFit
 from ioi_superpose.baselines.compute import BaselineResult
 from ioi_superpose.baselines.figures import baseline_figures
 from ioi_superpose.baselines.ioi_heads import circuit_precision_recall, has_gpt2_small_shape
+from ioi_superpose.data.answer_metrics import MetricName
 from ioi_superpose.data.corpus import read_corpus
 from ioi_superpose.data.splits import IN_DISTRIBUTION, metric_prefix
-from ioi_superpose.engine.metric import MIN_GAP, has_gap
+from ioi_superpose.engine.metric import MIN_GAPS, has_gap
 from ioi_superpose.errors import ConfigError
 from ioi_superpose.files import atomic_write, write_json
 from ioi_superpose.fitting.fitted import FittedCombination
@@ -41,8 +42,10 @@ def stage_metrics(metrics: dict[str, float], stage: str, set_name: str) -> dict[
     }
 
 
-def recovery_or_none(metrics: dict[str, float]) -> float | None:
-    gap = has_gap(metrics.get("clean_logit_diff", 0.0), metrics.get("corrupted_logit_diff", 0.0))
+def recovery_or_none(metrics: dict[str, float], metric: MetricName = "logit_diff") -> float | None:
+    """A set's recovery, or None where its clean − corrupted gap of the mean metric is below `MIN_GAPS[metric]`
+    (the logged `*logit_diff` figures hold the task's metric)."""
+    gap = has_gap(metrics.get("clean_logit_diff", 0.0), metrics.get("corrupted_logit_diff", 0.0), metric)
     return metrics.get("recovery") if gap else None
 
 
@@ -56,8 +59,10 @@ def build_summary(
     per_prompt: dict[str, dict] | None = None,
     steps: int | None = None,
     after: AfterFit | None = None,
+    metric: MetricName = "logit_diff",
 ) -> RunSummary:
     """`per_prompt`: the distribution of each set's per-prompt recovery (`analysis.distribution`).
+    `metric`: the task's (`Task.metric`), what the logged `*logit_diff` figures and recovery measure.
     `steps`: optimisation steps α has taken (`caveats.alpha_state`: 0 means the summary is of the initial α).
     `after`: what ran after the fit (`analyses.post_fit.after_fit`); None: nothing did."""
     after = AfterFit() if after is None else after
@@ -78,8 +83,10 @@ def build_summary(
         objective=fitted.settings.optim.objective,
         alpha=None if steps is None else alpha_state(steps, pruned=prune is not None and prune["reached"]),
         steps=steps,
-        recovery=Recovery(val=recovery_or_none(val), test={name: recovery_or_none(m) for name, m in tests.items()}),
-        min_gap_for_recovery=MIN_GAP,
+        recovery=Recovery(val=recovery_or_none(val, metric),
+                          test={name: recovery_or_none(m, metric) for name, m in tests.items()}),
+        min_gap_for_recovery=MIN_GAPS[metric],
+        metric=None if metric == "logit_diff" else metric,
         clean_logit_diff=val.get("clean_logit_diff"),
         corrupted_logit_diff=val.get("corrupted_logit_diff"),
         patched_logit_diff=val.get("logit_diff"),

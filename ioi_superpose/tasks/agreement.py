@@ -88,7 +88,7 @@ class AgreementTask(GeneratedTask):
                               "attractor_number": None if not phrase else ("singular", "plural")[attractor_number]},
                 )
             )  # fmt: skip
-        return stack_rows(rows, pad_id(encoder), self.role_names, self.feature_names)
+        return stack_rows(rows, pad_id(encoder), self.role_names, self.feature_names, self.metric)
 
     def _pairs(self, encoder: TextEncoder) -> list[tuple[str, str]]:
         if self.nouns is not None:

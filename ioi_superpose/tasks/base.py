@@ -177,8 +177,8 @@ class Row:
 
 
 def stack_rows(rows: Sequence[Row], pad_token_id: int, role_names: Sequence[str] = (),
-               feature_names: Sequence[str] = ()) -> TaskPrompts:  # fmt: skip
-    """Right-pad the rows into one `TaskPrompts`; END is each row's last token.
+               feature_names: Sequence[str] = (), metric: MetricName = "logit_diff") -> TaskPrompts:  # fmt: skip
+    """Right-pad the rows into one `TaskPrompts`; END is each row's last token; the batch carries the task's `metric`.
 
     Answers: a batch where every prompt has one correct and one incorrect answer keeps today's pair
     (`answer_tokens` [batch, 2], no weights); otherwise the sets are padded to the widest prompt with weight 0
@@ -206,6 +206,7 @@ def stack_rows(rows: Sequence[Row], pad_token_id: int, role_names: Sequence[str]
         answer_weights=None if pairs else torch.tensor(
             [set_weights(len(row.correct), len(row.incorrect), width) for row in rows]
         ),
+        metric=metric,
     )  # fmt: skip
     return TaskPrompts(
         batch=batch,

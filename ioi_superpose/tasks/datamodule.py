@@ -34,14 +34,7 @@ def task_of(name: str, path: str | None = None, test_path: str | None = None,
     elif path is not None or test_path is not None:
         raise ConfigError(f"--data.path and --data.test_path are the file task's; task {name!r} draws its own "
                           "prompts. Leave them unset, or use --data.task file.")  # fmt: skip
-    task = make_task(name, **options)
-    if task.metric != "logit_diff":
-        raise ConfigError(
-            f"Task {name!r} measures {task.metric} (data.answer_metrics); the learned combination, its objectives and "
-            "metrics read the logit difference of the answer sets only so far. Use a logit_diff task, or give the "
-            "same prompts as a file (--data.task file): its metric is the logit difference of the answer sets."
-        )
-    return task
+    return make_task(name, **options)
 
 
 class TaskDataModule(IOIDataModule):

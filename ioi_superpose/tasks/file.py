@@ -100,7 +100,8 @@ class FileTask(Task):
         if self.test_file is not None and "in_distribution" in sizes:
             test_rows = tokenize_pair_file(self.test_file, encoder)
             cuts.update(_cut(self.test_file, test_rows, {"in_distribution": sizes["in_distribution"]}, seed))
-        return {name: stack_rows(cuts[name], pad_id(encoder), self.role_names, self.feature_names) for name in sizes}
+        return {name: stack_rows(cuts[name], pad_id(encoder), self.role_names, self.feature_names, self.metric)
+                for name in sizes}  # fmt: skip
 
 
 def _cut(file: PairFile, rows: list[Row], sizes: dict[str, int], seed: int) -> dict[str, list[Row]]:

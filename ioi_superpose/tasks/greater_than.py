@@ -100,7 +100,7 @@ class GreaterThanTask(GeneratedTask):
                     features={"noun": noun, "yy": yy, "century": century},
                 )
             )  # fmt: skip
-        return stack_rows(rows, pad_id(encoder), self.role_names, self.feature_names)
+        return stack_rows(rows, pad_id(encoder), self.role_names, self.feature_names, self.metric)
 
     def _nouns(self, encoder: TextEncoder) -> list[str]:
         if self.nouns is None:

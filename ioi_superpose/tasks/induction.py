@@ -100,7 +100,7 @@ class InductionTask(GeneratedTask):
                               "wrong_token": wrong},
                 )
             )  # fmt: skip
-        return stack_rows(rows, pad_id(encoder), self.role_names, self.feature_names)
+        return stack_rows(rows, pad_id(encoder), self.role_names, self.feature_names, self.metric)
 
 
 def token_pool(encoder: TextEncoder) -> list[int]:

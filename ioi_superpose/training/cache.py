@@ -79,6 +79,7 @@ class ReferenceCache:
             torch.stack([row.base_answer_logits for row in rows]),
             log_probs,
             batch.answer_weights,
+            batch.metric,
         )
 
     def base_answer_logits(self, batch: ContrastBatch) -> Tensor | None:

@@ -1,7 +1,7 @@
 """What we measure at the END position, as torchmetrics (answer logits in, numbers out).
 
 Every state is a sum, so a value is the same however the prompts are split into batches or ranks. The patching
-metric handed to TransformerLens-style sweeps is the engine's (`engine.metric.LogitDiffMetric`).
+metric handed to TransformerLens-style sweeps is the engine's (`engine.metric.ContrastMetric`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from jaxtyping import Float
 from torch import Tensor
 from torchmetrics import MeanMetric, Metric
 
-from ioi_superpose.engine.metric import logit_diff, normalised_recovery
+from ioi_superpose.data.answer_metrics import MetricName
+from ioi_superpose.engine.metric import answer_metric, normalised_recovery
 
 
 class _DoubleMean(MeanMetric):
@@ -23,25 +24,33 @@ class _DoubleMean(MeanMetric):
 
 
 class MeanLogitDiff(_DoubleMean):
-    """Mean of per-prompt logit differences (mean correct − mean incorrect answer logit: `engine.metric.logit_diff`)."""
+    """Mean of the task's per-prompt metric (`engine.metric.answer_metric`): the logit difference, mean correct − mean
+    incorrect answer logit, or for a `prob_diff` task P(correct) − P(incorrect). Logged under `logit_diff` for both."""
 
     def update(  # type: ignore[override]
-        self, answer_logits: Float[Tensor, "batch k"], weights: Float[Tensor, "batch k"] | None = None
+        self,
+        answer_logits: Float[Tensor, "batch k"],
+        weights: Float[Tensor, "batch k"] | None = None,
+        metric: MetricName = "logit_diff",
     ) -> None:
-        super().update(logit_diff(answer_logits, weights))
+        super().update(answer_metric(answer_logits, weights, metric))
 
 
 class IOAccuracy(_DoubleMean):
     """Fraction of prompts whose correct answers out-score the incorrect ones (IOI: IO over S) in the mean."""
 
     def update(  # type: ignore[override]
-        self, answer_logits: Float[Tensor, "batch k"], weights: Float[Tensor, "batch k"] | None = None
+        self,
+        answer_logits: Float[Tensor, "batch k"],
+        weights: Float[Tensor, "batch k"] | None = None,
+        metric: MetricName = "logit_diff",
     ) -> None:
-        super().update((logit_diff(answer_logits, weights) > 0).to(torch.float64))
+        super().update((answer_metric(answer_logits, weights, metric) > 0).to(torch.float64))
 
 
 class NormalisedRecovery(Metric):
-    """(patched − corrupted) / (clean − corrupted) of the mean logit differences over all prompts seen.
+    """(patched − corrupted) / (clean − corrupted) of the mean metric (`engine.metric.answer_metric`) over all prompts
+    seen.
 
     Ratios of means, not means of per-batch ratios: the states are sums.
     """
@@ -59,10 +68,11 @@ class NormalisedRecovery(Metric):
         clean: Float[Tensor, "batch k"],
         corrupted: Float[Tensor, "batch k"],
         weights: Float[Tensor, "batch k"] | None = None,
+        metric: MetricName = "logit_diff",
     ) -> None:
-        self.patched += logit_diff(patched, weights).double().sum()
-        self.clean += logit_diff(clean, weights).double().sum()
-        self.corrupted += logit_diff(corrupted, weights).double().sum()
+        self.patched += answer_metric(patched, weights, metric).double().sum()
+        self.clean += answer_metric(clean, weights, metric).double().sum()
+        self.corrupted += answer_metric(corrupted, weights, metric).double().sum()
 
     def compute(self) -> Tensor:
         return normalised_recovery(self.patched, self.corrupted, self.clean).float()

@@ -45,7 +45,7 @@ def non_finite_cause(
             f"{option('bounded')} true."
         )
     clean, corrupted = reference.clean_and_corrupted()
-    gap = float(reference.logit_diff(clean).mean() - reference.logit_diff(corrupted).mean())
+    gap = float(reference.measure(clean).mean() - reference.measure(corrupted).mean())
     if settings.optim.objective != "kl" and abs(gap) < ZERO_GAP:
         return (
             f"the clean and corrupted prompts of this batch give the same mean logit difference (gap {gap:.3g}), "

@@ -15,6 +15,7 @@ from torchmetrics import MetricCollection
 from ioi_superpose.combinations import LearnedFamily
 from ioi_superpose.combinations.stacked import StackedCombination
 from ioi_superpose.console import LOG
+from ioi_superpose.data.answer_metrics import answer_values
 from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.data.splits import IN_DISTRIBUTION, metric_prefix
 from ioi_superpose.engine.ablations import Ablation, ablated_reference
@@ -222,7 +223,7 @@ class HeadSuperposition(L.LightningModule):
         reference = reference_runs(
             self.frozen, batch.clean_tokens, batch.corrupted_tokens, batch.end_pos, batch.answer_tokens,
             self.config.optim.direction, source_log_probs=self.objective.full_vocab,
-            answer_weights=batch.answer_weights,
+            answer_weights=batch.answer_weights, metric=batch.metric,
             # Without cached activations the source run is redone every step; the base run need not be.
             base_answer_logits=self.reference_cache.base_answer_logits(batch) if cached_rows else None,
             rest=self.rest,
@@ -261,7 +262,8 @@ class HeadSuperposition(L.LightningModule):
     ) -> dict[str, Tensor]:
         """`loss_terms` from this combination's patched END logits (computed here, or in a batched forward of
         several members' combinations: `batched`)."""
-        answer_logits = end_logits.gather(-1, batch.answer_tokens) if self.objective.full_vocab else end_logits
+        full_vocab = self.objective.full_vocab
+        answer_logits = answer_values(batch.metric, end_logits, batch.answer_tokens) if full_vocab else end_logits
         statistics = self.objective.statistics(end_logits, answer_logits, reference)
         objective = self.objective.from_statistics(across_ranks(statistics) if global_batch else statistics)
         l1 = self.combination.penalty()
@@ -366,13 +368,13 @@ class HeadSuperposition(L.LightningModule):
         terms = self.loss_terms(batch, reference)
         clean, corrupted = reference.clean_and_corrupted()
         patched = terms["answer_logits"]
-        weights = batch.answer_weights
-        metrics["recovery"].update(patched, clean, corrupted, weights)
-        metrics["logit_diff"].update(patched, weights)
-        metrics["clean_logit_diff"].update(clean, weights)
-        metrics["corrupted_logit_diff"].update(corrupted, weights)
-        metrics["accuracy"].update(patched, weights)
-        metrics["clean_accuracy"].update(clean, weights)
+        weights, metric = batch.answer_weights, batch.metric
+        metrics["recovery"].update(patched, clean, corrupted, weights, metric)
+        metrics["logit_diff"].update(patched, weights, metric)
+        metrics["clean_logit_diff"].update(clean, weights, metric)
+        metrics["corrupted_logit_diff"].update(corrupted, weights, metric)
+        metrics["accuracy"].update(patched, weights, metric)
+        metrics["clean_accuracy"].update(clean, weights, metric)
         metrics["loss"].update(terms["statistics"], self.l1_weight() * terms["l1"].detach(), len(batch))
         # Logged as metric objects: reduced (summed states) once per epoch, so DDP ranks with unequal
         # numbers of batches neither hang nor double-count.
