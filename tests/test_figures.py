@@ -127,3 +127,14 @@ def test_a_sweep_over_lambda_gets_its_recovery_against_lambda_figure():
     assert [line.get_label() for line in figure.axes[0].lines if not line.get_label().startswith("_")] == [
         "direction=denoising", "direction=noising"]  # fmt: skip
     assert recovery_against_l1("toy", points[:1]) is None  # one λ: nothing to draw against
+
+
+def test_alpha_over_training_names_at_most_twelve_kept_heads_of_a_144_head_model():
+    """Its legend named every kept head: 145 entries on a 12 × 12 model, which did not fit (tight_layout warned)."""
+    from ioi_superpose.results.run_figures import NAMED_HEADS, alpha_over_training
+
+    alphas = torch.linspace(0.1, 1.0, 144).reshape(1, 12, 12).repeat(3, 1, 1)
+    labels = [text.get_text() for text in alpha_over_training(range(3), alphas, 0.05, "t").axes[0].get_legend().texts]
+    assert labels[:NAMED_HEADS] == [f"head 11.{head}" for head in range(12)]  # the largest final |α|: layer 11
+    assert len(labels) == NAMED_HEADS + 2
+    assert labels[-2] == f"… {144 - NAMED_HEADS} more kept heads (coloured)"

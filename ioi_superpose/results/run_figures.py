@@ -28,6 +28,9 @@ EXHAUSTIVE_MAX_HEADS = 10
 EXHAUSTIVE_PROMPTS = 64
 """Validation prompts the search patches (the baselines' count): every subset of the toy's 8 heads on 64 prompts is
 16,384 patched rows; on all 256 it cost 4× as much and found the same two minimal sets."""
+NAMED_HEADS = 12
+"""The α-over-training legend names at most this many kept heads (the largest |α| at the end); a 144-head model's
+full legend would not fit its figure."""
 HISTOGRAM_RANGE = (-0.5, 2.0)
 """Per-prompt recoveries outside it are counted in the edge bins (and said in the panel)."""
 
@@ -36,17 +39,22 @@ def alpha_over_training(
     steps: Sequence[int], alphas: Float[Tensor, "time n_layers n_heads"], threshold: float, title: str
 ) -> Figure:
     """Each head's α (its [layer, head] view) against the optimisation step; heads above `threshold` at the end are
-    coloured and named, the others grey."""
+    coloured, the others grey; the legend names the `NAMED_HEADS` kept heads of largest final |α|."""
     data = alphas.detach().float().cpu()
     n_layers, n_heads = data.shape[1:]
     figure, axes = plt.subplots(figsize=(7, 3.6))
-    final = data[-1]
-    for layer in range(n_layers):
-        for head in range(n_heads):
-            kept = abs(float(final[layer, head])) > threshold
-            axes.plot(list(steps), data[:, layer, head].tolist(), linewidth=1.4 if kept else 0.6,
-                      color=None if kept else "0.7", label=f"head {layer}.{head}" if kept else None,
-                      zorder=3 if kept else 1)  # fmt: skip
+    final = data[-1].abs().flatten()
+    order = final.argsort(descending=True).tolist()
+    named = {index for index in order[:NAMED_HEADS] if float(final[index]) > threshold}
+    for index in range(n_layers * n_heads):
+        layer, head = divmod(index, n_heads)
+        kept = float(final[index]) > threshold
+        axes.plot(list(steps), data[:, layer, head].tolist(), linewidth=1.4 if kept else 0.6,
+                  color=None if kept else "0.7", label=f"head {layer}.{head}" if index in named else None,
+                  zorder=3 if kept else 1)  # fmt: skip
+    unnamed = int((final > threshold).sum()) - len(named)
+    if unnamed:
+        axes.plot([], [], color="0.3", linewidth=1.4, label=f"… {unnamed} more kept heads (coloured)")
     axes.plot([], [], color="0.7", linewidth=0.6, label=f"other heads (|α| ≤ {threshold} at the end)")
     axes.axhline(threshold, color="black", linewidth=0.4, linestyle=":")
     axes.set_xlabel("optimisation step")
