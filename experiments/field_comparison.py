@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import collections
 import functools
+import hashlib
 import itertools
 import json
 import shutil
@@ -81,7 +82,7 @@ ACDC = "ACDC (heads, τ 0.01)"
 PEER_SCORES = ("auto-circuit EAP", "auto-circuit EAP-IG", "auto-circuit subnetwork probing")
 PEER_ACDC = "auto-circuit ACDC"
 LEARNED = "learned scalar + step"
-NOT_SETTINGS = ("out", "peers", "model_name", "merge", "peer_wait")
+NOT_SETTINGS = ("out", "peers", "model_name", "merge", "peer_wait", "note")
 """Arguments that say where things go, not what was run."""
 Heads = frozenset
 
@@ -275,7 +276,10 @@ def run_unit(model, data, task: str, direction: str, args) -> dict[str, Any]:
     samples = []
     for sample in range(args.samples):
         train = train_prompts(data, task, args.n_train, sample)
-        peers = functools.partial(peer_entry, args, f"{task}/{direction}/{sample}")
+        if sample < args.peer_samples:
+            peers = functools.partial(peer_entry, args, f"{task}/{direction}/{sample}")
+        else:
+            peers = lambda: None  # noqa: E731  (auto-circuit ran on the first --peer-samples samples only)
         start = time.perf_counter()
         samples.append(find_sets(model, train, dev, direction, args, sample, peers))
         print(f"    sample {sample}: {time.perf_counter() - start:.0f} s", flush=True)
@@ -376,9 +380,25 @@ def cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
+def ordered_blocks(report: dict[str, Any]) -> list[tuple[str, str]]:
+    """(model, "task/direction") pairs, task and direction first, so that the seeds of one case sit side by side."""
+    blocks = [(name, key) for name, units in report["models"].items() for key in units]
+    keys = list(dict.fromkeys(key for _, key in blocks))
+    return sorted(blocks, key=lambda b: (keys.index(b[1]), b[0]))
+
+
+def rank_of_learned(unit: dict[str, Any]) -> str:
+    """'k of n': the learned α's place by area among the methods with a curve (1 = smallest; ties share a place)."""
+    areas = [unit["rows"][m]["area"] for m in curve_methods(unit) if not m.startswith("learned")]
+    mine = unit["rows"][LEARNED]["area"]
+    if mine is None:
+        return "no area (a target not reached)"
+    return f"{1 + sum(a is not None and a < mine for a in areas)} of {len(areas) + 1}"
+
+
 def area_figure(report: dict[str, Any], path: Path) -> None:
     """Area under each method's size vs target curve, per model × task × direction (log scale)."""
-    blocks = [(name, key) for name, units in report["models"].items() for key in units]
+    blocks = ordered_blocks(report)
     methods = list(dict.fromkeys(m for n, k in blocks for m in curve_methods(report["models"][n][k])))
     figure, axis = plt.subplots(figsize=(max(8, 1.2 * len(blocks) + 4), 6))
     width = 0.8 / len(methods)
@@ -401,6 +421,8 @@ def markdown(report: dict[str, Any]) -> str:
     settings = report["settings"]
     targets = [str(t) for t in settings["targets"]]
     lines = ["# The field's comparison on the models trained here", ""]
+    if report.get("note"):
+        lines += [f"**{report['note']}**", ""]
     # Who wins, first: where a peer or baseline beats the learned α.
     lost, won = [], []
     for name, units in report["models"].items():
@@ -441,10 +463,25 @@ def markdown(report: dict[str, Any]) -> str:
         "curve).",
         "",
     ]  # fmt: skip
+    lines += (
+        ["Checkpoints measured:", ""]
+        + [
+            f"- {name}: `{c['path']}`, training step {c['global_step']}, SHA-256 `{c['sha256'][:16]}…`"
+            for name, c in report.get("checkpoints", {}).items()
+        ]
+        + [""]
+    )
     lines += ["## Area under the set size vs target curve (heads × target; smaller is better)", "",
               "![areas](areas.png)", ""]  # fmt: skip
-    blocks = [(name, key) for name, units in report["models"].items() for key in units]
+    blocks = ordered_blocks(report)
     methods = list(dict.fromkeys(m for name, key in blocks for m in curve_methods(report["models"][name][key])))
+    lines += ["How the seeds differ (learned scalar + step: area, and its place by area among the methods):", ""]
+    for key in dict.fromkeys(k for _, k in blocks):
+        lines.append(f"- {key}: " + "; ".join(
+            f"{n} area {fmt(report['models'][n][key]['rows'][LEARNED]['area'])}, place "
+            f"{rank_of_learned(report['models'][n][key])}, train gap {report['models'][n][key]['train_gap']:+.2f}"
+            for n, k in blocks if k == key))  # fmt: skip
+    lines += [""]
     lines += ["| method | " + " | ".join(f"{n} {k}" for n, k in blocks) + " |",
               "| --- |" + " --- |" * len(blocks)]  # fmt: skip
     for method in methods:
@@ -480,25 +517,43 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def checkpoint_record(path: str) -> dict[str, Any]:
+    """Which weights a report measured: the file's SHA-256 and the training step it was exported at."""
+    metadata = load_toy_metadata(Path(path))
+    return {"path": path, "sha256": hashlib.sha256(Path(path).read_bytes()).hexdigest(),
+            "global_step": metadata["metrics"]["global_step"]}  # fmt: skip
+
+
 def write_report(report: dict[str, Any], out: Path) -> None:
     write_json(out / "report.json", report)
     (out / "report.md").write_text(markdown(report))
     area_figure(report, out / "areas.png")
 
 
-def merge(paths: list[str], out: Path) -> None:
-    """One report from runs of the same settings on different checkpoints (their figures copied beside it)."""
+def merge(paths: list[str], out: Path, note: str | None = None) -> None:
+    """One report from runs of the same settings on different checkpoints (their figures copied beside it);
+    `note`: a line under the title (what the runs were)."""
     reports = [json.loads(Path(p).read_text()) for p in paths]
     merged = dict(reports[0])
+    if note:
+        merged["note"] = note
     merged["settings"] = dict(
-        reports[0]["settings"], checkpoints=[c for r in reports for c in r["settings"]["checkpoints"]]
+        reports[0]["settings"],
+        checkpoints=list(dict.fromkeys(c for r in reports for c in r["settings"]["checkpoints"])),
+        tasks=list(dict.fromkeys(t for r in reports for t in r["settings"]["tasks"])),
     )
-    ignored = ("checkpoints", "out", "peers", "merge")
+    ignored = ("checkpoints", "tasks", *NOT_SETTINGS)
     for path, report in zip(paths, reports):
         differ = [k for k, v in report["settings"].items() if k not in ignored and merged["settings"].get(k) != v]
         if differ:
             raise SystemExit(f"{path}: settings {differ} differ from {paths[0]}'s; merge runs of one configuration.")
-    merged["models"] = {name: unit for r in reports for name, unit in r["models"].items()}
+    merged["models"] = {}
+    for report in reports:
+        for name, units in report["models"].items():
+            merged["models"].setdefault(name, {}).update(units)
+    merged["checkpoints"] = {k: v for r in reports for k, v in r.get("checkpoints", {}).items()} or {
+        Path(c).stem: checkpoint_record(c) for c in merged["settings"]["checkpoints"]
+    }
     merged["seconds"] = round(sum(r["seconds"] for r in reports), 1)
     out.mkdir(parents=True, exist_ok=True)
     for path in paths:
@@ -528,6 +583,7 @@ def main() -> None:
         default="experiments/reports/field/peers.json",
         help="auto-circuit's scores (experiments/peers/field_peers.py); missing: no peer rows",
     )
+    parser.add_argument("--peer-samples", type=int, default=3, help="samples auto-circuit ran on (the first ones)")
     parser.add_argument("--peer-wait", type=float, default=0.0, help="seconds to wait for a unit's peer results")
     parser.add_argument("--out", default="experiments/reports/field")
     parser.add_argument(
@@ -536,9 +592,10 @@ def main() -> None:
         metavar="REPORT_JSON",
         help="no run: merge these runs' report.json (one model each, run side by side) into --out",
     )
+    parser.add_argument("--note", help="with --merge: a line under the report's title")
     args = parser.parse_args()
     if args.merge:
-        merge(args.merge, Path(args.out))
+        merge(args.merge, Path(args.out), args.note)
         return
     torch.set_num_threads(1)
     started = time.perf_counter()
@@ -549,6 +606,7 @@ def main() -> None:
         model, data = load(path)
         name = args.model_name = Path(path).stem
         report["models"][name] = {}
+        report.setdefault("checkpoints", {})[name] = checkpoint_record(path)
         for task in args.tasks:
             for direction in args.directions:
                 print(f"{name} {task} {direction} ({time.perf_counter() - started:.0f} s)", flush=True)
