@@ -63,6 +63,23 @@ def test_ordered_elimination_follows_the_given_order():
     assert sorted(tuple(unit) for d in result.dropped for unit in d["units"]) == [(0, h) for h in range(2, 8)]
 
 
+def test_smallest_top_k_is_the_first_k_whose_top_k_set_reaches_the_target():
+    """On the trap, ranked strong pair first: the top-k effects are the exhaustive search's own subset effects, the
+    smallest top-k is the pair at 0.9 and a single strong head at a target it reaches, and every head when no k
+    reaches the target."""
+    case = trap_case(6)
+    prompts = case.prompts(32, seed=5)
+    ranked = [(0, 0), (0, 1), *[(0, h) for h in range(2, 8)]]
+    effects = bench.top_k_effects(case.model, prompts, "denoising", ranked)
+    search = search_subsets(case.model, prompts, "denoising", 0.9)
+    names = ["+".join(f"0.{h}" for _, h in ranked[:k]) for k in range(1, 9)]
+    assert effects.tolist() == pytest.approx([search.subset_effect[name] for name in names], abs=1e-5)
+    assert bench.smallest_top_k(case.model, prompts, "denoising", ranked, 0.9) == {(0, 0), (0, 1)}
+    assert bench.smallest_top_k(case.model, prompts, "denoising", ranked, float(effects[0])) == {(0, 0)}
+    assert bench.smallest_top_k(case.model, prompts, "denoising", ranked, 2.0) == set(ranked)
+    assert bench.smallest_top_k(case.model, prompts, "denoising", ranked, 2.0, max_k=3) == set(ranked)
+
+
 def test_the_negative_head_writes_against_the_answer():
     case = negative_case()
     prompts = case.prompts(32, seed=5)

@@ -22,10 +22,15 @@ input comes from a layer-0 head outside it reads that head's *base* value.
 
 **The embeddings and MLPs** (auto-circuit's "Resid Start" node and its MLP nodes). Our sets are sets of
 heads; every node that is not a head is not a candidate, i.e. always in the circuit. In auto-circuit's
-edge language, the head-level circuit S is every edge out of Resid Start, out of every MLP and out of every
-head in S; an edge out of a head outside S carries that head's corrupt (base-run) value. That is exactly
-"run on the source tokens, freeze the heads outside S at their base values" — so in the frozen notion the
-embeddings and MLPs see the *source* tokens, in the cut notion the *base* tokens. The two notions hence
+edge language (its node-level graph, `patchable_model(..., factorized=False)`, whose nodes are points of the
+residual stream), the head-level circuit S is every residual-stream edge — Resid Start → Resid Mid 0, Resid Mid l →
+Resid Post l, Resid Post l → Resid Mid l + 1 (without MLPs: Resid Start / Resid Post l → the next stream node) —,
+every edge out of an MLP and every edge out of a head in S; an edge out of a head outside S carries that head's
+corrupt (base-run) value. That is exactly "run on the source tokens, freeze the heads outside S at their base
+values" — so in the frozen notion the embeddings and MLPs see the *source* tokens, in the cut notion the *base*
+tokens. auto-circuit's own ACDC and subnetwork probing, as shipped, also prune residual-stream edges (a pruned one
+carries the corrupt run's stream at that point), so their circuits are not head sets in this sense;
+`experiments/peers/compare_auto_circuit.py` keeps those edges in to compare with our ACDC. The two notions hence
 differ even in a one-layer model, where layer-0 heads read only embeddings: patching {h} alone moves the
 direct path embed → unembed too in the frozen notion (for a one-layer model without LayerNorm, frozen(S) =
 cut(S) + frozen(∅) for every S: the second term is the direct path's share). The issue's auto-circuit check

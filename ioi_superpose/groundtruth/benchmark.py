@@ -44,11 +44,12 @@ Methods (rows):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from ioi_superpose.analyses.exhaustive import subset_effects
@@ -56,11 +57,13 @@ from ioi_superpose.analyses.pruning import mask_effects, minimal_set, order_scor
 from ioi_superpose.api import learn_combinations
 from ioi_superpose.baselines.scorers import SCORERS
 from ioi_superpose.combinations import PerPositionCombination, ScalarCombination
+from ioi_superpose.data.batch import ContrastBatch
 from ioi_superpose.engine.rest import RESTS, Rest, check_rest
-from ioi_superpose.engine.vocabulary import hook_name
+from ioi_superpose.engine.vocabulary import Direction, Head, hook_name
 from ioi_superpose.groundtruth.benchmark_cases import BenchCase, bench_cases
 from ioi_superpose.groundtruth.benchmark_truth import distractor_checks, search_truth
 from ioi_superpose.groundtruth.selection import f1, f1_of, leave_one_case_out, mean_with_interval, nearest
+from ioi_superpose.models import HookedTransformer
 
 Heads = frozenset
 ATTENTION = "attention"
@@ -162,6 +165,51 @@ def all_ones(n_layers: int, n_heads: int) -> ScalarCombination:
     return module
 
 
+def step_from_all(
+    model: HookedTransformer, batches: Sequence[ContrastBatch], direction: Direction, target: float,
+    order: Sequence[Head] | None, rest: Rest = "free",
+) -> Heads:  # fmt: skip
+    """The minimal-set step from every head (α = 1), trying heads in `order` first (None: head index order)."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    scores = None if order is None else order_scores(order, (n_layers, n_heads))
+    result = minimal_set(model, batches, direction, all_ones(n_layers, n_heads), target, 0.05, order=scores,
+                         rest=rest)  # fmt: skip
+    return frozenset(tuple(u) for u in result.support)
+
+
+def top_k_effects(
+    model: HookedTransformer, batch: ContrastBatch, direction: Direction, ranked: Sequence[Head], rest: Rest = "free",
+    max_k: int | None = None,
+) -> Float[Tensor, " k"]:  # fmt: skip
+    """The effect on `batch` of the top k heads of `ranked`, for k = 1 … `max_k` (None: every head), in one run."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    largest = len(ranked) if max_k is None else min(max_k, len(ranked))
+    masks = torch.stack([mask_of(frozenset(ranked[:k]), n_layers, n_heads) for k in range(1, largest + 1)])
+    return subset_effects(model, batch, masks, direction, rest=rest)
+
+
+def smallest_top_k(
+    model: HookedTransformer, batch: ContrastBatch, direction: Direction, ranked: Sequence[Head], target: float,
+    rest: Rest = "free", max_k: int | None = None,
+) -> Heads:  # fmt: skip
+    """The smallest k whose top-k heads of `ranked` reach `target` on `batch` (trying k ≤ `max_k`; None: every
+    head); every head when none does."""
+    effects = top_k_effects(model, batch, direction, ranked, rest, max_k)
+    reaching = (effects >= target).nonzero()
+    k = int(reaching[0]) + 1 if len(reaching) else len(ranked)
+    return frozenset(ranked[:k])
+
+
+def module_of(coefficients: Float[Tensor, "layer head *role"]) -> ScalarCombination | PerPositionCombination:
+    """A learned fit's coefficients as an unbounded module of its family (per head, or per head and role)."""
+    n_layers, n_heads = coefficients.shape[:2]
+    module = (PerPositionCombination if coefficients.dim() == 3 else ScalarCombination)(n_layers, n_heads,
+                                                                                         bounded=False)  # fmt: skip
+    with torch.no_grad():
+        module.coefficients.copy_(coefficients)
+    return module
+
+
 class Timer:
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
@@ -218,10 +266,7 @@ def candidates_of(
     seconds: dict[str, float] = {}
 
     def step(order: list[tuple[int, int]] | None) -> Heads:
-        scores = None if order is None else order_scores(order, (n_layers, n_heads))
-        result = minimal_set(model, train, direction, all_ones(n_layers, n_heads), target, 0.05, order=scores,
-                             rest=rest)  # fmt: skip
-        return frozenset(tuple(u) for u in result.support)
+        return step_from_all(model, train, direction, target, order, rest)
 
     for name, label, threshold, top_k in score_rows():
         score = scores[name]
@@ -237,12 +282,8 @@ def candidates_of(
         if ranked is None:
             out[method] = {None: None}
         else:
-            largest = len(ranked) if config.max_top_k is None else min(config.max_top_k, len(ranked))
-            masks = torch.stack([mask_of(frozenset(ranked[:k]), n_layers, n_heads) for k in range(1, largest + 1)])
-            effects = timer.run(method, lambda masks=masks: subset_effects(model, dev, masks, direction, rest=rest))
-            reaching = (effects >= target).nonzero()
-            k = int(reaching[0]) + 1 if len(reaching) else len(ranked)
-            out[method] = {None: frozenset(ranked[:k])}
+            out[method] = {None: timer.run(method, lambda r=ranked: smallest_top_k(
+                model, dev, direction, r, target, rest, config.max_top_k))}  # fmt: skip
         seconds[method] = cost + timer.seconds.get(method, 0.0)
         method = f"{label} + step"
         out[method] = {None: None if ranked is None else timer.run(method, lambda r=ranked: step(r[::-1]))}
@@ -298,11 +339,7 @@ def learned_candidates(
         for offset in range(len(config.inits)):
             fit = fits[index * len(config.inits) + offset]
             coefficients = fit.coefficients
-            module = (PerPositionCombination if coefficients.dim() == 3 else ScalarCombination)(
-                n_layers, n_heads, bounded=False
-            )
-            with torch.no_grad():
-                module.coefficients.copy_(coefficients)
+            module = module_of(coefficients)
             t0 = time.perf_counter()
             pruned = minimal_set(model, train, direction, module, config.threshold, 0.05, rest=rest)
             heads = frozenset(tuple(unit[:2]) for unit in pruned.support)
@@ -316,10 +353,8 @@ def learned_candidates(
                 out[f"learned {family} + step"][lam] = heads
                 t0 = time.perf_counter()
                 per_head = coefficients.abs().flatten(2).amax(-1) if coefficients.dim() == 3 else coefficients.abs()
-                order = ranking(per_head)[::-1]
-                result = minimal_set(model, train, direction, all_ones(n_layers, n_heads), config.threshold, 0.05,
-                                     order=order_scores(order, (n_layers, n_heads)), rest=rest)  # fmt: skip
-                out[f"learned {family} + α-ordered step"][lam] = frozenset(tuple(u) for u in result.support)
+                out[f"learned {family} + α-ordered step"][lam] = step_from_all(
+                    model, train, direction, config.threshold, ranking(per_head)[::-1], rest)  # fmt: skip
                 step_seconds[" + α-ordered step"] += time.perf_counter() - t0
         # Restarts: keep the stepped set that reaches the target on dev with the fewest heads (then highest effect).
         best = min(stepped, key=lambda s: (s[1] < config.threshold, len(s[0]), -s[1]))
