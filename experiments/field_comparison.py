@@ -331,7 +331,7 @@ def run_unit(model, data, task: str, direction: str, args) -> dict[str, Any]:
 
 
 def curve_figure(unit: dict[str, Any], targets: list[float], title: str, path: Path) -> None:
-    figure, axis = plt.subplots(figsize=(8, 5))
+    figure, axis = plt.subplots(figsize=(11, 5))
     colours = plt.get_cmap("tab20").colors
     for index, (method, row) in enumerate(unit["rows"].items()):
         if "sizes" not in row:
@@ -345,7 +345,7 @@ def curve_figure(unit: dict[str, Any], targets: list[float], title: str, path: P
                   lw=2.5 if method == LEARNED else 1.2)  # fmt: skip
     axis.set(xlabel="target effect on the training prompts", ylabel="heads in the set found (of 144)",
              title=title, yscale="log")  # fmt: skip
-    axis.legend(fontsize=6, ncol=2)
+    axis.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)  # beside: not over lines
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
