@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import json
 import sys
 import time
@@ -39,13 +38,13 @@ from auto_circuit.data import PromptDataLoader, PromptDataset
 from auto_circuit.prune_algos.ACDC import acdc_prune_scores
 from auto_circuit.prune_algos.mask_gradient import mask_gradient_prune_scores
 from auto_circuit.prune_algos.subnetwork_probing import subnetwork_probing_prune_scores
-from auto_circuit.utils.graph_utils import patchable_model
 
 from ioi_superpose.engine.vocabulary import base_and_source
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "experiments"))
 import field_comparison  # noqa: E402
+from compare_auto_circuit import their_model  # noqa: E402  (the same patchable copy as the agreement check)
 
 
 def loader(clean: torch.Tensor, corrupt: torch.Tensor, answers: torch.Tensor, weights) -> PromptDataLoader:
@@ -57,13 +56,6 @@ def loader(clean: torch.Tensor, corrupt: torch.Tensor, answers: torch.Tensor, we
         wrong = [a[w < 0] for a, w in zip(answers, weights)]
     dataset = PromptDataset(list(clean), list(corrupt), correct, wrong)
     return PromptDataLoader(dataset, seq_len=None, diverge_idx=0, batch_size=len(clean), shuffle=False)
-
-
-def their_model(model: torch.nn.Module):
-    copied = copy.deepcopy(model)
-    copied.set_use_attn_result(True)
-    return patchable_model(copied, factorized=False, slice_output="last_seq", seq_len=None, separate_qkv=False,
-                           device=torch.device("cpu"))  # fmt: skip
 
 
 def head_grid(ac, values, shape) -> list[list[float]]:
